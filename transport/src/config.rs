@@ -1,0 +1,52 @@
+//! Transport settings: every limit is named, with its unit last.
+
+use std::time::Duration;
+
+/// Limits and timings of a [`crate::Transport`]. The defaults suit a LAN cluster.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Largest frame accepted or sent, in bytes; a larger one closes the connection.
+    pub frame_bytes_max: usize,
+    /// Largest bulk body accepted on one bulk stream, in bytes.
+    pub bulk_bytes_max: u64,
+    /// Default deadline of a call when the caller gives none.
+    pub call_timeout: Duration,
+    /// Deadline for a peer to complete the hello/ack or join exchange.
+    pub handshake_timeout: Duration,
+    /// Dial attempts before `connect` gives up.
+    pub connect_attempts_max: u32,
+    /// First wait between dial attempts; doubles up to `reconnect_backoff_max`.
+    pub reconnect_backoff_initial: Duration,
+    /// Longest wait between dial attempts.
+    pub reconnect_backoff_max: Duration,
+    /// Frames queued for one connection's writer before senders wait (backpressure).
+    pub send_queue_frames_max: usize,
+    /// Requests and one-way messages from one connection being handled at once; when all are
+    /// busy the connection stops reading, and QUIC flow control slows the sender.
+    pub inflight_dispatch_max: usize,
+    /// Concurrent bulk streams a peer may open on one connection.
+    pub bulk_streams_max: u32,
+    /// Interval of QUIC keep-alives.
+    pub keep_alive_interval: Duration,
+    /// A connection silent for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            frame_bytes_max: 16 * 1024 * 1024,
+            bulk_bytes_max: 1 << 40,
+            call_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            connect_attempts_max: 5,
+            reconnect_backoff_initial: Duration::from_millis(50),
+            reconnect_backoff_max: Duration::from_secs(2),
+            send_queue_frames_max: 8192,
+            inflight_dispatch_max: 4096,
+            bulk_streams_max: 256,
+            keep_alive_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}

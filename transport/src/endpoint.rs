@@ -1,0 +1,461 @@
+//! The transport: one QUIC endpoint per process, serving and dialling, on a thread of its own.
+//!
+//! quinn drives an endpoint on the runtime that created it, and stopping that runtime drops every
+//! connection; a busy runtime also delays quinn's ACK processing. So the endpoint gets a dedicated
+//! long-lived thread (an actix `System` of its own) that runs only the endpoint, the handshakes
+//! and the connection tasks. Callers on other threads use [`Transport`] and [`Connection`], which
+//! are `Send + Sync` and talk to that thread through channels.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use crate::config::TransportConfig;
+use crate::connection::{self, close_code, read_frame, Connection, ConnectionParts, Dispatcher};
+use crate::error::{ConnectError, StartError};
+use crate::frame::{self, FrameDecoder, Header};
+use crate::handshake::{Handshake, HandshakeRefusal, WIRE_PROTOCOL};
+use crate::id::{NodeId, CLUSTER_SERVER_NAME};
+use crate::identity::{ClusterCa, NodeIdentity, TokenRegistry};
+use crate::tls::{self, ALPN_JOIN, ALPN_MEMBER};
+
+/// What a node that admits newcomers (the head) holds: the CA and the live join tokens.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// The cluster CA that signs newcomers' certificates.
+    pub ca: Arc<ClusterCa>,
+    /// The tokens newcomers may present.
+    pub tokens: Arc<TokenRegistry>,
+}
+
+/// Builds and starts a [`Transport`].
+pub struct TransportBuilder {
+    identity: NodeIdentity,
+    bind: SocketAddr,
+    config: TransportConfig,
+    dispatcher: Option<Arc<dyn Dispatcher>>,
+    admission: Option<Admission>,
+}
+
+impl TransportBuilder {
+    /// Address to bind (default `127.0.0.1:0`, an ephemeral loopback port).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Limits and timings.
+    pub fn config(mut self, config: TransportConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Where incoming messages go; without one, every incoming request is answered with
+    /// `NoSuchTarget`.
+    pub fn dispatcher(mut self, dispatcher: Arc<dyn Dispatcher>) -> Self {
+        self.dispatcher = Some(dispatcher);
+        self
+    }
+
+    /// Lets this node admit newcomers presenting a join token.
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// Binds the endpoint on the transport's own thread and starts accepting connections.
+    pub fn start(self) -> Result<Transport, StartError> {
+        let config = Arc::new(self.config);
+        let server_config = tls::server_config(&self.identity, &config)?;
+        let client_config = tls::client_config(&self.identity, &config)?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let bind = self.bind;
+        let thread = std::thread::Builder::new().name("manta-transport".to_owned()).spawn(move || {
+            let system = actix_rt::System::new();
+            let endpoint = system.block_on(async move {
+                let mut endpoint = quinn::Endpoint::server(server_config, bind)?;
+                endpoint.set_default_client_config(client_config);
+                Ok::<_, std::io::Error>((endpoint, actix_rt::Arbiter::current(), actix_rt::System::current()))
+            });
+            let started = endpoint.is_ok();
+            if ready_tx.send(endpoint).is_ok() && started {
+                let _ = system.run();
+            }
+        })?;
+        let (endpoint, arbiter, system) = ready_rx.recv().map_err(|_| StartError::Thread)??;
+        let local_addr = endpoint.local_addr()?;
+        let shared = Arc::new(Shared {
+            endpoint,
+            node_id: self.identity.node_id,
+            local_addr,
+            config,
+            dispatcher: self.dispatcher.unwrap_or_else(|| Arc::new(NoTargets)),
+            admission: self.admission,
+            peers: Mutex::new(Peers::default()),
+            dial_locks: Mutex::new(HashMap::new()),
+            arbiter: arbiter.clone(),
+        });
+        arbiter.spawn(accept_loop(shared.clone()));
+        info!(node = %shared.node_id, addr = %local_addr, "transport listening");
+        Ok(Transport { handle: Arc::new(Handle { shared, system, thread: Mutex::new(Some(thread)) }) })
+    }
+}
+
+/// This process's QUIC endpoint: accepts authenticated peers and dials them, one connection per
+/// peer, reused for every call. Cloning is cheap; the endpoint shuts down with the last clone.
+#[derive(Clone)]
+pub struct Transport {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("node_id", &self.handle.shared.node_id)
+            .field("local_addr", &self.handle.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    system: actix_rt::System,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.endpoint.close(quinn::VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
+        self.system.stop();
+        if let Some(thread) = self.thread.lock().take() {
+            // The transport thread never waits on the caller, so this join cannot deadlock,
+            // unless the last handle is dropped on the transport thread itself.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    endpoint: quinn::Endpoint,
+    node_id: NodeId,
+    local_addr: SocketAddr,
+    config: Arc<TransportConfig>,
+    dispatcher: Arc<dyn Dispatcher>,
+    admission: Option<Admission>,
+    peers: Mutex<Peers>,
+    dial_locks: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
+    arbiter: actix_rt::ArbiterHandle,
+}
+
+#[derive(Default)]
+struct Peers {
+    by_addr: HashMap<SocketAddr, Connection>,
+    by_node: HashMap<NodeId, Connection>,
+}
+
+impl Transport {
+    /// Starts building a transport that presents `identity`.
+    pub fn builder(identity: NodeIdentity) -> TransportBuilder {
+        TransportBuilder {
+            identity,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            config: TransportConfig::default(),
+            dispatcher: None,
+            admission: None,
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.handle.shared.node_id
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.shared.local_addr
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &TransportConfig {
+        &self.handle.shared.config
+    }
+
+    /// The live connection to `node`, if there is one (dialled by either side).
+    pub fn connection_to(&self, node: NodeId) -> Option<Connection> {
+        let peers = self.handle.shared.peers.lock();
+        peers.by_node.get(&node).filter(|connection| !connection.is_closed()).cloned()
+    }
+
+    /// Number of live connections.
+    pub fn connection_count(&self) -> usize {
+        self.handle.shared.peers.lock().by_node.values().filter(|connection| !connection.is_closed()).count()
+    }
+
+    /// The connection to the peer at `addr`: the live one if any, else a new one, dialled with
+    /// exponential backoff up to `connect_attempts_max` times. A refusal is not retried.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Connection, ConnectError> {
+        let shared = &self.handle.shared;
+        if let Some(connection) = shared.live(addr) {
+            return Ok(connection);
+        }
+        let lock = shared.dial_locks.lock().entry(addr).or_default().clone();
+        let _dialling = lock.lock().await;
+        if let Some(connection) = shared.live(addr) {
+            return Ok(connection);
+        }
+        let mut backoff = shared.config.reconnect_backoff_initial;
+        let mut attempt = 1;
+        loop {
+            let (result_tx, result_rx) = oneshot::channel();
+            let dial_shared = shared.clone();
+            shared.arbiter.spawn(async move {
+                let _ = result_tx.send(dial(&dial_shared, addr).await);
+            });
+            let error = match result_rx.await {
+                Ok(Ok(connection)) => return Ok(connection),
+                Ok(Err(error)) => error,
+                Err(_) => ConnectError::Shutdown,
+            };
+            if !error.is_transient() || attempt >= shared.config.connect_attempts_max {
+                return Err(error);
+            }
+            debug!(%addr, attempt, %error, "dial failed, retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(shared.config.reconnect_backoff_max);
+            attempt += 1;
+        }
+    }
+
+    /// Closes the endpoint and every connection. Further calls fail; idempotent.
+    pub fn shutdown(&self) {
+        self.handle.shared.endpoint.close(quinn::VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
+    }
+}
+
+impl Shared {
+    fn live(&self, addr: SocketAddr) -> Option<Connection> {
+        let peers = self.peers.lock();
+        peers.by_addr.get(&addr).filter(|connection| !connection.is_closed()).cloned()
+    }
+
+    fn register(&self, connection: &Connection) {
+        let mut peers = self.peers.lock();
+        peers.by_addr.insert(connection.remote_addr(), connection.clone());
+        peers.by_node.insert(connection.peer(), connection.clone());
+    }
+
+    fn forget(&self, connection: &Connection) {
+        let mut peers = self.peers.lock();
+        let id = connection.stable_id();
+        if peers.by_addr.get(&connection.remote_addr()).is_some_and(|known| known.stable_id() == id) {
+            peers.by_addr.remove(&connection.remote_addr());
+        }
+        if peers.by_node.get(&connection.peer()).is_some_and(|known| known.stable_id() == id) {
+            peers.by_node.remove(&connection.peer());
+        }
+    }
+
+    fn start_connection(
+        self: &Arc<Self>,
+        quic: quinn::Connection,
+        peer: NodeId,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        decoder: FrameDecoder,
+    ) -> Connection {
+        let weak: Weak<Shared> = Arc::downgrade(self);
+        let connection = connection::start(ConnectionParts {
+            quic,
+            peer,
+            send,
+            recv,
+            decoder,
+            dispatcher: self.dispatcher.clone(),
+            config: self.config.clone(),
+            on_close: Box::new(move |connection| {
+                if let Some(shared) = weak.upgrade() {
+                    shared.forget(connection);
+                }
+            }),
+        });
+        self.register(&connection);
+        connection
+    }
+}
+
+/// Answers every message with `NoSuchTarget`: the dispatcher of a transport built without one.
+struct NoTargets;
+
+impl Dispatcher for NoTargets {
+    fn dispatch(&self, message: connection::Incoming) -> connection::DispatchFuture {
+        let error = crate::RemoteError::new(
+            crate::RemoteErrorKind::NoSuchTarget,
+            format!("nothing is registered under {:?}", message.target),
+        );
+        Box::pin(std::future::ready(Err(error)))
+    }
+}
+
+fn handshake_frame(message: &Handshake) -> bytes::Bytes {
+    // Handshake messages are a few hundred bytes: far below any frame limit.
+    frame::encode(&Header::Handshake, &message.encode(), usize::MAX).expect("handshake frames encode")
+}
+
+/// Reads one handshake message from a stream.
+pub(crate) async fn read_handshake(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Handshake, String> {
+    let frame = read_frame(recv, decoder).await?;
+    if frame.header != Header::Handshake {
+        return Err("expected a handshake frame".to_owned());
+    }
+    Handshake::decode(&frame.body).map_err(|error| error.to_string())
+}
+
+/// One dial attempt: QUIC + TLS, then the hello/ack.
+async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Connection, ConnectError> {
+    let timeout = shared.config.handshake_timeout;
+    let handshake_error = |reason: String| ConnectError::Handshake { addr, reason };
+    let attempt = async {
+        let quic = shared
+            .endpoint
+            .connect(addr, CLUSTER_SERVER_NAME)
+            .map_err(|error| handshake_error(error.to_string()))?
+            .await
+            .map_err(|error| handshake_error(error.to_string()))?;
+        let (mut send, mut recv) =
+            quic.open_bi().await.map_err(|error| handshake_error(error.to_string()))?;
+        let hello = Handshake::Hello { protocol: WIRE_PROTOCOL, node_id: shared.node_id };
+        send.write_chunk(handshake_frame(&hello))
+            .await
+            .map_err(|error| handshake_error(error.to_string()))?;
+        let mut decoder = FrameDecoder::new(shared.config.frame_bytes_max);
+        let answer = read_handshake(&mut recv, &mut decoder).await.map_err(|reason| {
+            // A refused peer sees the server's close reason here rather than a refusal message.
+            handshake_error(quic.close_reason().map_or(reason, |closed| closed.to_string()))
+        })?;
+        match answer {
+            Handshake::HelloAck { protocol, node_id } if protocol == WIRE_PROTOCOL => {
+                if !tls::peer_certifies(quic.peer_identity(), node_id) {
+                    quic.close(quinn::VarInt::from_u32(close_code::PROTOCOL), b"server id not certified");
+                    return Err(ConnectError::Protocol {
+                        addr,
+                        reason: format!("server claims {node_id} but its certificate does not certify it"),
+                    });
+                }
+                Ok(shared.start_connection(quic, node_id, send, recv, decoder))
+            }
+            Handshake::HelloAck { protocol, .. } => {
+                quic.close(quinn::VarInt::from_u32(close_code::REFUSED), b"version");
+                Err(ConnectError::Protocol {
+                    addr,
+                    reason: format!("server speaks protocol {protocol}, we speak {WIRE_PROTOCOL}"),
+                })
+            }
+            Handshake::Refused { reason } => {
+                quic.close(quinn::VarInt::from_u32(close_code::REFUSED), b"refused");
+                Err(ConnectError::Refused { addr, reason })
+            }
+            _ => {
+                quic.close(quinn::VarInt::from_u32(close_code::PROTOCOL), b"unexpected handshake message");
+                Err(ConnectError::Protocol { addr, reason: "unexpected handshake message".to_owned() })
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| ConnectError::Timeout { addr, after: timeout })?
+}
+
+async fn accept_loop(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let shared = shared.clone();
+        actix_rt::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(quic) => serve_connection(&shared, quic).await,
+                Err(error) => warn!(%remote, %error, "incoming connection failed its TLS handshake"),
+            }
+        });
+    }
+}
+
+async fn serve_connection(shared: &Arc<Shared>, quic: quinn::Connection) {
+    let remote = quic.remote_address();
+    let alpn = quic
+        .handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol);
+    let timeout = shared.config.handshake_timeout;
+    let served = match alpn.as_deref() {
+        Some(ALPN_MEMBER) => tokio::time::timeout(timeout, serve_hello(shared, &quic)).await,
+        Some(ALPN_JOIN) => {
+            tokio::time::timeout(
+                timeout,
+                crate::join::serve(shared.admission.as_ref(), &quic, &shared.config),
+            )
+            .await
+        }
+        _ => Ok(Err("no known application protocol was negotiated".to_owned())),
+    };
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => {
+            warn!(%remote, %reason, "refused a connection");
+            quic.close(quinn::VarInt::from_u32(close_code::REFUSED), reason.as_bytes());
+        }
+        Err(_) => {
+            warn!(%remote, "closing a connection that did not finish its handshake in time");
+            quic.close(quinn::VarInt::from_u32(close_code::HANDSHAKE_TIMEOUT), b"handshake timeout");
+        }
+    }
+}
+
+/// Server side of the hello/ack. Nothing is dispatched for the peer unless this returns `Ok`.
+async fn serve_hello(shared: &Arc<Shared>, quic: &quinn::Connection) -> Result<(), String> {
+    let (mut send, mut recv) = quic.accept_bi().await.map_err(|error| error.to_string())?;
+    let mut decoder = FrameDecoder::new(shared.config.frame_bytes_max);
+    let hello = read_handshake(&mut recv, &mut decoder).await?;
+    let refusal = match hello {
+        Handshake::Hello { protocol, .. } if protocol != WIRE_PROTOCOL => {
+            Err(HandshakeRefusal::Version { server: WIRE_PROTOCOL })
+        }
+        Handshake::Hello { node_id, .. } => match quic.peer_identity() {
+            None => Err(HandshakeRefusal::NoCertificate),
+            identity => {
+                if tls::peer_certifies(identity, node_id) {
+                    Ok(node_id)
+                } else {
+                    Err(HandshakeRefusal::IdentityMismatch)
+                }
+            }
+        },
+        _ => Err(HandshakeRefusal::Unexpected),
+    };
+    match refusal {
+        Ok(peer) => {
+            let ack = Handshake::HelloAck { protocol: WIRE_PROTOCOL, node_id: shared.node_id };
+            send.write_chunk(handshake_frame(&ack)).await.map_err(|error| error.to_string())?;
+            shared.start_connection(quic.clone(), peer, send, recv, decoder);
+            info!(%peer, remote = %quic.remote_address(), "peer authenticated");
+            Ok(())
+        }
+        Err(reason) => {
+            send.write_chunk(handshake_frame(&Handshake::Refused { reason }))
+                .await
+                .map_err(|error| error.to_string())?;
+            let _ = send.finish();
+            // Give the refusal a moment to arrive before the connection is closed under it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), quic.closed()).await;
+            Err(reason.to_string())
+        }
+    }
+}
