@@ -60,14 +60,31 @@ pub struct Incoming {
     pub expects_reply: bool,
 }
 
+/// What [`Dispatcher::dispatch`] did with a message.
+pub enum Dispatched {
+    /// The message was handed to its handler; the future resolves to the answer.
+    Accepted(DispatchFuture),
+    /// The handler cannot take it yet (its mailbox is full, or it is restarting). The future
+    /// resolves, to the answer future, once the message was handed over; the connection reads
+    /// nothing further until then, which keeps the sender's order and slows the sender down.
+    Deferred(Pin<Box<dyn Future<Output = DispatchFuture> + Send>>),
+}
+
+impl Dispatched {
+    /// An immediate answer, without involving any handler.
+    pub fn answer(outcome: Result<Bytes, RemoteError>) -> Self {
+        Dispatched::Accepted(Box::pin(std::future::ready(outcome)))
+    }
+}
+
 /// Receives messages for this node; implemented by the actor layer's router.
 ///
 /// `dispatch` is called on the transport's thread, in the order the frames arrived on their
-/// connection, and must not block: it should hand the message to its handler at once (so that
-/// order is kept) and return a future that resolves when the handler has answered.
+/// connection, and must not block: it hands the message over at once or defers (see
+/// [`Dispatched`]), so that messages from one connection reach their handlers in order.
 pub trait Dispatcher: Send + Sync + 'static {
     /// Hands over a request or a one-way message.
-    fn dispatch(&self, message: Incoming) -> DispatchFuture;
+    fn dispatch(&self, message: Incoming) -> Dispatched;
 
     /// Hands over a bulk transfer: `message.body` is its metadata, `body` streams the payload.
     fn dispatch_bulk(&self, message: Incoming, body: BulkBody) -> DispatchFuture {
@@ -327,13 +344,17 @@ async fn handle_frame(
     };
     // When every permit is taken, stop reading: QUIC flow control then slows the sender.
     let permit = permits.clone().acquire_owned().await.map_err(|_| ReadError::Protocol("dispatch closed"))?;
-    let answer = dispatcher.dispatch(Incoming {
+    let dispatched = dispatcher.dispatch(Incoming {
         peer: connection.inner.peer,
         target,
         method,
         body: frame.body,
         expects_reply: reply_to.is_some(),
     });
+    let answer = match dispatched {
+        Dispatched::Accepted(answer) => answer,
+        Dispatched::Deferred(handed_over) => handed_over.await,
+    };
     let connection = connection.clone();
     actix_rt::spawn(async move {
         let outcome = answer.await;

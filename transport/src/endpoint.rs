@@ -294,12 +294,11 @@ impl Shared {
 struct NoTargets;
 
 impl Dispatcher for NoTargets {
-    fn dispatch(&self, message: connection::Incoming) -> connection::DispatchFuture {
-        let error = crate::RemoteError::new(
+    fn dispatch(&self, message: connection::Incoming) -> connection::Dispatched {
+        connection::Dispatched::answer(Err(crate::RemoteError::new(
             crate::RemoteErrorKind::NoSuchTarget,
             format!("nothing is registered under {:?}", message.target),
-        );
-        Box::pin(std::future::ready(Err(error)))
+        )))
     }
 }
 

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use manta_transport::frame::{self, Header};
 use manta_transport::handshake::{Handshake, WIRE_PROTOCOL};
 use manta_transport::{
-    Admission, BulkBody, CallError, ClusterCa, ConnectError, DispatchFuture, Dispatcher, HandshakeRefusal,
-    Incoming, JoinError, JoinRefusal, NodeId, NodeIdentity, RemoteErrorKind, TokenRegistry, TokenUse,
-    Transport, TransportConfig,
+    Admission, BulkBody, CallError, ClusterCa, ConnectError, DispatchFuture, Dispatched, Dispatcher,
+    HandshakeRefusal, Incoming, JoinError, JoinRefusal, NodeId, NodeIdentity, RemoteErrorKind, TokenRegistry,
+    TokenUse, Transport, TransportConfig,
 };
 
 fn run<F: std::future::Future>(future: F) -> F::Output {
@@ -26,15 +26,15 @@ struct Echo {
 }
 
 impl Dispatcher for Echo {
-    fn dispatch(&self, message: Incoming) -> DispatchFuture {
+    fn dispatch(&self, message: Incoming) -> Dispatched {
         self.seen.fetch_add(1, Ordering::SeqCst);
         if message.target == "silent" {
-            return Box::pin(std::future::pending());
+            return Dispatched::Accepted(Box::pin(std::future::pending()));
         }
         let mut reply = message.peer.to_string().into_bytes();
         reply.push(b':');
         reply.extend_from_slice(&message.body);
-        Box::pin(std::future::ready(Ok(Bytes::from(reply))))
+        Dispatched::answer(Ok(Bytes::from(reply)))
     }
 
     fn dispatch_bulk(&self, _message: Incoming, mut body: BulkBody) -> DispatchFuture {

@@ -1,0 +1,254 @@
+//! A node of the bus: the transport plus the registry of named local actors that peers address
+//! as `node/name`. The registry is the transport's [`Dispatcher`]: it decodes a message by its
+//! wire id and hands it to the actor, in the order the frames arrived.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::{Actor, Context, Handler};
+use bytes::Bytes;
+use manta_transport::{
+    Admission, DispatchFuture, Dispatched, Dispatcher, Incoming, NodeId, NodeIdentity, RemoteError,
+    RemoteErrorKind, StartError, Transport, TransportConfig,
+};
+use parking_lot::RwLock;
+use serde::Serialize;
+
+use crate::address::ActorAddress;
+use crate::error::{AskError, RegisterError};
+use crate::local::LocalRef;
+use crate::remote::ActorRef;
+use crate::wire::{self, WireMessage};
+
+type RouteFn<A> = fn(&LocalRef<A>, Incoming) -> Dispatched;
+
+/// The wire messages a registered actor accepts, by id.
+pub struct Routes<A: Actor> {
+    actor: LocalRef<A>,
+    methods: HashMap<u32, RouteFn<A>>,
+}
+
+impl<A: Actor<Context = Context<A>>> Routes<A> {
+    /// Routes for `actor`; add each message type it accepts from the network with [`Routes::message`].
+    pub fn new(actor: LocalRef<A>) -> Self {
+        Routes { actor, methods: HashMap::new() }
+    }
+
+    /// Accepts `M` from the network.
+    ///
+    /// # Panics
+    /// If another message of this actor has the same wire id: a programming error.
+    pub fn message<M>(mut self) -> Self
+    where
+        A: Handler<M>,
+        M: WireMessage,
+    {
+        let previous = self.methods.insert(M::ID, route_message::<A, M>);
+        assert!(previous.is_none(), "two messages of actor {} share wire id {}", self.actor.name(), M::ID);
+        self
+    }
+}
+
+trait Route: Send + Sync {
+    fn dispatch(&self, incoming: Incoming) -> Dispatched;
+    fn local(&self) -> &(dyn Any + Send + Sync);
+}
+
+impl<A: Actor<Context = Context<A>>> Route for Routes<A> {
+    fn dispatch(&self, incoming: Incoming) -> Dispatched {
+        match self.methods.get(&incoming.method) {
+            Some(route) => route(&self.actor, incoming),
+            None => Dispatched::answer(Err(RemoteError::new(
+                RemoteErrorKind::UnknownMethod,
+                format!("actor {:?} does not accept message id {}", incoming.target, incoming.method),
+            ))),
+        }
+    }
+
+    fn local(&self) -> &(dyn Any + Send + Sync) {
+        &self.actor
+    }
+}
+
+fn route_message<A, M>(actor: &LocalRef<A>, incoming: Incoming) -> Dispatched
+where
+    A: Actor<Context = Context<A>> + Handler<M>,
+    M: WireMessage,
+{
+    let message: M = match wire::decode(&incoming.body) {
+        Ok(message) => message,
+        Err(error) => {
+            return Dispatched::answer(Err(RemoteError::new(
+                RemoteErrorKind::BadMessage,
+                format!("{} (id {}): {error}", std::any::type_name::<M>(), M::ID),
+            )))
+        }
+    };
+    let expects_reply = incoming.expects_reply;
+    match actor.try_admit() {
+        Some(Ok(admitted)) => Dispatched::Accepted(answer(admitted.ask(message), expects_reply)),
+        Some(Err(error)) => Dispatched::answer(Err(error.to_remote())),
+        None => {
+            let actor = actor.clone();
+            Dispatched::Deferred(Box::pin(async move {
+                match actor.admit().await {
+                    Ok(admitted) => answer(admitted.ask(message), expects_reply),
+                    Err(error) => Box::pin(std::future::ready(Err(error.to_remote()))) as DispatchFuture,
+                }
+            }))
+        }
+    }
+}
+
+fn answer<R: Serialize>(
+    handled: impl Future<Output = Result<R, AskError>> + Send + 'static,
+    expects_reply: bool,
+) -> DispatchFuture {
+    Box::pin(async move {
+        let reply = handled.await.map_err(|error| error.to_remote())?;
+        if expects_reply {
+            wire::encode(&reply).map_err(|error| error.to_remote())
+        } else {
+            Ok(Bytes::new())
+        }
+    })
+}
+
+#[derive(Default)]
+struct Registry {
+    routes: RwLock<HashMap<String, Arc<dyn Route>>>,
+}
+
+impl Dispatcher for Registry {
+    fn dispatch(&self, incoming: Incoming) -> Dispatched {
+        let route = self.routes.read().get(&incoming.target).cloned();
+        match route {
+            Some(route) => route.dispatch(incoming),
+            None => Dispatched::answer(Err(RemoteError::new(
+                RemoteErrorKind::NoSuchTarget,
+                format!("no actor named {:?}", incoming.target),
+            ))),
+        }
+    }
+}
+
+/// Builds a [`Node`].
+pub struct NodeBuilder {
+    identity: NodeIdentity,
+    bind: SocketAddr,
+    config: TransportConfig,
+    admission: Option<Admission>,
+}
+
+impl NodeBuilder {
+    /// Address to bind (default `127.0.0.1:0`).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Transport limits and timings.
+    pub fn config(mut self, config: TransportConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Lets this node admit newcomers with join tokens (the head).
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// Starts the node's transport.
+    pub fn start(self) -> Result<Node, StartError> {
+        let registry = Arc::new(Registry::default());
+        let mut builder = Transport::builder(self.identity)
+            .bind(self.bind)
+            .config(self.config)
+            .dispatcher(registry.clone());
+        if let Some(admission) = self.admission {
+            builder = builder.admission(admission);
+        }
+        Ok(Node { inner: Arc::new(NodeInner { transport: builder.start()?, registry }) })
+    }
+}
+
+/// A process's presence on the bus. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+struct NodeInner {
+    transport: Transport,
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("transport", &self.inner.transport).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts building a node that presents `identity`.
+    pub fn builder(identity: NodeIdentity) -> NodeBuilder {
+        NodeBuilder {
+            identity,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            config: TransportConfig::default(),
+            admission: None,
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.transport.node_id()
+    }
+
+    /// The address peers reach this node at.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.transport.local_addr()
+    }
+
+    /// The underlying transport.
+    pub fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
+    /// Makes an actor reachable from peers as `this-node/name`. The registration keeps the
+    /// actor alive until [`Node::unregister`].
+    pub fn register<A: Actor<Context = Context<A>>>(
+        &self,
+        name: &str,
+        routes: Routes<A>,
+    ) -> Result<(), RegisterError> {
+        let mut table = self.inner.registry.routes.write();
+        if table.contains_key(name) {
+            return Err(RegisterError::NameTaken(name.to_owned()));
+        }
+        table.insert(name.to_owned(), Arc::new(routes));
+        Ok(())
+    }
+
+    /// Removes a registration; returns whether there was one.
+    pub fn unregister(&self, name: &str) -> bool {
+        self.inner.registry.routes.write().remove(name).is_some()
+    }
+
+    /// The actor at `address`: a direct local reference when the address is this node's own,
+    /// a remote one otherwise. Either way the caller's code is the same.
+    pub fn actor<A: Actor<Context = Context<A>>>(&self, address: ActorAddress) -> ActorRef<A> {
+        if address.node == self.local_addr() {
+            let route = self.inner.registry.routes.read().get(&address.name).cloned();
+            if let Some(local) = route.as_ref().and_then(|route| route.local().downcast_ref::<LocalRef<A>>())
+            {
+                return ActorRef::local(local.clone());
+            }
+        }
+        ActorRef::remote(self.inner.transport.clone(), address)
+    }
+}

@@ -1,0 +1,158 @@
+//! `ActorRef`: a reference to an actor that is either in this process or behind the transport.
+//! The sender's code is the same either way; only wire messages can be sent through it, so a
+//! reference can always be swapped for a remote one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Context, Handler};
+use manta_transport::{Connection, Transport};
+use parking_lot::Mutex;
+
+use crate::address::ActorAddress;
+use crate::error::AskError;
+use crate::local::LocalRef;
+use crate::wire::{self, WireMessage};
+
+/// A location-transparent reference to an actor of type `A`.
+pub struct ActorRef<A: Actor> {
+    target: Target<A>,
+}
+
+enum Target<A: Actor> {
+    Local(LocalRef<A>),
+    Remote(Arc<RemoteTarget>),
+}
+
+struct RemoteTarget {
+    transport: Transport,
+    address: ActorAddress,
+    node: String,
+    connection: Mutex<Option<Connection>>,
+}
+
+impl<A: Actor> Clone for ActorRef<A> {
+    fn clone(&self) -> Self {
+        let target = match &self.target {
+            Target::Local(local) => Target::Local(local.clone()),
+            Target::Remote(remote) => Target::Remote(remote.clone()),
+        };
+        ActorRef { target }
+    }
+}
+
+impl<A: Actor> std::fmt::Debug for ActorRef<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Target::Local(local) => f.debug_tuple("ActorRef::Local").field(local).finish(),
+            Target::Remote(remote) => f.debug_tuple("ActorRef::Remote").field(&remote.address).finish(),
+        }
+    }
+}
+
+impl RemoteTarget {
+    async fn connection(&self) -> Result<Connection, AskError> {
+        if let Some(connection) = self.connection.lock().as_ref().filter(|connection| !connection.is_closed())
+        {
+            return Ok(connection.clone());
+        }
+        let connection = self.transport.connect(self.address.node).await?;
+        *self.connection.lock() = Some(connection.clone());
+        Ok(connection)
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> ActorRef<A> {
+    /// A reference to a local actor.
+    pub fn local(actor: LocalRef<A>) -> Self {
+        ActorRef { target: Target::Local(actor) }
+    }
+
+    /// A reference to the actor at `address`, reached through `transport`.
+    pub fn remote(transport: Transport, address: ActorAddress) -> Self {
+        let node = address.node.to_string();
+        ActorRef {
+            target: Target::Remote(Arc::new(RemoteTarget {
+                transport,
+                address,
+                node,
+                connection: Mutex::new(None),
+            })),
+        }
+    }
+
+    /// Whether the actor lives in this process.
+    pub fn is_local(&self) -> bool {
+        matches!(self.target, Target::Local(_))
+    }
+
+    /// Sends `message` and waits for the answer, at most the transport's call timeout (remote)
+    /// or the actor's ask timeout (local).
+    pub async fn ask<M>(&self, message: M) -> Result<M::Result, AskError>
+    where
+        A: Handler<M>,
+        M: WireMessage,
+    {
+        match &self.target {
+            Target::Local(local) => local.ask(message).await,
+            Target::Remote(remote) => {
+                let timeout = remote.transport.config().call_timeout;
+                self.ask_remote(remote, message, timeout).await
+            }
+        }
+    }
+
+    /// Sends `message` and waits for the answer, at most `timeout`.
+    pub async fn ask_timeout<M>(&self, message: M, timeout: Duration) -> Result<M::Result, AskError>
+    where
+        A: Handler<M>,
+        M: WireMessage,
+    {
+        match &self.target {
+            Target::Local(local) => local.ask_timeout(message, timeout).await,
+            Target::Remote(remote) => self.ask_remote(remote, message, timeout).await,
+        }
+    }
+
+    async fn ask_remote<M>(
+        &self,
+        remote: &RemoteTarget,
+        message: M,
+        timeout: Duration,
+    ) -> Result<M::Result, AskError>
+    where
+        M: WireMessage,
+    {
+        let body = wire::encode(&message)?;
+        let exchange = async {
+            let connection = remote.connection().await?;
+            connection
+                .call(&remote.address.name, M::ID, &body, Some(timeout))
+                .await
+                .map_err(|error| AskError::from_call(error, &remote.node, &remote.address.name))
+        };
+        let reply =
+            tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(AskError::Timeout(timeout)))?;
+        wire::decode(&reply)
+    }
+
+    /// Sends `message` one way. Returns once it is queued (remote) or in the mailbox (local);
+    /// waits while the way is full (backpressure). Failures of the handler are not reported.
+    pub async fn tell<M>(&self, message: M) -> Result<(), AskError>
+    where
+        A: Handler<M>,
+        M: WireMessage,
+    {
+        match &self.target {
+            Target::Local(local) => local.tell(message).await,
+            Target::Remote(remote) => {
+                let body = wire::encode(&message)?;
+                let connection = remote.connection().await?;
+                connection
+                    .notify(&remote.address.name, M::ID, &body)
+                    .await
+                    .map_err(|error| AskError::from_call(error, &remote.node, &remote.address.name))
+            }
+        }
+    }
+}

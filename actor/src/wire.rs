@@ -1,0 +1,33 @@
+//! Messages that cross a process boundary.
+//!
+//! A message type sent to a remote actor is a wire type: plain data that derives `Serialize`
+//! and `Deserialize`, with a stable numeric id that names it on the wire. Internal state never
+//! crosses; components convert between their internal types and their wire types by hand.
+//! Message and reply bodies are MessagePack; byte payloads should use `serde_bytes`.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::AskError;
+
+/// A message that can be sent to a remote actor.
+///
+/// `ID` must be unique among the messages one actor accepts and must never change once
+/// released: it is how a peer built from another version of the code names the message.
+pub trait WireMessage:
+    actix::Message<Result: Serialize + DeserializeOwned + Send> + Serialize + DeserializeOwned + Send + 'static
+{
+    /// The stable id of this message type.
+    const ID: u32;
+}
+
+/// Encodes a message or a reply.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Bytes, AskError> {
+    rmp_serde::to_vec(value).map(Bytes::from).map_err(|error| AskError::Codec(error.to_string()))
+}
+
+/// Decodes a message or a reply received from the network.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AskError> {
+    rmp_serde::from_slice(bytes).map_err(|error| AskError::Codec(error.to_string()))
+}

@@ -1,0 +1,298 @@
+//! Tests of the actor bus in one process: supervision, backpressure, and two nodes talking
+//! through real QUIC connections on loopback.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use manta_actor::{
+    spawn, start_arbiter, Actor, ActorAddress, ActorRef, AskError, Context, Handler, LocalRef, Message, Node,
+    RegisterError, Routes, SpawnOptions, WireMessage,
+};
+use manta_transport::{ClusterCa, NodeId};
+use serde::{Deserialize, Serialize};
+
+struct Counter {
+    total: i64,
+    log: Vec<u64>,
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "i64")]
+struct Add(i64);
+impl WireMessage for Add {
+    const ID: u32 = 1;
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+struct Record(u64);
+impl WireMessage for Record {
+    const ID: u32 = 2;
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Vec<u64>")]
+struct Log;
+impl WireMessage for Log {
+    const ID: u32 = 3;
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+struct Boom(String);
+impl WireMessage for Boom {
+    const ID: u32 = 4;
+}
+
+/// Registered on nobody's routes: sending it remotely is an unknown message.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "i64")]
+struct Unrouted;
+impl WireMessage for Unrouted {
+    const ID: u32 = 99;
+}
+
+/// Blocks the actor's thread for a while (local only).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stall(Duration);
+
+impl Actor for Counter {
+    type Context = Context<Self>;
+}
+
+impl Handler<Add> for Counter {
+    type Result = i64;
+    fn handle(&mut self, message: Add, _: &mut Context<Self>) -> i64 {
+        self.total += message.0;
+        self.total
+    }
+}
+
+impl Handler<Record> for Counter {
+    type Result = ();
+    fn handle(&mut self, message: Record, _: &mut Context<Self>) {
+        self.log.push(message.0);
+    }
+}
+
+impl Handler<Log> for Counter {
+    type Result = Vec<u64>;
+    fn handle(&mut self, _: Log, _: &mut Context<Self>) -> Vec<u64> {
+        self.log.clone()
+    }
+}
+
+impl Handler<Boom> for Counter {
+    type Result = ();
+    fn handle(&mut self, message: Boom, _: &mut Context<Self>) {
+        panic!("{}", message.0);
+    }
+}
+
+impl Handler<Unrouted> for Counter {
+    type Result = i64;
+    fn handle(&mut self, _: Unrouted, _: &mut Context<Self>) -> i64 {
+        0
+    }
+}
+
+impl Handler<Stall> for Counter {
+    type Result = ();
+    fn handle(&mut self, message: Stall, _: &mut Context<Self>) {
+        std::thread::sleep(message.0);
+    }
+}
+
+fn counter(options: SpawnOptions) -> LocalRef<Counter> {
+    let arbiter = start_arbiter("test-actor").unwrap();
+    spawn(&arbiter, options, || Counter { total: 0, log: Vec::new() })
+}
+
+fn routes(actor: &LocalRef<Counter>) -> Routes<Counter> {
+    Routes::new(actor.clone()).message::<Add>().message::<Record>().message::<Log>().message::<Boom>()
+}
+
+fn run<F: std::future::Future>(future: F) -> F::Output {
+    manta_actor::System::new().block_on(future)
+}
+
+#[test]
+fn a_panicking_actor_is_restarted_and_its_caller_gets_a_typed_error() {
+    let actor = counter(SpawnOptions::named("counter").max_restarts(1));
+    run(async {
+        assert_eq!(actor.ask(Add(5)).await.unwrap(), 5);
+        match actor.ask(Boom("boom-1".into())).await {
+            Err(AskError::ActorDied { actor, cause }) => {
+                assert_eq!(actor, "counter");
+                assert!(cause.contains("boom-1"), "{cause}");
+            }
+            other => panic!("expected ActorDied, got {other:?}"),
+        }
+        // The next incarnation starts from a fresh value.
+        assert_eq!(actor.ask(Add(1)).await.unwrap(), 1);
+        assert_eq!(actor.incarnation(), 2);
+
+        // The second panic exhausts max_restarts = 1: the actor is dead, and says why at once.
+        assert!(matches!(actor.ask(Boom("boom-2".into())).await, Err(AskError::ActorDied { .. })));
+        match actor.ask(Add(1)).await {
+            Err(AskError::ActorDied { cause, .. }) => {
+                assert!(cause.contains("restarts exhausted"), "{cause}")
+            }
+            other => panic!("expected a dead actor, got {other:?}"),
+        }
+        assert!(actor.death().is_some());
+    });
+}
+
+#[test]
+fn messages_queued_behind_a_panic_fail_instead_of_hanging() {
+    let actor = counter(SpawnOptions::named("queued").max_restarts(5));
+    run(async {
+        actor.ask(Add(0)).await.unwrap();
+        // Enqueued now, in this order, into one incarnation's mailbox.
+        let stall = actor.try_admit().unwrap().unwrap().ask(Stall(Duration::from_millis(100)));
+        let boom = actor.try_admit().unwrap().unwrap().ask(Boom("boom".into()));
+        let queued = actor.try_admit().unwrap().unwrap().ask(Add(1));
+        let (stall, boom, queued) = tokio::join!(stall, boom, queued);
+        assert!(stall.is_ok());
+        assert!(matches!(boom, Err(AskError::ActorDied { .. })));
+        // Queued behind the panic in the same mailbox: lost with it, and told so.
+        assert!(matches!(queued, Err(AskError::ActorDied { .. })), "{queued:?}");
+        assert_eq!(actor.ask(Add(2)).await.unwrap(), 2);
+    });
+}
+
+#[test]
+fn a_full_mailbox_makes_senders_wait() {
+    let actor = counter(SpawnOptions::named("small").mailbox_capacity(2));
+    run(async {
+        actor.ask(Add(0)).await.unwrap();
+        let first = actor.try_admit().unwrap().unwrap().ask(Stall(Duration::from_millis(200)));
+        let second = actor.try_admit().unwrap().unwrap().ask(Add(1));
+        assert!(actor.try_admit().is_none(), "a third message must wait for a place");
+        let waiting = actor.ask(Add(10));
+        let (first, second, waiting) = tokio::join!(first, second, waiting);
+        assert!(first.is_ok());
+        assert_eq!(second.unwrap(), 1);
+        assert_eq!(waiting.unwrap(), 11);
+        assert!(actor.try_admit().is_some());
+    });
+}
+
+fn node(ca: &ClusterCa) -> Node {
+    Node::builder(ca.issue(NodeId::random().unwrap()).unwrap()).start().unwrap()
+}
+
+#[test]
+fn remote_asks_and_tells_keep_the_senders_order_through_a_tiny_mailbox() {
+    let ca = ClusterCa::generate("bus").unwrap();
+    let server = node(&ca);
+    let client = node(&ca);
+    // A mailbox of 4 forces most of the 2000 tells through the deferred path.
+    let actor = counter(SpawnOptions::named("ordered").mailbox_capacity(4));
+    server.register("ordered", routes(&actor)).unwrap();
+    assert_eq!(server.register("ordered", routes(&actor)), Err(RegisterError::NameTaken("ordered".into())));
+
+    let remote: ActorRef<Counter> = client.actor(ActorAddress::new(server.local_addr(), "ordered"));
+    assert!(!remote.is_local());
+    run(async {
+        for index in 0..2000u64 {
+            remote.tell(Record(index)).await.unwrap();
+            if index % 500 == 0 {
+                remote.ask(Add(1)).await.unwrap();
+            }
+        }
+        let log = remote.ask(Log).await.unwrap();
+        assert_eq!(log, (0..2000).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn remote_errors_are_typed() {
+    let ca = ClusterCa::generate("bus").unwrap();
+    let server = node(&ca);
+    let client = node(&ca);
+    let actor = counter(SpawnOptions::named("errors").max_restarts(3));
+    server.register("errors", routes(&actor)).unwrap();
+    let remote: ActorRef<Counter> = client.actor(ActorAddress::new(server.local_addr(), "errors"));
+    let nobody: ActorRef<Counter> = client.actor(ActorAddress::new(server.local_addr(), "nobody"));
+    run(async {
+        assert!(matches!(remote.ask(Unrouted).await, Err(AskError::UnknownMessage(_))));
+        assert!(matches!(nobody.ask(Add(1)).await, Err(AskError::NoSuchActor { .. })));
+        match remote.ask(Boom("remote boom".into())).await {
+            Err(AskError::ActorDied { cause, .. }) => assert!(cause.contains("remote boom"), "{cause}"),
+            other => panic!("expected ActorDied, got {other:?}"),
+        }
+        assert_eq!(remote.ask(Add(3)).await.unwrap(), 3, "restarted remotely, fresh state");
+    });
+}
+
+#[test]
+fn a_body_that_does_not_decode_is_a_codec_error_not_a_crash() {
+    let ca = ClusterCa::generate("bus").unwrap();
+    let server = node(&ca);
+    let client = node(&ca);
+    let actor = counter(SpawnOptions::named("codec"));
+    server.register("codec", routes(&actor)).unwrap();
+    run(async {
+        let connection = client.transport().connect(server.local_addr()).await.unwrap();
+        // Message id 1 is Add(i64); send a string instead.
+        let body = rmp_serde::to_vec(&"not a number").unwrap();
+        let outcome = connection.call("codec", Add::ID, &body, None).await;
+        match outcome {
+            Err(manta_transport::CallError::Remote(error)) => {
+                assert_eq!(error.kind, manta_transport::RemoteErrorKind::BadMessage)
+            }
+            other => panic!("expected BadMessage, got {other:?}"),
+        }
+        let remote: ActorRef<Counter> = client.actor(ActorAddress::new(server.local_addr(), "codec"));
+        assert_eq!(remote.ask(Add(2)).await.unwrap(), 2);
+    });
+}
+
+#[test]
+fn an_address_on_this_node_resolves_to_a_local_reference() {
+    let ca = ClusterCa::generate("bus").unwrap();
+    let server = node(&ca);
+    let actor = counter(SpawnOptions::named("here"));
+    server.register("here", routes(&actor)).unwrap();
+    let reference: ActorRef<Counter> = server.actor(ActorAddress::new(server.local_addr(), "here"));
+    assert!(reference.is_local());
+    run(async {
+        assert_eq!(reference.ask(Add(4)).await.unwrap(), 4);
+    });
+    assert!(server.unregister("here"));
+    assert!(!server.unregister("here"));
+}
+
+#[test]
+fn an_actor_stops_when_its_last_reference_is_dropped() {
+    static DROPPED: AtomicUsize = AtomicUsize::new(0);
+    struct Droppy;
+    impl Actor for Droppy {
+        type Context = Context<Self>;
+        fn stopped(&mut self, _: &mut Context<Self>) {
+            DROPPED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    impl Handler<Add> for Droppy {
+        type Result = i64;
+        fn handle(&mut self, message: Add, _: &mut Context<Self>) -> i64 {
+            message.0
+        }
+    }
+    let arbiter = start_arbiter("droppy").unwrap();
+    let actor = spawn(&arbiter, SpawnOptions::named("droppy"), || Droppy);
+    assert_eq!(run(actor.ask(Add(7))).unwrap(), 7);
+    assert_eq!(DROPPED.load(Ordering::SeqCst), 0);
+    let clone = Arc::new(actor.clone());
+    drop(actor);
+    drop(clone);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while DROPPED.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(DROPPED.load(Ordering::SeqCst), 1);
+}
