@@ -214,6 +214,12 @@ impl Node {
         self.inner.transport.local_addr()
     }
 
+    /// The arbiter of this node's transport thread, for light actors that should answer the
+    /// network without a thread hop (see [`Transport::arbiter`]).
+    pub fn arbiter(&self) -> &actix_rt::ArbiterHandle {
+        self.inner.transport.arbiter()
+    }
+
     /// The underlying transport.
     pub fn transport(&self) -> &Transport {
         &self.inner.transport

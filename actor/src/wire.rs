@@ -31,3 +31,38 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Bytes, AskError> {
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AskError> {
     rmp_serde::from_slice(bytes).map_err(|error| AskError::Codec(error.to_string()))
 }
+
+/// Declares a wire message: its reply type and its stable id.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize)]
+/// struct Add(i64);
+/// manta_actor::wire_message!(Add => i64, id = 1);
+/// ```
+#[macro_export]
+macro_rules! wire_message {
+    ($message:ty => $reply:ty, id = $id:expr) => {
+        impl $crate::Message for $message {
+            type Result = $reply;
+        }
+        impl $crate::WireMessage for $message {
+            const ID: u32 = $id;
+        }
+    };
+}
+
+/// Declares a message that stays in its process (no serde, no id): only its reply type.
+///
+/// ```
+/// struct Tick;
+/// manta_actor::local_message!(Tick => ());
+/// ```
+#[macro_export]
+macro_rules! local_message {
+    ($message:ty => $reply:ty) => {
+        impl $crate::Message for $message {
+            type Result = $reply;
+        }
+    };
+}

@@ -182,6 +182,13 @@ impl Transport {
         self.handle.shared.local_addr
     }
 
+    /// The arbiter of the transport's thread. Light, non-blocking actors (the control-plane
+    /// state machines) may run here: their messages then cross no thread on the way in or out.
+    /// Anything that blocks or computes for long must not, or it delays every connection.
+    pub fn arbiter(&self) -> &actix_rt::ArbiterHandle {
+        &self.handle.shared.arbiter
+    }
+
     /// The settings in force.
     pub fn config(&self) -> &TransportConfig {
         &self.handle.shared.config

@@ -20,9 +20,10 @@ pub struct NodeId(pub [u8; 16]);
 
 impl NodeId {
     /// A fresh random id from the operating system's secure random source.
-    pub fn random() -> Result<Self, ring::error::Unspecified> {
+    pub fn random() -> Result<Self, crate::IdentityError> {
         let mut bytes = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)?;
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| crate::IdentityError::Random)?;
         Ok(NodeId(bytes))
     }
 
