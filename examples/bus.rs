@@ -14,7 +14,9 @@ use manta::actor::{
     spawn, start_arbiter, wire_message, Actor, ActorAddress, ActorRef, Context, Handler, Node, Routes,
     SpawnOptions, System,
 };
-use manta::transport::{join_blocking, Admission, ClusterCa, NodeId, TokenRegistry, TokenUse, TransportConfig};
+use manta::transport::{
+    join_blocking, Admission, ClusterCa, NodeId, TokenRegistry, TokenUse, TransportConfig,
+};
 use serde::{Deserialize, Serialize};
 
 const ROLE_ENV: &str = "MANTA_BUS_EXAMPLE_ROLE";

@@ -13,7 +13,9 @@ use manta::actor::{
     spawn, start_arbiter, wire_message, Actor, ActorAddress, ActorRef, ArbiterHandle, Context, Handler, Node,
     Routes, SpawnOptions, System,
 };
-use manta::transport::{join_blocking, Admission, ClusterCa, NodeId, NodeIdentity, TokenRegistry, TokenUse, TransportConfig};
+use manta::transport::{
+    join_blocking, Admission, ClusterCa, NodeId, NodeIdentity, TokenRegistry, TokenUse, TransportConfig,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -125,7 +127,10 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     let raw_addr: SocketAddr = fields.next().context("server did not start")?.parse()?;
     let node_addr: SocketAddr = fields.next().context("server did not start")?.parse()?;
 
-    println!("# manta-bench bus: {} rounds, {} one-way messages, {} runs each", options.rounds, options.messages, options.repeat);
+    println!(
+        "# manta-bench bus: {} rounds, {} one-way messages, {} runs each",
+        options.rounds, options.messages, options.repeat
+    );
     println!("# client pid {}, server pid {}", std::process::id(), server.id());
     let client_identity = ca.issue(NodeId::random()?)?;
     let mut raw_runs = Vec::new();
@@ -238,7 +243,9 @@ mod raw {
             .with_no_client_auth()
             .with_single_cert(identity.cert_chain().to_vec(), key)?;
         tls.alpn_protocols = vec![b"raw".to_vec()];
-        let config = quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(tls)?));
+        let config = quinn::ServerConfig::with_crypto(Arc::new(
+            quinn::crypto::rustls::QuicServerConfig::try_from(tls)?,
+        ));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             System::new().block_on(async move {
@@ -264,7 +271,11 @@ mod raw {
         Ok(addr_rx.recv()?)
     }
 
-    pub(super) fn ping_pong(identity: &NodeIdentity, server: SocketAddr, rounds: u32) -> anyhow::Result<(f64, f64)> {
+    pub(super) fn ping_pong(
+        identity: &NodeIdentity,
+        server: SocketAddr,
+        rounds: u32,
+    ) -> anyhow::Result<(f64, f64)> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(identity.ca_cert().clone())?;
         let mut tls = rustls::ClientConfig::builder_with_provider(provider())
@@ -272,7 +283,8 @@ mod raw {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"raw".to_vec()];
-        let config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?));
+        let config =
+            quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?));
         System::new().block_on(async move {
             let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
             let connection = endpoint.connect_with(config, server, "cluster.manta")?.await?;
