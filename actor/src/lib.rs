@@ -17,7 +17,9 @@ mod node;
 mod remote;
 pub mod wire;
 
-pub use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult};
+pub use actix::{
+    Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult, ResponseFuture,
+};
 pub use actix_rt::{Arbiter, ArbiterHandle, System};
 pub use address::{ActorAddress, ParseAddressError};
 pub use error::{AskError, RegisterError};

@@ -69,7 +69,7 @@ impl<W> PendingCalls<W> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(manta_loom)))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -121,7 +121,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, manta_loom))]
 mod loom_models {
     use super::*;
     use loom::sync::Arc;

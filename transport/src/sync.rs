@@ -1,13 +1,15 @@
-//! The synchronisation primitives this crate uses, swapped for loom's under `--cfg loom` so the
-//! loom models explore every interleaving of the real code (after tokio's `src/loom`).
+//! The synchronisation primitives this crate uses, swapped for loom's under `--cfg manta_loom`
+//! so the loom models explore every interleaving of the real code (after tokio's `src/loom`).
+//! The cfg is not plain `loom`: that would also switch tokio to its internal loom build, which
+//! does not compile outside tokio's own tests.
 
-#[cfg(not(loom))]
+#[cfg(not(manta_loom))]
 pub(crate) use parking_lot::Mutex;
 
-#[cfg(loom)]
+#[cfg(manta_loom)]
 pub(crate) use self::loom_mutex::Mutex;
 
-#[cfg(loom)]
+#[cfg(manta_loom)]
 mod loom_mutex {
     /// parking_lot's interface (no poisoning) over loom's mutex.
     #[derive(Debug)]
