@@ -93,6 +93,9 @@ where
         Some(Err(error)) => Dispatched::answer(Err(error.to_remote())),
         None => {
             let actor = actor.clone();
+            // Resolves to the answer future once the message is in the mailbox; the transport
+            // awaits that hand-over before reading on, and the answer afterwards.
+            #[allow(clippy::async_yields_async)]
             Dispatched::Deferred(Box::pin(async move {
                 match actor.admit().await {
                     Ok(admitted) => answer(admitted.ask(message), expects_reply),
