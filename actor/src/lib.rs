@@ -17,8 +17,10 @@ mod node;
 mod remote;
 pub mod wire;
 
+pub use actix::fut::WrapFuture;
 pub use actix::{
-    Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult, ResponseFuture,
+    Actor, ActorContext, AsyncContext, AtomicResponse, Context, Handler, Message, MessageResult,
+    ResponseActFuture, ResponseFuture,
 };
 pub use actix_rt::{Arbiter, ArbiterHandle, System};
 pub use address::{ActorAddress, ParseAddressError};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use manta_actor::{
-    spawn, start_arbiter, Actor, ActorAddress, ActorRef, AskError, Context, Handler, LocalRef, Message, Node,
-    RegisterError, Routes, SpawnOptions, WireMessage,
+    spawn, start_arbiter, wire_message, Actor, ActorAddress, ActorRef, AskError, AtomicResponse, Context,
+    Handler, LocalRef, Message, Node, RegisterError, Routes, SpawnOptions, WireMessage, WrapFuture,
 };
 use manta_transport::{ClusterCa, NodeId};
 use serde::{Deserialize, Serialize};
@@ -295,4 +295,82 @@ fn an_actor_stops_when_its_last_reference_is_dropped() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(DROPPED.load(Ordering::SeqCst), 1);
+}
+
+/// Holds its mailbox closed while it waits for a remote answer (an `AtomicResponse`).
+struct Relay {
+    node: Node,
+    seen: u64,
+}
+impl Actor for Relay {
+    type Context = Context<Self>;
+}
+
+#[derive(Serialize, Deserialize)]
+struct Forward(String);
+wire_message!(Forward => i64, id = 20);
+
+#[derive(Serialize, Deserialize)]
+struct Note;
+wire_message!(Note => (), id = 21);
+
+#[derive(Serialize, Deserialize)]
+struct Seen;
+wire_message!(Seen => u64, id = 22);
+
+impl Handler<Forward> for Relay {
+    type Result = AtomicResponse<Self, i64>;
+    fn handle(&mut self, message: Forward, _: &mut Context<Self>) -> Self::Result {
+        let target: ActorRef<Counter> = self.node.actor(message.0.parse().expect("a valid address"));
+        AtomicResponse::new(Box::pin(
+            async move { target.ask_timeout(Add(1), Duration::from_secs(20)).await.unwrap_or(-1) }
+                .into_actor(self),
+        ))
+    }
+}
+impl Handler<Note> for Relay {
+    type Result = ();
+    fn handle(&mut self, _: Note, _: &mut Context<Self>) {
+        self.seen += 1;
+    }
+}
+impl Handler<Seen> for Relay {
+    type Result = u64;
+    fn handle(&mut self, _: Seen, _: &mut Context<Self>) -> u64 {
+        self.seen
+    }
+}
+
+#[test]
+fn an_actor_waiting_on_a_remote_answer_gets_it_while_its_own_mailbox_is_full() {
+    let ca = ClusterCa::generate("bus").unwrap();
+    let near = node(&ca);
+    let far = node(&ca);
+    let relay_node = near.clone();
+    let relay = spawn(
+        &start_arbiter("relay").unwrap(),
+        SpawnOptions::named("relay").mailbox_capacity(1),
+        move || Relay { node: relay_node.clone(), seen: 0 },
+    );
+    near.register("relay", Routes::new(relay).message::<Forward>().message::<Note>().message::<Seen>())
+        .unwrap();
+    let counter = counter(SpawnOptions::named("far-counter"));
+    far.register("far-counter", routes(&counter)).unwrap();
+
+    let relay: ActorRef<Relay> = far.actor(ActorAddress::new(near.local_addr(), "relay"));
+    let far_counter = ActorAddress::new(far.local_addr(), "far-counter").to_string();
+    run(async {
+        // The relay takes Forward and, holding its mailbox, asks back over the same connection.
+        // The notes queue up behind it on `near`; the answer it waits for arrives behind them
+        // on the same stream and must still get through.
+        let forwarded = relay.ask_timeout(Forward(far_counter), Duration::from_secs(30));
+        let notes = async {
+            for _ in 0..50 {
+                relay.tell(Note).await.unwrap();
+            }
+        };
+        let (forwarded, ()) = tokio::join!(forwarded, notes);
+        assert_eq!(forwarded.unwrap(), 1);
+        assert_eq!(relay.ask(Seen).await.unwrap(), 50);
+    });
 }

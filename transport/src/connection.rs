@@ -7,14 +7,17 @@
 //! write, which batches small frames under load without delaying a lone one. Bulk transfers get
 //! streams of their own (see `bulk.rs`), so a large body never blocks small calls.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use crate::bulk::{BulkBody, BulkSender};
@@ -68,8 +71,8 @@ pub enum Dispatched {
     /// The message was handed to its handler; the future resolves to the answer.
     Accepted(DispatchFuture),
     /// The handler cannot take it yet (its mailbox is full, or it is restarting). The future
-    /// resolves, to the answer future, once the message was handed over; the connection reads
-    /// nothing further until then, which keeps the sender's order and slows the sender down.
+    /// resolves, to the answer future, once the message was handed over. Later messages for the
+    /// same target wait behind it, in order; the connection keeps reading everything else.
     Deferred(Pin<Box<dyn Future<Output = DispatchFuture> + Send>>),
 }
 
@@ -82,9 +85,9 @@ impl Dispatched {
 
 /// Receives messages for this node; implemented by the actor layer's router.
 ///
-/// `dispatch` is called on the transport's thread, in the order the frames arrived on their
-/// connection, and must not block: it hands the message over at once or defers (see
-/// [`Dispatched`]), so that messages from one connection reach their handlers in order.
+/// `dispatch` is called on the transport's thread, for each target in the order the frames
+/// arrived on their connection, and must not block: it hands the message over at once or defers
+/// (see [`Dispatched`]), so that messages from one connection reach each handler in order.
 pub trait Dispatcher: Send + Sync + 'static {
     /// Hands over a request or a one-way message.
     fn dispatch(&self, message: Incoming) -> Dispatched;
@@ -326,10 +329,15 @@ async fn read_loop(
     mut decoder: FrameDecoder,
     dispatcher: Arc<dyn Dispatcher>,
 ) -> Result<(), ReadError> {
-    let permits = Arc::new(Semaphore::new(connection.inner.config.inflight_dispatch_max.max(1)));
+    let router = Router {
+        connection: connection.clone(),
+        dispatcher,
+        permits: Arc::new(Semaphore::new(connection.inner.config.inflight_dispatch_max.max(1))),
+        backlogs: Rc::new(RefCell::new(HashMap::new())),
+    };
     loop {
         while let Some(frame) = decoder.next_frame().map_err(ReadError::Frame)? {
-            handle_frame(connection, frame, &dispatcher, &permits).await?;
+            router.route(frame).await?;
         }
         match recv.read_chunk(READ_CHUNK_BYTES, true).await {
             Ok(Some(chunk)) => decoder.push(&chunk.bytes),
@@ -339,61 +347,129 @@ async fn read_loop(
     }
 }
 
-async fn handle_frame(
-    connection: &Connection,
-    frame: Frame,
-    dispatcher: &Arc<dyn Dispatcher>,
-    permits: &Arc<Semaphore>,
-) -> Result<(), ReadError> {
-    let (target, method, reply_to) = match frame.header {
-        Header::Response { call_id, status } => {
-            let outcome = match status {
-                Status::Ok => Ok(frame.body),
-                Status::Err(error) => Err(CallError::Remote(error)),
+/// A request or one-way message waiting, in order, behind a deferred one for the same target.
+struct Queued {
+    message: Incoming,
+    reply_to: Option<u64>,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Routes the frames read from one connection. Lives on the transport thread (hence `Rc`).
+///
+/// Responses complete pending calls at once. Requests and one-way messages go to the
+/// dispatcher in arrival order. When the dispatcher defers one (its actor is full or
+/// restarting), a backlog is opened for that target: later messages for it queue behind the
+/// deferred one, in order, while the reader goes on reading responses and messages for other
+/// targets. So an actor that waits on a remote answer cannot block that answer behind messages
+/// queued for itself. Every message in flight holds one of `inflight_dispatch_max` permits; when
+/// none is left the reader stops, and QUIC flow control slows the sender.
+struct Router {
+    connection: Connection,
+    dispatcher: Arc<dyn Dispatcher>,
+    permits: Arc<Semaphore>,
+    backlogs: Rc<RefCell<HashMap<String, mpsc::UnboundedSender<Queued>>>>,
+}
+
+impl Router {
+    async fn route(&self, frame: Frame) -> Result<(), ReadError> {
+        let (target, method, reply_to) = match frame.header {
+            Header::Response { call_id, status } => {
+                let outcome = match status {
+                    Status::Ok => Ok(frame.body),
+                    Status::Err(error) => Err(CallError::Remote(error)),
+                };
+                match self.connection.inner.pending.take(call_id) {
+                    Some(waiter) => {
+                        let _ = waiter.send(outcome);
+                    }
+                    None => debug!(call_id, "dropping the answer to a call nobody waits for"),
+                }
+                return Ok(());
+            }
+            Header::Request { call_id, target, method } => (target, method, Some(call_id)),
+            Header::Notify { target, method } => (target, method, None),
+            Header::Handshake => return Err(ReadError::Protocol("handshake frame after the handshake")),
+            Header::Bulk { .. } => return Err(ReadError::Protocol("bulk frame on the message stream")),
+        };
+        let permit =
+            self.permits.clone().acquire_owned().await.map_err(|_| ReadError::Protocol("dispatch closed"))?;
+        let message = Incoming {
+            peer: self.connection.inner.peer,
+            target,
+            method,
+            body: frame.body,
+            expects_reply: reply_to.is_some(),
+        };
+        let queued = Queued { message, reply_to, permit };
+        let queued = match self.backlogs.borrow().get(&queued.message.target) {
+            Some(backlog) => match backlog.send(queued) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(queued)) => queued,
+            },
+            None => queued,
+        };
+        let target = queued.message.target.clone();
+        match self.dispatcher.dispatch(queued.message) {
+            Dispatched::Accepted(answer) => self.answer(answer, queued.reply_to, queued.permit),
+            Dispatched::Deferred(handed_over) => {
+                let (backlog, waiting) = mpsc::unbounded_channel();
+                self.backlogs.borrow_mut().insert(target.clone(), backlog);
+                let router = self.clone_handle();
+                actix_rt::spawn(async move {
+                    let answer = handed_over.await;
+                    router.answer(answer, queued.reply_to, queued.permit);
+                    router.drain_backlog(target, waiting).await;
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the backlog of `target` over one message at a time, then closes it. Checking for
+    /// the next message and removing the backlog happen without an await in between, so the
+    /// reader (on the same thread) never queues into a backlog nobody drains.
+    async fn drain_backlog(&self, target: String, mut waiting: mpsc::UnboundedReceiver<Queued>) {
+        loop {
+            let Ok(queued) = waiting.try_recv() else {
+                self.backlogs.borrow_mut().remove(&target);
+                return;
             };
-            match connection.inner.pending.take(call_id) {
-                Some(waiter) => {
-                    let _ = waiter.send(outcome);
-                }
-                None => debug!(call_id, "dropping the answer to a call nobody waits for"),
-            }
-            return Ok(());
+            let answer = match self.dispatcher.dispatch(queued.message) {
+                Dispatched::Accepted(answer) => answer,
+                Dispatched::Deferred(handed_over) => handed_over.await,
+            };
+            self.answer(answer, queued.reply_to, queued.permit);
         }
-        Header::Request { call_id, target, method } => (target, method, Some(call_id)),
-        Header::Notify { target, method } => (target, method, None),
-        Header::Handshake => return Err(ReadError::Protocol("handshake frame after the handshake")),
-        Header::Bulk { .. } => return Err(ReadError::Protocol("bulk frame on the message stream")),
-    };
-    // When every permit is taken, stop reading: QUIC flow control then slows the sender.
-    let permit = permits.clone().acquire_owned().await.map_err(|_| ReadError::Protocol("dispatch closed"))?;
-    let dispatched = dispatcher.dispatch(Incoming {
-        peer: connection.inner.peer,
-        target,
-        method,
-        body: frame.body,
-        expects_reply: reply_to.is_some(),
-    });
-    let answer = match dispatched {
-        Dispatched::Accepted(answer) => answer,
-        Dispatched::Deferred(handed_over) => handed_over.await,
-    };
-    let connection = connection.clone();
-    actix_rt::spawn(async move {
-        let outcome = answer.await;
-        drop(permit);
-        match reply_to {
-            Some(call_id) => {
-                let frame = response_frame(call_id, outcome, connection.inner.config.frame_bytes_max);
-                let _ = connection.inner.outgoing.send(frame).await;
-            }
-            None => {
-                if let Err(error) = outcome {
-                    debug!(peer = %connection.peer(), %error, "one-way message failed");
+    }
+
+    /// Waits for the handler's answer off the reader's path and sends it back if asked for.
+    fn answer(&self, answer: DispatchFuture, reply_to: Option<u64>, permit: OwnedSemaphorePermit) {
+        let connection = self.connection.clone();
+        actix_rt::spawn(async move {
+            let outcome = answer.await;
+            drop(permit);
+            match reply_to {
+                Some(call_id) => {
+                    let frame = response_frame(call_id, outcome, connection.inner.config.frame_bytes_max);
+                    let _ = connection.inner.outgoing.send(frame).await;
+                }
+                None => {
+                    if let Err(error) = outcome {
+                        debug!(peer = %connection.peer(), %error, "one-way message failed");
+                    }
                 }
             }
+        });
+    }
+
+    fn clone_handle(&self) -> Router {
+        Router {
+            connection: self.connection.clone(),
+            dispatcher: self.dispatcher.clone(),
+            permits: self.permits.clone(),
+            backlogs: self.backlogs.clone(),
         }
-    });
-    Ok(())
+    }
 }
 
 /// Encodes the answer to `call_id`; an answer too large for a frame becomes an error answer.
