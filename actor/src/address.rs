@@ -47,6 +47,24 @@ impl FromStr for ActorAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_address_prints_and_parses_back(
+            ip in any::<[u8; 4]>(),
+            port in any::<u16>(),
+            name in "[a-zA-Z0-9_./-]{1,40}",
+        ) {
+            let address = ActorAddress::new(SocketAddr::from((ip, port)), name);
+            prop_assert_eq!(address.to_string().parse::<ActorAddress>(), Ok(address));
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,60}") {
+            let _ = text.parse::<ActorAddress>();
+        }
+    }
 
     #[test]
     fn parses_and_prints() {

@@ -346,6 +346,20 @@ pub(crate) fn generate_member_key() -> Result<(Vec<u8>, Vec<u8>), IdentityError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_token_prints_and_parses_back(fingerprint in any::<[u8; 32]>(), secret in any::<[u8; 32]>()) {
+            let token = JoinToken { ca_fingerprint: Fingerprint(fingerprint), secret };
+            prop_assert_eq!(token.to_string().parse::<JoinToken>(), Ok(token));
+        }
+
+        #[test]
+        fn arbitrary_text_is_not_a_token(text in ".{0,200}") {
+            let _ = text.parse::<JoinToken>();
+        }
+    }
 
     #[test]
     fn token_text_round_trip_hides_secret_in_debug() {
