@@ -15,7 +15,7 @@ use manta::actor::{
     SpawnOptions, System,
 };
 use manta::transport::{
-    join_blocking, Admission, ClusterCa, NodeId, TokenRegistry, TokenUse, TransportConfig,
+    join_blocking, Admission, ClusterCa, NodeId, TokenRegistry, TokenUse, Transport, TransportConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -79,9 +79,10 @@ fn main() -> anyhow::Result<()> {
 fn head() -> anyhow::Result<()> {
     let ca = Arc::new(ClusterCa::generate("example")?);
     let tokens = Arc::new(TokenRegistry::default());
-    let node = Node::builder(ca.issue(NodeId::random()?)?)
-        .admission(Admission { ca: ca.clone(), tokens: tokens.clone() })
-        .start()?;
+    let identity = ca.issue(NodeId::random()?)?;
+    let node = Node::start(
+        Transport::builder(identity).admission(Admission { ca: ca.clone(), tokens: tokens.clone() }),
+    )?;
     let arbiter = start_arbiter("head-actors")?;
     let counter = spawn(&arbiter, SpawnOptions::named("counter"), || Counter(0));
     node.register("counter", Routes::new(counter).message::<Add>())?;
@@ -135,7 +136,7 @@ fn peer() -> anyhow::Result<()> {
     let head_addr = std::env::var("MANTA_BUS_HEAD")?.parse()?;
     let token = std::env::var("MANTA_BUS_TOKEN")?.parse()?;
     let identity = join_blocking(head_addr, &token, &TransportConfig::default())?;
-    let node = Node::builder(identity).start()?;
+    let node = Node::start_local(identity)?;
     let arbiter = start_arbiter("peer-actors")?;
     let (shutdown_tx, shutdown_rx) = std::sync::mpsc::channel();
     let greeter = spawn(&arbiter, SpawnOptions::named("greeter"), move || Greeter {

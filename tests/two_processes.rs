@@ -15,7 +15,7 @@ use manta::actor::{
     MessageResult, Node, Routes, SpawnOptions, System,
 };
 use manta::transport::{
-    join_blocking, Admission, ClusterCa, JoinError, JoinRefusal, NodeId, TokenRegistry, TokenUse,
+    join_blocking, Admission, ClusterCa, JoinError, JoinRefusal, NodeId, TokenRegistry, TokenUse, Transport,
     TransportConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -109,7 +109,7 @@ fn peer_process() {
         std::env::var(HEAD_ENV).expect("run by two_processes_exchange_asks_and_tells").parse().unwrap();
     let token = std::env::var(TOKEN_ENV).unwrap().parse().unwrap();
     let identity = join_blocking(head, &token, &TransportConfig::default()).expect("join the head");
-    let node = Node::builder(identity).start().unwrap();
+    let node = Node::start_local(identity).unwrap();
     node.register("journal", journal_routes(&node)).unwrap();
     let caller_node = node.clone();
     let worker = start_arbiter("peer-caller").unwrap();
@@ -175,10 +175,11 @@ fn two_processes_exchange_asks_and_tells() {
     manta::init_logging();
     let ca = Arc::new(ClusterCa::generate("two-processes").unwrap());
     let tokens = Arc::new(TokenRegistry::default());
-    let head = Node::builder(ca.issue(NodeId::random().unwrap()).unwrap())
-        .admission(Admission { ca: ca.clone(), tokens: tokens.clone() })
-        .start()
-        .unwrap();
+    let head = Node::start(
+        Transport::builder(ca.issue(NodeId::random().unwrap()).unwrap())
+            .admission(Admission { ca: ca.clone(), tokens: tokens.clone() }),
+    )
+    .unwrap();
     head.register("journal", journal_routes(&head)).unwrap();
     let token = tokens.create(&ca, TokenUse::OneTime).unwrap();
     let peer = start_peer(head.local_addr(), &token.to_string());

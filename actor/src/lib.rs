@@ -26,7 +26,7 @@ pub use actix_rt::{Arbiter, ArbiterHandle, System};
 pub use address::{ActorAddress, ParseAddressError};
 pub use error::{AskError, RegisterError};
 pub use local::{spawn, Admitted, LocalRef, SpawnOptions};
-pub use node::{Node, NodeBuilder, Routes};
+pub use node::{Node, Routes};
 pub use remote::ActorRef;
 pub use wire::WireMessage;
 

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use actix::{Actor, Context, Handler};
 use bytes::Bytes;
 use manta_transport::{
-    Admission, DispatchFuture, Dispatched, Dispatcher, Incoming, NodeId, NodeIdentity, RemoteError,
-    RemoteErrorKind, StartError, Transport, TransportConfig,
+    DispatchFuture, Dispatched, Dispatcher, Incoming, NodeId, NodeIdentity, RemoteError, RemoteErrorKind,
+    StartError, Transport, TransportBuilder,
 };
 use parking_lot::RwLock;
 use serde::Serialize;
@@ -138,47 +138,6 @@ impl Dispatcher for Registry {
     }
 }
 
-/// Builds a [`Node`].
-pub struct NodeBuilder {
-    identity: NodeIdentity,
-    bind: SocketAddr,
-    config: TransportConfig,
-    admission: Option<Admission>,
-}
-
-impl NodeBuilder {
-    /// Address to bind (default `127.0.0.1:0`).
-    pub fn bind(mut self, addr: SocketAddr) -> Self {
-        self.bind = addr;
-        self
-    }
-
-    /// Transport limits and timings.
-    pub fn config(mut self, config: TransportConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Lets this node admit newcomers with join tokens (the head).
-    pub fn admission(mut self, admission: Admission) -> Self {
-        self.admission = Some(admission);
-        self
-    }
-
-    /// Starts the node's transport.
-    pub fn start(self) -> Result<Node, StartError> {
-        let registry = Arc::new(Registry::default());
-        let mut builder = Transport::builder(self.identity)
-            .bind(self.bind)
-            .config(self.config)
-            .dispatcher(registry.clone());
-        if let Some(admission) = self.admission {
-            builder = builder.admission(admission);
-        }
-        Ok(Node { inner: Arc::new(NodeInner { transport: builder.start()?, registry }) })
-    }
-}
-
 /// A process's presence on the bus. Cheap to clone.
 #[derive(Clone)]
 pub struct Node {
@@ -197,14 +156,18 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Starts building a node that presents `identity`.
-    pub fn builder(identity: NodeIdentity) -> NodeBuilder {
-        NodeBuilder {
-            identity,
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            config: TransportConfig::default(),
-            admission: None,
-        }
+    /// Starts a node on the transport `transport` describes (identity, address, limits,
+    /// admission). The node installs its registry as the transport's dispatcher, replacing any
+    /// the builder had.
+    pub fn start(transport: TransportBuilder) -> Result<Node, StartError> {
+        let registry = Arc::new(Registry::default());
+        let transport = transport.dispatcher(registry.clone()).start()?;
+        Ok(Node { inner: Arc::new(NodeInner { transport, registry }) })
+    }
+
+    /// Starts a node with the default transport settings on an ephemeral loopback port.
+    pub fn start_local(identity: NodeIdentity) -> Result<Node, StartError> {
+        Node::start(Transport::builder(identity))
     }
 
     /// This node's id.

@@ -182,7 +182,7 @@ fn a_full_mailbox_makes_senders_wait() {
 }
 
 fn node(ca: &ClusterCa) -> Node {
-    Node::builder(ca.issue(NodeId::random().unwrap()).unwrap()).start().unwrap()
+    Node::start_local(ca.issue(NodeId::random().unwrap()).unwrap()).unwrap()
 }
 
 #[test]

@@ -14,7 +14,8 @@ use manta::actor::{
     Routes, SpawnOptions, System,
 };
 use manta::transport::{
-    join_blocking, Admission, ClusterCa, NodeId, NodeIdentity, TokenRegistry, TokenUse, TransportConfig,
+    join_blocking, Admission, ClusterCa, NodeId, NodeIdentity, TokenRegistry, TokenUse, Transport,
+    TransportConfig,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -92,7 +93,7 @@ pub(crate) fn serve() -> anyhow::Result<()> {
     let token = std::env::var("MANTA_BENCH_TOKEN")?.parse()?;
     let identity = join_blocking(head, &token, &TransportConfig::default())?;
     let raw_addr = raw::serve(&identity)?;
-    let node = Node::builder(identity).start()?;
+    let node = Node::start_local(identity)?;
     let worker = start_arbiter("bench-actors")?;
     let echo = spawn(&worker, SpawnOptions::named("echo"), || Echo);
     node.register("echo", Routes::new(echo).message::<Ping>())?;
@@ -111,9 +112,10 @@ pub(crate) fn serve() -> anyhow::Result<()> {
 pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     let ca = Arc::new(ClusterCa::generate("bench")?);
     let tokens = Arc::new(TokenRegistry::default());
-    let node = Node::builder(ca.issue(NodeId::random()?)?)
-        .admission(Admission { ca: ca.clone(), tokens: tokens.clone() })
-        .start()?;
+    let identity = ca.issue(NodeId::random()?)?;
+    let node = Node::start(
+        Transport::builder(identity).admission(Admission { ca: ca.clone(), tokens: tokens.clone() }),
+    )?;
     let token = tokens.create(&ca, TokenUse::OneTime)?;
     let mut server = Command::new(std::env::current_exe()?)
         .env(SERVER_ROLE_ENV, node.local_addr().to_string())
