@@ -446,3 +446,32 @@ fn connect_retries_with_backoff_until_the_peer_is_up_and_reconnects_after_a_rest
         assert!(!fresh.is_closed());
     });
 }
+
+#[test]
+fn a_peer_that_never_says_hello_is_disconnected_after_the_handshake_timeout() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let config =
+        TransportConfig { handshake_timeout: Duration::from_millis(300), ..TransportConfig::default() };
+    let server = node_with(ca.issue(NodeId::random().unwrap()).unwrap(), config, None);
+    let identity = ca.issue(NodeId::random().unwrap()).unwrap();
+    run(async {
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let quic = endpoint
+            .connect_with(
+                raw_client_config(&ca, Some(&identity)),
+                server.transport.local_addr(),
+                "cluster.manta",
+            )
+            .unwrap()
+            .await
+            .unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(10), quic.closed()).await;
+        match closed {
+            Ok(quinn::ConnectionError::ApplicationClosed(close)) => {
+                assert_eq!(close.error_code, quinn::VarInt::from_u32(3), "handshake-timeout close code")
+            }
+            other => panic!("expected the server to close the silent connection, got {other:?}"),
+        }
+    });
+    assert_eq!(server.transport.connection_count(), 0);
+}
