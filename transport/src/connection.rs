@@ -199,8 +199,12 @@ impl Connection {
     }
 
     /// Sends a one-way message. Returns once it is queued for sending; waits while the queue is
-    /// full (backpressure).
+    /// full (backpressure). A connection known to be closed is an error; like any one-way
+    /// message on a network, one queued just before the connection fails is lost unreported.
     pub async fn notify(&self, target: &str, method: u32, body: &[u8]) -> Result<(), CallError> {
+        if self.is_closed() {
+            return Err(self.lost());
+        }
         let header = Header::Notify { target: target.to_owned(), method };
         let frame = frame::encode(&header, body, self.inner.config.frame_bytes_max)?;
         self.inner.outgoing.send(frame).await.map_err(|_| self.lost())
