@@ -1,0 +1,337 @@
+//! The node's object store: create, seal, get, delete over the shared arena.
+//!
+//! [`ObjectStore`] is the owner (the raylet's store actor holds it): it allocates memory and
+//! slots and decides when bytes are reused. [`StoreReader`] is what any process that mapped the
+//! arena uses to pin sealed objects and read them in place; the owner reads through one too.
+//!
+//! Object lifecycle (see `index.rs`): created (writer has exclusive bytes) -> sealed (immutable,
+//! pinnable) -> deleting (no new pins) -> freed (bytes and slot reusable), or created -> aborted.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::allocator::{Block, OffsetAllocator};
+use crate::arena::{Arena, ArenaError};
+
+/// The id of an object in the store.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId(pub [u8; 20]);
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectId({self})")
+    }
+}
+
+/// Where a sealed object is: enough for any process that maps the arena to pin it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLocation {
+    /// The slot in the shared index.
+    pub slot: u32,
+    /// The slot's generation when the object was created.
+    pub generation: u32,
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Not enough contiguous free memory for the object.
+    #[error(
+        "object store full: {requested} bytes requested, {free} free ({largest_free} in the largest block) of {capacity}"
+    )]
+    Full {
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes free in all.
+        free: u64,
+        /// The largest object that would fit now.
+        largest_free: u64,
+        /// The store's size.
+        capacity: u64,
+    },
+    /// Every slot of the index is in use.
+    #[error("object store has no free slot ({slots} objects)")]
+    OutOfSlots {
+        /// Slots in the index.
+        slots: usize,
+    },
+    /// An object with this id exists already.
+    #[error("object {0} already exists")]
+    AlreadyExists(ObjectId),
+    /// No object with this id.
+    #[error("object {0} not found")]
+    NotFound(ObjectId),
+    /// The arena could not be created or mapped.
+    #[error(transparent)]
+    Arena(#[from] ArenaError),
+}
+
+struct Entry {
+    location: ObjectLocation,
+    block: Block,
+    sealed: bool,
+}
+
+/// The owner of the node's object memory.
+pub struct ObjectStore {
+    reader: StoreReader,
+    allocator: OffsetAllocator,
+    free_slots: Vec<u32>,
+    objects: HashMap<ObjectId, Entry>,
+    /// Deleted objects whose bytes readers still pin: freed by [`ObjectStore::reclaim`].
+    deleting: Vec<Entry>,
+}
+
+impl fmt::Debug for ObjectStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectStore")
+            .field("objects", &self.objects.len())
+            .field("used_bytes", &self.used_bytes())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+/// An object being written: exclusive access to its bytes until [`ObjectStore::seal`].
+#[derive(Debug)]
+pub struct ObjectWriter {
+    id: ObjectId,
+    ptr: NonNull<u8>,
+    len: usize,
+    _arena: Arc<Arena>,
+}
+
+// SAFETY: the writer has exclusive access to its block until sealed (the block is allocated to
+// it alone and no reader can pin an unsealed slot).
+unsafe impl Send for ObjectWriter {}
+
+impl ObjectWriter {
+    /// The object's id.
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+
+    /// The object's bytes, to fill before sealing.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr..ptr+len` is this writer's block of the live arena (kept alive by
+        // `_arena`), and nothing else can access it before the seal.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl ObjectStore {
+    /// A store with `slot_count` objects at most and `data_bytes` of memory.
+    pub fn create(slot_count: usize, data_bytes: u64) -> Result<ObjectStore, StoreError> {
+        let arena = Arc::new(Arena::create(slot_count, data_bytes)?);
+        let slots = u32::try_from(slot_count).map_err(|_| ArenaError::Invalid("too many slots".into()))?;
+        Ok(ObjectStore {
+            allocator: OffsetAllocator::new(arena.data_bytes()),
+            free_slots: (0..slots).rev().collect(),
+            objects: HashMap::new(),
+            deleting: Vec::new(),
+            reader: StoreReader { arena },
+        })
+    }
+
+    /// The reader for this store's arena (for in-process reads; other processes open their own
+    /// from [`Arena::peer_path`]).
+    pub fn reader(&self) -> &StoreReader {
+        &self.reader
+    }
+
+    /// Starts an object of `len` bytes.
+    pub fn create_object(&mut self, id: ObjectId, len: u64) -> Result<ObjectWriter, StoreError> {
+        if self.objects.contains_key(&id) {
+            return Err(StoreError::AlreadyExists(id));
+        }
+        self.reclaim();
+        let block = self.allocator.allocate(len).ok_or_else(|| StoreError::Full {
+            requested: len,
+            free: self.allocator.capacity() - self.allocator.used_bytes(),
+            largest_free: self.allocator.largest_free(),
+            capacity: self.allocator.capacity(),
+        })?;
+        let Some(slot) = self.free_slots.pop() else {
+            self.allocator.free(block.offset);
+            return Err(StoreError::OutOfSlots { slots: self.reader.arena.slot_count() });
+        };
+        let index = &self.reader.arena.slots()[slot as usize];
+        let generation = index.claim().expect("a slot on the owner's free list is free in the index");
+        index.place(block.offset, len);
+        let ptr =
+            self.reader.arena.data_ptr(block.offset, len).expect("allocated blocks lie inside the arena");
+        self.objects
+            .insert(id, Entry { location: ObjectLocation { slot, generation }, block, sealed: false });
+        let len = usize::try_from(len).expect("an allocated block fits in the address space");
+        Ok(ObjectWriter { id, ptr, len, _arena: self.reader.arena.clone() })
+    }
+
+    /// Makes a written object immutable and readable by every process.
+    pub fn seal(&mut self, writer: ObjectWriter) -> Result<ObjectLocation, StoreError> {
+        let entry = self.objects.get_mut(&writer.id).ok_or(StoreError::NotFound(writer.id))?;
+        let sealed = self.reader.arena.slots()[entry.location.slot as usize].seal(entry.location.generation);
+        assert!(sealed, "object index: sealing {} found its slot changed", writer.id);
+        entry.sealed = true;
+        Ok(entry.location)
+    }
+
+    /// Creates, fills and seals an object in one step.
+    pub fn put(&mut self, id: ObjectId, bytes: &[u8]) -> Result<ObjectLocation, StoreError> {
+        let mut writer = self.create_object(id, bytes.len() as u64)?;
+        writer.as_mut_slice().copy_from_slice(bytes);
+        self.seal(writer)
+    }
+
+    /// Drops an object that was created but not sealed (its writer failed).
+    pub fn abort(&mut self, writer: ObjectWriter) {
+        if let Some(entry) = self.objects.remove(&writer.id) {
+            let aborted =
+                self.reader.arena.slots()[entry.location.slot as usize].abort(entry.location.generation);
+            assert!(aborted, "object index: aborting {} found its slot changed", writer.id);
+            self.allocator.free(entry.block.offset);
+            self.free_slots.push(entry.location.slot);
+        }
+    }
+
+    /// Where a sealed object is.
+    pub fn locate(&self, id: ObjectId) -> Option<ObjectLocation> {
+        self.objects.get(&id).filter(|entry| entry.sealed).map(|entry| entry.location)
+    }
+
+    /// A zero-copy view of a sealed object, pinned until the view (and its clones) are dropped.
+    pub fn get(&self, id: ObjectId) -> Option<Bytes> {
+        self.reader.pin(self.locate(id)?)
+    }
+
+    /// Deletes an object. Its bytes are reused once the last reader's view is dropped.
+    pub fn delete(&mut self, id: ObjectId) -> Result<(), StoreError> {
+        let entry = self.objects.remove(&id).ok_or(StoreError::NotFound(id))?;
+        let slot = &self.reader.arena.slots()[entry.location.slot as usize];
+        if !entry.sealed {
+            // An unsealed object's writer is gone (else it would be passed to `abort`).
+            slot.abort(entry.location.generation);
+            self.release(entry);
+            return Ok(());
+        }
+        match slot.delete(entry.location.generation) {
+            Some(true) => self.release(entry),
+            Some(false) => self.deleting.push(entry),
+            None => panic!("object index: deleting {id} found its slot changed"),
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, entry: Entry) {
+        self.allocator.free(entry.block.offset);
+        self.free_slots.push(entry.location.slot);
+    }
+
+    /// Frees the memory of deleted objects whose readers are done. Called by `create_object`;
+    /// call it to have `used_bytes` reflect released views.
+    pub fn reclaim(&mut self) {
+        let mut index = 0;
+        while index < self.deleting.len() {
+            let entry = &self.deleting[index];
+            if self.reader.arena.slots()[entry.location.slot as usize]
+                .finish_delete(entry.location.generation)
+            {
+                let entry = self.deleting.swap_remove(index);
+                self.release(entry);
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    /// Bytes of object memory in use (objects and deleted ones still pinned).
+    pub fn used_bytes(&self) -> u64 {
+        self.allocator.used_bytes()
+    }
+
+    /// Bytes of object memory in all.
+    pub fn capacity(&self) -> u64 {
+        self.allocator.capacity()
+    }
+
+    /// Objects stored (not counting deleted ones still pinned).
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether the store holds no object.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+}
+
+/// Reads sealed objects of an arena in place. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StoreReader {
+    arena: Arc<Arena>,
+}
+
+impl StoreReader {
+    /// Maps an arena another process created (its [`Arena::peer_path`]).
+    pub fn open(path: &std::path::Path) -> Result<StoreReader, StoreError> {
+        Ok(StoreReader { arena: Arc::new(Arena::open(path)?) })
+    }
+
+    /// The mapped arena.
+    pub fn arena(&self) -> &Arena {
+        &self.arena
+    }
+
+    /// Pins the object at `location` and returns its bytes, zero-copy; the pin is released when
+    /// the last clone of the returned `Bytes` is dropped. `None` if the location no longer holds
+    /// a sealed object, or names a slot or bytes outside the arena (a bad location from a peer).
+    pub fn pin(&self, location: ObjectLocation) -> Option<Bytes> {
+        let slot = self.arena.slots().get(location.slot as usize)?;
+        let (offset, len) = slot.pin(location.generation)?;
+        let Some(ptr) = self.arena.data_ptr(offset, len) else {
+            slot.unpin();
+            return None;
+        };
+        let len = usize::try_from(len).expect("a block inside the mapping fits in the address space");
+        Some(Bytes::from_owner(PinnedBytes { arena: self.arena.clone(), slot: location.slot, ptr, len }))
+    }
+}
+
+/// The owner of a pinned object's bytes behind a `Bytes`: unpins on drop.
+struct PinnedBytes {
+    arena: Arc<Arena>,
+    slot: u32,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the bytes are immutable while pinned and the pin is released through an atomic.
+unsafe impl Send for PinnedBytes {}
+// SAFETY: as above: shared read-only access.
+unsafe impl Sync for PinnedBytes {}
+
+impl AsRef<[u8]> for PinnedBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the range lies in the arena (checked in `pin`), the arena is alive (`Arc`), and
+        // the object is sealed and pinned, so nobody writes or reuses these bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for PinnedBytes {
+    fn drop(&mut self) {
+        self.arena.slots()[self.slot as usize].unpin();
+    }
+}
