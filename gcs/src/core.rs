@@ -1,0 +1,411 @@
+//! The GCS as a plain state machine: calls in, records and publications out. No clock (times
+//! are passed in), no socket; the actor shell around it moves messages and sends publications.
+//! All state lives in the [`Storage`], so a core rebuilt over the same storage carries on where
+//! the previous one stopped (the basis of a GCS restart without loss).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use manta_transport::NodeId;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::storage::{Storage, Table};
+use crate::wire::{ActorId, ActorInfo, ActorState, Change, Channel, JobId, JobInfo, NodeInfo, NodeState};
+
+/// Who receives publications; the shell maps it to an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriberId(pub u64);
+
+/// A change to deliver to one subscriber.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    /// Who.
+    pub subscriber: SubscriberId,
+    /// What changed.
+    pub change: Change,
+}
+
+/// A GCS request that cannot be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GcsError {
+    /// Another live actor has this name in this namespace.
+    #[error("an actor named {name:?} already exists in namespace {namespace:?}")]
+    NameTaken {
+        /// The namespace.
+        namespace: String,
+        /// The name.
+        name: String,
+    },
+    /// Names and namespaces may not contain NUL.
+    #[error("names and namespaces may not contain NUL bytes: {0:?}")]
+    BadName(String),
+    /// No such actor.
+    #[error("unknown actor {0:?}")]
+    UnknownActor(ActorId),
+    /// The actor id is taken.
+    #[error("actor {0:?} is already registered")]
+    DuplicateActor(ActorId),
+    /// No such node.
+    #[error("unknown node {0}")]
+    UnknownNode(NodeId),
+    /// The node was declared dead; its id never comes back.
+    #[error("node {0} is dead")]
+    NodeDead(NodeId),
+    /// No such job.
+    #[error("unknown job {0:?}")]
+    UnknownJob(JobId),
+    /// The job has finished.
+    #[error("job {0:?} has finished")]
+    JobFinished(JobId),
+    /// The actor's lifecycle does not allow this step.
+    #[error("actor {actor:?} cannot go from {from:?} to {to:?}")]
+    IllegalTransition {
+        /// The actor.
+        actor: ActorId,
+        /// Its state.
+        from: ActorState,
+        /// The state asked for.
+        to: ActorState,
+    },
+}
+
+/// The global control store's logic over a storage backend.
+#[derive(Debug)]
+pub struct GcsCore<S: Storage> {
+    storage: S,
+    subscriptions: BTreeMap<Channel, BTreeSet<SubscriberId>>,
+    outbox: Vec<Publication>,
+}
+
+fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Records are plain data; encoding into memory cannot fail.
+    rmp_serde::to_vec(record).expect("GCS records encode into memory")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> T {
+    // Only this module writes these tables; other bytes there mean a broken backend.
+    rmp_serde::from_slice(bytes).expect("a GCS table holds a record this version cannot read")
+}
+
+fn joined_key(namespace: &str, name: &str) -> Result<Vec<u8>, GcsError> {
+    for part in [namespace, name] {
+        if part.contains('\0') {
+            return Err(GcsError::BadName(part.to_owned()));
+        }
+    }
+    Ok([namespace.as_bytes(), b"\0", name.as_bytes()].concat())
+}
+
+impl<S: Storage> GcsCore<S> {
+    /// A core over `storage` (empty, or left by a previous core).
+    pub fn new(storage: S) -> Self {
+        GcsCore { storage, subscriptions: BTreeMap::new(), outbox: Vec::new() }
+    }
+
+    /// Gives the storage back (to rebuild a core over it, as after a restart).
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
+    fn read<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> Option<T> {
+        self.storage.get(table, key).map(|bytes| decode(&bytes))
+    }
+
+    fn publish(&mut self, change: Change) {
+        if let Some(subscribers) = self.subscriptions.get(&change.channel()) {
+            for subscriber in subscribers {
+                self.outbox.push(Publication { subscriber: *subscriber, change: change.clone() });
+            }
+        }
+    }
+
+    /// Subscribes to a channel.
+    pub fn subscribe(&mut self, subscriber: SubscriberId, channel: Channel) {
+        self.subscriptions.entry(channel).or_default().insert(subscriber);
+    }
+
+    /// Drops every subscription of `subscriber` (it disconnected).
+    pub fn unsubscribe_all(&mut self, subscriber: SubscriberId) {
+        for subscribers in self.subscriptions.values_mut() {
+            subscribers.remove(&subscriber);
+        }
+    }
+
+    /// The publications produced since the last call, in order.
+    pub fn take_publications(&mut self) -> Vec<Publication> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    // ---- nodes ----
+
+    /// Registers (or re-registers) a live node.
+    pub fn register_node(&mut self, mut info: NodeInfo) -> Result<(), GcsError> {
+        if let Some(known) = self.node(info.node_id) {
+            if known.state == NodeState::Dead {
+                return Err(GcsError::NodeDead(info.node_id));
+            }
+        }
+        info.state = NodeState::Alive;
+        info.death_cause = None;
+        self.storage.put(Table::Nodes, &info.node_id.0, encode(&info));
+        self.publish(Change::Node(info));
+        Ok(())
+    }
+
+    /// Declares a node dead. Its actors restart elsewhere if they may, else die. Returns them.
+    pub fn mark_node_dead(&mut self, node_id: NodeId, cause: &str) -> Result<Vec<ActorId>, GcsError> {
+        let mut info = self.node(node_id).ok_or(GcsError::UnknownNode(node_id))?;
+        if info.state == NodeState::Dead {
+            return Ok(Vec::new());
+        }
+        info.state = NodeState::Dead;
+        info.death_cause = Some(cause.to_owned());
+        self.storage.put(Table::Nodes, &node_id.0, encode(&info));
+        self.publish(Change::Node(info));
+        let affected: Vec<ActorId> = self
+            .actors()
+            .into_iter()
+            .filter(|actor| actor.node_id == Some(node_id) && actor.state == ActorState::Alive)
+            .map(|actor| actor.actor_id)
+            .collect();
+        for actor in &affected {
+            self.actor_failed(*actor, &format!("its node {node_id} died: {cause}"))?;
+        }
+        Ok(affected)
+    }
+
+    /// A node's record.
+    pub fn node(&self, node_id: NodeId) -> Option<NodeInfo> {
+        self.read(Table::Nodes, &node_id.0)
+    }
+
+    /// Every node's record, alive or dead.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.storage.scan(Table::Nodes, b"").iter().map(|(_, bytes)| decode(bytes)).collect()
+    }
+
+    // ---- jobs ----
+
+    /// Starts a job for the driver at `driver_address`.
+    pub fn add_job(&mut self, driver_address: &str, now_ms: u64) -> JobInfo {
+        let last = self.storage.scan(Table::Jobs, b"").last().map(|(key, _)| key.clone());
+        let next =
+            last.map_or(1, |key| u32::from_be_bytes(key.try_into().expect("job keys are 4 bytes")) + 1);
+        let job = JobInfo {
+            job_id: JobId(next),
+            driver_address: driver_address.to_owned(),
+            finished: false,
+            start_ms: now_ms,
+            end_ms: None,
+        };
+        self.storage.put(Table::Jobs, &next.to_be_bytes(), encode(&job));
+        self.publish(Change::Job(job.clone()));
+        job
+    }
+
+    /// A job's record.
+    pub fn job(&self, job_id: JobId) -> Option<JobInfo> {
+        self.read(Table::Jobs, &job_id.0.to_be_bytes())
+    }
+
+    /// Ends a job: its actors die, except detached ones. Returns the actors it killed.
+    pub fn finish_job(&mut self, job_id: JobId, now_ms: u64) -> Result<Vec<ActorId>, GcsError> {
+        let mut job = self.job(job_id).ok_or(GcsError::UnknownJob(job_id))?;
+        if job.finished {
+            return Ok(Vec::new());
+        }
+        job.finished = true;
+        job.end_ms = Some(now_ms);
+        self.storage.put(Table::Jobs, &job_id.0.to_be_bytes(), encode(&job));
+        self.publish(Change::Job(job));
+        let owned: Vec<ActorId> = self
+            .actors()
+            .into_iter()
+            .filter(|actor| actor.job_id == job_id && !actor.detached && actor.state != ActorState::Dead)
+            .map(|actor| actor.actor_id)
+            .collect();
+        for actor in &owned {
+            self.set_actor_state(*actor, ActorState::Dead, Some("its job finished"))?;
+        }
+        Ok(owned)
+    }
+
+    // ---- actors ----
+
+    /// Registers a new actor (in `PendingCreation`), claiming its name if it has one.
+    pub fn register_actor(&mut self, mut info: ActorInfo) -> Result<(), GcsError> {
+        if self.actor(info.actor_id).is_some() {
+            return Err(GcsError::DuplicateActor(info.actor_id));
+        }
+        let job = self.job(info.job_id).ok_or(GcsError::UnknownJob(info.job_id))?;
+        if job.finished {
+            return Err(GcsError::JobFinished(info.job_id));
+        }
+        if let Some(name) = &info.name {
+            let key = joined_key(&info.namespace, name)?;
+            if self.storage.get(Table::ActorNames, &key).is_some() {
+                return Err(GcsError::NameTaken { namespace: info.namespace.clone(), name: name.clone() });
+            }
+            self.storage.put(Table::ActorNames, &key, info.actor_id.0.to_vec());
+        }
+        info.state = ActorState::PendingCreation;
+        info.restarts = 0;
+        info.death_cause = None;
+        self.storage.put(Table::Actors, &info.actor_id.0, encode(&info));
+        self.publish(Change::Actor(info));
+        Ok(())
+    }
+
+    /// The actor's worker is up at `address` on `node_id`.
+    pub fn actor_started(
+        &mut self,
+        actor_id: ActorId,
+        node_id: NodeId,
+        address: &str,
+    ) -> Result<(), GcsError> {
+        let node = self.node(node_id).ok_or(GcsError::UnknownNode(node_id))?;
+        if node.state == NodeState::Dead {
+            return Err(GcsError::NodeDead(node_id));
+        }
+        let mut info = self.actor(actor_id).ok_or(GcsError::UnknownActor(actor_id))?;
+        check_transition(&info, ActorState::Alive)?;
+        info.state = ActorState::Alive;
+        info.node_id = Some(node_id);
+        info.address = Some(address.to_owned());
+        self.storage.put(Table::Actors, &actor_id.0, encode(&info));
+        self.publish(Change::Actor(info));
+        Ok(())
+    }
+
+    /// The actor's worker died: it restarts if it has restarts left, else it is dead.
+    /// Returns the state it is in now.
+    pub fn actor_failed(&mut self, actor_id: ActorId, cause: &str) -> Result<ActorState, GcsError> {
+        let info = self.actor(actor_id).ok_or(GcsError::UnknownActor(actor_id))?;
+        let may_restart = info.max_restarts < 0 || info.restarts < info.max_restarts as u64;
+        if may_restart && info.state == ActorState::Alive {
+            self.set_actor_state(actor_id, ActorState::Restarting, Some(cause))?;
+            Ok(ActorState::Restarting)
+        } else {
+            self.set_actor_state(actor_id, ActorState::Dead, Some(cause))?;
+            Ok(ActorState::Dead)
+        }
+    }
+
+    /// Kills an actor for good (`manta::kill`).
+    pub fn kill_actor(&mut self, actor_id: ActorId, cause: &str) -> Result<(), GcsError> {
+        self.set_actor_state(actor_id, ActorState::Dead, Some(cause))
+    }
+
+    fn set_actor_state(
+        &mut self,
+        actor_id: ActorId,
+        next: ActorState,
+        cause: Option<&str>,
+    ) -> Result<(), GcsError> {
+        let mut info = self.actor(actor_id).ok_or(GcsError::UnknownActor(actor_id))?;
+        check_transition(&info, next)?;
+        if next == ActorState::Restarting {
+            info.restarts += 1;
+        }
+        if matches!(next, ActorState::Restarting | ActorState::Dead) {
+            info.node_id = None;
+            info.address = None;
+            info.death_cause = cause.map(str::to_owned);
+        }
+        if next == ActorState::Dead {
+            // A dead actor's name is free for a new actor (Ray's semantics).
+            if let Some(name) = &info.name {
+                let key = joined_key(&info.namespace, name)?;
+                if self.storage.get(Table::ActorNames, &key).as_deref() == Some(&info.actor_id.0[..]) {
+                    self.storage.delete(Table::ActorNames, &key);
+                }
+            }
+        }
+        info.state = next;
+        self.storage.put(Table::Actors, &actor_id.0, encode(&info));
+        self.publish(Change::Actor(info));
+        Ok(())
+    }
+
+    /// An actor's record.
+    pub fn actor(&self, actor_id: ActorId) -> Option<ActorInfo> {
+        self.read(Table::Actors, &actor_id.0)
+    }
+
+    /// Every actor's record.
+    pub fn actors(&self) -> Vec<ActorInfo> {
+        self.storage.scan(Table::Actors, b"").iter().map(|(_, bytes)| decode(bytes)).collect()
+    }
+
+    /// The live actor named `name` in `namespace`.
+    pub fn named_actor(&self, namespace: &str, name: &str) -> Result<Option<ActorInfo>, GcsError> {
+        let key = joined_key(namespace, name)?;
+        Ok(self.storage.get(Table::ActorNames, &key).and_then(|id| {
+            let id: [u8; 16] = id.try_into().expect("actor name entries hold 16-byte ids");
+            self.actor(ActorId(id))
+        }))
+    }
+
+    /// The names in use in `namespace`, with their actors, in name order.
+    pub fn named_actors(&self, namespace: &str) -> Result<Vec<(String, ActorId)>, GcsError> {
+        let prefix = joined_key(namespace, "")?;
+        Ok(self
+            .storage
+            .scan(Table::ActorNames, &prefix)
+            .into_iter()
+            .map(|(key, id)| {
+                let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                (name, ActorId(id.try_into().expect("actor name entries hold 16-byte ids")))
+            })
+            .collect())
+    }
+
+    // ---- internal key-value store ----
+
+    /// Stores `value` under `key`; with `overwrite` false an existing value is kept. Returns
+    /// whether the value was stored.
+    pub fn kv_put(
+        &mut self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        overwrite: bool,
+    ) -> Result<bool, GcsError> {
+        let key = joined_key(namespace, key)?;
+        if !overwrite && self.storage.get(Table::Kv, &key).is_some() {
+            return Ok(false);
+        }
+        self.storage.put(Table::Kv, &key, value);
+        Ok(true)
+    }
+
+    /// The value under `key`.
+    pub fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, GcsError> {
+        Ok(self.storage.get(Table::Kv, &joined_key(namespace, key)?))
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub fn kv_delete(&mut self, namespace: &str, key: &str) -> Result<bool, GcsError> {
+        Ok(self.storage.delete(Table::Kv, &joined_key(namespace, key)?))
+    }
+
+    /// The keys in `namespace` starting with `prefix`, in order.
+    pub fn kv_keys(&self, namespace: &str, prefix: &str) -> Result<Vec<String>, GcsError> {
+        let start = joined_key(namespace, "")?;
+        let scan = joined_key(namespace, prefix)?;
+        Ok(self
+            .storage
+            .scan(Table::Kv, &scan)
+            .into_iter()
+            .map(|(key, _)| String::from_utf8_lossy(&key[start.len()..]).into_owned())
+            .collect())
+    }
+}
+
+fn check_transition(info: &ActorInfo, next: ActorState) -> Result<(), GcsError> {
+    if info.state.can_become(next) {
+        Ok(())
+    } else {
+        Err(GcsError::IllegalTransition { actor: info.actor_id, from: info.state, to: next })
+    }
+}

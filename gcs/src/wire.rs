@@ -1,0 +1,149 @@
+//! The GCS's records: what its tables hold and what its replies carry. Plain data with serde,
+//! converted by hand from and to the runtime's internal types.
+
+use manta_transport::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// A job (one driver's run), numbered by the GCS from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct JobId(pub u32);
+
+/// An actor's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ActorId(#[serde(with = "serde_bytes")] pub [u8; 16]);
+
+/// A node's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node.
+    pub node_id: NodeId,
+    /// Its transport address, `host:port`.
+    pub address: String,
+    /// Its resources by name, in whole or fractional units.
+    pub resources: Vec<(String, f64)>,
+    /// Alive or dead.
+    pub state: NodeState,
+    /// When it registered, ms since the epoch (given by the caller: the core reads no clock).
+    pub registered_ms: u64,
+    /// Why it died, once dead.
+    pub death_cause: Option<String>,
+}
+
+/// A node's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Registered and heard from.
+    Alive,
+    /// Gone; never alive again under this id.
+    Dead,
+}
+
+/// A job's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// The job.
+    pub job_id: JobId,
+    /// The driver's address.
+    pub driver_address: String,
+    /// Running or finished.
+    pub finished: bool,
+    /// Start, ms since the epoch.
+    pub start_ms: u64,
+    /// End, ms since the epoch, once finished.
+    pub end_ms: Option<u64>,
+}
+
+/// An actor's lifecycle, as the GCS tracks it (Ray's states):
+///
+/// ```text
+/// PendingCreation --> Alive --> Restarting --> Alive ...
+///        |              |            |
+///        +--------------+------------+--> Dead
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActorState {
+    /// Registered; waiting for a worker.
+    PendingCreation,
+    /// Running on a worker.
+    Alive,
+    /// Its worker died and it has restarts left.
+    Restarting,
+    /// Gone for good.
+    Dead,
+}
+
+impl ActorState {
+    /// Whether the lifecycle allows going from `self` to `next`.
+    pub fn can_become(self, next: ActorState) -> bool {
+        use ActorState::*;
+        matches!(
+            (self, next),
+            (PendingCreation, Alive)
+                | (PendingCreation, Dead)
+                | (Alive, Restarting)
+                | (Alive, Dead)
+                | (Restarting, Alive)
+                | (Restarting, Dead)
+        )
+    }
+}
+
+/// An actor's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorInfo {
+    /// The actor.
+    pub actor_id: ActorId,
+    /// The job that created it.
+    pub job_id: JobId,
+    /// Its name, if named.
+    pub name: Option<String>,
+    /// The namespace its name lives in.
+    pub namespace: String,
+    /// Whether it outlives its job.
+    pub detached: bool,
+    /// Where it is in its lifecycle.
+    pub state: ActorState,
+    /// The node it runs on, while alive.
+    pub node_id: Option<NodeId>,
+    /// Its worker's address, while alive.
+    pub address: Option<String>,
+    /// Restarts allowed (-1: unlimited, as in Ray).
+    pub max_restarts: i64,
+    /// Restarts so far.
+    pub restarts: u64,
+    /// Why it died, once dead.
+    pub death_cause: Option<String>,
+}
+
+/// What subscribers can follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Channel {
+    /// Node records as they change.
+    Nodes,
+    /// Job records as they change.
+    Jobs,
+    /// Actor records as they change.
+    Actors,
+}
+
+/// One change, sent to every subscriber of its channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// A node's new record.
+    Node(NodeInfo),
+    /// A job's new record.
+    Job(JobInfo),
+    /// An actor's new record.
+    Actor(ActorInfo),
+}
+
+impl Change {
+    /// The channel this change is published on.
+    pub fn channel(&self) -> Channel {
+        match self {
+            Change::Node(_) => Channel::Nodes,
+            Change::Job(_) => Channel::Jobs,
+            Change::Actor(_) => Channel::Actors,
+        }
+    }
+}
