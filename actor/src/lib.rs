@@ -14,6 +14,7 @@ mod address;
 mod error;
 mod local;
 mod node;
+mod recipient;
 mod remote;
 pub mod wire;
 
@@ -27,6 +28,7 @@ pub use address::{ActorAddress, ParseAddressError};
 pub use error::{AskError, RegisterError};
 pub use local::{spawn, Admitted, LocalRef, SpawnOptions};
 pub use node::{Node, Routes};
+pub use recipient::Recipient;
 pub use remote::ActorRef;
 pub use wire::WireMessage;
 

@@ -13,7 +13,7 @@ use crate::storage::{Storage, Table};
 use crate::wire::{ActorId, ActorInfo, ActorState, Change, Channel, JobId, JobInfo, NodeInfo, NodeState};
 
 /// Who receives publications; the shell maps it to an address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct SubscriberId(pub u64);
 
 /// A change to deliver to one subscriber.
@@ -25,9 +25,12 @@ pub struct Publication {
     pub change: Change,
 }
 
-/// A GCS request that cannot be carried out.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A GCS request that cannot be carried out. Travels back to remote callers as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum GcsError {
+    /// A subscriber address that does not parse.
+    #[error("not an actor address: {0:?}")]
+    BadAddress(String),
     /// Another live actor has this name in this namespace.
     #[error("an actor named {name:?} already exists in namespace {namespace:?}")]
     NameTaken {

@@ -2,11 +2,15 @@
 //! internal key-value store) and the publication of their changes.
 //!
 //! [`GcsCore`] is the logic as a plain state machine over a [`Storage`] backend (in memory by
-//! default); the actor that serves it over the bus comes with the runtime.
+//! default); [`GcsActor`] serves it on the bus as `node/gcs`, with the [`requests`] as its wire
+//! messages.
 
 mod core;
+pub mod requests;
+mod service;
 mod storage;
 pub mod wire;
 
 pub use crate::core::{GcsCore, GcsError, Publication, SubscriberId};
+pub use service::{GcsActor, GCS_NAME, SUBSCRIBER_QUEUE_MAX};
 pub use storage::{MemoryStorage, Storage, Table};

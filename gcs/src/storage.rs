@@ -21,7 +21,7 @@ pub enum Table {
 
 /// A byte-keyed table store. Implementations must be durable at least for as long as they
 /// claim (the in-memory one: the life of the process).
-pub trait Storage: Send {
+pub trait Storage: Send + Unpin {
     /// The value under `key`.
     fn get(&self, table: Table, key: &[u8]) -> Option<Vec<u8>>;
     /// Stores `value` under `key`, replacing any previous one.

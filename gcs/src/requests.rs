@@ -1,0 +1,170 @@
+//! The GCS's wire messages: requests with their replies and stable ids (100-199), and the
+//! publication subscribers receive.
+
+use manta_actor::wire_message;
+use manta_transport::NodeId;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::core::{GcsError, SubscriberId};
+use crate::wire::{ActorId, ActorInfo, ActorState, Change, Channel, JobId, JobInfo, NodeInfo};
+
+/// Registers a live node.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegisterNode(pub NodeInfo);
+wire_message!(RegisterNode => Result<(), GcsError>, id = 100);
+
+/// Declares a node dead; replies with the actors it took down.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MarkNodeDead {
+    /// The node.
+    pub node_id: NodeId,
+    /// Why.
+    pub cause: String,
+}
+wire_message!(MarkNodeDead => Result<Vec<ActorId>, GcsError>, id = 101);
+
+/// Every node's record.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetAllNodes;
+wire_message!(GetAllNodes => Vec<NodeInfo>, id = 102);
+
+/// Starts a job.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddJob {
+    /// The driver's address.
+    pub driver_address: String,
+}
+wire_message!(AddJob => JobInfo, id = 103);
+
+/// Ends a job; replies with the actors it took down.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FinishJob {
+    /// The job.
+    pub job_id: JobId,
+}
+wire_message!(FinishJob => Result<Vec<ActorId>, GcsError>, id = 104);
+
+/// Registers a new actor.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegisterActor(pub ActorInfo);
+wire_message!(RegisterActor => Result<(), GcsError>, id = 105);
+
+/// An actor's worker is up.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ActorStarted {
+    /// The actor.
+    pub actor_id: ActorId,
+    /// Its node.
+    pub node_id: NodeId,
+    /// Its worker's address.
+    pub address: String,
+}
+wire_message!(ActorStarted => Result<(), GcsError>, id = 106);
+
+/// An actor's worker died; replies with the actor's state now.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ActorFailed {
+    /// The actor.
+    pub actor_id: ActorId,
+    /// Why.
+    pub cause: String,
+}
+wire_message!(ActorFailed => Result<ActorState, GcsError>, id = 107);
+
+/// Kills an actor for good.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KillActor {
+    /// The actor.
+    pub actor_id: ActorId,
+    /// Why.
+    pub cause: String,
+}
+wire_message!(KillActor => Result<(), GcsError>, id = 108);
+
+/// An actor's record.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetActor(pub ActorId);
+wire_message!(GetActor => Option<ActorInfo>, id = 109);
+
+/// The live actor with a name.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetNamedActor {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+wire_message!(GetNamedActor => Result<Option<ActorInfo>, GcsError>, id = 110);
+
+/// The names in use in a namespace.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListNamedActors {
+    /// The namespace.
+    pub namespace: String,
+}
+wire_message!(ListNamedActors => Result<Vec<(String, ActorId)>, GcsError>, id = 111);
+
+/// Stores a value in the internal KV store; replies whether it was stored.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KvPut {
+    /// The namespace.
+    pub namespace: String,
+    /// The key.
+    pub key: String,
+    /// The value, raw.
+    pub value: ByteBuf,
+    /// Whether to replace an existing value.
+    pub overwrite: bool,
+}
+wire_message!(KvPut => Result<bool, GcsError>, id = 112);
+
+/// A value of the internal KV store.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KvGet {
+    /// The namespace.
+    pub namespace: String,
+    /// The key.
+    pub key: String,
+}
+wire_message!(KvGet => Result<Option<ByteBuf>, GcsError>, id = 113);
+
+/// Deletes a key; replies whether it existed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KvDelete {
+    /// The namespace.
+    pub namespace: String,
+    /// The key.
+    pub key: String,
+}
+wire_message!(KvDelete => Result<bool, GcsError>, id = 114);
+
+/// The keys with a prefix.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KvKeys {
+    /// The namespace.
+    pub namespace: String,
+    /// The prefix.
+    pub prefix: String,
+}
+wire_message!(KvKeys => Result<Vec<String>, GcsError>, id = 115);
+
+/// Subscribes the actor at `subscriber` (`host:port/name`, which must accept [`Published`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Subscribe {
+    /// Where to send publications.
+    pub subscriber: String,
+    /// What to follow.
+    pub channels: Vec<Channel>,
+}
+wire_message!(Subscribe => Result<SubscriberId, GcsError>, id = 116);
+
+/// Ends a subscription.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Unsubscribe(pub SubscriberId);
+wire_message!(Unsubscribe => (), id = 117);
+
+/// A change, sent to a subscriber (which handles this message).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Published(pub Change);
+wire_message!(Published => (), id = 120);
