@@ -1,0 +1,589 @@
+//! The raylet's lease manager: worker pool and lease protocol as one sans-IO state machine.
+//!
+//! Ray's protocol: a submitter asks its raylet for a worker lease for a task shape; the raylet
+//! grants a local worker when the resources allow, answers with a better node (spillback), or
+//! queues the request; the submitter then pushes every task of that shape straight to the leased
+//! worker and returns the lease when done. The raylet is not on each task's path.
+//!
+//! Calls take `now` (milliseconds, from the shell's clock) and change state; the shell then
+//! drains [`LeaseManager::poll_commands`] and performs them (start or kill a process, answer a
+//! request). Lifecycles, checked on every change:
+//!
+//! ```text
+//! worker: Starting --registered--> Idle --granted--> Leased --returned--> Idle ...
+//!            |                       |                  |
+//!            +-----------------------+------------------+--exited/killed--> (gone)
+//! lease:  Queued --> Granted --> Returned | WorkerDied ;  Queued --> Spilled | Infeasible
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+
+use manta_transport::NodeId;
+
+use crate::policy::{ClusterView, Decision, NodeView, RandomSource, SchedulingPolicy, SchedulingStrategy};
+use crate::resources::{NodeResources, ResourceSet};
+
+/// A worker process of this node, numbered by the raylet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId(pub u64);
+
+/// A lease request, numbered by its requester.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseId(pub u64);
+
+/// Limits of the worker pool (Ray's defaults where it has them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// Workers starting at once at most (Ray: the number of CPUs).
+    pub start_concurrency_max: usize,
+    /// Workers at most, idle and leased (a soft limit in Ray; a hard one here).
+    pub workers_max: usize,
+    /// An idle worker is killed after this long (Ray: 1000 ms).
+    pub idle_timeout_ms: u64,
+    /// A worker that has not registered this long after its start is killed (Ray: 60 s).
+    pub register_timeout_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            start_concurrency_max: 2,
+            workers_max: 16,
+            idle_timeout_ms: 1_000,
+            register_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Start a worker process, which will register as `worker`.
+    StartWorker {
+        /// The id it registers under.
+        worker: WorkerId,
+    },
+    /// Kill a worker process (idle too long, or never registered).
+    KillWorker {
+        /// Which.
+        worker: WorkerId,
+    },
+    /// Answer a lease request.
+    Reply {
+        /// The request.
+        lease: LeaseId,
+        /// The answer.
+        reply: LeaseReply,
+    },
+}
+
+/// The answer to a lease request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseReply {
+    /// Use this worker until the lease is returned.
+    Granted {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// Ask this node instead.
+    Spillback {
+        /// The better node.
+        node: NodeId,
+    },
+    /// No node of the cluster can ever run this shape.
+    Infeasible,
+    /// The leased worker died (with this exit description) before the lease was returned.
+    WorkerDied {
+        /// The worker.
+        worker: WorkerId,
+        /// How it ended.
+        exit: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerState {
+    Starting { since_ms: u64 },
+    Idle { since_ms: u64 },
+    Leased { lease: LeaseId },
+}
+
+#[derive(Debug, Clone)]
+struct Queued {
+    lease: LeaseId,
+    demand: ResourceSet,
+    strategy: SchedulingStrategy,
+}
+
+/// The worker pool and leases of one node.
+#[derive(Debug)]
+pub struct LeaseManager<P: SchedulingPolicy> {
+    node: NodeId,
+    config: PoolConfig,
+    policy: P,
+    resources: NodeResources,
+    /// Other nodes as last reported (by the GCS); the local one is `resources`.
+    peers: Vec<NodeView>,
+    workers: BTreeMap<WorkerId, WorkerState>,
+    next_worker: u64,
+    /// Granted leases: their worker and the resources they hold.
+    granted: BTreeMap<LeaseId, (WorkerId, ResourceSet)>,
+    /// Requests waiting for resources or a worker, oldest first.
+    queue: VecDeque<Queued>,
+    commands: Vec<Command>,
+}
+
+impl<P: SchedulingPolicy> LeaseManager<P> {
+    /// A manager for node `node` with `total` resources.
+    pub fn new(node: NodeId, total: ResourceSet, policy: P, config: PoolConfig) -> Self {
+        LeaseManager {
+            node,
+            config,
+            policy,
+            resources: NodeResources::idle(total),
+            peers: Vec::new(),
+            workers: BTreeMap::new(),
+            next_worker: 1,
+            granted: BTreeMap::new(),
+            queue: VecDeque::new(),
+            commands: Vec::new(),
+        }
+    }
+
+    /// The commands produced since the last call, in order.
+    pub fn poll_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
+    /// This node's resources now.
+    pub fn resources(&self) -> &NodeResources {
+        &self.resources
+    }
+
+    /// Replaces what is known of the other nodes.
+    pub fn set_peers(&mut self, peers: Vec<NodeView>) {
+        self.peers = peers.into_iter().filter(|peer| peer.id != self.node).collect();
+    }
+
+    /// Re-decides the queued requests that cannot run here now (after the view of the other
+    /// nodes changed): one that fits elsewhere is spilled back; one that no live node could ever
+    /// run is answered `Infeasible`. The rest keep their place in the queue.
+    pub fn reconsider_queue(&mut self, random: &mut dyn RandomSource) {
+        let cluster = self.cluster();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for request in std::mem::take(&mut self.queue) {
+            if self.resources.available.contains(&request.demand) {
+                kept.push_back(request);
+                continue;
+            }
+            match self.policy.schedule(&request.demand, request.strategy, &cluster, random) {
+                Decision::Scheduled(node) if node != self.node => {
+                    self.reply(request.lease, LeaseReply::Spillback { node })
+                }
+                Decision::Infeasible => self.reply(request.lease, LeaseReply::Infeasible),
+                Decision::Scheduled(_) | Decision::Retry => kept.push_back(request),
+            }
+        }
+        self.queue = kept;
+    }
+
+    /// Requests waiting now.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn cluster(&self) -> ClusterView {
+        let mut nodes = vec![NodeView { id: self.node, resources: self.resources.clone(), alive: true }];
+        nodes.extend(self.peers.iter().cloned());
+        ClusterView { local: self.node, nodes }
+    }
+
+    /// A submitter asks for a worker for tasks needing `demand`.
+    pub fn request_lease(
+        &mut self,
+        now_ms: u64,
+        lease: LeaseId,
+        demand: ResourceSet,
+        strategy: SchedulingStrategy,
+        random: &mut dyn RandomSource,
+    ) {
+        let decision = self.policy.schedule(&demand, strategy, &self.cluster(), random);
+        match decision {
+            Decision::Scheduled(node) if node != self.node => {
+                self.reply(lease, LeaseReply::Spillback { node });
+            }
+            Decision::Infeasible => self.reply(lease, LeaseReply::Infeasible),
+            // Local, or nobody has room now: wait here, in order.
+            Decision::Scheduled(_) | Decision::Retry => {
+                self.queue.push_back(Queued { lease, demand, strategy });
+                self.dispatch(now_ms);
+            }
+        }
+    }
+
+    /// A started worker registered.
+    pub fn worker_registered(&mut self, now_ms: u64, worker: WorkerId) -> bool {
+        match self.workers.get(&worker) {
+            Some(WorkerState::Starting { .. }) => {
+                self.workers.insert(worker, WorkerState::Idle { since_ms: now_ms });
+                self.dispatch(now_ms);
+                true
+            }
+            // Unknown (killed for being late) or registered twice: the shell refuses it.
+            _ => false,
+        }
+    }
+
+    /// A worker process exited (or was found dead). A lease it held fails.
+    pub fn worker_exited(&mut self, now_ms: u64, worker: WorkerId, exit: &str) {
+        if let Some(WorkerState::Leased { lease }) = self.workers.remove(&worker) {
+            let (_, held) = self.granted.remove(&lease).expect("a leased worker's lease is granted");
+            self.release(&held);
+            self.reply(lease, LeaseReply::WorkerDied { worker, exit: exit.to_owned() });
+        }
+        self.dispatch(now_ms);
+    }
+
+    /// The submitter is done with a lease. A worker that is not `reusable` (it misbehaved) is
+    /// killed instead of going back to the pool. Returns whether the lease was known.
+    pub fn return_lease(&mut self, now_ms: u64, lease: LeaseId, reusable: bool) -> bool {
+        let Some((worker, held)) = self.granted.remove(&lease) else { return false };
+        self.release(&held);
+        if reusable {
+            self.transition(worker, WorkerState::Idle { since_ms: now_ms });
+        } else {
+            self.workers.remove(&worker);
+            self.commands.push(Command::KillWorker { worker });
+        }
+        self.dispatch(now_ms);
+        true
+    }
+
+    /// Time passes: kill workers idle too long or never registered.
+    pub fn tick(&mut self, now_ms: u64) {
+        let expired: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, state)| match state {
+                WorkerState::Idle { since_ms } => {
+                    now_ms.saturating_sub(*since_ms) >= self.config.idle_timeout_ms
+                }
+                WorkerState::Starting { since_ms } => {
+                    now_ms.saturating_sub(*since_ms) >= self.config.register_timeout_ms
+                }
+                WorkerState::Leased { .. } => false,
+            })
+            .map(|(worker, _)| *worker)
+            .collect();
+        for worker in expired {
+            self.workers.remove(&worker);
+            self.commands.push(Command::KillWorker { worker });
+        }
+        self.dispatch(now_ms);
+    }
+
+    fn release(&mut self, held: &ResourceSet) {
+        self.resources
+            .available
+            .release(held, &self.resources.total)
+            .expect("a lease releases exactly what it acquired");
+    }
+
+    fn reply(&mut self, lease: LeaseId, reply: LeaseReply) {
+        self.commands.push(Command::Reply { lease, reply });
+    }
+
+    fn transition(&mut self, worker: WorkerId, next: WorkerState) {
+        let current = self.workers.get(&worker).copied();
+        let allowed = matches!(
+            (current, next),
+            (Some(WorkerState::Starting { .. }), WorkerState::Idle { .. })
+                | (Some(WorkerState::Idle { .. }), WorkerState::Leased { .. })
+                | (Some(WorkerState::Leased { .. }), WorkerState::Idle { .. })
+        );
+        assert!(allowed, "worker lifecycle: {worker:?} cannot go from {current:?} to {next:?}");
+        self.workers.insert(worker, next);
+    }
+
+    /// Grants queued requests in order while resources and idle workers allow, and starts
+    /// workers for the ones that only lack a worker.
+    fn dispatch(&mut self, now_ms: u64) {
+        let mut waiting_for_workers: usize = 0;
+        let mut index = 0;
+        while index < self.queue.len() {
+            if !self.resources.available.contains(&self.queue[index].demand) {
+                index += 1;
+                continue;
+            }
+            let idle = self
+                .workers
+                .iter()
+                .find(|(_, state)| matches!(state, WorkerState::Idle { .. }))
+                .map(|(worker, _)| *worker);
+            match idle {
+                Some(worker) => {
+                    let request = self.queue.remove(index).expect("index is in bounds");
+                    let acquired = self.resources.available.try_acquire(&request.demand);
+                    assert!(acquired, "checked just above");
+                    self.transition(worker, WorkerState::Leased { lease: request.lease });
+                    self.granted.insert(request.lease, (worker, request.demand));
+                    self.reply(request.lease, LeaseReply::Granted { worker });
+                }
+                None => {
+                    waiting_for_workers += 1;
+                    index += 1;
+                }
+            }
+        }
+        let starting =
+            self.workers.values().filter(|state| matches!(state, WorkerState::Starting { .. })).count();
+        let to_start = waiting_for_workers
+            .saturating_sub(starting)
+            .min(self.config.start_concurrency_max.saturating_sub(starting))
+            .min(self.config.workers_max.saturating_sub(self.workers.len()));
+        for _ in 0..to_start {
+            let worker = WorkerId(self.next_worker);
+            self.next_worker += 1;
+            self.workers.insert(worker, WorkerState::Starting { since_ms: now_ms });
+            self.commands.push(Command::StartWorker { worker });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{DefaultPolicy, SplitMix64};
+    use crate::resources::{Quantity, CPU};
+    use proptest::prelude::*;
+
+    fn cpus(n: u64) -> ResourceSet {
+        ResourceSet::new().with(CPU, Quantity::units(n))
+    }
+
+    fn manager(total_cpus: u64) -> LeaseManager<DefaultPolicy> {
+        LeaseManager::new(NodeId([1; 16]), cpus(total_cpus), DefaultPolicy::default(), PoolConfig::default())
+    }
+
+    fn request(manager: &mut LeaseManager<DefaultPolicy>, now: u64, lease: u64, want: u64) {
+        manager.request_lease(
+            now,
+            LeaseId(lease),
+            cpus(want),
+            SchedulingStrategy::Hybrid,
+            &mut SplitMix64(1),
+        );
+    }
+
+    #[test]
+    fn a_lease_starts_a_worker_and_is_granted_when_it_registers_then_reused() {
+        let mut leases = manager(2);
+        request(&mut leases, 0, 1, 1);
+        assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(1) }]);
+        assert!(leases.worker_registered(5, WorkerId(1)));
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply { lease: LeaseId(1), reply: LeaseReply::Granted { worker: WorkerId(1) } }]
+        );
+        assert_eq!(leases.resources().available.get(CPU), Quantity::units(1));
+        assert!(leases.return_lease(10, LeaseId(1), true));
+        assert_eq!(leases.resources().available, leases.resources().total);
+        // The idle worker is reused: no new process.
+        request(&mut leases, 20, 2, 1);
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply { lease: LeaseId(2), reply: LeaseReply::Granted { worker: WorkerId(1) } }]
+        );
+        assert!(!leases.return_lease(21, LeaseId(99), true), "unknown lease");
+    }
+
+    #[test]
+    fn requests_queue_while_resources_are_held_and_are_granted_in_order() {
+        let mut leases = manager(1);
+        request(&mut leases, 0, 1, 1);
+        leases.worker_registered(1, WorkerId(1));
+        leases.poll_commands();
+        request(&mut leases, 2, 2, 1);
+        request(&mut leases, 3, 3, 1);
+        assert_eq!(leases.queued(), 2);
+        assert!(leases.poll_commands().is_empty(), "no CPU free: no worker started, nothing granted");
+        leases.return_lease(4, LeaseId(1), true);
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply { lease: LeaseId(2), reply: LeaseReply::Granted { worker: WorkerId(1) } }]
+        );
+    }
+
+    #[test]
+    fn a_dead_leased_worker_fails_its_lease_and_frees_its_resources() {
+        let mut leases = manager(2);
+        request(&mut leases, 0, 1, 2);
+        leases.worker_registered(1, WorkerId(1));
+        leases.poll_commands();
+        leases.worker_exited(2, WorkerId(1), "killed by signal 9");
+        let commands = leases.poll_commands();
+        assert_eq!(
+            commands,
+            vec![Command::Reply {
+                lease: LeaseId(1),
+                reply: LeaseReply::WorkerDied { worker: WorkerId(1), exit: "killed by signal 9".into() }
+            }]
+        );
+        assert_eq!(leases.resources().available, leases.resources().total);
+    }
+
+    #[test]
+    fn idle_and_unregistered_workers_are_killed_after_their_timeouts() {
+        let mut leases = manager(4);
+        request(&mut leases, 0, 1, 1);
+        request(&mut leases, 0, 2, 1);
+        assert_eq!(leases.poll_commands().len(), 2);
+        leases.worker_registered(10, WorkerId(1));
+        leases.poll_commands();
+        leases.return_lease(20, LeaseId(1), true);
+        leases.poll_commands();
+        // Worker 1 goes idle at 20 and takes lease 2, which was waiting for a worker.
+        leases.tick(1_500);
+        assert!(leases.poll_commands().is_empty(), "worker 1 is leased; worker 2 still has time to register");
+        leases.return_lease(1_600, LeaseId(2), true);
+        leases.tick(2_700);
+        assert_eq!(leases.poll_commands(), vec![Command::KillWorker { worker: WorkerId(1) }]);
+        leases.tick(60_000);
+        assert_eq!(leases.poll_commands(), vec![Command::KillWorker { worker: WorkerId(2) }]);
+        assert!(!leases.worker_registered(60_001, WorkerId(2)), "a worker killed for being late is refused");
+    }
+
+    #[test]
+    fn impossible_shapes_are_infeasible_and_busy_nodes_spill_back() {
+        let mut leases = manager(2);
+        request(&mut leases, 0, 1, 3);
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply { lease: LeaseId(1), reply: LeaseReply::Infeasible }]
+        );
+        let peer = NodeView { id: NodeId([2; 16]), resources: NodeResources::idle(cpus(8)), alive: true };
+        leases.set_peers(vec![peer]);
+        request(&mut leases, 0, 2, 4);
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply {
+                lease: LeaseId(2),
+                reply: LeaseReply::Spillback { node: NodeId([2; 16]) }
+            }]
+        );
+    }
+
+    #[test]
+    fn queued_requests_spill_back_once_another_node_has_room() {
+        let mut leases = manager(1);
+        request(&mut leases, 0, 1, 1);
+        leases.worker_registered(1, WorkerId(1));
+        leases.poll_commands();
+        request(&mut leases, 2, 2, 1);
+        leases.reconsider_queue(&mut SplitMix64(3));
+        assert!(leases.poll_commands().is_empty(), "no other node known: it waits");
+        let peer = NodeView { id: NodeId([2; 16]), resources: NodeResources::idle(cpus(4)), alive: true };
+        leases.set_peers(vec![peer]);
+        leases.reconsider_queue(&mut SplitMix64(3));
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply {
+                lease: LeaseId(2),
+                reply: LeaseReply::Spillback { node: NodeId([2; 16]) }
+            }]
+        );
+        assert_eq!(leases.queued(), 0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        Request(u64),
+        Register,
+        Return(bool),
+        Exit,
+        Tick(u64),
+    }
+
+    fn any_event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (0u64..3).prop_map(Event::Request),
+            Just(Event::Register),
+            any::<bool>().prop_map(Event::Return),
+            Just(Event::Exit),
+            (0u64..3_000).prop_map(Event::Tick),
+        ]
+    }
+
+    proptest! {
+        /// Under any sequence of events: resources held by granted leases plus those free add
+        /// up to the total, every request is answered at most once, and a granted worker is
+        /// never granted twice at the same time.
+        #[test]
+        fn leases_conserve_resources_and_answer_once(events in proptest::collection::vec(any_event(), 1..120)) {
+            let mut leases = manager(4);
+            let mut now = 0;
+            let mut next_lease = 1;
+            let mut answered = std::collections::BTreeSet::new();
+            let mut died = std::collections::BTreeSet::new();
+            let mut holding: BTreeMap<LeaseId, WorkerId> = BTreeMap::new();
+            let mut started: Vec<WorkerId> = Vec::new();
+            for event in events {
+                now += 7;
+                match event {
+                    Event::Request(want) => {
+                        request(&mut leases, now, next_lease, want);
+                        next_lease += 1;
+                    }
+                    Event::Register => {
+                        if let Some(worker) = started.pop() {
+                            leases.worker_registered(now, worker);
+                        }
+                    }
+                    Event::Return(reusable) => {
+                        if let Some((&lease, _)) = holding.iter().next() {
+                            holding.remove(&lease);
+                            prop_assert!(leases.return_lease(now, lease, reusable));
+                        }
+                    }
+                    Event::Exit => {
+                        if let Some((&lease, &worker)) = holding.iter().next() {
+                            holding.remove(&lease);
+                            leases.worker_exited(now, worker, "crash");
+                        }
+                    }
+                    Event::Tick(step) => {
+                        now += step;
+                        leases.tick(now);
+                    }
+                }
+                for command in leases.poll_commands() {
+                    match command {
+                        Command::StartWorker { worker } => started.push(worker),
+                        Command::KillWorker { worker } => started.retain(|known| *known != worker),
+                        Command::Reply { lease, reply } => match reply {
+                            LeaseReply::Granted { worker } => {
+                                prop_assert!(!holding.values().any(|held| *held == worker), "worker granted twice");
+                                prop_assert!(answered.insert(lease), "answered twice");
+                                holding.insert(lease, worker);
+                            }
+                            LeaseReply::WorkerDied { .. } => {
+                                // Only for a lease that was granted and whose worker just exited.
+                                prop_assert!(answered.contains(&lease) && !holding.contains_key(&lease));
+                                prop_assert!(died.insert(lease), "death reported twice");
+                            }
+                            LeaseReply::Spillback { .. } | LeaseReply::Infeasible => {
+                                prop_assert!(answered.insert(lease), "answered twice");
+                            }
+                        },
+                    }
+                }
+                let mut total = leases.resources().available.clone();
+                for lease in holding.keys() {
+                    let (_, held) = leases.granted.get(lease).expect("held leases are granted");
+                    total.release(held, &leases.resources().total).expect("held plus free fit in the total");
+                }
+                prop_assert_eq!(&total, &leases.resources().total);
+            }
+        }
+    }
+}
