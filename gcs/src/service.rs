@@ -163,7 +163,7 @@ impl<S: Storage + 'static> Handler<Subscribe> for GcsActor<S> {
         let recipient: Recipient<Published> = Recipient::remote(self.node.transport().clone(), address);
         let (queue, mut pending) = mpsc::channel(SUBSCRIBER_QUEUE_MAX);
         // One forwarding task per subscriber keeps its publications in order.
-        actix_rt::spawn(async move {
+        tokio::spawn(async move {
             while let Some(change) = pending.recv().await {
                 if let Err(error) = recipient.tell(Published(change)).await {
                     warn!(subscriber = ?recipient, %error, "a subscriber is unreachable; stopping its publications");
