@@ -3,11 +3,22 @@
 //!
 //! This crate is the user-facing facade. Today it offers the foundation:
 //! - [`actor`]: the location-transparent actor bus (spawn, supervise, register, ask/tell).
+//! - [`remote`] and [`registry`]: registering functions that worker processes of this binary
+//!   can run by name (the task API on top of it comes with the runtime).
 //! - [`transport`]: cluster identities, join tokens and the QUIC transport under the bus.
 //! - [`init_logging`]: the logging set-up every Manta process shares.
 
 pub use manta_actor as actor;
+pub use manta_macros::remote;
 pub use manta_transport as transport;
+pub use manta_worker::registry;
+
+/// What `#[manta::remote]` expands to refers to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+    pub use manta_worker::registry::{decode_arguments, encode_output, InvokeError, RemoteFunction};
+}
 
 /// The environment variable holding the log filter, in `tracing-subscriber`'s `EnvFilter`
 /// syntax (for example `MANTA_LOG=info,manta_transport=debug`). Unset means `warn`.
