@@ -3,8 +3,9 @@
 //!
 //! This crate is the user-facing facade. Today it offers the foundation:
 //! - [`actor`]: the location-transparent actor bus (spawn, supervise, register, ask/tell).
-//! - [`remote`] and [`registry`]: registering functions that worker processes of this binary
-//!   can run by name (the task API on top of it comes with the runtime).
+//! - [`init`], [`remote`], [`ObjectRef`]: tasks. `init()` starts the embedded cluster (GCS,
+//!   raylet and transport inside the driver; workers are this binary re-executed), and
+//!   `f::remote(args)` runs a `#[manta::remote]` function in a worker process.
 //! - [`transport`]: cluster identities, join tokens and the QUIC transport under the bus.
 //! - [`init_logging`]: the logging set-up every Manta process shares.
 
@@ -12,12 +13,14 @@ pub use manta_actor as actor;
 pub use manta_macros::remote;
 pub use manta_transport as transport;
 pub use manta_worker::registry;
+pub use manta_worker::{init, init_with, Cluster, Config, InitError, ObjectRef, TaskError};
 
 /// What `#[manta::remote]` expands to refers to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
     pub use manta_worker::registry::{decode_arguments, encode_output, InvokeError, RemoteFunction};
+    pub use manta_worker::submit;
 }
 
 /// The environment variable holding the log filter, in `tracing-subscriber`'s `EnvFilter`

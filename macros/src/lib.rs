@@ -12,6 +12,8 @@ use syn::{parse_macro_input, FnArg, ItemFn, Pat};
 /// #[manta::remote]
 /// fn add(a: i64, b: i64) -> i64 { a + b }
 /// // add::NAME is "my_crate::add#<signature hash>"; the registry maps it to `add`.
+/// let sum: manta::ObjectRef<i64> = add::remote(1, 2);   // runs in a worker process
+/// assert_eq!(sum.get()?, 3);
 /// ```
 /// Arguments and the return value must implement serde's `Serialize` and `DeserializeOwned`.
 /// The function stays callable as before; the macro adds a module of the same name (modules and
@@ -73,6 +75,11 @@ fn expand_remote(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
 
             /// The name this function is registered under.
             pub const NAME: &str = concat!(module_path!(), "#", #hash);
+
+            /// Runs the function as a task in a worker process; returns at once.
+            pub fn remote(#(#argument_names: #argument_types),*) -> ::manta::ObjectRef<#output> {
+                ::manta::__private::submit(NAME, &(#(#argument_names,)*))
+            }
 
             fn invoke(arguments: &[u8]) -> ::core::result::Result<::std::vec::Vec<u8>, ::manta::__private::InvokeError> {
                 let (#(#argument_names,)*): (#(#argument_types,)*) = ::manta::__private::decode_arguments(NAME, arguments)?;

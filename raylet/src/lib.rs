@@ -1,12 +1,15 @@
 //! Manta's raylet: the per-node manager. So far its sans-IO cores: resource accounting
 //! ([`ResourceSet`], [`NodeResources`]), the pluggable scheduling policy ([`SchedulingPolicy`],
 //! [`DefaultPolicy`]), and the worker pool with Ray's lease protocol ([`LeaseManager`]). None of
-//! them touches a clock or a socket, so the simulator can run them unchanged. The actor shell
-//! that spawns worker processes and answers submitters comes next.
+//! them touches a clock or a socket, so the simulator can run them unchanged. [`RayletActor`]
+//! serves them on the bus as `node/raylet`: it starts worker processes (this binary,
+//! re-executed in worker mode), notices their exit at once, and answers lease requests.
 
 mod leases;
 mod policy;
+pub mod requests;
 mod resources;
+mod service;
 
 pub use leases::{Command, LeaseId, LeaseManager, LeaseReply, PoolConfig, WorkerId};
 pub use policy::{
@@ -14,3 +17,4 @@ pub use policy::{
     SchedulingStrategy, SplitMix64,
 };
 pub use resources::{NodeResources, Quantity, ResourceError, ResourceSet, CPU, GPU, MEMORY};
+pub use service::{worker_env, RayletActor, RAYLET_NAME};

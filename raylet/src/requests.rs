@@ -1,0 +1,75 @@
+//! The raylet's wire messages (ids 200-299): what submitters and workers send it.
+
+use manta_actor::wire_message;
+use serde::{Deserialize, Serialize};
+
+/// A submitter asks for a worker for tasks needing `cpus` CPUs and `gpus` GPUs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestLease {
+    /// CPUs per task.
+    pub cpus: f64,
+    /// GPUs per task.
+    pub gpus: f64,
+}
+wire_message!(RequestLease => LeaseOutcome, id = 200);
+
+/// The raylet's answer to a [`RequestLease`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LeaseOutcome {
+    /// Push tasks to the worker at `address` (`host:port`), then return the lease.
+    Granted {
+        /// The lease, to return.
+        lease: u64,
+        /// The worker's transport address.
+        address: String,
+        /// The worker's process id (for error messages).
+        pid: u32,
+    },
+    /// Ask another node instead (its address is in the GCS's node table).
+    Spillback {
+        /// The better node's id.
+        node: String,
+    },
+    /// No node can ever run this shape.
+    Infeasible {
+        /// What was asked for, for the error message.
+        demand: String,
+    },
+    /// The request itself is invalid (a negative or non-finite amount).
+    Invalid {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The submitter is done with a lease.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReturnLease {
+    /// The lease.
+    pub lease: u64,
+    /// Whether the worker may be reused (false after it misbehaved).
+    pub reusable: bool,
+}
+wire_message!(ReturnLease => (), id = 201);
+
+/// A worker process started by this raylet is up and serving at `address`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterWorker {
+    /// The id the raylet gave it (from its environment).
+    pub worker: u64,
+    /// Its transport address.
+    pub address: String,
+    /// Its registry fingerprint: a worker built from other code is refused.
+    pub registry_fingerprint: u64,
+}
+wire_message!(RegisterWorker => bool, id = 202);
+
+/// Resolves when the lease ends: `Some(exit)` if its worker died (how it ended, such as
+/// "killed by signal 9"), `None` if it was returned or is unknown. Lets a submitter learn of a
+/// worker's death at once instead of when its connection times out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchLease {
+    /// The lease.
+    pub lease: u64,
+}
+wire_message!(WatchLease => Option<String>, id = 203);

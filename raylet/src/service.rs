@@ -1,0 +1,346 @@
+//! The raylet as an actor on the bus (`node/raylet`): the [`LeaseManager`] plus the I/O it asks
+//! for: starting worker processes (this same binary, re-executed in worker mode), noticing their
+//! exit at once (a thread waits on each child), killing them, and answering submitters.
+
+use std::collections::HashMap;
+use std::process::{Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use manta_actor::{
+    spawn, Actor, AsyncContext, Context, Handler, LocalRef, Message, Node, RegisterError, ResponseFuture,
+    Routes, SpawnOptions,
+};
+use manta_transport::{Admission, TokenUse};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::leases::{Command, LeaseId, LeaseManager, LeaseReply, PoolConfig, WorkerId};
+use crate::policy::{DefaultPolicy, SchedulingStrategy, SplitMix64};
+use crate::requests::{LeaseOutcome, RegisterWorker, RequestLease, ReturnLease, WatchLease};
+use crate::resources::{Quantity, ResourceSet, CPU, GPU};
+
+/// The name the raylet is registered under on its node.
+pub const RAYLET_NAME: &str = "raylet";
+
+/// Environment variables a worker process is started with.
+pub mod worker_env {
+    /// The worker's id at its raylet.
+    pub const WORKER_ID: &str = "MANTA_WORKER_ID";
+    /// The raylet's transport address.
+    pub const RAYLET_ADDRESS: &str = "MANTA_RAYLET_ADDRESS";
+    /// A one-time join token for the worker's certificate.
+    pub const JOIN_TOKEN: &str = "MANTA_JOIN_TOKEN";
+}
+
+/// How often idle workers are reaped.
+const TICK: Duration = Duration::from_millis(200);
+
+struct WorkerProcess {
+    pid: u32,
+    address: Option<String>,
+}
+
+/// The raylet actor.
+pub struct RayletActor {
+    leases: LeaseManager<DefaultPolicy>,
+    admission: Admission,
+    raylet_address: String,
+    registry_fingerprint: u64,
+    workers: HashMap<WorkerId, WorkerProcess>,
+    waiting: HashMap<LeaseId, (oneshot::Sender<LeaseOutcome>, String)>,
+    next_lease: u64,
+    /// Submitters waiting to hear if a granted lease's worker dies.
+    watchers: HashMap<LeaseId, Vec<oneshot::Sender<Option<String>>>>,
+    /// Leases granted and not yet ended.
+    live_leases: std::collections::HashSet<LeaseId>,
+    /// How recently ended leases' workers died, for watchers that ask late (bounded).
+    deaths: std::collections::VecDeque<(LeaseId, String)>,
+    random: SplitMix64,
+    started: Instant,
+}
+
+/// A worker process ended (sent by the thread that waits on it).
+struct WorkerExited {
+    worker: WorkerId,
+    exit: String,
+}
+
+impl Message for WorkerExited {
+    type Result = ();
+}
+
+impl RayletActor {
+    /// Starts the raylet of `node` with `total` resources on the node's arbiter and registers it
+    /// as [`RAYLET_NAME`]. Workers it starts join with one-time tokens from `admission`.
+    pub fn start(
+        node: &Node,
+        admission: Admission,
+        total: ResourceSet,
+        pool: PoolConfig,
+        registry_fingerprint: u64,
+    ) -> Result<LocalRef<RayletActor>, RegisterError> {
+        let node_id = node.node_id();
+        let raylet_address = node.local_addr().to_string();
+        let raylet =
+            spawn(node.arbiter(), SpawnOptions::named(RAYLET_NAME).max_restarts(0), move || RayletActor {
+                leases: LeaseManager::new(node_id, total.clone(), DefaultPolicy::default(), pool.clone()),
+                admission: admission.clone(),
+                raylet_address: raylet_address.clone(),
+                registry_fingerprint,
+                workers: HashMap::new(),
+                waiting: HashMap::new(),
+                next_lease: 1,
+                watchers: HashMap::new(),
+                live_leases: std::collections::HashSet::new(),
+                deaths: std::collections::VecDeque::new(),
+                random: SplitMix64(u64::from(std::process::id())),
+                started: Instant::now(),
+            });
+        node.register(
+            RAYLET_NAME,
+            Routes::new(raylet.clone())
+                .message::<RequestLease>()
+                .message::<ReturnLease>()
+                .message::<RegisterWorker>(),
+        )?;
+        Ok(raylet)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Performs what the lease manager asked for.
+    fn perform(&mut self, ctx: &mut Context<Self>) {
+        for command in self.leases.poll_commands() {
+            match command {
+                Command::StartWorker { worker } => self.start_worker(worker, ctx),
+                Command::KillWorker { worker } => {
+                    if let Some(process) = self.workers.remove(&worker) {
+                        // SAFETY: sending a signal to a child process id we started; at worst the
+                        // process is already gone and the call fails harmlessly.
+                        unsafe {
+                            libc::kill(process.pid as libc::pid_t, libc::SIGKILL);
+                        }
+                    }
+                }
+                Command::Reply { lease, reply } => {
+                    let outcome = match reply {
+                        LeaseReply::Granted { worker } => match self.workers.get(&worker).inspect(|_| {
+                            self.live_leases.insert(lease);
+                        }) {
+                            Some(WorkerProcess { pid, address: Some(address) }) => {
+                                LeaseOutcome::Granted { lease: lease.0, address: address.clone(), pid: *pid }
+                            }
+                            // A registered worker always has an address.
+                            _ => unreachable!("granted worker {worker:?} has no address"),
+                        },
+                        LeaseReply::Spillback { node } => LeaseOutcome::Spillback { node: node.to_string() },
+                        LeaseReply::Infeasible => LeaseOutcome::Infeasible {
+                            demand: self
+                                .waiting
+                                .get(&lease)
+                                .map(|(_, demand)| demand.clone())
+                                .unwrap_or_default(),
+                        },
+                        LeaseReply::WorkerDied { exit, .. } => {
+                            self.end_lease(lease, Some(exit));
+                            continue;
+                        }
+                    };
+                    if let Some((waiter, _)) = self.waiting.remove(&lease) {
+                        let _ = waiter.send(outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_worker(&mut self, worker: WorkerId, ctx: &mut Context<Self>) {
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(error) => {
+                warn!(%error, "cannot find this binary to start a worker");
+                ctx.address().do_send(WorkerExited { worker, exit: format!("not started: {error}") });
+                return;
+            }
+        };
+        let token = match self.admission.tokens.create(&self.admission.ca, TokenUse::OneTime) {
+            Ok(token) => token,
+            Err(error) => {
+                ctx.address().do_send(WorkerExited { worker, exit: format!("not started: {error}") });
+                return;
+            }
+        };
+        let spawned = Process::new(exe)
+            .env(worker_env::WORKER_ID, worker.0.to_string())
+            .env(worker_env::RAYLET_ADDRESS, &self.raylet_address)
+            .env(worker_env::JOIN_TOKEN, token.to_string())
+            // The worker exits when this pipe closes, that is when this process is gone.
+            .stdin(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(error) => {
+                ctx.address().do_send(WorkerExited { worker, exit: format!("not started: {error}") });
+                return;
+            }
+        };
+        let pid = child.id();
+        info!(worker = worker.0, pid, "started a worker process");
+        self.workers.insert(worker, WorkerProcess { pid, address: None });
+        let raylet = ctx.address();
+        let stdin = child.stdin.take();
+        std::thread::Builder::new()
+            .name(format!("manta-worker-{pid}"))
+            .spawn(move || {
+                let status = child.wait();
+                drop(stdin);
+                let exit = match status {
+                    Ok(status) => describe_exit(status),
+                    Err(error) => format!("could not be waited for: {error}"),
+                };
+                raylet.do_send(WorkerExited { worker, exit });
+            })
+            .map(drop)
+            .unwrap_or_else(|error| warn!(%error, "cannot watch a worker process"));
+    }
+}
+
+impl RayletActor {
+    /// A granted lease ended: tell its watchers whether its worker died.
+    fn end_lease(&mut self, lease: LeaseId, death: Option<String>) {
+        self.live_leases.remove(&lease);
+        for watcher in self.watchers.remove(&lease).unwrap_or_default() {
+            let _ = watcher.send(death.clone());
+        }
+        if let Some(exit) = death {
+            self.deaths.push_back((lease, exit));
+            if self.deaths.len() > DEATHS_REMEMBERED {
+                self.deaths.pop_front();
+            }
+        }
+    }
+}
+
+/// Ended leases whose worker death is remembered for late watchers.
+const DEATHS_REMEMBERED: usize = 1024;
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "ended".to_owned(),
+    }
+}
+
+impl Actor for RayletActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(TICK, |raylet, ctx| {
+            let now = raylet.now_ms();
+            raylet.leases.tick(now);
+            raylet.perform(ctx);
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for process in self.workers.values() {
+            // SAFETY: as in `perform`: a signal to a child we started.
+            unsafe {
+                libc::kill(process.pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Handler<RequestLease> for RayletActor {
+    type Result = ResponseFuture<LeaseOutcome>;
+
+    fn handle(&mut self, request: RequestLease, ctx: &mut Context<Self>) -> Self::Result {
+        let demand = match (Quantity::from_f64(CPU, request.cpus), Quantity::from_f64(GPU, request.gpus)) {
+            (Ok(cpus), Ok(gpus)) => ResourceSet::new().with(CPU, cpus).with(GPU, gpus),
+            (Err(error), _) | (_, Err(error)) => {
+                let outcome = LeaseOutcome::Invalid { reason: error.to_string() };
+                return Box::pin(std::future::ready(outcome));
+            }
+        };
+        let lease = LeaseId(self.next_lease);
+        self.next_lease += 1;
+        let (waiter, answer) = oneshot::channel();
+        let description = format!("{} CPU, {} GPU", request.cpus, request.gpus);
+        self.waiting.insert(lease, (waiter, description.clone()));
+        let now = self.now_ms();
+        self.leases.request_lease(now, lease, demand, SchedulingStrategy::Hybrid, &mut self.random);
+        self.perform(ctx);
+        Box::pin(async move {
+            answer.await.unwrap_or(LeaseOutcome::Invalid {
+                reason: format!("the raylet dropped the request for {description}"),
+            })
+        })
+    }
+}
+
+impl Handler<ReturnLease> for RayletActor {
+    type Result = ();
+
+    fn handle(&mut self, request: ReturnLease, ctx: &mut Context<Self>) {
+        self.end_lease(LeaseId(request.lease), None);
+        let now = self.now_ms();
+        self.leases.return_lease(now, LeaseId(request.lease), request.reusable);
+        self.perform(ctx);
+    }
+}
+
+impl Handler<WatchLease> for RayletActor {
+    type Result = ResponseFuture<Option<String>>;
+
+    fn handle(&mut self, request: WatchLease, _: &mut Context<Self>) -> Self::Result {
+        let lease = LeaseId(request.lease);
+        if let Some((_, exit)) = self.deaths.iter().find(|(dead, _)| *dead == lease) {
+            let exit = exit.clone();
+            return Box::pin(std::future::ready(Some(exit)));
+        }
+        if !self.live_leases.contains(&lease) {
+            return Box::pin(std::future::ready(None));
+        }
+        let (watcher, death) = oneshot::channel();
+        self.watchers.entry(lease).or_default().push(watcher);
+        Box::pin(async move { death.await.unwrap_or(None) })
+    }
+}
+
+impl Handler<RegisterWorker> for RayletActor {
+    type Result = bool;
+
+    fn handle(&mut self, request: RegisterWorker, ctx: &mut Context<Self>) -> bool {
+        let worker = WorkerId(request.worker);
+        if request.registry_fingerprint != self.registry_fingerprint {
+            warn!(
+                worker = request.worker,
+                "refusing a worker built from other code (registry fingerprint differs)"
+            );
+            return false;
+        }
+        let Some(process) = self.workers.get_mut(&worker) else { return false };
+        process.address = Some(request.address);
+        let now = self.now_ms();
+        let accepted = self.leases.worker_registered(now, worker);
+        self.perform(ctx);
+        accepted
+    }
+}
+
+impl Handler<WorkerExited> for RayletActor {
+    type Result = ();
+
+    fn handle(&mut self, message: WorkerExited, ctx: &mut Context<Self>) {
+        info!(worker = message.worker.0, exit = %message.exit, "a worker process ended");
+        self.workers.remove(&message.worker);
+        let now = self.now_ms();
+        self.leases.worker_exited(now, message.worker, &message.exit);
+        self.perform(ctx);
+    }
+}

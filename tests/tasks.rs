@@ -1,0 +1,108 @@
+//! Tasks end to end on the embedded cluster: real worker processes of this test binary, started
+//! by the raylet inside this process. (A worker process re-runs this binary; its `init` call
+//! turns it into a worker that never returns to the tests.)
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use manta::{Config, TaskError};
+
+fn cluster() {
+    static CLUSTER: OnceLock<manta::Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| manta::init_with(Config { num_cpus: 2, max_workers: 4, max_retries: 1 }).unwrap());
+}
+
+#[manta::remote]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[manta::remote]
+fn pid() -> u32 {
+    std::process::id()
+}
+
+#[manta::remote]
+fn fail(message: String) -> i64 {
+    panic!("{message}")
+}
+
+/// Writes its worker's pid into `marker`, then works for a long time.
+#[manta::remote]
+fn linger(marker: String) -> u32 {
+    std::fs::write(&marker, std::process::id().to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+    std::process::id()
+}
+
+#[test]
+fn tasks_run_in_worker_processes_and_return_their_values() {
+    cluster();
+    let sums: Vec<_> = (0..30).map(|index| add::remote(index, 1000)).collect();
+    for (index, sum) in sums.iter().enumerate() {
+        assert_eq!(sum.get().unwrap(), index as i64 + 1000);
+    }
+    let worker = pid::remote().get().unwrap();
+    assert_ne!(worker, std::process::id(), "the task ran in another process");
+}
+
+#[test]
+fn a_panicking_task_reports_its_function_and_worker() {
+    cluster();
+    match fail::remote("kaboom".into()).get() {
+        Err(TaskError::Failed { function, pid, message }) => {
+            assert_eq!(function, fail::NAME);
+            assert_ne!(pid, std::process::id());
+            assert!(message.contains("kaboom"), "{message}");
+        }
+        other => panic!("expected a task failure, got {other:?}"),
+    }
+    // The worker survived its task's panic and takes new work.
+    assert_eq!(add::remote(1, 2).get().unwrap(), 3);
+}
+
+#[test]
+fn a_get_with_a_deadline_times_out_instead_of_hanging() {
+    cluster();
+    let marker = std::env::temp_dir().join(format!("manta-timeout-{}", std::process::id()));
+    let slow = linger::remote(marker.display().to_string());
+    assert!(matches!(slow.get_timeout(Duration::from_millis(200)), Err(TaskError::Timeout(_))));
+    kill_worker_of(&marker);
+}
+
+/// Waits for the task to write its worker's pid, then kills that worker with SIGKILL.
+fn kill_worker_of(marker: &std::path::Path) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(marker).ok().and_then(|text| text.parse::<u32>().ok()) {
+            let _ = std::fs::remove_file(marker);
+            // SAFETY: a signal to a worker process this test's cluster started.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the task never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_task_whose_worker_is_killed_is_retried_then_fails_with_worker_died() {
+    cluster();
+    let marker = std::env::temp_dir().join(format!("manta-kill-{}", std::process::id()));
+    let doomed = linger::remote(marker.display().to_string());
+    // max_retries = 1: the first worker is killed, the retry's worker is killed too.
+    let first = kill_worker_of(&marker);
+    let second = kill_worker_of(&marker);
+    assert_ne!(first, second, "the retry ran in a fresh worker");
+    match doomed.get_timeout(Duration::from_secs(60)) {
+        Err(TaskError::WorkerDied { function, attempts, pid, exit }) => {
+            assert_eq!(function, linger::NAME);
+            assert_eq!(attempts, 2);
+            assert_eq!(pid, second);
+            assert!(exit.contains("signal 9"), "the error names the signal: {exit}");
+        }
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+}
