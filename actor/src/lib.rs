@@ -26,7 +26,7 @@ pub use actix::{
 pub use actix_rt::{Arbiter, ArbiterHandle, System};
 pub use address::{ActorAddress, ParseAddressError};
 pub use error::{AskError, RegisterError};
-pub use local::{spawn, Admitted, LocalRef, SpawnOptions};
+pub use local::{panic_message, spawn, Admitted, LocalRef, SpawnOptions};
 pub use node::{Node, Routes};
 pub use recipient::Recipient;
 pub use remote::ActorRef;

@@ -247,7 +247,8 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> String {
+/// The message of a caught panic (its `&str` or `String` payload).
+pub fn panic_message(panic: &(dyn Any + Send)) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = panic.downcast_ref::<String>() {

@@ -2,7 +2,7 @@
 //! A task runs on the blocking pool, never on the actor's arbiter, inside `catch_unwind`, so a
 //! panicking task becomes a [`TaskFailure`] and the worker lives on.
 
-use manta_actor::{wire_message, Actor, Context, Handler, ResponseFuture};
+use manta_actor::{panic_message, wire_message, Actor, Context, Handler, ResponseFuture};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -66,15 +66,5 @@ impl Handler<PushTask> for Executor {
                 Err(error) => Err(failure(format!("the task's thread failed: {error}"))),
             }
         })
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(text) = panic.downcast_ref::<&str>() {
-        (*text).to_owned()
-    } else if let Some(text) = panic.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "a non-string panic payload".to_owned()
     }
 }
