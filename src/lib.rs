@@ -1,26 +1,68 @@
 //! Manta: Ray, rebuilt in Rust. Stateless tasks, stateful actors and immutable objects over a
 //! cluster whose every component is an actor talking over mutually authenticated QUIC.
 //!
-//! This crate is the user-facing facade. Today it offers the foundation:
-//! - [`actor`]: the location-transparent actor bus (spawn, supervise, register, ask/tell).
-//! - [`init`], [`remote`], [`ObjectRef`]: tasks. `init()` starts the embedded cluster (GCS,
-//!   raylet and transport inside the driver; workers are this binary re-executed), and
-//!   `f::remote(args)` runs a `#[manta::remote]` function in a worker process.
-//! - [`transport`]: cluster identities, join tokens and the QUIC transport under the bus.
+//! ```ignore
+//! #[manta::remote]
+//! fn add(a: i64, b: i64) -> i64 { a + b }
+//!
+//! #[manta::actor]
+//! struct Counter { n: i64 }
+//! #[manta::actor]
+//! impl Counter {
+//!     fn new(start: i64) -> Self { Counter { n: start } }
+//!     fn incr(&mut self, by: i64) -> i64 { self.n += by; self.n }
+//! }
+//!
+//! #[manta::main]
+//! fn main() -> anyhow::Result<()> {
+//!     let _cluster = manta::init()?;                    // embedded cluster, workers are this binary
+//!     let sum = add::remote(1, 2);                      // ObjectRef<i64>
+//!     let counter = Counter::remote(0)?;                // ActorHandle<Counter>
+//!     assert_eq!(counter.incr(&sum).get()?, 3);         // a ref argument is resolved first
+//!     let weights = manta::put(manta::Buffer::from(vec![0.5f32; 1 << 20]))?;
+//!     let view = weights.get()?;                        // zero-copy from shared memory
+//!     Ok(())
+//! }
+//! ```
+//!
+//! - [`remote`], [`actor`], [`main`]: the attribute macros.
+//! - [`init`] / [`init_with`]: the embedded cluster (GCS, raylet, object store, actor manager
+//!   inside the driver; workers are this binary re-executed).
+//! - [`ObjectRef`], [`put`], [`get_all`], [`wait`], [`cancel`], [`Buffer`]: objects.
+//! - [`ActorHandle`], [`get_actor`], [`kill`], [`util::ActorPool`]: actors.
+//! - [`actor`](mod@actor) (the module) and [`transport`]: the location-transparent actor bus and QUIC
+//!   transport every component talks over.
 //! - [`init_logging`]: the logging set-up every Manta process shares.
 
 pub use manta_actor as actor;
-pub use manta_macros::remote;
+pub use manta_macros::{actor, main, remote};
 pub use manta_transport as transport;
 pub use manta_worker::registry;
-pub use manta_worker::{init, init_with, Cluster, Config, InitError, ObjectRef, TaskError};
+pub use manta_worker::{
+    cancel, cancel_force, create_actor, get_actor, get_actor_in, get_all, init, init_with,
+    is_in_object_store, is_worker_process, kill, local_object_counts, object_store_stats, put, wait,
+    ActorClass, ActorError, ActorHandle, ActorOptions, Arg, Buffer, Cluster, Config, Element, InitError,
+    IntoArg, ObjectRef, RawActorHandle, RawRef, StoreStats, TaskError, TaskOptions,
+};
 
-/// What `#[manta::remote]` expands to refers to; not part of the API.
+#[doc(hidden)]
+pub use manta_worker::enter_worker_if_spawned;
+
+/// Utilities over actors and tasks.
+pub mod util {
+    pub use manta_worker::pool::ActorPool;
+}
+
+/// What the macros expand to refers to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
-    pub use manta_worker::registry::{decode_arguments, encode_output, InvokeError, RemoteFunction};
-    pub use manta_worker::submit;
+    pub use manta_worker::__export::RwLock;
+    pub use manta_worker::registry::{
+        catch_unwind, output, output_result, run_blocking, ActorCell, ActorClassEntry, Invocation,
+        InvokeError, MethodFuture, Output, RemoteFunction,
+    };
+    pub use manta_worker::{actor_option_methods, arg, submit, task_option_methods};
 }
 
 /// The environment variable holding the log filter, in `tracing-subscriber`'s `EnvFilter`

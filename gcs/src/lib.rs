@@ -14,3 +14,4 @@ pub mod wire;
 pub use crate::core::{GcsCore, GcsError, Publication, SubscriberId};
 pub use service::{GcsActor, GCS_NAME, SUBSCRIBER_QUEUE_MAX};
 pub use storage::{MemoryStorage, Storage, Table};
+pub use wire::{ActorId, ActorInfo, ActorState};

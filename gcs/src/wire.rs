@@ -95,6 +95,12 @@ pub struct ActorInfo {
     pub actor_id: ActorId,
     /// The job that created it.
     pub job_id: JobId,
+    /// Its class's registered name (checked by `get_actor::<Class>`).
+    #[serde(default)]
+    pub class: String,
+    /// Retries of a call whose actor died and restarted (Ray's `max_task_retries`, default 0).
+    #[serde(default)]
+    pub max_task_retries: u32,
     /// Its name, if named.
     pub name: Option<String>,
     /// The namespace its name lives in.

@@ -21,6 +21,8 @@ fn actor(n: u8, job: JobId, name: Option<&str>, max_restarts: i64) -> ActorInfo 
     ActorInfo {
         actor_id: ActorId([n; 16]),
         job_id: job,
+        class: "tests::Counter".into(),
+        max_task_retries: 0,
         name: name.map(str::to_owned),
         namespace: "default".into(),
         detached: false,

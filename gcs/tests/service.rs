@@ -73,6 +73,8 @@ fn the_gcs_answers_over_the_bus_and_publishes_in_order() {
         let actor = ActorInfo {
             actor_id: ActorId([7; 16]),
             job_id: job.job_id,
+            class: "tests::Counter".into(),
+            max_task_retries: 0,
             name: Some("counter".into()),
             namespace: "default".into(),
             detached: false,

@@ -1,23 +1,31 @@
-//! Manta's attribute macros. `#[manta::remote]` registers a function in the binary's registry of
-//! remote functions, under its module path plus a hash of its signature, so that a worker
-//! process of the same binary can run it by name.
+//! Manta's attribute macros.
+//!
+//! - `#[manta::remote]` registers a function in the binary's registry of remote functions,
+//!   under its module path plus a hash of its signature, and adds `f::remote(args)` and
+//!   `f::options()...remote(args)`.
+//! - `#[manta::actor]` on an `impl` block registers an actor class: `Type::remote(ctor args)`,
+//!   `Type::options()...remote(ctor args)`, and a method on the handle per method with `self`.
+//!   On the struct it checks the type can be an actor (`Send + Sync + 'static`).
+//! - `#[manta::main]` makes a worker process that re-executes this binary serve instead of
+//!   running `main`.
 
 use proc_macro::TokenStream;
 use quote::{format_ident, quote};
-use syn::{parse_macro_input, FnArg, ItemFn, Pat};
+use syn::{parse_macro_input, FnArg, ImplItem, Item, ItemFn, ItemImpl, Pat, ReturnType, Type};
 
 /// Registers a function so that worker processes of this binary can run it.
 ///
 /// ```ignore
 /// #[manta::remote]
 /// fn add(a: i64, b: i64) -> i64 { a + b }
-/// // add::NAME is "my_crate::add#<signature hash>"; the registry maps it to `add`.
-/// let sum: manta::ObjectRef<i64> = add::remote(1, 2);   // runs in a worker process
-/// assert_eq!(sum.get()?, 3);
+/// let sum: manta::ObjectRef<i64> = add::remote(1, 2);          // runs in a worker process
+/// let big = add::options().num_cpus(2.0).max_retries(0).remote(&sum, 3);  // a ref as argument
 /// ```
-/// Arguments and the return value must implement serde's `Serialize` and `DeserializeOwned`.
-/// The function stays callable as before; the macro adds a module of the same name (modules and
-/// functions live in different namespaces) holding `NAME` and the registration.
+/// Each argument can be given as a value, an `ObjectRef` of its type, or a reference to one
+/// (resolved to its value before the task runs). A function returning `Result<T, E>` (with
+/// `E: Display`) gives an `ObjectRef<T>`; an `Err` becomes the task's error, with its message.
+/// The function stays callable as before; the macro adds a module of the same name holding
+/// `NAME`, `remote`, `options` and the registration.
 #[proc_macro_attribute]
 pub fn remote(attribute: TokenStream, item: TokenStream) -> TokenStream {
     if !attribute.is_empty() {
@@ -31,6 +39,124 @@ pub fn remote(attribute: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
+/// Declares an actor class. Put it on the struct and on one `impl` block holding a
+/// constructor `fn new(...) -> Self` (or `-> Result<Self, E>`) and the methods callers can call.
+///
+/// ```ignore
+/// #[manta::actor]
+/// struct Counter { n: i64 }
+///
+/// #[manta::actor]
+/// impl Counter {
+///     fn new(start: i64) -> Self { Counter { n: start } }
+///     fn incr(&mut self, by: i64) -> i64 { self.n += by; self.n }
+///     async fn read(&self) -> i64 { self.n }
+/// }
+///
+/// let counter = Counter::options().name("c").max_restarts(1).remote(0)?;  // ActorHandle<Counter>
+/// assert_eq!(counter.incr(5).get()?, 5);
+/// ```
+/// `&mut self` methods run one at a time; `&self` methods (and `async` ones) may run
+/// concurrently, up to `max_concurrency`. Calls from one caller start in submission order.
+#[proc_macro_attribute]
+pub fn actor(attribute: TokenStream, item: TokenStream) -> TokenStream {
+    if !attribute.is_empty() {
+        let error = syn::Error::new(proc_macro2::Span::call_site(), "#[manta::actor] takes no arguments");
+        return error.to_compile_error().into();
+    }
+    let item = parse_macro_input!(item as Item);
+    let expanded = match &item {
+        Item::Struct(structure) => {
+            if !structure.generics.params.is_empty() {
+                Err(syn::Error::new_spanned(&structure.generics, "actor classes are not generic"))
+            } else {
+                let name = &structure.ident;
+                Ok(quote! {
+                    #structure
+                    const _: fn() = || {
+                        fn actor_state_is_send_sync_static<T: ::core::marker::Send + ::core::marker::Sync + 'static>() {}
+                        actor_state_is_send_sync_static::<#name>();
+                    };
+                })
+            }
+        }
+        Item::Impl(block) => expand_actor_impl(block),
+        other => Err(syn::Error::new_spanned(other, "#[manta::actor] goes on a struct and its impl block")),
+    };
+    match expanded {
+        Ok(tokens) => tokens.into(),
+        Err(error) => error.to_compile_error().into(),
+    }
+}
+
+/// Wraps `main` so that a worker process re-executing this binary serves tasks instead of
+/// running it (the embedded cluster's workers are this same binary).
+#[proc_macro_attribute]
+pub fn main(attribute: TokenStream, item: TokenStream) -> TokenStream {
+    if !attribute.is_empty() {
+        let error = syn::Error::new(proc_macro2::Span::call_site(), "#[manta::main] takes no arguments");
+        return error.to_compile_error().into();
+    }
+    let mut function = parse_macro_input!(item as ItemFn);
+    let body = &function.block;
+    function.block = Box::new(syn::parse_quote!({
+        ::manta::enter_worker_if_spawned();
+        #body
+    }));
+    quote!(#function).into()
+}
+
+/// A parameter: its name (for generated code) and type.
+struct Parameter {
+    name: proc_macro2::Ident,
+    ty: Type,
+}
+
+fn parameters<'a>(inputs: impl Iterator<Item = &'a FnArg>) -> syn::Result<Vec<Parameter>> {
+    let mut parameters = Vec::new();
+    for (index, input) in inputs.enumerate() {
+        let FnArg::Typed(typed) = input else {
+            return Err(syn::Error::new_spanned(input, "unexpected `self`"));
+        };
+        if !matches!(&*typed.pat, Pat::Ident(_) | Pat::Wild(_)) {
+            return Err(syn::Error::new_spanned(
+                &typed.pat,
+                "name each argument of a remote function or method",
+            ));
+        }
+        parameters.push(Parameter { name: format_ident!("argument_{index}"), ty: (*typed.ty).clone() });
+    }
+    Ok(parameters)
+}
+
+/// For `Result<T, E>` (or a one-argument `Result<T>` alias), `Some(T)`.
+fn result_ok_type(ty: &Type) -> Option<Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(arguments) = &last.arguments else { return None };
+    match arguments.args.first()? {
+        syn::GenericArgument::Type(ok) => Some(ok.clone()),
+        _ => None,
+    }
+}
+
+/// The output type seen by callers and the tokens that encode `output` for `name`.
+fn output_handling(
+    output: &ReturnType,
+    name: &proc_macro2::TokenStream,
+) -> (proc_macro2::TokenStream, proc_macro2::TokenStream) {
+    match output {
+        ReturnType::Default => (quote!(()), quote!(::manta::__private::output(#name, &output))),
+        ReturnType::Type(_, ty) => match result_ok_type(ty) {
+            Some(ok) => (quote!(#ok), quote!(::manta::__private::output_result(#name, output))),
+            None => (quote!(#ty), quote!(::manta::__private::output(#name, &output))),
+        },
+    }
+}
+
 fn expand_remote(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     let signature = &function.sig;
     if signature.asyncness.is_some() || !signature.generics.params.is_empty() {
@@ -40,35 +166,24 @@ fn expand_remote(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         ));
     }
     let name = &signature.ident;
-    let mut argument_types = Vec::new();
-    let mut argument_names = Vec::new();
-    for (index, input) in signature.inputs.iter().enumerate() {
-        let FnArg::Typed(typed) = input else {
-            return Err(syn::Error::new_spanned(input, "#[manta::remote] functions take no `self`"));
-        };
-        if !matches!(&*typed.pat, Pat::Ident(_) | Pat::Wild(_)) {
-            return Err(syn::Error::new_spanned(
-                &typed.pat,
-                "name each argument of a #[manta::remote] function",
-            ));
-        }
-        argument_types.push((*typed.ty).clone());
-        argument_names.push(format_ident!("argument_{index}"));
-    }
-    let output = match &signature.output {
-        syn::ReturnType::Default => quote!(()),
-        syn::ReturnType::Type(_, ty) => quote!(#ty),
+    let parameters = parameters(signature.inputs.iter())?;
+    let names: Vec<_> = parameters.iter().map(|parameter| &parameter.name).collect();
+    let types: Vec<_> = parameters.iter().map(|parameter| &parameter.ty).collect();
+    let (output, encode) = output_handling(&signature.output, &quote!(NAME));
+    let declared_output = match &signature.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => quote!(#ty),
     };
     // The hash names this exact signature: a binary whose function changed shape is a different
     // function to the registry, so mismatched workers are caught by the registry fingerprint.
-    let shape = quote!(fn(#(#argument_types),*) -> #output).to_string();
+    let shape = quote!(fn(#(#types),*) -> #declared_output).to_string();
     let hash = format!("{:016x}", fnv1a(shape.as_bytes()));
     let visibility = &function.vis;
     Ok(quote! {
         #function
 
         #[doc(hidden)]
-        #[allow(non_snake_case, dead_code)]
+        #[allow(non_snake_case, dead_code, clippy::too_many_arguments)]
         #visibility mod #name {
             #[allow(unused_imports)]
             use super::*;
@@ -77,18 +192,249 @@ fn expand_remote(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
             pub const NAME: &str = concat!(module_path!(), "#", #hash);
 
             /// Runs the function as a task in a worker process; returns at once.
-            pub fn remote(#(#argument_names: #argument_types),*) -> ::manta::ObjectRef<#output> {
-                ::manta::__private::submit(NAME, &(#(#argument_names,)*))
+            pub fn remote(#(#names: impl ::manta::IntoArg<#types>),*) -> ::manta::ObjectRef<#output> {
+                options().remote(#(#names),*)
             }
 
-            fn invoke(arguments: &[u8]) -> ::core::result::Result<::std::vec::Vec<u8>, ::manta::__private::InvokeError> {
-                let (#(#argument_names,)*): (#(#argument_types,)*) = ::manta::__private::decode_arguments(NAME, arguments)?;
-                let output: #output = super::#name(#(#argument_names),*);
-                ::manta::__private::encode_output(NAME, &output)
+            /// Per-call options: resources and retries.
+            pub fn options() -> Options {
+                Options { options: ::core::default::Default::default() }
+            }
+
+            /// Options of one call; finish with `remote(args)`.
+            #[derive(Debug, Clone)]
+            pub struct Options {
+                options: ::manta::TaskOptions,
+            }
+
+            impl Options {
+                ::manta::__private::task_option_methods!();
+
+                /// Runs the function with these options; returns at once.
+                pub fn remote(self, #(#names: impl ::manta::IntoArg<#types>),*) -> ::manta::ObjectRef<#output> {
+                    ::manta::ObjectRef::__from_raw(::manta::__private::submit(
+                        NAME,
+                        ::std::vec![#(::manta::__private::arg::<#types, _>(#names)),*],
+                        &self.options,
+                    ))
+                }
+            }
+
+            fn invoke(
+                invocation: &mut ::manta::__private::Invocation,
+            ) -> ::core::result::Result<::manta::__private::Output, ::manta::__private::InvokeError> {
+                #(let #names: #types = invocation.arg()?;)*
+                let output = super::#name(#(#names),*);
+                #encode
             }
 
             ::manta::__private::inventory::submit! {
                 ::manta::__private::RemoteFunction { name: NAME, invoke }
+            }
+        }
+    })
+}
+
+fn expand_actor_impl(block: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
+    if block.trait_.is_some() || !block.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            block,
+            "#[manta::actor] goes on the type's own, non-generic impl block",
+        ));
+    }
+    let Type::Path(self_path) = &*block.self_ty else {
+        return Err(syn::Error::new_spanned(&block.self_ty, "an actor class is a named struct"));
+    };
+    let class = &self_path.path.segments.last().expect("a path has a segment").ident;
+    let methods_type = format_ident!("__Manta{}Methods", class);
+    let options_type = format_ident!("__Manta{}Options", class);
+    let registration = format_ident!("__manta_actor_{}", class);
+    let class_name = class.to_string();
+
+    let mut constructor = None;
+    let mut handle_methods = Vec::new();
+    let mut dispatch_arms = Vec::new();
+    let mut any_async = false;
+    for item in &block.items {
+        let ImplItem::Fn(method) = item else { continue };
+        let signature = &method.sig;
+        let receiver = signature.inputs.first().and_then(|input| match input {
+            FnArg::Receiver(receiver) => Some(receiver),
+            FnArg::Typed(_) => None,
+        });
+        let Some(receiver) = receiver else {
+            if signature.ident == "new" {
+                constructor = Some(method);
+            }
+            continue;
+        };
+        if receiver.reference.is_none() {
+            return Err(syn::Error::new_spanned(receiver, "actor methods take `&self` or `&mut self`"));
+        }
+        if !signature.generics.params.is_empty() {
+            return Err(syn::Error::new_spanned(&signature.generics, "actor methods are not generic"));
+        }
+        let exclusive = receiver.mutability.is_some();
+        let is_async = signature.asyncness.is_some();
+        any_async |= is_async;
+        let method_name = &signature.ident;
+        let method_string = method_name.to_string();
+        let parameters = parameters(signature.inputs.iter().skip(1))?;
+        let names: Vec<_> = parameters.iter().map(|parameter| &parameter.name).collect();
+        let types: Vec<_> = parameters.iter().map(|parameter| &parameter.ty).collect();
+        let (output, encode) =
+            output_handling(&signature.output, &quote!(<#class as ::manta::ActorClass>::NAME));
+        let docs = method.attrs.iter().filter(|attribute| attribute.path().is_ident("doc"));
+        handle_methods.push(quote! {
+            #(#docs)*
+            pub fn #method_name(&self, #(#names: impl ::manta::IntoArg<#types>),*) -> ::manta::ObjectRef<#output> {
+                ::manta::ObjectRef::__from_raw(self.raw.call(
+                    #method_string,
+                    ::std::vec![#(::manta::__private::arg::<#types, _>(#names)),*],
+                ))
+            }
+        });
+        let lock = if exclusive { quote!(write_owned) } else { quote!(read_owned) };
+        let guard = if exclusive { quote!(mut guard) } else { quote!(guard) };
+        let arm = if is_async {
+            quote! {
+                #method_string => ::core::option::Option::Some(::std::boxed::Box::pin(async move {
+                    let #guard = cell.#lock().await;
+                    #(let #names: #types = invocation.arg()?;)*
+                    let output = guard.#method_name(#(#names),*).await;
+                    #encode
+                })),
+            }
+        } else {
+            quote! {
+                #method_string => ::core::option::Option::Some(::std::boxed::Box::pin(async move {
+                    let #guard = cell.#lock().await;
+                    ::manta::__private::run_blocking(move || {
+                        let mut invocation = invocation;
+                        #(let #names: #types = invocation.arg()?;)*
+                        let output = guard.#method_name(#(#names),*);
+                        #encode
+                    })
+                    .await
+                })),
+            }
+        };
+        dispatch_arms.push(arm);
+    }
+    let Some(constructor) = constructor else {
+        return Err(syn::Error::new_spanned(
+            block,
+            "an actor class needs a constructor `fn new(...) -> Self`",
+        ));
+    };
+    let constructor_parameters = parameters(constructor.sig.inputs.iter())?;
+    let ctor_names: Vec<_> = constructor_parameters.iter().map(|parameter| &parameter.name).collect();
+    let ctor_types: Vec<_> = constructor_parameters.iter().map(|parameter| &parameter.ty).collect();
+    let construct_instance = match &constructor.sig.output {
+        ReturnType::Type(_, ty) if result_ok_type(ty).is_some() => quote! {
+            let instance: #class = #class::new(#(#ctor_names),*)
+                .map_err(|error| ::manta::__private::InvokeError::Returned { message: error.to_string() })?;
+        },
+        _ => quote! { let instance: #class = #class::new(#(#ctor_names),*); },
+    };
+
+    Ok(quote! {
+        #block
+
+        #[doc(hidden)]
+        #[derive(Clone, Debug)]
+        pub struct #methods_type {
+            raw: ::manta::RawActorHandle,
+        }
+
+        #[allow(clippy::too_many_arguments, dead_code)]
+        impl #methods_type {
+            #(#handle_methods)*
+        }
+
+        impl ::manta::ActorClass for #class {
+            const NAME: &'static str = concat!(module_path!(), "::", #class_name);
+            const ASYNC: bool = #any_async;
+            type Methods = #methods_type;
+            fn methods(raw: ::manta::RawActorHandle) -> #methods_type {
+                #methods_type { raw }
+            }
+        }
+
+        #[allow(clippy::too_many_arguments, dead_code)]
+        impl #class {
+            /// Creates an actor of this class in a worker process, with default options.
+            pub fn remote(
+                #(#ctor_names: impl ::manta::IntoArg<#ctor_types>),*
+            ) -> ::core::result::Result<::manta::ActorHandle<#class>, ::manta::ActorError> {
+                Self::options().remote(#(#ctor_names),*)
+            }
+
+            /// Options for creating an actor of this class; finish with `remote(args)`.
+            pub fn options() -> #options_type {
+                #options_type { options: ::core::default::Default::default() }
+            }
+        }
+
+        #[doc(hidden)]
+        #[derive(Debug, Clone)]
+        pub struct #options_type {
+            options: ::manta::ActorOptions,
+        }
+
+        #[allow(clippy::too_many_arguments, dead_code)]
+        impl #options_type {
+            ::manta::__private::actor_option_methods!();
+
+            /// Creates the actor with these options.
+            pub fn remote(
+                self,
+                #(#ctor_names: impl ::manta::IntoArg<#ctor_types>),*
+            ) -> ::core::result::Result<::manta::ActorHandle<#class>, ::manta::ActorError> {
+                ::manta::create_actor::<#class>(
+                    self.options,
+                    ::std::vec![#(::manta::__private::arg::<#ctor_types, _>(#ctor_names)),*],
+                )
+            }
+        }
+
+        #[doc(hidden)]
+        #[allow(non_snake_case)]
+        mod #registration {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn construct(
+                invocation: &mut ::manta::__private::Invocation,
+            ) -> ::core::result::Result<::manta::__private::ActorCell, ::manta::__private::InvokeError> {
+                #(let #ctor_names: #ctor_types = invocation.arg()?;)*
+                #construct_instance
+                ::core::result::Result::Ok(::std::sync::Arc::new(::manta::__private::RwLock::new(instance)))
+            }
+
+            fn dispatch(
+                cell: &::manta::__private::ActorCell,
+                method: &str,
+                invocation: ::manta::__private::Invocation,
+            ) -> ::core::option::Option<::manta::__private::MethodFuture> {
+                #[allow(unused_mut)]
+                let mut invocation = invocation;
+                let cell = ::std::sync::Arc::clone(cell).downcast::<::manta::__private::RwLock<#class>>().ok()?;
+                match method {
+                    #(#dispatch_arms)*
+                    _ => {
+                        let _ = (cell, invocation);
+                        ::core::option::Option::None
+                    }
+                }
+            }
+
+            ::manta::__private::inventory::submit! {
+                ::manta::__private::ActorClassEntry {
+                    name: <#class as ::manta::ActorClass>::NAME,
+                    construct,
+                    dispatch,
+                }
             }
         }
     })

@@ -78,6 +78,14 @@ impl Slot {
         self.len.store(len, Ordering::Relaxed);
     }
 
+    /// Writer in another process: where the object being created under `generation` is, if the
+    /// slot still holds it unsealed.
+    pub(crate) fn creating(&self, generation_wanted: u32) -> Option<(u64, u64)> {
+        let word = self.word.load(Ordering::Acquire);
+        (generation(word) == generation_wanted && word & STATE_MASK == CREATING)
+            .then(|| (self.offset.load(Ordering::Relaxed), self.len.load(Ordering::Relaxed)))
+    }
+
     /// Owner: the object's bytes are complete and immutable from now on.
     pub(crate) fn seal(&self, generation: u32) -> bool {
         self.word

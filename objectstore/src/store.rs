@@ -181,9 +181,27 @@ impl ObjectStore {
 
     /// Makes a written object immutable and readable by every process.
     pub fn seal(&mut self, writer: ObjectWriter) -> Result<ObjectLocation, StoreError> {
-        let entry = self.objects.get_mut(&writer.id).ok_or(StoreError::NotFound(writer.id))?;
+        self.seal_id(writer.id)
+    }
+
+    /// Starts an object of `len` bytes that another process writes: it opens the returned
+    /// location with [`StoreReader::open_writer`], fills it, and asks the store to
+    /// [`ObjectStore::seal_id`] (or [`ObjectStore::delete`] to give up).
+    pub fn create_for_peer(&mut self, id: ObjectId, len: u64) -> Result<ObjectLocation, StoreError> {
+        let writer = self.create_object(id, len)?;
+        let location = self.objects[&writer.id].location;
+        drop(writer);
+        Ok(location)
+    }
+
+    /// Seals an object by id (one created with [`ObjectStore::create_for_peer`]).
+    pub fn seal_id(&mut self, id: ObjectId) -> Result<ObjectLocation, StoreError> {
+        let entry = self.objects.get_mut(&id).ok_or(StoreError::NotFound(id))?;
+        if entry.sealed {
+            return Ok(entry.location);
+        }
         let sealed = self.reader.arena.slots()[entry.location.slot as usize].seal(entry.location.generation);
-        assert!(sealed, "object index: sealing {} found its slot changed", writer.id);
+        assert!(sealed, "object index: sealing {id} found its slot changed");
         entry.sealed = true;
         Ok(entry.location)
     }
@@ -292,6 +310,20 @@ impl StoreReader {
     /// The mapped arena.
     pub fn arena(&self) -> &Arena {
         &self.arena
+    }
+
+    /// Opens the unsealed object at `location` for writing, in a process other than the store's
+    /// (see [`ObjectStore::create_for_peer`]). `None` if the slot no longer holds it unsealed.
+    ///
+    /// # Safety
+    /// The caller must be the one process the store granted `location` to, and must write
+    /// through one writer at a time: the bytes are exclusive to that writer until the seal.
+    pub unsafe fn open_writer(&self, id: ObjectId, location: ObjectLocation) -> Option<ObjectWriter> {
+        let slot = self.arena.slots().get(location.slot as usize)?;
+        let (offset, len) = slot.creating(location.generation)?;
+        let ptr = self.arena.data_ptr(offset, len)?;
+        let len = usize::try_from(len).ok()?;
+        Some(ObjectWriter { id, ptr, len, _arena: self.arena.clone() })
     }
 
     /// Pins the object at `location` and returns its bytes, zero-copy; the pin is released when

@@ -113,6 +113,7 @@ struct Queued {
     lease: LeaseId,
     demand: ResourceSet,
     strategy: SchedulingStrategy,
+    dedicated: bool,
 }
 
 /// The worker pool and leases of one node.
@@ -130,6 +131,8 @@ pub struct LeaseManager<P: SchedulingPolicy> {
     granted: BTreeMap<LeaseId, (WorkerId, ResourceSet)>,
     /// Requests waiting for resources or a worker, oldest first.
     queue: VecDeque<Queued>,
+    /// Workers leased to actors (dedicated leases).
+    dedicated: std::collections::BTreeSet<WorkerId>,
     commands: Vec<Command>,
 }
 
@@ -146,6 +149,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             next_worker: 1,
             granted: BTreeMap::new(),
             queue: VecDeque::new(),
+            dedicated: std::collections::BTreeSet::new(),
             commands: Vec::new(),
         }
     }
@@ -198,13 +202,16 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         ClusterView { local: self.node, nodes }
     }
 
-    /// A submitter asks for a worker for tasks needing `demand`.
+    /// A submitter asks for a worker for tasks needing `demand`. A `dedicated` lease (an
+    /// actor's, held for its whole life) may start a worker beyond `workers_max`, as Ray's
+    /// actors do not count against the pool's soft limit.
     pub fn request_lease(
         &mut self,
         now_ms: u64,
         lease: LeaseId,
         demand: ResourceSet,
         strategy: SchedulingStrategy,
+        dedicated: bool,
         random: &mut dyn RandomSource,
     ) {
         let decision = self.policy.schedule(&demand, strategy, &self.cluster(), random);
@@ -215,7 +222,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             Decision::Infeasible => self.reply(lease, LeaseReply::Infeasible),
             // Local, or nobody has room now: wait here, in order.
             Decision::Scheduled(_) | Decision::Retry => {
-                self.queue.push_back(Queued { lease, demand, strategy });
+                self.queue.push_back(Queued { lease, demand, strategy, dedicated });
                 self.dispatch(now_ms);
             }
         }
@@ -236,6 +243,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
 
     /// A worker process exited (or was found dead). A lease it held fails.
     pub fn worker_exited(&mut self, now_ms: u64, worker: WorkerId, exit: &str) {
+        self.dedicated.remove(&worker);
         if let Some(WorkerState::Leased { lease }) = self.workers.remove(&worker) {
             let (_, held) = self.granted.remove(&lease).expect("a leased worker's lease is granted");
             self.release(&held);
@@ -249,9 +257,11 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     pub fn return_lease(&mut self, now_ms: u64, lease: LeaseId, reusable: bool) -> bool {
         let Some((worker, held)) = self.granted.remove(&lease) else { return false };
         self.release(&held);
-        if reusable {
+        // An actor's worker is never reused: it held the actor's state.
+        if reusable && !self.dedicated.remove(&worker) {
             self.transition(worker, WorkerState::Idle { since_ms: now_ms });
         } else {
+            self.dedicated.remove(&worker);
             self.workers.remove(&worker);
             self.commands.push(Command::KillWorker { worker });
         }
@@ -309,6 +319,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     /// workers for the ones that only lack a worker.
     fn dispatch(&mut self, now_ms: u64) {
         let mut waiting_for_workers: usize = 0;
+        let mut dedicated_waiting = false;
         let mut index = 0;
         while index < self.queue.len() {
             if !self.resources.available.contains(&self.queue[index].demand) {
@@ -326,21 +337,29 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
                     let acquired = self.resources.available.try_acquire(&request.demand);
                     assert!(acquired, "checked just above");
                     self.transition(worker, WorkerState::Leased { lease: request.lease });
+                    if request.dedicated {
+                        self.dedicated.insert(worker);
+                    }
                     self.granted.insert(request.lease, (worker, request.demand));
                     self.reply(request.lease, LeaseReply::Granted { worker });
                 }
                 None => {
                     waiting_for_workers += 1;
+                    dedicated_waiting |= self.queue[index].dedicated;
                     index += 1;
                 }
             }
         }
         let starting =
             self.workers.values().filter(|state| matches!(state, WorkerState::Starting { .. })).count();
+        // Workers held by actors do not count against the pool's limit.
+        let pooled = self.workers.len() - self.dedicated.len();
+        let room =
+            if dedicated_waiting { usize::MAX } else { self.config.workers_max.saturating_sub(pooled) };
         let to_start = waiting_for_workers
             .saturating_sub(starting)
             .min(self.config.start_concurrency_max.saturating_sub(starting))
-            .min(self.config.workers_max.saturating_sub(self.workers.len()));
+            .min(room);
         for _ in 0..to_start {
             let worker = WorkerId(self.next_worker);
             self.next_worker += 1;
@@ -371,6 +390,7 @@ mod tests {
             LeaseId(lease),
             cpus(want),
             SchedulingStrategy::Hybrid,
+            false,
             &mut SplitMix64(1),
         );
     }
@@ -395,6 +415,34 @@ mod tests {
             vec![Command::Reply { lease: LeaseId(2), reply: LeaseReply::Granted { worker: WorkerId(1) } }]
         );
         assert!(!leases.return_lease(21, LeaseId(99), true), "unknown lease");
+    }
+
+    #[test]
+    fn dedicated_leases_start_workers_beyond_the_pool_limit_and_are_never_reused() {
+        let config = PoolConfig { workers_max: 1, start_concurrency_max: 8, ..PoolConfig::default() };
+        let mut leases = LeaseManager::new(NodeId([1; 16]), cpus(4), DefaultPolicy::default(), config);
+        for lease in 1..=3 {
+            leases.request_lease(
+                0,
+                LeaseId(lease),
+                ResourceSet::new(),
+                SchedulingStrategy::Hybrid,
+                true,
+                &mut SplitMix64(1),
+            );
+        }
+        let started = leases.poll_commands();
+        assert_eq!(started.len(), 3, "three actors, three workers, over a limit of 1: {started:?}");
+        for worker in 1..=3 {
+            assert!(leases.worker_registered(1, WorkerId(worker)));
+        }
+        assert_eq!(leases.poll_commands().len(), 3, "all three granted");
+        // A returned actor lease kills its worker even when marked reusable.
+        assert!(leases.return_lease(2, LeaseId(1), true));
+        assert!(leases.poll_commands().iter().any(|command| matches!(command, Command::KillWorker { .. })));
+        // A pooled request still respects the limit: two dedicated workers do not count.
+        request(&mut leases, 3, 9, 1);
+        assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(4) }]);
     }
 
     #[test]

@@ -3,13 +3,18 @@
 use manta_actor::wire_message;
 use serde::{Deserialize, Serialize};
 
-/// A submitter asks for a worker for tasks needing `cpus` CPUs and `gpus` GPUs.
+/// A submitter asks for a worker for tasks needing `cpus` CPUs, `gpus` GPUs and custom
+/// `resources`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestLease {
     /// CPUs per task.
     pub cpus: f64,
     /// GPUs per task.
     pub gpus: f64,
+    /// Custom resources per task, by name.
+    pub resources: Vec<(String, f64)>,
+    /// An actor's lease: held for the actor's life, its worker never reused.
+    pub dedicated: bool,
 }
 wire_message!(RequestLease => LeaseOutcome, id = 200);
 

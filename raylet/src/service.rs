@@ -46,6 +46,8 @@ pub struct RayletActor {
     admission: Admission,
     raylet_address: String,
     registry_fingerprint: u64,
+    /// Extra environment for worker processes (the store's path, the job, settings).
+    worker_env: Vec<(String, String)>,
     workers: HashMap<WorkerId, WorkerProcess>,
     waiting: HashMap<LeaseId, (oneshot::Sender<LeaseOutcome>, String)>,
     next_lease: u64,
@@ -71,13 +73,15 @@ impl Message for WorkerExited {
 
 impl RayletActor {
     /// Starts the raylet of `node` with `total` resources on the node's arbiter and registers it
-    /// as [`RAYLET_NAME`]. Workers it starts join with one-time tokens from `admission`.
+    /// as [`RAYLET_NAME`]. Workers it starts join with one-time tokens from `admission`, and
+    /// get `worker_env` in their environment.
     pub fn start(
         node: &Node,
         admission: Admission,
         total: ResourceSet,
         pool: PoolConfig,
         registry_fingerprint: u64,
+        worker_env: Vec<(String, String)>,
     ) -> Result<LocalRef<RayletActor>, RegisterError> {
         let node_id = node.node_id();
         let raylet_address = node.local_addr().to_string();
@@ -87,6 +91,7 @@ impl RayletActor {
                 admission: admission.clone(),
                 raylet_address: raylet_address.clone(),
                 registry_fingerprint,
+                worker_env: worker_env.clone(),
                 workers: HashMap::new(),
                 waiting: HashMap::new(),
                 next_lease: 1,
@@ -101,6 +106,7 @@ impl RayletActor {
             Routes::new(raylet.clone())
                 .message::<RequestLease>()
                 .message::<ReturnLease>()
+                .message::<WatchLease>()
                 .message::<RegisterWorker>(),
         )?;
         Ok(raylet)
@@ -173,6 +179,7 @@ impl RayletActor {
             }
         };
         let spawned = Process::new(exe)
+            .envs(self.worker_env.iter().map(|(key, value)| (key, value)))
             .env(worker_env::WORKER_ID, worker.0.to_string())
             .env(worker_env::RAYLET_ADDRESS, &self.raylet_address)
             .env(worker_env::JOIN_TOKEN, token.to_string())
@@ -260,20 +267,38 @@ impl Handler<RequestLease> for RayletActor {
     type Result = ResponseFuture<LeaseOutcome>;
 
     fn handle(&mut self, request: RequestLease, ctx: &mut Context<Self>) -> Self::Result {
-        let demand = match (Quantity::from_f64(CPU, request.cpus), Quantity::from_f64(GPU, request.gpus)) {
-            (Ok(cpus), Ok(gpus)) => ResourceSet::new().with(CPU, cpus).with(GPU, gpus),
-            (Err(error), _) | (_, Err(error)) => {
-                let outcome = LeaseOutcome::Invalid { reason: error.to_string() };
-                return Box::pin(std::future::ready(outcome));
+        let mut demand = ResourceSet::new();
+        let amounts = [(CPU, request.cpus), (GPU, request.gpus)];
+        for (name, amount) in amounts
+            .iter()
+            .map(|(name, amount)| (*name, *amount))
+            .chain(request.resources.iter().map(|(name, amount)| (name.as_str(), *amount)))
+        {
+            match Quantity::from_f64(name, amount) {
+                Ok(quantity) => demand.set(name, quantity),
+                Err(error) => {
+                    let outcome = LeaseOutcome::Invalid { reason: error.to_string() };
+                    return Box::pin(std::future::ready(outcome));
+                }
             }
-        };
+        }
         let lease = LeaseId(self.next_lease);
         self.next_lease += 1;
         let (waiter, answer) = oneshot::channel();
-        let description = format!("{} CPU, {} GPU", request.cpus, request.gpus);
+        let mut description = format!("{} CPU, {} GPU", request.cpus, request.gpus);
+        for (name, amount) in &request.resources {
+            description.push_str(&format!(", {amount} {name}"));
+        }
         self.waiting.insert(lease, (waiter, description.clone()));
         let now = self.now_ms();
-        self.leases.request_lease(now, lease, demand, SchedulingStrategy::Hybrid, &mut self.random);
+        self.leases.request_lease(
+            now,
+            lease,
+            demand,
+            SchedulingStrategy::Hybrid,
+            request.dedicated,
+            &mut self.random,
+        );
         self.perform(ctx);
         Box::pin(async move {
             answer.await.unwrap_or(LeaseOutcome::Invalid {

@@ -1,48 +1,106 @@
-//! The executor: the actor in each worker process that runs tasks pushed by lease holders.
-//! A task runs on the blocking pool, never on the actor's arbiter, inside `catch_unwind`, so a
-//! panicking task becomes a [`TaskFailure`] and the worker lives on.
+//! The executor: the actor in each worker process that runs pushed tasks and hosts actors.
+//!
+//! Tasks run on the blocking pool, never on the executor's arbiter, inside `catch_unwind`, so a
+//! panicking task becomes a [`TaskFailure`] and the worker lives on. Each hosted actor has a
+//! thread of its own with a single-threaded async runtime: synchronous methods run on that
+//! runtime's blocking pool under the instance's lock (`&mut self`: exclusive, `&self`: shared),
+//! `async` methods run on the actor's thread; at most `max_concurrency` calls run at once, and
+//! a caller's calls start in their `seq` order.
 
-use manta_actor::{panic_message, wire_message, Actor, Context, Handler, ResponseFuture};
-use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use crate::registry;
+use bytes::Bytes;
+use manta_actor::{
+    panic_message, Actor, Context, Handler, LocalRef, Node, RegisterError, ResponseFuture, Routes,
+};
+use manta_gcs::ActorId;
+use manta_objectstore::ObjectId;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::warn;
+
+use crate::core::{self, CoreWorker};
+use crate::objects::Value;
+use crate::registry::{self, ActorClassEntry, Invocation, InvokeError, Output};
+use crate::wire::{ActorCall, PushTask, ReturnValue, StartActor, TaskArg, TaskFailure, TaskOutput};
 
 /// The name the executor is registered under in a worker process.
 pub const EXECUTOR_NAME: &str = "executor";
 
-/// Runs the registered function `function` on `arguments` (a MessagePack tuple).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PushTask {
-    /// The function's registered name.
-    pub function: String,
-    /// Its arguments, encoded.
-    pub arguments: ByteBuf,
-}
-wire_message!(PushTask => Result<ByteBuf, TaskFailure>, id = 300);
-
-/// A task ran but did not produce a value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("task {function} failed in worker pid {pid}: {message}")]
-pub struct TaskFailure {
-    /// The function's registered name.
-    pub function: String,
-    /// The worker's process id.
-    pub pid: u32,
-    /// What happened: the panic message, or why the arguments or output did not (de)serialise.
-    pub message: String,
+struct HostedCall {
+    method: String,
+    args: Vec<TaskArg>,
+    caller: u64,
+    seq: u64,
+    return_id: ObjectId,
+    reply: oneshot::Sender<Result<TaskOutput, TaskFailure>>,
 }
 
 /// The executor actor.
-#[derive(Debug, Default)]
-pub struct Executor;
+#[derive(Default)]
+pub struct Executor {
+    actors: HashMap<ActorId, mpsc::UnboundedSender<HostedCall>>,
+}
 
 impl Actor for Executor {
     type Context = Context<Self>;
 }
 
+impl Executor {
+    /// Registers the executor's routes on `node` as [`EXECUTOR_NAME`].
+    pub fn register(node: &Node, executor: LocalRef<Executor>) -> Result<(), RegisterError> {
+        node.register(
+            EXECUTOR_NAME,
+            Routes::new(executor).message::<PushTask>().message::<StartActor>().message::<ActorCall>(),
+        )
+    }
+}
+
+/// The bytes of each argument: inline ones as they are, stored ones pinned in place.
+fn materialize(core: &CoreWorker, args: Vec<TaskArg>) -> Result<Vec<Bytes>, String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(index, argument)| match argument {
+            TaskArg::Inline(bytes) => Ok(Bytes::from(bytes.into_vec())),
+            TaskArg::Shared { id, location } => core.store.reader().pin(location.into()).ok_or_else(|| {
+                format!("argument {index} (object {}) is no longer in the object store", ObjectId::from(id))
+            }),
+            TaskArg::Failed(error) => Err(format!("argument {index} failed: {error}")),
+        })
+        .collect()
+}
+
+fn invoke_message(error: InvokeError) -> String {
+    match error {
+        InvokeError::Returned { message } => message,
+        other => other.to_string(),
+    }
+}
+
+/// Stores an output (inline, or in the store under `return_id`), holds the refs inside it for
+/// the caller, and registers this process as the borrower of argument refs it kept.
+async fn finish_output(
+    core: &'static CoreWorker,
+    output: Output,
+    return_id: ObjectId,
+    decoded: Arc<parking_lot::Mutex<Vec<ObjectId>>>,
+) -> Result<TaskOutput, String> {
+    let Output(encoded) = output;
+    let value = core.store_value(return_id, &encoded).await.map_err(|error| error.to_string())?;
+    core.hold_contained(&encoded.refs).await;
+    let decoded = std::mem::take(&mut *decoded.lock());
+    core.register_borrows(decoded).await;
+    Ok(TaskOutput {
+        value: match value {
+            Value::Inline(bytes) => ReturnValue::Inline(serde_bytes::ByteBuf::from(bytes.to_vec())),
+            Value::Shared(location) => ReturnValue::Shared(location.into()),
+        },
+        contains: encoded.refs,
+    })
+}
+
 impl Handler<PushTask> for Executor {
-    type Result = ResponseFuture<Result<ByteBuf, TaskFailure>>;
+    type Result = ResponseFuture<Result<TaskOutput, TaskFailure>>;
 
     fn handle(&mut self, task: PushTask, _: &mut Context<Self>) -> Self::Result {
         Box::pin(async move {
@@ -54,17 +112,189 @@ impl Handler<PushTask> for Executor {
                     task.function
                 )));
             };
-            let arguments = task.arguments.into_vec();
+            let core = core::get().map_err(|error| failure(error.to_string()))?;
+            let args = materialize(core, task.args).map_err(failure)?;
+            let invocation = Invocation::new(function.name, args);
+            let decoded = invocation.decoded.clone();
             let ran = tokio::task::spawn_blocking(move || {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (function.invoke)(&arguments)))
+                let mut invocation = invocation;
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (function.invoke)(&mut invocation)))
             })
             .await;
-            match ran {
-                Ok(Ok(Ok(output))) => Ok(ByteBuf::from(output)),
-                Ok(Ok(Err(error))) => Err(failure(error.to_string())),
-                Ok(Err(panic)) => Err(failure(format!("panicked: {}", panic_message(&*panic)))),
-                Err(error) => Err(failure(format!("the task's thread failed: {error}"))),
-            }
+            let output = match ran {
+                Ok(Ok(Ok(output))) => output,
+                Ok(Ok(Err(error))) => return Err(failure(invoke_message(error))),
+                Ok(Err(panic)) => return Err(failure(format!("panicked: {}", panic_message(&*panic)))),
+                Err(error) => return Err(failure(format!("the task's thread failed: {error}"))),
+            };
+            finish_output(core, output, task.return_id.into(), decoded).await.map_err(failure)
         })
     }
+}
+
+impl Handler<StartActor> for Executor {
+    type Result = ResponseFuture<Result<(), TaskFailure>>;
+
+    fn handle(&mut self, request: StartActor, _: &mut Context<Self>) -> Self::Result {
+        let pid = std::process::id();
+        let function = format!("{}.new", request.class);
+        let failure = move |message: String| TaskFailure { function: function.clone(), pid, message };
+        let Some(class) = registry::actor_class(&request.class) else {
+            let message = format!(
+                "actor class {} is not registered in this worker's binary (is it the same build as the driver?)",
+                request.class
+            );
+            return Box::pin(std::future::ready(Err(failure(message))));
+        };
+        let (ready, started) = oneshot::channel();
+        let (calls, receiver) = mpsc::unbounded_channel();
+        let max_concurrency = request.max_concurrency.max(1) as usize;
+        let args = request.args;
+        let spawned = std::thread::Builder::new()
+            .name(format!("manta-actor-{}", class.name.rsplit("::").next().unwrap_or(class.name)))
+            .spawn(move || host_actor(class, args, max_concurrency, ready, receiver));
+        if let Err(error) = spawned {
+            return Box::pin(std::future::ready(Err(failure(format!("no thread for the actor: {error}")))));
+        }
+        self.actors.insert(request.actor_id, calls);
+        Box::pin(async move {
+            started
+                .await
+                .unwrap_or_else(|_| Err(failure("the actor's thread ended while it started".to_owned())))
+        })
+    }
+}
+
+impl Handler<ActorCall> for Executor {
+    type Result = ResponseFuture<Result<TaskOutput, TaskFailure>>;
+
+    fn handle(&mut self, call: ActorCall, _: &mut Context<Self>) -> Self::Result {
+        let pid = std::process::id();
+        let failure = TaskFailure { function: call.method.clone(), pid, message: String::new() };
+        let Some(host) = self.actors.get(&call.actor_id) else {
+            let message = "the actor is not hosted by this worker".to_owned();
+            return Box::pin(std::future::ready(Err(TaskFailure { message, ..failure })));
+        };
+        let (reply, answer) = oneshot::channel();
+        let hosted = HostedCall {
+            method: call.method,
+            args: call.args,
+            caller: call.caller,
+            seq: call.seq,
+            return_id: call.return_id.into(),
+            reply,
+        };
+        if host.send(hosted).is_err() {
+            let message = "the actor's thread has ended".to_owned();
+            return Box::pin(std::future::ready(Err(TaskFailure { message, ..failure })));
+        }
+        Box::pin(async move {
+            answer.await.unwrap_or_else(|_| {
+                Err(TaskFailure { message: "the call was dropped".to_owned(), ..failure })
+            })
+        })
+    }
+}
+
+/// The life of one hosted actor, on its own thread.
+fn host_actor(
+    class: &'static ActorClassEntry,
+    args: Vec<TaskArg>,
+    max_concurrency: usize,
+    ready: oneshot::Sender<Result<(), TaskFailure>>,
+    mut calls: mpsc::UnboundedReceiver<HostedCall>,
+) {
+    let pid = std::process::id();
+    let failure = |message: String| TaskFailure { function: format!("{}.new", class.name), pid, message };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = ready.send(Err(failure(format!("no runtime for the actor: {error}"))));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let Ok(core) = core::get() else {
+            let _ = ready.send(Err(failure("the worker's runtime is not initialised".to_owned())));
+            return;
+        };
+        let args = match materialize(core, args) {
+            Ok(args) => args,
+            Err(message) => {
+                let _ = ready.send(Err(failure(message)));
+                return;
+            }
+        };
+        let mut invocation = Invocation::new(class.name, args);
+        let decoded = invocation.decoded.clone();
+        let constructed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (class.construct)(&mut invocation)));
+        drop(invocation);
+        let cell = match constructed {
+            Ok(Ok(cell)) => cell,
+            Ok(Err(error)) => {
+                let _ = ready.send(Err(failure(invoke_message(error))));
+                return;
+            }
+            Err(panic) => {
+                let _ = ready.send(Err(failure(format!("panicked: {}", panic_message(&*panic)))));
+                return;
+            }
+        };
+        let decoded = std::mem::take(&mut *decoded.lock());
+        core.register_borrows(decoded).await;
+        let _ = ready.send(Ok(()));
+
+        let slots = Arc::new(Semaphore::new(max_concurrency));
+        let mut next_seq: HashMap<u64, u64> = HashMap::new();
+        let mut parked: HashMap<u64, BTreeMap<u64, HostedCall>> = HashMap::new();
+        while let Some(call) = calls.recv().await {
+            let caller = call.caller;
+            parked.entry(caller).or_default().insert(call.seq, call);
+            loop {
+                let expected = next_seq.entry(caller).or_insert(0);
+                let Some(call) = parked.get_mut(&caller).and_then(|calls| calls.remove(expected)) else {
+                    break;
+                };
+                *expected += 1;
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                let cell = cell.clone();
+                tokio::task::spawn_local(async move {
+                    let HostedCall { method, args, return_id, reply, .. } = call;
+                    let outcome = run_call(core, class, &cell, method, args, return_id).await;
+                    drop(slot);
+                    let _ = reply.send(outcome);
+                });
+            }
+            if parked.get(&caller).is_some_and(BTreeMap::is_empty) {
+                parked.remove(&caller);
+            }
+        }
+    });
+    warn!(class = class.name, "actor host ended");
+}
+
+async fn run_call(
+    core: &'static CoreWorker,
+    class: &'static ActorClassEntry,
+    cell: &registry::ActorCell,
+    method: String,
+    args: Vec<TaskArg>,
+    return_id: ObjectId,
+) -> Result<TaskOutput, TaskFailure> {
+    let pid = std::process::id();
+    let function = format!("{}.{method}", class.name);
+    let failure = |message: String| TaskFailure { function: function.clone(), pid, message };
+    let args = materialize(core, args).map_err(failure)?;
+    let invocation = Invocation::new(class.name, args);
+    let decoded = invocation.decoded.clone();
+    let Some(running) = (class.dispatch)(cell, &method, invocation) else {
+        return Err(failure(format!("{} has no method {method}", class.name)));
+    };
+    let output = match registry::catch_unwind(running).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(error)) | Err(error) => return Err(failure(invoke_message(error))),
+    };
+    finish_output(core, output, return_id, decoded).await.map_err(failure)
 }

@@ -1,15 +1,183 @@
-//! Manta's core worker, linked into drivers and workers: the [`registry`] of remote functions,
-//! [`init`] (the embedded cluster in a driver, the task loop in a worker process), task
-//! submission over Ray's lease protocol, the [`Executor`] that runs tasks in workers, and
-//! [`ObjectRef`] with the owner's store of results.
+//! Manta's core worker, linked into drivers and workers: the [`registry`] of remote functions
+//! and actor classes, [`init`] (the embedded cluster in a driver, the serving loop in a worker
+//! process), task submission over Ray's lease protocol with lease reuse, actors (creation by the
+//! actor manager, ordered calls, restarts), the owner's object table with distributed reference
+//! counting, the node's shared-memory object store, and the user API: [`put`], [`get_all`],
+//! [`wait`], [`cancel`], [`ObjectRef`], [`ActorHandle`], [`Buffer`], [`pool::ActorPool`].
+
+mod actors;
+mod api;
+mod buffer;
+mod codec;
+mod core;
+mod executor;
+mod objects;
+pub mod pool;
+pub mod registry;
+mod submit;
+pub mod wire;
+
+pub use crate::core::{init, init_with, is_worker_process, Cluster, Config, InitError, StoreStats};
+pub use actors::{
+    create_actor, get_actor, get_actor_in, kill, ActorClass, ActorHandle, ActorManager, ActorOptions,
+    RawActorHandle, ACTOR_MANAGER_NAME,
+};
+pub use api::{
+    cancel, cancel_force, get_all, is_in_object_store, local_object_counts, object_store_stats, put, wait,
+};
+pub use buffer::{Buffer, Element};
+pub use codec::CodecError;
+pub use error::{ActorError, TaskError};
+pub use executor::{Executor, EXECUTOR_NAME};
+pub use objects::{ObjectRef, RawRef, RefWire};
+pub use submit::{arg, submit, ArgSpec, TaskOptions, LEASE_REQUESTS_MAX};
 
 mod error;
-mod executor;
-mod object_ref;
-pub mod registry;
-mod runtime;
 
-pub use error::TaskError;
-pub use executor::{Executor, PushTask, TaskFailure, EXECUTOR_NAME};
-pub use object_ref::ObjectRef;
-pub use runtime::{init, init_with, submit, Cluster, Config, InitError};
+/// An argument of a remote call: a value, or a ref to the value (resolved before the call runs).
+#[derive(Debug)]
+pub enum Arg<T> {
+    /// The value itself.
+    Value(T),
+    /// A ref to it.
+    Ref(ObjectRef<T>),
+}
+
+/// What can be passed where a remote function takes a `T`: a `T`, an `ObjectRef<T>`, or a
+/// `&ObjectRef<T>`.
+pub trait IntoArg<T> {
+    /// Converts into an [`Arg`].
+    fn into_arg(self) -> Arg<T>;
+}
+
+impl<T> IntoArg<T> for T {
+    fn into_arg(self) -> Arg<T> {
+        Arg::Value(self)
+    }
+}
+
+impl<T> IntoArg<T> for ObjectRef<T> {
+    fn into_arg(self) -> Arg<T> {
+        Arg::Ref(self)
+    }
+}
+
+impl<T> IntoArg<T> for &ObjectRef<T> {
+    fn into_arg(self) -> Arg<T> {
+        Arg::Ref(self.clone())
+    }
+}
+
+/// In a worker process started by a raylet: become the worker (never returns). In any other
+/// process: nothing. `#[manta::main]` calls it first, so that a worker never runs `main`.
+pub fn enter_worker_if_spawned() {
+    if is_worker_process() {
+        let _ = init();
+    }
+}
+
+/// Builder methods of a task's options (expanded inside `f::options()`'s type).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! task_option_methods {
+    () => {
+        /// CPUs the task needs (default 1).
+        pub fn num_cpus(mut self, cpus: f64) -> Self {
+            self.options.num_cpus = ::core::option::Option::Some(cpus);
+            self
+        }
+
+        /// GPUs the task needs (default 0).
+        pub fn num_gpus(mut self, gpus: f64) -> Self {
+            self.options.num_gpus = ::core::option::Option::Some(gpus);
+            self
+        }
+
+        /// Custom resources the task needs, by name.
+        pub fn resources<N: ::core::convert::Into<::std::string::String>>(
+            mut self,
+            resources: impl ::core::iter::IntoIterator<Item = (N, f64)>,
+        ) -> Self {
+            self.options.resources =
+                resources.into_iter().map(|(name, amount)| (name.into(), amount)).collect();
+            self
+        }
+
+        /// Retries if its worker dies (default 3).
+        pub fn max_retries(mut self, retries: u32) -> Self {
+            self.options.max_retries = ::core::option::Option::Some(retries);
+            self
+        }
+    };
+}
+
+/// Builder methods of an actor's options (expanded inside `Class::options()`'s type).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! actor_option_methods {
+    () => {
+        /// A name, unique among live actors of its namespace.
+        pub fn name(mut self, name: impl ::core::convert::Into<::std::string::String>) -> Self {
+            self.options.name = ::core::option::Option::Some(name.into());
+            self
+        }
+
+        /// The namespace of the name.
+        pub fn namespace(mut self, namespace: impl ::core::convert::Into<::std::string::String>) -> Self {
+            self.options.namespace = ::core::option::Option::Some(namespace.into());
+            self
+        }
+
+        /// Whether the actor outlives its handles.
+        pub fn detached(mut self, detached: bool) -> Self {
+            self.options.detached = detached;
+            self
+        }
+
+        /// Restarts after its worker dies (-1: unlimited).
+        pub fn max_restarts(mut self, restarts: i64) -> Self {
+            self.options.max_restarts = restarts;
+            self
+        }
+
+        /// Retries of a call whose actor died and restarted.
+        pub fn max_task_retries(mut self, retries: u32) -> Self {
+            self.options.max_task_retries = retries;
+            self
+        }
+
+        /// Calls running at once at most.
+        pub fn max_concurrency(mut self, calls: u32) -> Self {
+            self.options.max_concurrency = ::core::option::Option::Some(calls);
+            self
+        }
+
+        /// CPUs held for the actor's life (default 0).
+        pub fn num_cpus(mut self, cpus: f64) -> Self {
+            self.options.num_cpus = cpus;
+            self
+        }
+
+        /// GPUs held for the actor's life.
+        pub fn num_gpus(mut self, gpus: f64) -> Self {
+            self.options.num_gpus = gpus;
+            self
+        }
+
+        /// Custom resources held for the actor's life.
+        pub fn resources<N: ::core::convert::Into<::std::string::String>>(
+            mut self,
+            resources: impl ::core::iter::IntoIterator<Item = (N, f64)>,
+        ) -> Self {
+            self.options.resources =
+                resources.into_iter().map(|(name, amount)| (name.into(), amount)).collect();
+            self
+        }
+    };
+}
+
+/// What the generated code needs from the async runtime.
+#[doc(hidden)]
+pub mod __export {
+    pub use tokio::sync::RwLock;
+}

@@ -19,13 +19,68 @@ use serde::Serialize;
 pub struct RemoteFunction {
     /// `module::path::function#signature-hash`.
     pub name: &'static str,
-    /// Runs the function on MessagePack-encoded arguments.
-    pub invoke: fn(&[u8]) -> Result<Vec<u8>, InvokeError>,
+    /// Runs the function.
+    pub invoke: fn(&mut Invocation) -> Result<Output, InvokeError>,
 }
 
 inventory::collect!(RemoteFunction);
 
-/// Running a registered function failed before or after the function itself.
+/// A type-erased actor instance (an `Arc<tokio::sync::RwLock<Class>>`).
+pub type ActorCell = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// A running actor method.
+pub type MethodFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Output, InvokeError>>>>;
+
+/// One registered actor class: how to construct it and dispatch calls to its methods.
+#[derive(Debug)]
+pub struct ActorClassEntry {
+    /// `module::path::Type`.
+    pub name: &'static str,
+    /// Runs the constructor.
+    pub construct: fn(&mut Invocation) -> Result<ActorCell, InvokeError>,
+    /// Starts method `method` on the instance; `None` for an unknown method.
+    pub dispatch: fn(&ActorCell, &str, Invocation) -> Option<MethodFuture>,
+}
+
+inventory::collect!(ActorClassEntry);
+
+/// The arguments of one call, decoded one by one by the generated code.
+#[derive(Debug)]
+pub struct Invocation {
+    function: &'static str,
+    args: std::vec::IntoIter<bytes::Bytes>,
+    index: usize,
+    /// Ids of refs that decoding created (the executor registers the ones still alive).
+    pub(crate) decoded: std::sync::Arc<parking_lot::Mutex<Vec<manta_objectstore::ObjectId>>>,
+}
+
+impl Invocation {
+    pub(crate) fn new(function: &'static str, args: Vec<bytes::Bytes>) -> Self {
+        Invocation { function, args: args.into_iter(), index: 0, decoded: Default::default() }
+    }
+
+    /// Decodes the next argument as a `T`.
+    pub fn arg<T: DeserializeOwned>(&mut self) -> Result<T, InvokeError> {
+        let index = self.index;
+        self.index += 1;
+        let bytes = self.args.next().ok_or_else(|| InvokeError::Arguments {
+            function: self.function,
+            reason: format!("argument {index} is missing"),
+        })?;
+        let (value, refs) = crate::codec::decode(bytes).map_err(|error| InvokeError::Arguments {
+            function: self.function,
+            reason: format!("argument {index}: {error}"),
+        })?;
+        self.decoded.lock().extend(refs.iter().map(|reference| reference.id));
+        Ok(value)
+    }
+}
+
+/// An encoded output, ready to be stored or sent.
+#[derive(Debug)]
+pub struct Output(pub(crate) crate::codec::Encoded);
+
+/// Running a registered function failed before, in or after the function itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvokeError {
     /// The arguments did not decode as the function's parameter types.
@@ -44,30 +99,78 @@ pub enum InvokeError {
         /// Why.
         reason: String,
     },
+    /// The function returned `Err`.
+    #[error("{message}")]
+    Returned {
+        /// The error's `Display`.
+        message: String,
+    },
+    /// The function panicked.
+    #[error("panicked: {message}")]
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
 }
 
 /// The registry is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
-    /// Two functions share a name (the same module path and signature registered twice).
-    #[error("remote function {0} is registered twice")]
+    /// Two functions (or actor classes) share a name.
+    #[error("remote function or actor class {0} is registered twice")]
     Duplicate(&'static str),
 }
 
-/// Decodes a function's arguments (used by `#[manta::remote]`).
-pub fn decode_arguments<T: DeserializeOwned>(function: &'static str, bytes: &[u8]) -> Result<T, InvokeError> {
-    rmp_serde::from_slice(bytes)
-        .map_err(|error| InvokeError::Arguments { function, reason: error.to_string() })
+/// Encodes a function's output (used by the generated code).
+pub fn output<T: Serialize>(function: &'static str, value: &T) -> Result<Output, InvokeError> {
+    crate::codec::encode(value)
+        .map(Output)
+        .map_err(|error| InvokeError::Output { function, reason: error.to_string() })
 }
 
-/// Encodes a function's output (used by `#[manta::remote]`).
-pub fn encode_output<T: Serialize>(function: &'static str, output: &T) -> Result<Vec<u8>, InvokeError> {
-    rmp_serde::to_vec(output).map_err(|error| InvokeError::Output { function, reason: error.to_string() })
+/// Encodes a `Result`-returning function's output: `Err` becomes the task's error.
+pub fn output_result<T: Serialize, E: std::fmt::Display>(
+    function: &'static str,
+    value: Result<T, E>,
+) -> Result<Output, InvokeError> {
+    match value {
+        Ok(value) => output(function, &value),
+        Err(error) => Err(InvokeError::Returned { message: error.to_string() }),
+    }
 }
 
-/// Encodes arguments for [`RemoteFunction::invoke`] (a tuple, in parameter order).
-pub fn encode_arguments<T: Serialize>(arguments: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-    rmp_serde::to_vec(arguments)
+/// Runs `body` on the blocking pool, catching a panic (used for synchronous actor methods).
+pub async fn run_blocking<F>(body: F) -> Result<Output, InvokeError>
+where
+    F: FnOnce() -> Result<Output, InvokeError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)))
+        .await
+    {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => Err(InvokeError::Panicked { message: manta_actor::panic_message(&*panic) }),
+        Err(error) => Err(InvokeError::Panicked { message: error.to_string() }),
+    }
+}
+
+/// Awaits `future`, turning a panic while polling it into an error (for `async` methods).
+pub async fn catch_unwind<F: std::future::Future>(future: F) -> Result<F::Output, InvokeError> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(move |context| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(context))) {
+            Ok(std::task::Poll::Ready(output)) => std::task::Poll::Ready(Ok(output)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(panic) => std::task::Poll::Ready(Err(InvokeError::Panicked {
+                message: manta_actor::panic_message(&*panic),
+            })),
+        }
+    })
+    .await
+}
+
+/// The actor class registered under `name`.
+pub fn actor_class(name: &str) -> Option<&'static ActorClassEntry> {
+    inventory::iter::<ActorClassEntry>.into_iter().find(|class| class.name == name)
 }
 
 fn table() -> &'static Result<BTreeMap<&'static str, &'static RemoteFunction>, RegistryError> {
@@ -78,6 +181,12 @@ fn table() -> &'static Result<BTreeMap<&'static str, &'static RemoteFunction>, R
         for function in inventory::iter::<RemoteFunction> {
             if table.insert(function.name, function).is_some() {
                 return Err(RegistryError::Duplicate(function.name));
+            }
+        }
+        let mut classes = std::collections::BTreeSet::new();
+        for class in inventory::iter::<ActorClassEntry> {
+            if !classes.insert(class.name) {
+                return Err(RegistryError::Duplicate(class.name));
             }
         }
         Ok(table)
@@ -94,9 +203,15 @@ pub fn lookup(name: &str) -> Option<&'static RemoteFunction> {
     table().as_ref().ok()?.get(name).copied()
 }
 
-/// Every registered name, in order.
+/// Every registered name (functions, then actor classes), in order.
 pub fn names() -> Vec<&'static str> {
-    table().as_ref().map(|table| table.keys().copied().collect()).unwrap_or_default()
+    let mut names: Vec<&'static str> =
+        table().as_ref().map(|table| table.keys().copied().collect()).unwrap_or_default();
+    let mut classes: Vec<&'static str> =
+        inventory::iter::<ActorClassEntry>.into_iter().map(|class| class.name).collect();
+    classes.sort_unstable();
+    names.extend(classes);
+    names
 }
 
 /// A 64-bit FNV-1a hash of the sorted registered names (which include signature hashes): equal

@@ -1,0 +1,755 @@
+//! Actors, as their callers and the cluster see them: handles, options, creation, calls in
+//! submission order, `get_actor`, `kill`, and the actor manager that starts, watches and
+//! restarts them.
+//!
+//! Creation: the creator sends an [`ActorSpec`] to the actor manager (on the head node, beside
+//! the GCS), which registers the actor in the GCS (claiming its name), then in the background
+//! takes a *dedicated* lease from the raylet (a worker held for the actor's life), starts the
+//! actor in it (`StartActor`), and records it `Alive` with its address. When the worker dies
+//! the manager learns it at once (`WatchLease`); the GCS decides between `Restarting` (restarts
+//! left) and `Dead`, and the manager starts a new incarnation or stops.
+//!
+//! Calls: each process has one client per actor. The client resolves each call's arguments in
+//! submission order, numbers the call within the current incarnation (`seq` from 0) and sends
+//! it straight to the actor's worker; the actor runs a caller's calls in `seq` order, so calls
+//! from one caller run in submission order even though they travel concurrently. A call whose
+//! incarnation dies fails with `ActorDied`, or is sent again to the next incarnation while it
+//! has `max_task_retries` left.
+//!
+//! Lifetime: a non-detached actor's handles share one hidden object owned by the creator; when
+//! it is freed (no handle left anywhere) the creator kills the actor, as Ray does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use manta_actor::{
+    spawn, Actor, ActorAddress, ActorRef, AskError, Context, Handler, LocalRef, Node, RegisterError,
+    ResponseFuture, Routes, SpawnOptions,
+};
+use manta_gcs::requests::{
+    ActorFailed, ActorStarted, GetActor, GetNamedActor, KillActor as GcsKillActor, RegisterActor,
+};
+use manta_gcs::wire::{ActorInfo, ActorState};
+use manta_gcs::{ActorId, GcsActor, GcsError, MemoryStorage};
+use manta_raylet::requests::{LeaseOutcome, RequestLease, ReturnLease, WatchLease};
+use manta_raylet::RayletActor;
+use manta_transport::NodeId;
+use parking_lot::Mutex;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use crate::core::{self, CoreWorker};
+use crate::error::{ActorError, TaskError};
+use crate::executor::{Executor, EXECUTOR_NAME};
+use crate::objects::{FreeHook, ObjectRef, RawRef, State, Value};
+use crate::submit::{output_value, resolve_args, ArgSpec};
+use crate::wire::{
+    ActorCall, ActorSpec, CreateActor, KillActor, StartActor, TaskArg, TaskFailure, WatchActor,
+};
+
+/// The name the actor manager is registered under on the head node.
+pub const ACTOR_MANAGER_NAME: &str = "actor-manager";
+
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A class of actors: implemented by `#[manta::actor]` on an `impl` block.
+pub trait ActorClass: Send + Sync + 'static {
+    /// The registered name: the module path and the type's name.
+    const NAME: &'static str;
+    /// Whether any method is `async` (then calls default to running concurrently, up to 1000,
+    /// as Ray's async actors; otherwise one at a time).
+    const ASYNC: bool;
+    /// The generated type with one method per actor method.
+    type Methods: Clone + Send + Sync;
+    /// Wraps an untyped handle.
+    fn methods(raw: RawActorHandle) -> Self::Methods;
+}
+
+/// Options for creating an actor (`Class::options()...`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActorOptions {
+    /// A name, unique among live actors of its namespace (`get_actor` finds it).
+    pub name: Option<String>,
+    /// The namespace of the name (default: the cluster's, `"default"`).
+    pub namespace: Option<String>,
+    /// Whether the actor outlives its handles (then only `kill` or the cluster's end stop it).
+    pub detached: bool,
+    /// Restarts after its worker dies (default 0; -1 for unlimited).
+    pub max_restarts: i64,
+    /// Retries of a call whose actor died and restarted (default 0).
+    pub max_task_retries: u32,
+    /// Calls running at once (default 1; 1000 for classes with `async` methods).
+    pub max_concurrency: Option<u32>,
+    /// CPUs held for the actor's life (default 0, Ray's running default).
+    pub num_cpus: f64,
+    /// GPUs held for the actor's life.
+    pub num_gpus: f64,
+    /// Custom resources held for the actor's life.
+    pub resources: Vec<(String, f64)>,
+}
+
+/// An untyped handle to an actor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RawActorHandle {
+    actor_id: ActorId,
+    class: String,
+    max_task_retries: u32,
+    /// Shared by the non-detached actor's handles; its freeing kills the actor.
+    lifetime: Option<ObjectRef<()>>,
+}
+
+impl RawActorHandle {
+    /// The actor's id, as hex.
+    pub fn id(&self) -> String {
+        self.actor_id.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    /// The actor's class.
+    pub fn class(&self) -> &str {
+        &self.class
+    }
+
+    /// Calls `method` with `args`; the result arrives in the returned object.
+    pub fn call(&self, method: &'static str, args: Vec<ArgSpec>) -> RawRef {
+        let core = match core::get() {
+            Ok(core) => core,
+            Err(_) => panic!("call manta::init() before calling actor methods"),
+        };
+        let result = core.create_pending();
+        let client = client(core, self);
+        let call = PendingCall {
+            method,
+            args: Some(args),
+            resolved: None,
+            return_id: result.id,
+            retries_left: self.max_task_retries,
+        };
+        if client.sender.send(call).is_err() {
+            unreachable!("an actor client's task runs for the life of the process");
+        }
+        result
+    }
+}
+
+/// A handle to an actor of class `A`: call its methods directly (`handle.method(args)`), each
+/// returning an [`ObjectRef`]. Cheap to clone; pass it to tasks and other actors.
+pub struct ActorHandle<A: ActorClass> {
+    raw: RawActorHandle,
+    methods: A::Methods,
+}
+
+impl<A: ActorClass> ActorHandle<A> {
+    pub(crate) fn new(raw: RawActorHandle) -> Self {
+        ActorHandle { methods: A::methods(raw.clone()), raw }
+    }
+
+    /// The untyped handle.
+    pub fn raw(&self) -> &RawActorHandle {
+        &self.raw
+    }
+}
+
+impl<A: ActorClass> Clone for ActorHandle<A> {
+    fn clone(&self) -> Self {
+        ActorHandle { raw: self.raw.clone(), methods: self.methods.clone() }
+    }
+}
+
+impl<A: ActorClass> std::fmt::Debug for ActorHandle<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ActorHandle<{}>({})", A::NAME, self.raw.id())
+    }
+}
+
+impl<A: ActorClass> std::ops::Deref for ActorHandle<A> {
+    type Target = A::Methods;
+
+    fn deref(&self) -> &A::Methods {
+        &self.methods
+    }
+}
+
+impl<A: ActorClass> Serialize for ActorHandle<A> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(serializer)
+    }
+}
+
+impl<'de, A: ActorClass> Deserialize<'de> for ActorHandle<A> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawActorHandle::deserialize(deserializer)?;
+        if raw.class != A::NAME {
+            return Err(serde::de::Error::custom(format!("a handle to a {}, not a {}", raw.class, A::NAME)));
+        }
+        Ok(ActorHandle::new(raw))
+    }
+}
+
+/// Creates an actor of class `A` (what `A::remote(...)` and `A::options()...remote(...)` call).
+/// Returns once the actor is registered (its name claimed); it starts in the background, and
+/// calls made meanwhile wait for it.
+pub fn create_actor<A: ActorClass>(
+    options: ActorOptions,
+    args: Vec<ArgSpec>,
+) -> Result<ActorHandle<A>, ActorError> {
+    let core = core::get().map_err(|_| ActorError::NotInitialized)?;
+    if options.max_concurrency == Some(0) {
+        return Err(ActorError::Invalid("max_concurrency must be at least 1".into()));
+    }
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&core.new_object_id().0[..8]);
+    bytes[8..].copy_from_slice(&core.new_object_id().0[12..20]);
+    let actor_id = ActorId(bytes);
+    let namespace = options.namespace.clone().unwrap_or_else(|| core.namespace.clone());
+    let info = ActorInfo {
+        actor_id,
+        job_id: core.job,
+        class: A::NAME.to_owned(),
+        max_task_retries: options.max_task_retries,
+        name: options.name.clone(),
+        namespace: namespace.clone(),
+        detached: options.detached,
+        state: ActorState::PendingCreation,
+        node_id: None,
+        address: None,
+        max_restarts: options.max_restarts,
+        restarts: 0,
+        death_cause: None,
+    };
+    let max_concurrency = options.max_concurrency.unwrap_or(if A::ASYNC { 1000 } else { 1 });
+    let manager = core.actor_manager.clone();
+    let outcome = core.block_on(async move {
+        let (args, holds) = resolve_args(core, A::NAME, args)
+            .await
+            .map_err(|error| ActorError::Invalid(error.to_string()))?;
+        let spec = ActorSpec {
+            info,
+            args,
+            num_cpus: options.num_cpus,
+            num_gpus: options.num_gpus,
+            resources: options.resources.clone(),
+            max_concurrency,
+        };
+        let created =
+            manager.ask(CreateActor(spec)).await.map_err(|error| ActorError::Runtime(error.to_string()))?;
+        // Every incarnation is constructed from the same arguments: hold their objects until
+        // the actor is dead.
+        if !holds.is_empty() {
+            let manager = manager.clone();
+            core.arbiter.spawn(async move {
+                let mut known = None;
+                while let Ok(Some(info)) = manager.ask_timeout(WatchActor { actor_id, known }, FOREVER).await
+                {
+                    if info.state == ActorState::Dead {
+                        break;
+                    }
+                    known = Some(info.restarts);
+                }
+                drop(holds);
+            });
+        }
+        created.map_err(|error| match error.strip_prefix("name taken:") {
+            Some(_) => ActorError::NameTaken {
+                namespace: namespace.clone(),
+                name: options.name.clone().unwrap_or_default(),
+            },
+            None => ActorError::Runtime(error),
+        })
+    });
+    outcome?;
+    let lifetime = (!options.detached).then(|| {
+        let id = core.new_object_id();
+        core.objects.create_owned(
+            id,
+            State::Ready(Value::Inline(bytes::Bytes::from(
+                crate::codec::encode(&()).map(|encoded| encoded.to_vec()).unwrap_or_default(),
+            ))),
+            Vec::new(),
+        );
+        core.objects.set_on_free(id, FreeHook::KillActor(actor_id));
+        ObjectRef::from_raw(RawRef::from_counted(id, None))
+    });
+    Ok(ActorHandle::new(RawActorHandle {
+        actor_id,
+        class: A::NAME.to_owned(),
+        max_task_retries: options.max_task_retries,
+        lifetime,
+    }))
+}
+
+/// The live actor named `name` in the default namespace, as a handle of class `A`.
+pub fn get_actor<A: ActorClass>(name: &str) -> Result<ActorHandle<A>, ActorError> {
+    let namespace = core::get().map_err(|_| ActorError::NotInitialized)?.namespace.clone();
+    get_actor_in::<A>(name, &namespace)
+}
+
+/// The live actor named `name` in `namespace`, as a handle of class `A`.
+pub fn get_actor_in<A: ActorClass>(name: &str, namespace: &str) -> Result<ActorHandle<A>, ActorError> {
+    let core = core::get().map_err(|_| ActorError::NotInitialized)?;
+    let gcs = core.gcs.clone();
+    let request = GetNamedActor { namespace: namespace.to_owned(), name: name.to_owned() };
+    let found = core
+        .block_on(async move { gcs.ask(request).await })
+        .map_err(|error| ActorError::Runtime(error.to_string()))?
+        .map_err(|error| ActorError::Runtime(error.to_string()))?;
+    let Some(info) = found else {
+        return Err(ActorError::NotFound { namespace: namespace.to_owned(), name: name.to_owned() });
+    };
+    if info.class != A::NAME {
+        return Err(ActorError::WrongClass {
+            name: name.to_owned(),
+            expected: A::NAME.to_owned(),
+            found: info.class,
+        });
+    }
+    Ok(ActorHandle::new(RawActorHandle {
+        actor_id: info.actor_id,
+        class: info.class,
+        max_task_retries: info.max_task_retries,
+        lifetime: None,
+    }))
+}
+
+/// Kills the actor at once, without restarting it (Ray's `ray.kill`). Calls in flight and later
+/// calls fail with [`TaskError::ActorDied`]. Returns whether the actor was known.
+pub fn kill<A: ActorClass>(handle: &ActorHandle<A>) -> Result<bool, ActorError> {
+    let core = core::get().map_err(|_| ActorError::NotInitialized)?;
+    let manager = core.actor_manager.clone();
+    let request = KillActor { actor_id: handle.raw.actor_id, cause: "killed by manta::kill".into() };
+    core.block_on(async move { manager.ask(request).await })
+        .map_err(|error| ActorError::Runtime(error.to_string()))
+}
+
+/// The last handle of a non-detached actor is gone: kill it.
+pub(crate) fn kill_when_out_of_scope(core: &'static CoreWorker, actor_id: ActorId) {
+    let manager = core.actor_manager.clone();
+    core.arbiter.spawn(async move {
+        let request = KillActor { actor_id, cause: "every handle to it was dropped".into() };
+        let _ = manager.ask(request).await;
+    });
+}
+
+// ---- the caller side: one client per actor per process ----
+
+struct PendingCall {
+    method: &'static str,
+    args: Option<Vec<ArgSpec>>,
+    resolved: Option<(Vec<TaskArg>, Arc<Vec<RawRef>>)>,
+    return_id: manta_objectstore::ObjectId,
+    retries_left: u32,
+}
+
+pub(crate) struct ActorClient {
+    sender: mpsc::UnboundedSender<PendingCall>,
+}
+
+/// This process's actor clients.
+pub(crate) type ActorClients = Mutex<HashMap<ActorId, Arc<ActorClient>>>;
+
+fn client(core: &'static CoreWorker, handle: &RawActorHandle) -> Arc<ActorClient> {
+    let mut clients = core.actor_clients.lock();
+    if let Some(client) = clients.get(&handle.actor_id) {
+        return client.clone();
+    }
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let client = Arc::new(ActorClient { sender: sender.clone() });
+    clients.insert(handle.actor_id, client.clone());
+    let label = format!("{}({})", handle.class, &handle.id()[..8]);
+    core.arbiter.spawn(run_client(core, handle.actor_id, label, receiver, sender));
+    client
+}
+
+/// The incarnation of an actor a client sends to.
+struct Incarnation {
+    restarts: u64,
+    executor: ActorRef<Executor>,
+    next_seq: u64,
+    /// Becomes `Some(info)` when this incarnation is over.
+    over: watch::Receiver<Option<ActorInfo>>,
+}
+
+fn complete(
+    core: &'static CoreWorker,
+    id: manta_objectstore::ObjectId,
+    outcome: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
+) {
+    if let Some(freed) = core.objects.complete(id, outcome) {
+        core.clean_up(freed);
+    }
+}
+
+async fn run_client(
+    core: &'static CoreWorker,
+    actor_id: ActorId,
+    label: String,
+    mut receiver: mpsc::UnboundedReceiver<PendingCall>,
+    resend: mpsc::UnboundedSender<PendingCall>,
+) {
+    let caller = u64::from_be_bytes(core.new_object_id().0[4..12].try_into().expect("8 bytes"))
+        ^ u64::from(std::process::id());
+    let mut current: Option<Incarnation> = None;
+    while let Some(mut call) = receiver.recv().await {
+        let function = format!("{label}.{}", call.method);
+        let (args, holds) = match call.resolved.take() {
+            Some(resolved) => resolved,
+            None => match resolve_args(core, &function, call.args.take().unwrap_or_default()).await {
+                Ok((args, holds)) => (args, Arc::new(holds)),
+                Err(error) => {
+                    complete(core, call.return_id, Err(error));
+                    continue;
+                }
+            },
+        };
+        // The incarnation to send to: the current one while it lives, else wait for the next.
+        if current.as_ref().is_some_and(|incarnation| incarnation.over.borrow().is_some()) {
+            current = None;
+        }
+        if current.is_none() {
+            match core.actor_manager.ask_timeout(WatchActor { actor_id, known: None }, FOREVER).await {
+                Ok(Some(info)) if info.state == ActorState::Alive => {
+                    let Some(address) = info.address.as_deref().and_then(|address| address.parse().ok())
+                    else {
+                        complete(
+                            core,
+                            call.return_id,
+                            Err(TaskError::runtime(function, "the actor has no address")),
+                        );
+                        continue;
+                    };
+                    let (over_sender, over) = watch::channel(None);
+                    let manager = core.actor_manager.clone();
+                    let restarts = info.restarts;
+                    core.arbiter.spawn(async move {
+                        if let Ok(next) =
+                            manager.ask_timeout(WatchActor { actor_id, known: Some(restarts) }, FOREVER).await
+                        {
+                            let _ = over_sender.send(Some(next.unwrap_or(info)));
+                        }
+                    });
+                    current = Some(Incarnation {
+                        restarts,
+                        executor: core.node.actor(ActorAddress::new(address, EXECUTOR_NAME)),
+                        next_seq: 0,
+                        over,
+                    });
+                }
+                Ok(info) => {
+                    let cause = info
+                        .and_then(|info| info.death_cause)
+                        .unwrap_or_else(|| "it is not known to the cluster".to_owned());
+                    complete(core, call.return_id, Err(TaskError::ActorDied { actor: label.clone(), cause }));
+                    continue;
+                }
+                Err(error) => {
+                    complete(
+                        core,
+                        call.return_id,
+                        Err(TaskError::runtime(function, format!("the actor manager: {error}"))),
+                    );
+                    continue;
+                }
+            }
+        }
+        let incarnation = current.as_mut().expect("set above");
+        let seq = incarnation.next_seq;
+        incarnation.next_seq += 1;
+        let request = ActorCall {
+            actor_id,
+            method: call.method.to_owned(),
+            args: args.clone(),
+            caller,
+            seq,
+            return_id: call.return_id.into(),
+        };
+        let executor = incarnation.executor.clone();
+        let mut over = incarnation.over.clone();
+        let restarts = incarnation.restarts;
+        let resend = resend.clone();
+        let label = label.clone();
+        core.arbiter.spawn(async move {
+            let reply = tokio::select! {
+                reply = executor.ask_timeout(request, FOREVER) => reply,
+                ended = over.wait_for(Option::is_some) => Err(AskError::ActorDied {
+                    actor: label.clone(),
+                    cause: ended.ok().and_then(|info| info.clone()).and_then(|info| info.death_cause).unwrap_or_else(|| "its worker died".into()),
+                }),
+            };
+            match reply {
+                Ok(Ok(output)) => complete(core, call.return_id, Ok(output_value(output))),
+                Ok(Err(TaskFailure { function, pid, message })) => {
+                    complete(core, call.return_id, Err(TaskError::Failed { function, pid, message }))
+                }
+                Err(error) => {
+                    let cause = match error {
+                        AskError::ActorDied { cause, .. } => cause,
+                        other => other.to_string(),
+                    };
+                    if call.retries_left > 0 {
+                        debug!(actor = %label, restarts, %cause, "actor call failed; retrying on the next incarnation");
+                        call.retries_left -= 1;
+                        call.resolved = Some((args, holds));
+                        if resend.send(call).is_ok() {
+                            return;
+                        }
+                        unreachable!("the client's receiver lives as long as its sender clones");
+                    }
+                    complete(core, call.return_id, Err(TaskError::ActorDied { actor: label, cause }));
+                }
+            }
+        });
+    }
+}
+
+// ---- the actor manager (head node) ----
+
+struct Managed {
+    spec: ActorSpec,
+    watch: watch::Sender<ActorInfo>,
+    lease: Option<u64>,
+    killed: bool,
+}
+
+type Table = Arc<Mutex<HashMap<ActorId, Managed>>>;
+
+/// Starts, watches and restarts actors; lives beside the GCS.
+pub struct ActorManager {
+    gcs: ActorRef<GcsActor<MemoryStorage>>,
+    raylet: ActorRef<RayletActor>,
+    node: Node,
+    node_id: NodeId,
+    actors: Table,
+}
+
+impl Actor for ActorManager {
+    type Context = Context<Self>;
+}
+
+impl ActorManager {
+    /// Starts the manager on `node` and registers it as [`ACTOR_MANAGER_NAME`].
+    pub fn start(
+        node: &Node,
+        gcs: ActorRef<GcsActor<MemoryStorage>>,
+        raylet: ActorRef<RayletActor>,
+        node_id: NodeId,
+    ) -> Result<LocalRef<ActorManager>, RegisterError> {
+        let actors: Table = Default::default();
+        let manager =
+            spawn(node.arbiter(), SpawnOptions::named(ACTOR_MANAGER_NAME).max_restarts(u32::MAX), {
+                let node = node.clone();
+                move || ActorManager {
+                    gcs: gcs.clone(),
+                    raylet: raylet.clone(),
+                    node: node.clone(),
+                    node_id,
+                    actors: actors.clone(),
+                }
+            });
+        node.register(
+            ACTOR_MANAGER_NAME,
+            Routes::new(manager.clone())
+                .message::<CreateActor>()
+                .message::<WatchActor>()
+                .message::<KillActor>(),
+        )?;
+        Ok(manager)
+    }
+}
+
+struct Shell {
+    gcs: ActorRef<GcsActor<MemoryStorage>>,
+    raylet: ActorRef<RayletActor>,
+    node: Node,
+    node_id: NodeId,
+    actors: Table,
+}
+
+impl Shell {
+    async fn refresh(&self, actor_id: ActorId) -> Option<ActorInfo> {
+        let info = self.gcs.ask(GetActor(actor_id)).await.ok().flatten()?;
+        if let Some(managed) = self.actors.lock().get(&actor_id) {
+            managed.watch.send_replace(info.clone());
+        }
+        Some(info)
+    }
+
+    async fn mark_dead(&self, actor_id: ActorId, cause: String) {
+        let _ = self.gcs.ask(GcsKillActor { actor_id, cause }).await;
+        self.refresh(actor_id).await;
+    }
+
+    /// Runs an actor's incarnations until it is dead.
+    async fn run(self, actor_id: ActorId) {
+        loop {
+            let Some(spec) = self.actors.lock().get(&actor_id).map(|managed| managed.spec.clone()) else {
+                return;
+            };
+            let label = spec.info.class.clone();
+            let request = RequestLease {
+                cpus: spec.num_cpus,
+                gpus: spec.num_gpus,
+                resources: spec.resources.clone(),
+                dedicated: true,
+            };
+            let (lease, address, pid) = match self.raylet.ask_timeout(request, FOREVER).await {
+                Ok(LeaseOutcome::Granted { lease, address, pid }) => (lease, address, pid),
+                Ok(LeaseOutcome::Infeasible { demand }) => {
+                    return self.mark_dead(actor_id, format!("infeasible: no node has {demand}")).await;
+                }
+                Ok(other) => return self.mark_dead(actor_id, format!("no worker: {other:?}")).await,
+                Err(error) => return self.mark_dead(actor_id, format!("the raylet: {error}")).await,
+            };
+            let kept = match self.actors.lock().get_mut(&actor_id) {
+                Some(managed) if !managed.killed => {
+                    managed.lease = Some(lease);
+                    true
+                }
+                _ => false,
+            };
+            if !kept {
+                let _ = self.raylet.tell(ReturnLease { lease, reusable: false }).await;
+                return;
+            }
+            let executor: ActorRef<Executor> = match address.parse() {
+                Ok(socket) => self.node.actor(ActorAddress::new(socket, EXECUTOR_NAME)),
+                Err(_) => return self.mark_dead(actor_id, format!("bad worker address {address}")).await,
+            };
+            let death = self.raylet.ask_timeout(WatchLease { lease }, FOREVER);
+            tokio::pin!(death);
+            let start = StartActor {
+                actor_id,
+                class: spec.info.class.clone(),
+                args: spec.args.clone(),
+                max_concurrency: spec.max_concurrency,
+            };
+            let started = tokio::select! {
+                started = executor.ask_timeout(start, FOREVER) => Some(started),
+                _ = &mut death => None,
+            };
+            let exit = match started {
+                Some(Ok(Ok(()))) => {
+                    let _ = self
+                        .gcs
+                        .ask(ActorStarted { actor_id, node_id: self.node_id, address: address.clone() })
+                        .await;
+                    self.refresh(actor_id).await;
+                    debug!(actor = %label, pid, "actor started");
+                    match death.await {
+                        Ok(Some(exit)) => exit,
+                        // The lease was returned: the actor was killed.
+                        _ => return,
+                    }
+                }
+                Some(Ok(Err(failure))) => {
+                    let _ = self.raylet.tell(ReturnLease { lease, reusable: false }).await;
+                    return self
+                        .mark_dead(actor_id, format!("its constructor failed: {}", failure.message))
+                        .await;
+                }
+                Some(Err(error)) => {
+                    warn!(actor = %label, %error, "starting an actor failed");
+                    let _ = self.raylet.tell(ReturnLease { lease, reusable: false }).await;
+                    error.to_string()
+                }
+                None => "its worker died while it started".to_owned(),
+            };
+            if self.actors.lock().get(&actor_id).is_none_or(|managed| managed.killed) {
+                return;
+            }
+            let cause = format!("its worker pid {pid} died ({exit})");
+            match self.gcs.ask(ActorFailed { actor_id, cause }).await {
+                Ok(Ok(ActorState::Restarting)) => {
+                    self.refresh(actor_id).await;
+                    debug!(actor = %label, "restarting actor");
+                }
+                _ => {
+                    self.refresh(actor_id).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Handler<CreateActor> for ActorManager {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, request: CreateActor, _: &mut Context<Self>) -> Self::Result {
+        let shell = Shell {
+            gcs: self.gcs.clone(),
+            raylet: self.raylet.clone(),
+            node: self.node.clone(),
+            node_id: self.node_id,
+            actors: self.actors.clone(),
+        };
+        Box::pin(async move {
+            let spec = request.0;
+            let actor_id = spec.info.actor_id;
+            match shell.gcs.ask(RegisterActor(spec.info.clone())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(GcsError::NameTaken { .. })) => return Err("name taken:".to_owned()),
+                Ok(Err(error)) => return Err(error.to_string()),
+                Err(error) => return Err(error.to_string()),
+            }
+            let info =
+                shell.gcs.ask(GetActor(actor_id)).await.ok().flatten().unwrap_or_else(|| spec.info.clone());
+            let (watch, _) = watch::channel(info);
+            shell.actors.lock().insert(actor_id, Managed { spec, watch, lease: None, killed: false });
+            tokio::spawn(shell.run(actor_id));
+            Ok(())
+        })
+    }
+}
+
+impl Handler<WatchActor> for ActorManager {
+    type Result = ResponseFuture<Option<ActorInfo>>;
+
+    fn handle(&mut self, request: WatchActor, _: &mut Context<Self>) -> Self::Result {
+        let receiver = self.actors.lock().get(&request.actor_id).map(|managed| managed.watch.subscribe());
+        let gcs = self.gcs.clone();
+        Box::pin(async move {
+            let Some(mut receiver) = receiver else {
+                return gcs.ask(GetActor(request.actor_id)).await.ok().flatten();
+            };
+            let settled = receiver
+                .wait_for(|info| {
+                    info.state == ActorState::Dead
+                        || (info.state == ActorState::Alive && Some(info.restarts) != request.known)
+                })
+                .await
+                .map(|info| info.clone());
+            settled.ok()
+        })
+    }
+}
+
+impl Handler<KillActor> for ActorManager {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, request: KillActor, _: &mut Context<Self>) -> Self::Result {
+        let lease = match self.actors.lock().get_mut(&request.actor_id) {
+            Some(managed) if !managed.killed => {
+                managed.killed = true;
+                Some(managed.lease.take())
+            }
+            Some(_) => return Box::pin(std::future::ready(true)),
+            None => None,
+        };
+        let shell = Shell {
+            gcs: self.gcs.clone(),
+            raylet: self.raylet.clone(),
+            node: self.node.clone(),
+            node_id: self.node_id,
+            actors: self.actors.clone(),
+        };
+        Box::pin(async move {
+            let Some(lease) = lease else { return false };
+            shell.mark_dead(request.actor_id, request.cause).await;
+            if let Some(lease) = lease {
+                let _ = shell.raylet.tell(ReturnLease { lease, reusable: false }).await;
+            }
+            true
+        })
+    }
+}

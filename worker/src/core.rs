@@ -1,0 +1,850 @@
+//! The core worker: what every Manta process (driver or worker) runs. It owns objects, borrows
+//! others', reads and writes the node's object store, and is reachable on its node as the
+//! `owner` service.
+//!
+//! `init()` in a driver starts the embedded cluster (transport, GCS, raylet, object store,
+//! actor manager) and then the driver's core worker; the raylet starts worker processes by
+//! re-executing this binary. In a worker the same `init()` finds the raylet's environment, joins
+//! the cluster with its one-time token, starts its core worker and executor, registers with the
+//! raylet, serves, and exits when the raylet's end of its stdin closes; it never returns.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use manta_actor::{
+    spawn, start_arbiter, Actor, ActorAddress, ActorRef, ArbiterHandle, Context, Handler, Node,
+    ResponseFuture, Routes, SpawnOptions, System,
+};
+use manta_gcs::requests::{AddJob, RegisterNode};
+use manta_gcs::wire::{JobId, NodeInfo, NodeState};
+use manta_gcs::{GcsActor, MemoryStorage, GCS_NAME};
+use manta_objectstore::{ObjectId, ObjectLocation, ObjectStore, StoreError, StoreReader};
+use manta_raylet::requests::RegisterWorker;
+use manta_raylet::{worker_env, PoolConfig, Quantity, RayletActor, ResourceSet, CPU, GPU, RAYLET_NAME};
+use manta_transport::{
+    join_blocking, Admission, ClusterCa, NodeId, TokenRegistry, Transport, TransportConfig,
+};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+use tracing::{debug, info, warn};
+
+use crate::actors::{ActorManager, ACTOR_MANAGER_NAME};
+use crate::codec::{self, Encoded};
+use crate::error::TaskError;
+use crate::executor::{Executor, EXECUTOR_NAME};
+use crate::objects::{FreeHook, Freed, ObjectTable, RawRef, RefWire, State, Value};
+use crate::registry;
+use crate::submit::Submitter;
+use crate::wire::{
+    AddBorrower, CreateStoreObject, DeleteStoreObject, GetObject, ObjectReply, RemoveBorrower,
+    SealStoreObject, StoreRefusal, WireId, WireLocation,
+};
+
+/// The name of every process's object service.
+pub(crate) const OWNER_NAME: &str = "owner";
+/// The name of the node's store service (on the node that hosts the store).
+pub(crate) const STORE_NAME: &str = "store";
+
+/// Environment a driver passes to its workers (besides the raylet's own).
+mod env {
+    pub(super) const STORE_PATH: &str = "MANTA_STORE_PATH";
+    pub(super) const JOB_ID: &str = "MANTA_JOB_ID";
+    pub(super) const INLINE_MAX: &str = "MANTA_INLINE_BYTES_MAX";
+    pub(super) const NAMESPACE: &str = "MANTA_NAMESPACE";
+}
+
+/// Starting the runtime failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// Two remote functions share a name.
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    /// The node could not start.
+    #[error("starting the node: {0}")]
+    Node(String),
+    /// The object store could not be created.
+    #[error("creating the object store: {0}")]
+    Store(#[from] StoreError),
+    /// `init` was called twice.
+    #[error("manta::init was already called in this process")]
+    AlreadyInitialized,
+}
+
+/// Settings of the embedded cluster.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// CPUs the local node offers (default: the machine's).
+    pub num_cpus: usize,
+    /// GPUs the local node offers (default: 0).
+    pub num_gpus: usize,
+    /// Custom resources the local node offers.
+    pub resources: Vec<(String, f64)>,
+    /// Pooled worker processes at most (actors' workers are not counted, as in Ray).
+    pub max_workers: usize,
+    /// Retries of a task whose worker dies (Ray's default: 3).
+    pub max_retries: u32,
+    /// Bytes of shared memory for the object store (default: 30% of the machine's memory,
+    /// Ray's default; the memory is only used as objects fill it).
+    pub object_store_bytes: u64,
+    /// Objects up to this size travel inline and live in their owner's memory (Ray: 100 KiB).
+    pub inline_bytes_max: usize,
+    /// The namespace named actors live in by default.
+    pub namespace: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        Config {
+            num_cpus: cpus,
+            num_gpus: 0,
+            resources: Vec::new(),
+            max_workers: cpus.max(1) * 2,
+            max_retries: 3,
+            object_store_bytes: system_memory_bytes().map_or(2 << 30, |bytes| bytes / 10 * 3),
+            inline_bytes_max: 100 * 1024,
+            namespace: "default".to_owned(),
+        }
+    }
+}
+
+fn system_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The node's object store as this process reaches it.
+pub(crate) enum StoreAccess {
+    /// This process hosts the store.
+    Local(Arc<Mutex<ObjectStore>>, StoreReader),
+    /// Another process does: write through its service, read the mapping in place.
+    Remote(ActorRef<StoreService>, StoreReader),
+}
+
+impl StoreAccess {
+    pub(crate) fn reader(&self) -> &StoreReader {
+        match self {
+            StoreAccess::Local(_, reader) | StoreAccess::Remote(_, reader) => reader,
+        }
+    }
+}
+
+fn refusal(error: StoreError) -> StoreRefusal {
+    match error {
+        StoreError::Full { requested, free, largest_free, capacity } => {
+            StoreRefusal::Full { requested, free, largest_free, capacity }
+        }
+        other => StoreRefusal::Other(other.to_string()),
+    }
+}
+
+fn refusal_error(refusal: StoreRefusal) -> TaskError {
+    match refusal {
+        StoreRefusal::Full { requested, free, largest_free, capacity } => {
+            TaskError::ObjectStoreFull { requested, free, largest_free, capacity }
+        }
+        StoreRefusal::Other(message) => TaskError::runtime("object store", message),
+    }
+}
+
+/// Used and total bytes of the node's object store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Bytes in use (objects, and deleted ones a reader still holds).
+    pub used_bytes: u64,
+    /// The store's size.
+    pub capacity: u64,
+    /// Objects stored.
+    pub objects: usize,
+}
+
+/// The core worker of this process.
+pub(crate) struct CoreWorker {
+    pub(crate) node: Node,
+    /// This process's transport address: the owner address of the objects it creates.
+    pub(crate) address: Arc<str>,
+    pub(crate) raylet: ActorRef<RayletActor>,
+    pub(crate) gcs: ActorRef<GcsActor<MemoryStorage>>,
+    pub(crate) actor_manager: ActorRef<ActorManager>,
+    pub(crate) objects: ObjectTable,
+    pub(crate) store: StoreAccess,
+    /// Where submission, fetching and reference-counting messages run.
+    pub(crate) arbiter: ArbiterHandle,
+    pub(crate) submitter: Submitter,
+    pub(crate) actor_clients: crate::actors::ActorClients,
+    pub(crate) job: JobId,
+    pub(crate) namespace: String,
+    pub(crate) inline_bytes_max: usize,
+    pub(crate) max_retries: u32,
+    id_prefix: [u8; 12],
+    next_id: AtomicU64,
+}
+
+static CORE: OnceLock<CoreWorker> = OnceLock::new();
+
+/// The core worker, or [`TaskError::NotInitialized`].
+pub(crate) fn get() -> Result<&'static CoreWorker, TaskError> {
+    CORE.get().ok_or(TaskError::NotInitialized)
+}
+
+/// The core worker, if `init` ran.
+pub(crate) fn try_get() -> Option<&'static CoreWorker> {
+    CORE.get()
+}
+
+impl CoreWorker {
+    /// A fresh object id: this process's random prefix and a counter.
+    pub(crate) fn new_object_id(&self) -> ObjectId {
+        let mut id = [0u8; 20];
+        id[..12].copy_from_slice(&self.id_prefix);
+        id[12..].copy_from_slice(&self.next_id.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        ObjectId(id)
+    }
+
+    pub(crate) fn owner_of(&self, address: &str) -> ActorRef<OwnerService> {
+        let address = address.parse().expect("owner addresses are socket addresses");
+        self.node.actor(ActorAddress::new(address, OWNER_NAME))
+    }
+
+    fn owner_key(&self, owner: &str) -> Option<Arc<str>> {
+        (owner != &*self.address).then(|| Arc::from(owner))
+    }
+
+    /// Runs `future` on the core arbiter and blocks this thread for its output. Never call it
+    /// on the core arbiter itself.
+    pub(crate) fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        self.arbiter.spawn(async move {
+            let _ = sender.send(future.await);
+        });
+        receiver.recv().expect("the core arbiter runs for the life of the process")
+    }
+
+    /// A ref arriving in a value: count it, as owned or borrowed.
+    pub(crate) fn adopt(&self, wire: &RefWire) -> RawRef {
+        let id = ObjectId(wire.id);
+        let owner = self.owner_key(&wire.owner);
+        self.objects.adopt(id, owner.clone());
+        RawRef::from_counted(id, owner)
+    }
+
+    /// A new owned object, pending, with one handle.
+    pub(crate) fn create_pending(&self) -> RawRef {
+        let id = self.new_object_id();
+        self.objects.create_owned(id, State::Pending, Vec::new());
+        RawRef::from_counted(id, None)
+    }
+
+    /// Starts fetching a borrowed object's value from its owner (once).
+    pub(crate) fn start_fetch_if_borrowed(&'static self, raw: &RawRef) {
+        let Some(owner) = self.objects.start_fetch(raw.id) else { return };
+        let id = raw.id;
+        self.arbiter.spawn(async move {
+            let reply = self
+                .owner_of(&owner)
+                .ask_timeout(GetObject { id: id.into() }, Duration::from_secs(365 * 24 * 3600))
+                .await;
+            let state = match reply {
+                Ok(ObjectReply::Inline(bytes)) => State::Ready(Value::Inline(Bytes::from(bytes.into_vec()))),
+                Ok(ObjectReply::Shared(location)) => State::Ready(Value::Shared(location.into())),
+                Ok(ObjectReply::Failed(error)) => State::Failed(error),
+                Ok(ObjectReply::Unknown) => State::Failed(TaskError::ObjectLost {
+                    object: id.to_string(),
+                    reason: format!("its owner {owner} no longer has it"),
+                }),
+                Err(error) => State::Failed(TaskError::ObjectLost {
+                    object: id.to_string(),
+                    reason: format!("its owner {owner} is unreachable: {error}"),
+                }),
+            };
+            self.objects.fetched(id, state);
+        });
+    }
+
+    /// Waits (blocking) until `raw` is ready or failed; `Ok(None)` at the deadline.
+    pub(crate) fn wait_ready(
+        &'static self,
+        raw: &RawRef,
+        deadline: Option<Instant>,
+    ) -> Result<Option<State>, TaskError> {
+        self.start_fetch_if_borrowed(raw);
+        Ok(self.objects.wait_blocking(raw.id, deadline))
+    }
+
+    /// The bytes of a ready value (pinned in the store when shared).
+    pub(crate) fn value_bytes(&self, id: ObjectId, value: &Value) -> Result<Bytes, TaskError> {
+        match value {
+            Value::Inline(bytes) => Ok(bytes.clone()),
+            Value::Shared(location) => {
+                self.store.reader().pin(*location).ok_or_else(|| TaskError::ObjectLost {
+                    object: id.to_string(),
+                    reason: "it is no longer in the object store".into(),
+                })
+            }
+        }
+    }
+
+    fn decode_state<T: DeserializeOwned>(
+        &self,
+        id: ObjectId,
+        state: State,
+    ) -> Result<(T, Vec<RawRef>), TaskError> {
+        match state {
+            State::Ready(value) => {
+                let bytes = self.value_bytes(id, &value)?;
+                codec::decode(bytes).map_err(|error| TaskError::Codec(error.to_string()))
+            }
+            State::Failed(error) => Err(error),
+            State::Pending => unreachable!("decoding waits for a ready state"),
+        }
+    }
+
+    /// Decodes a ready value and registers this process as the borrower of the refs inside.
+    pub(crate) fn decode_blocking<T: DeserializeOwned>(
+        &'static self,
+        id: ObjectId,
+        state: State,
+    ) -> Result<T, TaskError> {
+        let (value, refs) = self.decode_state(id, state)?;
+        self.register_blocking(refs);
+        Ok(value)
+    }
+
+    pub(crate) async fn decode_async<T: DeserializeOwned>(
+        &'static self,
+        id: ObjectId,
+        state: State,
+    ) -> Result<T, TaskError> {
+        let (value, refs) = self.decode_state(id, state)?;
+        self.register_borrows(refs.iter().map(|raw| raw.id).collect()).await;
+        Ok(value)
+    }
+
+    pub(crate) fn register_blocking(&'static self, refs: Vec<RawRef>) {
+        let ids: Vec<ObjectId> = refs.iter().map(|raw| raw.id).collect();
+        if !self.objects.unregistered(&ids).is_empty() {
+            self.block_on(self.register_borrows(ids));
+        }
+        drop(refs);
+    }
+
+    /// Registers this process as a borrower of the refs among `ids` it borrows and has not
+    /// registered yet. Awaited before whatever carried the refs is released.
+    pub(crate) async fn register_borrows(&'static self, ids: Vec<ObjectId>) {
+        for (id, owner) in self.objects.unregistered(&ids) {
+            let added = self.owner_of(&owner).ask(AddBorrower { id: id.into() }).await;
+            match added {
+                Ok(true) => {
+                    if !self.objects.registered(id) {
+                        // Dropped meanwhile: give the borrow back.
+                        let _ = self.owner_of(&owner).tell(RemoveBorrower { id: id.into() }).await;
+                    }
+                }
+                Ok(false) | Err(_) => self.objects.fetched(
+                    id,
+                    State::Failed(TaskError::ObjectLost {
+                        object: id.to_string(),
+                        reason: format!("its owner {owner} no longer has it"),
+                    }),
+                ),
+            }
+        }
+    }
+
+    /// Takes one borrow on each ref, on behalf of an object that contains them.
+    pub(crate) async fn hold_contained(&'static self, refs: &[RefWire]) {
+        for wire in refs {
+            let id = ObjectId(wire.id);
+            if *wire.owner == *self.address {
+                self.objects.add_borrower(id);
+            } else {
+                let _ = self.owner_of(&wire.owner).ask(AddBorrower { id: id.into() }).await;
+            }
+        }
+    }
+
+    /// Releases what a freed object held.
+    pub(crate) fn clean_up(&'static self, freed: Freed) {
+        let Freed { id, shared, contains, on_free, unregister_from } = freed;
+        if shared.is_some() {
+            self.delete_from_store(id);
+        }
+        for wire in contains {
+            if *wire.owner == *self.address {
+                if let Some(freed) = self.objects.remove_borrower(ObjectId(wire.id)) {
+                    self.clean_up(freed);
+                }
+            } else {
+                let owner = self.owner_of(&wire.owner);
+                self.arbiter.spawn(async move {
+                    let _ = owner.tell(RemoveBorrower { id: WireId(wire.id) }).await;
+                });
+            }
+        }
+        if let Some(owner) = unregister_from {
+            let owner = self.owner_of(&owner);
+            self.arbiter.spawn(async move {
+                let _ = owner.tell(RemoveBorrower { id: id.into() }).await;
+            });
+        }
+        if let Some(FreeHook::KillActor(actor_id)) = on_free {
+            crate::actors::kill_when_out_of_scope(self, actor_id);
+        }
+    }
+
+    fn delete_from_store(&'static self, id: ObjectId) {
+        match &self.store {
+            StoreAccess::Local(store, _) => {
+                let _ = store.lock().delete(id);
+            }
+            StoreAccess::Remote(service, _) => {
+                let service = service.clone();
+                self.arbiter.spawn(async move {
+                    let _ = service.tell(DeleteStoreObject { id: id.into() }).await;
+                });
+            }
+        }
+    }
+
+    /// Writes an encoded value into the node's store under `id`.
+    pub(crate) async fn write_to_store(
+        &self,
+        id: ObjectId,
+        encoded: &Encoded,
+    ) -> Result<ObjectLocation, TaskError> {
+        let len = encoded.len() as u64;
+        match &self.store {
+            StoreAccess::Local(store, _) => write_local(store, id, encoded),
+            StoreAccess::Remote(service, reader) => {
+                let location = service
+                    .ask(CreateStoreObject { id: id.into(), len })
+                    .await
+                    .map_err(|error| TaskError::runtime("object store", error))?
+                    .map_err(refusal_error)?;
+                // SAFETY: the store granted this location to this process for `id` just now, and
+                // this is its only writer.
+                let writer = unsafe { reader.open_writer(id, location.into()) };
+                let Some(mut writer) = writer else {
+                    return Err(TaskError::runtime(
+                        "object store",
+                        "the granted object vanished before it was written",
+                    ));
+                };
+                encoded.write_to(writer.as_mut_slice());
+                drop(writer);
+                let sealed = service
+                    .ask(SealStoreObject { id: id.into() })
+                    .await
+                    .map_err(|error| TaskError::runtime("object store", error))?
+                    .map_err(refusal_error)?;
+                Ok(sealed.into())
+            }
+        }
+    }
+
+    /// Stores an encoded value as a value: inline if small, in the store otherwise.
+    pub(crate) async fn store_value(&self, id: ObjectId, encoded: &Encoded) -> Result<Value, TaskError> {
+        if encoded.len() <= self.inline_bytes_max {
+            Ok(Value::Inline(Bytes::from(encoded.to_vec())))
+        } else {
+            Ok(Value::Shared(self.write_to_store(id, encoded).await?))
+        }
+    }
+
+    /// `put` for any thread but the core arbiter.
+    pub(crate) fn put_encoded(&'static self, encoded: Encoded) -> Result<RawRef, TaskError> {
+        let id = self.new_object_id();
+        let value = match &self.store {
+            // The store is in this process: write without a hop through the arbiter.
+            StoreAccess::Local(store, _) if encoded.len() > self.inline_bytes_max => {
+                Value::Shared(write_local(store, id, &encoded)?)
+            }
+            _ if encoded.len() <= self.inline_bytes_max => Value::Inline(Bytes::from(encoded.to_vec())),
+            _ => {
+                let encoded = Arc::new(encoded);
+                let shared = encoded.clone();
+                let location = self.block_on(async move { self.write_to_store(id, &shared).await })?;
+                match Arc::try_unwrap(encoded) {
+                    Ok(encoded) => return self.finish_put(id, Value::Shared(location), encoded.refs),
+                    Err(_) => unreachable!("the writer dropped its clone"),
+                }
+            }
+        };
+        self.finish_put(id, value, encoded.refs)
+    }
+
+    fn finish_put(
+        &'static self,
+        id: ObjectId,
+        value: Value,
+        refs: Vec<RefWire>,
+    ) -> Result<RawRef, TaskError> {
+        if !refs.is_empty() {
+            let held = refs.clone();
+            self.block_on(async move { self.hold_contained(&held).await });
+        }
+        self.objects.create_owned(id, State::Ready(value), refs);
+        Ok(RawRef::from_counted(id, None))
+    }
+
+    /// The node store's use (on the node hosting it; `None` elsewhere).
+    pub(crate) fn store_stats(&self) -> Option<StoreStats> {
+        match &self.store {
+            StoreAccess::Local(store, _) => {
+                let mut store = store.lock();
+                store.reclaim();
+                Some(StoreStats {
+                    used_bytes: store.used_bytes(),
+                    capacity: store.capacity(),
+                    objects: store.len(),
+                })
+            }
+            StoreAccess::Remote(..) => None,
+        }
+    }
+}
+
+/// Writes an object into the store hosted by this process. The lock is not held while the
+/// bytes are copied: the writer's block is its own until the seal.
+fn write_local(
+    store: &Mutex<ObjectStore>,
+    id: ObjectId,
+    encoded: &Encoded,
+) -> Result<ObjectLocation, TaskError> {
+    let mut writer = store
+        .lock()
+        .create_object(id, encoded.len() as u64)
+        .map_err(|error| refusal_error(refusal(error)))?;
+    encoded.write_to(writer.as_mut_slice());
+    store.lock().seal(writer).map_err(|error| refusal_error(refusal(error)))
+}
+
+/// Every process's object service: answers `get`s of the objects it owns and counts borrowers.
+pub(crate) struct OwnerService;
+
+impl Actor for OwnerService {
+    type Context = Context<Self>;
+}
+
+impl Handler<GetObject> for OwnerService {
+    type Result = ResponseFuture<ObjectReply>;
+
+    fn handle(&mut self, request: GetObject, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(async move {
+            let Some(core) = try_get() else { return ObjectReply::Unknown };
+            let id = ObjectId::from(request.id);
+            if core.objects.state(id).is_none() {
+                return ObjectReply::Unknown;
+            }
+            match core.objects.wait_async(id).await {
+                State::Ready(Value::Inline(bytes)) => ObjectReply::Inline(ByteBuf::from(bytes.to_vec())),
+                State::Ready(Value::Shared(location)) => ObjectReply::Shared(location.into()),
+                State::Failed(TaskError::ObjectLost { .. }) => ObjectReply::Unknown,
+                State::Failed(error) => ObjectReply::Failed(error),
+                State::Pending => unreachable!("wait_async returns settled states"),
+            }
+        })
+    }
+}
+
+impl Handler<AddBorrower> for OwnerService {
+    type Result = bool;
+
+    fn handle(&mut self, request: AddBorrower, _: &mut Context<Self>) -> bool {
+        try_get().is_some_and(|core| core.objects.add_borrower(request.id.into()))
+    }
+}
+
+impl Handler<RemoveBorrower> for OwnerService {
+    type Result = ();
+
+    fn handle(&mut self, request: RemoveBorrower, _: &mut Context<Self>) {
+        if let Some(core) = try_get() {
+            if let Some(freed) = core.objects.remove_borrower(request.id.into()) {
+                core.clean_up(freed);
+            }
+        }
+    }
+}
+
+/// The store service: lets processes other than the store's create, seal and delete objects.
+pub(crate) struct StoreService {
+    store: Arc<Mutex<ObjectStore>>,
+}
+
+impl Actor for StoreService {
+    type Context = Context<Self>;
+}
+
+impl Handler<CreateStoreObject> for StoreService {
+    type Result = Result<WireLocation, StoreRefusal>;
+
+    fn handle(&mut self, request: CreateStoreObject, _: &mut Context<Self>) -> Self::Result {
+        self.store.lock().create_for_peer(request.id.into(), request.len).map(Into::into).map_err(refusal)
+    }
+}
+
+impl Handler<SealStoreObject> for StoreService {
+    type Result = Result<WireLocation, StoreRefusal>;
+
+    fn handle(&mut self, request: SealStoreObject, _: &mut Context<Self>) -> Self::Result {
+        self.store.lock().seal_id(request.id.into()).map(Into::into).map_err(refusal)
+    }
+}
+
+impl Handler<DeleteStoreObject> for StoreService {
+    type Result = ();
+
+    fn handle(&mut self, request: DeleteStoreObject, _: &mut Context<Self>) {
+        let _ = self.store.lock().delete(request.id.into());
+    }
+}
+
+/// A handle to the embedded cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    _private: (),
+}
+
+impl Cluster {
+    /// The address of this driver's node.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        CORE.get().map(|core| core.node.local_addr())
+    }
+}
+
+/// Starts Manta with the default [`Config`]. In a worker process this never returns.
+pub fn init() -> Result<Cluster, InitError> {
+    init_with(Config::default())
+}
+
+/// Starts Manta with `config`. In a worker process this never returns.
+pub fn init_with(config: Config) -> Result<Cluster, InitError> {
+    registry::check()?;
+    let fingerprint = registry::fingerprint();
+    if is_worker_process() {
+        // Only the first caller becomes the worker; any other thread that calls `init` (a test
+        // harness runs tests in parallel) waits here for ever, as `init` never returns in a worker.
+        static WORKER: std::sync::Once = std::sync::Once::new();
+        WORKER.call_once(|| worker_main(fingerprint));
+        unreachable!("worker_main exits the process");
+    }
+    if CORE.get().is_some() {
+        return Err(InitError::AlreadyInitialized);
+    }
+    let node_error = |error: &dyn std::fmt::Display| InitError::Node(error.to_string());
+    let ca = Arc::new(ClusterCa::generate("embedded").map_err(|error| node_error(&error))?);
+    let tokens = Arc::new(TokenRegistry::default());
+    let admission = Admission { ca: ca.clone(), tokens };
+    let node_id = NodeId::random().map_err(|error| node_error(&error))?;
+    let identity = ca.issue(node_id).map_err(|error| node_error(&error))?;
+    let node = Node::start(Transport::builder(identity).admission(admission.clone()))
+        .map_err(|error| node_error(&error))?;
+    let gcs = GcsActor::start(&node, MemoryStorage::default(), MemoryStorage::default)
+        .map_err(|error| node_error(&error))?;
+    let gcs: ActorRef<GcsActor<MemoryStorage>> = ActorRef::local(gcs);
+
+    let store = ObjectStore::create(65_536, config.object_store_bytes)?;
+    let reader = store.reader().clone();
+    let store_path = reader.arena().peer_path();
+    let store = Arc::new(Mutex::new(store));
+    let service = spawn(node.arbiter(), SpawnOptions::named(STORE_NAME).max_restarts(u32::MAX), {
+        let store = store.clone();
+        move || StoreService { store: store.clone() }
+    });
+    node.register(
+        STORE_NAME,
+        Routes::new(service)
+            .message::<CreateStoreObject>()
+            .message::<SealStoreObject>()
+            .message::<DeleteStoreObject>(),
+    )
+    .map_err(|error| node_error(&error))?;
+
+    let mut total = ResourceSet::new()
+        .with(CPU, Quantity::units(config.num_cpus as u64))
+        .with(GPU, Quantity::units(config.num_gpus as u64));
+    for (name, amount) in &config.resources {
+        total.set(name, Quantity::from_f64(name, *amount).map_err(|error| node_error(&error))?);
+    }
+    let address = node.local_addr().to_string();
+    let core_arbiter = start_arbiter("manta-core").map_err(|error| node_error(&error))?;
+    let (job, ()) = {
+        let gcs = gcs.clone();
+        let info = NodeInfo {
+            node_id,
+            address: address.clone(),
+            resources: total.iter().map(|(name, quantity)| (name.to_owned(), quantity.as_f64())).collect(),
+            state: NodeState::Alive,
+            registered_ms: now_ms(),
+            death_cause: None,
+        };
+        let driver = address.clone();
+        run_on(&core_arbiter, async move {
+            let registered = gcs.ask(RegisterNode(info)).await.map_err(|error| error.to_string())?;
+            registered.map_err(|error| error.to_string())?;
+            let job = gcs.ask(AddJob { driver_address: driver }).await.map_err(|error| error.to_string())?;
+            Ok::<_, String>((job.job_id, ()))
+        })
+        .map_err(|error| node_error(&error))?
+    };
+    let worker_env = vec![
+        (env::STORE_PATH.to_owned(), store_path.display().to_string()),
+        (env::JOB_ID.to_owned(), job.0.to_string()),
+        (env::INLINE_MAX.to_owned(), config.inline_bytes_max.to_string()),
+        (env::NAMESPACE.to_owned(), config.namespace.clone()),
+        ("MANTA_MAX_RETRIES".to_owned(), config.max_retries.to_string()),
+    ];
+    let pool = PoolConfig { workers_max: config.max_workers, ..PoolConfig::default() };
+    let raylet = RayletActor::start(&node, admission, total, pool, fingerprint, worker_env)
+        .map_err(|error| node_error(&error))?;
+    let actor_manager = ActorManager::start(&node, gcs.clone(), ActorRef::local(raylet.clone()), node_id)
+        .map_err(|error| node_error(&error))?;
+    let core = CoreWorker {
+        address: Arc::from(address.as_str()),
+        raylet: ActorRef::local(raylet),
+        gcs,
+        actor_manager: ActorRef::local(actor_manager),
+        objects: ObjectTable::default(),
+        store: StoreAccess::Local(store, reader),
+        arbiter: core_arbiter,
+        submitter: Submitter::default(),
+        actor_clients: Default::default(),
+        job,
+        namespace: config.namespace.clone(),
+        inline_bytes_max: config.inline_bytes_max,
+        max_retries: config.max_retries,
+        id_prefix: id_prefix(&node_id),
+        next_id: AtomicU64::new(1),
+        node,
+    };
+    start_core(core).map_err(|error| node_error(&error))?;
+    info!(%address, "embedded cluster started");
+    Ok(Cluster { _private: () })
+}
+
+/// Whether this process was started by a raylet as a worker.
+pub fn is_worker_process() -> bool {
+    std::env::var_os(worker_env::WORKER_ID).is_some()
+}
+
+fn id_prefix(node_id: &NodeId) -> [u8; 12] {
+    let mut prefix = [0u8; 12];
+    prefix.copy_from_slice(&node_id.0[..12]);
+    prefix
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+fn run_on<F>(arbiter: &ArbiterHandle, future: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    arbiter.spawn(async move {
+        let _ = sender.send(future.await);
+    });
+    receiver.recv().expect("a new arbiter runs its futures")
+}
+
+/// Installs the core worker and its `owner` service.
+fn start_core(core: CoreWorker) -> Result<(), String> {
+    if CORE.set(core).is_err() {
+        return Err("manta::init was already called in this process".to_owned());
+    }
+    let core = CORE.get().expect("just set");
+    let owner =
+        spawn(core.node.arbiter(), SpawnOptions::named(OWNER_NAME).max_restarts(u32::MAX), || OwnerService);
+    core.node
+        .register(
+            OWNER_NAME,
+            Routes::new(owner).message::<GetObject>().message::<AddBorrower>().message::<RemoveBorrower>(),
+        )
+        .map_err(|error| error.to_string())
+}
+
+/// The worker process's life: join, start the core worker, register, serve until the raylet
+/// goes away, exit.
+fn worker_main(fingerprint: u64) -> ! {
+    let outcome = (|| -> Result<(), String> {
+        let variable = |name: &str| std::env::var(name).map_err(|error| format!("{name}: {error}"));
+        let worker: u64 = variable(worker_env::WORKER_ID)?.parse().map_err(|_| "bad worker id")?;
+        let raylet_address: std::net::SocketAddr =
+            variable(worker_env::RAYLET_ADDRESS)?.parse().map_err(|_| "bad raylet address")?;
+        let token = variable(worker_env::JOIN_TOKEN)?.parse().map_err(|error| format!("{error}"))?;
+        let job = JobId(variable(env::JOB_ID)?.parse().map_err(|_| "bad job id")?);
+        let inline_bytes_max = variable(env::INLINE_MAX)?.parse().map_err(|_| "bad inline limit")?;
+        let max_retries = variable("MANTA_MAX_RETRIES")?.parse().map_err(|_| "bad max_retries")?;
+        let reader = StoreReader::open(std::path::Path::new(&variable(env::STORE_PATH)?))
+            .map_err(|error| format!("mapping the object store: {error}"))?;
+        let identity = join_blocking(raylet_address, &token, &TransportConfig::default())
+            .map_err(|error| error.to_string())?;
+        let node_id = identity.node_id();
+        let node = Node::start_local(identity).map_err(|error| error.to_string())?;
+        let head = |name: &str| ActorAddress::new(raylet_address, name);
+        let core_arbiter = start_arbiter("manta-core").map_err(|error| error.to_string())?;
+        let core = CoreWorker {
+            address: Arc::from(node.local_addr().to_string().as_str()),
+            raylet: node.actor(head(RAYLET_NAME)),
+            gcs: node.actor(head(GCS_NAME)),
+            actor_manager: node.actor(head(ACTOR_MANAGER_NAME)),
+            objects: ObjectTable::default(),
+            store: StoreAccess::Remote(node.actor(head(STORE_NAME)), reader),
+            arbiter: core_arbiter,
+            submitter: Submitter::default(),
+            actor_clients: Default::default(),
+            job,
+            namespace: variable(env::NAMESPACE)?,
+            inline_bytes_max,
+            max_retries,
+            id_prefix: id_prefix(&node_id),
+            next_id: AtomicU64::new(1),
+            node,
+        };
+        start_core(core)?;
+        let core = CORE.get().expect("just set");
+        let executor = spawn(
+            core.node.arbiter(),
+            SpawnOptions::named(EXECUTOR_NAME).max_restarts(u32::MAX),
+            Executor::default,
+        );
+        Executor::register(&core.node, executor.clone()).map_err(|error| error.to_string())?;
+        let registration = RegisterWorker {
+            worker,
+            address: core.node.local_addr().to_string(),
+            registry_fingerprint: fingerprint,
+        };
+        let raylet = core.raylet.clone();
+        let accepted = System::new().block_on(raylet.ask(registration)).map_err(|error| error.to_string())?;
+        if !accepted {
+            return Err("the raylet refused this worker".to_owned());
+        }
+        debug!(worker, pid = std::process::id(), "worker serving");
+        // Serve until the raylet's end of our stdin closes (its process is gone or killed us).
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        Ok(())
+    })();
+    match outcome {
+        Ok(()) => std::process::exit(0),
+        Err(error) => {
+            warn!(%error, "worker failed");
+            eprintln!("manta worker {}: {error}", std::process::id());
+            std::process::exit(1)
+        }
+    }
+}

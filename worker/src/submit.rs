@@ -1,0 +1,482 @@
+//! Task submission: arguments resolved, then Ray's lease protocol with lease reuse.
+//!
+//! A submitted task first resolves its arguments (top-level refs wait for their values; large
+//! values go to the object store), then joins the queue of its *shape* (the resources it
+//! needs). Each shape asks the raylet for leases, at most [`LEASE_REQUESTS_MAX`] at a time and
+//! no more than it has queued tasks; a granted worker runs queued tasks of that shape one after
+//! another, pushed straight to it, and the lease goes back when the queue is empty. The raylet
+//! is on the path once per lease, not once per task.
+//!
+//! Task lifecycle (asserted in [`TaskControl::advance`]):
+//!
+//! ```text
+//! Resolving --> Queued --> Running --> Done
+//!     |           |  ^        |
+//!     |           |  +--------+  (its worker died; retries left)
+//!     +-----------+------------------> Done (failed dependency, cancelled, infeasible)
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use manta_actor::{ActorAddress, ActorRef, AskError};
+use manta_objectstore::ObjectId;
+use manta_raylet::requests::{LeaseOutcome, RequestLease, ReturnLease, WatchLease};
+use parking_lot::Mutex;
+use serde_bytes::ByteBuf;
+use tracing::debug;
+
+use crate::codec::{CodecError, Encoded};
+use crate::core::{self, CoreWorker};
+use crate::error::TaskError;
+use crate::executor::{Executor, EXECUTOR_NAME};
+use crate::objects::{RawRef, State, Value};
+use crate::wire::{PushTask, ReturnValue, TaskArg, TaskFailure, TaskOutput};
+
+/// Lease requests in flight per shape at most (Ray's `max_pending_lease_requests_per_scheduling_category`).
+pub const LEASE_REQUESTS_MAX: usize = 10;
+
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Per-call options of a remote function (`f::options()...`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskOptions {
+    /// CPUs the task needs (default 1).
+    pub num_cpus: Option<f64>,
+    /// GPUs the task needs (default 0).
+    pub num_gpus: Option<f64>,
+    /// Custom resources it needs.
+    pub resources: Vec<(String, f64)>,
+    /// Retries if its worker dies (default: the cluster's, 3).
+    pub max_retries: Option<u32>,
+}
+
+/// One argument as the caller gave it (made by [`arg`]).
+#[derive(Debug)]
+pub struct ArgSpec(ArgKind);
+
+#[derive(Debug)]
+enum ArgKind {
+    /// An encoded value.
+    Value(Result<Box<Encoded>, CodecError>),
+    /// A ref passed at the top level.
+    Ref(RawRef),
+}
+
+/// What the generated code calls to turn an argument into an [`ArgSpec`].
+pub fn arg<T: serde::Serialize, A: crate::IntoArg<T>>(argument: A) -> ArgSpec {
+    match argument.into_arg() {
+        crate::Arg::Value(value) => ArgSpec(ArgKind::Value(crate::codec::encode(&value).map(Box::new))),
+        crate::Arg::Ref(reference) => ArgSpec(ArgKind::Ref(reference.raw)),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskState {
+    Resolving,
+    Queued,
+    Running { lease: u64 },
+    Done,
+}
+
+/// A submitted task's control block, shared by its stages and `cancel`.
+#[derive(Debug)]
+pub(crate) struct TaskControl {
+    function: String,
+    return_id: ObjectId,
+    state: Mutex<TaskState>,
+    cancelled: std::sync::atomic::AtomicBool,
+    /// Woken by a forced cancel: the running attempt stops waiting for its killed worker.
+    killed: tokio::sync::Notify,
+}
+
+impl TaskControl {
+    fn advance(&self, next: TaskState) -> bool {
+        let mut state = self.state.lock();
+        if *state == TaskState::Done {
+            return false;
+        }
+        let allowed = matches!(
+            (*state, next),
+            (TaskState::Resolving, TaskState::Queued)
+                | (TaskState::Queued, TaskState::Running { .. })
+                | (TaskState::Running { .. }, TaskState::Queued)
+                | (_, TaskState::Done)
+        );
+        assert!(allowed, "task lifecycle: {} cannot go from {:?} to {next:?}", self.function, *state);
+        *state = next;
+        true
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Sets the outcome of a task once (a cancelled task's late result is dropped).
+fn finish(
+    core: &'static CoreWorker,
+    control: &TaskControl,
+    outcome: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
+) {
+    if !control.advance(TaskState::Done) {
+        if let Ok((value, contains)) = outcome {
+            // Completed after a cancel: nobody will read it; release what it holds.
+            discard(core, control.return_id, value, contains);
+        }
+        return;
+    }
+    core.submitter.tasks.lock().remove(&control.return_id);
+    if let Some(freed) = core.objects.complete(control.return_id, outcome) {
+        core.clean_up(freed);
+    }
+}
+
+fn discard(core: &'static CoreWorker, id: ObjectId, value: Value, contains: Vec<crate::objects::RefWire>) {
+    core.clean_up(crate::objects::Freed {
+        id,
+        shared: match value {
+            Value::Shared(location) => Some(location),
+            Value::Inline(_) => None,
+        },
+        contains,
+        on_free: None,
+        unregister_from: None,
+    });
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Shape {
+    /// Amounts in ten-thousandths (the raylet's fixed point).
+    cpus: u64,
+    gpus: u64,
+    resources: Vec<(String, u64)>,
+}
+
+impl Shape {
+    fn of(options: &TaskOptions) -> Shape {
+        let fixed = |amount: f64| (amount.max(0.0) * 10_000.0).round() as u64;
+        let mut resources: Vec<(String, u64)> =
+            options.resources.iter().map(|(name, amount)| (name.clone(), fixed(*amount))).collect();
+        resources.sort();
+        Shape {
+            cpus: fixed(options.num_cpus.unwrap_or(1.0)),
+            gpus: fixed(options.num_gpus.unwrap_or(0.0)),
+            resources,
+        }
+    }
+
+    fn request(&self) -> RequestLease {
+        let float = |fixed: u64| fixed as f64 / 10_000.0;
+        RequestLease {
+            cpus: float(self.cpus),
+            gpus: float(self.gpus),
+            resources: self.resources.iter().map(|(name, amount)| (name.clone(), float(*amount))).collect(),
+            dedicated: false,
+        }
+    }
+}
+
+/// A task whose arguments are resolved, waiting for a worker.
+struct ReadyTask {
+    function: &'static str,
+    args: Vec<TaskArg>,
+    /// Refs kept alive while the task may still run (its arguments).
+    _holds: Vec<RawRef>,
+    retries_left: u32,
+    attempts: u32,
+    control: Arc<TaskControl>,
+}
+
+#[derive(Default)]
+struct ShapeQueue {
+    ready: VecDeque<ReadyTask>,
+    requests_in_flight: usize,
+}
+
+/// The task submitter of one process.
+#[derive(Default)]
+pub(crate) struct Submitter {
+    shapes: Mutex<HashMap<Shape, ShapeQueue>>,
+    pub(crate) tasks: Mutex<HashMap<ObjectId, Arc<TaskControl>>>,
+}
+
+/// Submits `function` (what `f::remote(...)` calls). Returns at once.
+pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions) -> RawRef {
+    let core = match core::get() {
+        Ok(core) => core,
+        Err(_) => panic!("call manta::init() before submitting {function}"),
+    };
+    let result = core.create_pending();
+    let control = Arc::new(TaskControl {
+        function: function.to_owned(),
+        return_id: result.id,
+        state: Mutex::new(TaskState::Resolving),
+        cancelled: Default::default(),
+        killed: tokio::sync::Notify::new(),
+    });
+    core.submitter.tasks.lock().insert(result.id, control.clone());
+    let shape = Shape::of(options);
+    let retries = options.max_retries.unwrap_or(core.max_retries);
+    core.arbiter.spawn(async move {
+        match resolve_args(core, function, args).await {
+            Ok((args, holds)) => {
+                if control.is_cancelled() || !control.advance(TaskState::Queued) {
+                    return;
+                }
+                let task =
+                    ReadyTask { function, args, _holds: holds, retries_left: retries, attempts: 0, control };
+                core.submitter.shapes.lock().entry(shape.clone()).or_default().ready.push_back(task);
+                pump(core, shape);
+            }
+            Err(error) => finish(core, &control, Err(error)),
+        }
+    });
+    result
+}
+
+/// Resolves arguments: values are inlined (or stored when large), top-level refs wait for
+/// their objects. Returns the arguments and the refs to hold while the task may run.
+pub(crate) async fn resolve_args(
+    core: &'static CoreWorker,
+    function: &str,
+    args: Vec<ArgSpec>,
+) -> Result<(Vec<TaskArg>, Vec<RawRef>), TaskError> {
+    let mut resolved = Vec::with_capacity(args.len());
+    let mut holds = Vec::new();
+    for (index, ArgSpec(argument)) in args.into_iter().enumerate() {
+        match argument {
+            ArgKind::Value(Err(error)) => {
+                return Err(TaskError::Failed {
+                    function: function.to_owned(),
+                    pid: std::process::id(),
+                    message: format!("argument {index} does not encode: {error}"),
+                })
+            }
+            ArgKind::Value(Ok(encoded)) => {
+                // Refs nested in the value are held until the task ends (the worker registers
+                // as their borrower before it answers, if it keeps them).
+                holds.extend(encoded.refs.iter().map(|wire| core.adopt(wire)));
+                if encoded.len() <= core.inline_bytes_max {
+                    resolved.push(TaskArg::Inline(ByteBuf::from(encoded.to_vec())));
+                } else {
+                    // A large argument travels through the object store, as in Ray.
+                    let id = core.new_object_id();
+                    let location = core.write_to_store(id, &encoded).await?;
+                    core.objects.create_owned(id, State::Ready(Value::Shared(location)), Vec::new());
+                    holds.push(RawRef::from_counted(id, None));
+                    resolved.push(TaskArg::Shared { id: id.into(), location: location.into() });
+                }
+            }
+            ArgKind::Ref(reference) => {
+                core.start_fetch_if_borrowed(&reference);
+                match core.objects.wait_async(reference.id).await {
+                    State::Ready(Value::Inline(bytes)) => {
+                        resolved.push(TaskArg::Inline(ByteBuf::from(bytes.to_vec())))
+                    }
+                    State::Ready(Value::Shared(location)) => {
+                        resolved.push(TaskArg::Shared { id: reference.id.into(), location: location.into() })
+                    }
+                    State::Failed(error) => return Err(error),
+                    State::Pending => unreachable!("wait_async returns settled states"),
+                }
+                holds.push(reference);
+            }
+        }
+    }
+    Ok((resolved, holds))
+}
+
+/// Asks for leases while a shape has more queued tasks than lease requests in flight.
+fn pump(core: &'static CoreWorker, shape: Shape) {
+    let mut shapes = core.submitter.shapes.lock();
+    let Some(queue) = shapes.get_mut(&shape) else { return };
+    while queue.requests_in_flight < LEASE_REQUESTS_MAX && queue.requests_in_flight < queue.ready.len() {
+        queue.requests_in_flight += 1;
+        let shape = shape.clone();
+        core.arbiter.spawn(async move {
+            lease_loop(core, &shape).await;
+            if let Some(queue) = core.submitter.shapes.lock().get_mut(&shape) {
+                queue.requests_in_flight -= 1;
+            }
+            pump(core, shape);
+        });
+    }
+}
+
+fn next_task(core: &CoreWorker, shape: &Shape) -> Option<ReadyTask> {
+    let mut shapes = core.submitter.shapes.lock();
+    let queue = shapes.get_mut(shape)?;
+    while let Some(task) = queue.ready.pop_front() {
+        if !task.control.is_cancelled() {
+            return Some(task);
+        }
+    }
+    None
+}
+
+/// One lease: requested, used for queued tasks of its shape until none is left, returned.
+async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
+    let outcome = core.raylet.ask_timeout(shape.request(), FOREVER).await;
+    let (lease, address, pid) = match outcome {
+        Ok(LeaseOutcome::Granted { lease, address, pid }) => (lease, address, pid),
+        other => {
+            // No lease for this shape: fail every task queued for it.
+            while let Some(task) = next_task(core, shape) {
+                let error = match &other {
+                    Ok(LeaseOutcome::Infeasible { demand }) => {
+                        TaskError::Infeasible { function: task.function.to_owned(), demand: demand.clone() }
+                    }
+                    Ok(LeaseOutcome::Spillback { node }) => TaskError::runtime(
+                        task.function,
+                        format!("spilled back to {node}, which a single-node cluster cannot reach"),
+                    ),
+                    Ok(LeaseOutcome::Invalid { reason }) => TaskError::runtime(task.function, reason),
+                    Ok(LeaseOutcome::Granted { .. }) => unreachable!("matched above"),
+                    Err(error) => TaskError::runtime(task.function, format!("the raylet: {error}")),
+                };
+                finish(core, &task.control, Err(error));
+            }
+            return;
+        }
+    };
+    let Ok(socket) = address.parse() else {
+        let _ = core.raylet.tell(ReturnLease { lease, reusable: false }).await;
+        return;
+    };
+    let executor: ActorRef<Executor> = core.node.actor(ActorAddress::new(socket, EXECUTOR_NAME));
+    // The raylet sees the worker die at once (it waits on the process); a connection to a
+    // killed process would only time out. One watch per lease.
+    let raylet = core.raylet.clone();
+    let death = async move { raylet.ask_timeout(WatchLease { lease }, FOREVER).await };
+    let death = futures_shared(death);
+    while let Some(mut task) = next_task(core, shape) {
+        if !task.control.advance(TaskState::Running { lease }) {
+            continue;
+        }
+        task.attempts += 1;
+        let push = PushTask {
+            function: task.function.to_owned(),
+            args: task.args.clone(),
+            return_id: task.control.return_id.into(),
+        };
+        let call = executor.ask_timeout(push, FOREVER);
+        let reply = tokio::select! {
+            reply = call => reply,
+            exit = death.clone() => Err(AskError::ActorDied {
+                actor: format!("worker pid {pid}"),
+                cause: exit.unwrap_or_else(|| "its lease ended".to_owned()),
+            }),
+            () = task.control.killed.notified() => Err(AskError::ActorDied {
+                actor: format!("worker pid {pid}"),
+                cause: "killed by a forced cancel".to_owned(),
+            }),
+        };
+        match reply {
+            Ok(Ok(output)) => finish(core, &task.control, Ok(output_value(output))),
+            Ok(Err(TaskFailure { function, pid, message })) => {
+                finish(core, &task.control, Err(TaskError::Failed { function, pid, message }))
+            }
+            Err(error) => {
+                let exit = match error {
+                    AskError::ActorDied { cause, .. } => cause,
+                    other => other.to_string(),
+                };
+                if task.control.is_cancelled() {
+                    finish(
+                        core,
+                        &task.control,
+                        Err(TaskError::Cancelled { function: task.function.to_owned() }),
+                    );
+                } else if task.retries_left == 0 {
+                    let attempts = task.attempts;
+                    let function = task.function.to_owned();
+                    finish(core, &task.control, Err(TaskError::WorkerDied { function, pid, exit, attempts }));
+                } else {
+                    debug!(function = task.function, pid, attempts = task.attempts, %exit, "worker died; retrying");
+                    task.retries_left -= 1;
+                    if task.control.advance(TaskState::Queued) {
+                        core.submitter.shapes.lock().entry(shape.clone()).or_default().ready.push_front(task);
+                    }
+                }
+                // The worker is gone with its lease.
+                let _ = core.raylet.tell(ReturnLease { lease, reusable: false }).await;
+                return;
+            }
+        }
+    }
+    let _ = core.raylet.tell(ReturnLease { lease, reusable: true }).await;
+}
+
+/// A future several `select!`s can wait on (the lease's death watch).
+fn futures_shared<F>(future: F) -> SharedDeath
+where
+    F: std::future::Future<Output = Result<Option<String>, AskError>> + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::watch::channel(None::<Option<String>>);
+    tokio::spawn(async move {
+        let death = match future.await {
+            Ok(Some(exit)) => Some(exit),
+            // Returned normally (or the watch failed): not a death.
+            Ok(None) | Err(_) => return,
+        };
+        let _ = sender.send(Some(death));
+    });
+    SharedDeath(receiver)
+}
+
+/// Resolves when the watched lease's worker died (never, if it did not).
+#[derive(Clone)]
+pub(crate) struct SharedDeath(tokio::sync::watch::Receiver<Option<Option<String>>>);
+
+impl std::future::IntoFuture for SharedDeath {
+    type Output = Option<String>;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+
+    fn into_future(mut self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let death = self.0.wait_for(Option::is_some).await.map(|death| death.clone().flatten());
+            match death {
+                Ok(death) => death,
+                // The watcher ended without a death: wait for ever (the reply decides).
+                Err(_) => std::future::pending().await,
+            }
+        })
+    }
+}
+
+/// The owner's view of a task's or call's output.
+pub(crate) fn output_value(output: TaskOutput) -> (Value, Vec<crate::objects::RefWire>) {
+    let value = match output.value {
+        ReturnValue::Inline(bytes) => Value::Inline(Bytes::from(bytes.into_vec())),
+        ReturnValue::Shared(location) => Value::Shared(location.into()),
+    };
+    (value, output.contains)
+}
+
+/// Cancels the task that produces `reference`. A task not yet running is cancelled at once; a
+/// running one only with `force`, which kills its worker (as Ray's `force=True`). Returns
+/// whether the task was cancelled. Its `get` then fails with [`TaskError::Cancelled`].
+pub(crate) fn cancel(reference: &RawRef, force: bool) -> bool {
+    let Some(core) = core::try_get() else { return false };
+    let Some(control) = core.submitter.tasks.lock().get(&reference.id).cloned() else { return false };
+    let state = *control.state.lock();
+    match state {
+        TaskState::Resolving | TaskState::Queued => {
+            control.cancelled.store(true, std::sync::atomic::Ordering::Release);
+            finish(core, &control, Err(TaskError::Cancelled { function: control.function.clone() }));
+            true
+        }
+        TaskState::Running { lease } if force => {
+            control.cancelled.store(true, std::sync::atomic::Ordering::Release);
+            control.killed.notify_one();
+            core.arbiter.spawn(async move {
+                let _ = core.raylet.tell(ReturnLease { lease, reusable: false }).await;
+            });
+            true
+        }
+        TaskState::Running { .. } | TaskState::Done => false,
+    }
+}

@@ -1,0 +1,262 @@
+//! The core worker's wire messages (ids 300-399): task pushes, actor calls, the owner's object
+//! service, the store service for writers in other processes, and the actor manager.
+
+use manta_actor::wire_message;
+use manta_gcs::{ActorId, ActorInfo};
+use manta_objectstore::{ObjectId, ObjectLocation};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::error::TaskError;
+use crate::objects::RefWire;
+
+/// An object id on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WireId(#[serde(with = "serde_bytes")] pub [u8; 20]);
+
+impl From<ObjectId> for WireId {
+    fn from(id: ObjectId) -> Self {
+        WireId(id.0)
+    }
+}
+
+impl From<WireId> for ObjectId {
+    fn from(id: WireId) -> Self {
+        ObjectId(id.0)
+    }
+}
+
+/// Where a sealed object is in the node's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireLocation {
+    /// Index slot.
+    pub slot: u32,
+    /// Slot generation.
+    pub generation: u32,
+}
+
+impl From<ObjectLocation> for WireLocation {
+    fn from(location: ObjectLocation) -> Self {
+        WireLocation { slot: location.slot, generation: location.generation }
+    }
+}
+
+impl From<WireLocation> for ObjectLocation {
+    fn from(location: WireLocation) -> Self {
+        ObjectLocation { slot: location.slot, generation: location.generation }
+    }
+}
+
+/// One resolved argument of a task or actor call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum TaskArg {
+    /// The encoded value, inline.
+    Inline(ByteBuf),
+    /// An object in the node's store (a large value, or a resolved ref).
+    Shared {
+        /// The object.
+        id: WireId,
+        /// Where it is.
+        location: WireLocation,
+    },
+    /// A ref argument whose object failed: the call must not run.
+    Failed(TaskError),
+}
+
+/// A task's or call's value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ReturnValue {
+    /// Inline (at most the inline limit).
+    Inline(ByteBuf),
+    /// Written into the node's store under the return id.
+    Shared(WireLocation),
+}
+
+/// What a task or actor call produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskOutput {
+    /// The value.
+    pub value: ReturnValue,
+    /// Refs inside it; the worker holds one borrow on each for the caller.
+    pub contains: Vec<RefWire>,
+}
+
+/// A task or call ran but produced no value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{function} failed in worker pid {pid}: {message}")]
+pub struct TaskFailure {
+    /// The function's registered name.
+    pub function: String,
+    /// The worker's process id.
+    pub pid: u32,
+    /// What happened.
+    pub message: String,
+}
+
+/// Runs the registered function `function` on `args` (sent to a leased worker's executor).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PushTask {
+    /// The function's registered name.
+    pub function: String,
+    /// Its arguments, in order.
+    pub args: Vec<TaskArg>,
+    /// The id a large return value is stored under.
+    pub return_id: WireId,
+}
+wire_message!(PushTask => Result<TaskOutput, TaskFailure>, id = 300);
+
+/// Asks an owner for an object's value; answered once it is ready.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetObject {
+    /// The object.
+    pub id: WireId,
+}
+wire_message!(GetObject => ObjectReply, id = 301);
+
+/// An owner's answer to [`GetObject`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ObjectReply {
+    /// The encoded value.
+    Inline(ByteBuf),
+    /// In the node's store.
+    Shared(WireLocation),
+    /// Its task failed.
+    Failed(TaskError),
+    /// The owner does not have it (freed).
+    Unknown,
+}
+
+/// Registers one borrow of an owned object; replies whether the object still exists.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddBorrower {
+    /// The object.
+    pub id: WireId,
+}
+wire_message!(AddBorrower => bool, id = 302);
+
+/// Releases one borrow.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RemoveBorrower {
+    /// The object.
+    pub id: WireId,
+}
+wire_message!(RemoveBorrower => (), id = 303);
+
+/// Why the store refused an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreRefusal {
+    /// Not enough room.
+    Full {
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes free.
+        free: u64,
+        /// The largest free block.
+        largest_free: u64,
+        /// The store's size.
+        capacity: u64,
+    },
+    /// Anything else.
+    Other(String),
+}
+
+/// A process other than the store's asks for room for an object it will write in place.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreateStoreObject {
+    /// The object.
+    pub id: WireId,
+    /// Its size.
+    pub len: u64,
+}
+wire_message!(CreateStoreObject => Result<WireLocation, StoreRefusal>, id = 304);
+
+/// The writer is done: seal the object.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SealStoreObject {
+    /// The object.
+    pub id: WireId,
+}
+wire_message!(SealStoreObject => Result<WireLocation, StoreRefusal>, id = 305);
+
+/// The object's owner freed it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeleteStoreObject {
+    /// The object.
+    pub id: WireId,
+}
+wire_message!(DeleteStoreObject => (), id = 306);
+
+/// Starts an actor in a leased worker: constructs it from `args`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StartActor {
+    /// The actor.
+    pub actor_id: ActorId,
+    /// Its class's registered name.
+    pub class: String,
+    /// Constructor arguments.
+    pub args: Vec<TaskArg>,
+    /// Calls running at once at most.
+    pub max_concurrency: u32,
+}
+wire_message!(StartActor => Result<(), TaskFailure>, id = 310);
+
+/// Calls a method of an actor hosted by this worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ActorCall {
+    /// The actor.
+    pub actor_id: ActorId,
+    /// The method's name.
+    pub method: String,
+    /// Its arguments.
+    pub args: Vec<TaskArg>,
+    /// The calling process's id for this actor (calls are ordered per caller).
+    pub caller: u64,
+    /// The call's number from this caller to this incarnation, from 0.
+    pub seq: u64,
+    /// The id a large return value is stored under.
+    pub return_id: WireId,
+}
+wire_message!(ActorCall => Result<TaskOutput, TaskFailure>, id = 311);
+
+/// What a new actor needs: sent to the actor manager.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActorSpec {
+    /// The record to register (state and counters are set by the GCS).
+    pub info: ActorInfo,
+    /// Constructor arguments, resolved.
+    pub args: Vec<TaskArg>,
+    /// CPUs held for the actor's life.
+    pub num_cpus: f64,
+    /// GPUs held for the actor's life.
+    pub num_gpus: f64,
+    /// Custom resources held.
+    pub resources: Vec<(String, f64)>,
+    /// Calls running at once at most.
+    pub max_concurrency: u32,
+}
+
+/// Creates an actor: registers it (claiming its name) and starts it in the background.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreateActor(pub ActorSpec);
+wire_message!(CreateActor => Result<(), String>, id = 320);
+
+/// Answers with the actor's record once it is not the incarnation `known` (`None`: once it is
+/// alive or dead at all), so callers learn of restarts and deaths at once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WatchActor {
+    /// The actor.
+    pub actor_id: ActorId,
+    /// The restart count of the incarnation the caller uses.
+    pub known: Option<u64>,
+}
+wire_message!(WatchActor => Option<ActorInfo>, id = 321);
+
+/// Kills an actor (`manta::kill`): no restart.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KillActor {
+    /// The actor.
+    pub actor_id: ActorId,
+    /// Why (for its death cause).
+    pub cause: String,
+}
+wire_message!(KillActor => bool, id = 322);
