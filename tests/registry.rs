@@ -1,7 +1,8 @@
-//! The registry of remote functions: what `#[manta::remote]` registers is really in the binary
-//! (this test fails if the linker dropped the registrations), runs by name, and is fingerprinted.
+//! The registry of remote functions and actor classes: what `#[manta::remote]` and
+//! `#[manta::actor]` register is really in the binary (this test fails if the linker dropped
+//! the registrations), runs by name, and is fingerprinted.
 
-use manta::registry;
+use manta::registry::{self, decode_value, encode_value, invoke_local};
 
 mod math {
     #[manta::remote]
@@ -13,20 +14,46 @@ mod math {
     pub(crate) fn greet(name: String, times: u8) -> Vec<String> {
         (0..times).map(|index| format!("{index}: hello {name}")).collect()
     }
+
+    #[manta::remote]
+    pub(crate) fn parse(text: String) -> Result<i64, std::num::ParseIntError> {
+        text.parse()
+    }
 }
 
 #[manta::remote]
 fn nothing() {}
 
+#[manta::actor]
+struct Tally {
+    total: u64,
+}
+
+#[manta::actor]
+impl Tally {
+    fn new() -> Self {
+        Tally { total: 0 }
+    }
+
+    fn add(&mut self, amount: u64) -> u64 {
+        self.total += amount;
+        self.total
+    }
+}
+
 #[test]
-fn remote_functions_are_registered_under_their_path_and_signature() {
-    assert_eq!(registry::check(), Ok(registry::names().len()));
+fn remote_functions_and_actor_classes_are_registered_under_their_paths() {
+    assert_eq!(registry::check(), Ok(registry::names().len() - 1), "one name is an actor class");
     let names = registry::names();
-    for name in [math::add::NAME, math::greet::NAME, nothing::NAME] {
+    for name in [math::add::NAME, math::greet::NAME, math::parse::NAME, nothing::NAME] {
         assert!(names.contains(&name), "{name} missing from the registry {names:?}: did the linker drop it?");
     }
     assert!(math::add::NAME.starts_with("registry::math::add#"), "{}", math::add::NAME);
     assert_ne!(math::add::NAME.split('#').nth(1), math::greet::NAME.split('#').nth(1), "signatures differ");
+    let class = <Tally as manta::ActorClass>::NAME;
+    assert_eq!(class, "registry::Tally");
+    assert!(registry::actor_class(class).is_some(), "the actor class was dropped by the linker");
+    assert!(names.contains(&class));
     // The functions stay callable directly.
     assert_eq!(math::add(2, 3), 5);
 }
@@ -34,22 +61,34 @@ fn remote_functions_are_registered_under_their_path_and_signature() {
 #[test]
 fn a_registered_function_runs_by_name_on_encoded_arguments() {
     let add = registry::lookup(math::add::NAME).unwrap();
-    let output = (add.invoke)(&registry::encode_arguments(&(40i64, 2i64)).unwrap()).unwrap();
-    assert_eq!(rmp_serde::from_slice::<i64>(&output).unwrap(), 42);
+    let output =
+        invoke_local(add, vec![encode_value(&40i64).unwrap(), encode_value(&2i64).unwrap()]).unwrap();
+    assert_eq!(decode_value::<i64>(output).unwrap(), 42);
 
     let greet = registry::lookup(math::greet::NAME).unwrap();
-    let output = (greet.invoke)(&registry::encode_arguments(&("manta".to_owned(), 2u8)).unwrap()).unwrap();
-    assert_eq!(
-        rmp_serde::from_slice::<Vec<String>>(&output).unwrap(),
-        vec!["0: hello manta", "1: hello manta"]
-    );
+    let output =
+        invoke_local(greet, vec![encode_value(&"manta".to_owned()).unwrap(), encode_value(&2u8).unwrap()])
+            .unwrap();
+    assert_eq!(decode_value::<Vec<String>>(output).unwrap(), vec!["0: hello manta", "1: hello manta"]);
 
-    // Arguments of the wrong types are a typed error naming the function, not a panic.
-    let wrong = (add.invoke)(&registry::encode_arguments(&("forty", 2i64)).unwrap());
+    // Arguments of the wrong types, or too few, are a typed error naming the function.
+    let wrong = invoke_local(add, vec![encode_value(&"forty").unwrap(), encode_value(&2i64).unwrap()]);
     assert!(
         matches!(wrong, Err(registry::InvokeError::Arguments { function, .. }) if function == math::add::NAME)
     );
+    let missing = invoke_local(add, vec![encode_value(&1i64).unwrap()]);
+    assert!(matches!(missing, Err(registry::InvokeError::Arguments { .. })), "{missing:?}");
     assert!(registry::lookup("no::such::function#0").is_none());
+
+    // A function returning Err reports the error's message.
+    let parse = registry::lookup(math::parse::NAME).unwrap();
+    let failed = invoke_local(parse, vec![encode_value(&"x1".to_owned()).unwrap()]);
+    assert_eq!(
+        failed,
+        Err(registry::InvokeError::Returned { message: "invalid digit found in string".into() })
+    );
+    let parsed = invoke_local(parse, vec![encode_value(&"17".to_owned()).unwrap()]).unwrap();
+    assert_eq!(decode_value::<i64>(parsed).unwrap(), 17);
 }
 
 #[test]

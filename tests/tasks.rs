@@ -9,7 +9,9 @@ use manta::{Config, TaskError};
 
 fn cluster() {
     static CLUSTER: OnceLock<manta::Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| manta::init_with(Config { num_cpus: 2, max_workers: 4, max_retries: 1 }).unwrap());
+    CLUSTER.get_or_init(|| {
+        manta::init_with(Config { num_cpus: 2, max_workers: 4, max_retries: 1, ..Config::default() }).unwrap()
+    });
 }
 
 #[manta::remote]
@@ -49,7 +51,7 @@ fn tasks_run_in_worker_processes_and_return_their_values() {
 #[test]
 fn a_panicking_task_reports_its_function_and_worker() {
     cluster();
-    match fail::remote("kaboom".into()).get() {
+    match fail::remote("kaboom".to_owned()).get() {
         Err(TaskError::Failed { function, pid, message }) => {
             assert_eq!(function, fail::NAME);
             assert_ne!(pid, std::process::id());

@@ -168,6 +168,24 @@ pub async fn catch_unwind<F: std::future::Future>(future: F) -> Result<F::Output
     .await
 }
 
+/// Encodes a value as Manta encodes arguments and results (for running a function by hand).
+pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, crate::CodecError> {
+    crate::codec::encode(value).map(|encoded| encoded.to_vec())
+}
+
+/// Decodes a value encoded by [`encode_value`] or returned by [`invoke_local`] (values holding
+/// no `ObjectRef`).
+pub fn decode_value<T: DeserializeOwned>(bytes: Vec<u8>) -> Result<T, crate::CodecError> {
+    crate::codec::decode(bytes::Bytes::from(bytes)).map(|(value, _)| value)
+}
+
+/// Runs a registered function in this process on arguments encoded one by one with
+/// [`encode_value`]; returns its encoded output.
+pub fn invoke_local(function: &RemoteFunction, args: Vec<Vec<u8>>) -> Result<Vec<u8>, InvokeError> {
+    let mut invocation = Invocation::new(function.name, args.into_iter().map(bytes::Bytes::from).collect());
+    (function.invoke)(&mut invocation).map(|Output(encoded)| encoded.to_vec())
+}
+
 /// The actor class registered under `name`.
 pub fn actor_class(name: &str) -> Option<&'static ActorClassEntry> {
     inventory::iter::<ActorClassEntry>.into_iter().find(|class| class.name == name)

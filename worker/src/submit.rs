@@ -59,8 +59,9 @@ pub struct ArgSpec(ArgKind);
 
 #[derive(Debug)]
 enum ArgKind {
-    /// An encoded value.
-    Value(Result<Box<Encoded>, CodecError>),
+    /// An encoded value, and handles on the refs inside it, taken while the caller's value
+    /// still held them.
+    Value(Result<(Box<Encoded>, Vec<RawRef>), CodecError>),
     /// A ref passed at the top level.
     Ref(RawRef),
 }
@@ -68,7 +69,13 @@ enum ArgKind {
 /// What the generated code calls to turn an argument into an [`ArgSpec`].
 pub fn arg<T: serde::Serialize, A: crate::IntoArg<T>>(argument: A) -> ArgSpec {
     match argument.into_arg() {
-        crate::Arg::Value(value) => ArgSpec(ArgKind::Value(crate::codec::encode(&value).map(Box::new))),
+        crate::Arg::Value(value) => ArgSpec(ArgKind::Value(crate::codec::encode(&value).map(|encoded| {
+            let holds = match core::try_get() {
+                Some(core) => encoded.refs.iter().map(|wire| core.adopt(wire)).collect(),
+                None => Vec::new(),
+            };
+            (Box::new(encoded), holds)
+        }))),
         crate::Arg::Ref(reference) => ArgSpec(ArgKind::Ref(reference.raw)),
     }
 }
@@ -255,10 +262,10 @@ pub(crate) async fn resolve_args(
                     message: format!("argument {index} does not encode: {error}"),
                 })
             }
-            ArgKind::Value(Ok(encoded)) => {
+            ArgKind::Value(Ok((encoded, nested))) => {
                 // Refs nested in the value are held until the task ends (the worker registers
                 // as their borrower before it answers, if it keeps them).
-                holds.extend(encoded.refs.iter().map(|wire| core.adopt(wire)));
+                holds.extend(nested);
                 if encoded.len() <= core.inline_bytes_max {
                     resolved.push(TaskArg::Inline(ByteBuf::from(encoded.to_vec())));
                 } else {

@@ -1,0 +1,393 @@
+//! Ray Core's semantics end to end on the embedded cluster, through real worker processes of
+//! this test binary: nested tasks, refs as arguments (resolved at the top level, passed on when
+//! nested), `Result` errors, `wait`, cancellation, actors (ordering, handles passed to tasks,
+//! named actors, async concurrency, restarts, kill), `ActorPool`, and 200 actors.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use manta::{ActorError, Config, ObjectRef, TaskError};
+
+fn cluster() {
+    static CLUSTER: OnceLock<manta::Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let config = Config {
+            num_cpus: 4,
+            max_workers: 6,
+            max_retries: 1,
+            resources: vec![("gate".to_owned(), 1.0)],
+            ..Config::default()
+        };
+        manta::init_with(config).unwrap()
+    });
+}
+
+#[manta::remote]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+/// Submits two tasks from inside a task and gets them.
+#[manta::remote]
+fn fan_out(n: i64) -> (i64, u32) {
+    let parts: Vec<ObjectRef<i64>> = (0..2).map(|index| add::remote(n, index)).collect();
+    (manta::get_all(&parts).unwrap().into_iter().sum(), std::process::id())
+}
+
+/// Receives refs nested in a value: they arrive as refs, and this task gets them itself.
+#[manta::remote]
+fn sum_refs(refs: Vec<ObjectRef<i64>>) -> i64 {
+    refs.iter().map(|reference| reference.get().unwrap()).sum()
+}
+
+#[manta::remote]
+fn parse(text: String) -> Result<i64, std::num::ParseIntError> {
+    text.parse()
+}
+
+#[manta::remote]
+fn nap(millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    millis
+}
+
+/// Holds the `gate` resource until `release` exists (a file), so tasks needing it queue.
+#[manta::remote]
+fn hold_gate(release: String) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::path::Path::new(&release).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[test]
+fn a_task_submits_tasks_and_gets_their_results() {
+    cluster();
+    let (sum, pid) = fan_out::remote(10).get().unwrap();
+    assert_eq!(sum, 10 + 11);
+    assert_ne!(pid, std::process::id(), "the parent task ran in a worker");
+}
+
+#[test]
+fn top_level_refs_are_resolved_and_nested_refs_are_passed_on() {
+    cluster();
+    let three = add::remote(1, 2);
+    // A ref where an i64 is expected: the task gets the value.
+    assert_eq!(add::remote(&three, 10).get().unwrap(), 13);
+    assert_eq!(add::remote(three.clone(), &add::remote(3, 4)).get().unwrap(), 10);
+    // Refs inside a value stay refs; the task resolves them itself.
+    let refs: Vec<ObjectRef<i64>> = (0..5).map(|index| add::remote(index, 100)).collect();
+    assert_eq!(sum_refs::remote(refs).get().unwrap(), 510);
+    let put = manta::put(7i64).unwrap();
+    assert_eq!(sum_refs::remote(vec![put.clone(), put]).get().unwrap(), 14);
+}
+
+#[test]
+fn errors_name_the_function_and_carry_the_message() {
+    cluster();
+    assert_eq!(parse::remote("42".to_owned()).get().unwrap(), 42);
+    match parse::remote("forty-two".to_owned()).get() {
+        Err(TaskError::Failed { function, pid, message }) => {
+            assert_eq!(function, parse::NAME);
+            assert_ne!(pid, std::process::id());
+            assert_eq!(message, "invalid digit found in string");
+        }
+        other => panic!("expected the Err as a task error, got {other:?}"),
+    }
+    // A failed dependency fails the task that needs it, with the dependency's error.
+    let failed = parse::remote("x".to_owned());
+    assert!(
+        matches!(add::remote(&failed, 1).get(), Err(TaskError::Failed { function, .. }) if function == parse::NAME)
+    );
+}
+
+#[test]
+fn wait_returns_the_first_ready_and_honours_its_timeout() {
+    cluster();
+    let refs = vec![nap::remote(2_000), nap::remote(1), nap::remote(2)];
+    let (ready, pending) = manta::wait(&refs, 2, Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(ready.len(), 2);
+    assert_eq!(pending, vec![refs[0].clone()]);
+    let started = Instant::now();
+    let (ready, pending) = manta::wait(&pending, 1, Some(Duration::from_millis(50))).unwrap();
+    assert!(ready.is_empty() && pending.len() == 1, "nothing more is ready within 50 ms");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(manta::wait(&refs, 4, None).is_err(), "more returns than refs is an error");
+}
+
+#[test]
+fn a_queued_task_can_be_cancelled() {
+    cluster();
+    let release = std::env::temp_dir().join(format!("manta-gate-{}", std::process::id()));
+    let _ = std::fs::remove_file(&release);
+    let holder = hold_gate::options().resources([("gate", 1.0)]).remote(release.display().to_string());
+    // Wait until the holder runs, so the next one queues behind it.
+    std::thread::sleep(Duration::from_millis(200));
+    let queued = add::options().resources([("gate", 1.0)]).remote(1, 1);
+    assert!(manta::cancel(&queued), "a queued task is cancelled");
+    assert!(matches!(queued.get(), Err(TaskError::Cancelled { function }) if function == add::NAME));
+    std::fs::write(&release, b"go").unwrap();
+    assert!(holder.get().unwrap());
+    let _ = std::fs::remove_file(&release);
+    // The resource is free again.
+    assert_eq!(add::options().resources([("gate", 1.0)]).remote(2, 2).get().unwrap(), 4);
+}
+
+#[test]
+fn an_infeasible_task_fails_instead_of_hanging() {
+    cluster();
+    match add::options().num_gpus(1.0).remote(1, 1).get_timeout(Duration::from_secs(60)) {
+        Err(TaskError::Infeasible { function, .. }) => assert_eq!(function, add::NAME),
+        other => panic!("expected Infeasible, got {other:?}"),
+    }
+}
+
+// ---- actors ----
+
+#[manta::actor]
+struct Log {
+    entries: Vec<u64>,
+}
+
+#[manta::actor]
+impl Log {
+    fn new(first: u64) -> Self {
+        Log { entries: vec![first] }
+    }
+
+    fn append(&mut self, entry: u64) -> usize {
+        self.entries.push(entry);
+        self.entries.len()
+    }
+
+    fn entries(&self) -> Vec<u64> {
+        self.entries.clone()
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn fail(&self, message: String) -> Result<u64, String> {
+        Err(message)
+    }
+
+    fn explode(&mut self) -> u64 {
+        panic!("exploded on purpose")
+    }
+}
+
+/// Calls an actor through a handle it received.
+#[manta::remote]
+fn append_through(log: manta::ActorHandle<Log>, entries: Vec<u64>) -> usize {
+    let mut last = 0;
+    for entry in entries {
+        last = log.append(entry).get().unwrap();
+    }
+    last
+}
+
+/// Finds a named actor from inside a task.
+#[manta::remote]
+fn append_to_named(name: String, entry: u64) -> usize {
+    let log = manta::get_actor::<Log>(&name).unwrap();
+    log.append(entry).get().unwrap()
+}
+
+#[test]
+fn calls_from_one_caller_run_in_submission_order() {
+    cluster();
+    let log = Log::remote(0).unwrap();
+    let results: Vec<ObjectRef<usize>> = (1..=300).map(|entry| log.append(entry)).collect();
+    let lengths = manta::get_all(&results).unwrap();
+    assert_eq!(lengths, (2..=301).collect::<Vec<usize>>());
+    assert_eq!(log.entries().get().unwrap(), (0..=300).collect::<Vec<u64>>());
+    assert_ne!(log.pid().get().unwrap(), std::process::id());
+}
+
+#[test]
+fn an_actor_handle_passed_to_a_task_reaches_the_same_actor() {
+    cluster();
+    let log = Log::remote(7).unwrap();
+    assert_eq!(append_through::remote(log.clone(), vec![8, 9]).get().unwrap(), 3);
+    assert_eq!(log.entries().get().unwrap(), vec![7, 8, 9]);
+}
+
+#[test]
+fn a_named_actor_is_found_from_another_task() {
+    cluster();
+    let log = Log::options().name("shared-log").remote(1).unwrap();
+    assert_eq!(append_to_named::remote("shared-log".to_owned(), 2).get().unwrap(), 2);
+    assert_eq!(log.entries().get().unwrap(), vec![1, 2]);
+    assert!(matches!(
+        Log::options().name("shared-log").remote(0),
+        Err(ActorError::NameTaken { name, .. }) if name == "shared-log"
+    ));
+    assert!(matches!(manta::get_actor::<Log>("no-such-log"), Err(ActorError::NotFound { .. })));
+    assert!(matches!(manta::get_actor::<Gauge>("shared-log"), Err(ActorError::WrongClass { .. })));
+}
+
+#[test]
+fn actor_errors_and_panics_fail_the_call_and_the_actor_lives_on() {
+    cluster();
+    let log = Log::remote(0).unwrap();
+    match log.fail("no luck".to_owned()).get() {
+        Err(TaskError::Failed { function, message, .. }) => {
+            assert!(function.ends_with("Log.fail"), "{function}");
+            assert_eq!(message, "no luck");
+        }
+        other => panic!("expected the method's Err, got {other:?}"),
+    }
+    assert!(
+        matches!(log.explode().get(), Err(TaskError::Failed { message, .. }) if message.contains("exploded on purpose"))
+    );
+    assert_eq!(log.append(1).get().unwrap(), 2, "the actor kept its state");
+}
+
+#[test]
+fn a_killed_actor_fails_its_calls_with_actor_died() {
+    cluster();
+    let log = Log::remote(0).unwrap();
+    assert_eq!(log.append(1).get().unwrap(), 2);
+    assert!(manta::kill(&log).unwrap());
+    match log.append(2).get_timeout(Duration::from_secs(60)) {
+        Err(TaskError::ActorDied { cause, .. }) => assert!(cause.contains("manta::kill"), "{cause}"),
+        other => panic!("expected ActorDied, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_actor_whose_worker_dies_restarts_while_it_has_restarts_left() {
+    cluster();
+    let log = Log::options().max_restarts(1).remote(5).unwrap();
+    assert_eq!(log.append(6).get().unwrap(), 2);
+    let first = log.pid().get().unwrap();
+    // SAFETY: a signal to a worker process this test's cluster started.
+    unsafe {
+        libc::kill(first as libc::pid_t, libc::SIGKILL);
+    }
+    // The next incarnation is constructed afresh from the same arguments.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let entries = loop {
+        match log.entries().get_timeout(Duration::from_secs(60)) {
+            Ok(entries) => break entries,
+            Err(TaskError::ActorDied { .. }) if Instant::now() < deadline => continue,
+            Err(error) => panic!("the actor did not come back: {error}"),
+        }
+    };
+    assert_eq!(entries, vec![5]);
+    let second = log.pid().get().unwrap();
+    assert_ne!(first, second);
+    // No restarts left: the next death is final.
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(second as libc::pid_t, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match log.entries().get_timeout(Duration::from_secs(60)) {
+            Err(TaskError::ActorDied { cause, .. }) => {
+                assert!(cause.contains("signal 9"), "the cause names the signal: {cause}");
+                break;
+            }
+            Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("expected ActorDied, got {other:?}"),
+        }
+    }
+}
+
+#[manta::actor]
+struct Gauge {
+    running: std::sync::atomic::AtomicU32,
+    peak: std::sync::atomic::AtomicU32,
+}
+
+#[manta::actor]
+impl Gauge {
+    fn new() -> Self {
+        Gauge { running: Default::default(), peak: Default::default() }
+    }
+
+    /// Counts how many calls run at once.
+    async fn work(&self, millis: u64) -> u32 {
+        use std::sync::atomic::Ordering;
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        now
+    }
+
+    fn peak(&self) -> u32 {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn async_methods_run_concurrently_up_to_max_concurrency() {
+    cluster();
+    let gauge = Gauge::options().max_concurrency(3).remote().unwrap();
+    let calls: Vec<ObjectRef<u32>> = (0..12).map(|_| gauge.work(300)).collect();
+    manta::get_all(&calls).unwrap();
+    let peak = gauge.peak().get().unwrap();
+    assert!(peak <= 3, "at most max_concurrency calls at once, saw {peak}");
+    assert!(peak >= 2, "async calls overlapped (peak {peak})");
+}
+
+#[manta::actor]
+struct Doubler {
+    factor: i64,
+}
+
+#[manta::actor]
+impl Doubler {
+    fn new(factor: i64) -> Self {
+        Doubler { factor }
+    }
+
+    fn apply(&self, value: i64) -> i64 {
+        std::thread::sleep(Duration::from_millis((value % 3) as u64 * 20));
+        value * self.factor
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+#[test]
+fn an_actor_pool_maps_in_input_order() {
+    cluster();
+    let actors = (0..3).map(|_| Doubler::remote(2).unwrap()).collect();
+    let mut pool = manta::util::ActorPool::new(actors);
+    let results = pool.map(|actor, value| actor.apply(value), 0..20i64);
+    let values: Vec<i64> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(values, (0..20).map(|value| value * 2).collect::<Vec<i64>>());
+    let mut unordered: Vec<i64> = pool
+        .map_unordered(|actor, value| actor.apply(value), 0..9i64)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    unordered.sort_unstable();
+    assert_eq!(unordered, (0..9).map(|value| value * 2).collect::<Vec<i64>>());
+}
+
+#[test]
+fn two_hundred_actors_are_created_and_each_called_once() {
+    cluster();
+    let started = Instant::now();
+    let actors: Vec<manta::ActorHandle<Doubler>> =
+        (0..200).map(|index| Doubler::remote(index).unwrap()).collect();
+    let results: Vec<ObjectRef<i64>> = actors.iter().map(|actor| actor.apply(3)).collect();
+    let values = manta::get_all(&results).unwrap();
+    assert_eq!(values, (0..200).map(|index| index * 3).collect::<Vec<i64>>());
+    eprintln!("200 actors created and called in {:?}", started.elapsed());
+    let pids: std::collections::HashSet<u32> =
+        manta::get_all(&actors.iter().map(|actor| actor.pid()).collect::<Vec<_>>())
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(pids.len(), 200, "each actor lives in a worker process of its own");
+    assert!(!pids.contains(&std::process::id()));
+}
