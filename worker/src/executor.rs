@@ -85,9 +85,10 @@ async fn finish_output(
     return_id: ObjectId,
     decoded: Arc<parking_lot::Mutex<Vec<ObjectId>>>,
 ) -> Result<TaskOutput, String> {
-    let Output(encoded) = output;
+    let Output(encoded, holds) = output;
     let value = core.store_value(return_id, &encoded).await.map_err(|error| error.to_string())?;
     core.hold_contained(&encoded.refs).await;
+    drop(holds);
     let decoded = std::mem::take(&mut *decoded.lock());
     core.register_borrows(decoded).await;
     Ok(TaskOutput {

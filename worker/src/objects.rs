@@ -560,3 +560,107 @@ impl<'de, T> Deserialize<'de> for ObjectRef<T> {
         Ok(ObjectRef::from_raw(raw))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        AddLocal(usize),
+        ReleaseLocal(usize),
+        AddBorrower(usize),
+        RemoveBorrower(usize),
+        Complete(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..4usize).prop_map(Op::AddLocal),
+            (0..4usize).prop_map(Op::ReleaseLocal),
+            (0..4usize).prop_map(Op::AddBorrower),
+            (0..4usize).prop_map(Op::RemoveBorrower),
+            (0..4usize).prop_map(Op::Complete),
+        ]
+    }
+
+    fn id(index: usize) -> ObjectId {
+        let mut bytes = [0u8; 20];
+        bytes[19] = index as u8;
+        ObjectId(bytes)
+    }
+
+    proptest! {
+        /// Against a model of the counts: an owned object is freed exactly once, exactly when its
+        /// last local handle and last borrow are gone, and a freed object takes no new count.
+        #[test]
+        fn owned_objects_are_freed_once_when_the_last_reference_goes(ops in proptest::collection::vec(op(), 0..200)) {
+            let table = ObjectTable::default();
+            // Model: (local, borrowers, pending, alive) per object; each starts with one handle.
+            let mut model = [(1u32, 0u32, true, true); 4];
+            for index in 0..4 {
+                table.create_owned(id(index), State::Pending, Vec::new());
+            }
+            for op in ops {
+                match op {
+                    Op::AddLocal(index) => {
+                        // A handle can only be cloned from a live one.
+                        if model[index].3 && model[index].0 > 0 {
+                            table.add_local(id(index));
+                            model[index].0 += 1;
+                        }
+                    }
+                    Op::ReleaseLocal(index) => {
+                        if model[index].3 && model[index].0 > 0 {
+                            let freed = table.release_local(id(index));
+                            model[index].0 -= 1;
+                            let now_free = model[index].0 == 0 && model[index].1 == 0;
+                            prop_assert_eq!(freed.is_some(), now_free);
+                            if now_free { model[index].3 = false; }
+                        }
+                    }
+                    Op::AddBorrower(index) => {
+                        prop_assert_eq!(table.add_borrower(id(index)), model[index].3);
+                        if model[index].3 { model[index].1 += 1; }
+                    }
+                    Op::RemoveBorrower(index) => {
+                        if model[index].3 && model[index].1 > 0 {
+                            let freed = table.remove_borrower(id(index));
+                            model[index].1 -= 1;
+                            let now_free = model[index].0 == 0 && model[index].1 == 0;
+                            prop_assert_eq!(freed.is_some(), now_free);
+                            if now_free { model[index].3 = false; }
+                        }
+                    }
+                    Op::Complete(index) => {
+                        if model[index].2 {
+                            let leftover = table.complete(id(index), Ok((Value::Inline(Bytes::from_static(b"v")), Vec::new())));
+                            // A completion nobody waits for any more is handed back for cleanup.
+                            prop_assert_eq!(leftover.is_some(), !model[index].3);
+                            model[index].2 = false;
+                        }
+                    }
+                }
+                let alive = model.iter().filter(|entry| entry.3).count();
+                prop_assert_eq!(table.counts(), (alive, 0));
+            }
+        }
+    }
+
+    #[test]
+    fn a_borrowed_entry_unregisters_only_if_it_registered() {
+        let table = ObjectTable::default();
+        let owner: Arc<str> = Arc::from("127.0.0.1:1");
+        assert!(table.adopt(id(1), Some(owner.clone())), "first sight of a borrowed ref");
+        assert!(!table.adopt(id(1), Some(owner.clone())), "second sight only counts");
+        assert_eq!(table.unregistered(&[id(1)]).len(), 1);
+        assert!(table.registered(id(1)));
+        assert!(table.release_local(id(1)).is_none());
+        let freed = table.release_local(id(1)).unwrap();
+        assert_eq!(freed.unregister_from.as_deref(), Some("127.0.0.1:1"));
+        // Never registered: nothing to tell the owner.
+        table.adopt(id(2), Some(owner));
+        assert!(table.release_local(id(2)).unwrap().unregister_from.is_none());
+    }
+}

@@ -76,9 +76,10 @@ impl Invocation {
     }
 }
 
-/// An encoded output, ready to be stored or sent.
+/// An encoded output, ready to be stored or sent, with handles on the refs inside it (taken
+/// while the function's value still held them, so they outlive the value).
 #[derive(Debug)]
-pub struct Output(pub(crate) crate::codec::Encoded);
+pub struct Output(pub(crate) crate::codec::Encoded, pub(crate) Vec<crate::objects::RawRef>);
 
 /// Running a registered function failed before, in or after the function itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,9 +124,13 @@ pub enum RegistryError {
 
 /// Encodes a function's output (used by the generated code).
 pub fn output<T: Serialize>(function: &'static str, value: &T) -> Result<Output, InvokeError> {
-    crate::codec::encode(value)
-        .map(Output)
-        .map_err(|error| InvokeError::Output { function, reason: error.to_string() })
+    let encoded = crate::codec::encode(value)
+        .map_err(|error| InvokeError::Output { function, reason: error.to_string() })?;
+    let holds = match crate::core::try_get() {
+        Some(core) => encoded.refs.iter().map(|wire| core.adopt(wire)).collect(),
+        None => Vec::new(),
+    };
+    Ok(Output(encoded, holds))
 }
 
 /// Encodes a `Result`-returning function's output: `Err` becomes the task's error.
@@ -183,7 +188,7 @@ pub fn decode_value<T: DeserializeOwned>(bytes: Vec<u8>) -> Result<T, crate::Cod
 /// [`encode_value`]; returns its encoded output.
 pub fn invoke_local(function: &RemoteFunction, args: Vec<Vec<u8>>) -> Result<Vec<u8>, InvokeError> {
     let mut invocation = Invocation::new(function.name, args.into_iter().map(bytes::Bytes::from).collect());
-    (function.invoke)(&mut invocation).map(|Output(encoded)| encoded.to_vec())
+    (function.invoke)(&mut invocation).map(|Output(encoded, _)| encoded.to_vec())
 }
 
 /// The actor class registered under `name`.
