@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
     println!("actor:   counter went {counts:?} in worker pid {}", counter.pid().get()?);
     assert_eq!(counts, vec![101, 103, 106, 110, 115]);
     // A task's result passed to the actor: resolved before the call runs.
-    assert_eq!(counter.add(&square::remote(3)).get()?, 124);
+    assert_eq!(counter.add(square::remote(3)).get()?, 124);
 
     // Objects: a large buffer put once into shared memory, passed by reference.
     let values = manta::put(manta::Buffer::from(vec![0.5f32; 1 << 20]))?;

@@ -75,7 +75,8 @@ fn top_level_refs_are_resolved_and_nested_refs_are_passed_on() {
     let three = add::remote(1, 2);
     // A ref where an i64 is expected: the task gets the value.
     assert_eq!(add::remote(&three, 10).get().unwrap(), 13);
-    assert_eq!(add::remote(three.clone(), &add::remote(3, 4)).get().unwrap(), 10);
+    let seven = add::remote(3, 4);
+    assert_eq!(add::remote(three.clone(), &seven).get().unwrap(), 10);
     // Refs inside a value stay refs; the task resolves them itself.
     let refs: Vec<ObjectRef<i64>> = (0..5).map(|index| add::remote(index, 100)).collect();
     assert_eq!(sum_refs::remote(refs).get().unwrap(), 510);

@@ -99,10 +99,10 @@ pub fn main(attribute: TokenStream, item: TokenStream) -> TokenStream {
     }
     let mut function = parse_macro_input!(item as ItemFn);
     let body = &function.block;
-    function.block = Box::new(syn::parse_quote!({
+    *function.block = syn::parse_quote!({
         ::manta::enter_worker_if_spawned();
         #body
-    }));
+    });
     quote!(#function).into()
 }
 

@@ -23,6 +23,9 @@ pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>, Tas
     refs.iter().map(ObjectRef::get).collect()
 }
 
+/// What [`wait`] returns: the ready refs and the others.
+pub type WaitResult<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
+
 /// Waits until `num_returns` of `refs` are ready (have a value or an error) or `timeout`
 /// passes. Returns `(ready, not_ready)`, each in the order of `refs`; `ready` holds at most
 /// `num_returns` refs.
@@ -30,7 +33,7 @@ pub fn wait<T>(
     refs: &[ObjectRef<T>],
     num_returns: usize,
     timeout: Option<Duration>,
-) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>), TaskError> {
+) -> Result<WaitResult<T>, TaskError> {
     let core = core::get()?;
     if num_returns > refs.len() {
         return Err(TaskError::runtime(

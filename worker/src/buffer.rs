@@ -50,14 +50,15 @@ pub struct Buffer<T: Element = u8> {
 impl<T: Element> Buffer<T> {
     fn from_bytes_aligned(bytes: Bytes) -> Option<Self> {
         let size = std::mem::size_of::<T>();
-        (bytes.as_ptr() as usize % std::mem::align_of::<T>() == 0 && bytes.len() % size == 0)
-            .then_some(Buffer { bytes, _element: PhantomData })
+        ((bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
+            && bytes.len().is_multiple_of(size))
+        .then_some(Buffer { bytes, _element: PhantomData })
     }
 
     /// A buffer over `bytes` (copied only if they are not aligned for `T`). `None` if the length
     /// is not a whole number of `T`s.
     pub fn from_bytes(bytes: Bytes) -> Option<Self> {
-        if bytes.len() % std::mem::size_of::<T>() != 0 {
+        if !bytes.len().is_multiple_of(std::mem::size_of::<T>()) {
             return None;
         }
         match Self::from_bytes_aligned(bytes.clone()) {

@@ -24,6 +24,7 @@ pub use actors::{
 };
 pub use api::{
     cancel, cancel_force, get_all, is_in_object_store, local_object_counts, object_store_stats, put, wait,
+    WaitResult,
 };
 pub use buffer::{Buffer, Element};
 pub use codec::CodecError;

@@ -496,7 +496,7 @@ impl<T: DeserializeOwned> ObjectRef<T> {
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, TaskError> {
         let core = core::get()?;
         let state = core.wait_ready(&self.raw, Some(Instant::now() + timeout))?;
-        core.decode_blocking(self.raw.id, state.map_or(Err(TaskError::Timeout(timeout)), Ok)?)
+        core.decode_blocking(self.raw.id, state.ok_or(TaskError::Timeout(timeout))?)
     }
 
     /// Whether the value (or an error) is there, without waiting.
