@@ -69,6 +69,23 @@ fn a_task_submits_tasks_and_gets_their_results() {
     assert_ne!(pid, std::process::id(), "the parent task ran in a worker");
 }
 
+/// Each level waits for the next: more tasks wait at once than the cluster has CPUs, which only
+/// works because a task blocked in `get` lends its CPU (Ray's rule).
+#[manta::remote]
+fn chain(depth: u32) -> u32 {
+    if depth == 0 {
+        0
+    } else {
+        chain::remote(depth - 1).get().unwrap() + 1
+    }
+}
+
+#[test]
+fn nested_tasks_deeper_than_the_cpu_count_do_not_deadlock() {
+    cluster();
+    assert_eq!(chain::remote(7).get_timeout(Duration::from_secs(120)).unwrap(), 7);
+}
+
 #[test]
 fn top_level_refs_are_resolved_and_nested_refs_are_passed_on() {
     cluster();
@@ -320,6 +337,15 @@ impl Gauge {
         now
     }
 
+    /// Awaits refs (the async form of `get`) inside an async method.
+    async fn total(&self, refs: Vec<ObjectRef<i64>>) -> i64 {
+        let mut total = 0;
+        for reference in refs {
+            total += reference.await.unwrap();
+        }
+        total
+    }
+
     fn peak(&self) -> u32 {
         self.peak.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -334,6 +360,8 @@ fn async_methods_run_concurrently_up_to_max_concurrency() {
     let peak = gauge.peak().get().unwrap();
     assert!(peak <= 3, "at most max_concurrency calls at once, saw {peak}");
     assert!(peak >= 2, "async calls overlapped (peak {peak})");
+    let refs: Vec<ObjectRef<i64>> = (1..=4).map(|value| add::remote(value, 0)).collect();
+    assert_eq!(gauge.total(refs).get().unwrap(), 10, "refs awaited inside an async method");
 }
 
 #[manta::actor]

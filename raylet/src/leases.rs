@@ -133,6 +133,8 @@ pub struct LeaseManager<P: SchedulingPolicy> {
     queue: VecDeque<Queued>,
     /// Workers leased to actors (dedicated leases).
     dedicated: std::collections::BTreeSet<WorkerId>,
+    /// Leased workers blocked in a `get`, with the resources their lease gave up meanwhile.
+    blocked: BTreeMap<WorkerId, ResourceSet>,
     commands: Vec<Command>,
 }
 
@@ -150,6 +152,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             granted: BTreeMap::new(),
             queue: VecDeque::new(),
             dedicated: std::collections::BTreeSet::new(),
+            blocked: BTreeMap::new(),
             commands: Vec::new(),
         }
     }
@@ -241,9 +244,35 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         }
     }
 
+    /// A leased worker is blocked waiting for an object (`blocked`), or runs again. While
+    /// blocked, its lease's resources are free for other work (a task waiting for its own
+    /// nested tasks must not hold the CPU they need: Ray's rule) and it does not count against
+    /// `workers_max`. When it runs again it takes them back if they are free, and otherwise runs
+    /// without them (oversubscribed) rather than waiting.
+    pub fn worker_blocked(&mut self, now_ms: u64, worker: WorkerId, blocked: bool) {
+        let Some(WorkerState::Leased { lease }) = self.workers.get(&worker).copied() else { return };
+        let Some((_, held)) = self.granted.get_mut(&lease) else { return };
+        if blocked {
+            if self.blocked.contains_key(&worker) {
+                return;
+            }
+            let given_up = std::mem::take(held);
+            self.release(&given_up);
+            self.blocked.insert(worker, given_up);
+            self.dispatch(now_ms);
+        } else if let Some(demand) = self.blocked.remove(&worker) {
+            if self.resources.available.try_acquire(&demand) {
+                if let Some((_, held)) = self.granted.get_mut(&lease) {
+                    *held = demand;
+                }
+            }
+        }
+    }
+
     /// A worker process exited (or was found dead). A lease it held fails.
     pub fn worker_exited(&mut self, now_ms: u64, worker: WorkerId, exit: &str) {
         self.dedicated.remove(&worker);
+        self.blocked.remove(&worker);
         if let Some(WorkerState::Leased { lease }) = self.workers.remove(&worker) {
             let (_, held) = self.granted.remove(&lease).expect("a leased worker's lease is granted");
             self.release(&held);
@@ -257,6 +286,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     pub fn return_lease(&mut self, now_ms: u64, lease: LeaseId, reusable: bool) -> bool {
         let Some((worker, held)) = self.granted.remove(&lease) else { return false };
         self.release(&held);
+        self.blocked.remove(&worker);
         // An actor's worker is never reused: it held the actor's state.
         if reusable && !self.dedicated.remove(&worker) {
             self.transition(worker, WorkerState::Idle { since_ms: now_ms });
@@ -353,7 +383,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         let starting =
             self.workers.values().filter(|state| matches!(state, WorkerState::Starting { .. })).count();
         // Workers held by actors do not count against the pool's limit.
-        let pooled = self.workers.len() - self.dedicated.len();
+        let pooled = self.workers.len() - self.dedicated.len() - self.blocked.len();
         let room =
             if dedicated_waiting { usize::MAX } else { self.config.workers_max.saturating_sub(pooled) };
         let to_start = waiting_for_workers
@@ -443,6 +473,34 @@ mod tests {
         // A pooled request still respects the limit: two dedicated workers do not count.
         request(&mut leases, 3, 9, 1);
         assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(4) }]);
+    }
+
+    #[test]
+    fn a_blocked_worker_lends_its_resources_until_it_runs_again() {
+        let config = PoolConfig { workers_max: 1, ..PoolConfig::default() };
+        let mut leases = LeaseManager::new(NodeId([1; 16]), cpus(1), DefaultPolicy::default(), config);
+        request(&mut leases, 0, 1, 1);
+        leases.worker_registered(1, WorkerId(1));
+        leases.poll_commands();
+        // The parent task waits for a child that needs the only CPU.
+        request(&mut leases, 2, 2, 1);
+        assert!(leases.poll_commands().is_empty(), "no CPU for the child yet");
+        leases.worker_blocked(3, WorkerId(1), true);
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::StartWorker { worker: WorkerId(2) }],
+            "the CPU is free, and the blocked worker does not count against workers_max"
+        );
+        leases.worker_registered(4, WorkerId(2));
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply { lease: LeaseId(2), reply: LeaseReply::Granted { worker: WorkerId(2) } }]
+        );
+        // The parent runs again while the child holds the CPU: oversubscribed, not stuck.
+        leases.worker_blocked(5, WorkerId(1), false);
+        assert!(leases.return_lease(6, LeaseId(2), true));
+        assert!(leases.return_lease(7, LeaseId(1), true));
+        assert_eq!(leases.resources().available, leases.resources().total, "nothing released twice");
     }
 
     #[test]

@@ -78,3 +78,14 @@ pub struct WatchLease {
     pub lease: u64,
 }
 wire_message!(WatchLease => Option<String>, id = 203);
+
+/// A worker reports that it is blocked waiting for an object (`blocked: true`) or runs again;
+/// see `LeaseManager::worker_blocked`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerBlocked {
+    /// The id the raylet gave it.
+    pub worker: u64,
+    /// Blocked or running again.
+    pub blocked: bool,
+}
+wire_message!(WorkerBlocked => (), id = 204);

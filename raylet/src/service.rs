@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::leases::{Command, LeaseId, LeaseManager, LeaseReply, PoolConfig, WorkerId};
 use crate::policy::{DefaultPolicy, SchedulingStrategy, SplitMix64};
-use crate::requests::{LeaseOutcome, RegisterWorker, RequestLease, ReturnLease, WatchLease};
+use crate::requests::{LeaseOutcome, RegisterWorker, RequestLease, ReturnLease, WatchLease, WorkerBlocked};
 use crate::resources::{Quantity, ResourceSet, CPU, GPU};
 
 /// The name the raylet is registered under on its node.
@@ -107,6 +107,7 @@ impl RayletActor {
                 .message::<RequestLease>()
                 .message::<ReturnLease>()
                 .message::<WatchLease>()
+                .message::<WorkerBlocked>()
                 .message::<RegisterWorker>(),
         )?;
         Ok(raylet)
@@ -366,6 +367,16 @@ impl Handler<WorkerExited> for RayletActor {
         self.workers.remove(&message.worker);
         let now = self.now_ms();
         self.leases.worker_exited(now, message.worker, &message.exit);
+        self.perform(ctx);
+    }
+}
+
+impl Handler<WorkerBlocked> for RayletActor {
+    type Result = ();
+
+    fn handle(&mut self, message: WorkerBlocked, ctx: &mut Context<Self>) {
+        let now = self.now_ms();
+        self.leases.worker_blocked(now, WorkerId(message.worker), message.blocked);
         self.perform(ctx);
     }
 }

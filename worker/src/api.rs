@@ -67,7 +67,7 @@ pub fn wait<T>(
             }
             return Ok((done, pending));
         }
-        core.objects.wait_any_change(deadline);
+        core.wait_any_change_reporting(deadline);
     }
 }
 

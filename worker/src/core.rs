@@ -21,7 +21,7 @@ use manta_gcs::requests::{AddJob, RegisterNode};
 use manta_gcs::wire::{JobId, NodeInfo, NodeState};
 use manta_gcs::{GcsActor, MemoryStorage, GCS_NAME};
 use manta_objectstore::{ObjectId, ObjectLocation, ObjectStore, StoreError, StoreReader};
-use manta_raylet::requests::RegisterWorker;
+use manta_raylet::requests::{RegisterWorker, WorkerBlocked};
 use manta_raylet::{worker_env, PoolConfig, Quantity, RayletActor, ResourceSet, CPU, GPU, RAYLET_NAME};
 use manta_transport::{
     join_blocking, Admission, ClusterCa, NodeId, TokenRegistry, Transport, TransportConfig,
@@ -181,6 +181,8 @@ pub(crate) struct CoreWorker {
     pub(crate) namespace: String,
     pub(crate) inline_bytes_max: usize,
     pub(crate) max_retries: u32,
+    /// In a worker process: its id at the raylet (to report being blocked in a `get`).
+    worker_id: Option<u64>,
     id_prefix: [u8; 12],
     next_id: AtomicU64,
 }
@@ -277,7 +279,35 @@ impl CoreWorker {
         deadline: Option<Instant>,
     ) -> Result<Option<State>, TaskError> {
         self.start_fetch_if_borrowed(raw);
-        Ok(self.objects.wait_blocking(raw.id, deadline))
+        let pending = matches!(self.objects.state(raw.id), Some(State::Pending));
+        let Some(worker) = self.worker_id.filter(|_| pending) else {
+            return Ok(self.objects.wait_blocking(raw.id, deadline));
+        };
+        // A task waiting here lends its lease's resources to the work it waits for (nested
+        // tasks could otherwise never get the CPU their parent holds).
+        self.report_blocked(worker, true);
+        let state = self.objects.wait_blocking(raw.id, deadline);
+        self.report_blocked(worker, false);
+        Ok(state)
+    }
+
+    /// `wait`'s sleep: like [`CoreWorker::wait_ready`], reports a blocked worker.
+    pub(crate) fn wait_any_change_reporting(&'static self, deadline: Option<Instant>) {
+        match self.worker_id {
+            Some(worker) => {
+                self.report_blocked(worker, true);
+                self.objects.wait_any_change(deadline);
+                self.report_blocked(worker, false);
+            }
+            None => self.objects.wait_any_change(deadline),
+        }
+    }
+
+    fn report_blocked(&'static self, worker: u64, blocked: bool) {
+        let raylet = self.raylet.clone();
+        self.arbiter.spawn(async move {
+            let _ = raylet.tell(WorkerBlocked { worker, blocked }).await;
+        });
     }
 
     /// The bytes of a ready value (pinned in the store when shared).
@@ -723,6 +753,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         namespace: config.namespace.clone(),
         inline_bytes_max: config.inline_bytes_max,
         max_retries: config.max_retries,
+        worker_id: None,
         id_prefix: id_prefix(&node_id),
         next_id: AtomicU64::new(1),
         node,
@@ -811,6 +842,7 @@ fn worker_main(fingerprint: u64) -> ! {
             namespace: variable(env::NAMESPACE)?,
             inline_bytes_max,
             max_retries,
+            worker_id: Some(worker),
             id_prefix: id_prefix(&node_id),
             next_id: AtomicU64::new(1),
             node,
