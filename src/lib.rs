@@ -48,6 +48,8 @@ pub use manta_worker::{
 #[doc(hidden)]
 pub use manta_worker::enter_worker_if_spawned;
 
+pub use manta_worker::state;
+
 /// Utilities over actors and tasks.
 pub mod util {
     pub use manta_worker::pool::ActorPool;

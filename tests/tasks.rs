@@ -107,4 +107,21 @@ fn a_task_whose_worker_is_killed_is_retried_then_fails_with_worker_died() {
         }
         other => panic!("expected WorkerDied, got {other:?}"),
     }
+    // The GCS's worker table records both deaths.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let workers = manta::state::list_workers().unwrap();
+        let dead = |pid: u32| {
+            workers.iter().any(|worker| {
+                worker.pid == pid
+                    && !worker.alive
+                    && worker.exit.as_deref().is_some_and(|exit| exit.contains("signal 9"))
+            })
+        };
+        if dead(first) && dead(second) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "worker table: {workers:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

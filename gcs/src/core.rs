@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::storage::{Storage, Table};
-use crate::wire::{ActorId, ActorInfo, ActorState, Change, Channel, JobId, JobInfo, NodeInfo, NodeState};
+use crate::wire::{
+    ActorId, ActorInfo, ActorState, Change, Channel, JobId, JobInfo, NodeInfo, NodeState, WorkerInfo,
+};
 
 /// Who receives publications; the shell maps it to an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -185,6 +187,45 @@ impl<S: Storage> GcsCore<S> {
     /// Every node's record, alive or dead.
     pub fn nodes(&self) -> Vec<NodeInfo> {
         self.storage.scan(Table::Nodes, b"").iter().map(|(_, bytes)| decode(bytes)).collect()
+    }
+
+    // ---- workers ----
+
+    fn worker_key(node_id: NodeId, worker: u64) -> Vec<u8> {
+        let mut key = node_id.0.to_vec();
+        key.extend_from_slice(&worker.to_be_bytes());
+        key
+    }
+
+    /// A worker process started or registered (its record replaces an earlier one).
+    pub fn worker_reported(&mut self, info: WorkerInfo) {
+        self.storage.put(Table::Workers, &Self::worker_key(info.node_id, info.worker), encode(&info));
+        self.publish(Change::Worker(info));
+    }
+
+    /// A worker process ended. Unknown workers are recorded dead (the start report may be lost).
+    pub fn worker_exited(&mut self, node_id: NodeId, worker: u64, pid: u32, exit: &str) {
+        let mut info = self.worker(node_id, worker).unwrap_or(WorkerInfo {
+            node_id,
+            worker,
+            pid,
+            address: None,
+            alive: false,
+            exit: None,
+        });
+        info.alive = false;
+        info.exit = Some(exit.to_owned());
+        self.worker_reported(info);
+    }
+
+    /// A worker's record.
+    pub fn worker(&self, node_id: NodeId, worker: u64) -> Option<WorkerInfo> {
+        self.read(Table::Workers, &Self::worker_key(node_id, worker))
+    }
+
+    /// Every worker's record, alive or dead, by node.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.storage.scan(Table::Workers, b"").iter().map(|(_, bytes)| decode(bytes)).collect()
     }
 
     // ---- jobs ----

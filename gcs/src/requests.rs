@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::core::{GcsError, SubscriberId};
-use crate::wire::{ActorId, ActorInfo, ActorState, Change, Channel, JobId, JobInfo, NodeInfo};
+use crate::wire::{ActorId, ActorInfo, ActorState, Change, Channel, JobId, JobInfo, NodeInfo, WorkerInfo};
 
 /// Registers a live node.
 #[derive(Debug, Serialize, Deserialize)]
@@ -168,3 +168,32 @@ wire_message!(Unsubscribe => (), id = 117);
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Published(pub Change);
 wire_message!(Published => (), id = 120);
+
+/// A raylet reports a worker process's record (started, or registered with its address).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReportWorker(pub WorkerInfo);
+wire_message!(ReportWorker => (), id = 121);
+
+/// A raylet reports that a worker process ended.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReportWorkerExit {
+    /// Its node.
+    pub node_id: NodeId,
+    /// Its id at the raylet.
+    pub worker: u64,
+    /// Its process id.
+    pub pid: u32,
+    /// How it ended.
+    pub exit: String,
+}
+wire_message!(ReportWorkerExit => (), id = 122);
+
+/// Every worker's record.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetAllWorkers;
+wire_message!(GetAllWorkers => Vec<WorkerInfo>, id = 123);
+
+/// Every actor's record.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListActors;
+wire_message!(ListActors => Vec<ActorInfo>, id = 124);

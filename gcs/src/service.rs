@@ -67,6 +67,10 @@ impl<S: Storage + 'static> GcsActor<S> {
             .message::<RegisterNode>()
             .message::<MarkNodeDead>()
             .message::<GetAllNodes>()
+            .message::<ReportWorker>()
+            .message::<ReportWorkerExit>()
+            .message::<GetAllWorkers>()
+            .message::<ListActors>()
             .message::<AddJob>()
             .message::<FinishJob>()
             .message::<RegisterActor>()
@@ -125,6 +129,15 @@ macro_rules! handle {
 handle!(RegisterNode, |core, request| core.register_node(request.0));
 handle!(MarkNodeDead, |core, request| core.mark_node_dead(request.node_id, &request.cause));
 handle!(GetAllNodes, |core, _request| core.nodes());
+handle!(ReportWorker, |core, request| core.worker_reported(request.0));
+handle!(ReportWorkerExit, |core, request| core.worker_exited(
+    request.node_id,
+    request.worker,
+    request.pid,
+    &request.exit
+));
+handle!(GetAllWorkers, |core, _request| core.workers());
+handle!(ListActors, |core, _request| core.actors());
 handle!(AddJob, |core, request| core.add_job(&request.driver_address, now_ms()));
 handle!(FinishJob, |core, request| core.finish_job(request.job_id, now_ms()));
 handle!(RegisterActor, |core, request| core.register_actor(request.0));

@@ -17,6 +17,8 @@ pub enum Table {
     ActorNames,
     /// The internal key-value store: `namespace \0 key` to value.
     Kv,
+    /// Worker processes: `node id | worker id (big-endian)` to record.
+    Workers,
 }
 
 /// A byte-keyed table store. Implementations must be durable at least for as long as they

@@ -121,6 +121,23 @@ pub struct ActorInfo {
     pub death_cause: Option<String>,
 }
 
+/// A worker process's record (reported by its node's raylet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Its node.
+    pub node_id: NodeId,
+    /// Its id at that node's raylet.
+    pub worker: u64,
+    /// Its process id.
+    pub pid: u32,
+    /// Its transport address, once registered.
+    pub address: Option<String>,
+    /// Whether it is still running.
+    pub alive: bool,
+    /// How it ended (exit code or signal), once dead.
+    pub exit: Option<String>,
+}
+
 /// What subscribers can follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Channel {
@@ -130,6 +147,8 @@ pub enum Channel {
     Jobs,
     /// Actor records as they change.
     Actors,
+    /// Worker records as they change.
+    Workers,
 }
 
 /// One change, sent to every subscriber of its channel.
@@ -141,6 +160,8 @@ pub enum Change {
     Job(JobInfo),
     /// An actor's new record.
     Actor(ActorInfo),
+    /// A worker's new record.
+    Worker(WorkerInfo),
 }
 
 impl Change {
@@ -150,6 +171,7 @@ impl Change {
             Change::Node(_) => Channel::Nodes,
             Change::Job(_) => Channel::Jobs,
             Change::Actor(_) => Channel::Actors,
+            Change::Worker(_) => Channel::Workers,
         }
     }
 }

@@ -209,3 +209,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn workers_are_recorded_from_start_to_exit_and_published() {
+    use manta_gcs::wire::WorkerInfo;
+    let mut gcs = GcsCore::new(MemoryStorage::default());
+    gcs.subscribe(SubscriberId(1), Channel::Workers);
+    let node_id = NodeId([3; 16]);
+    let started = WorkerInfo { node_id, worker: 7, pid: 4242, address: None, alive: true, exit: None };
+    gcs.worker_reported(started.clone());
+    gcs.worker_reported(WorkerInfo { address: Some("127.0.0.1:9000".into()), ..started.clone() });
+    assert_eq!(gcs.worker(node_id, 7).unwrap().address.as_deref(), Some("127.0.0.1:9000"));
+    gcs.worker_exited(node_id, 7, 4242, "killed by signal 9");
+    let dead = gcs.worker(node_id, 7).unwrap();
+    assert!(!dead.alive);
+    assert_eq!(dead.exit.as_deref(), Some("killed by signal 9"));
+    // An exit whose start report was lost is still recorded.
+    gcs.worker_exited(node_id, 8, 4343, "exited with code 1");
+    assert_eq!(gcs.workers().len(), 2);
+    let published = gcs.take_publications();
+    assert_eq!(published.len(), 4, "every change reaches the subscriber");
+    assert!(published.iter().all(|publication| matches!(publication.change, Change::Worker(_))));
+}

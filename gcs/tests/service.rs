@@ -121,6 +121,7 @@ fn the_gcs_answers_over_the_bus_and_publishes_in_order() {
                 Change::Node(node) => format!("node {:?}", node.state),
                 Change::Actor(actor) => format!("actor {:?}", actor.state),
                 Change::Job(_) => "job".to_owned(),
+                Change::Worker(worker) => format!("worker {}", worker.worker),
             })
             .collect();
         assert_eq!(

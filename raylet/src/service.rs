@@ -7,9 +7,11 @@ use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use manta_actor::{
-    spawn, Actor, AsyncContext, Context, Handler, LocalRef, Message, Node, RegisterError, ResponseFuture,
-    Routes, SpawnOptions,
+    spawn, Actor, AsyncContext, Context, Handler, LocalRef, Message, Node, Recipient, RegisterError,
+    ResponseFuture, Routes, SpawnOptions,
 };
+use manta_gcs::requests::{ReportWorker, ReportWorkerExit};
+use manta_gcs::wire::WorkerInfo;
 use manta_transport::{Admission, TokenUse};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -32,6 +34,15 @@ pub mod worker_env {
     pub const JOIN_TOKEN: &str = "MANTA_JOIN_TOKEN";
 }
 
+/// Where a raylet reports its workers' starts and exits (the GCS's worker table).
+#[derive(Debug, Clone)]
+pub struct WorkerReports {
+    /// Receives a record when a worker starts and when it registers.
+    pub reported: Recipient<ReportWorker>,
+    /// Receives a worker's exit.
+    pub exited: Recipient<ReportWorkerExit>,
+}
+
 /// How often idle workers are reaped.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -48,6 +59,8 @@ pub struct RayletActor {
     registry_fingerprint: u64,
     /// Extra environment for worker processes (the store's path, the job, settings).
     worker_env: Vec<(String, String)>,
+    reports: Option<WorkerReports>,
+    node_id: manta_transport::NodeId,
     workers: HashMap<WorkerId, WorkerProcess>,
     waiting: HashMap<LeaseId, (oneshot::Sender<LeaseOutcome>, String)>,
     next_lease: u64,
@@ -82,6 +95,7 @@ impl RayletActor {
         pool: PoolConfig,
         registry_fingerprint: u64,
         worker_env: Vec<(String, String)>,
+        reports: Option<WorkerReports>,
     ) -> Result<LocalRef<RayletActor>, RegisterError> {
         let node_id = node.node_id();
         let raylet_address = node.local_addr().to_string();
@@ -92,6 +106,8 @@ impl RayletActor {
                 raylet_address: raylet_address.clone(),
                 registry_fingerprint,
                 worker_env: worker_env.clone(),
+                reports: reports.clone(),
+                node_id,
                 workers: HashMap::new(),
                 waiting: HashMap::new(),
                 next_lease: 1,
@@ -197,6 +213,7 @@ impl RayletActor {
         let pid = child.id();
         info!(worker = worker.0, pid, "started a worker process");
         self.workers.insert(worker, WorkerProcess { pid, address: None });
+        self.report(worker.0, pid, None);
         let raylet = ctx.address();
         let stdin = child.stdin.take();
         std::thread::Builder::new()
@@ -216,6 +233,16 @@ impl RayletActor {
 }
 
 impl RayletActor {
+    /// Tells the GCS a worker's record (no-op without reports).
+    fn report(&self, worker: u64, pid: u32, address: Option<String>) {
+        let Some(reports) = &self.reports else { return };
+        let info = WorkerInfo { node_id: self.node_id, worker, pid, address, alive: true, exit: None };
+        let reported = reports.reported.clone();
+        tokio::spawn(async move {
+            let _ = reported.tell(ReportWorker(info)).await;
+        });
+    }
+
     /// A granted lease ended: tell its watchers whether its worker died.
     fn end_lease(&mut self, lease: LeaseId, death: Option<String>) {
         self.live_leases.remove(&lease);
@@ -351,7 +378,9 @@ impl Handler<RegisterWorker> for RayletActor {
             return false;
         }
         let Some(process) = self.workers.get_mut(&worker) else { return false };
-        process.address = Some(request.address);
+        process.address = Some(request.address.clone());
+        let pid = process.pid;
+        self.report(request.worker, pid, Some(request.address));
         let now = self.now_ms();
         let accepted = self.leases.worker_registered(now, worker);
         self.perform(ctx);
@@ -364,7 +393,19 @@ impl Handler<WorkerExited> for RayletActor {
 
     fn handle(&mut self, message: WorkerExited, ctx: &mut Context<Self>) {
         info!(worker = message.worker.0, exit = %message.exit, "a worker process ended");
-        self.workers.remove(&message.worker);
+        let pid = self.workers.remove(&message.worker).map_or(0, |process| process.pid);
+        if let Some(reports) = &self.reports {
+            let exited = reports.exited.clone();
+            let report = ReportWorkerExit {
+                node_id: self.node_id,
+                worker: message.worker.0,
+                pid,
+                exit: message.exit.clone(),
+            };
+            tokio::spawn(async move {
+                let _ = exited.tell(report).await;
+            });
+        }
         let now = self.now_ms();
         self.leases.worker_exited(now, message.worker, &message.exit);
         self.perform(ctx);

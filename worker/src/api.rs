@@ -98,3 +98,20 @@ pub fn is_in_object_store(bytes: &[u8]) -> bool {
 pub fn local_object_counts() -> (usize, usize) {
     core::try_get().map_or((0, 0), |core| core.objects.counts())
 }
+
+/// Every worker process the cluster has started, alive or dead, from the GCS's worker table
+/// (Ray's `ray.util.state.list_workers`).
+pub fn list_workers() -> Result<Vec<manta_gcs::wire::WorkerInfo>, TaskError> {
+    let core = core::get()?;
+    let gcs = core.gcs.clone();
+    core.block_on(async move { gcs.ask(manta_gcs::requests::GetAllWorkers).await })
+        .map_err(|error| TaskError::runtime("list_workers", error))
+}
+
+/// Every actor's record in the GCS (Ray's `ray.util.state.list_actors`).
+pub fn list_actors() -> Result<Vec<manta_gcs::wire::ActorInfo>, TaskError> {
+    let core = core::get()?;
+    let gcs = core.gcs.clone();
+    core.block_on(async move { gcs.ask(manta_gcs::requests::ListActors).await })
+        .map_err(|error| TaskError::runtime("list_actors", error))
+}

@@ -22,7 +22,9 @@ use manta_gcs::wire::{JobId, NodeInfo, NodeState};
 use manta_gcs::{GcsActor, MemoryStorage, GCS_NAME};
 use manta_objectstore::{ObjectId, ObjectLocation, ObjectStore, StoreError, StoreReader};
 use manta_raylet::requests::{RegisterWorker, WorkerBlocked};
-use manta_raylet::{worker_env, PoolConfig, Quantity, RayletActor, ResourceSet, CPU, GPU, RAYLET_NAME};
+use manta_raylet::{
+    worker_env, PoolConfig, Quantity, RayletActor, ResourceSet, WorkerReports, CPU, GPU, RAYLET_NAME,
+};
 use manta_transport::{
     join_blocking, Admission, ClusterCa, NodeId, TokenRegistry, Transport, TransportConfig,
 };
@@ -735,7 +737,11 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         ("MANTA_MAX_RETRIES".to_owned(), config.max_retries.to_string()),
     ];
     let pool = PoolConfig { workers_max: config.max_workers, ..PoolConfig::default() };
-    let raylet = RayletActor::start(&node, admission, total, pool, fingerprint, worker_env)
+    let reports = WorkerReports {
+        reported: manta_actor::Recipient::of(gcs.clone()),
+        exited: manta_actor::Recipient::of(gcs.clone()),
+    };
+    let raylet = RayletActor::start(&node, admission, total, pool, fingerprint, worker_env, Some(reports))
         .map_err(|error| node_error(&error))?;
     let actor_manager = ActorManager::start(&node, gcs.clone(), ActorRef::local(raylet.clone()), node_id)
         .map_err(|error| node_error(&error))?;

@@ -182,3 +182,9 @@ macro_rules! actor_option_methods {
 pub mod __export {
     pub use tokio::sync::RwLock;
 }
+
+/// The cluster's state, from the GCS (Ray's `ray.util.state`).
+pub mod state {
+    pub use crate::api::{list_actors, list_workers};
+    pub use manta_gcs::wire::{ActorInfo, ActorState, WorkerInfo};
+}
