@@ -420,3 +420,59 @@ fn two_hundred_actors_are_created_and_each_called_once() {
     assert_eq!(pids.len(), 200, "each actor lives in a worker process of its own");
     assert!(!pids.contains(&std::process::id()));
 }
+
+#[test]
+fn an_actor_is_killed_when_its_last_handle_is_dropped_unless_detached() {
+    cluster();
+    let ephemeral = Log::options().name("ephemeral-log").remote(1).unwrap();
+    let copy = ephemeral.clone();
+    assert_eq!(append_through::remote(copy.clone(), vec![2]).get().unwrap(), 2);
+    drop(ephemeral);
+    assert!(manta::get_actor::<Log>("ephemeral-log").is_ok(), "a copy of the handle is still held");
+    drop(copy);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while manta::get_actor::<Log>("ephemeral-log").is_ok() {
+        assert!(Instant::now() < deadline, "the actor outlived its last handle");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lasting = Log::options().name("lasting-log").detached(true).remote(1).unwrap();
+    drop(lasting);
+    std::thread::sleep(Duration::from_millis(300));
+    let found = manta::get_actor::<Log>("lasting-log").expect("a detached actor outlives its handles");
+    assert_eq!(found.append(2).get().unwrap(), 2);
+    assert!(manta::kill(&found).unwrap());
+}
+
+#[manta::actor]
+struct Slow;
+
+#[manta::actor]
+impl Slow {
+    fn new() -> Self {
+        Slow
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn nap(&self, millis: u64) -> u32 {
+        std::thread::sleep(Duration::from_millis(millis));
+        std::process::id()
+    }
+}
+
+#[test]
+fn a_call_in_flight_when_its_actor_dies_is_retried_on_the_restarted_actor() {
+    cluster();
+    let slow = Slow::options().max_restarts(1).max_task_retries(1).remote().unwrap();
+    let first = slow.pid().get().unwrap();
+    let in_flight = slow.nap(1_000);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: a signal to a worker process this test's cluster started.
+    unsafe {
+        libc::kill(first as libc::pid_t, libc::SIGKILL);
+    }
+    let second = in_flight.get_timeout(Duration::from_secs(60)).unwrap();
+    assert_ne!(first, second, "the call ran again, on the new incarnation");
+}
