@@ -34,6 +34,11 @@
 //!   transport every component talks over.
 //! - [`init_logging`]: the logging set-up every Manta process shares.
 
+// The macros name `::manta::...`; this lets the crate use them on itself.
+extern crate self as manta;
+
+pub mod microbenchmark;
+
 pub use manta_actor as actor;
 pub use manta_macros::{actor, main, remote};
 pub use manta_transport as transport;
