@@ -95,6 +95,12 @@ pub struct Config {
     pub inline_bytes_max: usize,
     /// The namespace named actors live in by default.
     pub namespace: String,
+    /// Tasks pushed to one leased worker at once (Ray's `max_tasks_in_flight_per_worker`,
+    /// default 1). More hides the round trip between a worker's tasks, but a task pushed behind
+    /// a long one waits for it even when another worker frees up; at most [`PIPELINE`].
+    ///
+    /// [`PIPELINE`]: crate::PIPELINE
+    pub max_tasks_in_flight_per_worker: usize,
 }
 
 impl Default for Config {
@@ -109,6 +115,7 @@ impl Default for Config {
             object_store_bytes: system_memory_bytes().map_or(2 << 30, |bytes| bytes / 10 * 3),
             inline_bytes_max: 100 * 1024,
             namespace: "default".to_owned(),
+            max_tasks_in_flight_per_worker: 1,
         }
     }
 }
@@ -183,6 +190,7 @@ pub(crate) struct CoreWorker {
     pub(crate) namespace: String,
     pub(crate) inline_bytes_max: usize,
     pub(crate) max_retries: u32,
+    pub(crate) tasks_in_flight_per_worker: usize,
     /// In a worker process: its id at the raylet (to report being blocked in a `get`).
     worker_id: Option<u64>,
     id_prefix: [u8; 12],
@@ -735,6 +743,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         (env::INLINE_MAX.to_owned(), config.inline_bytes_max.to_string()),
         (env::NAMESPACE.to_owned(), config.namespace.clone()),
         ("MANTA_MAX_RETRIES".to_owned(), config.max_retries.to_string()),
+        ("MANTA_TASKS_IN_FLIGHT".to_owned(), config.max_tasks_in_flight_per_worker.to_string()),
     ];
     let pool = PoolConfig { workers_max: config.max_workers, ..PoolConfig::default() };
     let reports = WorkerReports {
@@ -759,6 +768,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         namespace: config.namespace.clone(),
         inline_bytes_max: config.inline_bytes_max,
         max_retries: config.max_retries,
+        tasks_in_flight_per_worker: config.max_tasks_in_flight_per_worker.clamp(1, crate::PIPELINE),
         worker_id: None,
         id_prefix: id_prefix(&node_id),
         next_id: AtomicU64::new(1),
@@ -826,6 +836,8 @@ fn worker_main(fingerprint: u64) -> ! {
         let job = JobId(variable(env::JOB_ID)?.parse().map_err(|_| "bad job id")?);
         let inline_bytes_max = variable(env::INLINE_MAX)?.parse().map_err(|_| "bad inline limit")?;
         let max_retries = variable("MANTA_MAX_RETRIES")?.parse().map_err(|_| "bad max_retries")?;
+        let in_flight: usize =
+            variable("MANTA_TASKS_IN_FLIGHT")?.parse().map_err(|_| "bad tasks in flight")?;
         let reader = StoreReader::open(std::path::Path::new(&variable(env::STORE_PATH)?))
             .map_err(|error| format!("mapping the object store: {error}"))?;
         let identity = join_blocking(raylet_address, &token, &TransportConfig::default())
@@ -848,6 +860,7 @@ fn worker_main(fingerprint: u64) -> ! {
             namespace: variable(env::NAMESPACE)?,
             inline_bytes_max,
             max_retries,
+            tasks_in_flight_per_worker: in_flight.clamp(1, crate::PIPELINE),
             worker_id: Some(worker),
             id_prefix: id_prefix(&node_id),
             next_id: AtomicU64::new(1),

@@ -24,6 +24,26 @@ use crate::objects::Value;
 use crate::registry::{self, ActorClassEntry, Invocation, InvokeError, Output};
 use crate::wire::{ActorCall, PushTask, ReturnValue, StartActor, TaskArg, TaskFailure, TaskOutput};
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The thread that runs this worker's tasks, one after another in arrival order. A worker holds
+/// one lease at a time, so its tasks never need to run side by side; pipelined tasks wait here.
+fn task_thread() -> &'static std::sync::mpsc::Sender<Job> {
+    static THREAD: std::sync::OnceLock<std::sync::mpsc::Sender<Job>> = std::sync::OnceLock::new();
+    THREAD.get_or_init(|| {
+        let (sender, jobs) = std::sync::mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new().name("manta-tasks".to_owned()).spawn(move || {
+            for job in jobs {
+                job();
+            }
+        });
+        if let Err(error) = spawned {
+            warn!(%error, "cannot start the task thread");
+        }
+        sender
+    })
+}
+
 /// The name the executor is registered under in a worker process.
 pub const EXECUTOR_NAME: &str = "executor";
 
@@ -117,16 +137,22 @@ impl Handler<PushTask> for Executor {
             let args = materialize(core, task.args).map_err(failure)?;
             let invocation = Invocation::new(function.name, args);
             let decoded = invocation.decoded.clone();
-            let ran = tokio::task::spawn_blocking(move || {
+            let (reply, ran) = oneshot::channel();
+            let job: Job = Box::new(move || {
                 let mut invocation = invocation;
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (function.invoke)(&mut invocation)))
-            })
-            .await;
-            let output = match ran {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (function.invoke)(&mut invocation)
+                }));
+                let _ = reply.send(ran);
+            });
+            if task_thread().send(job).is_err() {
+                return Err(failure("the worker's task thread has ended".to_owned()));
+            }
+            let output = match ran.await {
                 Ok(Ok(Ok(output))) => output,
                 Ok(Ok(Err(error))) => return Err(failure(invoke_message(error))),
                 Ok(Err(panic)) => return Err(failure(format!("panicked: {}", panic_message(&*panic)))),
-                Err(error) => return Err(failure(format!("the task's thread failed: {error}"))),
+                Err(_) => return Err(failure("the task's thread dropped it".to_owned())),
             };
             finish_output(core, output, task.return_id.into(), decoded).await.map_err(failure)
         })
@@ -215,6 +241,7 @@ fn host_actor(
         }
     };
     let local = tokio::task::LocalSet::new();
+    registry::run_inline_on_this_thread(max_concurrency == 1);
     local.block_on(&runtime, async move {
         let Ok(core) = core::get() else {
             let _ = ready.send(Err(failure("the worker's runtime is not initialised".to_owned())));

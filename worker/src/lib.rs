@@ -31,7 +31,7 @@ pub use codec::CodecError;
 pub use error::{ActorError, TaskError};
 pub use executor::{Executor, EXECUTOR_NAME};
 pub use objects::{ObjectRef, RawRef, RefWire};
-pub use submit::{arg, submit, ArgSpec, TaskOptions, LEASE_REQUESTS_MAX};
+pub use submit::{arg, submit, ArgSpec, TaskOptions, LEASE_REQUESTS_MAX, PIPELINE};
 
 mod error;
 

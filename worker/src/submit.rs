@@ -35,6 +35,10 @@ use crate::executor::{Executor, EXECUTOR_NAME};
 use crate::objects::{RawRef, State, Value};
 use crate::wire::{PushTask, ReturnValue, TaskArg, TaskFailure, TaskOutput};
 
+/// The most tasks a leased worker may be given ahead of their turn (`Config::
+/// max_tasks_in_flight_per_worker` is capped by it).
+pub const PIPELINE: usize = 64;
+
 /// Lease requests in flight per shape at most (Ray's `max_pending_lease_requests_per_scheduling_category`).
 pub const LEASE_REQUESTS_MAX: usize = 10;
 
@@ -200,7 +204,10 @@ struct ReadyTask {
 #[derive(Default)]
 struct ShapeQueue {
     ready: VecDeque<ReadyTask>,
+    /// Lease loops running: requesting a lease, or using one.
     requests_in_flight: usize,
+    /// Of those, the ones still waiting for the raylet's answer.
+    waiting: usize,
 }
 
 /// The task submitter of one process.
@@ -208,6 +215,8 @@ struct ShapeQueue {
 pub(crate) struct Submitter {
     shapes: Mutex<HashMap<Shape, ShapeQueue>>,
     pub(crate) tasks: Mutex<HashMap<ObjectId, Arc<TaskControl>>>,
+    incoming: Mutex<Vec<Incoming>>,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Submits `function` (what `f::remote(...)` calls). Returns at once.
@@ -227,21 +236,104 @@ pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions)
     core.submitter.tasks.lock().insert(result.id, control.clone());
     let shape = Shape::of(options);
     let retries = options.max_retries.unwrap_or(core.max_retries);
-    core.arbiter.spawn(async move {
-        match resolve_args(core, function, args).await {
-            Ok((args, holds)) => {
-                if control.is_cancelled() || !control.advance(TaskState::Queued) {
-                    return;
-                }
-                let task =
-                    ReadyTask { function, args, _holds: holds, retries_left: retries, attempts: 0, control };
-                core.submitter.shapes.lock().entry(shape.clone()).or_default().ready.push_back(task);
-                pump(core, shape);
-            }
-            Err(error) => finish(core, &control, Err(error)),
-        }
-    });
+    // Submissions are handed to the core arbiter in batches: one wake-up drains every task
+    // submitted meanwhile.
+    core.submitter.incoming.lock().push(Incoming { function, args, shape, retries, control });
+    if !core.submitter.draining.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        core.arbiter.spawn(drain(core));
+    }
     result
+}
+
+/// A submitted task on its way to the core arbiter.
+struct Incoming {
+    function: &'static str,
+    args: Vec<ArgSpec>,
+    shape: Shape,
+    retries: u32,
+    control: Arc<TaskControl>,
+}
+
+/// Takes the submitted tasks into their shapes' queues: at once when every argument is a small
+/// value, through an asynchronous resolution otherwise.
+async fn drain(core: &'static CoreWorker) {
+    // Clear the flag before taking the batch: a task submitted after the take schedules
+    // another drain.
+    core.submitter.draining.store(false, std::sync::atomic::Ordering::Release);
+    let batch = std::mem::take(&mut *core.submitter.incoming.lock());
+    let mut touched: Vec<Shape> = Vec::new();
+    for Incoming { function, args, shape, retries, control } in batch {
+        if !args.iter().all(|ArgSpec(argument)| argument.is_small_value(core.inline_bytes_max)) {
+            core.arbiter.spawn(async move {
+                match resolve_args(core, function, args).await {
+                    Ok((args, holds)) => {
+                        if enqueue(core, function, args, holds, shape.clone(), retries, control) {
+                            pump(core, shape);
+                        }
+                    }
+                    Err(error) => finish(core, &control, Err(error)),
+                }
+            });
+            continue;
+        }
+        // Small values only: resolving does not wait.
+        match resolve_args(core, function, args).now_or_never() {
+            Some(Ok((args, holds))) => {
+                if enqueue(core, function, args, holds, shape.clone(), retries, control)
+                    && !touched.contains(&shape)
+                {
+                    touched.push(shape);
+                }
+            }
+            Some(Err(error)) => finish(core, &control, Err(error)),
+            None => unreachable!("small values resolve without waiting"),
+        }
+    }
+    for shape in touched {
+        pump(core, shape);
+    }
+}
+
+/// Queues a resolved task on its shape; `false` if it was cancelled meanwhile.
+fn enqueue(
+    core: &'static CoreWorker,
+    function: &'static str,
+    args: Vec<TaskArg>,
+    holds: Vec<RawRef>,
+    shape: Shape,
+    retries: u32,
+    control: Arc<TaskControl>,
+) -> bool {
+    if control.is_cancelled() || !control.advance(TaskState::Queued) {
+        return false;
+    }
+    let task = ReadyTask { function, args, _holds: holds, retries_left: retries, attempts: 0, control };
+    core.submitter.shapes.lock().entry(shape).or_default().ready.push_back(task);
+    true
+}
+
+/// Polls a future once; its output if it is ready at once.
+trait NowOrNever: std::future::Future + Sized {
+    fn now_or_never(self) -> Option<Self::Output> {
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(self).poll(&mut context) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
+        }
+    }
+}
+
+impl<F: std::future::Future> NowOrNever for F {}
+
+impl ArgKind {
+    /// Whether the argument is a value that travels inline (nothing to wait for).
+    fn is_small_value(&self, inline_bytes_max: usize) -> bool {
+        match self {
+            ArgKind::Value(Ok((encoded, _))) => encoded.len() <= inline_bytes_max,
+            ArgKind::Value(Err(_)) => true,
+            ArgKind::Ref(_) => false,
+        }
+    }
 }
 
 /// Resolves arguments: values are inlined (or stored when large), top-level refs wait for
@@ -302,6 +394,7 @@ fn pump(core: &'static CoreWorker, shape: Shape) {
     let Some(queue) = shapes.get_mut(&shape) else { return };
     while queue.requests_in_flight < LEASE_REQUESTS_MAX && queue.requests_in_flight < queue.ready.len() {
         queue.requests_in_flight += 1;
+        queue.waiting += 1;
         let shape = shape.clone();
         core.arbiter.spawn(async move {
             lease_loop(core, &shape).await;
@@ -313,9 +406,15 @@ fn pump(core: &'static CoreWorker, shape: Shape) {
     }
 }
 
-fn next_task(core: &CoreWorker, shape: &Shape) -> Option<ReadyTask> {
+/// The next queued task of `shape`. An `extra` task (one pushed ahead while the worker is busy)
+/// is taken only when more tasks are queued than leases are on their way, so a short task never
+/// waits behind a long one while a free worker is coming for it.
+fn next_task(core: &CoreWorker, shape: &Shape, extra: bool) -> Option<ReadyTask> {
     let mut shapes = core.submitter.shapes.lock();
     let queue = shapes.get_mut(shape)?;
+    if extra && queue.ready.len() <= queue.waiting {
+        return None;
+    }
     while let Some(task) = queue.ready.pop_front() {
         if !task.control.is_cancelled() {
             return Some(task);
@@ -327,11 +426,14 @@ fn next_task(core: &CoreWorker, shape: &Shape) -> Option<ReadyTask> {
 /// One lease: requested, used for queued tasks of its shape until none is left, returned.
 async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
     let outcome = core.raylet.ask_timeout(shape.request(), FOREVER).await;
+    if let Some(queue) = core.submitter.shapes.lock().get_mut(shape) {
+        queue.waiting -= 1;
+    }
     let (lease, address, pid) = match outcome {
         Ok(LeaseOutcome::Granted { lease, address, pid }) => (lease, address, pid),
         other => {
             // No lease for this shape: fail every task queued for it.
-            while let Some(task) = next_task(core, shape) {
+            while let Some(task) = next_task(core, shape, false) {
                 let error = match &other {
                     Ok(LeaseOutcome::Infeasible { demand }) => {
                         TaskError::Infeasible { function: task.function.to_owned(), demand: demand.clone() }
@@ -359,27 +461,40 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
     let raylet = core.raylet.clone();
     let death = async move { raylet.ask_timeout(WatchLease { lease }, FOREVER).await };
     let death = futures_shared(death);
-    while let Some(mut task) = next_task(core, shape) {
-        if !task.control.advance(TaskState::Running { lease }) {
-            continue;
+    let mut running = tokio::task::JoinSet::new();
+    let mut dead = false;
+    loop {
+        while !dead && running.len() < core.tasks_in_flight_per_worker {
+            let Some(mut task) = next_task(core, shape, !running.is_empty()) else { break };
+            if !task.control.advance(TaskState::Running { lease }) {
+                continue;
+            }
+            task.attempts += 1;
+            let push = PushTask {
+                function: task.function.to_owned(),
+                args: task.args.clone(),
+                return_id: task.control.return_id.into(),
+            };
+            let (executor, death, control) = (executor.clone(), death.clone(), task.control.clone());
+            running.spawn(async move {
+                let reply = tokio::select! {
+                    reply = executor.ask_timeout(push, FOREVER) => reply,
+                    exit = death => Err(AskError::ActorDied {
+                        actor: format!("worker pid {pid}"),
+                        cause: exit.unwrap_or_else(|| "its lease ended".to_owned()),
+                    }),
+                    () = control.killed.notified() => Err(AskError::ActorDied {
+                        actor: format!("worker pid {pid}"),
+                        cause: "killed by a forced cancel".to_owned(),
+                    }),
+                };
+                (task, reply)
+            });
         }
-        task.attempts += 1;
-        let push = PushTask {
-            function: task.function.to_owned(),
-            args: task.args.clone(),
-            return_id: task.control.return_id.into(),
-        };
-        let call = executor.ask_timeout(push, FOREVER);
-        let reply = tokio::select! {
-            reply = call => reply,
-            exit = death.clone() => Err(AskError::ActorDied {
-                actor: format!("worker pid {pid}"),
-                cause: exit.unwrap_or_else(|| "its lease ended".to_owned()),
-            }),
-            () = task.control.killed.notified() => Err(AskError::ActorDied {
-                actor: format!("worker pid {pid}"),
-                cause: "killed by a forced cancel".to_owned(),
-            }),
+        let Some(joined) = running.join_next().await else { break };
+        let (mut task, reply) = match joined {
+            Ok(done) => done,
+            Err(error) => unreachable!("a task push does not panic: {error}"),
         };
         match reply {
             Ok(Ok(output)) => finish(core, &task.control, Ok(output_value(output))),
@@ -387,6 +502,9 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
                 finish(core, &task.control, Err(TaskError::Failed { function, pid, message }))
             }
             Err(error) => {
+                // The worker is gone with its lease: no new pushes; the others in flight end
+                // the same way.
+                dead = true;
                 let exit = match error {
                     AskError::ActorDied { cause, .. } => cause,
                     other => other.to_string(),
@@ -408,13 +526,10 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
                         core.submitter.shapes.lock().entry(shape.clone()).or_default().ready.push_front(task);
                     }
                 }
-                // The worker is gone with its lease.
-                let _ = core.raylet.tell(ReturnLease { lease, reusable: false }).await;
-                return;
             }
         }
     }
-    let _ = core.raylet.tell(ReturnLease { lease, reusable: true }).await;
+    let _ = core.raylet.tell(ReturnLease { lease, reusable: !dead }).await;
 }
 
 /// A future several `select!`s can wait on (the lease's death watch).
