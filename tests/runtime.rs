@@ -476,3 +476,23 @@ fn a_call_in_flight_when_its_actor_dies_is_retried_on_the_restarted_actor() {
     let second = in_flight.get_timeout(Duration::from_secs(60)).unwrap();
     assert_ne!(first, second, "the call ran again, on the new incarnation");
 }
+
+/// Calls `count` methods of `log` without waiting, then gets them all.
+#[manta::remote]
+fn flood(log: manta::ActorHandle<Log>, count: u64) -> usize {
+    let refs: Vec<ObjectRef<usize>> = (0..count).map(|entry| log.append(entry)).collect();
+    manta::get_all(&refs).unwrap().len()
+}
+
+#[test]
+fn many_callers_with_thousands_of_calls_in_flight_all_complete() {
+    cluster();
+    // Regression: calls sent out of order filled the worker's bounded dispatch while the call
+    // they waited for was stuck behind them on the connection.
+    let log = Log::remote(0).unwrap();
+    let floods: Vec<ObjectRef<usize>> = (0..4).map(|_| flood::remote(log.clone(), 2_500)).collect();
+    let done: Vec<usize> =
+        floods.iter().map(|flood| flood.get_timeout(Duration::from_secs(300)).unwrap()).collect();
+    assert_eq!(done, vec![2_500; 4]);
+    assert_eq!(log.entries().get().unwrap().len(), 10_001);
+}

@@ -29,7 +29,7 @@ pub use error::{AskError, RegisterError};
 pub use local::{panic_message, spawn, Admitted, LocalRef, SpawnOptions};
 pub use node::{Node, Routes};
 pub use recipient::Recipient;
-pub use remote::ActorRef;
+pub use remote::{ActorRef, AnswerFuture};
 pub use wire::WireMessage;
 
 /// Starts a thread running an actix system of its own and returns its arbiter, on which actors

@@ -62,6 +62,9 @@ impl RemoteTarget {
     }
 }
 
+/// The answer to a message sent with [`ActorRef::start_ask`].
+pub type AnswerFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, AskError>> + Send>>;
+
 impl<A: Actor<Context = Context<A>>> ActorRef<A> {
     /// A reference to a local actor.
     pub fn local(actor: LocalRef<A>) -> Self {
@@ -111,6 +114,41 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         match &self.target {
             Target::Local(local) => local.ask_timeout(message, timeout).await,
             Target::Remote(remote) => self.ask_remote(remote, message, timeout).await,
+        }
+    }
+
+    /// Sends `message` now and returns the future of its answer (at most `timeout`). Returns
+    /// once the message is queued (remote) or in the mailbox (local): messages started one after
+    /// another reach the actor in that order, while their answers are awaited concurrently.
+    pub async fn start_ask<M>(
+        &self,
+        message: M,
+        timeout: Duration,
+    ) -> Result<AnswerFuture<M::Result>, AskError>
+    where
+        A: Handler<M>,
+        M: WireMessage,
+    {
+        match &self.target {
+            Target::Local(local) => {
+                let answer = local.admit().await?.ask(message);
+                Ok(Box::pin(async move {
+                    tokio::time::timeout(timeout, answer).await.unwrap_or(Err(AskError::Timeout(timeout)))
+                }))
+            }
+            Target::Remote(remote) => {
+                let body = wire::encode(&message)?;
+                let connection = remote.connection().await?;
+                let (node, name) = (remote.node.clone(), remote.address.name.clone());
+                let answer = connection
+                    .start_call(&name, M::ID, &body, Some(timeout))
+                    .await
+                    .map_err(|error| AskError::from_call(error, &node, &name))?;
+                Ok(Box::pin(async move {
+                    let reply = answer.await.map_err(|error| AskError::from_call(error, &node, &name))?;
+                    wire::decode(&reply)
+                }))
+            }
         }
     }
 

@@ -141,6 +141,18 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
+/// Like [`PendingGuard`], for a call whose answer is awaited after the caller's borrow ends.
+struct OwnedPendingGuard {
+    inner: Arc<Inner>,
+    call_id: u64,
+}
+
+impl Drop for OwnedPendingGuard {
+    fn drop(&mut self) {
+        self.inner.pending.take(self.call_id);
+    }
+}
+
 impl Connection {
     /// The peer's certified node id.
     pub fn peer(&self) -> NodeId {
@@ -196,6 +208,34 @@ impl Connection {
             Ok(outcome) => outcome,
             Err(_) => Err(CallError::Timeout(timeout)),
         }
+    }
+
+    /// Sends a request to `target` now and returns the future of its answer (at most `timeout`,
+    /// the configured `call_timeout` when `None`). Returns once the frame is queued: requests
+    /// started one after another go out, and reach the peer's dispatcher, in that order.
+    pub async fn start_call(
+        &self,
+        target: &str,
+        method: u32,
+        body: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<impl std::future::Future<Output = Result<Bytes, CallError>> + Send + 'static, CallError> {
+        let timeout = timeout.unwrap_or(self.inner.config.call_timeout);
+        let (waiter, answer) = oneshot::channel();
+        let call_id = self.inner.pending.insert(waiter).map_err(|_| self.lost())?;
+        let guard = OwnedPendingGuard { inner: self.inner.clone(), call_id };
+        let header = Header::Request { call_id, target: target.to_owned(), method };
+        let frame = frame::encode(&header, body, self.inner.config.frame_bytes_max)?;
+        self.inner.outgoing.send(frame).await.map_err(|_| self.lost())?;
+        let connection = self.clone();
+        Ok(async move {
+            let _guard = guard;
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Err(connection.lost()),
+                Err(_) => Err(CallError::Timeout(timeout)),
+            }
+        })
     }
 
     /// Sends a one-way message. Returns once it is queued for sending; waits while the queue is

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use manta_actor::{
-    spawn, Actor, ActorAddress, ActorRef, AskError, Context, Handler, LocalRef, Node, RegisterError,
-    ResponseFuture, Routes, SpawnOptions,
+    spawn, Actor, ActorAddress, ActorRef, AnswerFuture, AskError, Context, Handler, LocalRef, Node,
+    RegisterError, ResponseFuture, Routes, SpawnOptions,
 };
 use manta_gcs::requests::{
     ActorFailed, ActorStarted, GetActor, GetNamedActor, KillActor as GcsKillActor, RegisterActor,
@@ -46,7 +46,7 @@ use crate::executor::{Executor, EXECUTOR_NAME};
 use crate::objects::{FreeHook, ObjectRef, RawRef, State, Value};
 use crate::submit::{output_value, resolve_args, ArgSpec};
 use crate::wire::{
-    ActorCall, ActorSpec, CreateActor, KillActor, StartActor, TaskArg, TaskFailure, WatchActor,
+    ActorCall, ActorSpec, CreateActor, KillActor, StartActor, TaskArg, TaskFailure, TaskOutput, WatchActor,
 };
 
 /// The name the actor manager is registered under on the head node.
@@ -463,14 +463,20 @@ async fn run_client(
             seq,
             return_id: call.return_id.into(),
         };
-        let executor = incarnation.executor.clone();
         let mut over = incarnation.over.clone();
         let restarts = incarnation.restarts;
         let resend = resend.clone();
         let label = label.clone();
-        core.arbiter.spawn(async move {
+        // Sent here, in `seq` order (the answer is awaited on its own): the worker receives a
+        // caller's calls in order, so none waits for a call stuck behind it on the connection.
+        let answer: AnswerFuture<Result<TaskOutput, TaskFailure>> =
+            match incarnation.executor.start_ask(request, FOREVER).await {
+                Ok(answer) => answer,
+                Err(error) => Box::pin(std::future::ready(Err(error))),
+            };
+        tokio::spawn(async move {
             let reply = tokio::select! {
-                reply = executor.ask_timeout(request, FOREVER) => reply,
+                reply = answer => reply,
                 ended = over.wait_for(Option::is_some) => Err(AskError::ActorDied {
                     actor: label.clone(),
                     cause: ended.ok().and_then(|info| info.clone()).and_then(|info| info.death_cause).unwrap_or_else(|| "its worker died".into()),
