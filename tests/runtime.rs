@@ -153,6 +153,25 @@ fn a_queued_task_can_be_cancelled() {
 }
 
 #[test]
+fn a_task_queued_behind_a_long_one_of_the_same_function_gets_a_worker_of_its_own() {
+    cluster();
+    let held = std::env::temp_dir().join(format!("manta-held-{}", std::process::id()));
+    let open = std::env::temp_dir().join(format!("manta-open-{}", std::process::id()));
+    let _ = std::fs::remove_file(&held);
+    std::fs::write(&open, b"go").unwrap();
+    let long = hold_gate::remote(held.display().to_string());
+    std::thread::sleep(Duration::from_millis(300));
+    // Same function, same resources: it must not wait for the long one's lease.
+    let short = hold_gate::remote(open.display().to_string());
+    assert!(short.get_timeout(Duration::from_secs(60)).unwrap());
+    assert!(!long.is_ready(), "the long task is still running");
+    std::fs::write(&held, b"go").unwrap();
+    assert!(long.get().unwrap());
+    let _ = std::fs::remove_file(&held);
+    let _ = std::fs::remove_file(&open);
+}
+
+#[test]
 fn an_infeasible_task_fails_instead_of_hanging() {
     cluster();
     match add::options().num_gpus(1.0).remote(1, 1).get_timeout(Duration::from_secs(60)) {

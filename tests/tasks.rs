@@ -69,7 +69,15 @@ fn a_get_with_a_deadline_times_out_instead_of_hanging() {
     let marker = std::env::temp_dir().join(format!("manta-timeout-{}", std::process::id()));
     let slow = linger::remote(marker.display().to_string());
     assert!(matches!(slow.get_timeout(Duration::from_millis(200)), Err(TaskError::Timeout(_))));
-    kill_worker_of(&marker);
+    // Wait until it runs, then cancel it: its worker is killed and it is not retried.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the task never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(&marker);
+    assert!(manta::cancel_force(&slow), "a running task is cancelled with force");
+    assert!(matches!(slow.get_timeout(Duration::from_secs(60)), Err(TaskError::Cancelled { .. })));
 }
 
 /// Waits for the task to write its worker's pid, then kills that worker with SIGKILL.

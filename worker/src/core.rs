@@ -95,12 +95,13 @@ pub struct Config {
     pub inline_bytes_max: usize,
     /// The namespace named actors live in by default.
     pub namespace: String,
-    /// Tasks pushed to one leased worker at once (Ray's `max_tasks_in_flight_per_worker`,
-    /// default 1). More hides the round trip between a worker's tasks, but a task pushed behind
-    /// a long one waits for it even when another worker frees up; at most [`PIPELINE`].
+    /// Tasks pushed to one leased worker at once (Ray's `max_tasks_in_flight_per_worker`), at
+    /// most [`PIPELINE`]. More hides the round trip between a worker's tasks, but a task pushed
+    /// behind a long one waits for it even when another worker frees up. `None` (the default):
+    /// adaptive, [`PIPELINE`] for a function whose recent tasks took under a millisecond, else 1.
     ///
     /// [`PIPELINE`]: crate::PIPELINE
-    pub max_tasks_in_flight_per_worker: usize,
+    pub max_tasks_in_flight_per_worker: Option<usize>,
 }
 
 impl Default for Config {
@@ -115,7 +116,7 @@ impl Default for Config {
             object_store_bytes: system_memory_bytes().map_or(2 << 30, |bytes| bytes / 10 * 3),
             inline_bytes_max: 100 * 1024,
             namespace: "default".to_owned(),
-            max_tasks_in_flight_per_worker: 1,
+            max_tasks_in_flight_per_worker: None,
         }
     }
 }
@@ -190,7 +191,8 @@ pub(crate) struct CoreWorker {
     pub(crate) namespace: String,
     pub(crate) inline_bytes_max: usize,
     pub(crate) max_retries: u32,
-    pub(crate) tasks_in_flight_per_worker: usize,
+    /// `None`: adaptive (see `Config::max_tasks_in_flight_per_worker`).
+    pub(crate) tasks_in_flight_per_worker: Option<usize>,
     /// In a worker process: its id at the raylet (to report being blocked in a `get`).
     worker_id: Option<u64>,
     id_prefix: [u8; 12],
@@ -743,7 +745,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         (env::INLINE_MAX.to_owned(), config.inline_bytes_max.to_string()),
         (env::NAMESPACE.to_owned(), config.namespace.clone()),
         ("MANTA_MAX_RETRIES".to_owned(), config.max_retries.to_string()),
-        ("MANTA_TASKS_IN_FLIGHT".to_owned(), config.max_tasks_in_flight_per_worker.to_string()),
+        ("MANTA_TASKS_IN_FLIGHT".to_owned(), config.max_tasks_in_flight_per_worker.unwrap_or(0).to_string()),
     ];
     let pool = PoolConfig { workers_max: config.max_workers, ..PoolConfig::default() };
     let reports = WorkerReports {
@@ -768,7 +770,9 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         namespace: config.namespace.clone(),
         inline_bytes_max: config.inline_bytes_max,
         max_retries: config.max_retries,
-        tasks_in_flight_per_worker: config.max_tasks_in_flight_per_worker.clamp(1, crate::PIPELINE),
+        tasks_in_flight_per_worker: config
+            .max_tasks_in_flight_per_worker
+            .map(|count| count.clamp(1, crate::PIPELINE)),
         worker_id: None,
         id_prefix: id_prefix(&node_id),
         next_id: AtomicU64::new(1),
@@ -860,7 +864,7 @@ fn worker_main(fingerprint: u64) -> ! {
             namespace: variable(env::NAMESPACE)?,
             inline_bytes_max,
             max_retries,
-            tasks_in_flight_per_worker: in_flight.clamp(1, crate::PIPELINE),
+            tasks_in_flight_per_worker: (in_flight > 0).then(|| in_flight.min(crate::PIPELINE)),
             worker_id: Some(worker),
             id_prefix: id_prefix(&node_id),
             next_id: AtomicU64::new(1),

@@ -104,6 +104,7 @@ async fn finish_output(
     output: Output,
     return_id: ObjectId,
     decoded: Arc<parking_lot::Mutex<Vec<ObjectId>>>,
+    run_us: u64,
 ) -> Result<TaskOutput, String> {
     let Output(encoded, holds) = output;
     let value = core.store_value(return_id, &encoded).await.map_err(|error| error.to_string())?;
@@ -117,6 +118,7 @@ async fn finish_output(
             Value::Shared(location) => ReturnValue::Shared(location.into()),
         },
         contains: encoded.refs,
+        run_us,
     })
 }
 
@@ -140,21 +142,22 @@ impl Handler<PushTask> for Executor {
             let (reply, ran) = oneshot::channel();
             let job: Job = Box::new(move || {
                 let mut invocation = invocation;
+                let started = std::time::Instant::now();
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     (function.invoke)(&mut invocation)
                 }));
-                let _ = reply.send(ran);
+                let _ = reply.send((ran, started.elapsed().as_micros() as u64));
             });
             if task_thread().send(job).is_err() {
                 return Err(failure("the worker's task thread has ended".to_owned()));
             }
-            let output = match ran.await {
-                Ok(Ok(Ok(output))) => output,
-                Ok(Ok(Err(error))) => return Err(failure(invoke_message(error))),
-                Ok(Err(panic)) => return Err(failure(format!("panicked: {}", panic_message(&*panic)))),
+            let (output, run_us) = match ran.await {
+                Ok((Ok(Ok(output)), run_us)) => (output, run_us),
+                Ok((Ok(Err(error)), _)) => return Err(failure(invoke_message(error))),
+                Ok((Err(panic), _)) => return Err(failure(format!("panicked: {}", panic_message(&*panic)))),
                 Err(_) => return Err(failure("the task's thread dropped it".to_owned())),
             };
-            finish_output(core, output, task.return_id.into(), decoded).await.map_err(failure)
+            finish_output(core, output, task.return_id.into(), decoded, run_us).await.map_err(failure)
         })
     }
 }
@@ -320,9 +323,11 @@ async fn run_call(
     let Some(running) = (class.dispatch)(cell, &method, invocation) else {
         return Err(failure(format!("{} has no method {method}", class.name)));
     };
+    let started = std::time::Instant::now();
     let output = match registry::catch_unwind(running).await {
         Ok(Ok(output)) => output,
         Ok(Err(error)) | Err(error) => return Err(failure(invoke_message(error))),
     };
-    finish_output(core, output, return_id, decoded).await.map_err(failure)
+    let run_us = started.elapsed().as_micros() as u64;
+    finish_output(core, output, return_id, decoded, run_us).await.map_err(failure)
 }

@@ -1,11 +1,14 @@
 //! Task submission: arguments resolved, then Ray's lease protocol with lease reuse.
 //!
 //! A submitted task first resolves its arguments (top-level refs wait for their values; large
-//! values go to the object store), then joins the queue of its *shape* (the resources it
-//! needs). Each shape asks the raylet for leases, at most [`LEASE_REQUESTS_MAX`] at a time and
-//! no more than it has queued tasks; a granted worker runs queued tasks of that shape one after
-//! another, pushed straight to it, and the lease goes back when the queue is empty. The raylet
-//! is on the path once per lease, not once per task.
+//! values go to the object store), then joins the queue of its *shape* (its function and the
+//! resources it needs: Ray's scheduling class). Each shape keeps as many lease requests waiting
+//! at the raylet as it has queued tasks, at most [`LEASE_REQUESTS_MAX`]; a granted worker runs
+//! queued tasks of that shape one after another, pushed straight to it, and the lease goes back
+//! when the queue is empty. The raylet is on the path once per lease, not once per task. A
+//! function whose tasks run for under a millisecond gets up to [`PIPELINE`] of them pushed to a
+//! worker at once (only while more tasks are queued than leases are coming), hiding the round
+//! trip between them.
 //!
 //! Task lifecycle (asserted in [`TaskControl::advance`]):
 //!
@@ -36,8 +39,11 @@ use crate::objects::{RawRef, State, Value};
 use crate::wire::{PushTask, ReturnValue, TaskArg, TaskFailure, TaskOutput};
 
 /// The most tasks a leased worker may be given ahead of their turn (`Config::
-/// max_tasks_in_flight_per_worker` is capped by it).
-pub const PIPELINE: usize = 64;
+/// max_tasks_in_flight_per_worker` is capped by it); the adaptive default uses it for short tasks.
+pub const PIPELINE: usize = 8;
+
+/// A function whose recent tasks ran for less than this (on average) is pipelined.
+const SHORT_TASK_US: f64 = 1_000.0;
 
 /// Lease requests in flight per shape at most (Ray's `max_pending_lease_requests_per_scheduling_category`).
 pub const LEASE_REQUESTS_MAX: usize = 10;
@@ -158,8 +164,11 @@ fn discard(core: &'static CoreWorker, id: ObjectId, value: Value, contains: Vec<
     });
 }
 
+/// What a lease is for: one function with one set of resources (Ray's scheduling class), so a
+/// leased worker runs tasks of one function, and their durations predict each other.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Shape {
+    function: &'static str,
     /// Amounts in ten-thousandths (the raylet's fixed point).
     cpus: u64,
     gpus: u64,
@@ -167,12 +176,13 @@ struct Shape {
 }
 
 impl Shape {
-    fn of(options: &TaskOptions) -> Shape {
+    fn of(function: &'static str, options: &TaskOptions) -> Shape {
         let fixed = |amount: f64| (amount.max(0.0) * 10_000.0).round() as u64;
         let mut resources: Vec<(String, u64)> =
             options.resources.iter().map(|(name, amount)| (name.clone(), fixed(*amount))).collect();
         resources.sort();
         Shape {
+            function,
             cpus: fixed(options.num_cpus.unwrap_or(1.0)),
             gpus: fixed(options.num_gpus.unwrap_or(0.0)),
             resources,
@@ -204,10 +214,10 @@ struct ReadyTask {
 #[derive(Default)]
 struct ShapeQueue {
     ready: VecDeque<ReadyTask>,
-    /// Lease loops running: requesting a lease, or using one.
-    requests_in_flight: usize,
-    /// Of those, the ones still waiting for the raylet's answer.
+    /// Lease requests still waiting for the raylet's answer.
     waiting: usize,
+    /// Moving average of how long recent tasks ran in their worker, µs.
+    mean_us: Option<f64>,
 }
 
 /// The task submitter of one process.
@@ -234,7 +244,7 @@ pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions)
         killed: tokio::sync::Notify::new(),
     });
     core.submitter.tasks.lock().insert(result.id, control.clone());
-    let shape = Shape::of(options);
+    let shape = Shape::of(function, options);
     let retries = options.max_retries.unwrap_or(core.max_retries);
     // Submissions are handed to the core arbiter in batches: one wake-up drains every task
     // submitted meanwhile.
@@ -388,19 +398,17 @@ pub(crate) async fn resolve_args(
     Ok((resolved, holds))
 }
 
-/// Asks for leases while a shape has more queued tasks than lease requests in flight.
+/// Asks for leases while a shape has more queued tasks than lease requests waiting.
 fn pump(core: &'static CoreWorker, shape: Shape) {
     let mut shapes = core.submitter.shapes.lock();
     let Some(queue) = shapes.get_mut(&shape) else { return };
-    while queue.requests_in_flight < LEASE_REQUESTS_MAX && queue.requests_in_flight < queue.ready.len() {
-        queue.requests_in_flight += 1;
+    // Compare the queue with the requests still waiting for a worker, not with the leases in
+    // use: a lease busy with a long task must not keep a queued task from a lease of its own.
+    while queue.waiting < LEASE_REQUESTS_MAX && queue.waiting < queue.ready.len() {
         queue.waiting += 1;
         let shape = shape.clone();
         core.arbiter.spawn(async move {
             lease_loop(core, &shape).await;
-            if let Some(queue) = core.submitter.shapes.lock().get_mut(&shape) {
-                queue.requests_in_flight -= 1;
-            }
             pump(core, shape);
         });
     }
@@ -464,7 +472,15 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
     let mut running = tokio::task::JoinSet::new();
     let mut dead = false;
     loop {
-        while !dead && running.len() < core.tasks_in_flight_per_worker {
+        let depth = core.tasks_in_flight_per_worker.unwrap_or_else(|| {
+            let mean = core.submitter.shapes.lock().get(shape).and_then(|queue| queue.mean_us);
+            if mean.is_some_and(|mean| mean < SHORT_TASK_US) {
+                PIPELINE
+            } else {
+                1
+            }
+        });
+        while !dead && running.len() < depth {
             let Some(mut task) = next_task(core, shape, !running.is_empty()) else { break };
             if !task.control.advance(TaskState::Running { lease }) {
                 continue;
@@ -496,6 +512,12 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
             Ok(done) => done,
             Err(error) => unreachable!("a task push does not panic: {error}"),
         };
+        if let Ok(Ok(output)) = &reply {
+            if let Some(queue) = core.submitter.shapes.lock().get_mut(shape) {
+                let took = output.run_us as f64;
+                queue.mean_us = Some(queue.mean_us.map_or(took, |mean| mean * 0.8 + took * 0.2));
+            }
+        }
         match reply {
             Ok(Ok(output)) => finish(core, &task.control, Ok(output_value(output))),
             Ok(Err(TaskFailure { function, pid, message })) => {

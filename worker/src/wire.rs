@@ -79,6 +79,9 @@ pub struct TaskOutput {
     pub value: ReturnValue,
     /// Refs inside it; the worker holds one borrow on each for the caller.
     pub contains: Vec<RefWire>,
+    /// How long the function itself ran, µs (the submitter pipelines short functions).
+    #[serde(default)]
+    pub run_us: u64,
 }
 
 /// A task or call ran but produced no value.
