@@ -86,6 +86,10 @@ pub struct Config {
     pub resources: Vec<(String, f64)>,
     /// Pooled worker processes at most (actors' workers are not counted, as in Ray).
     pub max_workers: usize,
+    /// Worker processes starting at once at most (Ray: the CPU count). A start mostly waits
+    /// (join, registration), so the default is 8 per CPU: 200 actors start in 2.0 s instead of
+    /// 9.4 s at 2 (`manta microbenchmark --filter actors_200`, 2 vCPUs).
+    pub worker_start_concurrency: usize,
     /// Retries of a task whose worker dies (Ray's default: 3).
     pub max_retries: u32,
     /// Bytes of shared memory for the object store (default: 30% of the machine's memory,
@@ -112,6 +116,7 @@ impl Default for Config {
             num_gpus: 0,
             resources: Vec::new(),
             max_workers: cpus.max(1) * 2,
+            worker_start_concurrency: cpus.max(1) * 8,
             max_retries: 3,
             object_store_bytes: system_memory_bytes().map_or(2 << 30, |bytes| bytes / 10 * 3),
             inline_bytes_max: 100 * 1024,
@@ -747,7 +752,11 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         ("MANTA_MAX_RETRIES".to_owned(), config.max_retries.to_string()),
         ("MANTA_TASKS_IN_FLIGHT".to_owned(), config.max_tasks_in_flight_per_worker.unwrap_or(0).to_string()),
     ];
-    let pool = PoolConfig { workers_max: config.max_workers, ..PoolConfig::default() };
+    let pool = PoolConfig {
+        workers_max: config.max_workers,
+        start_concurrency_max: config.worker_start_concurrency.max(1),
+        ..PoolConfig::default()
+    };
     let reports = WorkerReports {
         reported: manta_actor::Recipient::of(gcs.clone()),
         exited: manta_actor::Recipient::of(gcs.clone()),
