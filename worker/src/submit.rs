@@ -42,6 +42,9 @@ use crate::wire::{PushTask, ReturnValue, TaskArg, TaskFailure, TaskOutput};
 /// max_tasks_in_flight_per_worker` is capped by it); the adaptive default uses it for short tasks.
 pub const PIPELINE: usize = 8;
 
+/// How long a lease with nothing to run waits for the next task of its shape before it goes back.
+const LEASE_LINGER: Duration = Duration::from_millis(2);
+
 /// A function whose recent tasks ran for less than this (on average) is pipelined.
 const SHORT_TASK_US: f64 = 1_000.0;
 
@@ -216,6 +219,10 @@ struct ShapeQueue {
     ready: VecDeque<ReadyTask>,
     /// Lease requests still waiting for the raylet's answer.
     waiting: usize,
+    /// Granted leases with nothing to run, lingering for the next task.
+    idle_leases: usize,
+    /// Signalled when a task is queued (wakes a lingering lease).
+    arrived: Arc<tokio::sync::Notify>,
     /// Moving average of how long recent tasks ran in their worker, µs.
     mean_us: Option<f64>,
 }
@@ -318,7 +325,10 @@ fn enqueue(
         return false;
     }
     let task = ReadyTask { function, args, _holds: holds, retries_left: retries, attempts: 0, control };
-    core.submitter.shapes.lock().entry(shape).or_default().ready.push_back(task);
+    let mut shapes = core.submitter.shapes.lock();
+    let queue = shapes.entry(shape).or_default();
+    queue.ready.push_back(task);
+    queue.arrived.notify_one();
     true
 }
 
@@ -404,7 +414,7 @@ fn pump(core: &'static CoreWorker, shape: Shape) {
     let Some(queue) = shapes.get_mut(&shape) else { return };
     // Compare the queue with the requests still waiting for a worker, not with the leases in
     // use: a lease busy with a long task must not keep a queued task from a lease of its own.
-    while queue.waiting < LEASE_REQUESTS_MAX && queue.waiting < queue.ready.len() {
+    while queue.waiting < LEASE_REQUESTS_MAX && queue.waiting + queue.idle_leases < queue.ready.len() {
         queue.waiting += 1;
         let shape = shape.clone();
         core.arbiter.spawn(async move {
@@ -506,6 +516,30 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
                 };
                 (task, reply)
             });
+        }
+        if running.is_empty() {
+            // Nothing to run: keep the lease a moment for the next task of this shape (a
+            // caller submitting one task at a time), then give it back.
+            if dead {
+                break;
+            }
+            let arrived = {
+                let mut shapes = core.submitter.shapes.lock();
+                let queue = shapes.entry(shape.clone()).or_default();
+                if !queue.ready.is_empty() {
+                    continue;
+                }
+                queue.idle_leases += 1;
+                queue.arrived.clone()
+            };
+            let woken = tokio::time::timeout(LEASE_LINGER, arrived.notified()).await.is_ok();
+            if let Some(queue) = core.submitter.shapes.lock().get_mut(shape) {
+                queue.idle_leases -= 1;
+            }
+            if woken {
+                continue;
+            }
+            break;
         }
         let Some(joined) = running.join_next().await else { break };
         let (mut task, reply) = match joined {
