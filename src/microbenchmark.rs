@@ -620,7 +620,7 @@ pub fn command(args: &[String]) -> i32 {
             return 2;
         }
     }
-    if options.repeat == 0 || !(options.scale > 0.0) {
+    if options.repeat == 0 || options.scale.is_nan() || options.scale <= 0.0 {
         eprintln!("manta microbenchmark: --repeat and --scale must be positive");
         return 2;
     }
