@@ -521,11 +521,7 @@ type Table = Arc<Mutex<HashMap<ActorId, Managed>>>;
 
 /// Starts, watches and restarts actors; lives beside the GCS.
 pub struct ActorManager {
-    gcs: ActorRef<GcsActor<MemoryStorage>>,
-    raylet: ActorRef<RayletActor>,
-    node: Node,
-    node_id: NodeId,
-    actors: Table,
+    shell: Shell,
 }
 
 impl Actor for ActorManager {
@@ -540,18 +536,12 @@ impl ActorManager {
         raylet: ActorRef<RayletActor>,
         node_id: NodeId,
     ) -> Result<LocalRef<ActorManager>, RegisterError> {
-        let actors: Table = Default::default();
-        let manager =
-            spawn(node.arbiter(), SpawnOptions::named(ACTOR_MANAGER_NAME).max_restarts(u32::MAX), {
-                let node = node.clone();
-                move || ActorManager {
-                    gcs: gcs.clone(),
-                    raylet: raylet.clone(),
-                    node: node.clone(),
-                    node_id,
-                    actors: actors.clone(),
-                }
-            });
+        let shell = Shell { gcs, raylet, node: node.clone(), node_id, actors: Table::default() };
+        let manager = spawn(
+            node.arbiter(),
+            SpawnOptions::named(ACTOR_MANAGER_NAME).max_restarts(u32::MAX),
+            move || ActorManager { shell: shell.clone() },
+        );
         node.register(
             ACTOR_MANAGER_NAME,
             Routes::new(manager.clone())
@@ -563,6 +553,8 @@ impl ActorManager {
     }
 }
 
+/// What the manager's flows need: the GCS, the raylet, the node and the table of actors.
+#[derive(Clone)]
 struct Shell {
     gcs: ActorRef<GcsActor<MemoryStorage>>,
     raylet: ActorRef<RayletActor>,
@@ -682,13 +674,7 @@ impl Handler<CreateActor> for ActorManager {
     type Result = ResponseFuture<Result<(), String>>;
 
     fn handle(&mut self, request: CreateActor, _: &mut Context<Self>) -> Self::Result {
-        let shell = Shell {
-            gcs: self.gcs.clone(),
-            raylet: self.raylet.clone(),
-            node: self.node.clone(),
-            node_id: self.node_id,
-            actors: self.actors.clone(),
-        };
+        let shell = self.shell.clone();
         Box::pin(async move {
             let spec = request.0;
             let actor_id = spec.info.actor_id;
@@ -712,8 +698,9 @@ impl Handler<WatchActor> for ActorManager {
     type Result = ResponseFuture<Option<ActorInfo>>;
 
     fn handle(&mut self, request: WatchActor, _: &mut Context<Self>) -> Self::Result {
-        let receiver = self.actors.lock().get(&request.actor_id).map(|managed| managed.watch.subscribe());
-        let gcs = self.gcs.clone();
+        let receiver =
+            self.shell.actors.lock().get(&request.actor_id).map(|managed| managed.watch.subscribe());
+        let gcs = self.shell.gcs.clone();
         Box::pin(async move {
             let Some(mut receiver) = receiver else {
                 return gcs.ask(GetActor(request.actor_id)).await.ok().flatten();
@@ -734,7 +721,7 @@ impl Handler<KillActor> for ActorManager {
     type Result = ResponseFuture<bool>;
 
     fn handle(&mut self, request: KillActor, _: &mut Context<Self>) -> Self::Result {
-        let lease = match self.actors.lock().get_mut(&request.actor_id) {
+        let lease = match self.shell.actors.lock().get_mut(&request.actor_id) {
             Some(managed) if !managed.killed => {
                 managed.killed = true;
                 Some(managed.lease.take())
@@ -742,13 +729,7 @@ impl Handler<KillActor> for ActorManager {
             Some(_) => return Box::pin(std::future::ready(true)),
             None => None,
         };
-        let shell = Shell {
-            gcs: self.gcs.clone(),
-            raylet: self.raylet.clone(),
-            node: self.node.clone(),
-            node_id: self.node_id,
-            actors: self.actors.clone(),
-        };
+        let shell = self.shell.clone();
         Box::pin(async move {
             let Some(lease) = lease else { return false };
             shell.mark_dead(request.actor_id, request.cause).await;

@@ -97,6 +97,22 @@ pub(crate) struct Freed {
     pub(crate) unregister_from: Option<Arc<str>>,
 }
 
+impl Freed {
+    /// What a value nobody owns any more holds: its store copy and the borrows of its refs.
+    pub(crate) fn orphan(id: ObjectId, value: Value, contains: Vec<RefWire>) -> Freed {
+        Freed {
+            id,
+            shared: match value {
+                Value::Shared(location) => Some(location),
+                Value::Inline(_) => None,
+            },
+            contains,
+            on_free: None,
+            unregister_from: None,
+        }
+    }
+}
+
 /// Every object this process owns or borrows.
 #[derive(Debug, Default)]
 pub(crate) struct ObjectTable {
@@ -151,16 +167,7 @@ impl ObjectTable {
                 // Completing an object twice is a bug; in a release build the late outcome is
                 // dropped (and its value released) rather than taking the process down.
                 debug_assert!(settled.is_none(), "object lifecycle: {id} completed twice (was {settled:?})");
-                outcome.ok().map(|(value, contains)| Freed {
-                    id,
-                    shared: match value {
-                        Value::Shared(location) => Some(location),
-                        Value::Inline(_) => None,
-                    },
-                    contains,
-                    on_free: None,
-                    unregister_from: None,
-                })
+                outcome.ok().map(|(value, contains)| Freed::orphan(id, value, contains))
             }
         };
         drop(entries);

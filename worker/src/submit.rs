@@ -155,16 +155,7 @@ fn finish(
 }
 
 fn discard(core: &'static CoreWorker, id: ObjectId, value: Value, contains: Vec<crate::objects::RefWire>) {
-    core.clean_up(crate::objects::Freed {
-        id,
-        shared: match value {
-            Value::Shared(location) => Some(location),
-            Value::Inline(_) => None,
-        },
-        contains,
-        on_free: None,
-        unregister_from: None,
-    });
+    core.clean_up(crate::objects::Freed::orphan(id, value, contains));
 }
 
 /// What a lease is for: one function with one set of resources (Ray's scheduling class), so a
