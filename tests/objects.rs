@@ -128,4 +128,15 @@ fn objects_live_exactly_as_long_as_their_references() {
     wait_until("the store is back to its baseline", || {
         manta::object_store_stats().unwrap().used_bytes == baseline.used_bytes
     });
+
+    // A ref from a peer naming an owner that is no address: a typed error, not a panic.
+    #[derive(serde::Serialize)]
+    struct ForgedRef {
+        #[serde(with = "serde_bytes")]
+        id: [u8; 20],
+        owner: String,
+    }
+    let forged = manta::registry::encode_value(&vec![ForgedRef { id: [7; 20], owner: "not an address".into() }]).unwrap();
+    let refs: Vec<ObjectRef<u64>> = manta::registry::decode_value(forged).unwrap();
+    assert!(matches!(refs[0].get_timeout(Duration::from_secs(60)), Err(TaskError::ObjectLost { .. })));
 }

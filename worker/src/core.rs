@@ -225,9 +225,11 @@ impl CoreWorker {
         ObjectId(id)
     }
 
-    pub(crate) fn owner_of(&self, address: &str) -> ActorRef<OwnerService> {
-        let address = address.parse().expect("owner addresses are socket addresses");
-        self.node.actor(ActorAddress::new(address, OWNER_NAME))
+    /// The object service of the process at `address`; `None` for an address that does not
+    /// parse (it came from a peer, and nothing can be asked of it).
+    pub(crate) fn owner_of(&self, address: &str) -> Option<ActorRef<OwnerService>> {
+        let address = address.parse().ok()?;
+        Some(self.node.actor(ActorAddress::new(address, OWNER_NAME)))
     }
 
     fn owner_key(&self, owner: &str) -> Option<Arc<str>> {
@@ -268,10 +270,14 @@ impl CoreWorker {
         let Some(owner) = self.objects.start_fetch(raw.id) else { return };
         let id = raw.id;
         self.arbiter.spawn(async move {
-            let reply = self
-                .owner_of(&owner)
-                .ask_timeout(GetObject { id: id.into() }, Duration::from_secs(365 * 24 * 3600))
-                .await;
+            let reply = match self.owner_of(&owner) {
+                Some(service) => {
+                    service
+                        .ask_timeout(GetObject { id: id.into() }, Duration::from_secs(365 * 24 * 3600))
+                        .await
+                }
+                None => Err(manta_actor::AskError::ConnectionLost(format!("bad owner address {owner:?}"))),
+            };
             let state = match reply {
                 Ok(ObjectReply::Inline(bytes)) => State::Ready(Value::Inline(Bytes::from(bytes.into_vec()))),
                 Ok(ObjectReply::Shared(location)) => State::Ready(Value::Shared(location.into())),
@@ -388,15 +394,19 @@ impl CoreWorker {
     /// registered yet. Awaited before whatever carried the refs is released.
     pub(crate) async fn register_borrows(&'static self, ids: Vec<ObjectId>) {
         for (id, owner) in self.objects.unregistered(&ids) {
-            let added = self.owner_of(&owner).ask(AddBorrower { id: id.into() }).await;
-            match added {
-                Ok(true) => {
+            let service = self.owner_of(&owner);
+            let added = match &service {
+                Some(service) => service.ask(AddBorrower { id: id.into() }).await.ok(),
+                None => None,
+            };
+            match (added, service) {
+                (Some(true), Some(service)) => {
                     if !self.objects.registered(id) {
                         // Dropped meanwhile: give the borrow back.
-                        let _ = self.owner_of(&owner).tell(RemoveBorrower { id: id.into() }).await;
+                        let _ = service.tell(RemoveBorrower { id: id.into() }).await;
                     }
                 }
-                Ok(false) | Err(_) => self.objects.fetched(
+                _ => self.objects.fetched(
                     id,
                     State::Failed(TaskError::ObjectLost {
                         object: id.to_string(),
@@ -413,8 +423,8 @@ impl CoreWorker {
             let id = ObjectId(wire.id);
             if *wire.owner == *self.address {
                 self.objects.add_borrower(id);
-            } else {
-                let _ = self.owner_of(&wire.owner).ask(AddBorrower { id: id.into() }).await;
+            } else if let Some(service) = self.owner_of(&wire.owner) {
+                let _ = service.ask(AddBorrower { id: id.into() }).await;
             }
         }
     }
@@ -430,15 +440,13 @@ impl CoreWorker {
                 if let Some(freed) = self.objects.remove_borrower(ObjectId(wire.id)) {
                     self.clean_up(freed);
                 }
-            } else {
-                let owner = self.owner_of(&wire.owner);
+            } else if let Some(owner) = self.owner_of(&wire.owner) {
                 self.arbiter.spawn(async move {
                     let _ = owner.tell(RemoveBorrower { id: WireId(wire.id) }).await;
                 });
             }
         }
-        if let Some(owner) = unregister_from {
-            let owner = self.owner_of(&owner);
+        if let Some(owner) = unregister_from.and_then(|owner| self.owner_of(&owner)) {
             self.arbiter.spawn(async move {
                 let _ = owner.tell(RemoveBorrower { id: id.into() }).await;
             });
