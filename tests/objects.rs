@@ -136,7 +136,9 @@ fn objects_live_exactly_as_long_as_their_references() {
         id: [u8; 20],
         owner: String,
     }
-    let forged = manta::registry::encode_value(&vec![ForgedRef { id: [7; 20], owner: "not an address".into() }]).unwrap();
+    let forged =
+        manta::registry::encode_value(&vec![ForgedRef { id: [7; 20], owner: "not an address".into() }])
+            .unwrap();
     let refs: Vec<ObjectRef<u64>> = manta::registry::decode_value(forged).unwrap();
     assert!(matches!(refs[0].get_timeout(Duration::from_secs(60)), Err(TaskError::ObjectLost { .. })));
 }
