@@ -43,8 +43,11 @@ impl Tally {
 
 #[test]
 fn remote_functions_and_actor_classes_are_registered_under_their_paths() {
-    assert_eq!(registry::check(), Ok(registry::names().len() - 1), "one name is an actor class");
+    // `check` counts functions; `names` lists functions and actor classes (this binary also links
+    // the microbenchmark's, from the `manta` library).
+    let functions = registry::check().unwrap();
     let names = registry::names();
+    assert!(functions >= 4 && names.len() > functions, "{functions} functions in {names:?}");
     for name in [math::add::NAME, math::greet::NAME, math::parse::NAME, nothing::NAME] {
         assert!(names.contains(&name), "{name} missing from the registry {names:?}: did the linker drop it?");
     }
