@@ -95,6 +95,14 @@ fn a_registered_function_runs_by_name_on_encoded_arguments() {
 }
 
 #[test]
+fn a_task_submitted_before_init_fails_with_a_typed_error() {
+    // This test binary never calls `manta::init`.
+    let sum = math::add::remote(1, 2);
+    assert_eq!(sum.get(), Err(manta::TaskError::NotInitialized));
+    assert!(!sum.is_ready());
+}
+
+#[test]
 fn the_fingerprint_is_stable_and_names_the_contents() {
     assert_eq!(registry::fingerprint(), registry::fingerprint());
     assert_ne!(registry::fingerprint(), 0xcbf2_9ce4_8422_2325, "the registry is not empty");

@@ -113,10 +113,8 @@ impl RawActorHandle {
 
     /// Calls `method` with `args`; the result arrives in the returned object.
     pub fn call(&self, method: &'static str, args: Vec<ArgSpec>) -> RawRef {
-        let core = match core::get() {
-            Ok(core) => core,
-            Err(_) => panic!("call manta::init() before calling actor methods"),
-        };
+        // Without `manta::init` the result's `get` reports `NotInitialized`.
+        let Ok(core) = core::get() else { return RawRef::uninitialized() };
         let result = core.create_pending();
         let client = client(core, self);
         let call = PendingCall {

@@ -399,6 +399,12 @@ pub struct RawRef {
 }
 
 impl RawRef {
+    /// A ref made without a runtime (`manta::init` was not called): every `get` of it fails
+    /// with [`TaskError::NotInitialized`].
+    pub(crate) fn uninitialized() -> Self {
+        RawRef { id: ObjectId([0; 20]), owner: None }
+    }
+
     /// Wraps an entry whose count the caller already took.
     pub(crate) fn from_counted(id: ObjectId, owner: Option<Arc<str>>) -> Self {
         RawRef { id, owner }

@@ -229,10 +229,8 @@ pub(crate) struct Submitter {
 
 /// Submits `function` (what `f::remote(...)` calls). Returns at once.
 pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions) -> RawRef {
-    let core = match core::get() {
-        Ok(core) => core,
-        Err(_) => panic!("call manta::init() before submitting {function}"),
-    };
+    // Without `manta::init` the result's `get` reports `NotInitialized`.
+    let Ok(core) = core::get() else { return RawRef::uninitialized() };
     let result = core.create_pending();
     let control = Arc::new(TaskControl {
         function: function.to_owned(),
