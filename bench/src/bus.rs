@@ -93,6 +93,7 @@ pub(crate) fn serve() -> anyhow::Result<()> {
     let token = std::env::var("MANTA_BENCH_TOKEN")?.parse()?;
     let identity = join_blocking(head, &token, &TransportConfig::default())?;
     let raw_addr = raw::serve(&identity)?;
+    let unix_path = unix::serve()?;
     let node = Node::start_local(identity)?;
     let worker = start_arbiter("bench-actors")?;
     let echo = spawn(&worker, SpawnOptions::named("echo"), || Echo);
@@ -101,7 +102,7 @@ pub(crate) fn serve() -> anyhow::Result<()> {
     node.register("echo-inline", Routes::new(echo_inline).message::<Ping>())?;
     let sink = spawn(node.arbiter(), SpawnOptions::named("sink").mailbox_capacity(65_536), || Sink(0));
     node.register("sink", Routes::new(sink).message::<Record>().message::<Count>())?;
-    println!("READY {raw_addr} {}", node.local_addr());
+    println!("READY {raw_addr} {} {}", node.local_addr(), unix_path.display());
     std::io::stdout().flush()?;
     // Serve until the parent closes our stdin.
     let mut sink = String::new();
@@ -128,6 +129,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     let mut fields = line.split_whitespace().skip(1);
     let raw_addr: SocketAddr = fields.next().context("server did not start")?.parse()?;
     let node_addr: SocketAddr = fields.next().context("server did not start")?.parse()?;
+    let unix_path = std::path::PathBuf::from(fields.next().context("server did not start")?);
 
     println!(
         "# manta-bench bus: {} rounds, {} one-way messages, {} runs each",
@@ -137,6 +139,8 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     let client_identity = ca.issue(NodeId::random()?)?;
     let mut raw_runs = Vec::new();
     let mut raw_p99 = Vec::new();
+    let mut unix_runs = Vec::new();
+    let mut unix_p99 = Vec::new();
     let mut call_runs = Vec::new();
     let mut ask_arbiter_runs = Vec::new();
     let mut ask_arbiter_p99 = Vec::new();
@@ -151,6 +155,9 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         let (median, p99) = raw::ping_pong(&client_identity, raw_addr, options.rounds)?;
         raw_runs.push(median);
         raw_p99.push(p99);
+        let (median, p99) = unix::ping_pong(&unix_path, options.rounds)?;
+        unix_runs.push(median);
+        unix_p99.push(p99);
 
         let transport = node.transport().clone();
         let rounds = options.rounds;
@@ -181,6 +188,8 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     drop(server.stdin.take());
     let raw = report("raw_quinn_round_trip_median", "us", raw_runs);
     report("raw_quinn_round_trip_p99", "us", raw_p99);
+    report("raw_unix_socket_round_trip_median", "us", unix_runs);
+    report("raw_unix_socket_round_trip_p99", "us", unix_p99);
     report("transport_call_round_trip_median", "us", call_runs);
     let ask = report("actor_ask_round_trip_median", "us", ask_arbiter_runs);
     report("actor_ask_round_trip_p99", "us", ask_arbiter_p99);
@@ -301,6 +310,52 @@ mod raw {
                 anyhow::ensure!(u64::from_le_bytes(buffer) == index, "raw echo out of order");
             }
             connection.close(0u32.into(), b"done");
+            Ok(percentiles_us(&mut samples))
+        })
+    }
+}
+
+/// The other floor: a Unix stream socket between the same two processes, tokio on both ends
+/// (the runtime the transport uses), 8-byte ping-pong. Measured to decide on a local channel.
+mod unix {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub(super) fn serve() -> anyhow::Result<std::path::PathBuf> {
+        let path = std::env::temp_dir().join(format!("manta-bench-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)?;
+        listener.set_nonblocking(true)?;
+        std::thread::spawn(move || {
+            System::new().block_on(async move {
+                let listener = tokio::net::UnixListener::from_std(listener).unwrap();
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    actix_rt::spawn(async move {
+                        let mut buffer = [0u8; 8];
+                        while stream.read_exact(&mut buffer).await.is_ok() {
+                            if stream.write_all(&buffer).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            })
+        });
+        Ok(path)
+    }
+
+    pub(super) fn ping_pong(path: &std::path::Path, rounds: u32) -> anyhow::Result<(f64, f64)> {
+        System::new().block_on(async move {
+            let mut stream = tokio::net::UnixStream::connect(path).await?;
+            let mut samples = Vec::with_capacity(rounds as usize);
+            let mut buffer = [0u8; 8];
+            for index in 0..u64::from(rounds) {
+                let started = Instant::now();
+                stream.write_all(&index.to_le_bytes()).await?;
+                stream.read_exact(&mut buffer).await?;
+                samples.push(started.elapsed());
+                anyhow::ensure!(u64::from_le_bytes(buffer) == index, "unix echo out of order");
+            }
             Ok(percentiles_us(&mut samples))
         })
     }

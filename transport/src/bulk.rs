@@ -11,20 +11,20 @@ use crate::connection::{read_frame, response_frame, Dispatcher, Incoming, READ_C
 use crate::error::CallError;
 use crate::frame::{FrameDecoder, Header, RemoteError, RemoteErrorKind, Status};
 use crate::id::NodeId;
+use crate::local::{ReadHalf, WriteHalf};
 
 /// The sending half of a bulk transfer.
-#[derive(Debug)]
 pub struct BulkSender {
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    send: WriteHalf,
+    recv: ReadHalf,
     remaining: u64,
     config: Arc<TransportConfig>,
 }
 
 impl BulkSender {
     pub(crate) fn new(
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        send: WriteHalf,
+        recv: ReadHalf,
         body_bytes: u64,
         config: Arc<TransportConfig>,
     ) -> Self {
@@ -45,7 +45,7 @@ impl BulkSender {
                 self.remaining
             )));
         }
-        self.send.write_chunk(chunk).await.map_err(|error| CallError::ConnectionLost(error.to_string()))?;
+        self.send.write_chunk(chunk).await.map_err(CallError::ConnectionLost)?;
         self.remaining -= len;
         Ok(())
     }
@@ -53,13 +53,13 @@ impl BulkSender {
     /// Ends the body and waits for the receiver's answer.
     pub async fn finish(mut self) -> Result<Bytes, CallError> {
         if self.remaining != 0 {
-            let _ = self.send.reset(quinn::VarInt::from_u32(0));
+            self.send.reset();
             return Err(CallError::Bulk(format!(
                 "finished with {} announced bytes unwritten",
                 self.remaining
             )));
         }
-        self.send.finish().map_err(|error| CallError::ConnectionLost(error.to_string()))?;
+        self.send.finish().await.map_err(CallError::ConnectionLost)?;
         let timeout = self.config.call_timeout;
         let mut decoder = FrameDecoder::new(self.config.frame_bytes_max);
         let frame = tokio::time::timeout(timeout, read_frame(&mut self.recv, &mut decoder))
@@ -74,10 +74,15 @@ impl BulkSender {
     }
 }
 
+impl std::fmt::Debug for BulkSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkSender").field("remaining", &self.remaining).finish_non_exhaustive()
+    }
+}
+
 /// The receiving half of a bulk transfer, handed to [`Dispatcher::dispatch_bulk`].
-#[derive(Debug)]
 pub struct BulkBody {
-    recv: quinn::RecvStream,
+    recv: ReadHalf,
     prefetched: Option<Bytes>,
     remaining: u64,
 }
@@ -95,17 +100,17 @@ impl BulkBody {
             return self.account(chunk).map(Some);
         }
         if self.remaining == 0 {
-            return match self.recv.read_chunk(1, true).await {
+            return match self.recv.read_chunk(1).await {
                 Ok(None) => Ok(None),
                 Ok(Some(_)) => Err(CallError::Bulk("more bytes than announced".to_owned())),
-                Err(error) => Err(CallError::ConnectionLost(error.to_string())),
+                Err(error) => Err(CallError::ConnectionLost(error)),
             };
         }
         let max = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(READ_CHUNK_BYTES);
-        match self.recv.read_chunk(max, true).await {
-            Ok(Some(chunk)) => self.account(chunk.bytes).map(Some),
+        match self.recv.read_chunk(max).await {
+            Ok(Some(chunk)) => self.account(chunk).map(Some),
             Ok(None) => Err(CallError::Bulk(format!("the stream ended {} bytes early", self.remaining))),
-            Err(error) => Err(CallError::ConnectionLost(error.to_string())),
+            Err(error) => Err(CallError::ConnectionLost(error)),
         }
     }
 
@@ -130,11 +135,17 @@ impl BulkBody {
     }
 }
 
+impl std::fmt::Debug for BulkBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkBody").field("remaining", &self.remaining).finish_non_exhaustive()
+    }
+}
+
 /// Serves one bulk stream opened by `peer`.
 pub(crate) async fn serve(
     peer: NodeId,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    mut send: WriteHalf,
+    mut recv: ReadHalf,
     dispatcher: &Arc<dyn Dispatcher>,
     config: &TransportConfig,
 ) -> Result<(), String> {
@@ -146,7 +157,7 @@ pub(crate) async fn serve(
         return Err("the first frame of a bulk stream is not a bulk header".to_owned());
     };
     let outcome = if body_bytes > config.bulk_bytes_max {
-        let _ = recv.stop(quinn::VarInt::from_u32(0));
+        recv.stop();
         Err(RemoteError::new(
             RemoteErrorKind::Overloaded,
             format!("bulk body of {body_bytes} bytes exceeds the limit of {} bytes", config.bulk_bytes_max),
@@ -162,9 +173,9 @@ pub(crate) async fn serve(
         dispatcher.dispatch_bulk(incoming, body).await
     };
     let answer = response_frame(0, outcome, config.frame_bytes_max);
-    send.write_chunk(answer).await.map_err(|error| error.to_string())?;
-    send.finish().map_err(|error| error.to_string())?;
+    send.write_chunk(answer).await?;
+    send.finish().await?;
     // Wait for the peer to read the answer before the stream is dropped.
-    let _ = send.stopped().await;
+    send.stopped().await;
     Ok(())
 }

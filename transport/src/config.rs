@@ -30,6 +30,9 @@ pub struct TransportConfig {
     pub keep_alive_interval: Duration,
     /// A connection silent for this long is closed.
     pub idle_timeout: Duration,
+    /// Serve and prefer the local channel (a Unix socket, see `local.rs`) for peers on this
+    /// host that run as the same user; `false` makes every connection QUIC with mutual TLS.
+    pub local_channel: bool,
 }
 
 impl Default for TransportConfig {
@@ -47,6 +50,7 @@ impl Default for TransportConfig {
             bulk_streams_max: 256,
             keep_alive_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
+            local_channel: true,
         }
     }
 }

@@ -24,7 +24,9 @@ use crate::bulk::{BulkBody, BulkSender};
 use crate::config::TransportConfig;
 use crate::error::CallError;
 use crate::frame::{self, Frame, FrameDecoder, FrameError, Header, RemoteError, RemoteErrorKind, Status};
+use crate::handshake::{Handshake, WIRE_PROTOCOL};
 use crate::id::NodeId;
+use crate::local::{LocalLink, ReadHalf, WriteHalf};
 use crate::pending::PendingCalls;
 
 /// Application close codes of a QUIC connection.
@@ -111,8 +113,14 @@ pub struct Connection {
     inner: Arc<Inner>,
 }
 
+/// What carries a connection: QUIC, or the local channel to a peer on the same host.
+pub(crate) enum Link {
+    Quic(quinn::Connection),
+    Local(LocalLink),
+}
+
 struct Inner {
-    quic: quinn::Connection,
+    link: Link,
     peer: NodeId,
     outgoing: mpsc::Sender<Bytes>,
     pending: PendingCalls<Waiter>,
@@ -123,7 +131,8 @@ impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("peer", &self.inner.peer)
-            .field("remote", &self.inner.quic.remote_address())
+            .field("remote", &self.remote_addr())
+            .field("local", &self.is_local())
             .finish_non_exhaustive()
     }
 }
@@ -161,28 +170,51 @@ impl Connection {
 
     /// The peer's UDP address.
     pub fn remote_addr(&self) -> SocketAddr {
-        self.inner.quic.remote_address()
+        match &self.inner.link {
+            Link::Quic(quic) => quic.remote_address(),
+            Link::Local(link) => link.remote,
+        }
+    }
+
+    /// Whether the connection runs over the local channel (a Unix socket to a peer on this
+    /// host) rather than QUIC.
+    pub fn is_local(&self) -> bool {
+        matches!(self.inner.link, Link::Local(_))
     }
 
     /// Whether the connection has been closed (by either side or by a failure).
     pub fn is_closed(&self) -> bool {
-        self.inner.quic.close_reason().is_some()
+        self.close_reason().is_some()
+    }
+
+    fn close_reason(&self) -> Option<String> {
+        match &self.inner.link {
+            Link::Quic(quic) => quic.close_reason().map(|reason| reason.to_string()),
+            Link::Local(link) => link.close_reason(),
+        }
     }
 
     /// Closes the connection; calls in flight fail with [`CallError::ConnectionLost`].
     pub fn close(&self, reason: &str) {
-        self.inner.quic.close(quinn::VarInt::from_u32(close_code::SHUTDOWN), reason.as_bytes());
+        self.close_with(close_code::SHUTDOWN, reason);
     }
 
-    pub(crate) fn stable_id(&self) -> usize {
-        self.inner.quic.stable_id()
+    fn close_with(&self, code: u32, reason: &str) {
+        match &self.inner.link {
+            Link::Quic(quic) => quic.close(quinn::VarInt::from_u32(code), reason.as_bytes()),
+            Link::Local(link) => link.close(reason),
+        }
+    }
+
+    /// Whether `self` and `other` are the same connection (not merely to the same peer).
+    pub(crate) fn same(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     fn lost(&self) -> CallError {
-        CallError::ConnectionLost(match self.inner.quic.close_reason() {
-            Some(reason) => reason.to_string(),
-            None => "the connection's writer stopped".to_owned(),
-        })
+        CallError::ConnectionLost(
+            self.close_reason().unwrap_or_else(|| "the connection's writer stopped".to_owned()),
+        )
     }
 
     /// Sends a request to `target` and waits for its answer, at most `timeout` (the configured
@@ -259,21 +291,63 @@ impl Connection {
         meta: &[u8],
         body_bytes: u64,
     ) -> Result<BulkSender, CallError> {
-        let (mut send, recv) =
-            self.inner.quic.open_bi().await.map_err(|error| CallError::ConnectionLost(error.to_string()))?;
         let header = Header::Bulk { target: target.to_owned(), method, body_bytes };
         let frame = frame::encode(&header, meta, self.inner.config.frame_bytes_max)?;
-        send.write_chunk(frame).await.map_err(|error| CallError::ConnectionLost(error.to_string()))?;
+        let (mut send, recv) = match &self.inner.link {
+            Link::Quic(quic) => {
+                let (send, recv) =
+                    quic.open_bi().await.map_err(|error| CallError::ConnectionLost(error.to_string()))?;
+                (WriteHalf::Quic(send), ReadHalf::Quic(recv))
+            }
+            Link::Local(link) => self.open_local_bulk(link).await?,
+        };
+        send.write_chunk(frame).await.map_err(CallError::ConnectionLost)?;
         Ok(BulkSender::new(send, recv, body_bytes, self.inner.config.clone()))
+    }
+
+    /// Opens a bulk stream to a local peer: a socket connection of its own, announced by a
+    /// `LocalHello` with `bulk` set.
+    async fn open_local_bulk(&self, link: &LocalLink) -> Result<(WriteHalf, ReadHalf), CallError> {
+        let Some(path) = &link.path else {
+            return Err(CallError::Bulk(
+                "bulk streams over a local connection are opened by the side that dialled it".to_owned(),
+            ));
+        };
+        if self.is_closed() {
+            return Err(self.lost());
+        }
+        let config = &self.inner.config;
+        let exchange = async {
+            let stream = crate::local::dial(path).await?;
+            let (mut recv, mut send, mut decoder) = crate::local::split(stream, config.frame_bytes_max);
+            let hello = Handshake::LocalHello {
+                protocol: WIRE_PROTOCOL,
+                node_id: link.local_node,
+                cluster: serde_bytes::ByteBuf::from(link.cluster.0.to_vec()),
+                listen: link.local_addr,
+                bulk: true,
+            };
+            send.write_chunk(crate::endpoint::handshake_frame(&hello)).await?;
+            match crate::endpoint::read_handshake(&mut recv, &mut decoder).await? {
+                Handshake::HelloAck { protocol: WIRE_PROTOCOL, node_id } if node_id == self.peer() => {
+                    Ok((send, recv))
+                }
+                other => Err(format!("unexpected answer to a bulk hello: {other:?}")),
+            }
+        };
+        tokio::time::timeout(config.handshake_timeout, exchange)
+            .await
+            .map_err(|_| CallError::Timeout(config.handshake_timeout))?
+            .map_err(CallError::ConnectionLost)
     }
 }
 
 /// Everything a new connection needs to start serving.
 pub(crate) struct ConnectionParts {
-    pub(crate) quic: quinn::Connection,
+    pub(crate) link: Link,
     pub(crate) peer: NodeId,
-    pub(crate) send: quinn::SendStream,
-    pub(crate) recv: quinn::RecvStream,
+    pub(crate) send: WriteHalf,
+    pub(crate) recv: ReadHalf,
     /// Bytes already read past the handshake.
     pub(crate) decoder: FrameDecoder,
     pub(crate) dispatcher: Arc<dyn Dispatcher>,
@@ -288,32 +362,43 @@ pub(crate) fn start(parts: ConnectionParts) -> Connection {
     let (outgoing, queue) = mpsc::channel(parts.config.send_queue_frames_max.max(1));
     let connection = Connection {
         inner: Arc::new(Inner {
-            quic: parts.quic,
+            link: parts.link,
             peer: parts.peer,
             outgoing,
             pending: PendingCalls::new(),
             config: parts.config,
         }),
     };
-    actix_rt::spawn(write_loop(parts.send, queue));
-    actix_rt::spawn(accept_bulk_loop(connection.clone(), parts.dispatcher.clone()));
+    let closing = match &connection.inner.link {
+        Link::Quic(quic) => {
+            actix_rt::spawn(accept_bulk_loop(connection.clone(), quic.clone(), parts.dispatcher.clone()));
+            None
+        }
+        Link::Local(link) => Some(link.closing()),
+    };
+    actix_rt::spawn(write_loop(parts.send, queue, closing.clone()));
     let reader = connection.clone();
     let on_close = parts.on_close;
     actix_rt::spawn(async move {
-        let outcome = read_loop(&reader, parts.recv, parts.decoder, parts.dispatcher).await;
+        let outcome = match closing {
+            None => read_loop(&reader, parts.recv, parts.decoder, parts.dispatcher).await,
+            Some(closing) => tokio::select! {
+                outcome = read_loop(&reader, parts.recv, parts.decoder, parts.dispatcher) => outcome,
+                () = crate::local::closed(closing) => {
+                    Err(ReadError::Lost(reader.close_reason().unwrap_or_default()))
+                }
+            },
+        };
         let reason = match outcome {
             Ok(()) => "the peer closed the connection".to_owned(),
             Err(ReadError::Frame(error)) => {
                 warn!(peer = %reader.peer(), remote = %reader.remote_addr(), %error, "closing connection: bad frame");
-                reader
-                    .inner
-                    .quic
-                    .close(quinn::VarInt::from_u32(close_code::PROTOCOL), error.to_string().as_bytes());
+                reader.close_with(close_code::PROTOCOL, &error.to_string());
                 error.to_string()
             }
             Err(ReadError::Protocol(what)) => {
                 warn!(peer = %reader.peer(), remote = %reader.remote_addr(), what, "closing connection: protocol violation");
-                reader.inner.quic.close(quinn::VarInt::from_u32(close_code::PROTOCOL), what.as_bytes());
+                reader.close_with(close_code::PROTOCOL, what);
                 what.to_owned()
             }
             Err(ReadError::Lost(reason)) => {
@@ -321,6 +406,10 @@ pub(crate) fn start(parts: ConnectionParts) -> Connection {
                 reason
             }
         };
+        if let Link::Local(link) = &reader.inner.link {
+            // Stops the writer too, and makes `is_closed` true.
+            link.close(&reason);
+        }
         for waiter in reader.inner.pending.close() {
             let _ = waiter.send(Err(CallError::ConnectionLost(reason.clone())));
         }
@@ -329,7 +418,25 @@ pub(crate) fn start(parts: ConnectionParts) -> Connection {
     connection
 }
 
-async fn write_loop(mut send: quinn::SendStream, mut queue: mpsc::Receiver<Bytes>) {
+async fn write_loop(
+    mut send: WriteHalf,
+    mut queue: mpsc::Receiver<Bytes>,
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
+) {
+    match closing {
+        None => write_frames(&mut send, &mut queue).await,
+        Some(closing) => {
+            tokio::select! {
+                () = write_frames(&mut send, &mut queue) => {}
+                () = crate::local::closed(closing) => {}
+            }
+        }
+    }
+    // Every sender is gone (the connection is being dropped) or the link closed.
+    let _ = send.finish().await;
+}
+
+async fn write_frames(send: &mut WriteHalf, queue: &mut mpsc::Receiver<Bytes>) {
     // quinn keeps every written chunk as a segment and walks them when it builds packets, so
     // thousands of tiny chunks cost far more than their bytes (seen in a profile: 40% of the
     // transport thread in `write_stream_frames`). Small frames are therefore copied into one
@@ -351,14 +458,11 @@ async fn write_loop(mut send: quinn::SendStream, mut queue: mpsc::Receiver<Bytes
         if !small.is_empty() {
             chunks.push(small.split().freeze());
         }
-        if let Err(error) = send.write_all_chunks(&mut chunks).await {
+        if let Err(error) = send.write_chunks(&mut chunks).await {
             debug!(%error, "connection writer stopped");
             return;
         }
-        chunks.clear();
     }
-    // Every sender is gone: the connection is being dropped.
-    let _ = send.finish();
 }
 
 enum ReadError {
@@ -369,7 +473,7 @@ enum ReadError {
 
 async fn read_loop(
     connection: &Connection,
-    mut recv: quinn::RecvStream,
+    mut recv: ReadHalf,
     mut decoder: FrameDecoder,
     dispatcher: Arc<dyn Dispatcher>,
 ) -> Result<(), ReadError> {
@@ -383,10 +487,10 @@ async fn read_loop(
         while let Some(frame) = decoder.next_frame().map_err(ReadError::Frame)? {
             router.route(frame).await?;
         }
-        match recv.read_chunk(READ_CHUNK_BYTES, true).await {
-            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
+        match recv.read_chunk(READ_CHUNK_BYTES).await {
+            Ok(Some(chunk)) => decoder.push(&chunk),
             Ok(None) => return decoder.finish().map_err(ReadError::Frame),
-            Err(error) => return Err(ReadError::Lost(error.to_string())),
+            Err(error) => return Err(ReadError::Lost(error)),
         }
     }
 }
@@ -538,12 +642,13 @@ pub(crate) fn response_frame(
     }
 }
 
-async fn accept_bulk_loop(connection: Connection, dispatcher: Arc<dyn Dispatcher>) {
-    while let Ok((send, recv)) = connection.inner.quic.accept_bi().await {
+async fn accept_bulk_loop(connection: Connection, quic: quinn::Connection, dispatcher: Arc<dyn Dispatcher>) {
+    while let Ok((send, recv)) = quic.accept_bi().await {
         let connection = connection.clone();
         let dispatcher = dispatcher.clone();
         actix_rt::spawn(async move {
             let peer = connection.peer();
+            let (send, recv) = (WriteHalf::Quic(send), ReadHalf::Quic(recv));
             if let Err(error) =
                 crate::bulk::serve(connection.inner.peer, send, recv, &dispatcher, &connection.inner.config)
                     .await
@@ -555,20 +660,14 @@ async fn accept_bulk_loop(connection: Connection, dispatcher: Arc<dyn Dispatcher
 }
 
 /// Reads one whole frame from `recv`, with whatever follows it left in `decoder`.
-pub(crate) async fn read_frame(
-    recv: &mut quinn::RecvStream,
-    decoder: &mut FrameDecoder,
-) -> Result<Frame, String> {
+pub(crate) async fn read_frame(recv: &mut ReadHalf, decoder: &mut FrameDecoder) -> Result<Frame, String> {
     loop {
         if let Some(frame) = decoder.next_frame().map_err(|error| error.to_string())? {
             return Ok(frame);
         }
-        match recv.read_chunk(READ_CHUNK_BYTES, true).await {
-            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
-            Ok(None) => {
-                return Err(format!("stream ended before a whole frame ({} bytes)", decoder.buffered()))
-            }
-            Err(error) => return Err(error.to_string()),
+        match recv.read_chunk(READ_CHUNK_BYTES).await? {
+            Some(chunk) => decoder.push(&chunk),
+            None => return Err(format!("stream ended before a whole frame ({} bytes)", decoder.buffered())),
         }
     }
 }

@@ -16,12 +16,13 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use crate::config::TransportConfig;
-use crate::connection::{self, close_code, read_frame, Connection, ConnectionParts, Dispatcher};
+use crate::connection::{self, close_code, read_frame, Connection, ConnectionParts, Dispatcher, Link};
 use crate::error::{ConnectError, StartError};
 use crate::frame::{self, FrameDecoder, Header};
 use crate::handshake::{Handshake, HandshakeRefusal, WIRE_PROTOCOL};
 use crate::id::{NodeId, CLUSTER_SERVER_NAME};
-use crate::identity::{ClusterCa, NodeIdentity, TokenRegistry};
+use crate::identity::{ClusterCa, Fingerprint, NodeIdentity, TokenRegistry};
+use crate::local::{LocalLink, LocalListener, ReadHalf, WriteHalf};
 use crate::tls::{self, ALPN_JOIN, ALPN_MEMBER};
 
 /// What a node that admits newcomers (the head) holds: the CA and the live join tokens.
@@ -89,6 +90,17 @@ impl TransportBuilder {
         })?;
         let (endpoint, arbiter, system) = ready_rx.recv().map_err(|_| StartError::Thread)??;
         let local_addr = endpoint.local_addr()?;
+        let local = if config.local_channel {
+            match LocalListener::bind(local_addr) {
+                Ok(listener) => Some(listener),
+                Err(error) => {
+                    warn!(%error, "the local channel is off: its socket could not be bound");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             endpoint,
             node_id: self.identity.node_id,
@@ -99,8 +111,13 @@ impl TransportBuilder {
             peers: Mutex::new(Peers::default()),
             dial_locks: Mutex::new(HashMap::new()),
             arbiter: arbiter.clone(),
+            local,
+            cluster: Fingerprint::of(self.identity.ca_cert()),
         });
         arbiter.spawn(accept_loop(shared.clone()));
+        if shared.local.is_some() {
+            arbiter.spawn(accept_local_loop(shared.clone()));
+        }
         info!(node = %shared.node_id, addr = %local_addr, "transport listening");
         Ok(Transport { handle: Arc::new(Handle { shared, system, thread: Mutex::new(Some(thread)) }) })
     }
@@ -152,6 +169,10 @@ pub(crate) struct Shared {
     peers: Mutex<Peers>,
     dial_locks: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
     arbiter: actix_rt::ArbiterHandle,
+    /// The local channel's listener, while it serves.
+    local: Option<LocalListener>,
+    /// The fingerprint of the cluster CA, which local peers must share.
+    pub(crate) cluster: Fingerprint,
 }
 
 #[derive(Default)]
@@ -260,26 +281,25 @@ impl Shared {
 
     fn forget(&self, connection: &Connection) {
         let mut peers = self.peers.lock();
-        let id = connection.stable_id();
-        if peers.by_addr.get(&connection.remote_addr()).is_some_and(|known| known.stable_id() == id) {
+        if peers.by_addr.get(&connection.remote_addr()).is_some_and(|known| known.same(connection)) {
             peers.by_addr.remove(&connection.remote_addr());
         }
-        if peers.by_node.get(&connection.peer()).is_some_and(|known| known.stable_id() == id) {
+        if peers.by_node.get(&connection.peer()).is_some_and(|known| known.same(connection)) {
             peers.by_node.remove(&connection.peer());
         }
     }
 
     fn start_connection(
         self: &Arc<Self>,
-        quic: quinn::Connection,
+        link: Link,
         peer: NodeId,
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        send: WriteHalf,
+        recv: ReadHalf,
         decoder: FrameDecoder,
     ) -> Connection {
         let weak: Weak<Shared> = Arc::downgrade(self);
         let connection = connection::start(ConnectionParts {
-            quic,
+            link,
             peer,
             send,
             recv,
@@ -309,14 +329,14 @@ impl Dispatcher for NoTargets {
     }
 }
 
-fn handshake_frame(message: &Handshake) -> bytes::Bytes {
+pub(crate) fn handshake_frame(message: &Handshake) -> bytes::Bytes {
     // Handshake messages are a few hundred bytes: far below any frame limit.
     frame::encode(&Header::Handshake, &message.encode(), usize::MAX).expect("handshake frames encode")
 }
 
 /// Reads one handshake message from a stream.
 pub(crate) async fn read_handshake(
-    recv: &mut quinn::RecvStream,
+    recv: &mut ReadHalf,
     decoder: &mut FrameDecoder,
 ) -> Result<Handshake, String> {
     let frame = read_frame(recv, decoder).await?;
@@ -326,8 +346,71 @@ pub(crate) async fn read_handshake(
     Handshake::decode(&frame.body).map_err(|error| error.to_string())
 }
 
-/// One dial attempt: QUIC + TLS, then the hello/ack.
+/// One dial attempt: the local channel if the peer serves one on this host, else QUIC + TLS,
+/// then the hello/ack.
 async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Connection, ConnectError> {
+    if shared.config.local_channel {
+        if let Some((path, bound)) = crate::local::socket_for_peer(addr) {
+            match dial_local(shared, addr, path.clone()).await {
+                Ok(connection) => return Ok(connection),
+                Err(reason) => {
+                    // A dead peer leaves its socket file behind: then fail now rather than after
+                    // QUIC's handshake timeout, which is all a dead UDP port would answer.
+                    if crate::local::refuses(&path).await && crate::local::reclaim_if_gone(&path, bound) {
+                        return Err(ConnectError::Gone { addr });
+                    }
+                    // A peer of another user or another cluster: QUIC and TLS decide.
+                    debug!(%addr, %reason, "local channel not taken, dialling QUIC");
+                }
+            }
+        }
+    }
+    // A dead peer on this host answers QUIC with silence until the handshake timeout; a probe
+    // bind of its loopback port tells at once that no process holds it.
+    if addr.ip().is_loopback() && crate::local::udp_port_is_free(addr) {
+        return Err(ConnectError::Gone { addr });
+    }
+    dial_quic(shared, addr).await
+}
+
+/// Dials the local channel of the peer at `addr`.
+async fn dial_local(
+    shared: &Arc<Shared>,
+    addr: SocketAddr,
+    path: std::path::PathBuf,
+) -> Result<Connection, String> {
+    let exchange = async {
+        let stream = crate::local::dial(&path).await?;
+        let (mut recv, mut send, mut decoder) = crate::local::split(stream, shared.config.frame_bytes_max);
+        let hello = Handshake::LocalHello {
+            protocol: WIRE_PROTOCOL,
+            node_id: shared.node_id,
+            cluster: serde_bytes::ByteBuf::from(shared.cluster.0.to_vec()),
+            listen: shared.local_addr,
+            bulk: false,
+        };
+        send.write_chunk(handshake_frame(&hello)).await?;
+        match read_handshake(&mut recv, &mut decoder).await? {
+            Handshake::HelloAck { protocol, node_id } if protocol == WIRE_PROTOCOL => {
+                let link = LocalLink::new(
+                    addr,
+                    Some(path.clone()),
+                    shared.node_id,
+                    shared.local_addr,
+                    shared.cluster,
+                );
+                Ok(shared.start_connection(Link::Local(link), node_id, send, recv, decoder))
+            }
+            other => Err(format!("refused: {other:?}")),
+        }
+    };
+    tokio::time::timeout(shared.config.handshake_timeout, exchange)
+        .await
+        .map_err(|_| "no answer to the local hello in time".to_owned())?
+}
+
+/// One QUIC dial attempt: QUIC + TLS, then the hello/ack.
+async fn dial_quic(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Connection, ConnectError> {
     let timeout = shared.config.handshake_timeout;
     let handshake_error = |reason: String| ConnectError::Handshake { addr, reason };
     let attempt = async {
@@ -337,8 +420,8 @@ async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Connection, Conn
             .map_err(|error| handshake_error(error.to_string()))?
             .await
             .map_err(|error| handshake_error(error.to_string()))?;
-        let (mut send, mut recv) =
-            quic.open_bi().await.map_err(|error| handshake_error(error.to_string()))?;
+        let (mut send, recv) = quic.open_bi().await.map_err(|error| handshake_error(error.to_string()))?;
+        let mut recv = ReadHalf::Quic(recv);
         let hello = Handshake::Hello { protocol: WIRE_PROTOCOL, node_id: shared.node_id };
         send.write_chunk(handshake_frame(&hello))
             .await
@@ -357,7 +440,7 @@ async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Connection, Conn
                         reason: format!("server claims {node_id} but its certificate does not certify it"),
                     });
                 }
-                Ok(shared.start_connection(quic, node_id, send, recv, decoder))
+                Ok(shared.start_connection(Link::Quic(quic), node_id, WriteHalf::Quic(send), recv, decoder))
             }
             Handshake::HelloAck { protocol, .. } => {
                 quic.close(quinn::VarInt::from_u32(close_code::REFUSED), b"version");
@@ -427,7 +510,8 @@ async fn serve_connection(shared: &Arc<Shared>, quic: quinn::Connection) {
 
 /// Server side of the hello/ack. Nothing is dispatched for the peer unless this returns `Ok`.
 async fn serve_hello(shared: &Arc<Shared>, quic: &quinn::Connection) -> Result<(), String> {
-    let (mut send, mut recv) = quic.accept_bi().await.map_err(|error| error.to_string())?;
+    let (mut send, recv) = quic.accept_bi().await.map_err(|error| error.to_string())?;
+    let mut recv = ReadHalf::Quic(recv);
     let mut decoder = FrameDecoder::new(shared.config.frame_bytes_max);
     let hello = read_handshake(&mut recv, &mut decoder).await?;
     let refusal = match hello {
@@ -450,7 +534,7 @@ async fn serve_hello(shared: &Arc<Shared>, quic: &quinn::Connection) -> Result<(
         Ok(peer) => {
             let ack = Handshake::HelloAck { protocol: WIRE_PROTOCOL, node_id: shared.node_id };
             send.write_chunk(handshake_frame(&ack)).await.map_err(|error| error.to_string())?;
-            shared.start_connection(quic.clone(), peer, send, recv, decoder);
+            shared.start_connection(Link::Quic(quic.clone()), peer, WriteHalf::Quic(send), recv, decoder);
             info!(%peer, remote = %quic.remote_address(), "peer authenticated");
             Ok(())
         }
@@ -463,5 +547,145 @@ async fn serve_hello(shared: &Arc<Shared>, quic: &quinn::Connection) -> Result<(
             let _ = tokio::time::timeout(Duration::from_secs(1), quic.closed()).await;
             Err(reason.to_string())
         }
+    }
+}
+
+async fn accept_local_loop(shared: Arc<Shared>) {
+    let Some(std_listener) = shared.local.as_ref().and_then(|local| local.listener.lock().take()) else {
+        return;
+    };
+    let listener = match tokio::net::UnixListener::from_std(std_listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            warn!(%error, "the local channel is off: its listener could not be registered");
+            return;
+        }
+    };
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of descriptors, typically: back off instead of spinning.
+                warn!(%error, "local accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        actix_rt::spawn(async move {
+            let timeout = shared.config.handshake_timeout;
+            match tokio::time::timeout(timeout, serve_local(&shared, stream)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => warn!(%reason, "refused a local connection"),
+                Err(_) => warn!("closing a local connection that did not finish its hello in time"),
+            }
+        });
+    }
+}
+
+/// Server side of a local hello: the peer's user is checked, then it names itself.
+async fn serve_local(shared: &Arc<Shared>, stream: tokio::net::UnixStream) -> Result<(), String> {
+    crate::local::check_peer_user(&stream)?;
+    let (mut recv, mut send, mut decoder) = crate::local::split(stream, shared.config.frame_bytes_max);
+    let (peer, listen, bulk) = match read_handshake(&mut recv, &mut decoder).await? {
+        Handshake::LocalHello { cluster, .. } if cluster.as_slice() != shared.cluster.0.as_slice() => {
+            let refusal = Handshake::Refused { reason: HandshakeRefusal::IdentityMismatch };
+            send.write_chunk(handshake_frame(&refusal)).await?;
+            return Err("the peer belongs to another cluster".to_owned());
+        }
+        Handshake::LocalHello { protocol, node_id, listen, bulk, .. } if protocol == WIRE_PROTOCOL => {
+            (node_id, listen, bulk)
+        }
+        Handshake::LocalHello { .. } => {
+            let refusal = Handshake::Refused { reason: HandshakeRefusal::Version { server: WIRE_PROTOCOL } };
+            send.write_chunk(handshake_frame(&refusal)).await?;
+            return Err("protocol version mismatch".to_owned());
+        }
+        _ => {
+            let refusal = Handshake::Refused { reason: HandshakeRefusal::Unexpected };
+            send.write_chunk(handshake_frame(&refusal)).await?;
+            return Err("unexpected handshake message".to_owned());
+        }
+    };
+    let ack = Handshake::HelloAck { protocol: WIRE_PROTOCOL, node_id: shared.node_id };
+    send.write_chunk(handshake_frame(&ack)).await?;
+    if bulk {
+        // The transfer may outlast the hello's deadline: serve it on a task of its own.
+        let dispatcher = shared.dispatcher.clone();
+        let config = shared.config.clone();
+        actix_rt::spawn(async move {
+            if let Err(error) = crate::bulk::serve(peer, send, recv, &dispatcher, &config).await {
+                warn!(%peer, %error, "local bulk stream failed");
+            }
+        });
+    } else {
+        let link = LocalLink::new(listen, None, shared.node_id, shared.local_addr, shared.cluster);
+        shared.start_connection(Link::Local(link), peer, send, recv, decoder);
+        debug!(%peer, %listen, "local peer connected");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport(ca: &ClusterCa, local_channel: bool) -> Transport {
+        let config = TransportConfig { local_channel, ..TransportConfig::default() };
+        Transport::builder(ca.issue(NodeId::random().unwrap()).unwrap()).config(config).start().unwrap()
+    }
+
+    #[test]
+    fn a_dead_peer_is_reported_gone_at_once_and_its_stale_socket_removed() {
+        let ca = ClusterCa::generate("test").unwrap();
+        // What a killed process leaves behind: a socket file nobody listens on, and a free port.
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let stale = crate::local::socket_path(addr).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        let config = TransportConfig { connect_attempts_max: 1, ..TransportConfig::default() };
+        let client =
+            Transport::builder(ca.issue(NodeId::random().unwrap()).unwrap()).config(config).start().unwrap();
+        // Not a QUIC handshake timeout, which is all a dead UDP port would give.
+        let outcome = actix_rt::System::new().block_on(client.connect(addr));
+        assert!(matches!(outcome, Err(ConnectError::Gone { .. })), "{outcome:?}");
+        assert!(!stale.exists());
+    }
+
+    #[test]
+    fn a_dead_loopback_peer_without_a_socket_file_is_reported_gone_at_once() {
+        let ca = ClusterCa::generate("test").unwrap();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        for local_channel in [true, false] {
+            let config =
+                TransportConfig { connect_attempts_max: 1, local_channel, ..TransportConfig::default() };
+            let client = Transport::builder(ca.issue(NodeId::random().unwrap()).unwrap())
+                .config(config)
+                .start()
+                .unwrap();
+            let outcome = actix_rt::System::new().block_on(client.connect(addr));
+            assert!(matches!(outcome, Err(ConnectError::Gone { .. })), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn a_stale_local_socket_falls_back_to_quic_and_a_live_one_is_removed_with_its_transport() {
+        let ca = ClusterCa::generate("test").unwrap();
+        let server = transport(&ca, false);
+        // What a killed process leaves behind: a socket file nobody listens on.
+        let stale = crate::local::socket_path(server.local_addr()).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        assert!(stale.exists());
+        let client = transport(&ca, true);
+        let connection = actix_rt::System::new().block_on(client.connect(server.local_addr())).unwrap();
+        assert!(!connection.is_local());
+        let _ = std::fs::remove_file(&stale);
+
+        let local = transport(&ca, true);
+        let path = crate::local::socket_path(local.local_addr()).unwrap();
+        assert!(path.exists());
+        drop(local);
+        assert!(!path.exists(), "the socket file goes with its transport");
     }
 }

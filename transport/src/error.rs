@@ -55,6 +55,14 @@ pub enum ConnectError {
         /// How long was waited.
         after: Duration,
     },
+    /// The peer is gone: it served the local channel at this address, and now nothing listens
+    /// there and nothing holds its port (its process died). Transient: a restarted peer may bind
+    /// the address again; each attempt fails at once instead of waiting for a QUIC timeout.
+    #[error("no process serves {addr} any more")]
+    Gone {
+        /// The address dialled.
+        addr: std::net::SocketAddr,
+    },
     /// The local transport has shut down.
     #[error("the local transport is shut down")]
     Shutdown,
@@ -63,7 +71,10 @@ pub enum ConnectError {
 impl ConnectError {
     /// Whether dialling again could help: a refusal will not change by retrying.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ConnectError::Handshake { .. } | ConnectError::Timeout { .. })
+        matches!(
+            self,
+            ConnectError::Handshake { .. } | ConnectError::Timeout { .. } | ConnectError::Gone { .. }
+        )
     }
 }
 

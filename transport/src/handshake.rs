@@ -28,6 +28,21 @@ pub enum Handshake {
         /// The id the client's certificate must certify.
         node_id: NodeId,
     },
+    /// Client to server, first message on the local channel (a Unix socket; see `local.rs`).
+    /// The server has already checked that the client runs as the same user.
+    LocalHello {
+        /// The client's protocol version.
+        protocol: u32,
+        /// The client's node id.
+        node_id: NodeId,
+        /// The fingerprint of the client's cluster CA (32 bytes): a process of another cluster
+        /// on the same host is refused, as TLS would refuse it.
+        cluster: ByteBuf,
+        /// The client's UDP address, under which the server files the connection.
+        listen: std::net::SocketAddr,
+        /// Whether this socket carries one bulk transfer rather than the message stream.
+        bulk: bool,
+    },
     /// Server to client: the connection is authenticated.
     HelloAck {
         /// The server's protocol version.
@@ -126,6 +141,9 @@ impl Handshake {
                 check("secret", secret.len(), secret.len() == 32, "32")?;
                 check("public_key", public_key.len(), public_key.len() == 65, "65")?;
             }
+            Handshake::LocalHello { cluster, .. } => {
+                check("cluster", cluster.len(), cluster.len() == 32, "32")?;
+            }
             Handshake::JoinAccepted { leaf, ca, .. } => {
                 check("leaf", leaf.len(), !leaf.is_empty() && leaf.len() <= CERT_BYTES_MAX, "1..=16384")?;
                 check("ca", ca.len(), !ca.is_empty() && ca.len() <= CERT_BYTES_MAX, "1..=16384")?;
@@ -158,11 +176,22 @@ mod tests {
             Just(JoinRefusal::BadPublicKey),
             Just(JoinRefusal::Version),
         ];
+        // A socket address travels as ip and port (no IPv6 flow info or scope id).
+        let listen = (any::<std::net::IpAddr>(), any::<u16>()).prop_map(std::net::SocketAddr::from);
         prop_oneof![
             (any::<u32>(), any_node_id())
                 .prop_map(|(protocol, node_id)| Handshake::Hello { protocol, node_id }),
             (any::<u32>(), any_node_id())
                 .prop_map(|(protocol, node_id)| Handshake::HelloAck { protocol, node_id }),
+            (any::<u32>(), any_node_id(), any::<[u8; 32]>(), listen, any::<bool>()).prop_map(
+                |(protocol, node_id, cluster, listen, bulk)| Handshake::LocalHello {
+                    protocol,
+                    node_id,
+                    cluster: ByteBuf::from(cluster.to_vec()),
+                    listen,
+                    bulk
+                }
+            ),
             refusal.prop_map(|reason| Handshake::Refused { reason }),
             (any::<u32>(), any::<[u8; 32]>(), proptest::collection::vec(any::<u8>(), 65..=65)).prop_map(
                 |(protocol, secret, public_key)| Handshake::JoinRequest {

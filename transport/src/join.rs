@@ -42,7 +42,8 @@ pub async fn join(
             .map_err(|error| connect_error(error.to_string()))?
             .await
             .map_err(|error| connect_error(error.to_string()))?;
-        let (mut send, mut recv) = quic.open_bi().await.map_err(|error| connect_error(error.to_string()))?;
+        let (mut send, recv) = quic.open_bi().await.map_err(|error| connect_error(error.to_string()))?;
+        let mut recv = crate::local::ReadHalf::Quic(recv);
         let (private_key, public_key) = generate_member_key()?;
         let request = Handshake::JoinRequest {
             protocol: WIRE_PROTOCOL,
@@ -114,7 +115,8 @@ pub(crate) async fn serve(
     quic: &quinn::Connection,
     config: &TransportConfig,
 ) -> Result<(), String> {
-    let (mut send, mut recv) = quic.accept_bi().await.map_err(|error| error.to_string())?;
+    let (mut send, recv) = quic.accept_bi().await.map_err(|error| error.to_string())?;
+    let mut recv = crate::local::ReadHalf::Quic(recv);
     let mut decoder = FrameDecoder::new(config.frame_bytes_max);
     let request = read_handshake(&mut recv, &mut decoder).await?;
     let outcome = admit(admission, request);

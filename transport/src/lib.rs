@@ -22,6 +22,7 @@ mod hex;
 mod id;
 mod identity;
 mod join;
+mod local;
 mod pending;
 mod sync;
 mod tls;

@@ -61,6 +61,26 @@ fn node(ca: &ClusterCa) -> Node {
     node_with(ca.issue(NodeId::random().unwrap()).unwrap(), TransportConfig::default(), None)
 }
 
+/// A node that serves and prefers the local channel, or speaks QUIC only.
+fn node_over(ca: &ClusterCa, local: bool) -> Node {
+    let config = TransportConfig { local_channel: local, ..TransportConfig::default() };
+    node_with(ca.issue(NodeId::random().unwrap()).unwrap(), config, None)
+}
+
+/// Runs a test body once over QUIC and once over the local channel.
+macro_rules! over_both_links {
+    ($body:ident => $quic:ident, $local:ident) => {
+        #[test]
+        fn $quic() {
+            $body(false);
+        }
+        #[test]
+        fn $local() {
+            $body(true);
+        }
+    };
+}
+
 fn node_with(identity: NodeIdentity, config: TransportConfig, admission: Option<Admission>) -> Node {
     let echo = Arc::new(Echo::default());
     let mut builder = Transport::builder(identity).config(config).dispatcher(echo.clone());
@@ -79,13 +99,17 @@ fn quick_config() -> TransportConfig {
     }
 }
 
-#[test]
-fn calls_and_one_way_messages_reach_the_peer_over_one_reused_connection() {
+over_both_links!(calls_and_one_way_messages =>
+    calls_and_one_way_messages_reach_the_peer_over_one_reused_quic_connection,
+    calls_and_one_way_messages_reach_the_peer_over_one_reused_local_connection);
+
+fn calls_and_one_way_messages(local: bool) {
     let ca = ClusterCa::generate("test").unwrap();
-    let server = node(&ca);
-    let client = node(&ca);
+    let server = node_over(&ca, local);
+    let client = node_over(&ca, local);
     run(async {
         let connection = client.transport.connect(server.transport.local_addr()).await.unwrap();
+        assert_eq!(connection.is_local(), local);
         assert_eq!(connection.peer(), server.transport.node_id());
         let reply = connection.call("echo", 1, b"hello", None).await.unwrap();
         assert_eq!(reply, Bytes::from(format!("{}:hello", client.transport.node_id())));
@@ -95,6 +119,8 @@ fn calls_and_one_way_messages_reach_the_peer_over_one_reused_connection() {
         assert_eq!(again.remote_addr(), connection.remote_addr());
         let back =
             server.transport.connection_to(client.transport.node_id()).expect("server knows the client");
+        assert_eq!(back.is_local(), local);
+        assert_eq!(back.remote_addr(), client.transport.local_addr());
         let reply = back.call("echo", 1, b"back", None).await.unwrap();
         assert_eq!(reply, Bytes::from(format!("{}:back", server.transport.node_id())));
         assert_eq!(client.transport.connection_count(), 1);
@@ -106,6 +132,21 @@ fn calls_and_one_way_messages_reach_the_peer_over_one_reused_connection() {
         // A call after the notifications is answered after they were all dispatched (one stream, in order).
         connection.call("echo", 1, b"fence", None).await.unwrap();
         assert_eq!(server.echo.seen.load(Ordering::SeqCst), 102);
+
+        // Closing fails the calls of both sides and frees the peer tables.
+        connection.close("done");
+        assert!(connection.is_closed());
+        let outcome = connection.call("echo", 1, b"late", None).await;
+        assert!(matches!(outcome, Err(CallError::ConnectionLost(_))), "{outcome:?}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !back.is_closed() || server.transport.connection_count() != 0 {
+            assert!(std::time::Instant::now() < deadline, "the server never saw the close");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let outcome = back.call("echo", 1, b"late", None).await;
+        assert!(matches!(outcome, Err(CallError::ConnectionLost(_))), "{outcome:?}");
+        let fresh = client.transport.connect(server.transport.local_addr()).await.unwrap();
+        assert!(fresh.call("echo", 1, b"again", None).await.is_ok());
     });
 }
 
@@ -122,11 +163,15 @@ fn a_call_without_an_answer_times_out_and_the_connection_stays_usable() {
     });
 }
 
-#[test]
-fn an_oversized_message_is_a_typed_error_for_the_sender() {
+over_both_links!(oversized_message =>
+    an_oversized_message_is_a_typed_error_for_the_sender_over_quic,
+    an_oversized_message_is_a_typed_error_for_the_sender_over_the_local_channel);
+
+fn oversized_message(local: bool) {
     let ca = ClusterCa::generate("test").unwrap();
-    let server = node(&ca);
-    let config = TransportConfig { frame_bytes_max: 1024, ..TransportConfig::default() };
+    let server = node_over(&ca, local);
+    let config =
+        TransportConfig { frame_bytes_max: 1024, local_channel: local, ..TransportConfig::default() };
     let client = node_with(ca.issue(NodeId::random().unwrap()).unwrap(), config, None);
     run(async {
         let connection = client.transport.connect(server.transport.local_addr()).await.unwrap();
@@ -136,13 +181,17 @@ fn an_oversized_message_is_a_typed_error_for_the_sender() {
     });
 }
 
-#[test]
-fn bulk_transfers_stream_raw_bytes_on_their_own_stream() {
+over_both_links!(bulk_transfers =>
+    bulk_transfers_stream_raw_bytes_on_their_own_quic_stream,
+    bulk_transfers_stream_raw_bytes_on_their_own_local_socket);
+
+fn bulk_transfers(local: bool) {
     let ca = ClusterCa::generate("test").unwrap();
-    let server = node(&ca);
-    let client = node(&ca);
+    let server = node_over(&ca, local);
+    let client = node_over(&ca, local);
     run(async {
         let connection = client.transport.connect(server.transport.local_addr()).await.unwrap();
+        assert_eq!(connection.is_local(), local);
         let chunk: Vec<u8> = (0..1024 * 1024).map(|index| (index % 251) as u8).collect();
         let chunks = 8u64;
         let mut sender =
@@ -406,12 +455,16 @@ fn join_tokens_admit_newcomers_and_wrong_tokens_are_refused() {
     assert_eq!(head.echo.seen.load(Ordering::SeqCst), 1);
 }
 
-#[test]
-fn connect_retries_with_backoff_until_the_peer_is_up_and_reconnects_after_a_restart() {
+over_both_links!(reconnects =>
+    connect_retries_with_backoff_until_the_peer_is_up_and_reconnects_after_a_restart_over_quic,
+    connect_retries_with_backoff_until_the_peer_is_up_and_reconnects_after_a_restart_locally);
+
+fn reconnects(local: bool) {
     let ca = ClusterCa::generate("test").unwrap();
     let client = node_with(
         ca.issue(NodeId::random().unwrap()).unwrap(),
         TransportConfig {
+            local_channel: local,
             handshake_timeout: Duration::from_millis(300),
             connect_attempts_max: 30,
             reconnect_backoff_initial: Duration::from_millis(20),
@@ -424,12 +477,15 @@ fn connect_retries_with_backoff_until_the_peer_is_up_and_reconnects_after_a_rest
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let late_identity = ca.issue(NodeId::random().unwrap()).unwrap();
+    let server_config = TransportConfig { local_channel: local, ..TransportConfig::default() };
+    let restart_config = server_config.clone();
     let late_server = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(400));
-        Transport::builder(late_identity).bind(addr).start().unwrap()
+        Transport::builder(late_identity).bind(addr).config(server_config).start().unwrap()
     });
     run(async {
         let connection = client.transport.connect(addr).await.expect("retries until the server is up");
+        assert_eq!(connection.is_local(), local);
         assert!(
             matches!(connection.call("nobody", 1, b"", None).await, Err(CallError::Remote(error)) if error.kind == RemoteErrorKind::NoSuchTarget)
         );
@@ -439,8 +495,11 @@ fn connect_retries_with_backoff_until_the_peer_is_up_and_reconnects_after_a_rest
         drop(server);
         let outcome = connection.call("nobody", 1, b"", Some(Duration::from_secs(5))).await;
         assert!(matches!(outcome, Err(CallError::ConnectionLost(_) | CallError::Timeout(_))), "{outcome:?}");
-        let restarted =
-            Transport::builder(ca.issue(NodeId::random().unwrap()).unwrap()).bind(addr).start().unwrap();
+        let restarted = Transport::builder(ca.issue(NodeId::random().unwrap()).unwrap())
+            .bind(addr)
+            .config(restart_config)
+            .start()
+            .unwrap();
         let fresh = client.transport.connect(addr).await.unwrap();
         assert_eq!(fresh.peer(), restarted.node_id());
         assert!(!fresh.is_closed());
@@ -474,4 +533,16 @@ fn a_peer_that_never_says_hello_is_disconnected_after_the_handshake_timeout() {
         }
     });
     assert_eq!(server.transport.connection_count(), 0);
+}
+
+#[test]
+fn a_peer_without_the_local_channel_is_reached_over_quic() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let server = node_over(&ca, false);
+    let client = node_over(&ca, true);
+    run(async {
+        let connection = client.transport.connect(server.transport.local_addr()).await.unwrap();
+        assert!(!connection.is_local());
+        assert!(connection.call("echo", 1, b"x", None).await.is_ok());
+    });
 }

@@ -488,6 +488,22 @@ async fn run_client(
                 Err(error) => {
                     let cause = match error {
                         AskError::ActorDied { cause, .. } => cause,
+                        broken @ (AskError::ConnectionLost(_) | AskError::Unreachable(_)) => {
+                            // The link to the worker broke, which is how a dead worker shows on
+                            // a local connection, often before the actor manager knows. Its
+                            // verdict gives the real cause, and makes a retry go to the next
+                            // incarnation instead of the dead one.
+                            let verdict = tokio::time::timeout(
+                                crate::submit::DEATH_VERDICT_WAIT,
+                                over.wait_for(Option::is_some),
+                            )
+                            .await;
+                            match verdict {
+                                Ok(Ok(info)) => info.clone().and_then(|info| info.death_cause),
+                                _ => None,
+                            }
+                            .unwrap_or_else(|| broken.to_string())
+                        }
                         other => other.to_string(),
                     };
                     if call.retries_left > 0 {

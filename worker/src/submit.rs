@@ -51,6 +51,10 @@ const SHORT_TASK_US: f64 = 1_000.0;
 /// Lease requests in flight per shape at most (Ray's `max_pending_lease_requests_per_scheduling_category`).
 pub const LEASE_REQUESTS_MAX: usize = 10;
 
+/// How long a call whose connection broke waits for the raylet's or the actor manager's word
+/// on how its worker died (the raylet sees a worker exit within milliseconds).
+pub(crate) const DEATH_VERDICT_WAIT: Duration = Duration::from_secs(30);
+
 const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Per-call options of a remote function (`f::options()...`).
@@ -552,6 +556,14 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
                 dead = true;
                 let exit = match error {
                     AskError::ActorDied { cause, .. } => cause,
+                    broken @ (AskError::ConnectionLost(_) | AskError::Unreachable(_)) => {
+                        // A local connection breaks the moment the worker dies, usually before
+                        // the raylet's word on how it died: wait for that word (bounded).
+                        match tokio::time::timeout(DEATH_VERDICT_WAIT, death.clone()).await {
+                            Ok(Some(exit)) => exit,
+                            _ => broken.to_string(),
+                        }
+                    }
                     other => other.to_string(),
                 };
                 if task.control.is_cancelled() {
