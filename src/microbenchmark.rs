@@ -453,11 +453,13 @@ pub fn run(options: Options) -> Vec<Figure> {
     if runner.wanted("actors_200") {
         let count = runner.count(200);
         let before = footprint();
+        let available_before = mem_available();
         let started = Instant::now();
         let actors: Vec<ActorHandle<Sink>> = (0..count).map(|_| Sink::remote().expect("an actor")).collect();
         let refs: Vec<_> = actors.iter().map(|actor| actor.small_value()).collect();
         get_all(&refs);
         let elapsed = started.elapsed();
+        let available_after = mem_available();
         let after = footprint();
         runner.value("actors_200_create_and_call", "s", vec![elapsed.as_secs_f64()]);
         runner.value(
@@ -470,6 +472,20 @@ pub fn run(options: Options) -> Vec<Figure> {
             "MiB",
             vec![(after.uss.saturating_sub(before.uss)) as f64 / 1048576.0],
         );
+        runner.value(
+            "actors_200_memory_pss",
+            "MiB",
+            vec![(after.pss.saturating_sub(before.pss)) as f64 / 1048576.0],
+        );
+        // Ray's definition (bench_i_many_actors.py): the system-wide drop of MemAvailable, which
+        // counts shared pages once. Noisy: anything else running on the machine moves it too.
+        if let (Some(before), Some(after)) = (available_before, available_after) {
+            runner.value(
+                "actors_200_memavailable_drop",
+                "MiB",
+                vec![before.saturating_sub(after) as f64 / 1048576.0],
+            );
+        }
         for actor in &actors {
             let _ = crate::kill(actor);
         }
@@ -482,6 +498,8 @@ pub fn run(options: Options) -> Vec<Figure> {
 pub struct Footprint {
     /// Resident set size, bytes.
     pub rss: u64,
+    /// Proportional set size (shared pages divided among the processes sharing them), bytes.
+    pub pss: u64,
     /// Unique set size (private pages), bytes.
     pub uss: u64,
     /// Processes counted.
@@ -529,10 +547,18 @@ pub fn footprint() -> Footprint {
                 .map_or(0, |kib| kib * 1024)
         };
         total.rss += field("Rss:");
+        total.pss += field("Pss:");
         total.uss += field("Private_Clean:") + field("Private_Dirty:");
         total.processes += 1;
     }
     total
+}
+
+/// `MemAvailable` of `/proc/meminfo`, bytes.
+fn mem_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
 }
 
 /// The cold-start probe: what a fresh process does between its start and its first task result.
@@ -647,7 +673,11 @@ pub fn command(args: &[String]) -> i32 {
     }
     if wanted("idle_footprint") {
         let idle = idle_footprint(Duration::from_millis(300));
-        for (name, bytes) in [("idle_footprint_uss", idle.uss), ("idle_footprint_rss", idle.rss)] {
+        for (name, bytes) in [
+            ("idle_footprint_uss", idle.uss),
+            ("idle_footprint_pss", idle.pss),
+            ("idle_footprint_rss", idle.rss),
+        ] {
             let figure = Figure {
                 name: name.into(),
                 unit: "MiB".into(),
