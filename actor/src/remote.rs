@@ -152,6 +152,51 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         }
     }
 
+    /// Like [`ActorRef::start_ask`], with the answer handed to `on_answer` instead of a future:
+    /// it runs exactly once, with the answer or the error. For a remote actor it runs on the
+    /// transport's thread as the answer arrives (no wake-up of the caller's runtime), so it must
+    /// be short and must not block; there is no deadline (see
+    /// [`manta_transport::Connection::start_call_with`]). Returns once the message is queued:
+    /// messages started one after another are sent in that order.
+    pub async fn start_ask_with<M>(
+        &self,
+        message: M,
+        on_answer: impl FnOnce(Result<M::Result, AskError>) + Send + 'static,
+    ) where
+        A: Handler<M>,
+        M: WireMessage,
+    {
+        match &self.target {
+            Target::Local(local) => match local.admit().await {
+                Ok(admitted) => {
+                    let answer = admitted.ask(message);
+                    tokio::spawn(async move { on_answer(answer.await) });
+                }
+                Err(error) => on_answer(Err(error)),
+            },
+            Target::Remote(remote) => {
+                let body = match wire::encode(&message) {
+                    Ok(body) => body,
+                    Err(error) => return on_answer(Err(error)),
+                };
+                let connection = match remote.connection().await {
+                    Ok(connection) => connection,
+                    Err(error) => return on_answer(Err(error)),
+                };
+                let (node, name) = (remote.node.clone(), remote.address.name.clone());
+                let target = name.clone();
+                let on_reply = move |reply: Result<bytes::Bytes, manta_transport::CallError>| {
+                    on_answer(
+                        reply
+                            .map_err(|error| AskError::from_call(error, &node, &name))
+                            .and_then(|reply| wire::decode(&reply)),
+                    )
+                };
+                connection.start_call_with(&target, M::ID, &body, Box::new(on_reply)).await;
+            }
+        }
+    }
+
     async fn ask_remote<M>(
         &self,
         remote: &RemoteTarget,

@@ -24,17 +24,31 @@ use crate::stats::{percentiles_us, report};
 
 pub(crate) const SERVER_ROLE_ENV: &str = "MANTA_BENCH_SERVER";
 
+/// Set for the server process by `--quic-only`: Manta's nodes use QUIC only.
+const QUIC_ONLY_ENV: &str = "MANTA_BENCH_QUIC_ONLY";
+
+/// The server's transport settings (it learns `--quic-only` from its environment).
+fn transport_config() -> TransportConfig {
+    TransportConfig { local_channel: std::env::var_os(QUIC_ONLY_ENV).is_none(), ..TransportConfig::default() }
+}
+
 pub(crate) struct Options {
     rounds: u32,
     messages: u64,
     repeat: usize,
+    /// Manta's nodes talk QUIC even on one host (the local channel off).
+    quic_only: bool,
 }
 
 impl Options {
     pub(crate) fn parse(args: &[String]) -> anyhow::Result<Self> {
-        let mut options = Options { rounds: 20_000, messages: 1_000_000, repeat: 5 };
+        let mut options = Options { rounds: 20_000, messages: 1_000_000, repeat: 5, quic_only: false };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
+            if flag == "--quic-only" {
+                options.quic_only = true;
+                continue;
+            }
             let value = args.next().with_context(|| format!("{flag} needs a value"))?;
             match flag.as_str() {
                 "--rounds" => options.rounds = value.parse()?,
@@ -94,7 +108,7 @@ pub(crate) fn serve() -> anyhow::Result<()> {
     let identity = join_blocking(head, &token, &TransportConfig::default())?;
     let raw_addr = raw::serve(&identity)?;
     let unix_path = unix::serve()?;
-    let node = Node::start_local(identity)?;
+    let node = Node::start(Transport::builder(identity).config(transport_config()))?;
     let worker = start_arbiter("bench-actors")?;
     let echo = spawn(&worker, SpawnOptions::named("echo"), || Echo);
     node.register("echo", Routes::new(echo).message::<Ping>())?;
@@ -114,13 +128,17 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     let ca = Arc::new(ClusterCa::generate("bench")?);
     let tokens = Arc::new(TokenRegistry::default());
     let identity = ca.issue(NodeId::random()?)?;
+    let config = TransportConfig { local_channel: !options.quic_only, ..TransportConfig::default() };
     let node = Node::start(
-        Transport::builder(identity).admission(Admission { ca: ca.clone(), tokens: tokens.clone() }),
+        Transport::builder(identity)
+            .admission(Admission { ca: ca.clone(), tokens: tokens.clone() })
+            .config(config),
     )?;
     let token = tokens.create(&ca, TokenUse::OneTime)?;
     let mut server = Command::new(std::env::current_exe()?)
         .env(SERVER_ROLE_ENV, node.local_addr().to_string())
         .env("MANTA_BENCH_TOKEN", token.to_string())
+        .envs(options.quic_only.then_some((QUIC_ONLY_ENV, "1")))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -132,8 +150,11 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     let unix_path = std::path::PathBuf::from(fields.next().context("server did not start")?);
 
     println!(
-        "# manta-bench bus: {} rounds, {} one-way messages, {} runs each",
-        options.rounds, options.messages, options.repeat
+        "# manta-bench bus: {} rounds, {} one-way messages, {} runs each; Manta over {}",
+        options.rounds,
+        options.messages,
+        options.repeat,
+        if options.quic_only { "QUIC" } else { "the local channel (Unix socket)" }
     );
     println!("# client pid {}, server pid {}", std::process::id(), server.id());
     let client_identity = ca.issue(NodeId::random()?)?;

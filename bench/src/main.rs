@@ -1,7 +1,7 @@
 //! `manta-bench`: measures the actor bus across two processes on loopback, next to a raw quinn
 //! ping-pong measured in the same run as the floor.
 //!
-//! `cargo run --release -p manta-bench -- bus [--rounds N] [--messages N] [--repeat N]`
+//! `cargo run --release -p manta-bench -- bus [--rounds N] [--messages N] [--repeat N] [--quic-only]`
 //!
 //! `cargo run --release -p manta-bench -- microbenchmark [...]` runs the same code as
 //! `manta microbenchmark` (Ray's microbenchmark figures; see `manta::microbenchmark`), and

@@ -105,7 +105,23 @@ pub trait Dispatcher: Send + Sync + 'static {
     }
 }
 
-type Waiter = oneshot::Sender<Result<Bytes, CallError>>;
+/// What a call's answer goes to: a channel its caller awaits, or a callback run where the answer
+/// arrives (on the transport's thread), which saves the caller's runtime a wake-up per call.
+enum Waiter {
+    Channel(oneshot::Sender<Result<Bytes, CallError>>),
+    Callback(Box<dyn FnOnce(Result<Bytes, CallError>) + Send>),
+}
+
+impl Waiter {
+    fn send(self, outcome: Result<Bytes, CallError>) {
+        match self {
+            Waiter::Channel(sender) => {
+                let _ = sender.send(outcome);
+            }
+            Waiter::Callback(callback) => callback(outcome),
+        }
+    }
+}
 
 /// A live, authenticated connection; cheap to clone, usable from any thread or runtime.
 #[derive(Clone)]
@@ -228,7 +244,7 @@ impl Connection {
     ) -> Result<Bytes, CallError> {
         let timeout = timeout.unwrap_or(self.inner.config.call_timeout);
         let (waiter, answer) = oneshot::channel();
-        let call_id = self.inner.pending.insert(waiter).map_err(|_| self.lost())?;
+        let call_id = self.inner.pending.insert(Waiter::Channel(waiter)).map_err(|_| self.lost())?;
         let _guard = PendingGuard { pending: &self.inner.pending, call_id };
         let header = Header::Request { call_id, target: target.to_owned(), method };
         let frame = frame::encode(&header, body, self.inner.config.frame_bytes_max)?;
@@ -254,7 +270,7 @@ impl Connection {
     ) -> Result<impl std::future::Future<Output = Result<Bytes, CallError>> + Send + 'static, CallError> {
         let timeout = timeout.unwrap_or(self.inner.config.call_timeout);
         let (waiter, answer) = oneshot::channel();
-        let call_id = self.inner.pending.insert(waiter).map_err(|_| self.lost())?;
+        let call_id = self.inner.pending.insert(Waiter::Channel(waiter)).map_err(|_| self.lost())?;
         let guard = OwnedPendingGuard { inner: self.inner.clone(), call_id };
         let header = Header::Request { call_id, target: target.to_owned(), method };
         let frame = frame::encode(&header, body, self.inner.config.frame_bytes_max)?;
@@ -268,6 +284,36 @@ impl Connection {
                 Err(_) => Err(CallError::Timeout(timeout)),
             }
         })
+    }
+
+    /// Sends a request to `target` now; `on_answer` runs exactly once: with the answer (on the
+    /// transport's thread), with [`CallError::ConnectionLost`] when the connection closes first,
+    /// or with the error that kept the request from being sent (before this returns). There is
+    /// no deadline: the caller keeps its own if it wants one. `on_answer` must be short and must
+    /// not block, since it runs where every connection's frames are read. Returns once the frame
+    /// is queued, so requests started one after another go out in that order.
+    pub async fn start_call_with(
+        &self,
+        target: &str,
+        method: u32,
+        body: &[u8],
+        on_answer: Box<dyn FnOnce(Result<Bytes, CallError>) + Send>,
+    ) {
+        let call_id = match self.inner.pending.insert(Waiter::Callback(on_answer)) {
+            Ok(call_id) => call_id,
+            Err(waiter) => return waiter.send(Err(self.lost())),
+        };
+        let header = Header::Request { call_id, target: target.to_owned(), method };
+        let queued = match frame::encode(&header, body, self.inner.config.frame_bytes_max) {
+            Ok(frame) => self.inner.outgoing.send(frame).await.map_err(|_| self.lost()),
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = queued {
+            // Unless closing the connection has run it already.
+            if let Some(waiter) = self.inner.pending.take(call_id) {
+                waiter.send(Err(error));
+            }
+        }
     }
 
     /// Sends a one-way message. Returns once it is queued for sending; waits while the queue is
@@ -411,7 +457,7 @@ pub(crate) fn start(parts: ConnectionParts) -> Connection {
             link.close(&reason);
         }
         for waiter in reader.inner.pending.close() {
-            let _ = waiter.send(Err(CallError::ConnectionLost(reason.clone())));
+            waiter.send(Err(CallError::ConnectionLost(reason.clone())));
         }
         on_close(&reader);
     });
@@ -528,7 +574,7 @@ impl Router {
                 };
                 match self.connection.inner.pending.take(call_id) {
                     Some(waiter) => {
-                        let _ = waiter.send(outcome);
+                        waiter.send(outcome);
                     }
                     None => debug!(call_id, "dropping the answer to a call nobody waits for"),
                 }

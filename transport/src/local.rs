@@ -279,6 +279,29 @@ pub(crate) fn udp_port_is_free(addr: SocketAddr) -> bool {
     std::net::UdpSocket::bind(addr).is_ok()
 }
 
+/// Stale sockets looked at, at most, when a transport starts (a bound on its start-up cost).
+const STALE_SWEEP_MAX: usize = 64;
+
+/// Removes up to `max` socket files of this network namespace left by dead processes (killed
+/// ones cannot remove their own). A file is stale when the UDP address it is named after can be
+/// bound: a live transport holds its address. The file is removed while the address is held.
+fn sweep_stale(dir: &Path, max: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let prefix = format!("{}-", network_namespace());
+    for entry in entries.flatten().take(max) {
+        let name = entry.file_name();
+        let Some(addr) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(&prefix)?.strip_suffix(".sock"))
+            .and_then(|rest| rest.rsplit_once('-'))
+            .and_then(|(ip, port)| Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?)))
+        else {
+            continue;
+        };
+        reclaim_if_gone(&entry.path(), addr);
+    }
+}
+
 /// A bound local listener; its socket file is removed when it is dropped.
 pub(crate) struct LocalListener {
     pub(crate) path: PathBuf,
@@ -293,6 +316,9 @@ impl LocalListener {
             std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no private socket directory")
         })?;
         let _ = std::fs::remove_file(&path);
+        if let Some(dir) = path.parent() {
+            sweep_stale(dir, STALE_SWEEP_MAX);
+        }
         let listener = std::os::unix::net::UnixListener::bind(&path)?;
         listener.set_nonblocking(true)?;
         Ok(LocalListener { path, listener: Mutex::new(Some(listener)) })
@@ -348,6 +374,18 @@ mod tests {
         let metadata = std::fs::metadata(dir).unwrap();
         assert_eq!(metadata.permissions().mode() & 0o077, 0, "the socket directory is private");
         assert!(a.as_os_str().len() < 100, "fits sun_path: {}", a.display());
+    }
+
+    #[test]
+    fn stale_sockets_are_swept_and_live_ones_kept() {
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let live = LocalListener::bind(held.local_addr().unwrap()).unwrap();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let stale = socket_path(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        sweep_stale(stale.parent().unwrap(), usize::MAX);
+        assert!(!stale.exists(), "nobody holds its port");
+        assert!(live.path.exists(), "its port is held");
     }
 
     #[test]

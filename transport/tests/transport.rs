@@ -133,8 +133,21 @@ fn calls_and_one_way_messages(local: bool) {
         connection.call("echo", 1, b"fence", None).await.unwrap();
         assert_eq!(server.echo.seen.load(Ordering::SeqCst), 102);
 
+        // A call answered through a callback, run exactly once with the answer.
+        let (answered, answer) = tokio::sync::oneshot::channel();
+        connection
+            .start_call_with("echo", 1, b"callback", Box::new(move |reply| answered.send(reply).unwrap()))
+            .await;
+        let reply = answer.await.unwrap().unwrap();
+        assert_eq!(reply, Bytes::from(format!("{}:callback", client.transport.node_id())));
+        // One that is never answered runs with `ConnectionLost` when the connection closes.
+        let (lost, unanswered) = tokio::sync::oneshot::channel();
+        connection.start_call_with("silent", 1, b"", Box::new(move |reply| lost.send(reply).unwrap())).await;
+
         // Closing fails the calls of both sides and frees the peer tables.
         connection.close("done");
+        let outcome = unanswered.await.expect("the callback ran");
+        assert!(matches!(outcome, Err(CallError::ConnectionLost(_))), "{outcome:?}");
         assert!(connection.is_closed());
         let outcome = connection.call("echo", 1, b"late", None).await;
         assert!(matches!(outcome, Err(CallError::ConnectionLost(_))), "{outcome:?}");

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use manta_actor::{
-    spawn, Actor, ActorAddress, ActorRef, AnswerFuture, AskError, Context, Handler, LocalRef, Node,
-    RegisterError, ResponseFuture, Routes, SpawnOptions,
+    spawn, Actor, ActorAddress, ActorRef, AskError, Context, Handler, LocalRef, Node, RegisterError,
+    ResponseFuture, Routes, SpawnOptions,
 };
 use manta_gcs::requests::{
     ActorFailed, ActorStarted, GetActor, GetNamedActor, KillActor as GcsKillActor, RegisterActor,
@@ -366,6 +366,43 @@ struct Incarnation {
     next_seq: u64,
     /// Becomes `Some(info)` when this incarnation is over.
     over: watch::Receiver<Option<ActorInfo>>,
+    /// Its calls awaiting an answer.
+    in_flight: Arc<InFlight>,
+}
+
+/// A call sent to an incarnation, kept until its answer (or the incarnation's end) decides it.
+struct Flight {
+    call: PendingCall,
+    args: Vec<TaskArg>,
+    holds: Arc<Vec<RawRef>>,
+}
+
+/// The calls in flight on one incarnation, by `seq`; `None` once the incarnation is over (its
+/// calls were failed or sent on, and no new one may register). Whoever takes a call out of the
+/// table decides it: the answer's callback, or the end of the incarnation, never both.
+type InFlight = Mutex<Option<HashMap<u64, Flight>>>;
+
+/// Decides a call whose incarnation failed it: sent again to the next incarnation while it has
+/// retries left, else failed with `ActorDied`.
+fn fail_call(
+    core: &'static CoreWorker,
+    mut flight: Flight,
+    label: &str,
+    restarts: u64,
+    cause: String,
+    resend: &mpsc::UnboundedSender<PendingCall>,
+) {
+    if flight.call.retries_left > 0 {
+        debug!(actor = %label, restarts, %cause, "actor call failed; retrying on the next incarnation");
+        flight.call.retries_left -= 1;
+        flight.call.resolved = Some((flight.args, flight.holds));
+        if resend.send(flight.call).is_ok() {
+            return;
+        }
+        unreachable!("the client's receiver lives as long as its sender clones");
+    }
+    let actor = label.to_owned();
+    complete(core, flight.call.return_id, Err(TaskError::ActorDied { actor, cause }));
 }
 
 fn complete(
@@ -417,13 +454,24 @@ async fn run_client(
                         continue;
                     };
                     let (over_sender, over) = watch::channel(None);
+                    let in_flight: Arc<InFlight> = Arc::new(Mutex::new(Some(HashMap::new())));
                     let manager = core.actor_manager.clone();
                     let restarts = info.restarts;
+                    let (ended, resend, label) = (in_flight.clone(), resend.clone(), label.clone());
                     core.arbiter.spawn(async move {
                         if let Ok(next) =
                             manager.ask_timeout(WatchActor { actor_id, known: Some(restarts) }, FOREVER).await
                         {
-                            let _ = over_sender.send(Some(next.unwrap_or(info)));
+                            let next = next.unwrap_or(info);
+                            let cause = next.death_cause.clone().unwrap_or_else(|| "its worker died".into());
+                            let _ = over_sender.send(Some(next));
+                            // The incarnation is over: decide every call still waiting on it.
+                            let orphans = ended.lock().take().unwrap_or_default();
+                            let mut orphans: Vec<_> = orphans.into_iter().collect();
+                            orphans.sort_by_key(|(seq, _)| *seq);
+                            for (_, flight) in orphans {
+                                fail_call(core, flight, &label, restarts, cause.clone(), &resend);
+                            }
                         }
                     });
                     current = Some(Incarnation {
@@ -431,6 +479,7 @@ async fn run_client(
                         executor: core.node.actor(ActorAddress::new(address, EXECUTOR_NAME)),
                         next_seq: 0,
                         over,
+                        in_flight,
                     });
                 }
                 Ok(info) => {
@@ -461,64 +510,68 @@ async fn run_client(
             seq,
             return_id: call.return_id.into(),
         };
-        let mut over = incarnation.over.clone();
         let restarts = incarnation.restarts;
-        let resend = resend.clone();
-        let label = label.clone();
-        // Sent here, in `seq` order (the answer is awaited on its own): the worker receives a
-        // caller's calls in order, so none waits for a call stuck behind it on the connection.
-        let answer: AnswerFuture<Result<TaskOutput, TaskFailure>> =
-            match incarnation.executor.start_ask(request, FOREVER).await {
-                Ok(answer) => answer,
-                Err(error) => Box::pin(std::future::ready(Err(error))),
-            };
-        tokio::spawn(async move {
-            let reply = tokio::select! {
-                reply = answer => reply,
-                ended = over.wait_for(Option::is_some) => Err(AskError::ActorDied {
-                    actor: label.clone(),
-                    cause: ended.ok().and_then(|info| info.clone()).and_then(|info| info.death_cause).unwrap_or_else(|| "its worker died".into()),
-                }),
+        let return_id = call.return_id;
+        let registered = match incarnation.in_flight.lock().as_mut() {
+            Some(table) => {
+                table.insert(seq, Flight { call, args, holds });
+                true
+            }
+            None => {
+                // Over since the check above: the next round picks the next incarnation.
+                let flight = Flight { call, args, holds };
+                fail_call(core, flight, &label, restarts, "its worker died".into(), &resend);
+                false
+            }
+        };
+        if !registered {
+            continue;
+        }
+        let (in_flight, over, resend, label) =
+            (incarnation.in_flight.clone(), incarnation.over.clone(), resend.clone(), label.clone());
+        // Sent here, in `seq` order: the worker receives a caller's calls in order, so none
+        // waits for a call stuck behind it on the connection. The answer is handled where it
+        // arrives (the transport's thread), without a wake-up of this arbiter.
+        let on_answer = move |reply: Result<Result<TaskOutput, TaskFailure>, AskError>| {
+            let taken = in_flight.lock().as_mut().and_then(|table| table.remove(&seq));
+            let Some(flight) = taken else {
+                // Already decided by the end of the incarnation.
+                return;
             };
             match reply {
-                Ok(Ok(output)) => complete(core, call.return_id, Ok(output_value(output))),
+                Ok(Ok(output)) => complete(core, return_id, Ok(output_value(output))),
                 Ok(Err(TaskFailure { function, pid, message })) => {
-                    complete(core, call.return_id, Err(TaskError::Failed { function, pid, message }))
+                    complete(core, return_id, Err(TaskError::Failed { function, pid, message }))
                 }
                 Err(error) => {
-                    let cause = match error {
-                        AskError::ActorDied { cause, .. } => cause,
-                        broken @ (AskError::ConnectionLost(_) | AskError::Unreachable(_)) => {
-                            // The link to the worker broke, which is how a dead worker shows on
-                            // a local connection, often before the actor manager knows. Its
-                            // verdict gives the real cause, and makes a retry go to the next
-                            // incarnation instead of the dead one.
-                            let verdict = tokio::time::timeout(
-                                crate::submit::DEATH_VERDICT_WAIT,
-                                over.wait_for(Option::is_some),
-                            )
-                            .await;
-                            match verdict {
-                                Ok(Ok(info)) => info.clone().and_then(|info| info.death_cause),
-                                _ => None,
-                            }
-                            .unwrap_or_else(|| broken.to_string())
-                        }
-                        other => other.to_string(),
-                    };
-                    if call.retries_left > 0 {
-                        debug!(actor = %label, restarts, %cause, "actor call failed; retrying on the next incarnation");
-                        call.retries_left -= 1;
-                        call.resolved = Some((args, holds));
-                        if resend.send(call).is_ok() {
-                            return;
-                        }
-                        unreachable!("the client's receiver lives as long as its sender clones");
-                    }
-                    complete(core, call.return_id, Err(TaskError::ActorDied { actor: label, cause }));
+                    core.arbiter.spawn(async move {
+                        let cause = death_cause(error, over).await;
+                        fail_call(core, flight, &label, restarts, cause, &resend);
+                    });
                 }
             }
-        });
+        };
+        incarnation.executor.start_ask_with(request, on_answer).await;
+    }
+}
+
+/// Why a call failed: the error's own cause, or, when the link to the worker broke (which is
+/// how a dead worker shows on a local connection, often before the actor manager knows), the
+/// manager's verdict on the incarnation: the real cause, and a retry then goes to the next
+/// incarnation instead of the dead one. The wait for the verdict is bounded.
+async fn death_cause(error: AskError, mut over: watch::Receiver<Option<ActorInfo>>) -> String {
+    match error {
+        AskError::ActorDied { cause, .. } => cause,
+        broken @ (AskError::ConnectionLost(_) | AskError::Unreachable(_)) => {
+            let verdict =
+                tokio::time::timeout(crate::submit::DEATH_VERDICT_WAIT, over.wait_for(Option::is_some)).await;
+            match verdict {
+                Ok(Ok(info)) => info.clone().and_then(|info| info.death_cause),
+                _ => None,
+            }
+            .unwrap_or_else(|| broken.to_string())
+        }
+        other => other.to_string(),
     }
 }
 
