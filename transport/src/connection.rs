@@ -24,7 +24,6 @@ use crate::bulk::{BulkBody, BulkSender};
 use crate::config::TransportConfig;
 use crate::error::CallError;
 use crate::frame::{self, Frame, FrameDecoder, FrameError, Header, RemoteError, RemoteErrorKind, Status};
-use crate::handshake::{Handshake, WIRE_PROTOCOL};
 use crate::id::NodeId;
 use crate::local::{LocalLink, ReadHalf, WriteHalf};
 use crate::pending::PendingCalls;
@@ -363,22 +362,18 @@ impl Connection {
             return Err(self.lost());
         }
         let config = &self.inner.config;
+        let hello = crate::local::LocalHello {
+            node_id: link.local_node,
+            cluster: link.cluster,
+            listen: link.local_addr,
+            bulk: true,
+        };
         let exchange = async {
-            let stream = crate::local::dial(path).await?;
-            let (mut recv, mut send, mut decoder) = crate::local::split(stream, config.frame_bytes_max);
-            let hello = Handshake::LocalHello {
-                protocol: WIRE_PROTOCOL,
-                node_id: link.local_node,
-                cluster: serde_bytes::ByteBuf::from(link.cluster.0.to_vec()),
-                listen: link.local_addr,
-                bulk: true,
-            };
-            send.write_chunk(crate::endpoint::handshake_frame(&hello)).await?;
-            match crate::endpoint::read_handshake(&mut recv, &mut decoder).await? {
-                Handshake::HelloAck { protocol: WIRE_PROTOCOL, node_id } if node_id == self.peer() => {
-                    Ok((send, recv))
-                }
-                other => Err(format!("unexpected answer to a bulk hello: {other:?}")),
+            let (recv, send, _, node_id) = crate::local::hello(path, hello, config.frame_bytes_max).await?;
+            if node_id == self.peer() {
+                Ok((send, recv))
+            } else {
+                Err(format!("the bulk socket is served by {node_id}, not {}", self.peer()))
             }
         };
         tokio::time::timeout(config.handshake_timeout, exchange)

@@ -379,30 +379,18 @@ async fn dial_local(
     addr: SocketAddr,
     path: std::path::PathBuf,
 ) -> Result<Connection, String> {
+    let hello = crate::local::LocalHello {
+        node_id: shared.node_id,
+        cluster: shared.cluster,
+        listen: shared.local_addr,
+        bulk: false,
+    };
     let exchange = async {
-        let stream = crate::local::dial(&path).await?;
-        let (mut recv, mut send, mut decoder) = crate::local::split(stream, shared.config.frame_bytes_max);
-        let hello = Handshake::LocalHello {
-            protocol: WIRE_PROTOCOL,
-            node_id: shared.node_id,
-            cluster: serde_bytes::ByteBuf::from(shared.cluster.0.to_vec()),
-            listen: shared.local_addr,
-            bulk: false,
-        };
-        send.write_chunk(handshake_frame(&hello)).await?;
-        match read_handshake(&mut recv, &mut decoder).await? {
-            Handshake::HelloAck { protocol, node_id } if protocol == WIRE_PROTOCOL => {
-                let link = LocalLink::new(
-                    addr,
-                    Some(path.clone()),
-                    shared.node_id,
-                    shared.local_addr,
-                    shared.cluster,
-                );
-                Ok(shared.start_connection(Link::Local(link), node_id, send, recv, decoder))
-            }
-            other => Err(format!("refused: {other:?}")),
-        }
+        let (recv, send, decoder, node_id) =
+            crate::local::hello(&path, hello, shared.config.frame_bytes_max).await?;
+        let link =
+            LocalLink::new(addr, Some(path.clone()), shared.node_id, shared.local_addr, shared.cluster);
+        Ok(shared.start_connection(Link::Local(link), node_id, send, recv, decoder))
     };
     tokio::time::timeout(shared.config.handshake_timeout, exchange)
         .await

@@ -355,6 +355,41 @@ pub(crate) async fn dial(path: &Path) -> Result<UnixStream, String> {
     Ok(stream)
 }
 
+/// Dials `path` and says a `LocalHello`; returns the stream and the node id of a server that
+/// acknowledged it (any other answer is an error naming it).
+pub(crate) async fn hello(
+    path: &Path,
+    hello: LocalHello,
+    frame_bytes_max: usize,
+) -> Result<(ReadHalf, WriteHalf, FrameDecoder, NodeId), String> {
+    let stream = dial(path).await?;
+    let (mut recv, mut send, mut decoder) = split(stream, frame_bytes_max);
+    let message = crate::handshake::Handshake::LocalHello {
+        protocol: crate::handshake::WIRE_PROTOCOL,
+        node_id: hello.node_id,
+        cluster: serde_bytes::ByteBuf::from(hello.cluster.0.to_vec()),
+        listen: hello.listen,
+        bulk: hello.bulk,
+    };
+    send.write_chunk(crate::endpoint::handshake_frame(&message)).await?;
+    match crate::endpoint::read_handshake(&mut recv, &mut decoder).await? {
+        crate::handshake::Handshake::HelloAck { protocol, node_id }
+            if protocol == crate::handshake::WIRE_PROTOCOL =>
+        {
+            Ok((recv, send, decoder, node_id))
+        }
+        other => Err(format!("refused: {other:?}")),
+    }
+}
+
+/// What a client says in its `LocalHello`.
+pub(crate) struct LocalHello {
+    pub(crate) node_id: NodeId,
+    pub(crate) cluster: Fingerprint,
+    pub(crate) listen: SocketAddr,
+    pub(crate) bulk: bool,
+}
+
 /// Whether a connect to `path` is refused: nothing listens there any more.
 pub(crate) async fn refuses(path: &Path) -> bool {
     matches!(UnixStream::connect(path).await, Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused)
