@@ -356,7 +356,7 @@ async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Connection, Conn
                 Err(reason) => {
                     // A dead peer leaves its socket file behind: then fail now rather than after
                     // QUIC's handshake timeout, which is all a dead UDP port would answer.
-                    if crate::local::refuses(&path).await && crate::local::reclaim_if_gone(&path, bound) {
+                    if crate::local::reclaim_if_gone(&path, bound) {
                         return Err(ConnectError::Gone { addr });
                     }
                     // A peer of another user or another cluster: QUIC and TLS decide.

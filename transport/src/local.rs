@@ -260,8 +260,8 @@ pub(crate) fn socket_for_peer(addr: SocketAddr) -> Option<(PathBuf, SocketAddr)>
     None
 }
 
-/// After a refused local dial: whether the peer's process is gone, judged by binding its UDP
-/// address (possible only if no process holds it). If so, the stale socket file is removed while
+/// After a failed local dial: whether the peer's process is gone, judged by binding its UDP
+/// address (possible only if no process holds it: a live transport holds its own). If so, the stale socket file is removed while
 /// the address is held, so it cannot be the file of a process that bound the port since.
 pub(crate) fn reclaim_if_gone(path: &Path, bound: SocketAddr) -> bool {
     match std::net::UdpSocket::bind(bound) {
@@ -388,11 +388,6 @@ pub(crate) struct LocalHello {
     pub(crate) cluster: Fingerprint,
     pub(crate) listen: SocketAddr,
     pub(crate) bulk: bool,
-}
-
-/// Whether a connect to `path` is refused: nothing listens there any more.
-pub(crate) async fn refuses(path: &Path) -> bool {
-    matches!(UnixStream::connect(path).await, Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 #[cfg(test)]

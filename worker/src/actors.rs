@@ -354,7 +354,8 @@ fn client(core: &'static CoreWorker, handle: &RawActorHandle) -> Arc<ActorClient
     let (sender, receiver) = mpsc::unbounded_channel();
     let client = Arc::new(ActorClient { sender: sender.clone() });
     clients.insert(handle.actor_id, client.clone());
-    let label = format!("{}({})", handle.class, &handle.id()[..8]);
+    // Shared, not copied, by every call's answer callback.
+    let label: Arc<str> = format!("{}({})", handle.class, &handle.id()[..8]).into();
     core.arbiter.spawn(run_client(core, handle.actor_id, label, receiver, sender));
     client
 }
@@ -418,7 +419,7 @@ fn complete(
 async fn run_client(
     core: &'static CoreWorker,
     actor_id: ActorId,
-    label: String,
+    label: Arc<str>,
     mut receiver: mpsc::UnboundedReceiver<PendingCall>,
     resend: mpsc::UnboundedSender<PendingCall>,
 ) {
@@ -486,7 +487,11 @@ async fn run_client(
                     let cause = info
                         .and_then(|info| info.death_cause)
                         .unwrap_or_else(|| "it is not known to the cluster".to_owned());
-                    complete(core, call.return_id, Err(TaskError::ActorDied { actor: label.clone(), cause }));
+                    complete(
+                        core,
+                        call.return_id,
+                        Err(TaskError::ActorDied { actor: label.to_string(), cause }),
+                    );
                     continue;
                 }
                 Err(error) => {
