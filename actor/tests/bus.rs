@@ -374,3 +374,72 @@ fn an_actor_waiting_on_a_remote_answer_gets_it_while_its_own_mailbox_is_full() {
         assert_eq!(relay.ask(Seen).await.unwrap(), 50);
     });
 }
+
+/// Answered by an inline route, never by the actor: the actor's handler would say -1.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "i64")]
+struct Double(i64);
+impl WireMessage for Double {
+    const ID: u32 = 5;
+}
+
+impl Handler<Double> for Counter {
+    type Result = i64;
+    fn handle(&mut self, _: Double, _: &mut Context<Self>) -> i64 {
+        -1
+    }
+}
+
+/// Blocks the actor's thread until the sender is dropped or sends (local only).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Hold(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl Handler<Hold> for Counter {
+    type Result = ();
+    fn handle(&mut self, message: Hold, _: &mut Context<Self>) {
+        let _ = message.0.lock().unwrap().recv();
+    }
+}
+
+#[test]
+fn an_inline_route_answers_where_the_message_arrives_even_while_the_actor_is_busy() {
+    let ca = ClusterCa::generate("bus").unwrap();
+    let server = node(&ca);
+    let client = node(&ca);
+    let actor = counter(SpawnOptions::named("inline"));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let seen = handled.clone();
+    let routes = routes(&actor).inline(move |message: Double| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move { message.0 * 2 }
+    });
+    server.register("inline", routes).unwrap();
+    let remote: ActorRef<Counter> = client.actor(ActorAddress::new(server.local_addr(), "inline"));
+    run(async {
+        // The actor's thread is blocked until the answers are in: the inline route does not
+        // need it (through the mailbox, this would wait forever).
+        let (release, held) = std::sync::mpsc::channel();
+        let local = actor.clone();
+        let holding = tokio::spawn(async move { local.ask(Hold(std::sync::Mutex::new(held))).await });
+        for value in 0..100 {
+            assert_eq!(remote.ask(Double(value)).await.unwrap(), value * 2);
+        }
+        assert_eq!(handled.load(Ordering::SeqCst), 100);
+        release.send(()).unwrap();
+        holding.await.unwrap().unwrap();
+        // Mailbox messages still reach the actor.
+        assert_eq!(remote.ask(Add(5)).await.unwrap(), 5);
+
+        // A body that does not decode is a typed error, and the connection lives on.
+        let connection = client.transport().connect(server.local_addr()).await.unwrap();
+        let body = rmp_serde::to_vec(&"not a number").unwrap();
+        match connection.call("inline", Double::ID, &body, None).await {
+            Err(manta_transport::CallError::Remote(error)) => {
+                assert_eq!(error.kind, manta_transport::RemoteErrorKind::BadMessage)
+            }
+            other => panic!("expected BadMessage, got {other:?}"),
+        }
+        assert_eq!(remote.ask(Double(21)).await.unwrap(), 42);
+    });
+}

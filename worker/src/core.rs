@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 use crate::actors::{ActorManager, ACTOR_MANAGER_NAME};
 use crate::codec::{self, Encoded};
 use crate::error::TaskError;
-use crate::executor::{Executor, EXECUTOR_NAME};
+use crate::executor::Executor;
 use crate::objects::{FreeHook, Freed, ObjectTable, RawRef, RefWire, State, Value};
 use crate::registry;
 use crate::submit::Submitter;
@@ -889,12 +889,7 @@ fn worker_main(fingerprint: u64) -> ! {
         };
         start_core(core)?;
         let core = CORE.get().expect("just set");
-        let executor = spawn(
-            core.node.arbiter(),
-            SpawnOptions::named(EXECUTOR_NAME).max_restarts(u32::MAX),
-            Executor::default,
-        );
-        Executor::register(&core.node, executor.clone()).map_err(|error| error.to_string())?;
+        Executor::start(&core.node).map_err(|error| error.to_string())?;
         let registration = RegisterWorker {
             worker,
             address: core.node.local_addr().to_string(),
