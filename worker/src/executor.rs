@@ -73,8 +73,9 @@ impl Actor for Executor {
 
 impl Executor {
     /// Starts the executor on `node`'s arbiter and registers its routes as [`EXECUTOR_NAME`].
-    /// Actor calls skip its mailbox: they are handed to the actor's thread on the transport's
-    /// thread, as they arrive (one hop between threads less per call).
+    /// Tasks and actor calls skip its mailbox: they are handed to the task thread or the
+    /// actor's thread on the transport's thread, as they arrive (one hop between threads less
+    /// per call; tasks still run in arrival order).
     pub fn start(node: &Node) -> Result<LocalRef<Executor>, RegisterError> {
         let hosts = Hosts::default();
         let shared = hosts.clone();
@@ -83,8 +84,8 @@ impl Executor {
                 Executor { hosts: shared.clone() }
             });
         let routes = Routes::new(executor.clone())
-            .message::<PushTask>()
             .message::<StartActor>()
+            .inline(run_task)
             .inline(move |call: ActorCall| hand_over(&hosts, call));
         node.register(EXECUTOR_NAME, routes)?;
         Ok(executor)
@@ -140,40 +141,50 @@ async fn finish_output(
 impl Handler<PushTask> for Executor {
     type Result = ResponseFuture<Result<TaskOutput, TaskFailure>>;
 
+    /// Tasks from this very process (the network's go to [`run_task`] directly).
     fn handle(&mut self, task: PushTask, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(async move {
-            let pid = std::process::id();
-            let failure = |message: String| TaskFailure { function: task.function.clone(), pid, message };
-            let Some(function) = registry::lookup(&task.function) else {
-                return Err(failure(format!(
-                    "{} is not registered in this worker's binary (is it the same build as the driver?)",
-                    task.function
-                )));
-            };
-            let core = core::get().map_err(|error| failure(error.to_string()))?;
-            let args = materialize(core, task.args).map_err(failure)?;
-            let invocation = Invocation::new(function.name, args);
-            let decoded = invocation.decoded.clone();
-            let (reply, ran) = oneshot::channel();
-            let job: Job = Box::new(move || {
-                let mut invocation = invocation;
-                let started = std::time::Instant::now();
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    (function.invoke)(&mut invocation)
-                }));
-                let _ = reply.send((ran, started.elapsed().as_micros() as u64));
-            });
-            if task_thread().send(job).is_err() {
-                return Err(failure("the worker's task thread has ended".to_owned()));
-            }
-            let (output, run_us) = match ran.await {
-                Ok((Ok(Ok(output)), run_us)) => (output, run_us),
-                Ok((Ok(Err(error)), _)) => return Err(failure(invoke_message(error))),
-                Ok((Err(panic), _)) => return Err(failure(format!("panicked: {}", panic_message(&*panic)))),
-                Err(_) => return Err(failure("the task's thread dropped it".to_owned())),
-            };
-            finish_output(core, output, task.return_id.into(), decoded, run_us).await.map_err(failure)
-        })
+        Box::pin(run_task(task))
+    }
+}
+
+/// Runs a pushed task on the task thread; resolves to its outcome.
+fn run_task(
+    task: PushTask,
+) -> impl std::future::Future<Output = Result<TaskOutput, TaskFailure>> + Send + 'static {
+    let pid = std::process::id();
+    let PushTask { function: name, args, return_id } = task;
+    // Handed to the task thread now, not when the answer is first polled: tasks run in the
+    // order they arrived.
+    let queued = (|| {
+        let Some(function) = registry::lookup(&name) else {
+            return Err(format!(
+                "{name} is not registered in this worker's binary (is it the same build as the driver?)"
+            ));
+        };
+        let core = core::get().map_err(|error| error.to_string())?;
+        let invocation = Invocation::new(function.name, materialize(core, args)?);
+        let decoded = invocation.decoded.clone();
+        let (reply, ran) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let mut invocation = invocation;
+            let started = std::time::Instant::now();
+            let ran =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (function.invoke)(&mut invocation)));
+            let _ = reply.send((ran, started.elapsed().as_micros() as u64));
+        });
+        task_thread().send(job).map_err(|_| "the worker's task thread has ended".to_owned())?;
+        Ok((core, decoded, ran))
+    })();
+    async move {
+        let failure = |message: String| TaskFailure { function: name.clone(), pid, message };
+        let (core, decoded, ran) = queued.map_err(failure)?;
+        let (output, run_us) = match ran.await {
+            Ok((Ok(Ok(output)), run_us)) => (output, run_us),
+            Ok((Ok(Err(error)), _)) => return Err(failure(invoke_message(error))),
+            Ok((Err(panic), _)) => return Err(failure(format!("panicked: {}", panic_message(&*panic)))),
+            Err(_) => return Err(failure("the task's thread dropped it".to_owned())),
+        };
+        finish_output(core, output, return_id.into(), decoded, run_us).await.map_err(failure)
     }
 }
 
