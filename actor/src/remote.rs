@@ -27,7 +27,9 @@ enum Target<A: Actor> {
 struct RemoteTarget {
     transport: Transport,
     address: ActorAddress,
-    node: String,
+    /// The node and the name as errors name them, shared by every call's answer callback.
+    node: Arc<str>,
+    name: Arc<str>,
     connection: Mutex<Option<Connection>>,
 }
 
@@ -51,6 +53,11 @@ impl<A: Actor> std::fmt::Debug for ActorRef<A> {
 }
 
 impl RemoteTarget {
+    /// The connection in use, if it is up (no dial, no wait).
+    fn open_connection(&self) -> Option<Connection> {
+        self.connection.lock().as_ref().filter(|connection| !connection.is_closed()).cloned()
+    }
+
     async fn connection(&self) -> Result<Connection, AskError> {
         if let Some(connection) = self.connection.lock().as_ref().filter(|connection| !connection.is_closed())
         {
@@ -73,12 +80,14 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
 
     /// A reference to the actor at `address`, reached through `transport`.
     pub fn remote(transport: Transport, address: ActorAddress) -> Self {
-        let node = address.node.to_string();
+        let node = address.node.to_string().into();
+        let name = address.name.as_str().into();
         ActorRef {
             target: Target::Remote(Arc::new(RemoteTarget {
                 transport,
                 address,
                 node,
+                name,
                 connection: Mutex::new(None),
             })),
         }
@@ -139,7 +148,7 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
             Target::Remote(remote) => {
                 let body = wire::encode(&message)?;
                 let connection = remote.connection().await?;
-                let (node, name) = (remote.node.clone(), remote.address.name.clone());
+                let (node, name) = (remote.node.clone(), remote.name.clone());
                 let answer = connection
                     .start_call(&name, M::ID, &body, Some(timeout))
                     .await
@@ -183,7 +192,7 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
                     Ok(connection) => connection,
                     Err(error) => return on_answer(Err(error)),
                 };
-                let (node, name) = (remote.node.clone(), remote.address.name.clone());
+                let (node, name) = (remote.node.clone(), remote.name.clone());
                 let target = name.clone();
                 let on_reply = move |reply: Result<bytes::Bytes, manta_transport::CallError>| {
                     on_answer(
@@ -195,6 +204,39 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
                 connection.start_call_with(&target, M::ID, &body, Box::new(on_reply)).await;
             }
         }
+    }
+
+    /// [`ActorRef::start_ask_with`] without waiting, for callers outside any runtime: sends
+    /// `message` when that needs no wait (a remote actor whose connection is up and whose send
+    /// queue has room) and returns `Ok`; then `on_answer` runs exactly once, as there. Otherwise
+    /// gives both back untouched, for the caller's slow path. Messages sent this way and with
+    /// `start_ask_with` go out in the order the calls returned.
+    pub fn try_start_ask_with<M, F>(&self, message: M, on_answer: F) -> Result<(), (M, F)>
+    where
+        A: Handler<M>,
+        M: WireMessage,
+        F: FnOnce(Result<M::Result, AskError>) + Send + 'static,
+    {
+        let Target::Remote(remote) = &self.target else { return Err((message, on_answer)) };
+        let Some(connection) = remote.open_connection() else { return Err((message, on_answer)) };
+        let Some(slot) = connection.try_reserve() else { return Err((message, on_answer)) };
+        let body = match wire::encode(&message) {
+            Ok(body) => body,
+            Err(error) => {
+                on_answer(Err(error));
+                return Ok(());
+            }
+        };
+        let (node, name) = (remote.node.clone(), remote.name.clone());
+        let on_reply = move |reply: Result<bytes::Bytes, manta_transport::CallError>| {
+            on_answer(
+                reply
+                    .map_err(|error| AskError::from_call(error, &node, &name))
+                    .and_then(|reply| wire::decode(&reply)),
+            )
+        };
+        slot.start_call_with(&remote.address.name, M::ID, &body, Box::new(on_reply));
+        Ok(())
     }
 
     async fn ask_remote<M>(

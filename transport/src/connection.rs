@@ -152,6 +152,40 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// A place on a connection's send queue, held by [`Connection::try_reserve`].
+pub struct CallSlot<'a> {
+    connection: &'a Connection,
+    permit: mpsc::Permit<'a, Bytes>,
+}
+
+impl CallSlot<'_> {
+    /// [`Connection::start_call_with`] in the reserved place: queues the request at once, and
+    /// `on_answer` runs exactly once, as there (with the error before this returns when the
+    /// request cannot be sent, for instance when it is too large).
+    pub fn start_call_with(
+        self,
+        target: &str,
+        method: u32,
+        body: &[u8],
+        on_answer: Box<dyn FnOnce(Result<Bytes, CallError>) + Send>,
+    ) {
+        let inner = &self.connection.inner;
+        let call_id = match inner.pending.insert(Waiter::Callback(on_answer)) {
+            Ok(call_id) => call_id,
+            Err(waiter) => return waiter.send(Err(self.connection.lost())),
+        };
+        let header = Header::Request { call_id, target: target.to_owned(), method };
+        match frame::encode(&header, body, inner.config.frame_bytes_max) {
+            Ok(frame) => self.permit.send(frame),
+            Err(error) => {
+                if let Some(waiter) = inner.pending.take(call_id) {
+                    waiter.send(Err(error.into()));
+                }
+            }
+        }
+    }
+}
+
 /// Takes a call's waiter out of the table if the call is abandoned (timeout, or the caller's
 /// future dropped), so the table never holds waiters nobody listens to.
 struct PendingGuard<'a> {
@@ -313,6 +347,17 @@ impl Connection {
                 waiter.send(Err(error));
             }
         }
+    }
+
+    /// Room for one request on the send queue, taken without waiting: `None` while the queue is
+    /// full or the connection is closed. Lets a caller on any thread send without an `await`
+    /// when nothing stands in the way (and take its slow path otherwise).
+    pub fn try_reserve(&self) -> Option<CallSlot<'_>> {
+        if self.is_closed() {
+            return None;
+        }
+        let permit = self.inner.outgoing.try_reserve().ok()?;
+        Some(CallSlot { connection: self, permit })
     }
 
     /// Sends a one-way message. Returns once it is queued for sending; waits while the queue is

@@ -44,7 +44,7 @@ use crate::core::{self, CoreWorker};
 use crate::error::{ActorError, TaskError};
 use crate::executor::{Executor, EXECUTOR_NAME};
 use crate::objects::{FreeHook, ObjectRef, RawRef, State, Value};
-use crate::submit::{output_value, resolve_args, ArgSpec};
+use crate::submit::{output_value, resolve_args, resolve_now, ArgSpec};
 use crate::wire::{
     ActorCall, ActorSpec, CreateActor, KillActor, StartActor, TaskArg, TaskFailure, TaskOutput, WatchActor,
 };
@@ -116,7 +116,6 @@ impl RawActorHandle {
         // Without `manta::init` the result's `get` reports `NotInitialized`.
         let Ok(core) = core::get() else { return RawRef::uninitialized() };
         let result = core.create_pending();
-        let client = client(core, self);
         let call = PendingCall {
             method,
             args: Some(args),
@@ -124,9 +123,7 @@ impl RawActorHandle {
             return_id: result.id,
             retries_left: self.max_task_retries,
         };
-        if client.sender.send(call).is_err() {
-            unreachable!("an actor client's task runs for the life of the process");
-        }
+        client(core, self).submit(core, call);
         result
     }
 }
@@ -339,8 +336,28 @@ struct PendingCall {
     retries_left: u32,
 }
 
+/// This process's client of one actor. A call goes out from the calling thread itself when
+/// nothing stands in its way (its arguments are plain values, the actor's incarnation and the
+/// connection to it are up, no earlier call is still queued); otherwise it is queued for the
+/// client's task, which waits for argument objects and incarnations. Either way calls are
+/// numbered and sent in submission order.
 pub(crate) struct ActorClient {
+    actor_id: ActorId,
+    /// How errors name the actor; shared, not copied, by every call's answer callback.
+    label: Arc<str>,
+    /// This process's id as the actor's caller (the actor runs each caller's calls in `seq`
+    /// order).
+    caller: u64,
     sender: mpsc::UnboundedSender<PendingCall>,
+    state: Mutex<ClientState>,
+}
+
+struct ClientState {
+    /// The incarnation calls go to, once known.
+    current: Option<Incarnation>,
+    /// Calls handed to the client's task and not sent yet: while there are any, new calls
+    /// queue behind them.
+    queued: usize,
 }
 
 /// This process's actor clients.
@@ -352,11 +369,17 @@ fn client(core: &'static CoreWorker, handle: &RawActorHandle) -> Arc<ActorClient
         return client.clone();
     }
     let (sender, receiver) = mpsc::unbounded_channel();
-    let client = Arc::new(ActorClient { sender: sender.clone() });
+    let caller = u64::from_be_bytes(core.new_object_id().0[4..12].try_into().expect("8 bytes"))
+        ^ u64::from(std::process::id());
+    let client = Arc::new(ActorClient {
+        actor_id: handle.actor_id,
+        label: format!("{}({})", handle.class, &handle.id()[..8]).into(),
+        caller,
+        sender,
+        state: Mutex::new(ClientState { current: None, queued: 0 }),
+    });
     clients.insert(handle.actor_id, client.clone());
-    // Shared, not copied, by every call's answer callback.
-    let label: Arc<str> = format!("{}({})", handle.class, &handle.id()[..8]).into();
-    core.arbiter.spawn(run_client(core, handle.actor_id, label, receiver, sender));
+    core.arbiter.spawn(run_client(core, client.clone(), receiver));
     client
 }
 
@@ -371,9 +394,16 @@ struct Incarnation {
     in_flight: Arc<InFlight>,
 }
 
+impl Incarnation {
+    fn is_over(&self) -> bool {
+        self.over.borrow().is_some()
+    }
+}
+
 /// A call sent to an incarnation, kept until its answer (or the incarnation's end) decides it.
 struct Flight {
     call: PendingCall,
+    /// Its arguments, kept for a retry (empty when it has none left).
     args: Vec<TaskArg>,
     holds: Arc<Vec<RawRef>>,
 }
@@ -383,161 +413,107 @@ struct Flight {
 /// table decides it: the answer's callback, or the end of the incarnation, never both.
 type InFlight = Mutex<Option<HashMap<u64, Flight>>>;
 
-/// Decides a call whose incarnation failed it: sent again to the next incarnation while it has
-/// retries left, else failed with `ActorDied`.
-fn fail_call(
-    core: &'static CoreWorker,
-    mut flight: Flight,
-    label: &str,
-    restarts: u64,
-    cause: String,
-    resend: &mpsc::UnboundedSender<PendingCall>,
-) {
-    if flight.call.retries_left > 0 {
-        debug!(actor = %label, restarts, %cause, "actor call failed; retrying on the next incarnation");
-        flight.call.retries_left -= 1;
-        flight.call.resolved = Some((flight.args, flight.holds));
-        if resend.send(flight.call).is_ok() {
-            return;
+type Reply = Result<Result<TaskOutput, TaskFailure>, AskError>;
+
+impl ActorClient {
+    /// Takes a call: sends it now, from the calling thread, when nothing stands in the way;
+    /// else queues it for the client's task.
+    fn submit(self: &Arc<Self>, core: &'static CoreWorker, call: PendingCall) {
+        if let Err(call) = self.try_send_now(core, call) {
+            self.enqueue(call);
         }
-        unreachable!("the client's receiver lives as long as its sender clones");
     }
-    let actor = label.to_owned();
-    complete(core, flight.call.return_id, Err(TaskError::ActorDied { actor, cause }));
-}
 
-fn complete(
-    core: &'static CoreWorker,
-    id: manta_objectstore::ObjectId,
-    outcome: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
-) {
-    if let Some(freed) = core.objects.complete(id, outcome) {
-        core.clean_up(freed);
+    /// Queues a call for the client's task.
+    fn enqueue(&self, call: PendingCall) {
+        self.state.lock().queued += 1;
+        if self.sender.send(call).is_err() {
+            unreachable!("an actor client's task runs for the life of the process");
+        }
     }
-}
 
-async fn run_client(
-    core: &'static CoreWorker,
-    actor_id: ActorId,
-    label: Arc<str>,
-    mut receiver: mpsc::UnboundedReceiver<PendingCall>,
-    resend: mpsc::UnboundedSender<PendingCall>,
-) {
-    let caller = u64::from_be_bytes(core.new_object_id().0[4..12].try_into().expect("8 bytes"))
-        ^ u64::from(std::process::id());
-    let mut current: Option<Incarnation> = None;
-    while let Some(mut call) = receiver.recv().await {
-        let function = format!("{label}.{}", call.method);
+    /// Sends `call` without waiting for anything, or gives it back.
+    fn try_send_now(
+        self: &Arc<Self>,
+        core: &'static CoreWorker,
+        mut call: PendingCall,
+    ) -> Result<(), PendingCall> {
+        let mut state = self.state.lock();
+        if state.queued > 0 {
+            return Err(call);
+        }
+        let Some(incarnation) = state.current.as_mut().filter(|incarnation| !incarnation.is_over()) else {
+            return Err(call);
+        };
         let (args, holds) = match call.resolved.take() {
             Some(resolved) => resolved,
-            None => match resolve_args(core, &function, call.args.take().unwrap_or_default()).await {
-                Ok((args, holds)) => (args, Arc::new(holds)),
-                Err(error) => {
-                    complete(core, call.return_id, Err(error));
-                    continue;
-                }
+            None => match resolve_now(core, &mut call.args) {
+                Some((args, holds)) => (args, Arc::new(holds)),
+                None => return Err(call),
             },
         };
-        // The incarnation to send to: the current one while it lives, else wait for the next.
-        if current.as_ref().is_some_and(|incarnation| incarnation.over.borrow().is_some()) {
-            current = None;
-        }
-        if current.is_none() {
-            match core.actor_manager.ask_timeout(WatchActor { actor_id, known: None }, FOREVER).await {
-                Ok(Some(info)) if info.state == ActorState::Alive => {
-                    let Some(address) = info.address.as_deref().and_then(|address| address.parse().ok())
-                    else {
-                        complete(
-                            core,
-                            call.return_id,
-                            Err(TaskError::runtime(function, "the actor has no address")),
-                        );
-                        continue;
-                    };
-                    let (over_sender, over) = watch::channel(None);
-                    let in_flight: Arc<InFlight> = Arc::new(Mutex::new(Some(HashMap::new())));
-                    let manager = core.actor_manager.clone();
-                    let restarts = info.restarts;
-                    let (ended, resend, label) = (in_flight.clone(), resend.clone(), label.clone());
-                    core.arbiter.spawn(async move {
-                        if let Ok(next) =
-                            manager.ask_timeout(WatchActor { actor_id, known: Some(restarts) }, FOREVER).await
-                        {
-                            let next = next.unwrap_or(info);
-                            let cause = next.death_cause.clone().unwrap_or_else(|| "its worker died".into());
-                            let _ = over_sender.send(Some(next));
-                            // The incarnation is over: decide every call still waiting on it.
-                            let orphans = ended.lock().take().unwrap_or_default();
-                            let mut orphans: Vec<_> = orphans.into_iter().collect();
-                            orphans.sort_by_key(|(seq, _)| *seq);
-                            for (_, flight) in orphans {
-                                fail_call(core, flight, &label, restarts, cause.clone(), &resend);
-                            }
-                        }
-                    });
-                    current = Some(Incarnation {
-                        restarts,
-                        executor: core.node.actor(ActorAddress::new(address, EXECUTOR_NAME)),
-                        next_seq: 0,
-                        over,
-                        in_flight,
-                    });
-                }
-                Ok(info) => {
-                    let cause = info
-                        .and_then(|info| info.death_cause)
-                        .unwrap_or_else(|| "it is not known to the cluster".to_owned());
-                    complete(
-                        core,
-                        call.return_id,
-                        Err(TaskError::ActorDied { actor: label.to_string(), cause }),
-                    );
-                    continue;
-                }
-                Err(error) => {
-                    complete(
-                        core,
-                        call.return_id,
-                        Err(TaskError::runtime(function, format!("the actor manager: {error}"))),
-                    );
-                    continue;
-                }
+        let restarts = incarnation.restarts;
+        let (seq, request, on_answer) = match self.register(core, incarnation, call, args, holds) {
+            Ok(registered) => registered,
+            Err(flight) => {
+                // Over since it was chosen: the call goes on to the next incarnation or fails.
+                drop(state);
+                fail_call(core, flight, self, restarts, "its worker died".into());
+                return Ok(());
             }
-        }
-        let incarnation = current.as_mut().expect("set above");
-        let seq = incarnation.next_seq;
-        incarnation.next_seq += 1;
-        let request = ActorCall {
-            actor_id,
-            method: call.method.to_owned(),
-            args: args.clone(),
-            caller,
-            seq,
-            return_id: call.return_id.into(),
         };
+        let Err((_, _)) = incarnation.executor.try_start_ask_with(request, on_answer) else {
+            return Ok(());
+        };
+        // No room or no connection: take the call back (unless the incarnation's end has
+        // already taken it) and leave it to the client's task.
+        let Some(flight) = incarnation.in_flight.lock().as_mut().and_then(|table| table.remove(&seq)) else {
+            return Ok(());
+        };
+        incarnation.next_seq = seq;
+        let Flight { mut call, args, holds } = flight;
+        call.resolved = Some((args, holds));
+        Err(call)
+    }
+
+    /// Numbers a call in `incarnation`, records it as in flight, and builds its message and
+    /// the callback that decides it. Gives the call back when the incarnation ended since it
+    /// was chosen: the caller fails it (after letting go of the client's state, which failing
+    /// may take).
+    fn register(
+        self: &Arc<Self>,
+        core: &'static CoreWorker,
+        incarnation: &mut Incarnation,
+        call: PendingCall,
+        args: Vec<TaskArg>,
+        holds: Arc<Vec<RawRef>>,
+    ) -> Result<(u64, ActorCall, impl FnOnce(Reply) + Send + 'static), Flight> {
+        let seq = incarnation.next_seq;
         let restarts = incarnation.restarts;
         let return_id = call.return_id;
-        let registered = match incarnation.in_flight.lock().as_mut() {
-            Some(table) => {
-                table.insert(seq, Flight { call, args, holds });
-                true
-            }
-            None => {
-                // Over since the check above: the next round picks the next incarnation.
-                let flight = Flight { call, args, holds };
-                fail_call(core, flight, &label, restarts, "its worker died".into(), &resend);
-                false
-            }
+        // The arguments are kept only for a retry.
+        let kept = if call.retries_left > 0 { args.clone() } else { Vec::new() };
+        let request = ActorCall {
+            actor_id: self.actor_id,
+            method: call.method.to_owned(),
+            args,
+            caller: self.caller,
+            seq,
+            return_id: return_id.into(),
         };
-        if !registered {
-            continue;
+        let flight = Flight { call, args: kept, holds };
+        match incarnation.in_flight.lock().as_mut() {
+            Some(table) => {
+                table.insert(seq, flight);
+            }
+            None => return Err(flight),
         }
-        let (in_flight, over, resend, label) =
-            (incarnation.in_flight.clone(), incarnation.over.clone(), resend.clone(), label.clone());
-        // Sent here, in `seq` order: the worker receives a caller's calls in order, so none
-        // waits for a call stuck behind it on the connection. The answer is handled where it
-        // arrives (the transport's thread), without a wake-up of this arbiter.
-        let on_answer = move |reply: Result<Result<TaskOutput, TaskFailure>, AskError>| {
+        incarnation.next_seq += 1;
+        let (in_flight, over, client) =
+            (incarnation.in_flight.clone(), incarnation.over.clone(), self.clone());
+        // The answer is handled where it arrives (the transport's thread), without a wake-up
+        // of the caller's runtime or of the client's task.
+        let on_answer = move |reply: Reply| {
             let taken = in_flight.lock().as_mut().and_then(|table| table.remove(&seq));
             let Some(flight) = taken else {
                 // Already decided by the end of the incarnation.
@@ -551,12 +527,145 @@ async fn run_client(
                 Err(error) => {
                     core.arbiter.spawn(async move {
                         let cause = death_cause(error, over).await;
-                        fail_call(core, flight, &label, restarts, cause, &resend);
+                        fail_call(core, flight, &client, restarts, cause);
                     });
                 }
             }
         };
-        incarnation.executor.start_ask_with(request, on_answer).await;
+        Ok((seq, request, on_answer))
+    }
+
+    /// Sends a queued call: waits for its argument objects and for a live incarnation.
+    async fn send_queued(self: &Arc<Self>, core: &'static CoreWorker, mut call: PendingCall) {
+        let (args, holds) = match call.resolved.take() {
+            Some(resolved) => resolved,
+            None => {
+                let function = format!("{}.{}", self.label, call.method);
+                match resolve_args(core, &function, call.args.take().unwrap_or_default()).await {
+                    Ok((args, holds)) => (args, Arc::new(holds)),
+                    Err(error) => return complete(core, call.return_id, Err(error)),
+                }
+            }
+        };
+        let live = {
+            let mut state = self.state.lock();
+            if state.current.as_ref().is_some_and(Incarnation::is_over) {
+                state.current = None;
+            }
+            state.current.is_some()
+        };
+        if !live {
+            match self.next_incarnation(core).await {
+                Ok(incarnation) => self.state.lock().current = Some(incarnation),
+                Err(error) => return complete(core, call.return_id, Err(error)),
+            }
+        }
+        let (prepared, restarts) = {
+            let mut state = self.state.lock();
+            let incarnation = state.current.as_mut().expect("set above");
+            let executor = incarnation.executor.clone();
+            let restarts = incarnation.restarts;
+            let prepared = self
+                .register(core, incarnation, call, args, holds)
+                .map(|(_, request, on_answer)| (executor, request, on_answer));
+            (prepared, restarts)
+        };
+        // Sent in `seq` order (no call is sent from a calling thread while one is queued): the
+        // worker receives a caller's calls in order, so none waits for a call stuck behind it.
+        match prepared {
+            Ok((executor, request, on_answer)) => executor.start_ask_with(request, on_answer).await,
+            Err(flight) => fail_call(core, flight, self, restarts, "its worker died".into()),
+        }
+    }
+
+    /// Waits for the actor to be alive and starts following that incarnation's end.
+    async fn next_incarnation(self: &Arc<Self>, core: &'static CoreWorker) -> Result<Incarnation, TaskError> {
+        let actor_id = self.actor_id;
+        match core.actor_manager.ask_timeout(WatchActor { actor_id, known: None }, FOREVER).await {
+            Ok(Some(info)) if info.state == ActorState::Alive => {
+                let Some(address) = info.address.as_deref().and_then(|address| address.parse().ok()) else {
+                    return Err(TaskError::runtime(self.label.to_string(), "the actor has no address"));
+                };
+                let (over_sender, over) = watch::channel(None);
+                let in_flight: Arc<InFlight> = Arc::new(Mutex::new(Some(HashMap::new())));
+                let manager = core.actor_manager.clone();
+                let restarts = info.restarts;
+                let (ended, client) = (in_flight.clone(), self.clone());
+                core.arbiter.spawn(async move {
+                    if let Ok(next) =
+                        manager.ask_timeout(WatchActor { actor_id, known: Some(restarts) }, FOREVER).await
+                    {
+                        let next = next.unwrap_or(info);
+                        let cause = next.death_cause.clone().unwrap_or_else(|| "its worker died".into());
+                        let _ = over_sender.send(Some(next));
+                        // The incarnation is over: decide every call still waiting on it.
+                        let orphans = ended.lock().take().unwrap_or_default();
+                        let mut orphans: Vec<_> = orphans.into_iter().collect();
+                        orphans.sort_by_key(|(seq, _)| *seq);
+                        for (_, flight) in orphans {
+                            fail_call(core, flight, &client, restarts, cause.clone());
+                        }
+                    }
+                });
+                Ok(Incarnation {
+                    restarts,
+                    executor: core.node.actor(ActorAddress::new(address, EXECUTOR_NAME)),
+                    next_seq: 0,
+                    over,
+                    in_flight,
+                })
+            }
+            Ok(info) => {
+                let cause = info
+                    .and_then(|info| info.death_cause)
+                    .unwrap_or_else(|| "it is not known to the cluster".to_owned());
+                Err(TaskError::ActorDied { actor: self.label.to_string(), cause })
+            }
+            Err(error) => {
+                Err(TaskError::runtime(self.label.to_string(), format!("the actor manager: {error}")))
+            }
+        }
+    }
+}
+
+/// Decides a call whose incarnation failed it: sent again to the next incarnation while it has
+/// retries left, else failed with `ActorDied`.
+fn fail_call(
+    core: &'static CoreWorker,
+    mut flight: Flight,
+    client: &ActorClient,
+    restarts: u64,
+    cause: String,
+) {
+    if flight.call.retries_left > 0 {
+        debug!(actor = %client.label, restarts, %cause, "actor call failed; retrying on the next incarnation");
+        flight.call.retries_left -= 1;
+        flight.call.resolved = Some((flight.args, flight.holds));
+        return client.enqueue(flight.call);
+    }
+    let actor = client.label.to_string();
+    complete(core, flight.call.return_id, Err(TaskError::ActorDied { actor, cause }));
+}
+
+fn complete(
+    core: &'static CoreWorker,
+    id: manta_objectstore::ObjectId,
+    outcome: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
+) {
+    if let Some(freed) = core.objects.complete(id, outcome) {
+        core.clean_up(freed);
+    }
+}
+
+/// The client's task: sends the calls that could not go out at once, one after another.
+async fn run_client(
+    core: &'static CoreWorker,
+    client: Arc<ActorClient>,
+    mut receiver: mpsc::UnboundedReceiver<PendingCall>,
+) {
+    while let Some(call) = receiver.recv().await {
+        client.send_queued(core, call).await;
+        client.state.lock().queued -= 1;
     }
 }
 

@@ -351,6 +351,28 @@ impl ArgKind {
 
 /// Resolves arguments: values are inlined (or stored when large), top-level refs wait for
 /// their objects. Returns the arguments and the refs to hold while the task may run.
+/// [`resolve_args`] without waiting: the arguments when every one is a value small enough to
+/// travel inline (nothing to wait for, nothing to store); otherwise `None`, and `args` is left
+/// as it was.
+pub(crate) fn resolve_now(
+    core: &CoreWorker,
+    args: &mut Option<Vec<ArgSpec>>,
+) -> Option<(Vec<TaskArg>, Vec<RawRef>)> {
+    let inline = |argument: &ArgSpec| matches!(&argument.0, ArgKind::Value(Ok((encoded, _))) if encoded.len() <= core.inline_bytes_max);
+    if !args.as_ref().is_some_and(|args| args.iter().all(inline)) {
+        return None;
+    }
+    let mut resolved = Vec::new();
+    let mut holds = Vec::new();
+    for ArgSpec(argument) in args.take().unwrap_or_default() {
+        if let ArgKind::Value(Ok((encoded, nested))) = argument {
+            holds.extend(nested);
+            resolved.push(TaskArg::Inline(ByteBuf::from(encoded.to_vec())));
+        }
+    }
+    Some((resolved, holds))
+}
+
 pub(crate) async fn resolve_args(
     core: &'static CoreWorker,
     function: &str,
