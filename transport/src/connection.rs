@@ -138,6 +138,9 @@ struct Inner {
     link: Link,
     peer: NodeId,
     outgoing: mpsc::Sender<Bytes>,
+    /// The local link's socket, written by the writer task and, when nothing is queued, by
+    /// senders themselves; `None` over QUIC.
+    direct: Option<Arc<DirectWriter>>,
     pending: PendingCalls<Waiter>,
     config: Arc<TransportConfig>,
 }
@@ -176,7 +179,7 @@ impl CallSlot<'_> {
         };
         let header = Header::Request { call_id, target: target.to_owned(), method };
         match frame::encode(&header, body, inner.config.frame_bytes_max) {
-            Ok(frame) => self.permit.send(frame),
+            Ok(frame) => self.connection.push(frame, self.permit),
             Err(error) => {
                 if let Some(waiter) = inner.pending.take(call_id) {
                     waiter.send(Err(error.into()));
@@ -282,7 +285,7 @@ impl Connection {
         let header = Header::Request { call_id, target: target.to_owned(), method };
         let frame = frame::encode(&header, body, self.inner.config.frame_bytes_max)?;
         let exchange = async {
-            self.inner.outgoing.send(frame).await.map_err(|_| self.lost())?;
+            self.enqueue(frame).await?;
             answer.await.map_err(|_| self.lost())?
         };
         match tokio::time::timeout(timeout, exchange).await {
@@ -307,7 +310,7 @@ impl Connection {
         let guard = OwnedPendingGuard { inner: self.inner.clone(), call_id };
         let header = Header::Request { call_id, target: target.to_owned(), method };
         let frame = frame::encode(&header, body, self.inner.config.frame_bytes_max)?;
-        self.inner.outgoing.send(frame).await.map_err(|_| self.lost())?;
+        self.enqueue(frame).await?;
         let connection = self.clone();
         Ok(async move {
             let _guard = guard;
@@ -338,7 +341,7 @@ impl Connection {
         };
         let header = Header::Request { call_id, target: target.to_owned(), method };
         let queued = match frame::encode(&header, body, self.inner.config.frame_bytes_max) {
-            Ok(frame) => self.inner.outgoing.send(frame).await.map_err(|_| self.lost()),
+            Ok(frame) => self.enqueue(frame).await,
             Err(error) => Err(error.into()),
         };
         if let Err(error) = queued {
@@ -369,7 +372,46 @@ impl Connection {
         }
         let header = Header::Notify { target: target.to_owned(), method };
         let frame = frame::encode(&header, body, self.inner.config.frame_bytes_max)?;
-        self.inner.outgoing.send(frame).await.map_err(|_| self.lost())
+        self.enqueue(frame).await
+    }
+
+    /// Sends `frame`: written at once when nothing is queued before it (local link), else
+    /// queued for the writer task; waits while the queue is full.
+    async fn enqueue(&self, frame: Bytes) -> Result<(), CallError> {
+        let permit = self.inner.outgoing.reserve().await.map_err(|_| self.lost())?;
+        self.push(frame, permit);
+        Ok(())
+    }
+
+    /// Sends `frame` in the place `permit` holds on the queue, from any thread. On a local link
+    /// with nothing queued the frame is written to the socket here (no wake-up of the writer
+    /// task: one hop between threads less); what the socket does not take at once is left to
+    /// the writer task, ahead of anything queued later.
+    fn push(&self, frame: Bytes, permit: mpsc::Permit<'_, Bytes>) {
+        let Some(direct) = &self.inner.direct else { return permit.send(frame) };
+        let mut state = direct.state.lock();
+        if state.queued == 0 {
+            match direct.half.try_write(&frame) {
+                Ok(written) if written == frame.len() => return,
+                Ok(written) => {
+                    state.leftover = Some(frame.slice(written..));
+                    state.queued += 1;
+                    direct.leftover_ready.notify_one();
+                    return;
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) => {
+                    // The reader ends too, and the calls waiting on the link fail.
+                    drop(state);
+                    if let Link::Local(link) = &self.inner.link {
+                        link.close(&format!("writing to the local socket failed: {error}"));
+                    }
+                    return;
+                }
+            }
+        }
+        state.queued += 1;
+        permit.send(frame);
     }
 
     /// Opens a bulk stream to `target`: `meta` travels in the first frame, then exactly
@@ -446,11 +488,23 @@ pub(crate) struct ConnectionParts {
 /// the current runtime (the transport's thread).
 pub(crate) fn start(parts: ConnectionParts) -> Connection {
     let (outgoing, queue) = mpsc::channel(parts.config.send_queue_frames_max.max(1));
+    let (send, direct) = match parts.send {
+        WriteHalf::Local(half) => {
+            let direct = Arc::new(DirectWriter {
+                half,
+                state: parking_lot::Mutex::new(DirectState { queued: 0, leftover: None }),
+                leftover_ready: tokio::sync::Notify::new(),
+            });
+            (None, Some(direct))
+        }
+        quic => (Some(quic), None),
+    };
     let connection = Connection {
         inner: Arc::new(Inner {
             link: parts.link,
             peer: parts.peer,
             outgoing,
+            direct: direct.clone(),
             pending: PendingCalls::new(),
             config: parts.config,
         }),
@@ -462,7 +516,11 @@ pub(crate) fn start(parts: ConnectionParts) -> Connection {
         }
         Link::Local(link) => Some(link.closing()),
     };
-    actix_rt::spawn(write_loop(parts.send, queue, closing.clone()));
+    match (send, direct) {
+        (Some(send), _) => actix_rt::spawn(write_loop(send, queue, closing.clone())),
+        (None, Some(direct)) => actix_rt::spawn(write_local_loop(direct, queue, closing.clone())),
+        (None, None) => unreachable!("a connection has a writing half"),
+    };
     let reader = connection.clone();
     let on_close = parts.on_close;
     actix_rt::spawn(async move {
@@ -549,6 +607,107 @@ async fn write_frames(send: &mut WriteHalf, queue: &mut mpsc::Receiver<Bytes>) {
             return;
         }
     }
+}
+
+/// The writing half of a local link's message socket, shared by the writer task and the
+/// senders that write a frame themselves (see [`Connection::push`]).
+struct DirectWriter {
+    half: tokio::net::unix::OwnedWriteHalf,
+    state: parking_lot::Mutex<DirectState>,
+    /// Tells the writer task that a sender left part of a frame for it.
+    leftover_ready: tokio::sync::Notify,
+}
+
+/// What keeps the local socket's byte stream whole. Every write to the socket by a sender
+/// happens under this lock with `queued == 0`; the writer task writes only frames counted in
+/// `queued`, which it lowers once they are written whole. So a sender never writes while the
+/// writer task has anything left to write, and the writer task never writes while a sender
+/// does.
+struct DirectState {
+    /// Frames (and the leftover) handed to the writer task and not yet written whole.
+    queued: usize,
+    /// The rest of a frame a sender could only partly write: written before anything else.
+    leftover: Option<Bytes>,
+}
+
+async fn write_local_loop(
+    direct: Arc<DirectWriter>,
+    mut queue: mpsc::Receiver<Bytes>,
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
+) {
+    let closing = closing.expect("a local link has a closing signal");
+    tokio::select! {
+        () = write_local_frames(&direct, &mut queue) => {}
+        () = crate::local::closed(closing) => {}
+    }
+    // Every sender is gone (the connection is being dropped) or the link closed.
+    use std::os::fd::AsRawFd;
+    let socket: &tokio::net::UnixStream = direct.half.as_ref();
+    // SAFETY: the descriptor is open for as long as `direct` holds its half.
+    unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_WR) };
+}
+
+async fn write_local_frames(direct: &DirectWriter, queue: &mut mpsc::Receiver<Bytes>) {
+    let mut frames = Vec::with_capacity(WRITE_BATCH_FRAMES);
+    let mut batch = bytes::BytesMut::new();
+    loop {
+        let leftover = direct.state.lock().leftover.take();
+        if let Some(rest) = leftover {
+            if let Err(error) = write_whole(&direct.half, &rest).await {
+                debug!(%error, "connection writer stopped");
+                return;
+            }
+            direct.state.lock().queued -= 1;
+            continue;
+        }
+        let received = tokio::select! {
+            biased;
+            () = direct.leftover_ready.notified() => continue,
+            received = queue.recv_many(&mut frames, WRITE_BATCH_FRAMES) => received,
+        };
+        if received == 0 {
+            return;
+        }
+        for frame in frames.drain(..) {
+            // Small frames are gathered into one write; large ones are written as they are.
+            if frame.len() >= COPY_FRAME_BYTES_MAX {
+                if !batch.is_empty() {
+                    let small = batch.split();
+                    if let Err(error) = write_whole(&direct.half, &small).await {
+                        debug!(%error, "connection writer stopped");
+                        return;
+                    }
+                }
+                if let Err(error) = write_whole(&direct.half, &frame).await {
+                    debug!(%error, "connection writer stopped");
+                    return;
+                }
+            } else {
+                batch.extend_from_slice(&frame);
+            }
+        }
+        if !batch.is_empty() {
+            let small = batch.split();
+            if let Err(error) = write_whole(&direct.half, &small).await {
+                debug!(%error, "connection writer stopped");
+                return;
+            }
+        }
+        direct.state.lock().queued -= received;
+    }
+}
+
+/// Writes all of `bytes` through a shared half, waiting while the socket is full.
+async fn write_whole(half: &tokio::net::unix::OwnedWriteHalf, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match half.try_write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(written) => bytes = &bytes[written..],
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => half.writable().await?,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 enum ReadError {
@@ -685,7 +844,7 @@ impl Router {
             match reply_to {
                 Some(call_id) => {
                     let frame = response_frame(call_id, outcome, connection.inner.config.frame_bytes_max);
-                    let _ = connection.inner.outgoing.send(frame).await;
+                    let _ = connection.enqueue(frame).await;
                 }
                 None => {
                     if let Err(error) = outcome {

@@ -194,6 +194,88 @@ fn oversized_message(local: bool) {
     });
 }
 
+over_both_links!(senders_everywhere =>
+    calls_from_plain_threads_and_tasks_at_once_arrive_whole_over_quic,
+    calls_from_plain_threads_and_tasks_at_once_arrive_whole_over_the_local_channel);
+
+/// A body that names its sender and call and is `len` bytes long, so a reply shows whether the
+/// frame arrived whole and undisturbed.
+fn marked_body(thread: usize, call: usize, len: usize) -> Vec<u8> {
+    let mut body = format!("{thread}/{call}/").into_bytes();
+    body.extend((body.len()..len).map(|index| (index % 251) as u8));
+    body
+}
+
+/// Frames written by the caller's own thread (`try_reserve`), by the writer task and, for the
+/// local channel, left half-written for the writer task (frames far larger than a socket's
+/// buffer) interleave on one connection: every one must arrive whole and be answered once.
+fn senders_everywhere(local: bool) {
+    let ca = ClusterCa::generate("test").unwrap();
+    let server = node_over(&ca, local);
+    let config =
+        TransportConfig { local_channel: local, frame_bytes_max: 8 << 20, ..TransportConfig::default() };
+    let client = node_with(ca.issue(NodeId::random().unwrap()).unwrap(), config, None);
+    let prefix = format!("{}:", client.transport.node_id());
+    let connection = run(async { client.transport.connect(server.transport.local_addr()).await.unwrap() });
+    assert_eq!(connection.is_local(), local);
+    let (answers, answered) = std::sync::mpsc::channel::<(Vec<u8>, Result<Bytes, CallError>)>();
+    let sizes = [16usize, 300, 20_000, 1 << 20, 3 << 20];
+    let threads: Vec<_> = (0..3)
+        .map(|thread| {
+            let (connection, answers) = (connection.clone(), answers.clone());
+            std::thread::spawn(move || {
+                let mut slow = 0;
+                for call in 0..40 {
+                    let body = marked_body(thread, call, sizes[(call + thread) % sizes.len()]);
+                    let answers = answers.clone();
+                    let sent = body.clone();
+                    let Some(slot) = connection.try_reserve() else {
+                        // The queue is full: the async path, as a caller would fall back to.
+                        slow += 1;
+                        let connection = connection.clone();
+                        actix_rt::System::new().block_on(connection.start_call_with(
+                            "echo",
+                            1,
+                            &body,
+                            Box::new(move |reply| answers.send((sent, reply)).unwrap()),
+                        ));
+                        continue;
+                    };
+                    slot.start_call_with(
+                        "echo",
+                        1,
+                        &body,
+                        Box::new(move |reply| answers.send((sent, reply)).unwrap()),
+                    );
+                }
+                slow
+            })
+        })
+        .collect();
+    // Meanwhile tasks on a runtime send through the queue.
+    run(async {
+        for call in 0..40 {
+            let body = marked_body(9, call, sizes[call % sizes.len()]);
+            let reply = connection.call("echo", 1, &body, None).await;
+            answers.send((body, reply)).unwrap();
+        }
+    });
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    drop(answers);
+    let mut count = 0;
+    for (body, reply) in answered.iter() {
+        let reply = reply.unwrap_or_else(|error| panic!("call failed: {error}"));
+        assert_eq!(reply.len(), prefix.len() + body.len());
+        assert!(reply.starts_with(prefix.as_bytes()));
+        assert!(reply[prefix.len()..] == body[..], "a reply does not match its call");
+        count += 1;
+    }
+    assert_eq!(count, 4 * 40, "every call answered exactly once");
+    assert_eq!(server.echo.seen.load(Ordering::SeqCst), 4 * 40);
+}
+
 over_both_links!(bulk_transfers =>
     bulk_transfers_stream_raw_bytes_on_their_own_quic_stream,
     bulk_transfers_stream_raw_bytes_on_their_own_local_socket);
