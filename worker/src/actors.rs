@@ -458,7 +458,7 @@ impl ActorClient {
             Err(flight) => {
                 // Over since it was chosen: the call goes on to the next incarnation or fails.
                 drop(state);
-                fail_call(core, flight, self, restarts, "its worker died".into());
+                fail_call(core, *flight, self, restarts, "its worker died".into());
                 return Ok(());
             }
         };
@@ -487,7 +487,7 @@ impl ActorClient {
         call: PendingCall,
         args: Vec<TaskArg>,
         holds: Arc<Vec<RawRef>>,
-    ) -> Result<(u64, ActorCall, impl FnOnce(Reply) + Send + 'static), Flight> {
+    ) -> Result<(u64, ActorCall, impl FnOnce(Reply) + Send + 'static), Box<Flight>> {
         let seq = incarnation.next_seq;
         let restarts = incarnation.restarts;
         let return_id = call.return_id;
@@ -506,7 +506,7 @@ impl ActorClient {
             Some(table) => {
                 table.insert(seq, flight);
             }
-            None => return Err(flight),
+            None => return Err(Box::new(flight)),
         }
         incarnation.next_seq += 1;
         let (in_flight, over, client) =
@@ -574,7 +574,7 @@ impl ActorClient {
         // worker receives a caller's calls in order, so none waits for a call stuck behind it.
         match prepared {
             Ok((executor, request, on_answer)) => executor.start_ask_with(request, on_answer).await,
-            Err(flight) => fail_call(core, flight, self, restarts, "its worker died".into()),
+            Err(flight) => fail_call(core, *flight, self, restarts, "its worker died".into()),
         }
     }
 
