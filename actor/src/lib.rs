@@ -27,7 +27,7 @@ pub use actix_rt::{Arbiter, ArbiterHandle, System};
 pub use address::{ActorAddress, ParseAddressError};
 pub use error::{AskError, RegisterError};
 pub use local::{panic_message, spawn, Admitted, LocalRef, SpawnOptions};
-pub use node::{Node, Routes};
+pub use node::{Node, Reply, Routes};
 pub use recipient::Recipient;
 pub use remote::{ActorRef, AnswerFuture};
 pub use wire::WireMessage;

@@ -5,14 +5,15 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix::{Actor, Context, Handler};
 use bytes::Bytes;
 use manta_transport::{
-    DispatchFuture, Dispatched, Dispatcher, Incoming, NodeId, NodeIdentity, RemoteError, RemoteErrorKind,
-    StartError, Transport, TransportBuilder,
+    Answer, DispatchFuture, Dispatched, Dispatcher, Incoming, NodeId, NodeIdentity, RemoteError,
+    RemoteErrorKind, StartError, Transport, TransportBuilder,
 };
 use parking_lot::RwLock;
 use serde::Serialize;
@@ -29,6 +30,60 @@ type RouteFn<A> = fn(&LocalRef<A>, Incoming) -> Dispatched;
 enum Method<A: Actor> {
     Mailbox(RouteFn<A>),
     Inline(Box<dyn Fn(Incoming) -> Dispatched + Send + Sync>),
+    Answering(Box<dyn Fn(Incoming, ReplyTo) + Send + Sync>),
+}
+
+/// The typed answer to a message taken by [`Routes::inline_answering`]: send it from wherever
+/// the answer is known (any thread). Dropped unsent, the sender gets an error answer.
+pub struct Reply<R> {
+    to: ReplyTo,
+    _answer: PhantomData<fn(R)>,
+}
+
+enum ReplyTo {
+    /// Written straight to the connection the message came from.
+    Wire(Answer),
+    /// Handed to the transport's future (a message dispatched without its answer).
+    Channel(tokio::sync::oneshot::Sender<Result<Bytes, RemoteError>>),
+}
+
+impl ReplyTo {
+    fn expected(&self) -> bool {
+        match self {
+            ReplyTo::Wire(answer) => answer.expected(),
+            ReplyTo::Channel(_) => true,
+        }
+    }
+
+    fn send(self, outcome: Result<Bytes, RemoteError>) {
+        match self {
+            ReplyTo::Wire(answer) => answer.send(outcome),
+            ReplyTo::Channel(sender) => {
+                let _ = sender.send(outcome);
+            }
+        }
+    }
+}
+
+impl<R: Serialize> Reply<R> {
+    /// Sends `value` as the answer (nothing for a one-way message).
+    pub fn send(self, value: R) {
+        let outcome = if self.to.expected() {
+            wire::encode(&value).map_err(|error| error.to_remote())
+        } else {
+            Ok(Bytes::new())
+        };
+        self.to.send(outcome);
+    }
+}
+
+impl<R> std::fmt::Debug for Reply<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.to {
+            ReplyTo::Wire(answer) => f.debug_tuple("Reply").field(answer).finish(),
+            ReplyTo::Channel(_) => f.write_str("Reply(channel)"),
+        }
+    }
 }
 
 /// The wire messages a registered actor accepts, by id.
@@ -81,6 +136,25 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
         self.insert(M::ID, Method::Inline(Box::new(route)))
     }
 
+    /// Accepts `M` from the network and hands it, with its [`Reply`], to `handler` where it
+    /// arrives (on the transport's thread), without the actor's mailbox; whoever ends up with
+    /// the answer sends it through the reply, from any thread, and the transport's thread is
+    /// not woken for it. As [`Routes::inline`], `handler` must be short and must not block.
+    ///
+    /// # Panics
+    /// If another message of this actor has the same wire id: a programming error.
+    pub fn inline_answering<M, F>(self, handler: F) -> Self
+    where
+        M: WireMessage,
+        F: Fn(M, Reply<M::Result>) + Send + Sync + 'static,
+    {
+        let route = move |incoming: Incoming, to: ReplyTo| match decode_message::<M>(&incoming) {
+            Ok(message) => handler(message, Reply { to, _answer: PhantomData }),
+            Err(error) => to.send(Err(error)),
+        };
+        self.insert(M::ID, Method::Answering(Box::new(route)))
+    }
+
     fn insert(mut self, id: u32, method: Method<A>) -> Self {
         let previous = self.methods.insert(id, method);
         assert!(previous.is_none(), "two messages of actor {} share wire id {id}", self.actor.name());
@@ -90,6 +164,7 @@ impl<A: Actor<Context = Context<A>>> Routes<A> {
 
 trait Route: Send + Sync {
     fn dispatch(&self, incoming: Incoming) -> Dispatched;
+    fn dispatch_answering(&self, incoming: Incoming, answer: Answer) -> Result<(), (Dispatched, Answer)>;
     fn local(&self) -> &(dyn Any + Send + Sync);
 }
 
@@ -98,10 +173,37 @@ impl<A: Actor<Context = Context<A>>> Route for Routes<A> {
         match self.methods.get(&incoming.method) {
             Some(Method::Mailbox(route)) => route(&self.actor, incoming),
             Some(Method::Inline(route)) => route(incoming),
+            Some(Method::Answering(route)) => {
+                // Without the connection's answer (a message that waited behind another): the
+                // reply goes through the transport's future.
+                let (sender, receiver) = tokio::sync::oneshot::channel();
+                let expects_reply = incoming.expects_reply;
+                route(incoming, ReplyTo::Channel(sender));
+                Dispatched::Accepted(Box::pin(async move {
+                    match receiver.await {
+                        Ok(outcome) => outcome,
+                        Err(_) if !expects_reply => Ok(Bytes::new()),
+                        Err(_) => Err(RemoteError::new(
+                            RemoteErrorKind::Internal,
+                            "the request was dropped unanswered",
+                        )),
+                    }
+                }))
+            }
             None => Dispatched::answer(Err(RemoteError::new(
                 RemoteErrorKind::UnknownMethod,
                 format!("actor {:?} does not accept message id {}", incoming.target, incoming.method),
             ))),
+        }
+    }
+
+    fn dispatch_answering(&self, incoming: Incoming, answer: Answer) -> Result<(), (Dispatched, Answer)> {
+        match self.methods.get(&incoming.method) {
+            Some(Method::Answering(route)) => {
+                route(incoming, ReplyTo::Wire(answer));
+                Ok(())
+            }
+            _ => Err((self.dispatch(incoming), answer)),
         }
     }
 
@@ -167,6 +269,14 @@ struct Registry {
 }
 
 impl Dispatcher for Registry {
+    fn dispatch_answering(&self, incoming: Incoming, answer: Answer) -> Result<(), (Dispatched, Answer)> {
+        let route = self.routes.read().get(&incoming.target).cloned();
+        match route {
+            Some(route) => route.dispatch_answering(incoming, answer),
+            None => Err((self.dispatch(incoming), answer)),
+        }
+    }
+
     fn dispatch(&self, incoming: Incoming) -> Dispatched {
         let route = self.routes.read().get(&incoming.target).cloned();
         match route {

@@ -443,3 +443,87 @@ fn an_inline_route_answers_where_the_message_arrives_even_while_the_actor_is_bus
         assert_eq!(remote.ask(Double(21)).await.unwrap(), 42);
     });
 }
+
+/// Answered from a thread of its own by an answering route; 0 is dropped unanswered.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "i64")]
+struct Triple(i64);
+impl WireMessage for Triple {
+    const ID: u32 = 6;
+}
+
+impl Handler<Triple> for Counter {
+    type Result = i64;
+    fn handle(&mut self, _: Triple, _: &mut Context<Self>) -> i64 {
+        -1
+    }
+}
+
+#[test]
+fn an_answering_route_replies_from_any_thread_and_a_dropped_reply_is_an_error() {
+    let ca = ClusterCa::generate("bus").unwrap();
+    let server = node(&ca);
+    let client = node(&ca);
+    let actor = counter(SpawnOptions::named("answering"));
+    let told = Arc::new(AtomicUsize::new(0));
+    let seen = told.clone();
+    let routes = routes(&actor).inline_answering(move |message: Triple, reply| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        if message.0 == 0 {
+            return drop(reply);
+        }
+        std::thread::spawn(move || reply.send(message.0 * 3));
+    });
+    server.register("answering", routes).unwrap();
+    let remote: ActorRef<Counter> = client.actor(ActorAddress::new(server.local_addr(), "answering"));
+    run(async {
+        let answers: Vec<_> = (1..=50).map(|value| remote.ask(Triple(value))).collect();
+        for (value, answer) in (1..=50).zip(answers) {
+            assert_eq!(answer.await.unwrap(), value * 3);
+        }
+        match remote.ask(Triple(0)).await {
+            Err(AskError::Remote(error)) => {
+                assert!(error.message.contains("dropped unanswered"), "{error:?}")
+            }
+            other => panic!("expected an error answer, got {other:?}"),
+        }
+        // One-way messages take the same route, with nothing sent back.
+        remote.tell(Triple(7)).await.unwrap();
+        assert_eq!(remote.ask(Triple(2)).await.unwrap(), 6);
+        assert_eq!(told.load(Ordering::SeqCst), 53);
+        assert_eq!(remote.ask(Add(1)).await.unwrap(), 1, "the mailbox still works");
+    });
+}
+
+#[test]
+fn an_answering_route_behind_a_deferred_message_still_answers() {
+    let ca = ClusterCa::generate("bus").unwrap();
+    let server = node(&ca);
+    let client = node(&ca);
+    let actor = counter(SpawnOptions::named("behind").mailbox_capacity(1));
+    let routes = routes(&actor).inline_answering(|message: Triple, reply| {
+        std::thread::spawn(move || reply.send(message.0 * 3)).join().unwrap()
+    });
+    server.register("behind", routes).unwrap();
+    let remote: ActorRef<Counter> = client.actor(ActorAddress::new(server.local_addr(), "behind"));
+    run(async {
+        // The actor is held and its one-place mailbox fills: the next message for it is
+        // deferred, and everything after it for the same target waits in order behind it.
+        let (release, held) = std::sync::mpsc::channel();
+        let local = actor.clone();
+        let holding = tokio::spawn(async move { local.ask(Hold(std::sync::Mutex::new(held))).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for index in 0..3 {
+            remote.tell(Record(index)).await.unwrap();
+        }
+        let tripled = tokio::spawn({
+            let remote = remote.clone();
+            async move { remote.ask(Triple(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release.send(()).unwrap();
+        holding.await.unwrap().unwrap();
+        assert_eq!(tripled.await.unwrap().unwrap(), 15);
+        assert_eq!(remote.ask(Log).await.unwrap(), vec![0, 1, 2]);
+    });
+}

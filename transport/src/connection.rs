@@ -84,6 +84,71 @@ impl Dispatched {
     }
 }
 
+/// The answer to one request (or the end of one one-way message), to be sent from any thread:
+/// a dispatcher that takes it (see [`Dispatcher::dispatch_answering`]) lets the handler send
+/// the answer where it has it, so the transport's thread is not woken to send it. Holds the
+/// message's place among the connection's messages in dispatch until sent. Dropped unsent, it
+/// answers with an error, so a caller never waits for an answer nobody will send.
+pub struct Answer {
+    connection: Connection,
+    /// `None` for a one-way message, and once sent.
+    call_id: Option<u64>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("peer", &self.connection.peer())
+            .field("call_id", &self.call_id)
+            .finish()
+    }
+}
+
+impl Answer {
+    /// Whether the sender waits for this answer (a request) or not (a one-way message).
+    pub fn expected(&self) -> bool {
+        self.call_id.is_some()
+    }
+
+    /// Sends the answer (nothing for a one-way message, where an error is only logged).
+    pub fn send(mut self, outcome: Result<Bytes, RemoteError>) {
+        self.finish(outcome);
+    }
+
+    fn finish(&mut self, outcome: Result<Bytes, RemoteError>) {
+        let Some(call_id) = self.call_id.take() else {
+            if let Err(error) = outcome {
+                debug!(peer = %self.connection.peer(), %error, "one-way message failed");
+            }
+            return;
+        };
+        let connection = &self.connection;
+        let frame = response_frame(call_id, outcome, connection.inner.config.frame_bytes_max);
+        match connection.inner.outgoing.try_reserve() {
+            Ok(permit) => connection.push(frame, permit),
+            Err(mpsc::error::TrySendError::Full(())) => {
+                // Wait for room on the transport's thread, not here.
+                let connection = connection.clone();
+                connection.inner.runtime.clone().spawn(async move {
+                    let _ = connection.enqueue(frame).await;
+                });
+            }
+            // The connection is gone, and its caller has been told.
+            Err(mpsc::error::TrySendError::Closed(())) => {}
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if self.call_id.is_some() {
+            let error = RemoteError::new(RemoteErrorKind::Internal, "the request was dropped unanswered");
+            self.finish(Err(error));
+        }
+    }
+}
+
 /// Receives messages for this node; implemented by the actor layer's router.
 ///
 /// `dispatch` is called on the transport's thread, for each target in the order the frames
@@ -92,6 +157,14 @@ impl Dispatched {
 pub trait Dispatcher: Send + Sync + 'static {
     /// Hands over a request or a one-way message.
     fn dispatch(&self, message: Incoming) -> Dispatched;
+
+    /// Hands over a request or a one-way message together with its [`Answer`]: `Ok` when the
+    /// handler took the answer and sends it itself (from whatever thread it runs on); otherwise
+    /// the answer comes back with what [`Dispatcher::dispatch`] did, and the transport sends
+    /// what the handler's future resolves to. The default always does the latter.
+    fn dispatch_answering(&self, message: Incoming, answer: Answer) -> Result<(), (Dispatched, Answer)> {
+        Err((self.dispatch(message), answer))
+    }
 
     /// Hands over a bulk transfer: `message.body` is its metadata, `body` streams the payload.
     fn dispatch_bulk(&self, message: Incoming, body: BulkBody) -> DispatchFuture {
@@ -141,6 +214,8 @@ struct Inner {
     /// The local link's socket, written by the writer task and, when nothing is queued, by
     /// senders themselves; `None` over QUIC.
     direct: Option<Arc<DirectWriter>>,
+    /// The transport thread's runtime, for the sends that must wait.
+    runtime: tokio::runtime::Handle,
     pending: PendingCalls<Waiter>,
     config: Arc<TransportConfig>,
 }
@@ -505,6 +580,7 @@ pub(crate) fn start(parts: ConnectionParts) -> Connection {
             peer: parts.peer,
             outgoing,
             direct: direct.clone(),
+            runtime: tokio::runtime::Handle::current(),
             pending: PendingCalls::new(),
             config: parts.config,
         }),
@@ -743,8 +819,7 @@ async fn read_loop(
 /// A request or one-way message waiting, in order, behind a deferred one for the same target.
 struct Queued {
     message: Incoming,
-    reply_to: Option<u64>,
-    permit: OwnedSemaphorePermit,
+    answer: Answer,
 }
 
 /// Routes the frames read from one connection. Lives on the transport thread (hence `Rc`).
@@ -793,7 +868,8 @@ impl Router {
             body: frame.body,
             expects_reply: reply_to.is_some(),
         };
-        let queued = Queued { message, reply_to, permit };
+        let answer = Answer { connection: self.connection.clone(), call_id: reply_to, _permit: permit };
+        let queued = Queued { message, answer };
         let queued = match self.backlogs.borrow().get(&queued.message.target) {
             Some(backlog) => match backlog.send(queued) {
                 Ok(()) => return Ok(()),
@@ -802,15 +878,15 @@ impl Router {
             None => queued,
         };
         let target = queued.message.target.clone();
-        match self.dispatcher.dispatch(queued.message) {
-            Dispatched::Accepted(answer) => self.answer(answer, queued.reply_to, queued.permit),
-            Dispatched::Deferred(handed_over) => {
+        match self.dispatcher.dispatch_answering(queued.message, queued.answer) {
+            Ok(()) => {}
+            Err((Dispatched::Accepted(handled), answer)) => answer_when_done(handled, answer),
+            Err((Dispatched::Deferred(handed_over), answer)) => {
                 let (backlog, waiting) = mpsc::unbounded_channel();
                 self.backlogs.borrow_mut().insert(target.clone(), backlog);
                 let router = self.clone_handle();
                 actix_rt::spawn(async move {
-                    let answer = handed_over.await;
-                    router.answer(answer, queued.reply_to, queued.permit);
+                    answer_when_done(handed_over.await, answer);
                     router.drain_backlog(target, waiting).await;
                 });
             }
@@ -827,32 +903,14 @@ impl Router {
                 self.backlogs.borrow_mut().remove(&target);
                 return;
             };
-            let answer = match self.dispatcher.dispatch(queued.message) {
-                Dispatched::Accepted(answer) => answer,
-                Dispatched::Deferred(handed_over) => handed_over.await,
-            };
-            self.answer(answer, queued.reply_to, queued.permit);
-        }
-    }
-
-    /// Waits for the handler's answer off the reader's path and sends it back if asked for.
-    fn answer(&self, answer: DispatchFuture, reply_to: Option<u64>, permit: OwnedSemaphorePermit) {
-        let connection = self.connection.clone();
-        actix_rt::spawn(async move {
-            let outcome = answer.await;
-            drop(permit);
-            match reply_to {
-                Some(call_id) => {
-                    let frame = response_frame(call_id, outcome, connection.inner.config.frame_bytes_max);
-                    let _ = connection.enqueue(frame).await;
-                }
-                None => {
-                    if let Err(error) = outcome {
-                        debug!(peer = %connection.peer(), %error, "one-way message failed");
-                    }
+            match self.dispatcher.dispatch_answering(queued.message, queued.answer) {
+                Ok(()) => {}
+                Err((Dispatched::Accepted(handled), answer)) => answer_when_done(handled, answer),
+                Err((Dispatched::Deferred(handed_over), answer)) => {
+                    answer_when_done(handed_over.await, answer)
                 }
             }
-        });
+        }
     }
 
     fn clone_handle(&self) -> Router {
@@ -863,6 +921,11 @@ impl Router {
             backlogs: self.backlogs.clone(),
         }
     }
+}
+
+/// Waits for the handler's answer off the reader's path and sends it back if asked for.
+fn answer_when_done(handled: DispatchFuture, answer: Answer) {
+    actix_rt::spawn(async move { answer.send(handled.await) });
 }
 
 /// Encodes the answer to `call_id`; an answer too large for a frame becomes an error answer.

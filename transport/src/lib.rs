@@ -29,7 +29,7 @@ mod tls;
 
 pub use bulk::{BulkBody, BulkSender};
 pub use config::TransportConfig;
-pub use connection::{CallSlot, Connection, DispatchFuture, Dispatched, Dispatcher, Incoming};
+pub use connection::{Answer, CallSlot, Connection, DispatchFuture, Dispatched, Dispatcher, Incoming};
 pub use endpoint::{Admission, Transport, TransportBuilder};
 pub use error::{CallError, ConnectError, JoinError, StartError};
 pub use frame::{RemoteError, RemoteErrorKind};

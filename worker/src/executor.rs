@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use manta_actor::{
-    panic_message, spawn, Actor, Context, Handler, LocalRef, Node, RegisterError, ResponseFuture, Routes,
-    SpawnOptions,
+    panic_message, spawn, Actor, Context, Handler, LocalRef, Node, RegisterError, Reply, ResponseFuture,
+    Routes, SpawnOptions,
 };
 use manta_gcs::ActorId;
 use manta_objectstore::ObjectId;
@@ -55,7 +55,27 @@ struct HostedCall {
     caller: u64,
     seq: u64,
     return_id: ObjectId,
-    reply: oneshot::Sender<Result<TaskOutput, TaskFailure>>,
+    reply: Replier,
+}
+
+type CallOutcome = Result<TaskOutput, TaskFailure>;
+
+/// Where a hosted call's outcome goes: straight back to the caller's connection, from the
+/// actor's thread (a call from the network), or to a future (a call from this process).
+enum Replier {
+    Wire(Reply<CallOutcome>),
+    Local(oneshot::Sender<CallOutcome>),
+}
+
+impl Replier {
+    fn send(self, outcome: CallOutcome) {
+        match self {
+            Replier::Wire(reply) => reply.send(outcome),
+            Replier::Local(sender) => {
+                let _ = sender.send(outcome);
+            }
+        }
+    }
 }
 
 /// The actors this worker hosts: where each one's calls go. Shared by the executor (which adds
@@ -75,7 +95,8 @@ impl Executor {
     /// Starts the executor on `node`'s arbiter and registers its routes as [`EXECUTOR_NAME`].
     /// Tasks and actor calls skip its mailbox: they are handed to the task thread or the
     /// actor's thread on the transport's thread, as they arrive (one hop between threads less
-    /// per call; tasks still run in arrival order).
+    /// per call; tasks still run in arrival order), and an actor call's answer is written back
+    /// by the actor's thread itself (one more).
     pub fn start(node: &Node) -> Result<LocalRef<Executor>, RegisterError> {
         let hosts = Hosts::default();
         let shared = hosts.clone();
@@ -83,10 +104,9 @@ impl Executor {
             spawn(node.arbiter(), SpawnOptions::named(EXECUTOR_NAME).max_restarts(u32::MAX), move || {
                 Executor { hosts: shared.clone() }
             });
-        let routes = Routes::new(executor.clone())
-            .message::<StartActor>()
-            .inline(run_task)
-            .inline(move |call: ActorCall| hand_over(&hosts, call));
+        let routes = Routes::new(executor.clone()).message::<StartActor>().inline(run_task).inline_answering(
+            move |call: ActorCall, reply| hand_over_answering(&hosts, call, Replier::Wire(reply)),
+        );
         node.register(EXECUTOR_NAME, routes)?;
         Ok(executor)
     }
@@ -230,35 +250,43 @@ impl Handler<ActorCall> for Executor {
     }
 }
 
-/// Hands a call to its actor's thread; resolves to the call's outcome.
+/// Hands a call from this process to its actor's thread; resolves to the call's outcome.
 fn hand_over(
     hosts: &Hosts,
     call: ActorCall,
-) -> impl std::future::Future<Output = Result<TaskOutput, TaskFailure>> + Send + 'static {
-    let pid = std::process::id();
-    let (reply, answer) = oneshot::channel();
-    let function = call.method.clone();
-    let refused = match hosts.read().get(&call.actor_id) {
-        None => Some("the actor is not hosted by this worker"),
-        Some(host) => {
-            let hosted = HostedCall {
-                method: call.method,
-                args: call.args,
-                caller: call.caller,
-                seq: call.seq,
-                return_id: call.return_id.into(),
-                reply,
-            };
-            host.send(hosted).err().map(|_| "the actor's thread has ended")
-        }
-    };
+) -> impl std::future::Future<Output = CallOutcome> + Send + 'static {
+    let (sender, answer) = oneshot::channel();
+    let (function, pid) = (call.method.clone(), std::process::id());
+    hand_over_answering(hosts, call, Replier::Local(sender));
     async move {
-        if let Some(message) = refused {
-            return Err(TaskFailure { function, pid, message: message.to_owned() });
-        }
         answer.await.unwrap_or_else(|_| {
             Err(TaskFailure { function, pid, message: "the call was dropped".to_owned() })
         })
+    }
+}
+
+/// Hands a call to its actor's thread, which sends the outcome through `reply`.
+fn hand_over_answering(hosts: &Hosts, call: ActorCall, reply: Replier) {
+    let refused = |method: String, reply: Replier, message: &str| {
+        let pid = std::process::id();
+        reply.send(Err(TaskFailure { function: method, pid, message: message.to_owned() }));
+    };
+    let hosts = hosts.read();
+    let Some(host) = hosts.get(&call.actor_id) else {
+        return refused(call.method, reply, "the actor is not hosted by this worker");
+    };
+    let hosted = HostedCall {
+        method: call.method,
+        args: call.args,
+        caller: call.caller,
+        seq: call.seq,
+        return_id: call.return_id.into(),
+        reply,
+    };
+    if let Err(returned) = host.send(hosted) {
+        let HostedCall { method, reply, .. } = returned.0;
+        drop(hosts);
+        refused(method, reply, "the actor's thread has ended");
     }
 }
 
@@ -331,7 +359,7 @@ fn host_actor(
                     let HostedCall { method, args, return_id, reply, .. } = call;
                     let outcome = run_call(core, class, &cell, method, args, return_id).await;
                     drop(slot);
-                    let _ = reply.send(outcome);
+                    reply.send(outcome);
                 });
             }
             if parked.get(&caller).is_some_and(BTreeMap::is_empty) {
