@@ -452,15 +452,10 @@ impl ActorClient {
                 None => return Err(call),
             },
         };
-        let restarts = incarnation.restarts;
         let (seq, request, on_answer) = match self.register(core, incarnation, call, args, holds) {
             Ok(registered) => registered,
-            Err(flight) => {
-                // Over since it was chosen: the call goes on to the next incarnation or fails.
-                drop(state);
-                fail_call(core, *flight, self, restarts, "its worker died".into());
-                return Ok(());
-            }
+            // Over since it was chosen: the client's task takes it to the next incarnation.
+            Err(call) => return Err(*call),
         };
         let Err((_, _)) = incarnation.executor.try_start_ask_with(request, on_answer) else {
             return Ok(());
@@ -477,37 +472,38 @@ impl ActorClient {
     }
 
     /// Numbers a call in `incarnation`, records it as in flight, and builds its message and
-    /// the callback that decides it. Gives the call back when the incarnation ended since it
-    /// was chosen: the caller fails it (after letting go of the client's state, which failing
-    /// may take).
+    /// the callback that decides it. Gives the call back, unsent and with its arguments, when
+    /// the incarnation ended since it was chosen (its end took the table): it goes to the next
+    /// incarnation without using up a retry, since it never reached this one.
     fn register(
         self: &Arc<Self>,
         core: &'static CoreWorker,
         incarnation: &mut Incarnation,
-        call: PendingCall,
+        mut call: PendingCall,
         args: Vec<TaskArg>,
         holds: Arc<Vec<RawRef>>,
-    ) -> Result<(u64, ActorCall, impl FnOnce(Reply) + Send + 'static), Box<Flight>> {
+    ) -> Result<(u64, ActorCall, impl FnOnce(Reply) + Send + 'static), Box<PendingCall>> {
         let seq = incarnation.next_seq;
         let restarts = incarnation.restarts;
-        let return_id = call.return_id;
-        // The arguments are kept only for a retry.
-        let kept = if call.retries_left > 0 { args.clone() } else { Vec::new() };
+        let (return_id, method) = (call.return_id, call.method);
+        {
+            let mut table = incarnation.in_flight.lock();
+            let Some(table) = table.as_mut() else {
+                call.resolved = Some((args, holds));
+                return Err(Box::new(call));
+            };
+            // The arguments are kept only for a retry.
+            let kept = if call.retries_left > 0 { args.clone() } else { Vec::new() };
+            table.insert(seq, Flight { call, args: kept, holds });
+        }
         let request = ActorCall {
             actor_id: self.actor_id,
-            method: call.method.to_owned(),
+            method: method.to_owned(),
             args,
             caller: self.caller,
             seq,
             return_id: return_id.into(),
         };
-        let flight = Flight { call, args: kept, holds };
-        match incarnation.in_flight.lock().as_mut() {
-            Some(table) => {
-                table.insert(seq, flight);
-            }
-            None => return Err(Box::new(flight)),
-        }
         incarnation.next_seq += 1;
         let (in_flight, over, client) =
             (incarnation.in_flight.clone(), incarnation.over.clone(), self.clone());
@@ -537,44 +533,44 @@ impl ActorClient {
 
     /// Sends a queued call: waits for its argument objects and for a live incarnation.
     async fn send_queued(self: &Arc<Self>, core: &'static CoreWorker, mut call: PendingCall) {
-        let (args, holds) = match call.resolved.take() {
-            Some(resolved) => resolved,
-            None => {
-                let function = format!("{}.{}", self.label, call.method);
-                match resolve_args(core, &function, call.args.take().unwrap_or_default()).await {
-                    Ok((args, holds)) => (args, Arc::new(holds)),
-                    Err(error) => return complete(core, call.return_id, Err(error)),
-                }
-            }
-        };
-        let live = {
-            let mut state = self.state.lock();
-            if state.current.as_ref().is_some_and(Incarnation::is_over) {
-                state.current = None;
-            }
-            state.current.is_some()
-        };
-        if !live {
-            match self.next_incarnation(core).await {
-                Ok(incarnation) => self.state.lock().current = Some(incarnation),
+        if call.resolved.is_none() {
+            let function = format!("{}.{}", self.label, call.method);
+            match resolve_args(core, &function, call.args.take().unwrap_or_default()).await {
+                Ok((args, holds)) => call.resolved = Some((args, Arc::new(holds))),
                 Err(error) => return complete(core, call.return_id, Err(error)),
             }
         }
-        let (prepared, restarts) = {
-            let mut state = self.state.lock();
-            let incarnation = state.current.as_mut().expect("set above");
-            let executor = incarnation.executor.clone();
-            let restarts = incarnation.restarts;
-            let prepared = self
-                .register(core, incarnation, call, args, holds)
-                .map(|(_, request, on_answer)| (executor, request, on_answer));
-            (prepared, restarts)
-        };
-        // Sent in `seq` order (no call is sent from a calling thread while one is queued): the
-        // worker receives a caller's calls in order, so none waits for a call stuck behind it.
-        match prepared {
-            Ok((executor, request, on_answer)) => executor.start_ask_with(request, on_answer).await,
-            Err(flight) => fail_call(core, *flight, self, restarts, "its worker died".into()),
+        loop {
+            let live = {
+                let mut state = self.state.lock();
+                if state.current.as_ref().is_some_and(Incarnation::is_over) {
+                    state.current = None;
+                }
+                state.current.is_some()
+            };
+            if !live {
+                match self.next_incarnation(core).await {
+                    Ok(incarnation) => self.state.lock().current = Some(incarnation),
+                    Err(error) => return complete(core, call.return_id, Err(error)),
+                }
+            }
+            let (args, holds) = call.resolved.take().expect("resolved above");
+            let prepared = {
+                let mut state = self.state.lock();
+                let incarnation = state.current.as_mut().expect("set above");
+                let executor = incarnation.executor.clone();
+                self.register(core, incarnation, call, args, holds)
+                    .map(|(_, request, on_answer)| (executor, request, on_answer))
+            };
+            // Sent in `seq` order (no call is sent from a calling thread while one is queued):
+            // the worker receives a caller's calls in order, so none waits for one stuck behind.
+            match prepared {
+                Ok((executor, request, on_answer)) => {
+                    return executor.start_ask_with(request, on_answer).await
+                }
+                // That incarnation ended meanwhile: on to the next.
+                Err(returned) => call = *returned,
+            }
         }
     }
 
