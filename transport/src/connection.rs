@@ -459,13 +459,16 @@ impl Connection {
     }
 
     /// Sends `frame` in the place `permit` holds on the queue, from any thread. On a local link
-    /// with nothing queued the frame is written to the socket here (no wake-up of the writer
-    /// task: one hop between threads less); what the socket does not take at once is left to
-    /// the writer task, ahead of anything queued later.
+    /// with nothing queued, a sender on another thread than the transport's writes the frame to
+    /// the socket itself (no wake-up of the transport thread: one hop between threads less);
+    /// what the socket does not take at once is left to the writer task, ahead of anything
+    /// queued later. On the transport's own thread the frame is queued: waking the writer task
+    /// there costs no hop, and it gathers a burst of frames into one write.
     fn push(&self, frame: Bytes, permit: mpsc::Permit<'_, Bytes>) {
         let Some(direct) = &self.inner.direct else { return permit.send(frame) };
+        let foreign = !ON_TRANSPORT_THREAD.try_with(std::cell::Cell::get).unwrap_or(false);
         let mut state = direct.state.lock();
-        if state.queued == 0 {
+        if foreign && state.queued == 0 {
             match direct.half.try_write(&frame) {
                 Ok(written) if written == frame.len() => return,
                 Ok(written) => {
@@ -562,6 +565,7 @@ pub(crate) struct ConnectionParts {
 /// Starts the writer, the reader and the bulk acceptor of a freshly authenticated connection on
 /// the current runtime (the transport's thread).
 pub(crate) fn start(parts: ConnectionParts) -> Connection {
+    ON_TRANSPORT_THREAD.with(|on| on.set(true));
     let (outgoing, queue) = mpsc::channel(parts.config.send_queue_frames_max.max(1));
     let (send, direct) = match parts.send {
         WriteHalf::Local(half) => {
@@ -683,6 +687,11 @@ async fn write_frames(send: &mut WriteHalf, queue: &mut mpsc::Receiver<Bytes>) {
             return;
         }
     }
+}
+
+thread_local! {
+    /// Whether this thread runs a transport (its connections' readers and writers).
+    static ON_TRANSPORT_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The writing half of a local link's message socket, shared by the writer task and the
