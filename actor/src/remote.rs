@@ -58,6 +58,22 @@ impl RemoteTarget {
         self.connection.lock().as_ref().filter(|connection| !connection.is_closed()).cloned()
     }
 
+    /// The transport-level answer callback for `on_answer`: decodes the reply, or names the
+    /// error after this target.
+    fn decoding<R: serde::de::DeserializeOwned>(
+        &self,
+        on_answer: impl FnOnce(Result<R, AskError>) + Send + 'static,
+    ) -> Box<dyn FnOnce(Result<bytes::Bytes, manta_transport::CallError>) + Send> {
+        let (node, name) = (self.node.clone(), self.name.clone());
+        Box::new(move |reply| {
+            on_answer(
+                reply
+                    .map_err(|error| AskError::from_call(error, &node, &name))
+                    .and_then(|reply| wire::decode(&reply)),
+            )
+        })
+    }
+
     async fn connection(&self) -> Result<Connection, AskError> {
         if let Some(connection) = self.connection.lock().as_ref().filter(|connection| !connection.is_closed())
         {
@@ -192,16 +208,8 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
                     Ok(connection) => connection,
                     Err(error) => return on_answer(Err(error)),
                 };
-                let (node, name) = (remote.node.clone(), remote.name.clone());
-                let target = name.clone();
-                let on_reply = move |reply: Result<bytes::Bytes, manta_transport::CallError>| {
-                    on_answer(
-                        reply
-                            .map_err(|error| AskError::from_call(error, &node, &name))
-                            .and_then(|reply| wire::decode(&reply)),
-                    )
-                };
-                connection.start_call_with(&target, M::ID, &body, Box::new(on_reply)).await;
+                let on_reply = remote.decoding(on_answer);
+                connection.start_call_with(&remote.address.name, M::ID, &body, on_reply).await;
             }
         }
     }
@@ -227,15 +235,7 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
                 return Ok(());
             }
         };
-        let (node, name) = (remote.node.clone(), remote.name.clone());
-        let on_reply = move |reply: Result<bytes::Bytes, manta_transport::CallError>| {
-            on_answer(
-                reply
-                    .map_err(|error| AskError::from_call(error, &node, &name))
-                    .and_then(|reply| wire::decode(&reply)),
-            )
-        };
-        slot.start_call_with(&remote.address.name, M::ID, &body, Box::new(on_reply));
+        slot.start_call_with(&remote.address.name, M::ID, &body, remote.decoding(on_answer));
         Ok(())
     }
 

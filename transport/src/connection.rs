@@ -669,19 +669,7 @@ async fn write_frames(send: &mut WriteHalf, queue: &mut mpsc::Receiver<Bytes>) {
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut small = bytes::BytesMut::new();
     while queue.recv_many(&mut frames, WRITE_BATCH_FRAMES).await > 0 {
-        for frame in frames.drain(..) {
-            if frame.len() >= COPY_FRAME_BYTES_MAX {
-                if !small.is_empty() {
-                    chunks.push(small.split().freeze());
-                }
-                chunks.push(frame);
-            } else {
-                small.extend_from_slice(&frame);
-            }
-        }
-        if !small.is_empty() {
-            chunks.push(small.split().freeze());
-        }
+        gather(&mut frames, &mut small, &mut chunks);
         if let Err(error) = send.write_chunks(&mut chunks).await {
             debug!(%error, "connection writer stopped");
             return;
@@ -733,15 +721,20 @@ async fn write_local_loop(
 }
 
 async fn write_local_frames(direct: &DirectWriter, queue: &mut mpsc::Receiver<Bytes>) {
+    if let Err(error) = write_local_queue(direct, queue).await {
+        debug!(%error, "connection writer stopped");
+    }
+}
+
+/// Writes what senders left and what they queued, in that order, until every sender is gone.
+async fn write_local_queue(direct: &DirectWriter, queue: &mut mpsc::Receiver<Bytes>) -> std::io::Result<()> {
     let mut frames = Vec::with_capacity(WRITE_BATCH_FRAMES);
-    let mut batch = bytes::BytesMut::new();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut small = bytes::BytesMut::new();
     loop {
         let leftover = direct.state.lock().leftover.take();
         if let Some(rest) = leftover {
-            if let Err(error) = write_whole(&direct.half, &rest).await {
-                debug!(%error, "connection writer stopped");
-                return;
-            }
+            write_whole(&direct.half, &rest).await?;
             direct.state.lock().queued -= 1;
             continue;
         }
@@ -751,34 +744,31 @@ async fn write_local_frames(direct: &DirectWriter, queue: &mut mpsc::Receiver<By
             received = queue.recv_many(&mut frames, WRITE_BATCH_FRAMES) => received,
         };
         if received == 0 {
-            return;
+            return Ok(());
         }
-        for frame in frames.drain(..) {
-            // Small frames are gathered into one write; large ones are written as they are.
-            if frame.len() >= COPY_FRAME_BYTES_MAX {
-                if !batch.is_empty() {
-                    let small = batch.split();
-                    if let Err(error) = write_whole(&direct.half, &small).await {
-                        debug!(%error, "connection writer stopped");
-                        return;
-                    }
-                }
-                if let Err(error) = write_whole(&direct.half, &frame).await {
-                    debug!(%error, "connection writer stopped");
-                    return;
-                }
-            } else {
-                batch.extend_from_slice(&frame);
-            }
-        }
-        if !batch.is_empty() {
-            let small = batch.split();
-            if let Err(error) = write_whole(&direct.half, &small).await {
-                debug!(%error, "connection writer stopped");
-                return;
-            }
+        gather(&mut frames, &mut small, &mut chunks);
+        for chunk in chunks.drain(..) {
+            write_whole(&direct.half, &chunk).await?;
         }
         direct.state.lock().queued -= received;
+    }
+}
+
+/// Turns a batch of frames into the chunks to write: small frames copied together into one,
+/// large ones as they are, in order.
+fn gather(frames: &mut Vec<Bytes>, small: &mut bytes::BytesMut, chunks: &mut Vec<Bytes>) {
+    for frame in frames.drain(..) {
+        if frame.len() >= COPY_FRAME_BYTES_MAX {
+            if !small.is_empty() {
+                chunks.push(small.split().freeze());
+            }
+            chunks.push(frame);
+        } else {
+            small.extend_from_slice(&frame);
+        }
+    }
+    if !small.is_empty() {
+        chunks.push(small.split().freeze());
     }
 }
 
