@@ -268,8 +268,39 @@ pub struct Admitted<A: Actor> {
 }
 
 impl<A: Actor<Context = Context<A>>> Admitted<A> {
-    /// Enqueues `message` now and returns a future of the answer.
+    /// Enqueues `message` now and returns a future of the answer. The mailbox place is held
+    /// until the answer arrives.
     pub fn ask<M>(self, message: M) -> impl Future<Output = Result<M::Result, AskError>> + Send + 'static
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        self.ask_holding(message, true)
+    }
+
+    /// Enqueues a parked message (see [`crate::WireMessage::PARKS`]) now and returns a future
+    /// of the answer; the mailbox place is given back at once, since the answer waits on
+    /// events, not on the actor.
+    pub fn ask_parked<M>(
+        self,
+        message: M,
+    ) -> impl Future<Output = Result<M::Result, AskError>> + Send + 'static
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        self.ask_holding(message, false)
+    }
+
+    /// Enqueues `message`, as [`Admitted::ask`] when `hold` (the place is kept until the
+    /// answer) and as [`Admitted::ask_parked`] otherwise.
+    pub(crate) fn ask_holding<M>(
+        self,
+        message: M,
+        hold: bool,
+    ) -> impl Future<Output = Result<M::Result, AskError>> + Send + 'static
     where
         A: Handler<M>,
         M: Message + Send + 'static,
@@ -277,6 +308,7 @@ impl<A: Actor<Context = Context<A>>> Admitted<A> {
     {
         let request = self.addr.send(message);
         let Admitted { permit, incarnation, slot, .. } = self;
+        let permit = if hold { Some(permit) } else { None };
         async move {
             let outcome = request.await;
             drop(permit);
@@ -391,6 +423,23 @@ impl<A: Actor<Context = Context<A>>> LocalRef<A> {
     {
         let exchange = async { self.admit().await?.ask(message).await };
         tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(AskError::Timeout(timeout)))
+    }
+
+    /// [`LocalRef::ask_timeout`] for a parked message (see [`crate::WireMessage::PARKS`]):
+    /// the mailbox place is held only until the message is enqueued.
+    pub async fn ask_parked_timeout<M>(&self, message: M, timeout: Duration) -> Result<M::Result, AskError>
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let exchange = async { self.admit().await?.ask_parked(message).await };
+        tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(AskError::Timeout(timeout)))
+    }
+
+    /// The actor's default ask timeout.
+    pub fn ask_timeout_default(&self) -> Duration {
+        self.slot.options.ask_timeout
     }
 
     /// Sends `message` without waiting for it to be handled. Waits only for a mailbox place.

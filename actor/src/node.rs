@@ -223,7 +223,9 @@ where
     };
     let expects_reply = incoming.expects_reply;
     match actor.try_admit() {
-        Some(Ok(admitted)) => Dispatched::Accepted(answer(admitted.ask(message), expects_reply)),
+        Some(Ok(admitted)) => {
+            Dispatched::Accepted(answer(admitted.ask_holding(message, !M::PARKS), expects_reply))
+        }
         Some(Err(error)) => Dispatched::answer(Err(error.to_remote())),
         None => {
             let actor = actor.clone();
@@ -232,7 +234,7 @@ where
             #[allow(clippy::async_yields_async)]
             Dispatched::Deferred(Box::pin(async move {
                 match actor.admit().await {
-                    Ok(admitted) => answer(admitted.ask(message), expects_reply),
+                    Ok(admitted) => answer(admitted.ask_holding(message, !M::PARKS), expects_reply),
                     Err(error) => Box::pin(std::future::ready(Err(error.to_remote()))) as DispatchFuture,
                 }
             }))

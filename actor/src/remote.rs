@@ -122,6 +122,9 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         M: WireMessage,
     {
         match &self.target {
+            Target::Local(local) if M::PARKS => {
+                local.ask_parked_timeout(message, local.ask_timeout_default()).await
+            }
             Target::Local(local) => local.ask(message).await,
             Target::Remote(remote) => {
                 let timeout = remote.transport.config().call_timeout;
@@ -137,6 +140,7 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         M: WireMessage,
     {
         match &self.target {
+            Target::Local(local) if M::PARKS => local.ask_parked_timeout(message, timeout).await,
             Target::Local(local) => local.ask_timeout(message, timeout).await,
             Target::Remote(remote) => self.ask_remote(remote, message, timeout).await,
         }
@@ -156,7 +160,7 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
     {
         match &self.target {
             Target::Local(local) => {
-                let answer = local.admit().await?.ask(message);
+                let answer = local.admit().await?.ask_holding(message, !M::PARKS);
                 Ok(Box::pin(async move {
                     tokio::time::timeout(timeout, answer).await.unwrap_or(Err(AskError::Timeout(timeout)))
                 }))
@@ -194,7 +198,7 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         match &self.target {
             Target::Local(local) => match local.admit().await {
                 Ok(admitted) => {
-                    let answer = admitted.ask(message);
+                    let answer = admitted.ask_holding(message, !M::PARKS);
                     tokio::spawn(async move { on_answer(answer.await) });
                 }
                 Err(error) => on_answer(Err(error)),

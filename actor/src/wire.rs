@@ -20,6 +20,12 @@ pub trait WireMessage:
 {
     /// The stable id of this message type.
     const ID: u32;
+    /// Whether the handler *parks* the message: it answers when something happens later (a
+    /// watch, a request queued for resources), not when the actor is done with it. A parked
+    /// message holds its place in the actor's mailbox only until it is enqueued, so waiting
+    /// watchers never fill the mailbox and starve the messages that would end their wait. The
+    /// number of parked messages is bounded by their callers (one per watched thing).
+    const PARKS: bool = false;
 }
 
 /// Encodes a message or a reply.
@@ -39,6 +45,10 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AskError> {
 /// #[derive(Serialize, Deserialize)]
 /// struct Add(i64);
 /// manta_actor::wire_message!(Add => i64, id = 1);
+/// # #[derive(Serialize, Deserialize)]
+/// # struct WaitFor(u64);
+/// // Answered when something happens later: holds no mailbox place while it waits.
+/// manta_actor::wire_message!(WaitFor => bool, id = 2, parks);
 /// ```
 #[macro_export]
 macro_rules! wire_message {
@@ -48,6 +58,15 @@ macro_rules! wire_message {
         }
         impl $crate::WireMessage for $message {
             const ID: u32 = $id;
+        }
+    };
+    ($message:ty => $reply:ty, id = $id:expr, parks) => {
+        impl $crate::Message for $message {
+            type Result = $reply;
+        }
+        impl $crate::WireMessage for $message {
+            const ID: u32 = $id;
+            const PARKS: bool = true;
         }
     };
 }

@@ -42,6 +42,9 @@ pub struct PoolConfig {
     pub idle_timeout_ms: u64,
     /// A worker that has not registered this long after its start is killed (Ray: 60 s).
     pub register_timeout_ms: u64,
+    /// Worker processes that end before registering, one after another, before the requests
+    /// waiting for a worker fail with the last one's exit (instead of starting more for ever).
+    pub start_failures_max: u32,
 }
 
 impl Default for PoolConfig {
@@ -51,6 +54,7 @@ impl Default for PoolConfig {
             workers_max: 16,
             idle_timeout_ms: 1_000,
             register_timeout_ms: 60_000,
+            start_failures_max: 3,
         }
     }
 }
@@ -92,6 +96,12 @@ pub enum LeaseReply {
     },
     /// No node of the cluster can ever run this shape.
     Infeasible,
+    /// Workers could not be started: the last [`PoolConfig::start_failures_max`] started ended
+    /// before registering, the last one this way.
+    WorkerStartFailed {
+        /// How the last one ended.
+        exit: String,
+    },
     /// The leased worker died (with this exit description) before the lease was returned.
     WorkerDied {
         /// The worker.
@@ -135,6 +145,8 @@ pub struct LeaseManager<P: SchedulingPolicy> {
     dedicated: std::collections::BTreeSet<WorkerId>,
     /// Leased workers blocked in a `get`, with the resources their lease gave up meanwhile.
     blocked: BTreeMap<WorkerId, ResourceSet>,
+    /// Workers that ended before registering since the last one registered.
+    start_failures: u32,
     commands: Vec<Command>,
 }
 
@@ -153,6 +165,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             queue: VecDeque::new(),
             dedicated: std::collections::BTreeSet::new(),
             blocked: BTreeMap::new(),
+            start_failures: 0,
             commands: Vec::new(),
         }
     }
@@ -235,6 +248,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     pub fn worker_registered(&mut self, now_ms: u64, worker: WorkerId) -> bool {
         match self.workers.get(&worker) {
             Some(WorkerState::Starting { .. }) => {
+                self.start_failures = 0;
                 self.workers.insert(worker, WorkerState::Idle { since_ms: now_ms });
                 self.dispatch(now_ms);
                 true
@@ -273,12 +287,34 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     pub fn worker_exited(&mut self, now_ms: u64, worker: WorkerId, exit: &str) {
         self.dedicated.remove(&worker);
         self.blocked.remove(&worker);
-        if let Some(WorkerState::Leased { lease }) = self.workers.remove(&worker) {
-            let (_, held) = self.granted.remove(&lease).expect("a leased worker's lease is granted");
-            self.release(&held);
-            self.reply(lease, LeaseReply::WorkerDied { worker, exit: exit.to_owned() });
+        match self.workers.remove(&worker) {
+            Some(WorkerState::Leased { lease }) => {
+                let (_, held) = self.granted.remove(&lease).expect("a leased worker's lease is granted");
+                self.release(&held);
+                self.reply(lease, LeaseReply::WorkerDied { worker, exit: exit.to_owned() });
+            }
+            Some(WorkerState::Starting { .. }) => {
+                self.start_failures += 1;
+                if self.start_failures >= self.config.start_failures_max.max(1) {
+                    self.start_failures = 0;
+                    self.fail_waiting_for_workers(exit);
+                }
+            }
+            _ => {}
         }
         self.dispatch(now_ms);
+    }
+
+    /// Fails the queued requests that only wait for a worker (their resources are free): no
+    /// worker can be started for them.
+    fn fail_waiting_for_workers(&mut self, exit: &str) {
+        let (failed, kept): (VecDeque<Queued>, VecDeque<Queued>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|queued| self.resources.available.contains(&queued.demand));
+        self.queue = kept;
+        for queued in failed {
+            self.reply(queued.lease, LeaseReply::WorkerStartFailed { exit: exit.to_owned() });
+        }
     }
 
     /// The submitter is done with a lease. A worker that is not `reusable` (it misbehaved) is
@@ -539,6 +575,42 @@ mod tests {
     }
 
     #[test]
+    fn workers_that_end_before_registering_fail_the_waiting_requests_after_a_few_tries() {
+        let mut leases = manager(4);
+        request(&mut leases, 0, 1, 1);
+        let mut exits = 0;
+        let mut replies = Vec::new();
+        for now in 1..20 {
+            for command in leases.poll_commands() {
+                match command {
+                    Command::StartWorker { worker } => {
+                        exits += 1;
+                        leases.worker_exited(now, worker, "not started: No such file or directory");
+                    }
+                    Command::Reply { lease, reply } => replies.push((lease, reply)),
+                    Command::KillWorker { .. } => {}
+                }
+            }
+        }
+        assert_eq!(exits, 3, "three starts, then no more");
+        assert_eq!(
+            replies,
+            vec![(
+                LeaseId(1),
+                LeaseReply::WorkerStartFailed { exit: "not started: No such file or directory".into() }
+            )]
+        );
+        // A later request tries again; a worker that registers resets the count.
+        request(&mut leases, 30, 2, 1);
+        let Some(Command::StartWorker { worker }) = leases.poll_commands().pop() else { panic!("a start") };
+        assert!(leases.worker_registered(31, worker));
+        assert!(matches!(
+            leases.poll_commands()[..],
+            [Command::Reply { reply: LeaseReply::Granted { .. }, .. }]
+        ));
+    }
+
+    #[test]
     fn idle_and_unregistered_workers_are_killed_after_their_timeouts() {
         let mut leases = manager(4);
         request(&mut leases, 0, 1, 1);
@@ -605,6 +677,7 @@ mod tests {
     enum Event {
         Request(u64),
         Register,
+        StartFailed,
         Return(bool),
         Exit,
         Tick(u64),
@@ -614,6 +687,7 @@ mod tests {
         prop_oneof![
             (0u64..3).prop_map(Event::Request),
             Just(Event::Register),
+            Just(Event::StartFailed),
             any::<bool>().prop_map(Event::Return),
             Just(Event::Exit),
             (0u64..3_000).prop_map(Event::Tick),
@@ -643,6 +717,11 @@ mod tests {
                     Event::Register => {
                         if let Some(worker) = started.pop() {
                             leases.worker_registered(now, worker);
+                        }
+                    }
+                    Event::StartFailed => {
+                        if let Some(worker) = started.pop() {
+                            leases.worker_exited(now, worker, "not started");
                         }
                     }
                     Event::Return(reusable) => {
@@ -677,7 +756,9 @@ mod tests {
                                 prop_assert!(answered.contains(&lease) && !holding.contains_key(&lease));
                                 prop_assert!(died.insert(lease), "death reported twice");
                             }
-                            LeaseReply::Spillback { .. } | LeaseReply::Infeasible => {
+                            LeaseReply::Spillback { .. }
+                            | LeaseReply::Infeasible
+                            | LeaseReply::WorkerStartFailed { .. } => {
                                 prop_assert!(answered.insert(lease), "answered twice");
                             }
                         },

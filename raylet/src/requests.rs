@@ -16,7 +16,7 @@ pub struct RequestLease {
     /// An actor's lease: held for the actor's life, its worker never reused.
     pub dedicated: bool,
 }
-wire_message!(RequestLease => LeaseOutcome, id = 200);
+wire_message!(RequestLease => LeaseOutcome, id = 200, parks);
 
 /// The raylet's answer to a [`RequestLease`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +39,11 @@ pub enum LeaseOutcome {
     Infeasible {
         /// What was asked for, for the error message.
         demand: String,
+    },
+    /// No worker process could be started for it (several ended before registering).
+    WorkerStartFailed {
+        /// How the last one ended.
+        exit: String,
     },
     /// The request itself is invalid (a negative or non-finite amount).
     Invalid {
@@ -77,7 +82,7 @@ pub struct WatchLease {
     /// The lease.
     pub lease: u64,
 }
-wire_message!(WatchLease => Option<String>, id = 203);
+wire_message!(WatchLease => Option<String>, id = 203, parks);
 
 /// A worker reports that it is blocked waiting for an object (`blocked: true`) or runs again;
 /// see `LeaseManager::worker_blocked`.

@@ -3,7 +3,7 @@
 //! exit at once (a thread waits on each child), killing them, and answering submitters.
 
 use std::collections::HashMap;
-use std::process::{Command as Process, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use manta_actor::{
@@ -13,6 +13,7 @@ use manta_actor::{
 use manta_gcs::requests::{ReportWorker, ReportWorkerExit};
 use manta_gcs::wire::WorkerInfo;
 use manta_transport::{Admission, TokenUse};
+use tokio::process::Command as Process;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -166,6 +167,7 @@ impl RayletActor {
                                 .map(|(_, demand)| demand.clone())
                                 .unwrap_or_default(),
                         },
+                        LeaseReply::WorkerStartFailed { exit } => LeaseOutcome::WorkerStartFailed { exit },
                         LeaseReply::WorkerDied { exit, .. } => {
                             self.end_lease(lease, Some(exit));
                             continue;
@@ -180,14 +182,10 @@ impl RayletActor {
     }
 
     fn start_worker(&mut self, worker: WorkerId, ctx: &mut Context<Self>) {
-        let exe = match std::env::current_exe() {
-            Ok(exe) => exe,
-            Err(error) => {
-                warn!(%error, "cannot find this binary to start a worker");
-                ctx.address().do_send(WorkerExited { worker, exit: format!("not started: {error}") });
-                return;
-            }
-        };
+        // Workers run this very executable: `/proc/self/exe` reaches it even after its file was
+        // replaced (a rebuild while the driver runs), where its path names a deleted file.
+        let exe = std::path::Path::new("/proc/self/exe");
+        let name = std::env::current_exe().unwrap_or_else(|_| exe.to_owned());
         let token = match self.admission.tokens.create(&self.admission.ca, TokenUse::OneTime) {
             Ok(token) => token,
             Err(error) => {
@@ -196,12 +194,14 @@ impl RayletActor {
             }
         };
         let spawned = Process::new(exe)
+            .arg0(&name)
             .envs(self.worker_env.iter().map(|(key, value)| (key, value)))
             .env(worker_env::WORKER_ID, worker.0.to_string())
             .env(worker_env::RAYLET_ADDRESS, &self.raylet_address)
             .env(worker_env::JOIN_TOKEN, token.to_string())
             // The worker exits when this pipe closes, that is when this process is gone.
             .stdin(Stdio::piped())
+            .kill_on_drop(false)
             .spawn();
         let mut child = match spawned {
             Ok(child) => child,
@@ -210,25 +210,22 @@ impl RayletActor {
                 return;
             }
         };
-        let pid = child.id();
+        let pid = child.id().unwrap_or_default();
         info!(worker = worker.0, pid, "started a worker process");
         self.workers.insert(worker, WorkerProcess { pid, address: None });
         self.report(worker.0, pid, None);
         let raylet = ctx.address();
         let stdin = child.stdin.take();
-        std::thread::Builder::new()
-            .name(format!("manta-worker-{pid}"))
-            .spawn(move || {
-                let status = child.wait();
-                drop(stdin);
-                let exit = match status {
-                    Ok(status) => describe_exit(status),
-                    Err(error) => format!("could not be waited for: {error}"),
-                };
-                raylet.do_send(WorkerExited { worker, exit });
-            })
-            .map(drop)
-            .unwrap_or_else(|error| warn!(%error, "cannot watch a worker process"));
+        // One task per worker on this arbiter (the runtime reaps through a pidfd), not a thread.
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            drop(stdin);
+            let exit = match status {
+                Ok(status) => describe_exit(status),
+                Err(error) => format!("could not be waited for: {error}"),
+            };
+            raylet.do_send(WorkerExited { worker, exit });
+        });
     }
 }
 

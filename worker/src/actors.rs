@@ -457,17 +457,18 @@ impl ActorClient {
             // Over since it was chosen: the client's task takes it to the next incarnation.
             Err(call) => return Err(*call),
         };
-        let Err((_, _)) = incarnation.executor.try_start_ask_with(request, on_answer) else {
+        let Err((request, _)) = incarnation.executor.try_start_ask_with(request, on_answer) else {
             return Ok(());
         };
         // No room or no connection: take the call back (unless the incarnation's end has
-        // already taken it) and leave it to the client's task.
+        // already taken it) and leave it to the client's task. The arguments come back with the
+        // unsent message: the in-flight table keeps a copy only for a call with retries left.
         let Some(flight) = incarnation.in_flight.lock().as_mut().and_then(|table| table.remove(&seq)) else {
             return Ok(());
         };
         incarnation.next_seq = seq;
-        let Flight { mut call, args, holds } = flight;
-        call.resolved = Some((args, holds));
+        let Flight { mut call, holds, .. } = flight;
+        call.resolved = Some((request.args, holds));
         Err(call)
     }
 
@@ -771,6 +772,9 @@ impl Shell {
                 Ok(LeaseOutcome::Granted { lease, address, pid }) => (lease, address, pid),
                 Ok(LeaseOutcome::Infeasible { demand }) => {
                     return self.mark_dead(actor_id, format!("infeasible: no node has {demand}")).await;
+                }
+                Ok(LeaseOutcome::WorkerStartFailed { exit }) => {
+                    return self.mark_dead(actor_id, format!("no worker could be started ({exit})")).await;
                 }
                 Ok(other) => return self.mark_dead(actor_id, format!("no worker: {other:?}")).await,
                 Err(error) => return self.mark_dead(actor_id, format!("the raylet: {error}")).await,

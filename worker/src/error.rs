@@ -52,6 +52,15 @@ pub enum TaskError {
         /// What it asked for.
         demand: String,
     },
+    /// No worker process could be started to run it: the raylet's last tries ended before
+    /// the worker registered (the binary cannot be run, or it exits at once).
+    #[error("task {function}: no worker could be started ({exit})")]
+    WorkerStartFailed {
+        /// The function's registered name.
+        function: String,
+        /// How the last worker process ended.
+        exit: String,
+    },
     /// The object cannot be had: its owner freed it or died.
     #[error("object {object} is lost: {reason}")]
     ObjectLost {

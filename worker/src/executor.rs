@@ -196,7 +196,7 @@ fn run_task(
         Ok((core, decoded, ran))
     })();
     async move {
-        let failure = |message: String| TaskFailure { function: name.clone(), pid, message };
+        let failure = |message: String| TaskFailure::new(name.clone(), pid, message);
         let (core, decoded, ran) = queued.map_err(failure)?;
         let (output, run_us) = match ran.await {
             Ok((Ok(Ok(output)), run_us)) => (output, run_us),
@@ -214,7 +214,7 @@ impl Handler<StartActor> for Executor {
     fn handle(&mut self, request: StartActor, _: &mut Context<Self>) -> Self::Result {
         let pid = std::process::id();
         let function = format!("{}.new", request.class);
-        let failure = move |message: String| TaskFailure { function: function.clone(), pid, message };
+        let failure = move |message: String| TaskFailure::new(function.clone(), pid, message);
         let Some(class) = registry::actor_class(&request.class) else {
             let message = format!(
                 "actor class {} is not registered in this worker's binary (is it the same build as the driver?)",
@@ -299,7 +299,7 @@ fn host_actor(
     mut calls: mpsc::UnboundedReceiver<HostedCall>,
 ) {
     let pid = std::process::id();
-    let failure = |message: String| TaskFailure { function: format!("{}.new", class.name), pid, message };
+    let failure = |message: String| TaskFailure::new(format!("{}.new", class.name), pid, message);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -380,7 +380,7 @@ async fn run_call(
 ) -> Result<TaskOutput, TaskFailure> {
     let pid = std::process::id();
     let function = format!("{}.{method}", class.name);
-    let failure = |message: String| TaskFailure { function: function.clone(), pid, message };
+    let failure = |message: String| TaskFailure::new(function.clone(), pid, message);
     let args = materialize(core, args).map_err(failure)?;
     let invocation = Invocation::new(class.name, args);
     let decoded = invocation.decoded.clone();

@@ -476,6 +476,10 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
                         format!("spilled back to {node}, which a single-node cluster cannot reach"),
                     ),
                     Ok(LeaseOutcome::Invalid { reason }) => TaskError::runtime(task.function, reason),
+                    Ok(LeaseOutcome::WorkerStartFailed { exit }) => TaskError::WorkerStartFailed {
+                        function: task.function.to_owned(),
+                        exit: exit.clone(),
+                    },
                     Ok(LeaseOutcome::Granted { .. }) => unreachable!("matched above"),
                     Err(error) => TaskError::runtime(task.function, format!("the raylet: {error}")),
                 };

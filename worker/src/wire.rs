@@ -96,6 +96,36 @@ pub struct TaskFailure {
     pub message: String,
 }
 
+impl TaskFailure {
+    /// A failure whose message is cut to [`MESSAGE_MAX`] bytes (the head and the tail kept, the
+    /// cut said in the middle), so that any message fits in a frame.
+    pub fn new(function: String, pid: u32, message: String) -> Self {
+        TaskFailure { function, pid, message: truncate_message(message) }
+    }
+}
+
+/// The longest error or panic message carried whole; longer ones keep their first 48 KiB and
+/// their last 16 KiB.
+pub const MESSAGE_MAX: usize = 64 * 1024;
+
+/// Cuts `message` to at most [`MESSAGE_MAX`] bytes plus a short note of what was cut, keeping
+/// its head and its tail (on character boundaries).
+pub fn truncate_message(message: String) -> String {
+    if message.len() <= MESSAGE_MAX {
+        return message;
+    }
+    let mut head = MESSAGE_MAX * 3 / 4;
+    while !message.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = message.len() - MESSAGE_MAX / 4;
+    while !message.is_char_boundary(tail) {
+        tail += 1;
+    }
+    let cut = tail - head;
+    format!("{} [... {cut} bytes cut of {} ...] {}", &message[..head], message.len(), &message[tail..])
+}
+
 /// Runs the registered function `function` on `args` (sent to a leased worker's executor).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PushTask {
@@ -114,7 +144,7 @@ pub struct GetObject {
     /// The object.
     pub id: WireId,
 }
-wire_message!(GetObject => ObjectReply, id = 301);
+wire_message!(GetObject => ObjectReply, id = 301, parks);
 
 /// An owner's answer to [`GetObject`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -252,7 +282,7 @@ pub struct WatchActor {
     /// The restart count of the incarnation the caller uses.
     pub known: Option<u64>,
 }
-wire_message!(WatchActor => Option<ActorInfo>, id = 321);
+wire_message!(WatchActor => Option<ActorInfo>, id = 321, parks);
 
 /// Kills an actor (`manta::kill`): no restart.
 #[derive(Debug, Serialize, Deserialize)]
@@ -263,3 +293,23 @@ pub struct KillActor {
     pub cause: String,
 }
 wire_message!(KillActor => bool, id = 322);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_message_keeps_its_head_and_tail_and_says_what_was_cut() {
+        let short = "short".to_owned();
+        assert_eq!(truncate_message(short.clone()), short);
+        let long = format!("HEAD{}TAIL", "é".repeat(MESSAGE_MAX));
+        let cut = truncate_message(long.clone());
+        assert!(cut.len() < MESSAGE_MAX + 100);
+        assert!(cut.starts_with("HEAD") && cut.ends_with("TAIL"));
+        assert!(
+            cut.contains(&format!("bytes cut of {}", long.len())),
+            "{}",
+            &cut[MESSAGE_MAX * 3 / 4 - 10..][..80]
+        );
+    }
+}
