@@ -37,21 +37,60 @@
 // The macros name `::manta::...`; this lets the crate use them on itself.
 extern crate self as manta;
 
-pub mod microbenchmark;
-
 pub use manta_actor as actor;
 pub use manta_macros::{actor, main, remote};
 pub use manta_transport as transport;
 pub use manta_worker::registry;
 pub use manta_worker::{
-    cancel, cancel_force, create_actor, get_actor, get_actor_in, get_all, init, init_with,
-    is_in_object_store, is_worker_process, kill, local_object_counts, object_store_stats, put, wait,
-    ActorClass, ActorError, ActorHandle, ActorOptions, Arg, Buffer, Cluster, Config, Element, InitError,
-    IntoArg, ObjectRef, RawActorHandle, RawRef, StoreStats, TaskError, TaskOptions,
+    cancel, cancel_force, create_actor, get_actor, get_actor_in, get_all, is_in_object_store,
+    is_worker_process, kill, local_object_counts, object_store_stats, put, wait, ActorClass, ActorError,
+    ActorHandle, ActorOptions, Arg, Buffer, Cluster, Config, Element, InitError, IntoArg, ObjectRef,
+    RawActorHandle, RawRef, StoreStats, TaskError, TaskOptions,
 };
 
+/// Whether `main` is marked `#[manta::main]` (which calls [`enter_worker_if_spawned`] first).
+static MAIN_MARKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// In a worker process started by a raylet: become the worker (never returns). In any other
+/// process: nothing. `#[manta::main]` calls it first, so that a worker never runs `main`.
 #[doc(hidden)]
-pub use manta_worker::enter_worker_if_spawned;
+pub fn enter_worker_if_spawned() {
+    MAIN_MARKED.store(true, std::sync::atomic::Ordering::Relaxed);
+    if is_worker_process() {
+        init_logging();
+        manta_worker::enter_worker_if_spawned();
+    }
+}
+
+/// Starts Manta with the default [`Config`]: the embedded cluster in this process. In a worker
+/// process this never returns. Installs Manta's log subscriber ([`init_logging`]: warnings and
+/// errors, [`LOG_ENV`] to change) unless the program installed its own before.
+pub fn init() -> Result<Cluster, InitError> {
+    init_with(Config::default())
+}
+
+/// Starts Manta with `config`; otherwise as [`init`].
+pub fn init_with(config: Config) -> Result<Cluster, InitError> {
+    init_logging();
+    if !is_worker_process() {
+        warn_if_main_unmarked();
+    }
+    manta_worker::init_with(config)
+}
+
+/// Says once, clearly, that a driver's `main` lacks `#[manta::main]`: its workers are this
+/// binary re-executed, and each would run `main`'s code up to `init()` again. Called from the
+/// main thread only: `init` called from another thread (a test harness runs each test on a
+/// thread of its own) is not `main`'s code.
+fn warn_if_main_unmarked() {
+    let marked = MAIN_MARKED.load(std::sync::atomic::Ordering::Relaxed);
+    if !marked && std::thread::current().name() == Some("main") {
+        tracing::warn!(
+            "fn main is not marked #[manta::main]: each worker process re-runs this binary and \
+             repeats what main does before manta::init(); add #[manta::main] above fn main"
+        );
+    }
+}
 
 pub use manta_worker::state;
 
@@ -93,6 +132,7 @@ pub fn init_logging() {
     let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_timer(TimeAndPid)
         .with_thread_names(true)
         .try_init()

@@ -3,9 +3,8 @@
 //!
 //! `cargo run --release -p manta-bench -- bus [--rounds N] [--messages N] [--repeat N] [--quic-only]`
 //!
-//! `cargo run --release -p manta-bench -- microbenchmark [...]` runs the same code as
-//! `manta microbenchmark` (Ray's microbenchmark figures; see `manta::microbenchmark`), and
-//! `bench/compare-ray` runs it side by side with Ray.
+//! Ray's microbenchmark figures are `manta microbenchmark` (the `manta-cli` package), which
+//! `bench/compare-ray` runs side by side with Ray.
 //!
 //! Every figure is printed as `name: value unit` with the spread over the repeated runs.
 
@@ -13,8 +12,6 @@ mod bus;
 mod stats;
 
 fn main() -> anyhow::Result<()> {
-    // A worker process of the microbenchmark's embedded cluster serves here, never returns.
-    manta::enter_worker_if_spawned();
     manta::init_logging();
     if std::env::var(bus::SERVER_ROLE_ENV).is_ok() {
         return bus::serve();
@@ -22,7 +19,8 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("bus") | None => bus::run(&bus::Options::parse(&args[args.len().min(1)..])?),
-        Some("microbenchmark") => std::process::exit(manta::microbenchmark::command(&args[1..])),
-        Some(other) => anyhow::bail!("unknown benchmark {other:?}; available: bus, microbenchmark"),
+        Some(other) => {
+            anyhow::bail!("unknown benchmark {other:?}; available: bus (and `manta microbenchmark`)")
+        }
     }
 }

@@ -156,6 +156,40 @@ impl Arena {
         Some(unsafe { NonNull::new_unchecked(self.base.as_ptr().add(self.data_offset + offset as usize)) })
     }
 
+    /// Gives the whole pages inside `len` bytes of object memory at data offset `offset` back
+    /// to the kernel (the memory reads as zeros afterwards). Only for a range nobody uses: a
+    /// freed block with no reader left. Returns the bytes given back.
+    pub(crate) fn release_pages(&self, offset: u64, len: u64) -> u64 {
+        const PAGE: u64 = 4096;
+        let Some(end) = offset.checked_add(len).filter(|end| *end <= self.data_bytes()) else { return 0 };
+        let start = (self.data_offset as u64 + offset).next_multiple_of(PAGE);
+        let end = (self.data_offset as u64 + end) / PAGE * PAGE;
+        if end <= start {
+            return 0;
+        }
+        // SAFETY: punching a hole in a memfd we own, inside its size (KEEP_SIZE): the mapping
+        // stays valid and reads zeros there; the caller guarantees no one uses those bytes.
+        let punched = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                start as libc::off_t,
+                (end - start) as libc::off_t,
+            )
+        };
+        if punched == 0 {
+            end - start
+        } else {
+            0
+        }
+    }
+
+    /// Bytes of shared memory the arena holds now (its pages in use, header included).
+    pub fn resident_bytes(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().map_or(0, |metadata| metadata.blocks() * 512)
+    }
+
     /// Whether `ptr` points into this arena's object memory (for zero-copy checks).
     pub fn contains(&self, ptr: *const u8) -> bool {
         let start = self.base.as_ptr() as usize + self.data_offset;

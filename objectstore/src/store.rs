@@ -85,6 +85,9 @@ struct Entry {
     sealed: bool,
 }
 
+/// Freed blocks at least this large give their pages back to the kernel.
+const RELEASE_PAGES_MIN: u64 = 1 << 20;
+
 /// The owner of the node's object memory.
 pub struct ObjectStore {
     reader: StoreReader,
@@ -255,6 +258,12 @@ impl ObjectStore {
     fn release(&mut self, entry: Entry) {
         self.allocator.free(entry.block.offset);
         self.free_slots.push(entry.location.slot);
+        // A large block's pages go back to the kernel: a store emptied after a burst of big
+        // objects does not keep holding their memory. (Small ones are reused soon enough, and a
+        // punch per small free would cost more than it gives back.)
+        if entry.block.len >= RELEASE_PAGES_MIN {
+            self.reader.arena.release_pages(entry.block.offset, entry.block.len);
+        }
     }
 
     /// Frees the memory of deleted objects whose readers are done. Called by `create_object`;

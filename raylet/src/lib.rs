@@ -6,12 +6,14 @@
 //! re-executed in worker mode), notices their exit at once, and answers lease requests.
 
 mod leases;
+mod limits;
 mod policy;
 pub mod requests;
 mod resources;
 mod service;
 
 pub use leases::{Command, LeaseId, LeaseManager, LeaseReply, PoolConfig, WorkerId};
+pub use limits::raise_open_files_limit;
 pub use policy::{
     ClusterView, Decision, DefaultPolicy, NodeView, PolicyConfig, RandomSource, SchedulingPolicy,
     SchedulingStrategy, SplitMix64,

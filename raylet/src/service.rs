@@ -98,6 +98,7 @@ impl RayletActor {
         worker_env: Vec<(String, String)>,
         reports: Option<WorkerReports>,
     ) -> Result<LocalRef<RayletActor>, RegisterError> {
+        crate::limits::raise_open_files_limit();
         let node_id = node.node_id();
         let raylet_address = node.local_addr().to_string();
         let raylet =
@@ -186,6 +187,11 @@ impl RayletActor {
         // replaced (a rebuild while the driver runs), where its path names a deleted file.
         let exe = std::path::Path::new("/proc/self/exe");
         let name = std::env::current_exe().unwrap_or_else(|_| exe.to_owned());
+        if let Some(limit) = crate::limits::worker_start_refusal() {
+            warn!(%limit, "not starting a worker");
+            ctx.address().do_send(WorkerExited { worker, exit: format!("not started: {limit}") });
+            return;
+        }
         let token = match self.admission.tokens.create(&self.admission.ca, TokenUse::OneTime) {
             Ok(token) => token,
             Err(error) => {

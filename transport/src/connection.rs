@@ -16,6 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::throttle::warn_throttled;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
@@ -616,12 +617,12 @@ pub(crate) fn start(parts: ConnectionParts) -> Connection {
         let reason = match outcome {
             Ok(()) => "the peer closed the connection".to_owned(),
             Err(ReadError::Frame(error)) => {
-                warn!(peer = %reader.peer(), remote = %reader.remote_addr(), %error, "closing connection: bad frame");
+                warn_throttled!(peer = %reader.peer(), remote = %reader.remote_addr(), %error, "closing connection: bad frame");
                 reader.close_with(close_code::PROTOCOL, &error.to_string());
                 error.to_string()
             }
             Err(ReadError::Protocol(what)) => {
-                warn!(peer = %reader.peer(), remote = %reader.remote_addr(), what, "closing connection: protocol violation");
+                warn_throttled!(peer = %reader.peer(), remote = %reader.remote_addr(), what, "closing connection: protocol violation");
                 reader.close_with(close_code::PROTOCOL, what);
                 what.to_owned()
             }

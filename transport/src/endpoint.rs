@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::throttle::warn_throttled;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -459,7 +460,9 @@ async fn accept_loop(shared: Arc<Shared>) {
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(quic) => serve_connection(&shared, quic).await,
-                Err(error) => warn!(%remote, %error, "incoming connection failed its TLS handshake"),
+                Err(error) => {
+                    warn_throttled!(%remote, %error, "incoming connection failed its TLS handshake")
+                }
             }
         });
     }
@@ -486,11 +489,11 @@ async fn serve_connection(shared: &Arc<Shared>, quic: quinn::Connection) {
     match served {
         Ok(Ok(())) => {}
         Ok(Err(reason)) => {
-            warn!(%remote, %reason, "refused a connection");
+            warn_throttled!(%remote, %reason, "refused a connection");
             quic.close(quinn::VarInt::from_u32(close_code::REFUSED), reason.as_bytes());
         }
         Err(_) => {
-            warn!(%remote, "closing a connection that did not finish its handshake in time");
+            warn_throttled!(%remote, "closing a connection that did not finish its handshake in time");
             quic.close(quinn::VarInt::from_u32(close_code::HANDSHAKE_TIMEOUT), b"handshake timeout");
         }
     }
@@ -554,7 +557,7 @@ async fn accept_local_loop(shared: Arc<Shared>) {
             Ok((stream, _)) => stream,
             Err(error) => {
                 // Out of descriptors, typically: back off instead of spinning.
-                warn!(%error, "local accept failed");
+                warn_throttled!(%error, "local accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -564,8 +567,8 @@ async fn accept_local_loop(shared: Arc<Shared>) {
             let timeout = shared.config.handshake_timeout;
             match tokio::time::timeout(timeout, serve_local(&shared, stream)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(reason)) => warn!(%reason, "refused a local connection"),
-                Err(_) => warn!("closing a local connection that did not finish its hello in time"),
+                Ok(Err(reason)) => warn_throttled!(%reason, "refused a local connection"),
+                Err(_) => warn_throttled!("closing a local connection that did not finish its hello in time"),
             }
         });
     }

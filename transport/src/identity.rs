@@ -294,6 +294,10 @@ pub enum JoinRefusal {
     /// The request's protocol version is not spoken here.
     #[error("unsupported protocol version")]
     Version,
+    /// Something other than a join request came on the join protocol (a member's hello, say:
+    /// members connect with their certificate, not through the join exchange).
+    #[error("expected a join request on the join protocol, got another handshake message")]
+    NotAJoinRequest,
 }
 
 /// The head's registry of live join tokens, keyed by the SHA-256 of their secret so a lookup

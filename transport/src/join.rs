@@ -147,7 +147,7 @@ type Admitted = (NodeId, CertificateDer<'static>, CertificateDer<'static>);
 
 fn admit(admission: Option<&Admission>, request: Handshake) -> Result<Admitted, JoinRefusal> {
     let Handshake::JoinRequest { protocol, secret, public_key } = request else {
-        return Err(JoinRefusal::Version);
+        return Err(JoinRefusal::NotAJoinRequest);
     };
     if protocol != WIRE_PROTOCOL {
         return Err(JoinRefusal::Version);
@@ -160,4 +160,21 @@ fn admit(admission: Option<&Admission>, request: Handshake) -> Result<Admitted, 
         _ => JoinRefusal::NotAdmitting,
     })?;
     Ok((node_id, leaf, admission.ca.cert_der().clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_members_hello_on_the_join_protocol_is_refused_for_what_it_is() {
+        let hello = Handshake::Hello { protocol: WIRE_PROTOCOL, node_id: NodeId([7; 16]) };
+        assert_eq!(admit(None, hello).unwrap_err(), JoinRefusal::NotAJoinRequest);
+        let old = Handshake::JoinRequest {
+            protocol: WIRE_PROTOCOL + 1,
+            secret: ByteBuf::from(vec![0; 32]),
+            public_key: ByteBuf::from(vec![0; 65]),
+        };
+        assert_eq!(admit(None, old).unwrap_err(), JoinRefusal::Version);
+    }
 }

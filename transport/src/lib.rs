@@ -25,6 +25,7 @@ mod join;
 mod local;
 mod pending;
 mod sync;
+mod throttle;
 mod tls;
 
 pub use bulk::{BulkBody, BulkSender};

@@ -280,7 +280,7 @@ pub(crate) fn udp_port_is_free(addr: SocketAddr) -> bool {
 }
 
 /// Stale sockets looked at, at most, when a transport starts (a bound on its start-up cost).
-const STALE_SWEEP_MAX: usize = 64;
+const STALE_SWEEP_MAX: usize = 1024;
 
 /// Removes up to `max` socket files of this network namespace left by dead processes (killed
 /// ones cannot remove their own). A file is stale when the UDP address it is named after can be
@@ -321,6 +321,7 @@ impl LocalListener {
         }
         let listener = std::os::unix::net::UnixListener::bind(&path)?;
         listener.set_nonblocking(true)?;
+        remove_at_exit(&path);
         Ok(LocalListener { path, listener: Mutex::new(Some(listener)) })
     }
 }
@@ -328,7 +329,31 @@ impl LocalListener {
 impl Drop for LocalListener {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        OWN_SOCKETS.lock().retain(|path| *path != self.path);
     }
+}
+
+/// The socket files this process bound and has not removed yet: removed when it exits, since
+/// a transport held in a static (or a process ending in `exit`) is never dropped.
+static OWN_SOCKETS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn remove_at_exit(path: &Path) {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        extern "C" fn remove_own_sockets() {
+            // `try_lock`: an exit while another thread holds the list must not hang.
+            if let Some(paths) = OWN_SOCKETS.try_lock() {
+                for path in paths.iter() {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        // SAFETY: registers a plain function with no captured state; it only removes files.
+        unsafe {
+            libc::atexit(remove_own_sockets);
+        }
+    });
+    OWN_SOCKETS.lock().push(path.to_owned());
 }
 
 /// Checks that the process at the other end of `stream` runs as this user.

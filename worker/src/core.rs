@@ -848,6 +848,7 @@ fn start_core(core: CoreWorker) -> Result<(), String> {
 /// The worker process's life: join, start the core worker, register, serve until the raylet
 /// goes away, exit.
 fn worker_main(fingerprint: u64) -> ! {
+    install_panic_hook();
     let outcome = (|| -> Result<(), String> {
         let variable = |name: &str| std::env::var(name).map_err(|error| format!("{name}: {error}"));
         let worker: u64 = variable(worker_env::WORKER_ID)?.parse().map_err(|_| "bad worker id")?;
@@ -908,10 +909,59 @@ fn worker_main(fingerprint: u64) -> ! {
     })();
     match outcome {
         Ok(()) => std::process::exit(0),
+        // The driver ended while this worker started (its store and sockets are gone with it):
+        // nothing to report to anyone, and the user's terminal is no place for it.
+        Err(_) if driver_gone(std::time::Duration::from_millis(500)) => std::process::exit(0),
         Err(error) => {
             warn!(%error, "worker failed");
             eprintln!("manta worker {}: {error}", std::process::id());
             std::process::exit(1)
+        }
+    }
+}
+
+/// Prints a panic the way the standard hook does, but with a huge message cut (a task that
+/// panics with a 200 MiB message must not write 200 MiB to the terminal at each retry).
+fn install_panic_hook() {
+    let standard = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied());
+        match message {
+            Some(message) if message.len() > crate::wire::MESSAGE_MAX => {
+                let thread = std::thread::current();
+                let location = info.location().map(|location| format!(" at {location}")).unwrap_or_default();
+                let cut = crate::wire::truncate_message(message.to_owned());
+                eprintln!("\nthread '{}' panicked{location}:\n{cut}", thread.name().unwrap_or("<unnamed>"));
+            }
+            _ => standard(info),
+        }
+    }));
+}
+
+/// Whether the process that started this worker is gone: the pipe on this process's stdin
+/// (whose other end only the raylet holds) hangs up. Waits up to `wait` for it, since a dying
+/// driver closes its sockets and its pipe in no set order.
+fn driver_gone(wait: std::time::Duration) -> bool {
+    let mut poll = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let ready = unsafe { libc::poll(&mut poll, 1, left.as_millis() as libc::c_int) };
+        if ready > 0 {
+            // Readable with nothing to read, or hung up: the write end is closed.
+            let mut byte = [0u8; 1];
+            // SAFETY: reads at most one byte into a live one-byte buffer; the raylet never
+            // writes to this pipe, so nothing is consumed that anyone expects.
+            let read = unsafe { libc::read(0, byte.as_mut_ptr().cast(), 1) };
+            return read == 0 || poll.revents & (libc::POLLHUP | libc::POLLERR) != 0;
+        }
+        if ready == 0 || std::time::Instant::now() >= deadline {
+            return false;
         }
     }
 }

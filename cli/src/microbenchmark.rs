@@ -8,17 +8,17 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::{ActorHandle, Buffer, ObjectRef};
+use manta::{ActorHandle, Buffer, ObjectRef};
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// Repetitions of each figure (the median is reported).
-    pub repeat: usize,
+    pub(crate) repeat: usize,
     /// Multiplies every operation count (1.0: the real run).
-    pub scale: f64,
+    pub(crate) scale: f64,
     /// Only figures whose name contains this.
-    pub filter: Option<String>,
+    pub(crate) filter: Option<String>,
 }
 
 impl Default for Options {
@@ -29,20 +29,20 @@ impl Default for Options {
 
 /// One figure: its name, unit and the value of each repetition.
 #[derive(Debug, Clone)]
-pub struct Figure {
+pub(crate) struct Figure {
     /// Ray's name for it (or Manta's, for the extra figures).
-    pub name: String,
+    pub(crate) name: String,
     /// The unit, such as `ops/s`.
-    pub unit: String,
+    pub(crate) unit: String,
     /// One value per repetition.
-    pub values: Vec<f64>,
+    pub(crate) values: Vec<f64>,
     /// Why it was not measured, if it was not.
-    pub skipped: Option<String>,
+    pub(crate) skipped: Option<String>,
 }
 
 impl Figure {
     /// The median value.
-    pub fn median(&self) -> f64 {
+    pub(crate) fn median(&self) -> f64 {
         let mut sorted = self.values.clone();
         sorted.sort_by(f64::total_cmp);
         match sorted.len() {
@@ -53,14 +53,14 @@ impl Figure {
     }
 
     /// The smallest and largest values.
-    pub fn spread(&self) -> (f64, f64) {
+    pub(crate) fn spread(&self) -> (f64, f64) {
         let min = self.values.iter().copied().fold(f64::INFINITY, f64::min);
         let max = self.values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         (min, max)
     }
 
     /// `name: value unit (min - max over N runs)`.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         match &self.skipped {
             Some(reason) => format!("{}: n/a ({reason})", self.name),
             None => {
@@ -77,22 +77,22 @@ impl Figure {
             }
         }
     }
+}
 
-    /// The figure as a JSON object.
-    pub fn json(&self) -> String {
-        let values: Vec<String> = self.values.iter().map(|value| format!("{value}")).collect();
+impl serde::Serialize for Figure {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("name", &self.name)?;
         match &self.skipped {
-            Some(reason) => {
-                format!("{{\"name\":\"{}\",\"skipped\":\"{}\"}}", self.name, reason.replace('"', "'"))
+            Some(reason) => map.serialize_entry("skipped", reason)?,
+            None => {
+                map.serialize_entry("unit", &self.unit)?;
+                map.serialize_entry("median", &self.median())?;
+                map.serialize_entry("values", &self.values)?;
             }
-            None => format!(
-                "{{\"name\":\"{}\",\"unit\":\"{}\",\"median\":{},\"values\":[{}]}}",
-                self.name,
-                self.unit,
-                self.median(),
-                values.join(",")
-            ),
         }
+        map.end()
     }
 }
 
@@ -109,28 +109,28 @@ fn number(value: f64) -> String {
 // ---- the remote functions and actors the figures use ----
 
 /// Ray's `small_value`: returns a small value.
-#[crate::remote]
+#[manta::remote]
 fn small_value() -> u8 {
     0
 }
 
 /// Submits `count` tasks and gets them (a client for the multi-client figures).
-#[crate::remote]
+#[manta::remote]
 fn submit_tasks(count: usize) -> usize {
     let refs: Vec<ObjectRef<u8>> = (0..count).map(|_| small_value::remote()).collect();
-    crate::get_all(&refs).map_or(0, |values| values.len())
+    manta::get_all(&refs).map_or(0, |values| values.len())
 }
 
 /// Calls `count` methods over `actors` round robin and gets them.
-#[crate::remote]
+#[manta::remote]
 fn call_actors(actors: Vec<ActorHandle<Sink>>, count: usize) -> usize {
     let refs: Vec<ObjectRef<u8>> =
         (0..count).map(|index| actors[index % actors.len()].small_value()).collect();
-    crate::get_all(&refs).map_or(0, |values| values.len())
+    manta::get_all(&refs).map_or(0, |values| values.len())
 }
 
 /// Like `call_actors`, with an object-store argument.
-#[crate::remote]
+#[manta::remote]
 fn call_actors_with_arg(
     actors: Vec<ActorHandle<Sink>>,
     count: usize,
@@ -138,35 +138,35 @@ fn call_actors_with_arg(
 ) -> usize {
     let refs: Vec<ObjectRef<u8>> =
         (0..count).map(|index| actors[index % actors.len()].small_value_arg(&argument)).collect();
-    crate::get_all(&refs).map_or(0, |values| values.len())
+    manta::get_all(&refs).map_or(0, |values| values.len())
 }
 
 /// Calls `count` async-actor methods over `actors` round robin and gets them.
-#[crate::remote]
+#[manta::remote]
 fn call_async_actors(actors: Vec<ActorHandle<AsyncSink>>, count: usize) -> usize {
     let refs: Vec<ObjectRef<u8>> =
         (0..count).map(|index| actors[index % actors.len()].small_value()).collect();
-    crate::get_all(&refs).map_or(0, |values| values.len())
+    manta::get_all(&refs).map_or(0, |values| values.len())
 }
 
 /// Puts `count` small objects from a worker.
-#[crate::remote]
+#[manta::remote]
 fn put_small(count: usize) -> usize {
-    (0..count).filter(|_| crate::put(0u8).is_ok()).count()
+    (0..count).filter(|_| manta::put(0u8).is_ok()).count()
 }
 
 /// Puts `count` buffers of `bytes` from a worker.
-#[crate::remote]
+#[manta::remote]
 fn put_large(count: usize, bytes: usize) -> usize {
     let payload = Buffer::from(vec![1u8; bytes]);
-    (0..count).filter(|_| crate::put(payload.clone()).is_ok()).count()
+    (0..count).filter(|_| manta::put(payload.clone()).is_ok()).count()
 }
 
 /// Ray's `Actor` of `ray_perf.py`.
-#[crate::actor]
-pub struct Sink;
+#[manta::actor]
+pub(crate) struct Sink;
 
-#[crate::actor]
+#[manta::actor]
 impl Sink {
     fn new() -> Self {
         Sink
@@ -184,10 +184,10 @@ impl Sink {
 }
 
 /// Ray's `AsyncActor` of `ray_perf.py`.
-#[crate::actor]
-pub struct AsyncSink;
+#[manta::actor]
+pub(crate) struct AsyncSink;
 
-#[crate::actor]
+#[manta::actor]
 impl AsyncSink {
     fn new() -> Self {
         AsyncSink
@@ -206,12 +206,14 @@ impl AsyncSink {
 
 // ---- measurement ----
 
-struct Runner {
+struct Runner<'a> {
     options: Options,
     figures: Vec<Figure>,
+    /// Prints a figure as it completes.
+    report: &'a dyn Fn(&Figure),
 }
 
-impl Runner {
+impl Runner<'_> {
     fn wanted(&self, name: &str) -> bool {
         self.options.filter.as_deref().is_none_or(|filter| name.contains(filter))
     }
@@ -238,7 +240,7 @@ impl Runner {
     }
 
     fn push(&mut self, figure: Figure) {
-        eprintln!("{}", figure.line());
+        (self.report)(&figure);
         self.figures.push(figure);
     }
 
@@ -266,16 +268,16 @@ fn get<T: serde::de::DeserializeOwned>(reference: &ObjectRef<T>) -> T {
 }
 
 fn get_all<T: serde::de::DeserializeOwned>(refs: &[ObjectRef<T>]) -> Vec<T> {
-    match crate::get_all(refs) {
+    match manta::get_all(refs) {
         Ok(values) => values,
         Err(error) => panic!("a benchmark operation failed: {error}"),
     }
 }
 
 /// Runs the microbenchmark on the current cluster (`manta::init` must have run) and returns the
-/// figures; each is also printed to stderr as it completes.
-pub fn run(options: Options) -> Vec<Figure> {
-    let mut runner = Runner { options, figures: Vec::new() };
+/// figures; each is also handed to `report` as it completes.
+pub(crate) fn run(options: Options, report: &dyn Fn(&Figure)) -> Vec<Figure> {
+    let mut runner = Runner { options, figures: Vec::new(), report };
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let n_actors = (cpus / 2).max(1);
 
@@ -331,7 +333,7 @@ pub fn run(options: Options) -> Vec<Figure> {
         let tasks: Vec<_> = (0..4).map(|_| call_actors::remote(sinks.clone(), per_task)).collect();
         get_all(&tasks);
     });
-    let argument = crate::put(Buffer::from(vec![0u8; 1024])).expect("a put");
+    let argument = manta::put(Buffer::from(vec![0u8; 1024])).expect("a put");
     runner.rate("n_n_actor_calls_with_arg_async", "ops/s", (4 * per_task) as f64, || {
         let tasks: Vec<_> =
             (0..4).map(|_| call_actors_with_arg::remote(sinks.clone(), per_task, argument.clone())).collect();
@@ -365,7 +367,7 @@ pub fn run(options: Options) -> Vec<Figure> {
     });
 
     // Objects.
-    let small = crate::put(0u8).expect("a put");
+    let small = manta::put(0u8).expect("a put");
     let gets = runner.count(10_000);
     runner.rate("single_client_get_calls_Plasma_Store", "ops/s", gets as f64, || {
         for _ in 0..gets {
@@ -374,7 +376,7 @@ pub fn run(options: Options) -> Vec<Figure> {
     });
     runner.rate("single_client_put_calls_Plasma_Store", "ops/s", gets as f64, || {
         for _ in 0..gets {
-            drop(crate::put(0u8).expect("a put"));
+            drop(manta::put(0u8).expect("a put"));
         }
     });
     let puts_per_task = runner.count(100);
@@ -386,7 +388,7 @@ pub fn run(options: Options) -> Vec<Figure> {
     if runner.wanted("single_client_put_gigabytes") {
         let payload = Buffer::from(vec![1u8; large.max(1)]);
         runner.rate("single_client_put_gigabytes", "GB/s", large as f64 / 1e9, || {
-            drop(crate::put(payload.clone()).expect("a put"));
+            drop(manta::put(payload.clone()).expect("a put"));
         });
     }
     let chunk = ((80usize << 20) as f64 * runner.options.scale.min(1.0)) as usize;
@@ -395,8 +397,8 @@ pub fn run(options: Options) -> Vec<Figure> {
         get_all(&tasks);
     });
     let refs: Vec<ObjectRef<u8>> =
-        (0..runner.count(10_000)).map(|_| crate::put(0u8).expect("a put")).collect();
-    let container = crate::put(refs).expect("a put");
+        (0..runner.count(10_000)).map(|_| manta::put(0u8).expect("a put")).collect();
+    let container = manta::put(refs).expect("a put");
     runner.rate("single_client_get_object_containing_10k_refs", "ops/s", 1.0, || {
         drop(get(&container));
     });
@@ -405,7 +407,7 @@ pub fn run(options: Options) -> Vec<Figure> {
     runner.rate("single_client_wait_1k_refs", "ops/s", 1.0, || {
         let mut pending: Vec<_> = (0..waits).map(|_| small_value::remote()).collect();
         while !pending.is_empty() {
-            let (_, rest) = crate::wait(&pending, 1, None).expect("a wait");
+            let (_, rest) = manta::wait(&pending, 1, None).expect("a wait");
             pending = rest;
         }
     });
@@ -432,7 +434,7 @@ pub fn run(options: Options) -> Vec<Figure> {
         let (mut puts, mut gets) = (Vec::new(), Vec::new());
         for _ in 0..runner.options.repeat {
             let started = Instant::now();
-            let reference = crate::put(payload.clone()).expect("a put");
+            let reference = manta::put(payload.clone()).expect("a put");
             puts.push(gib as f64 / 1e9 / started.elapsed().as_secs_f64());
             let started = Instant::now();
             let view = get(&reference);
@@ -488,7 +490,29 @@ pub fn run(options: Options) -> Vec<Figure> {
             );
         }
         for actor in &actors {
-            let _ = crate::kill(actor);
+            let _ = manta::kill(actor);
+        }
+    }
+    if runner.wanted("actors_10000") {
+        // Thousands of live actors at once: each holds a worker process, a lease watch at the
+        // raylet and a watch at the actor manager (a deadlock at about 1,024 before they were
+        // parked outside the mailboxes).
+        let count = runner.count(10_000);
+        let started = Instant::now();
+        let created: Result<Vec<ActorHandle<Sink>>, _> = (0..count).map(|_| Sink::remote()).collect();
+        let outcome = created.map_err(|error| error.to_string()).and_then(|actors| {
+            let refs: Vec<_> = actors.iter().map(|actor| actor.small_value()).collect();
+            let called = manta::get_all(&refs).map(drop).map_err(|error| error.to_string());
+            for actor in &actors {
+                let _ = manta::kill(actor);
+            }
+            called
+        });
+        match outcome {
+            Ok(()) => {
+                runner.value("actors_10000_create_and_call", "s", vec![started.elapsed().as_secs_f64()])
+            }
+            Err(error) => runner.skip("actors_10000_create_and_call", &format!("failed: {error}")),
         }
     }
     runner.figures
@@ -496,20 +520,20 @@ pub fn run(options: Options) -> Vec<Figure> {
 
 /// Memory of this process and its descendants, summed.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Footprint {
+pub(crate) struct Footprint {
     /// Resident set size, bytes.
-    pub rss: u64,
+    pub(crate) rss: u64,
     /// Proportional set size (shared pages divided among the processes sharing them), bytes.
-    pub pss: u64,
+    pub(crate) pss: u64,
     /// Unique set size (private pages), bytes.
-    pub uss: u64,
+    pub(crate) uss: u64,
     /// Processes counted.
-    pub processes: usize,
+    pub(crate) processes: usize,
 }
 
 /// The memory of this process and every process it started (its workers), from
 /// `/proc/<pid>/smaps_rollup`.
-pub fn footprint() -> Footprint {
+pub(crate) fn footprint() -> Footprint {
     let mut parents: BTreeMap<u32, u32> = BTreeMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
@@ -564,15 +588,15 @@ fn mem_available() -> Option<u64> {
 
 /// The cold-start probe: what a fresh process does between its start and its first task result.
 /// `manta microbenchmark` runs itself with `--cold-start-probe` and times it.
-pub fn cold_start_probe() -> Result<(), crate::TaskError> {
-    let _cluster = crate::init()
-        .map_err(|error| crate::TaskError::Runtime { function: "init".into(), message: error.to_string() })?;
+pub(crate) fn cold_start_probe() -> Result<(), manta::TaskError> {
+    let _cluster = manta::init()
+        .map_err(|error| manta::TaskError::Runtime { function: "init".into(), message: error.to_string() })?;
     small_value::remote().get()?;
     Ok(())
 }
 
 /// Times `repeat` cold starts of `exe --cold-start-probe` (spawn to exit) in milliseconds.
-pub fn cold_starts(exe: &std::path::Path, repeat: usize) -> std::io::Result<Vec<f64>> {
+pub(crate) fn cold_starts(exe: &std::path::Path, repeat: usize) -> std::io::Result<Vec<f64>> {
     (0..repeat)
         .map(|_| {
             let started = Instant::now();
@@ -590,70 +614,66 @@ pub fn cold_starts(exe: &std::path::Path, repeat: usize) -> std::io::Result<Vec<
 
 /// The idle footprint: this process and its workers after `settle`, with the cluster up and
 /// its pooled workers started by one task round.
-pub fn idle_footprint(settle: Duration) -> Footprint {
+pub(crate) fn idle_footprint(settle: Duration) -> Footprint {
     let refs: Vec<_> = (0..4).map(|_| small_value::remote()).collect();
-    let _ = crate::get_all(&refs);
+    let _ = manta::get_all(&refs);
     std::thread::sleep(settle);
     footprint()
 }
 
-/// The `microbenchmark` command line (shared by `manta microbenchmark` and
-/// `manta-bench microbenchmark`). Returns the process exit code.
-///
-/// `[--repeat N] [--scale F] [--filter TEXT] [--json] [--no-cold-start]`
-pub fn command(args: &[String]) -> i32 {
-    let mut options = Options::default();
-    let mut json = false;
-    let mut cold_start = true;
-    let mut arguments = args.iter();
-    while let Some(argument) = arguments.next() {
-        let mut value =
-            |what: &str| arguments.next().cloned().ok_or_else(|| format!("{argument} needs {what}"));
-        let parsed: Result<(), String> = match argument.as_str() {
-            "--cold-start-probe" => {
-                return match cold_start_probe() {
-                    Ok(()) => 0,
-                    Err(error) => {
-                        eprintln!("cold start probe: {error}");
-                        1
-                    }
-                }
+/// `manta microbenchmark`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Repetitions of each figure; the median is reported with the spread.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// Multiplies every operation count (1.0 is the real run; CI runs 0.01 only to check that
+    /// the code still works).
+    #[arg(long, default_value_t = 1.0, value_parser = positive_scale, allow_negative_numbers = true)]
+    scale: f64,
+    /// Only the figures whose name contains this text.
+    #[arg(long, value_name = "TEXT")]
+    filter: Option<String>,
+    /// Print the figures as one JSON array on stdout, at the end, instead of a line each.
+    #[arg(long)]
+    json: bool,
+    /// Skip the cold-start figure (which starts this binary again several times).
+    #[arg(long)]
+    no_cold_start: bool,
+    /// Internal: the process the cold-start figure times.
+    #[arg(long, hide = true)]
+    cold_start_probe: bool,
+}
+
+fn positive_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(scale) if scale.is_finite() && scale > 0.0 => Ok(scale),
+        _ => Err(format!("{text:?} is not a positive number")),
+    }
+}
+
+/// Runs `manta microbenchmark`; the exit code: 0, 1 when the cluster or a figure failed, 2 when
+/// the filter matches no figure.
+pub(crate) fn command(args: Args) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    if args.cold_start_probe {
+        return match cold_start_probe() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("cold start probe: {error}");
+                ExitCode::FAILURE
             }
-            "--repeat" => value("a count").and_then(|text| {
-                options.repeat = text.parse().map_err(|_| format!("--repeat {text}: not a count"))?;
-                Ok(())
-            }),
-            "--scale" => value("a factor").and_then(|text| {
-                options.scale = text.parse().map_err(|_| format!("--scale {text}: not a number"))?;
-                Ok(())
-            }),
-            "--filter" => value("a name").map(|text| options.filter = Some(text)),
-            "--json" => {
-                json = true;
-                Ok(())
-            }
-            "--no-cold-start" => {
-                cold_start = false;
-                Ok(())
-            }
-            "--help" | "-h" => {
-                println!("usage: manta microbenchmark [--repeat N] [--scale F] [--filter TEXT] [--json] [--no-cold-start]");
-                return 0;
-            }
-            other => Err(format!("unknown argument {other}")),
         };
-        if let Err(error) = parsed {
-            eprintln!("manta microbenchmark: {error}");
-            return 2;
+    }
+    let options = Options { repeat: args.repeat as usize, scale: args.scale, filter: args.filter.clone() };
+    let report = |figure: &Figure| {
+        if !args.json {
+            println!("{}", figure.line());
         }
-    }
-    if options.repeat == 0 || options.scale.is_nan() || options.scale <= 0.0 {
-        eprintln!("manta microbenchmark: --repeat and --scale must be positive");
-        return 2;
-    }
+    };
     let mut figures = Vec::new();
     let wanted = |name: &str| options.filter.as_deref().is_none_or(|filter| name.contains(filter));
-    if cold_start && wanted("cold_start") {
+    if !args.no_cold_start && wanted("cold_start") {
         match std::env::current_exe().and_then(|exe| cold_starts(&exe, options.repeat)) {
             Ok(values) => {
                 let figure = Figure {
@@ -662,15 +682,15 @@ pub fn command(args: &[String]) -> i32 {
                     values,
                     skipped: None,
                 };
-                eprintln!("{}", figure.line());
+                report(&figure);
                 figures.push(figure);
             }
             Err(error) => eprintln!("cold start: {error}"),
         }
     }
-    if let Err(error) = crate::init() {
+    if let Err(error) = manta::init() {
         eprintln!("manta microbenchmark: {error}");
-        return 1;
+        return ExitCode::FAILURE;
     }
     if wanted("idle_footprint") {
         let idle = idle_footprint(Duration::from_millis(300));
@@ -685,18 +705,26 @@ pub fn command(args: &[String]) -> i32 {
                 values: vec![bytes as f64 / 1048576.0],
                 skipped: None,
             };
-            eprintln!("{} ({} processes)", figure.line(), idle.processes);
+            report(&figure);
             figures.push(figure);
         }
     }
-    figures.extend(run(options));
-    if json {
-        let objects: Vec<String> = figures.iter().map(Figure::json).collect();
-        println!("[{}]", objects.join(",\n"));
-    } else {
-        for figure in &figures {
-            println!("{}", figure.line());
+    figures.extend(run(options, &report));
+    if figures.is_empty() {
+        eprintln!(
+            "manta microbenchmark: no figure matches --filter {:?}",
+            args.filter.as_deref().unwrap_or_default()
+        );
+        return ExitCode::from(2);
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&figures) {
+            Ok(json) => println!("{json}"),
+            Err(error) => {
+                eprintln!("manta microbenchmark: {error}");
+                return ExitCode::FAILURE;
+            }
         }
     }
-    0
+    ExitCode::SUCCESS
 }
