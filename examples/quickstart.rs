@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
 
     // Errors say what failed, where.
     match checked_sqrt::remote(-4.0).get() {
-        Err(error) => println!("errors:  {error}"),
+        Err(error) => println!("errors:  (a deliberate failure) {error}"),
         Ok(value) => anyhow::bail!("sqrt(-4) returned {value}"),
     }
     Ok(())

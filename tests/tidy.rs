@@ -57,3 +57,18 @@ fn no_stub_macros_in_code() {
         .collect();
     assert!(offenders.is_empty(), "stubs left in:\n{}", offenders.join("\n"));
 }
+
+/// The README's one-screen program is `examples/one_screen.rs` word for word, so that what a
+/// new user copies is what CI compiles without warnings and runs.
+#[test]
+fn the_readme_shows_the_one_screen_example_as_it_is() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("examples/one_screen.rs")).unwrap();
+    let begin = example.find("// README: begin\n").expect("a begin marker") + "// README: begin\n".len();
+    let end = example.find("// README: end").expect("an end marker");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```rust\n{}```", &example[begin..end])),
+        "README.md's \"In one screen\" block differs from examples/one_screen.rs"
+    );
+}
