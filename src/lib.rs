@@ -45,7 +45,7 @@ pub use manta_worker::{
     cancel, cancel_force, create_actor, get_actor, get_actor_in, get_all, is_in_object_store,
     is_worker_process, kill, local_object_counts, object_store_stats, put, wait, ActorClass, ActorError,
     ActorHandle, ActorOptions, Arg, Buffer, Cluster, Config, Element, InitError, IntoArg, ObjectRef,
-    RawActorHandle, RawRef, StoreStats, TaskError, TaskOptions,
+    RawActorHandle, RawRef, SchedulingStrategy, StoreStats, TaskError, TaskOptions,
 };
 
 /// Whether `main` is marked `#[manta::main]` (which calls [`enter_worker_if_spawned`] first).

@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use manta::{ActorError, Config, ObjectRef, TaskError};
+use manta::{ActorError, Config, ObjectRef, SchedulingStrategy, TaskError};
 
 fn cluster() {
     static CLUSTER: OnceLock<manta::Cluster> = OnceLock::new();
@@ -169,6 +169,27 @@ fn a_task_queued_behind_a_long_one_of_the_same_function_gets_a_worker_of_its_own
     assert!(long.get().unwrap());
     let _ = std::fs::remove_file(&held);
     let _ = std::fs::remove_file(&open);
+}
+
+/// The strategy reaches the raylet's policy: a task pinned (hard) to a node the cluster does
+/// not have is infeasible; soft affinity and spread run it here.
+#[test]
+fn scheduling_strategies_reach_the_policy() {
+    cluster();
+    let elsewhere = manta::transport::NodeId([0xee; 16]);
+    let hard = SchedulingStrategy::NodeAffinity { node: elsewhere, soft: false };
+    match add::options().scheduling_strategy(hard).remote(1, 1).get_timeout(Duration::from_secs(60)) {
+        Err(TaskError::Infeasible { function, .. }) => assert_eq!(function, add::NAME),
+        other => panic!("expected Infeasible for a node the cluster lacks, got {other:?}"),
+    }
+    let soft = SchedulingStrategy::NodeAffinity { node: elsewhere, soft: true };
+    assert_eq!(add::options().scheduling_strategy(soft).remote(1, 2).get().unwrap(), 3);
+    assert_eq!(add::options().scheduling_strategy(SchedulingStrategy::Spread).remote(1, 3).get().unwrap(), 4);
+    let pinned = Log::options().scheduling_strategy(hard).remote(0).unwrap();
+    match pinned.append(1).get_timeout(Duration::from_secs(60)) {
+        Err(TaskError::ActorDied { cause, .. }) => assert!(cause.contains("infeasible"), "{cause}"),
+        other => panic!("expected the pinned actor to die infeasible, got {other:?}"),
+    }
 }
 
 #[test]

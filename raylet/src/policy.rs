@@ -29,9 +29,10 @@ pub struct ClusterView {
     pub nodes: Vec<NodeView>,
 }
 
-/// Where the user asked a task or actor to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the user asked a task or actor to run (Ray's `scheduling_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum SchedulingStrategy {
+    #[default]
     /// Ray's default: pack onto lightly used nodes (the local one first), spread once busy.
     Hybrid,
     /// Spread over the nodes with room, round robin.

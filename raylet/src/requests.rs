@@ -15,6 +15,9 @@ pub struct RequestLease {
     pub resources: Vec<(String, f64)>,
     /// An actor's lease: held for the actor's life, its worker never reused.
     pub dedicated: bool,
+    /// Where it should run (the policy's input).
+    #[serde(default)]
+    pub strategy: crate::policy::SchedulingStrategy,
 }
 wire_message!(RequestLease => LeaseOutcome, id = 200, parks);
 

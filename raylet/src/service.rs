@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::leases::{Command, LeaseId, LeaseManager, LeaseReply, PoolConfig, WorkerId};
-use crate::policy::{DefaultPolicy, SchedulingStrategy, SplitMix64};
+use crate::policy::{DefaultPolicy, SplitMix64};
 use crate::requests::{LeaseOutcome, RegisterWorker, RequestLease, ReturnLease, WatchLease, WorkerBlocked};
 use crate::resources::{Quantity, ResourceSet, CPU, GPU};
 
@@ -322,14 +322,7 @@ impl Handler<RequestLease> for RayletActor {
         }
         self.waiting.insert(lease, (waiter, description.clone()));
         let now = self.now_ms();
-        self.leases.request_lease(
-            now,
-            lease,
-            demand,
-            SchedulingStrategy::Hybrid,
-            request.dedicated,
-            &mut self.random,
-        );
+        self.leases.request_lease(now, lease, demand, request.strategy, request.dedicated, &mut self.random);
         self.perform(ctx);
         Box::pin(async move {
             answer.await.unwrap_or(LeaseOutcome::Invalid {

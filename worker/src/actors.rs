@@ -33,7 +33,7 @@ use manta_gcs::requests::{
 use manta_gcs::wire::{ActorInfo, ActorState};
 use manta_gcs::{ActorId, GcsActor, GcsError, MemoryStorage};
 use manta_raylet::requests::{LeaseOutcome, RequestLease, ReturnLease, WatchLease};
-use manta_raylet::RayletActor;
+use manta_raylet::{RayletActor, SchedulingStrategy};
 use manta_transport::NodeId;
 use parking_lot::Mutex;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -88,6 +88,8 @@ pub struct ActorOptions {
     pub num_gpus: f64,
     /// Custom resources held for the actor's life.
     pub resources: Vec<(String, f64)>,
+    /// Where it should run (default: Ray's hybrid policy).
+    pub scheduling_strategy: SchedulingStrategy,
 }
 
 /// An untyped handle to an actor.
@@ -226,6 +228,7 @@ pub fn create_actor<A: ActorClass>(
             num_gpus: options.num_gpus,
             resources: options.resources.clone(),
             max_concurrency,
+            scheduling_strategy: options.scheduling_strategy,
         };
         let created =
             manager.ask(CreateActor(spec)).await.map_err(|error| ActorError::Runtime(error.to_string()))?;
@@ -767,6 +770,7 @@ impl Shell {
                 gpus: spec.num_gpus,
                 resources: spec.resources.clone(),
                 dedicated: true,
+                strategy: spec.scheduling_strategy,
             };
             let (lease, address, pid) = match self.raylet.ask_timeout(request, FOREVER).await {
                 Ok(LeaseOutcome::Granted { lease, address, pid }) => (lease, address, pid),

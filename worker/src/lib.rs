@@ -30,6 +30,7 @@ pub use buffer::{Buffer, Element};
 pub use codec::CodecError;
 pub use error::{ActorError, TaskError};
 pub use executor::{Executor, EXECUTOR_NAME};
+pub use manta_raylet::SchedulingStrategy;
 pub use objects::{ObjectRef, RawRef, RefWire};
 pub use submit::{arg, submit, ArgSpec, TaskOptions, LEASE_REQUESTS_MAX, PIPELINE};
 
@@ -109,6 +110,12 @@ macro_rules! task_option_methods {
             self.options.max_retries = ::core::option::Option::Some(retries);
             self
         }
+
+        /// Where the task should run (Ray's `scheduling_strategy`; default: hybrid).
+        pub fn scheduling_strategy(mut self, strategy: $crate::SchedulingStrategy) -> Self {
+            self.options.scheduling_strategy = strategy;
+            self
+        }
     };
 }
 
@@ -162,6 +169,12 @@ macro_rules! actor_option_methods {
         /// GPUs held for the actor's life.
         pub fn num_gpus(mut self, gpus: f64) -> Self {
             self.options.num_gpus = gpus;
+            self
+        }
+
+        /// Where the actor should run (Ray's `scheduling_strategy`; default: hybrid).
+        pub fn scheduling_strategy(mut self, strategy: $crate::SchedulingStrategy) -> Self {
+            self.options.scheduling_strategy = strategy;
             self
         }
 

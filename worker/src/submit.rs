@@ -27,6 +27,7 @@ use bytes::Bytes;
 use manta_actor::{ActorAddress, ActorRef, AskError};
 use manta_objectstore::ObjectId;
 use manta_raylet::requests::{LeaseOutcome, RequestLease, ReturnLease, WatchLease};
+use manta_raylet::SchedulingStrategy;
 use parking_lot::Mutex;
 use serde_bytes::ByteBuf;
 use tracing::debug;
@@ -68,6 +69,8 @@ pub struct TaskOptions {
     pub resources: Vec<(String, f64)>,
     /// Retries if its worker dies (default: the cluster's, 3).
     pub max_retries: Option<u32>,
+    /// Where it should run (default: Ray's hybrid policy).
+    pub scheduling_strategy: SchedulingStrategy,
 }
 
 /// One argument as the caller gave it (made by [`arg`]).
@@ -171,6 +174,8 @@ struct Shape {
     cpus: u64,
     gpus: u64,
     resources: Vec<(String, u64)>,
+    /// Tasks placed differently never share a lease.
+    strategy: SchedulingStrategy,
 }
 
 impl Shape {
@@ -184,6 +189,7 @@ impl Shape {
             cpus: fixed(options.num_cpus.unwrap_or(1.0)),
             gpus: fixed(options.num_gpus.unwrap_or(0.0)),
             resources,
+            strategy: options.scheduling_strategy,
         }
     }
 
@@ -194,6 +200,7 @@ impl Shape {
             gpus: float(self.gpus),
             resources: self.resources.iter().map(|(name, amount)| (name.clone(), float(*amount))).collect(),
             dedicated: false,
+            strategy: self.strategy,
         }
     }
 }

@@ -254,6 +254,9 @@ wire_message!(ActorCall => Result<TaskOutput, TaskFailure>, id = 311);
 /// What a new actor needs: sent to the actor manager.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActorSpec {
+    /// Where it should run.
+    #[serde(default)]
+    pub scheduling_strategy: manta_raylet::SchedulingStrategy,
     /// The record to register (state and counters are set by the GCS).
     pub info: ActorInfo,
     /// Constructor arguments, resolved.
