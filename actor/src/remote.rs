@@ -146,6 +146,31 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         }
     }
 
+    /// Sends `message` and waits for its answer with no deadline: for requests answered when
+    /// something happens, not within a known time (a lease granted once resources free up, a
+    /// watched actor's next incarnation, a task or a constructor that runs for hours). The
+    /// wait is bounded by the peer's life instead: it ends with [`AskError::ActorDied`] when a
+    /// local actor dies, and with a lost connection when a remote one's process dies (at once
+    /// on the local channel; after the transport's idle timeout over QUIC).
+    pub async fn ask_unbounded<M>(&self, message: M) -> Result<M::Result, AskError>
+    where
+        A: Handler<M>,
+        M: WireMessage,
+    {
+        match &self.target {
+            Target::Local(local) => local.admit().await?.ask_holding(message, !M::PARKS).await,
+            Target::Remote(remote) => {
+                let body = wire::encode(&message)?;
+                let connection = remote.connection().await?;
+                let reply = connection
+                    .call_unbounded(&remote.address.name, M::ID, &body)
+                    .await
+                    .map_err(|error| AskError::from_call(error, &remote.node, &remote.address.name))?;
+                wire::decode(&reply)
+            }
+        }
+    }
+
     /// Sends `message` now and returns the future of its answer (at most `timeout`). Returns
     /// once the message is queued (remote) or in the mailbox (local): messages started one after
     /// another reach the actor in that order, while their answers are awaited concurrently.

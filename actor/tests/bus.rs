@@ -527,3 +527,87 @@ fn an_answering_route_behind_a_deferred_message_still_answers() {
         assert_eq!(remote.ask(Log).await.unwrap(), vec![0, 1, 2]);
     });
 }
+
+/// Answered only when the waiter's gate opens (a watch, as the raylet's `WatchLease`).
+#[derive(Serialize, Deserialize)]
+struct WaitForGate;
+wire_message!(WaitForGate => bool, id = 7, parks);
+
+struct Gatekeeper {
+    gate: Arc<tokio::sync::Notify>,
+    served: u64,
+}
+
+impl Actor for Gatekeeper {
+    type Context = Context<Self>;
+}
+
+impl Handler<WaitForGate> for Gatekeeper {
+    type Result = manta_actor::ResponseFuture<bool>;
+    fn handle(&mut self, _: WaitForGate, _: &mut Context<Self>) -> Self::Result {
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            gate.notified().await;
+            true
+        })
+    }
+}
+
+impl Handler<Add> for Gatekeeper {
+    type Result = i64;
+    fn handle(&mut self, message: Add, _: &mut Context<Self>) -> i64 {
+        self.served += 1;
+        message.0
+    }
+}
+
+/// Regression (the 1,024-actor deadlock): waiters parked on an actor held its mailbox places
+/// until answered, so once they filled it nothing else (what would end their wait) got in.
+#[test]
+fn parked_messages_hold_no_mailbox_place_while_they_wait() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let arbiter = start_arbiter("gatekeeper").unwrap();
+    let keeper = spawn(&arbiter, SpawnOptions::named("gatekeeper").mailbox_capacity(2), {
+        let gate = gate.clone();
+        move || Gatekeeper { gate: gate.clone(), served: 0 }
+    });
+    let keeper = ActorRef::local(keeper);
+    run(async {
+        let waiters: Vec<_> = (0..16)
+            .map(|_| {
+                let keeper = keeper.clone();
+                tokio::spawn(async move { keeper.ask_unbounded(WaitForGate).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let answer = keeper.ask_timeout(Add(5), Duration::from_secs(30)).await;
+        assert_eq!(answer.unwrap(), 5, "16 parked waiters left room for other messages");
+        gate.notify_waiters();
+        for waiter in waiters {
+            assert!(waiter.await.unwrap().unwrap());
+        }
+    });
+}
+
+/// An ask without a deadline still ends when the peer's process goes away.
+#[test]
+fn an_unbounded_ask_ends_when_the_peer_shuts_down() {
+    let ca = ClusterCa::generate("bus").unwrap();
+    let server = node(&ca);
+    let client = node(&ca);
+    let arbiter = start_arbiter("gatekeeper").unwrap();
+    let keeper = spawn(&arbiter, SpawnOptions::named("gatekeeper"), || Gatekeeper {
+        gate: Arc::new(tokio::sync::Notify::new()),
+        served: 0,
+    });
+    server.register("gatekeeper", Routes::new(keeper).message::<WaitForGate>()).unwrap();
+    let remote: ActorRef<Gatekeeper> = client.actor(ActorAddress::new(server.local_addr(), "gatekeeper"));
+    run(async {
+        let waiting = tokio::spawn(async move { remote.ask_unbounded(WaitForGate).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.transport().shutdown();
+        let ended = tokio::time::timeout(Duration::from_secs(120), waiting).await;
+        let outcome = ended.expect("the wait ended with the peer").unwrap();
+        assert!(outcome.is_err(), "no answer came: it ended with an error, got {outcome:?}");
+    });
+}

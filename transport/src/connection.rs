@@ -370,6 +370,20 @@ impl Connection {
         }
     }
 
+    /// Sends a request and waits for its answer with no deadline: for requests answered when
+    /// something happens (a lease granted, a task finished after an hour). The wait still ends
+    /// when the connection is lost: a dead peer's local socket breaks at once, and a silent
+    /// QUIC peer is given up after the idle timeout (its keep-alives stop).
+    pub async fn call_unbounded(&self, target: &str, method: u32, body: &[u8]) -> Result<Bytes, CallError> {
+        let (waiter, answer) = oneshot::channel();
+        let call_id = self.inner.pending.insert(Waiter::Channel(waiter)).map_err(|_| self.lost())?;
+        let _guard = PendingGuard { pending: &self.inner.pending, call_id };
+        let header = Header::Request { call_id, target: target.to_owned(), method };
+        let frame = frame::encode(&header, body, self.inner.config.frame_bytes_max)?;
+        self.enqueue(frame).await?;
+        answer.await.map_err(|_| self.lost())?
+    }
+
     /// Sends a request to `target` now and returns the future of its answer (at most `timeout`,
     /// the configured `call_timeout` when `None`). Returns once the frame is queued: requests
     /// started one after another go out, and reach the peer's dispatcher, in that order.

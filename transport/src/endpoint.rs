@@ -262,9 +262,22 @@ impl Transport {
         }
     }
 
-    /// Closes the endpoint and every connection. Further calls fail; idempotent.
+    /// Closes the endpoint and every connection, QUIC and local: calls in flight on either side
+    /// fail with a lost connection. Further calls fail; idempotent.
     pub fn shutdown(&self) {
-        self.handle.shared.endpoint.close(quinn::VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
+        let shared = &self.handle.shared;
+        shared.endpoint.close(quinn::VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
+        let connections: Vec<Connection> = {
+            let peers = shared.peers.lock();
+            peers.by_addr.values().chain(peers.by_node.values()).cloned().collect()
+        };
+        for connection in connections {
+            connection.close("the peer's transport shut down");
+        }
+        if let Some(local) = &shared.local {
+            // New local dials find no socket; the QUIC endpoint refuses them already.
+            let _ = std::fs::remove_file(&local.path);
+        }
     }
 }
 

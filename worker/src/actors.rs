@@ -21,7 +21,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use manta_actor::{
     spawn, Actor, ActorAddress, ActorRef, AskError, Context, Handler, LocalRef, Node, RegisterError,
@@ -51,8 +50,6 @@ use crate::wire::{
 
 /// The name the actor manager is registered under on the head node.
 pub const ACTOR_MANAGER_NAME: &str = "actor-manager";
-
-const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A class of actors: implemented by `#[manta::actor]` on an `impl` block.
 pub trait ActorClass: Send + Sync + 'static {
@@ -238,8 +235,7 @@ pub fn create_actor<A: ActorClass>(
             let manager = manager.clone();
             core.arbiter.spawn(async move {
                 let mut known = None;
-                while let Ok(Some(info)) = manager.ask_timeout(WatchActor { actor_id, known }, FOREVER).await
-                {
+                while let Ok(Some(info)) = manager.ask_unbounded(WatchActor { actor_id, known }).await {
                     if info.state == ActorState::Dead {
                         break;
                     }
@@ -581,7 +577,7 @@ impl ActorClient {
     /// Waits for the actor to be alive and starts following that incarnation's end.
     async fn next_incarnation(self: &Arc<Self>, core: &'static CoreWorker) -> Result<Incarnation, TaskError> {
         let actor_id = self.actor_id;
-        match core.actor_manager.ask_timeout(WatchActor { actor_id, known: None }, FOREVER).await {
+        match core.actor_manager.ask_unbounded(WatchActor { actor_id, known: None }).await {
             Ok(Some(info)) if info.state == ActorState::Alive => {
                 let Some(address) = info.address.as_deref().and_then(|address| address.parse().ok()) else {
                     return Err(TaskError::runtime(self.label.to_string(), "the actor has no address"));
@@ -593,7 +589,7 @@ impl ActorClient {
                 let (ended, client) = (in_flight.clone(), self.clone());
                 core.arbiter.spawn(async move {
                     if let Ok(next) =
-                        manager.ask_timeout(WatchActor { actor_id, known: Some(restarts) }, FOREVER).await
+                        manager.ask_unbounded(WatchActor { actor_id, known: Some(restarts) }).await
                     {
                         let next = next.unwrap_or(info);
                         let cause = next.death_cause.clone().unwrap_or_else(|| "its worker died".into());
@@ -772,7 +768,7 @@ impl Shell {
                 dedicated: true,
                 strategy: spec.scheduling_strategy,
             };
-            let (lease, address, pid) = match self.raylet.ask_timeout(request, FOREVER).await {
+            let (lease, address, pid) = match self.raylet.ask_unbounded(request).await {
                 Ok(LeaseOutcome::Granted { lease, address, pid }) => (lease, address, pid),
                 Ok(LeaseOutcome::Infeasible { demand }) => {
                     return self.mark_dead(actor_id, format!("infeasible: no node has {demand}")).await;
@@ -798,7 +794,7 @@ impl Shell {
                 Ok(socket) => self.node.actor(ActorAddress::new(socket, EXECUTOR_NAME)),
                 Err(_) => return self.mark_dead(actor_id, format!("bad worker address {address}")).await,
             };
-            let death = self.raylet.ask_timeout(WatchLease { lease }, FOREVER);
+            let death = self.raylet.ask_unbounded(WatchLease { lease });
             tokio::pin!(death);
             let start = StartActor {
                 actor_id,
@@ -807,7 +803,7 @@ impl Shell {
                 max_concurrency: spec.max_concurrency,
             };
             let started = tokio::select! {
-                started = executor.ask_timeout(start, FOREVER) => Some(started),
+                started = executor.ask_unbounded(start) => Some(started),
                 _ = &mut death => None,
             };
             let exit = match started {

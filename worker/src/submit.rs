@@ -56,8 +56,6 @@ pub const LEASE_REQUESTS_MAX: usize = 10;
 /// on how its worker died (the raylet sees a worker exit within milliseconds).
 pub(crate) const DEATH_VERDICT_WAIT: Duration = Duration::from_secs(30);
 
-const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
-
 /// Per-call options of a remote function (`f::options()...`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskOptions {
@@ -465,7 +463,7 @@ fn next_task(core: &CoreWorker, shape: &Shape, extra: bool) -> Option<ReadyTask>
 
 /// One lease: requested, used for queued tasks of its shape until none is left, returned.
 async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
-    let outcome = core.raylet.ask_timeout(shape.request(), FOREVER).await;
+    let outcome = core.raylet.ask_unbounded(shape.request()).await;
     if let Some(queue) = core.submitter.shapes.lock().get_mut(shape) {
         queue.waiting -= 1;
     }
@@ -503,7 +501,7 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
     // The raylet sees the worker die at once (it waits on the process); a connection to a
     // killed process would only time out. One watch per lease.
     let raylet = core.raylet.clone();
-    let death = async move { raylet.ask_timeout(WatchLease { lease }, FOREVER).await };
+    let death = async move { raylet.ask_unbounded(WatchLease { lease }).await };
     let death = futures_shared(death);
     let mut running = tokio::task::JoinSet::new();
     let mut dead = false;
@@ -530,7 +528,7 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
             let (executor, death, control) = (executor.clone(), death.clone(), task.control.clone());
             running.spawn(async move {
                 let reply = tokio::select! {
-                    reply = executor.ask_timeout(push, FOREVER) => reply,
+                    reply = executor.ask_unbounded(push) => reply,
                     exit = death => Err(AskError::ActorDied {
                         actor: format!("worker pid {pid}"),
                         cause: exit.unwrap_or_else(|| "its lease ended".to_owned()),
