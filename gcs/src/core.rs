@@ -56,6 +56,14 @@ pub enum GcsError {
     /// The node was declared dead; its id never comes back.
     #[error("node {0} is dead")]
     NodeDead(NodeId),
+    /// A record in storage does not decode (a damaged or foreign backend).
+    #[error("the GCS's {table} table holds a record it cannot read: {detail}")]
+    BadRecord {
+        /// The table.
+        table: String,
+        /// What was wrong.
+        detail: String,
+    },
     /// No such job.
     #[error("unknown job {0:?}")]
     UnknownJob(JobId),
@@ -87,9 +95,19 @@ fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     rmp_serde::to_vec(record).expect("GCS records encode into memory")
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> T {
-    // Only this module writes these tables; other bytes there mean a broken backend.
-    rmp_serde::from_slice(bytes).expect("a GCS table holds a record this version cannot read")
+/// Bytes read back from storage: only this module writes these tables, so a record that does
+/// not decode means a damaged or foreign backend. An error for the caller, never a panic.
+fn decode<T: DeserializeOwned>(table: Table, bytes: &[u8]) -> Result<T, GcsError> {
+    rmp_serde::from_slice(bytes)
+        .map_err(|error| GcsError::BadRecord { table: format!("{table:?}"), detail: error.to_string() })
+}
+
+fn actor_id_of(bytes: Vec<u8>) -> Result<ActorId, GcsError> {
+    let len = bytes.len();
+    bytes.try_into().map(ActorId).map_err(|_| GcsError::BadRecord {
+        table: format!("{:?}", Table::ActorNames),
+        detail: format!("an actor id of {len} bytes"),
+    })
 }
 
 fn joined_key(namespace: &str, name: &str) -> Result<Vec<u8>, GcsError> {
@@ -112,8 +130,12 @@ impl<S: Storage> GcsCore<S> {
         self.storage
     }
 
-    fn read<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> Option<T> {
-        self.storage.get(table, key).map(|bytes| decode(&bytes))
+    fn read<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> Result<Option<T>, GcsError> {
+        self.storage.get(table, key).map(|bytes| decode(table, &bytes)).transpose()
+    }
+
+    fn read_all<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>, GcsError> {
+        self.storage.scan(table, b"").iter().map(|(_, bytes)| decode(table, bytes)).collect()
     }
 
     fn publish(&mut self, change: Change) {
@@ -145,7 +167,7 @@ impl<S: Storage> GcsCore<S> {
 
     /// Registers (or re-registers) a live node.
     pub fn register_node(&mut self, mut info: NodeInfo) -> Result<(), GcsError> {
-        if let Some(known) = self.node(info.node_id) {
+        if let Some(known) = self.node(info.node_id)? {
             if known.state == NodeState::Dead {
                 return Err(GcsError::NodeDead(info.node_id));
             }
@@ -159,7 +181,7 @@ impl<S: Storage> GcsCore<S> {
 
     /// Declares a node dead. Its actors restart elsewhere if they may, else die. Returns them.
     pub fn mark_node_dead(&mut self, node_id: NodeId, cause: &str) -> Result<Vec<ActorId>, GcsError> {
-        let mut info = self.node(node_id).ok_or(GcsError::UnknownNode(node_id))?;
+        let mut info = self.node(node_id)?.ok_or(GcsError::UnknownNode(node_id))?;
         if info.state == NodeState::Dead {
             return Ok(Vec::new());
         }
@@ -168,7 +190,7 @@ impl<S: Storage> GcsCore<S> {
         self.storage.put(Table::Nodes, &node_id.0, encode(&info));
         self.publish(Change::Node(info));
         let affected: Vec<ActorId> = self
-            .actors()
+            .actors()?
             .into_iter()
             .filter(|actor| actor.node_id == Some(node_id) && actor.state == ActorState::Alive)
             .map(|actor| actor.actor_id)
@@ -180,13 +202,13 @@ impl<S: Storage> GcsCore<S> {
     }
 
     /// A node's record.
-    pub fn node(&self, node_id: NodeId) -> Option<NodeInfo> {
+    pub fn node(&self, node_id: NodeId) -> Result<Option<NodeInfo>, GcsError> {
         self.read(Table::Nodes, &node_id.0)
     }
 
     /// Every node's record, alive or dead.
-    pub fn nodes(&self) -> Vec<NodeInfo> {
-        self.storage.scan(Table::Nodes, b"").iter().map(|(_, bytes)| decode(bytes)).collect()
+    pub fn nodes(&self) -> Result<Vec<NodeInfo>, GcsError> {
+        self.read_all(Table::Nodes)
     }
 
     // ---- workers ----
@@ -204,8 +226,14 @@ impl<S: Storage> GcsCore<S> {
     }
 
     /// A worker process ended. Unknown workers are recorded dead (the start report may be lost).
-    pub fn worker_exited(&mut self, node_id: NodeId, worker: u64, pid: u32, exit: &str) {
-        let mut info = self.worker(node_id, worker).unwrap_or(WorkerInfo {
+    pub fn worker_exited(
+        &mut self,
+        node_id: NodeId,
+        worker: u64,
+        pid: u32,
+        exit: &str,
+    ) -> Result<(), GcsError> {
+        let mut info = self.worker(node_id, worker)?.unwrap_or(WorkerInfo {
             node_id,
             worker,
             pid,
@@ -216,25 +244,34 @@ impl<S: Storage> GcsCore<S> {
         info.alive = false;
         info.exit = Some(exit.to_owned());
         self.worker_reported(info);
+        Ok(())
     }
 
     /// A worker's record.
-    pub fn worker(&self, node_id: NodeId, worker: u64) -> Option<WorkerInfo> {
+    pub fn worker(&self, node_id: NodeId, worker: u64) -> Result<Option<WorkerInfo>, GcsError> {
         self.read(Table::Workers, &Self::worker_key(node_id, worker))
     }
 
     /// Every worker's record, alive or dead, by node.
-    pub fn workers(&self) -> Vec<WorkerInfo> {
-        self.storage.scan(Table::Workers, b"").iter().map(|(_, bytes)| decode(bytes)).collect()
+    pub fn workers(&self) -> Result<Vec<WorkerInfo>, GcsError> {
+        self.read_all(Table::Workers)
     }
 
     // ---- jobs ----
 
     /// Starts a job for the driver at `driver_address`.
-    pub fn add_job(&mut self, driver_address: &str, now_ms: u64) -> JobInfo {
+    pub fn add_job(&mut self, driver_address: &str, now_ms: u64) -> Result<JobInfo, GcsError> {
         let last = self.storage.scan(Table::Jobs, b"").last().map(|(key, _)| key.clone());
-        let next =
-            last.map_or(1, |key| u32::from_be_bytes(key.try_into().expect("job keys are 4 bytes")) + 1);
+        let next = match last {
+            None => 1,
+            Some(key) => match <[u8; 4]>::try_from(key.as_slice()) {
+                Ok(key) => u32::from_be_bytes(key) + 1,
+                Err(_) => {
+                    let detail = format!("a job key of {} bytes", key.len());
+                    return Err(GcsError::BadRecord { table: format!("{:?}", Table::Jobs), detail });
+                }
+            },
+        };
         let job = JobInfo {
             job_id: JobId(next),
             driver_address: driver_address.to_owned(),
@@ -244,17 +281,17 @@ impl<S: Storage> GcsCore<S> {
         };
         self.storage.put(Table::Jobs, &next.to_be_bytes(), encode(&job));
         self.publish(Change::Job(job.clone()));
-        job
+        Ok(job)
     }
 
     /// A job's record.
-    pub fn job(&self, job_id: JobId) -> Option<JobInfo> {
+    pub fn job(&self, job_id: JobId) -> Result<Option<JobInfo>, GcsError> {
         self.read(Table::Jobs, &job_id.0.to_be_bytes())
     }
 
     /// Ends a job: its actors die, except detached ones. Returns the actors it killed.
     pub fn finish_job(&mut self, job_id: JobId, now_ms: u64) -> Result<Vec<ActorId>, GcsError> {
-        let mut job = self.job(job_id).ok_or(GcsError::UnknownJob(job_id))?;
+        let mut job = self.job(job_id)?.ok_or(GcsError::UnknownJob(job_id))?;
         if job.finished {
             return Ok(Vec::new());
         }
@@ -263,7 +300,7 @@ impl<S: Storage> GcsCore<S> {
         self.storage.put(Table::Jobs, &job_id.0.to_be_bytes(), encode(&job));
         self.publish(Change::Job(job));
         let owned: Vec<ActorId> = self
-            .actors()
+            .actors()?
             .into_iter()
             .filter(|actor| actor.job_id == job_id && !actor.detached && actor.state != ActorState::Dead)
             .map(|actor| actor.actor_id)
@@ -278,10 +315,10 @@ impl<S: Storage> GcsCore<S> {
 
     /// Registers a new actor (in `PendingCreation`), claiming its name if it has one.
     pub fn register_actor(&mut self, mut info: ActorInfo) -> Result<(), GcsError> {
-        if self.actor(info.actor_id).is_some() {
+        if self.actor(info.actor_id)?.is_some() {
             return Err(GcsError::DuplicateActor(info.actor_id));
         }
-        let job = self.job(info.job_id).ok_or(GcsError::UnknownJob(info.job_id))?;
+        let job = self.job(info.job_id)?.ok_or(GcsError::UnknownJob(info.job_id))?;
         if job.finished {
             return Err(GcsError::JobFinished(info.job_id));
         }
@@ -307,11 +344,11 @@ impl<S: Storage> GcsCore<S> {
         node_id: NodeId,
         address: &str,
     ) -> Result<(), GcsError> {
-        let node = self.node(node_id).ok_or(GcsError::UnknownNode(node_id))?;
+        let node = self.node(node_id)?.ok_or(GcsError::UnknownNode(node_id))?;
         if node.state == NodeState::Dead {
             return Err(GcsError::NodeDead(node_id));
         }
-        let mut info = self.actor(actor_id).ok_or(GcsError::UnknownActor(actor_id))?;
+        let mut info = self.actor(actor_id)?.ok_or(GcsError::UnknownActor(actor_id))?;
         check_transition(&info, ActorState::Alive)?;
         info.state = ActorState::Alive;
         info.node_id = Some(node_id);
@@ -324,7 +361,7 @@ impl<S: Storage> GcsCore<S> {
     /// The actor's worker died: it restarts if it has restarts left, else it is dead.
     /// Returns the state it is in now.
     pub fn actor_failed(&mut self, actor_id: ActorId, cause: &str) -> Result<ActorState, GcsError> {
-        let info = self.actor(actor_id).ok_or(GcsError::UnknownActor(actor_id))?;
+        let info = self.actor(actor_id)?.ok_or(GcsError::UnknownActor(actor_id))?;
         let may_restart = info.max_restarts < 0 || info.restarts < info.max_restarts as u64;
         if may_restart && info.state == ActorState::Alive {
             self.set_actor_state(actor_id, ActorState::Restarting, Some(cause))?;
@@ -346,7 +383,7 @@ impl<S: Storage> GcsCore<S> {
         next: ActorState,
         cause: Option<&str>,
     ) -> Result<(), GcsError> {
-        let mut info = self.actor(actor_id).ok_or(GcsError::UnknownActor(actor_id))?;
+        let mut info = self.actor(actor_id)?.ok_or(GcsError::UnknownActor(actor_id))?;
         check_transition(&info, next)?;
         if next == ActorState::Restarting {
             info.restarts += 1;
@@ -372,36 +409,35 @@ impl<S: Storage> GcsCore<S> {
     }
 
     /// An actor's record.
-    pub fn actor(&self, actor_id: ActorId) -> Option<ActorInfo> {
+    pub fn actor(&self, actor_id: ActorId) -> Result<Option<ActorInfo>, GcsError> {
         self.read(Table::Actors, &actor_id.0)
     }
 
     /// Every actor's record.
-    pub fn actors(&self) -> Vec<ActorInfo> {
-        self.storage.scan(Table::Actors, b"").iter().map(|(_, bytes)| decode(bytes)).collect()
+    pub fn actors(&self) -> Result<Vec<ActorInfo>, GcsError> {
+        self.read_all(Table::Actors)
     }
 
     /// The live actor named `name` in `namespace`.
     pub fn named_actor(&self, namespace: &str, name: &str) -> Result<Option<ActorInfo>, GcsError> {
         let key = joined_key(namespace, name)?;
-        Ok(self.storage.get(Table::ActorNames, &key).and_then(|id| {
-            let id: [u8; 16] = id.try_into().expect("actor name entries hold 16-byte ids");
-            self.actor(ActorId(id))
-        }))
+        match self.storage.get(Table::ActorNames, &key) {
+            Some(id) => self.actor(actor_id_of(id)?),
+            None => Ok(None),
+        }
     }
 
     /// The names in use in `namespace`, with their actors, in name order.
     pub fn named_actors(&self, namespace: &str) -> Result<Vec<(String, ActorId)>, GcsError> {
         let prefix = joined_key(namespace, "")?;
-        Ok(self
-            .storage
+        self.storage
             .scan(Table::ActorNames, &prefix)
             .into_iter()
             .map(|(key, id)| {
                 let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-                (name, ActorId(id.try_into().expect("actor name entries hold 16-byte ids")))
+                Ok((name, actor_id_of(id)?))
             })
-            .collect())
+            .collect()
     }
 
     // ---- internal key-value store ----

@@ -27,7 +27,7 @@ wire_message!(MarkNodeDead => Result<Vec<ActorId>, GcsError>, id = 101);
 /// Every node's record.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GetAllNodes;
-wire_message!(GetAllNodes => Vec<NodeInfo>, id = 102);
+wire_message!(GetAllNodes => Result<Vec<NodeInfo>, GcsError>, id = 102);
 
 /// Starts a job.
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,7 +35,7 @@ pub struct AddJob {
     /// The driver's address.
     pub driver_address: String,
 }
-wire_message!(AddJob => JobInfo, id = 103);
+wire_message!(AddJob => Result<JobInfo, GcsError>, id = 103);
 
 /// Ends a job; replies with the actors it took down.
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,7 +85,7 @@ wire_message!(KillActor => Result<(), GcsError>, id = 108);
 /// An actor's record.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GetActor(pub ActorId);
-wire_message!(GetActor => Option<ActorInfo>, id = 109);
+wire_message!(GetActor => Result<Option<ActorInfo>, GcsError>, id = 109);
 
 /// The live actor with a name.
 #[derive(Debug, Serialize, Deserialize)]
@@ -186,14 +186,14 @@ pub struct ReportWorkerExit {
     /// How it ended.
     pub exit: String,
 }
-wire_message!(ReportWorkerExit => (), id = 122);
+wire_message!(ReportWorkerExit => Result<(), GcsError>, id = 122);
 
 /// Every worker's record.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GetAllWorkers;
-wire_message!(GetAllWorkers => Vec<WorkerInfo>, id = 123);
+wire_message!(GetAllWorkers => Result<Vec<WorkerInfo>, GcsError>, id = 123);
 
 /// Every actor's record.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ListActors;
-wire_message!(ListActors => Vec<ActorInfo>, id = 124);
+wire_message!(ListActors => Result<Vec<ActorInfo>, GcsError>, id = 124);

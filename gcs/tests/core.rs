@@ -39,7 +39,7 @@ fn actor(n: u8, job: JobId, name: Option<&str>, max_restarts: i64) -> ActorInfo 
 fn an_actor_restarts_until_its_budget_is_spent_and_then_frees_its_name() {
     let mut gcs = GcsCore::new(MemoryStorage::default());
     gcs.register_node(node(1)).unwrap();
-    let job = gcs.add_job("driver", 10).job_id;
+    let job = gcs.add_job("driver", 10).unwrap().job_id;
     gcs.register_actor(actor(1, job, Some("counter"), 1)).unwrap();
     assert_eq!(
         gcs.register_actor(actor(2, job, Some("counter"), 0)),
@@ -56,7 +56,7 @@ fn an_actor_restarts_until_its_budget_is_spent_and_then_frees_its_name() {
     );
     gcs.actor_started(ActorId([1; 16]), NodeId([1; 16]), "127.0.0.1:9001").unwrap();
     assert_eq!(gcs.actor_failed(ActorId([1; 16]), "worker crashed again").unwrap(), ActorState::Dead);
-    let dead = gcs.actor(ActorId([1; 16])).unwrap();
+    let dead = gcs.actor(ActorId([1; 16])).unwrap().unwrap();
     assert_eq!(dead.death_cause.as_deref(), Some("worker crashed again"));
     assert_eq!(dead.address, None);
 
@@ -72,8 +72,8 @@ fn an_actor_restarts_until_its_budget_is_spent_and_then_frees_its_name() {
 #[test]
 fn a_finished_job_takes_its_actors_but_not_detached_ones() {
     let mut gcs = GcsCore::new(MemoryStorage::default());
-    let job = gcs.add_job("driver", 0).job_id;
-    let other = gcs.add_job("driver-2", 0).job_id;
+    let job = gcs.add_job("driver", 0).unwrap().job_id;
+    let other = gcs.add_job("driver-2", 0).unwrap().job_id;
     assert_eq!((job, other), (JobId(1), JobId(2)));
     gcs.register_actor(actor(1, job, Some("owned"), -1)).unwrap();
     let mut detached = actor(2, job, Some("service"), 0);
@@ -81,10 +81,10 @@ fn a_finished_job_takes_its_actors_but_not_detached_ones() {
     gcs.register_actor(detached).unwrap();
     gcs.register_actor(actor(3, other, None, 0)).unwrap();
     assert_eq!(gcs.finish_job(job, 50).unwrap(), vec![ActorId([1; 16])]);
-    assert_eq!(gcs.actor(ActorId([1; 16])).unwrap().state, ActorState::Dead);
-    assert_eq!(gcs.actor(ActorId([2; 16])).unwrap().state, ActorState::PendingCreation);
-    assert_eq!(gcs.actor(ActorId([3; 16])).unwrap().state, ActorState::PendingCreation);
-    assert_eq!(gcs.job(job).unwrap().end_ms, Some(50));
+    assert_eq!(gcs.actor(ActorId([1; 16])).unwrap().unwrap().state, ActorState::Dead);
+    assert_eq!(gcs.actor(ActorId([2; 16])).unwrap().unwrap().state, ActorState::PendingCreation);
+    assert_eq!(gcs.actor(ActorId([3; 16])).unwrap().unwrap().state, ActorState::PendingCreation);
+    assert_eq!(gcs.job(job).unwrap().unwrap().end_ms, Some(50));
     assert_eq!(gcs.register_actor(actor(4, job, None, 0)), Err(GcsError::JobFinished(job)));
     assert_eq!(gcs.named_actors("default").unwrap(), vec![("service".to_owned(), ActorId([2; 16]))]);
 }
@@ -94,22 +94,22 @@ fn a_dead_node_takes_its_actors_and_never_comes_back() {
     let mut gcs = GcsCore::new(MemoryStorage::default());
     gcs.register_node(node(1)).unwrap();
     gcs.register_node(node(2)).unwrap();
-    let job = gcs.add_job("driver", 0).job_id;
+    let job = gcs.add_job("driver", 0).unwrap().job_id;
     gcs.register_actor(actor(1, job, None, 3)).unwrap();
     gcs.register_actor(actor(2, job, None, 0)).unwrap();
     gcs.actor_started(ActorId([1; 16]), NodeId([1; 16]), "a").unwrap();
     gcs.actor_started(ActorId([2; 16]), NodeId([1; 16]), "b").unwrap();
     let affected = gcs.mark_node_dead(NodeId([1; 16]), "missed heartbeats").unwrap();
     assert_eq!(affected.len(), 2);
-    assert_eq!(gcs.actor(ActorId([1; 16])).unwrap().state, ActorState::Restarting);
-    assert_eq!(gcs.actor(ActorId([2; 16])).unwrap().state, ActorState::Dead);
+    assert_eq!(gcs.actor(ActorId([1; 16])).unwrap().unwrap().state, ActorState::Restarting);
+    assert_eq!(gcs.actor(ActorId([2; 16])).unwrap().unwrap().state, ActorState::Dead);
     assert_eq!(gcs.register_node(node(1)), Err(GcsError::NodeDead(NodeId([1; 16]))));
     assert_eq!(
         gcs.actor_started(ActorId([1; 16]), NodeId([1; 16]), "a"),
         Err(GcsError::NodeDead(NodeId([1; 16])))
     );
     gcs.actor_started(ActorId([1; 16]), NodeId([2; 16]), "c").unwrap();
-    assert_eq!(gcs.nodes().iter().filter(|node| node.state == NodeState::Alive).count(), 1);
+    assert_eq!(gcs.nodes().unwrap().iter().filter(|node| node.state == NodeState::Alive).count(), 1);
 }
 
 #[test]
@@ -119,7 +119,7 @@ fn subscribers_get_each_change_of_their_channels_in_order() {
     gcs.subscribe(SubscriberId(2), Channel::Actors);
     gcs.subscribe(SubscriberId(2), Channel::Nodes);
     gcs.register_node(node(1)).unwrap();
-    let job = gcs.add_job("driver", 0).job_id;
+    let job = gcs.add_job("driver", 0).unwrap().job_id;
     gcs.register_actor(actor(1, job, None, 0)).unwrap();
     let seen: Vec<(u64, Channel)> = gcs
         .take_publications()
@@ -154,15 +154,15 @@ fn the_key_value_store_keeps_namespaces_apart() {
 fn a_core_rebuilt_over_the_same_storage_carries_on() {
     let mut gcs = GcsCore::new(MemoryStorage::default());
     gcs.register_node(node(1)).unwrap();
-    let job = gcs.add_job("driver", 0).job_id;
+    let job = gcs.add_job("driver", 0).unwrap().job_id;
     gcs.register_actor(actor(1, job, Some("kept"), 0)).unwrap();
     gcs.kv_put("ns", "k", b"v".to_vec(), true).unwrap();
 
     let mut restarted = GcsCore::new(gcs.into_storage());
-    assert_eq!(restarted.nodes().len(), 1);
+    assert_eq!(restarted.nodes().unwrap().len(), 1);
     assert_eq!(restarted.named_actor("default", "kept").unwrap().unwrap().actor_id, ActorId([1; 16]));
     assert_eq!(restarted.kv_get("ns", "k").unwrap(), Some(b"v".to_vec()));
-    assert_eq!(restarted.add_job("driver-2", 1).job_id, JobId(2), "job ids continue");
+    assert_eq!(restarted.add_job("driver-2", 1).unwrap().job_id, JobId(2), "job ids continue");
 }
 
 #[derive(Debug, Clone)]
@@ -189,7 +189,7 @@ proptest! {
     fn names_always_point_at_live_holders(ops in proptest::collection::vec(any_op(), 1..80)) {
         let mut gcs = GcsCore::new(MemoryStorage::default());
         gcs.register_node(node(1)).unwrap();
-        let job = gcs.add_job("driver", 0).job_id;
+        let job = gcs.add_job("driver", 0).unwrap().job_id;
         let names = ["a", "b", "c"];
         for op in ops {
             let _ = match op {
@@ -199,11 +199,11 @@ proptest! {
                 Op::Kill(n) => gcs.kill_actor(ActorId([n; 16]), "killed"),
             };
             for (name, id) in gcs.named_actors("default").unwrap() {
-                let holder = gcs.actor(id).unwrap();
+                let holder = gcs.actor(id).unwrap().unwrap();
                 prop_assert_ne!(holder.state, ActorState::Dead);
                 prop_assert_eq!(holder.name.as_deref(), Some(name.as_str()));
             }
-            for info in gcs.actors() {
+            for info in gcs.actors().unwrap() {
                 prop_assert_eq!(info.address.is_some(), info.state == ActorState::Alive);
             }
         }
@@ -219,15 +219,35 @@ fn workers_are_recorded_from_start_to_exit_and_published() {
     let started = WorkerInfo { node_id, worker: 7, pid: 4242, address: None, alive: true, exit: None };
     gcs.worker_reported(started.clone());
     gcs.worker_reported(WorkerInfo { address: Some("127.0.0.1:9000".into()), ..started.clone() });
-    assert_eq!(gcs.worker(node_id, 7).unwrap().address.as_deref(), Some("127.0.0.1:9000"));
-    gcs.worker_exited(node_id, 7, 4242, "killed by signal 9");
-    let dead = gcs.worker(node_id, 7).unwrap();
+    assert_eq!(gcs.worker(node_id, 7).unwrap().unwrap().address.as_deref(), Some("127.0.0.1:9000"));
+    gcs.worker_exited(node_id, 7, 4242, "killed by signal 9").unwrap();
+    let dead = gcs.worker(node_id, 7).unwrap().unwrap();
     assert!(!dead.alive);
     assert_eq!(dead.exit.as_deref(), Some("killed by signal 9"));
     // An exit whose start report was lost is still recorded.
-    gcs.worker_exited(node_id, 8, 4343, "exited with code 1");
-    assert_eq!(gcs.workers().len(), 2);
+    gcs.worker_exited(node_id, 8, 4343, "exited with code 1").unwrap();
+    assert_eq!(gcs.workers().unwrap().len(), 2);
     let published = gcs.take_publications();
     assert_eq!(published.len(), 4, "every change reaches the subscriber");
     assert!(published.iter().all(|publication| matches!(publication.change, Change::Worker(_))));
+}
+
+/// Bytes read back from storage are input like any other: a record that does not decode (a
+/// damaged or foreign backend) is a typed error for the caller, never a panic of the GCS.
+#[test]
+fn a_record_that_does_not_decode_is_an_error_not_a_panic() {
+    use manta_gcs::{Storage, Table};
+    let mut storage = MemoryStorage::default();
+    storage.put(Table::Actors, &[9; 16], b"\xc1 not msgpack".to_vec());
+    storage.put(Table::ActorNames, b"default\0broken", vec![1, 2, 3]);
+    storage.put(Table::Jobs, b"\x00\x01", vec![]);
+    let mut gcs = GcsCore::new(storage);
+    assert!(matches!(gcs.actor(ActorId([9; 16])), Err(GcsError::BadRecord { .. })));
+    assert!(matches!(gcs.actors(), Err(GcsError::BadRecord { .. })));
+    assert!(matches!(gcs.named_actor("default", "broken"), Err(GcsError::BadRecord { .. })));
+    assert!(matches!(gcs.named_actors("default"), Err(GcsError::BadRecord { .. })));
+    assert!(matches!(gcs.add_job("driver", 0), Err(GcsError::BadRecord { .. })));
+    // The rest of the GCS still works.
+    gcs.register_node(node(1)).unwrap();
+    assert_eq!(gcs.nodes().unwrap().len(), 1);
 }

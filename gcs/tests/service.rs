@@ -69,7 +69,7 @@ fn the_gcs_answers_over_the_bus_and_publishes_in_order() {
             death_cause: None,
         };
         gcs.ask(RegisterNode(node)).await.unwrap().unwrap();
-        let job = gcs.ask(AddJob { driver_address: "driver".into() }).await.unwrap();
+        let job = gcs.ask(AddJob { driver_address: "driver".into() }).await.unwrap().unwrap();
         let actor = ActorInfo {
             actor_id: ActorId([7; 16]),
             job_id: job.job_id,
@@ -95,7 +95,7 @@ fn the_gcs_answers_over_the_bus_and_publishes_in_order() {
         let found =
             gcs.ask(GetNamedActor { namespace: "default".into(), name: "counter".into() }).await.unwrap();
         assert_eq!(found.unwrap().unwrap().address.as_deref(), Some("w1"));
-        assert_eq!(gcs.ask(GetAllNodes).await.unwrap().len(), 1);
+        assert_eq!(gcs.ask(GetAllNodes).await.unwrap().unwrap().len(), 1);
 
         let put =
             KvPut { namespace: "fn".into(), key: "add".into(), value: vec![1, 2, 3].into(), overwrite: true };

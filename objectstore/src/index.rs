@@ -54,6 +54,12 @@ impl Slot {
         Slot { word: AtomicU64::new(0), offset: AtomicU64::new(0), len: AtomicU64::new(0) }
     }
 
+    /// The state word, for tests that play a misbehaving peer.
+    #[cfg(test)]
+    pub(crate) fn word_for_tests(&self) -> &AtomicU64 {
+        &self.word
+    }
+
     /// Owner: takes a free slot for a new object; returns the generation that names it.
     pub(crate) fn claim(&self) -> Option<u32> {
         let word = self.word.load(Ordering::Acquire);

@@ -77,6 +77,16 @@ pub enum StoreError {
     /// The arena could not be created or mapped.
     #[error(transparent)]
     Arena(#[from] ArenaError),
+    /// A slot of the shared index is not in the state the store left it in: a process that maps
+    /// the arena wrote to it. The slot is never used again and the object's memory is not
+    /// reused (a reader may still hold it); the store goes on with the others.
+    #[error("object store index slot {slot} was changed behind the store's back ({what})")]
+    IndexCorrupted {
+        /// The slot.
+        slot: u32,
+        /// What was found.
+        what: &'static str,
+    },
 }
 
 struct Entry {
@@ -172,7 +182,11 @@ impl ObjectStore {
             return Err(StoreError::OutOfSlots { slots: self.reader.arena.slot_count() });
         };
         let index = &self.reader.arena.slots()[slot as usize];
-        let generation = index.claim().expect("a slot on the owner's free list is free in the index");
+        let Some(generation) = index.claim() else {
+            // Free on the owner's list but not in shared memory: quarantined (not pushed back).
+            self.allocator.free(block.offset);
+            return Err(StoreError::IndexCorrupted { slot, what: "a free slot was in use" });
+        };
         index.place(block.offset, len);
         let ptr =
             self.reader.arena.data_ptr(block.offset, len).expect("allocated blocks lie inside the arena");
@@ -203,8 +217,12 @@ impl ObjectStore {
         if entry.sealed {
             return Ok(entry.location);
         }
-        let sealed = self.reader.arena.slots()[entry.location.slot as usize].seal(entry.location.generation);
-        assert!(sealed, "object index: sealing {id} found its slot changed");
+        let slot = entry.location.slot;
+        if !self.reader.arena.slots()[slot as usize].seal(entry.location.generation) {
+            // Lost: its slot is quarantined and its memory leaked (see `IndexCorrupted`).
+            self.objects.remove(&id);
+            return Err(StoreError::IndexCorrupted { slot, what: "sealing found another generation" });
+        }
         entry.sealed = true;
         Ok(entry.location)
     }
@@ -217,14 +235,19 @@ impl ObjectStore {
     }
 
     /// Drops an object that was created but not sealed (its writer failed).
-    pub fn abort(&mut self, writer: ObjectWriter) {
+    pub fn abort(&mut self, writer: ObjectWriter) -> Result<(), StoreError> {
         if let Some(entry) = self.objects.remove(&writer.id) {
             let aborted =
                 self.reader.arena.slots()[entry.location.slot as usize].abort(entry.location.generation);
-            assert!(aborted, "object index: aborting {} found its slot changed", writer.id);
+            if !aborted {
+                // Quarantined: neither the slot nor the memory is reused.
+                let slot = entry.location.slot;
+                return Err(StoreError::IndexCorrupted { slot, what: "aborting found another generation" });
+            }
             self.allocator.free(entry.block.offset);
             self.free_slots.push(entry.location.slot);
         }
+        Ok(())
     }
 
     /// Where a sealed object is.
@@ -250,7 +273,10 @@ impl ObjectStore {
         match slot.delete(entry.location.generation) {
             Some(true) => self.release(entry),
             Some(false) => self.deleting.push(entry),
-            None => panic!("object index: deleting {id} found its slot changed"),
+            None => {
+                let slot = entry.location.slot;
+                return Err(StoreError::IndexCorrupted { slot, what: "deleting found another generation" });
+            }
         }
         Ok(())
     }
@@ -374,5 +400,35 @@ impl AsRef<[u8]> for PinnedBytes {
 impl Drop for PinnedBytes {
     fn drop(&mut self) {
         self.arena.slots()[self.slot as usize].unpin();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a misbehaving peer can do: every process of the node maps the index writable.
+    fn scribble(store: &ObjectStore, slot: u32) {
+        let word = store.reader.arena.slots()[slot as usize].word_for_tests();
+        word.store(u64::MAX, std::sync::atomic::Ordering::Release);
+    }
+
+    #[test]
+    fn an_index_slot_changed_behind_the_stores_back_is_an_error_not_a_panic() {
+        let mut store = ObjectStore::create(8, 1 << 20).unwrap();
+        let sealed = store.put(ObjectId([1; 20]), b"kept").unwrap();
+        scribble(&store, sealed.slot);
+        assert!(matches!(store.delete(ObjectId([1; 20])), Err(StoreError::IndexCorrupted { .. })));
+
+        let unsealed = store.create_for_peer(ObjectId([2; 20]), 16).unwrap();
+        scribble(&store, unsealed.slot);
+        assert!(matches!(store.seal_id(ObjectId([2; 20])), Err(StoreError::IndexCorrupted { .. })));
+
+        // The damaged slots are never handed out again; the store goes on with the others.
+        for n in 3..9 {
+            let location = store.put(ObjectId([n; 20]), b"fine").unwrap();
+            assert!(location.slot != sealed.slot && location.slot != unsealed.slot);
+        }
+        assert_eq!(&store.get(ObjectId([8; 20])).unwrap()[..], b"fine");
     }
 }

@@ -69,7 +69,7 @@ fn unsealed_objects_are_invisible_and_can_be_aborted() {
     let mut writer = store.create_object(id(5), 100).unwrap();
     writer.as_mut_slice().fill(9);
     assert!(store.get(id(5)).is_none(), "not readable before the seal");
-    store.abort(writer);
+    store.abort(writer).unwrap();
     assert_eq!(store.used_bytes(), 0);
     let writer = store.create_object(id(5), 100).unwrap();
     let location = store.seal(writer).unwrap();

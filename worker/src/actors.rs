@@ -45,7 +45,8 @@ use crate::executor::{Executor, EXECUTOR_NAME};
 use crate::objects::{FreeHook, ObjectRef, RawRef, State, Value};
 use crate::submit::{output_value, resolve_args, resolve_now, ArgSpec};
 use crate::wire::{
-    ActorCall, ActorSpec, CreateActor, KillActor, StartActor, TaskArg, TaskFailure, TaskOutput, WatchActor,
+    ActorCall, ActorSpec, CreateActor, CreateActorError, KillActor, StartActor, TaskArg, TaskFailure,
+    TaskOutput, WatchActor,
 };
 
 /// The name the actor manager is registered under on the head node.
@@ -244,12 +245,11 @@ pub fn create_actor<A: ActorClass>(
                 drop(holds);
             });
         }
-        created.map_err(|error| match error.strip_prefix("name taken:") {
-            Some(_) => ActorError::NameTaken {
-                namespace: namespace.clone(),
-                name: options.name.clone().unwrap_or_default(),
-            },
-            None => ActorError::Runtime(error),
+        created.map_err(|error| match error {
+            CreateActorError::Refused(GcsError::NameTaken { namespace, name }) => {
+                ActorError::NameTaken { namespace, name }
+            }
+            other => ActorError::Runtime(other.to_string()),
         })
     });
     outcome?;
@@ -742,7 +742,7 @@ struct Shell {
 
 impl Shell {
     async fn refresh(&self, actor_id: ActorId) -> Option<ActorInfo> {
-        let info = self.gcs.ask(GetActor(actor_id)).await.ok().flatten()?;
+        let info = self.gcs.ask(GetActor(actor_id)).await.ok()?.ok()??;
         if let Some(managed) = self.actors.lock().get(&actor_id) {
             managed.watch.send_replace(info.clone());
         }
@@ -852,7 +852,7 @@ impl Shell {
 }
 
 impl Handler<CreateActor> for ActorManager {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), CreateActorError>>;
 
     fn handle(&mut self, request: CreateActor, _: &mut Context<Self>) -> Self::Result {
         let shell = self.shell.clone();
@@ -861,12 +861,17 @@ impl Handler<CreateActor> for ActorManager {
             let actor_id = spec.info.actor_id;
             match shell.gcs.ask(RegisterActor(spec.info.clone())).await {
                 Ok(Ok(())) => {}
-                Ok(Err(GcsError::NameTaken { .. })) => return Err("name taken:".to_owned()),
-                Ok(Err(error)) => return Err(error.to_string()),
-                Err(error) => return Err(error.to_string()),
+                Ok(Err(error)) => return Err(CreateActorError::Refused(error)),
+                Err(error) => return Err(CreateActorError::GcsUnreachable(error.to_string())),
             }
-            let info =
-                shell.gcs.ask(GetActor(actor_id)).await.ok().flatten().unwrap_or_else(|| spec.info.clone());
+            let info = shell
+                .gcs
+                .ask(GetActor(actor_id))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .unwrap_or_else(|| spec.info.clone());
             let (watch, _) = watch::channel(info);
             shell.actors.lock().insert(actor_id, Managed { spec, watch, lease: None, killed: false });
             tokio::spawn(shell.run(actor_id));
@@ -884,7 +889,7 @@ impl Handler<WatchActor> for ActorManager {
         let gcs = self.shell.gcs.clone();
         Box::pin(async move {
             let Some(mut receiver) = receiver else {
-                return gcs.ask(GetActor(request.actor_id)).await.ok().flatten();
+                return gcs.ask(GetActor(request.actor_id)).await.ok().and_then(Result::ok).flatten();
             };
             let settled = receiver
                 .wait_for(|info| {

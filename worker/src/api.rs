@@ -105,6 +105,7 @@ pub fn list_workers() -> Result<Vec<manta_gcs::wire::WorkerInfo>, TaskError> {
     let core = core::get()?;
     let gcs = core.gcs.clone();
     core.block_on(async move { gcs.ask(manta_gcs::requests::GetAllWorkers).await })
+        .map_err(|error| TaskError::runtime("list_workers", error))?
         .map_err(|error| TaskError::runtime("list_workers", error))
 }
 
@@ -113,5 +114,6 @@ pub fn list_actors() -> Result<Vec<manta_gcs::wire::ActorInfo>, TaskError> {
     let core = core::get()?;
     let gcs = core.gcs.clone();
     core.block_on(async move { gcs.ask(manta_gcs::requests::ListActors).await })
+        .map_err(|error| TaskError::runtime("list_actors", error))?
         .map_err(|error| TaskError::runtime("list_actors", error))
 }

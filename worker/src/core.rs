@@ -64,9 +64,24 @@ pub enum InitError {
     /// Two remote functions share a name.
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),
-    /// The node could not start.
-    #[error("starting the node: {0}")]
-    Node(String),
+    /// The cluster's identity (CA, node id, certificate) could not be made.
+    #[error("making the cluster's identity: {0}")]
+    Identity(#[from] manta_transport::IdentityError),
+    /// The node's transport could not start (the UDP socket, the TLS configuration).
+    #[error("starting the transport: {0}")]
+    Transport(#[from] manta_transport::StartError),
+    /// A service could not be registered on the node (a name already taken).
+    #[error("registering a service: {0}")]
+    Register(#[from] manta_actor::RegisterError),
+    /// A thread of the runtime could not be started.
+    #[error("starting the runtime's threads: {0}")]
+    Threads(#[from] std::io::Error),
+    /// A configured resource amount is invalid (negative, not finite).
+    #[error("the configured resources: {0}")]
+    Resources(#[from] manta_raylet::ResourceError),
+    /// The node could not register with its GCS.
+    #[error("registering with the GCS: {0}")]
+    Gcs(String),
     /// The object store could not be created.
     #[error("creating the object store: {0}")]
     Store(#[from] StoreError),
@@ -696,16 +711,13 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
     if CORE.get().is_some() {
         return Err(InitError::AlreadyInitialized);
     }
-    let node_error = |error: &dyn std::fmt::Display| InitError::Node(error.to_string());
-    let ca = Arc::new(ClusterCa::generate("embedded").map_err(|error| node_error(&error))?);
+    let ca = Arc::new(ClusterCa::generate("embedded")?);
     let tokens = Arc::new(TokenRegistry::default());
     let admission = Admission { ca: ca.clone(), tokens };
-    let node_id = NodeId::random().map_err(|error| node_error(&error))?;
-    let identity = ca.issue(node_id).map_err(|error| node_error(&error))?;
-    let node = Node::start(Transport::builder(identity).admission(admission.clone()))
-        .map_err(|error| node_error(&error))?;
-    let gcs = GcsActor::start(&node, MemoryStorage::default(), MemoryStorage::default)
-        .map_err(|error| node_error(&error))?;
+    let node_id = NodeId::random()?;
+    let identity = ca.issue(node_id)?;
+    let node = Node::start(Transport::builder(identity).admission(admission.clone()))?;
+    let gcs = GcsActor::start(&node, MemoryStorage::default(), MemoryStorage::default)?;
     let gcs: ActorRef<GcsActor<MemoryStorage>> = ActorRef::local(gcs);
 
     let store = ObjectStore::create(65_536, config.object_store_bytes)?;
@@ -722,17 +734,16 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
             .message::<CreateStoreObject>()
             .message::<SealStoreObject>()
             .message::<DeleteStoreObject>(),
-    )
-    .map_err(|error| node_error(&error))?;
+    )?;
 
     let mut total = ResourceSet::new()
         .with(CPU, Quantity::units(config.num_cpus as u64))
         .with(GPU, Quantity::units(config.num_gpus as u64));
     for (name, amount) in &config.resources {
-        total.set(name, Quantity::from_f64(name, *amount).map_err(|error| node_error(&error))?);
+        total.set(name, Quantity::from_f64(name, *amount)?);
     }
     let address = node.local_addr().to_string();
-    let core_arbiter = start_arbiter("manta-core").map_err(|error| node_error(&error))?;
+    let core_arbiter = start_arbiter("manta-core")?;
     let (job, ()) = {
         let gcs = gcs.clone();
         let info = NodeInfo {
@@ -745,12 +756,13 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         };
         let driver = address.clone();
         run_on(&core_arbiter, async move {
-            let registered = gcs.ask(RegisterNode(info)).await.map_err(|error| error.to_string())?;
-            registered.map_err(|error| error.to_string())?;
-            let job = gcs.ask(AddJob { driver_address: driver }).await.map_err(|error| error.to_string())?;
-            Ok::<_, String>((job.job_id, ()))
-        })
-        .map_err(|error| node_error(&error))?
+            let gcs_error = |error: &dyn std::fmt::Display| InitError::Gcs(error.to_string());
+            let registered = gcs.ask(RegisterNode(info)).await.map_err(|error| gcs_error(&error))?;
+            registered.map_err(|error| gcs_error(&error))?;
+            let job = gcs.ask(AddJob { driver_address: driver }).await.map_err(|error| gcs_error(&error))?;
+            let job = job.map_err(|error| gcs_error(&error))?;
+            Ok::<_, InitError>((job.job_id, ()))
+        })?
     };
     let worker_env = vec![
         (env::STORE_PATH.to_owned(), store_path.display().to_string()),
@@ -769,10 +781,8 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         reported: manta_actor::Recipient::of(gcs.clone()),
         exited: manta_actor::Recipient::of(gcs.clone()),
     };
-    let raylet = RayletActor::start(&node, admission, total, pool, fingerprint, worker_env, Some(reports))
-        .map_err(|error| node_error(&error))?;
-    let actor_manager = ActorManager::start(&node, gcs.clone(), ActorRef::local(raylet.clone()), node_id)
-        .map_err(|error| node_error(&error))?;
+    let raylet = RayletActor::start(&node, admission, total, pool, fingerprint, worker_env, Some(reports))?;
+    let actor_manager = ActorManager::start(&node, gcs.clone(), ActorRef::local(raylet.clone()), node_id)?;
     let core = CoreWorker {
         address: Arc::from(address.as_str()),
         raylet: ActorRef::local(raylet),
@@ -795,7 +805,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         next_id: AtomicU64::new(1),
         node,
     };
-    start_core(core).map_err(|error| node_error(&error))?;
+    start_core(core)?;
     info!(%address, "embedded cluster started");
     Ok(Cluster { _private: () })
 }
@@ -830,9 +840,9 @@ where
 }
 
 /// Installs the core worker and its `owner` service.
-fn start_core(core: CoreWorker) -> Result<(), String> {
+fn start_core(core: CoreWorker) -> Result<(), InitError> {
     if CORE.set(core).is_err() {
-        return Err("manta::init was already called in this process".to_owned());
+        return Err(InitError::AlreadyInitialized);
     }
     let core = CORE.get().expect("just set");
     let owner =
@@ -842,7 +852,7 @@ fn start_core(core: CoreWorker) -> Result<(), String> {
             OWNER_NAME,
             Routes::new(owner).message::<GetObject>().message::<AddBorrower>().message::<RemoveBorrower>(),
         )
-        .map_err(|error| error.to_string())
+        .map_err(InitError::Register)
 }
 
 /// The worker process's life: join, start the core worker, register, serve until the raylet
@@ -888,7 +898,7 @@ fn worker_main(fingerprint: u64) -> ! {
             next_id: AtomicU64::new(1),
             node,
         };
-        start_core(core)?;
+        start_core(core).map_err(|error| error.to_string())?;
         let core = CORE.get().expect("just set");
         Executor::start(&core.node).map_err(|error| error.to_string())?;
         let registration = RegisterWorker {

@@ -274,7 +274,18 @@ pub struct ActorSpec {
 /// Creates an actor: registers it (claiming its name) and starts it in the background.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CreateActor(pub ActorSpec);
-wire_message!(CreateActor => Result<(), String>, id = 320);
+wire_message!(CreateActor => Result<(), CreateActorError>, id = 320);
+
+/// Why the actor manager did not create an actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CreateActorError {
+    /// The GCS refused to register it (its name is taken, a bad name, a duplicate id).
+    #[error(transparent)]
+    Refused(#[from] manta_gcs::GcsError),
+    /// The GCS could not be reached.
+    #[error("the GCS could not be reached: {0}")]
+    GcsUnreachable(String),
+}
 
 /// Answers with the actor's record once it is not the incarnation `known` (`None`: once it is
 /// alive or dead at all), so callers learn of restarts and deaths at once.
