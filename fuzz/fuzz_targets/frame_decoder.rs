@@ -20,7 +20,8 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(frame)) => {
                     consumed += frame.body.len();
                     assert!(consumed <= bytes.len());
-                    let again = encode(&frame.header, &frame.body, usize::MAX).expect("a decoded frame re-encodes");
+                    let again =
+                        encode(&frame.header, &frame.body, usize::MAX).expect("a decoded frame re-encodes");
                     let mut check = FrameDecoder::new(usize::MAX);
                     check.push(&again);
                     assert_eq!(check.next_frame().expect("re-encoded frames decode"), Some(frame));

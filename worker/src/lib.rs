@@ -190,6 +190,24 @@ macro_rules! actor_option_methods {
     };
 }
 
+/// Entry points for the fuzz targets (`fuzz/`): the decoders of bytes that come from other
+/// processes, which must return errors, never panic.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::{Buffer, ObjectRef};
+
+    /// Decodes `bytes` as an object envelope holding values of several shapes (plain data,
+    /// out-of-band buffers, refs): the store's and the owner's bytes as a reader gets them.
+    pub fn decode_envelope(bytes: &[u8]) {
+        let source = bytes::Bytes::copy_from_slice(bytes);
+        let _ = crate::codec::decode::<(i64, String, Vec<u8>)>(source.clone());
+        let _ = crate::codec::decode::<Buffer<f32>>(source.clone());
+        let _ = crate::codec::decode::<Vec<Buffer<u8>>>(source.clone());
+        let _ = crate::codec::decode::<Vec<ObjectRef<i64>>>(source);
+    }
+}
+
 /// What the generated code needs from the async runtime.
 #[doc(hidden)]
 pub mod __export {
