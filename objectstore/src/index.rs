@@ -139,9 +139,12 @@ impl Slot {
 
     /// Reader: releases a pin taken with [`Slot::pin`]. Release ordering: the reader's reads of
     /// the bytes happen before the owner can see the pin gone.
+    /// A word with no pin left (a peer wrote over the slot) is left alone: a decrement would
+    /// borrow from the state bits. The reader's view stays valid either way (its mapping holds).
     pub(crate) fn unpin(&self) {
-        let previous = self.word.fetch_sub(1, Ordering::Release);
-        assert!(previous & PINS_MASK > 0, "object index: unpin without a pin");
+        let _ = self.word.fetch_update(Ordering::Release, Ordering::Relaxed, |word| {
+            (word & PINS_MASK > 0).then(|| word - 1)
+        });
     }
 
     /// Owner: starts deleting the object of `generation`; no pin succeeds afterwards. Returns
