@@ -335,6 +335,19 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         true
     }
 
+    /// The requester of `lease` is gone (its connection broke, its process died: Ray's
+    /// `CancelWorkerLease` and owner-death cleanup). A queued request is dropped unanswered; a
+    /// granted lease ends and its worker, which may still run the requester's work, is killed.
+    /// Returns whether the lease was known.
+    pub fn cancel(&mut self, now_ms: u64, lease: LeaseId) -> bool {
+        if let Some(index) = self.queue.iter().position(|queued| queued.lease == lease) {
+            self.queue.remove(index);
+            self.dispatch(now_ms);
+            return true;
+        }
+        self.return_lease(now_ms, lease, false)
+    }
+
     /// Time passes: kill workers idle too long or never registered.
     pub fn tick(&mut self, now_ms: u64) {
         let expired: Vec<WorkerId> = self
@@ -608,6 +621,24 @@ mod tests {
             leases.poll_commands()[..],
             [Command::Reply { reply: LeaseReply::Granted { .. }, .. }]
         ));
+    }
+
+    #[test]
+    fn a_cancelled_request_leaves_the_queue_and_a_cancelled_lease_kills_its_worker() {
+        let mut leases = manager(1);
+        request(&mut leases, 0, 1, 1);
+        assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(1) }]);
+        assert!(leases.worker_registered(1, WorkerId(1)));
+        leases.poll_commands();
+        request(&mut leases, 2, 2, 1);
+        assert_eq!(leases.queued(), 1);
+        assert!(leases.cancel(3, LeaseId(2)));
+        assert_eq!(leases.queued(), 0);
+        assert!(leases.poll_commands().is_empty(), "a cancelled request is not answered");
+        assert!(leases.cancel(4, LeaseId(1)));
+        assert_eq!(leases.poll_commands(), vec![Command::KillWorker { worker: WorkerId(1) }]);
+        assert_eq!(leases.resources().available, leases.resources().total);
+        assert!(!leases.cancel(5, LeaseId(1)), "unknown now");
     }
 
     #[test]

@@ -1,0 +1,44 @@
+//! Runs many seeds of the simulation and prints a summary: `cargo run --release -p manta-sim
+//! --example sweep -- [SEEDS] [FIRST]`. Stops at the first broken invariant, with its seed.
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let seeds: u64 = args.next().and_then(|text| text.parse().ok()).unwrap_or(10_000);
+    let first: u64 = args.next().and_then(|text| text.parse().ok()).unwrap_or(0);
+    let configs = [
+        ("default", manta_sim::SimConfig::default()),
+        (
+            "harsh",
+            manta_sim::SimConfig {
+                nodes: 3,
+                crash_per_mille: 200,
+                start_failure_per_mille: 100,
+                link_break_per_mille: 50,
+                latency_ms: (0, 100),
+                ..manta_sim::SimConfig::default()
+            },
+        ),
+    ];
+    for (name, config) in configs {
+        let started = std::time::Instant::now();
+        let (mut events, mut finished, mut failed, mut faults) = (0, 0, 0, 0);
+        for seed in first..first + seeds {
+            match manta_sim::run(seed, &config) {
+                Ok(report) => {
+                    events += report.events;
+                    finished += report.finished;
+                    failed += report.failed.values().sum::<usize>();
+                    faults += report.faults;
+                }
+                Err(failure) => {
+                    eprintln!("{failure}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        println!(
+            "{name}: {seeds} seeds, {events} events, {finished} tasks finished, {failed} failed, {faults} faults, in {:.1?}",
+            started.elapsed()
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! The simulation over many seeds: every run must keep the invariants and finish. A failure
+//! prints its seed; `replay` runs one seed given in `MANTA_SIM_SEED`.
+
+use manta_sim::{run, SimConfig};
+
+/// Seeds run on every test run (each a few thousand events; the whole set takes seconds).
+const SEEDS: u64 = 300;
+
+#[test]
+fn every_seed_keeps_the_invariants_and_settles_every_task() {
+    let config = SimConfig::default();
+    let mut finished = 0;
+    let mut faults = 0;
+    for seed in 0..SEEDS {
+        let report = run(seed, &config).unwrap_or_else(|failure| panic!("{failure}"));
+        assert_eq!(
+            report.finished + report.failed.values().sum::<usize>(),
+            config.submitters * config.tasks_per_submitter
+        );
+        finished += report.finished;
+        faults += report.faults;
+    }
+    // The runs did real work and met real faults (a simulation that injects nothing proves
+    // nothing).
+    assert!(finished > SEEDS as usize * 40, "only {finished} tasks finished");
+    assert!(faults > SEEDS, "only {faults} faults injected");
+}
+
+/// A harsh network and crashy workers: more breaks, more retries used up.
+#[test]
+fn harsh_seeds_still_keep_the_invariants() {
+    let config = SimConfig {
+        nodes: 3,
+        crash_per_mille: 200,
+        start_failure_per_mille: 100,
+        link_break_per_mille: 50,
+        latency_ms: (0, 100),
+        ..SimConfig::default()
+    };
+    for seed in 1_000..1_100 {
+        run(seed, &config).unwrap_or_else(|failure| panic!("{failure}"));
+    }
+}
+
+/// The same seed gives the same run.
+#[test]
+fn a_seed_replays_exactly() {
+    let config = SimConfig::default();
+    assert_eq!(run(42, &config).unwrap(), run(42, &config).unwrap());
+}
+
+/// Replays the seed in `MANTA_SIM_SEED` (printed by a failure); does nothing without it.
+#[test]
+fn replay() {
+    let Some(seed) = std::env::var("MANTA_SIM_SEED").ok().and_then(|seed| seed.parse().ok()) else { return };
+    match run(seed, &SimConfig::default()) {
+        Ok(report) => println!("seed {seed}: {report:?}"),
+        Err(failure) => panic!("{failure}"),
+    }
+}
