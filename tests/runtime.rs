@@ -15,7 +15,7 @@ fn cluster() {
             num_cpus: 4,
             max_workers: 6,
             max_retries: 1,
-            resources: vec![("gate".to_owned(), 1.0)],
+            resources: vec![("gate".to_owned(), 1.0), ("orphan_gate".to_owned(), 1.0)],
             ..Config::default()
         };
         manta::init_with(config).unwrap()
@@ -59,6 +59,64 @@ fn hold_gate(release: String) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     true
+}
+
+/// Holds `orphan_gate` (writing its pid to `marker` once it does) until `release` exists.
+#[manta::remote]
+fn hold_orphan_gate(marker: String, release: String) -> bool {
+    std::fs::write(&marker, std::process::id().to_string()).unwrap();
+    hold_gate(release)
+}
+
+/// Writes its pid to `marker`, then waits for a nested task that holds `orphan_gate`.
+#[manta::remote]
+fn parent_of_gate_holder(marker: String, child_marker: String, release: String) -> bool {
+    std::fs::write(&marker, std::process::id().to_string()).unwrap();
+    hold_orphan_gate::options().resources([("orphan_gate", 1.0)]).remote(child_marker, release).get().unwrap()
+}
+
+fn wait_for_pid(marker: &std::path::Path) -> libc::pid_t {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(marker).ok().and_then(|text| text.parse().ok()) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "{} was never written", marker.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Regression: a worker that died left the leases it had asked for (its nested tasks') held
+/// for ever, with their workers running work nobody would collect. Now they end with it.
+#[test]
+fn the_leases_a_dead_worker_asked_for_end_with_it() {
+    cluster();
+    let dir = std::env::temp_dir().join(format!("manta-orphan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (marker, child_marker) = (dir.join("parent"), dir.join("child"));
+    let never = dir.join("never-released").display().to_string();
+    let parent = parent_of_gate_holder::options().max_retries(0).remote(
+        marker.display().to_string(),
+        child_marker.display().to_string(),
+        never,
+    );
+    let parent_pid = wait_for_pid(&marker);
+    wait_for_pid(&child_marker);
+    // SAFETY: a signal to a worker process of this test's cluster.
+    unsafe { libc::kill(parent_pid, libc::SIGKILL) };
+    assert!(matches!(parent.get_timeout(Duration::from_secs(60)), Err(TaskError::WorkerDied { .. })));
+    // The orphan's lease ended: the gate is free for a new holder (released at once).
+    let open = dir.join("open");
+    std::fs::write(&open, b"").unwrap();
+    let next = hold_orphan_gate::options()
+        .resources([("orphan_gate", 1.0)])
+        .remote(dir.join("next").display().to_string(), open.display().to_string());
+    assert_eq!(
+        next.get_timeout(Duration::from_secs(60)),
+        Ok(true),
+        "the dead worker's lease still held the gate"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

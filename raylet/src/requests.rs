@@ -18,6 +18,11 @@ pub struct RequestLease {
     /// Where it should run (the policy's input).
     #[serde(default)]
     pub strategy: crate::policy::SchedulingStrategy,
+    /// The worker (of this raylet) that asks, if a worker asks: when it dies, its requests are
+    /// dropped and its leases end (Ray's owner-death cleanup), instead of holding resources
+    /// for a requester that will never use or return them.
+    #[serde(default)]
+    pub requester: Option<u64>,
 }
 wire_message!(RequestLease => LeaseOutcome, id = 200, parks);
 

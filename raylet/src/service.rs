@@ -15,7 +15,7 @@ use manta_gcs::wire::WorkerInfo;
 use manta_transport::{Admission, TokenUse};
 use tokio::process::Command as Process;
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::leases::{Command, LeaseId, LeaseManager, LeaseReply, PoolConfig, WorkerId};
 use crate::policy::{DefaultPolicy, SplitMix64};
@@ -71,6 +71,8 @@ pub struct RayletActor {
     live_leases: std::collections::HashSet<LeaseId>,
     /// How recently ended leases' workers died, for watchers that ask late (bounded).
     deaths: std::collections::VecDeque<(LeaseId, String)>,
+    /// The worker that asked for each lease, when a worker asked.
+    requested_by: HashMap<LeaseId, WorkerId>,
     random: SplitMix64,
     started: Instant,
 }
@@ -116,6 +118,7 @@ impl RayletActor {
                 watchers: HashMap::new(),
                 live_leases: std::collections::HashSet::new(),
                 deaths: std::collections::VecDeque::new(),
+                requested_by: HashMap::new(),
                 random: SplitMix64(u64::from(std::process::id())),
                 started: Instant::now(),
             });
@@ -170,10 +173,14 @@ impl RayletActor {
                         },
                         LeaseReply::WorkerStartFailed { exit } => LeaseOutcome::WorkerStartFailed { exit },
                         LeaseReply::WorkerDied { exit, .. } => {
+                            self.requested_by.remove(&lease);
                             self.end_lease(lease, Some(exit));
                             continue;
                         }
                     };
+                    if !matches!(outcome, LeaseOutcome::Granted { .. }) {
+                        self.requested_by.remove(&lease);
+                    }
                     if let Some((waiter, _)) = self.waiting.remove(&lease) {
                         let _ = waiter.send(outcome);
                     }
@@ -321,6 +328,9 @@ impl Handler<RequestLease> for RayletActor {
             description.push_str(&format!(", {amount} {name}"));
         }
         self.waiting.insert(lease, (waiter, description.clone()));
+        if let Some(requester) = request.requester {
+            self.requested_by.insert(lease, WorkerId(requester));
+        }
         let now = self.now_ms();
         self.leases.request_lease(now, lease, demand, request.strategy, request.dedicated, &mut self.random);
         self.perform(ctx);
@@ -336,6 +346,7 @@ impl Handler<ReturnLease> for RayletActor {
     type Result = ();
 
     fn handle(&mut self, request: ReturnLease, ctx: &mut Context<Self>) {
+        self.requested_by.remove(&LeaseId(request.lease));
         self.end_lease(LeaseId(request.lease), None);
         let now = self.now_ms();
         self.leases.return_lease(now, LeaseId(request.lease), request.reusable);
@@ -405,6 +416,23 @@ impl Handler<WorkerExited> for RayletActor {
         let now = self.now_ms();
         self.leases.worker_exited(now, message.worker, &message.exit);
         self.perform(ctx);
+        // What the dead worker asked for: nobody will use or return it.
+        let orphans: Vec<LeaseId> = self
+            .requested_by
+            .iter()
+            .filter(|(_, requester)| **requester == message.worker)
+            .map(|(lease, _)| *lease)
+            .collect();
+        for lease in orphans {
+            self.requested_by.remove(&lease);
+            self.waiting.remove(&lease);
+            let now = self.now_ms();
+            if self.leases.cancel(now, lease) {
+                debug!(lease = lease.0, worker = message.worker.0, "ended a lease whose requester died");
+                self.end_lease(lease, None);
+            }
+            self.perform(ctx);
+        }
     }
 }
 

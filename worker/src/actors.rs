@@ -767,6 +767,8 @@ impl Shell {
                 resources: spec.resources.clone(),
                 dedicated: true,
                 strategy: spec.scheduling_strategy,
+                // The actor manager lives with the raylet: its requests outlive any worker.
+                requester: None,
             };
             let (lease, address, pid) = match self.raylet.ask_unbounded(request).await {
                 Ok(LeaseOutcome::Granted { lease, address, pid }) => (lease, address, pid),

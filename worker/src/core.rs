@@ -214,7 +214,7 @@ pub(crate) struct CoreWorker {
     /// `None`: adaptive (see `Config::max_tasks_in_flight_per_worker`).
     pub(crate) tasks_in_flight_per_worker: Option<usize>,
     /// In a worker process: its id at the raylet (to report being blocked in a `get`).
-    worker_id: Option<u64>,
+    pub(crate) worker_id: Option<u64>,
     id_prefix: [u8; 12],
     next_id: AtomicU64,
 }

@@ -199,6 +199,7 @@ impl Shape {
             resources: self.resources.iter().map(|(name, amount)| (name.clone(), float(*amount))).collect(),
             dedicated: false,
             strategy: self.strategy,
+            requester: None,
         }
     }
 }
@@ -463,7 +464,8 @@ fn next_task(core: &CoreWorker, shape: &Shape, extra: bool) -> Option<ReadyTask>
 
 /// One lease: requested, used for queued tasks of its shape until none is left, returned.
 async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
-    let outcome = core.raylet.ask_unbounded(shape.request()).await;
+    let request = RequestLease { requester: core.worker_id, ..shape.request() };
+    let outcome = core.raylet.ask_unbounded(request).await;
     if let Some(queue) = core.submitter.shapes.lock().get_mut(shape) {
         queue.waiting -= 1;
     }
