@@ -4,13 +4,7 @@
 use manta_transport::NodeId;
 use serde::{Deserialize, Serialize};
 
-/// A job (one driver's run), numbered by the GCS from 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct JobId(pub u32);
-
-/// An actor's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ActorId(#[serde(with = "serde_bytes")] pub [u8; 16]);
+pub use manta_proto::{ActorId, JobId};
 
 /// A node's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -17,24 +17,7 @@ use bytes::Bytes;
 use crate::allocator::{Block, OffsetAllocator};
 use crate::arena::{Arena, ArenaError};
 
-/// The id of an object in the store.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectId(pub [u8; 20]);
-
-impl fmt::Display for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ObjectId({self})")
-    }
-}
+pub use manta_proto::ObjectId;
 
 /// Where a sealed object is: enough for any process that maps the arena to pin it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

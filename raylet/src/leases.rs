@@ -23,13 +23,7 @@ use manta_transport::NodeId;
 use crate::policy::{ClusterView, Decision, NodeView, RandomSource, SchedulingPolicy, SchedulingStrategy};
 use crate::resources::{NodeResources, ResourceSet};
 
-/// A worker process of this node, numbered by the raylet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct WorkerId(pub u64);
-
-/// A lease request, numbered by its requester.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LeaseId(pub u64);
+pub use manta_proto::{LeaseId, WorkerId};
 
 /// Limits of the worker pool (Ray's defaults where it has them).
 #[derive(Debug, Clone, PartialEq)]

@@ -37,6 +37,12 @@ pub enum IdentityError {
     },
 }
 
+impl From<manta_proto::RandomError> for IdentityError {
+    fn from(_: manta_proto::RandomError) -> Self {
+        IdentityError::Random
+    }
+}
+
 /// SHA-256 of a certificate's DER bytes: how a join token names the CA it trusts.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
@@ -53,7 +59,7 @@ impl Fingerprint {
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::hex::encode(&self.0))
+        f.write_str(&manta_proto::hex::encode(&self.0))
     }
 }
 
@@ -134,7 +140,7 @@ impl ClusterCa {
         name.push(DnType::CommonName, node_id.to_string());
         params.distinguished_name = name;
         params.subject_alt_names = vec![
-            SanType::DnsName(node_id.dns_name().try_into()?),
+            SanType::DnsName(crate::id::dns_name(&node_id).try_into()?),
             SanType::DnsName(CLUSTER_SERVER_NAME.try_into()?),
         ];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -246,7 +252,7 @@ const TOKEN_PREFIX: &str = "manta-join-v1";
 
 impl fmt::Display for JoinToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{TOKEN_PREFIX}.{}.{}", self.ca_fingerprint, crate::hex::encode(&self.secret))
+        write!(f, "{TOKEN_PREFIX}.{}.{}", self.ca_fingerprint, manta_proto::hex::encode(&self.secret))
     }
 }
 
@@ -273,8 +279,8 @@ impl FromStr for JoinToken {
             return Err(ParseTokenError);
         };
         Ok(JoinToken {
-            ca_fingerprint: Fingerprint(crate::hex::decode_array(fingerprint).ok_or(ParseTokenError)?),
-            secret: crate::hex::decode_array(secret).ok_or(ParseTokenError)?,
+            ca_fingerprint: Fingerprint(manta_proto::hex::decode_array(fingerprint).ok_or(ParseTokenError)?),
+            secret: manta_proto::hex::decode_array(secret).ok_or(ParseTokenError)?,
         })
     }
 }
@@ -372,7 +378,7 @@ mod tests {
         let token = registry.create(&ca, TokenUse::OneTime).unwrap();
         let parsed: JoinToken = token.to_string().parse().unwrap();
         assert_eq!(parsed, token);
-        assert!(!format!("{token:?}").contains(&crate::hex::encode(&token.secret)));
+        assert!(!format!("{token:?}").contains(&manta_proto::hex::encode(&token.secret)));
         assert_eq!("manta-join-v1.zz".parse::<JoinToken>(), Err(ParseTokenError));
         assert_eq!(format!("{token}.x").parse::<JoinToken>(), Err(ParseTokenError));
     }
@@ -398,10 +404,10 @@ mod tests {
         let id = NodeId::random().unwrap();
         let identity = ca.issue(id).unwrap();
         let leaf = webpki::EndEntityCert::try_from(&identity.chain[0]).unwrap();
-        let own = rustls_pki_types::ServerName::try_from(id.dns_name()).unwrap();
+        let own = rustls_pki_types::ServerName::try_from(crate::id::dns_name(&id)).unwrap();
         assert!(leaf.verify_is_valid_for_subject_name(&own).is_ok());
         let other = NodeId::random().unwrap();
-        let other = rustls_pki_types::ServerName::try_from(other.dns_name()).unwrap();
+        let other = rustls_pki_types::ServerName::try_from(crate::id::dns_name(&other)).unwrap();
         assert!(leaf.verify_is_valid_for_subject_name(&other).is_err());
     }
 

@@ -18,7 +18,6 @@ mod endpoint;
 mod error;
 pub mod frame;
 pub mod handshake;
-mod hex;
 mod id;
 mod identity;
 mod join;

@@ -179,6 +179,6 @@ pub(crate) fn peer_certifies(peer_identity: Option<Box<dyn std::any::Any>>, node
     let Ok(chain) = identity.downcast::<Vec<CertificateDer<'static>>>() else { return false };
     let Some(leaf) = chain.first() else { return false };
     let Ok(leaf) = webpki::EndEntityCert::try_from(leaf) else { return false };
-    let Ok(name) = ServerName::try_from(node_id.dns_name()) else { return false };
+    let Ok(name) = ServerName::try_from(crate::id::dns_name(&node_id)) else { return false };
     leaf.verify_is_valid_for_subject_name(&name).is_ok()
 }

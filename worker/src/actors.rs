@@ -502,7 +502,7 @@ impl ActorClient {
             args,
             caller: self.caller,
             seq,
-            return_id: return_id.into(),
+            return_id,
         };
         incarnation.next_seq += 1;
         let (in_flight, over, client) =

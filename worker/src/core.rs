@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use manta_actor::{
@@ -42,8 +42,9 @@ use crate::registry;
 use crate::submit::Submitter;
 use crate::wire::{
     AddBorrower, CreateStoreObject, DeleteStoreObject, GetObject, ObjectReply, RemoveBorrower,
-    SealStoreObject, StoreRefusal, WireId, WireLocation,
+    SealStoreObject, StoreRefusal, WireLocation,
 };
+use manta_proto::OwnerAddress;
 
 /// The name of every process's object service.
 pub(crate) const OWNER_NAME: &str = "owner";
@@ -196,8 +197,6 @@ pub struct StoreStats {
 /// The core worker of this process.
 pub(crate) struct CoreWorker {
     pub(crate) node: Node,
-    /// This process's transport address: the owner address of the objects it creates.
-    pub(crate) address: Arc<str>,
     pub(crate) raylet: ActorRef<RayletActor>,
     pub(crate) gcs: ActorRef<GcsActor<MemoryStorage>>,
     pub(crate) actor_manager: ActorRef<ActorManager>,
@@ -215,6 +214,8 @@ pub(crate) struct CoreWorker {
     pub(crate) tasks_in_flight_per_worker: Option<usize>,
     /// In a worker process: its id at the raylet (to report being blocked in a `get`).
     pub(crate) worker_id: Option<u64>,
+    /// This process's address as owners are named (parsed once).
+    pub(crate) owner_address: OwnerAddress,
     id_prefix: [u8; 12],
     next_id: AtomicU64,
 }
@@ -242,13 +243,13 @@ impl CoreWorker {
 
     /// The object service of the process at `address`; `None` for an address that does not
     /// parse (it came from a peer, and nothing can be asked of it).
-    pub(crate) fn owner_of(&self, address: &str) -> Option<ActorRef<OwnerService>> {
-        let address = address.parse().ok()?;
-        Some(self.node.actor(ActorAddress::new(address, OWNER_NAME)))
+    pub(crate) fn owner_of(&self, address: OwnerAddress) -> ActorRef<OwnerService> {
+        self.node.actor(ActorAddress::new(address.0, OWNER_NAME))
     }
 
-    fn owner_key(&self, owner: &str) -> Option<Arc<str>> {
-        (owner != &*self.address).then(|| Arc::from(owner))
+    /// How the object table names an owner: `None` for this process.
+    fn owner_key(&self, owner: OwnerAddress) -> Option<OwnerAddress> {
+        (owner != self.owner_address).then_some(owner)
     }
 
     /// Runs `future` on the core arbiter and blocks this thread for its output. Never call it
@@ -267,9 +268,9 @@ impl CoreWorker {
 
     /// A ref arriving in a value: count it, as owned or borrowed.
     pub(crate) fn adopt(&self, wire: &RefWire) -> RawRef {
-        let id = ObjectId(wire.id);
-        let owner = self.owner_key(&wire.owner);
-        self.objects.adopt(id, owner.clone());
+        let id = wire.id;
+        let owner = self.owner_key(wire.owner);
+        self.objects.adopt(id, owner);
         RawRef::from_counted(id, owner)
     }
 
@@ -285,14 +286,9 @@ impl CoreWorker {
         let Some(owner) = self.objects.start_fetch(raw.id) else { return };
         let id = raw.id;
         self.arbiter.spawn(async move {
-            let reply = match self.owner_of(&owner) {
-                Some(service) => {
-                    service
-                        .ask_timeout(GetObject { id: id.into() }, Duration::from_secs(365 * 24 * 3600))
-                        .await
-                }
-                None => Err(manta_actor::AskError::ConnectionLost(format!("bad owner address {owner:?}"))),
-            };
+            // Answered when the object is ready, however long its task runs; ends with the
+            // owner's death otherwise.
+            let reply = self.owner_of(owner).ask_unbounded(GetObject { id }).await;
             let state = match reply {
                 Ok(ObjectReply::Inline(bytes)) => State::Ready(Value::Inline(Bytes::from(bytes.into_vec()))),
                 Ok(ObjectReply::Shared(location)) => State::Ready(Value::Shared(location.into())),
@@ -409,16 +405,13 @@ impl CoreWorker {
     /// registered yet. Awaited before whatever carried the refs is released.
     pub(crate) async fn register_borrows(&'static self, ids: Vec<ObjectId>) {
         for (id, owner) in self.objects.unregistered(&ids) {
-            let service = self.owner_of(&owner);
-            let added = match &service {
-                Some(service) => service.ask(AddBorrower { id: id.into() }).await.ok(),
-                None => None,
-            };
-            match (added, service) {
-                (Some(true), Some(service)) => {
+            let service = self.owner_of(owner);
+            let added = service.ask(AddBorrower { id }).await.ok();
+            match added {
+                Some(true) => {
                     if !self.objects.registered(id) {
                         // Dropped meanwhile: give the borrow back.
-                        let _ = service.tell(RemoveBorrower { id: id.into() }).await;
+                        let _ = service.tell(RemoveBorrower { id }).await;
                     }
                 }
                 _ => self.objects.fetched(
@@ -435,11 +428,11 @@ impl CoreWorker {
     /// Takes one borrow on each ref, on behalf of an object that contains them.
     pub(crate) async fn hold_contained(&'static self, refs: &[RefWire]) {
         for wire in refs {
-            let id = ObjectId(wire.id);
-            if *wire.owner == *self.address {
+            let id = wire.id;
+            if wire.owner == self.owner_address {
                 self.objects.add_borrower(id);
-            } else if let Some(service) = self.owner_of(&wire.owner) {
-                let _ = service.ask(AddBorrower { id: id.into() }).await;
+            } else {
+                let _ = self.owner_of(wire.owner).ask(AddBorrower { id }).await;
             }
         }
     }
@@ -451,19 +444,20 @@ impl CoreWorker {
             self.delete_from_store(id);
         }
         for wire in contains {
-            if *wire.owner == *self.address {
-                if let Some(freed) = self.objects.remove_borrower(ObjectId(wire.id)) {
+            if wire.owner == self.owner_address {
+                if let Some(freed) = self.objects.remove_borrower(wire.id) {
                     self.clean_up(freed);
                 }
-            } else if let Some(owner) = self.owner_of(&wire.owner) {
+            } else {
+                let owner = self.owner_of(wire.owner);
                 self.arbiter.spawn(async move {
-                    let _ = owner.tell(RemoveBorrower { id: WireId(wire.id) }).await;
+                    let _ = owner.tell(RemoveBorrower { id: wire.id }).await;
                 });
             }
         }
-        if let Some(owner) = unregister_from.and_then(|owner| self.owner_of(&owner)) {
+        if let Some(owner) = unregister_from.map(|owner| self.owner_of(owner)) {
             self.arbiter.spawn(async move {
-                let _ = owner.tell(RemoveBorrower { id: id.into() }).await;
+                let _ = owner.tell(RemoveBorrower { id }).await;
             });
         }
         if let Some(FreeHook::KillActor(actor_id)) = on_free {
@@ -479,7 +473,7 @@ impl CoreWorker {
             StoreAccess::Remote(service, _) => {
                 let service = service.clone();
                 self.arbiter.spawn(async move {
-                    let _ = service.tell(DeleteStoreObject { id: id.into() }).await;
+                    let _ = service.tell(DeleteStoreObject { id }).await;
                 });
             }
         }
@@ -496,7 +490,7 @@ impl CoreWorker {
             StoreAccess::Local(store, _) => write_local(store, id, encoded),
             StoreAccess::Remote(service, reader) => {
                 let location = service
-                    .ask(CreateStoreObject { id: id.into(), len })
+                    .ask(CreateStoreObject { id, len })
                     .await
                     .map_err(|error| TaskError::runtime("object store", error))?
                     .map_err(refusal_error)?;
@@ -512,7 +506,7 @@ impl CoreWorker {
                 encoded.write_to(writer.as_mut_slice());
                 drop(writer);
                 let sealed = service
-                    .ask(SealStoreObject { id: id.into() })
+                    .ask(SealStoreObject { id })
                     .await
                     .map_err(|error| TaskError::runtime("object store", error))?
                     .map_err(refusal_error)?;
@@ -611,7 +605,7 @@ impl Handler<GetObject> for OwnerService {
     fn handle(&mut self, request: GetObject, _: &mut Context<Self>) -> Self::Result {
         Box::pin(async move {
             let Some(core) = try_get() else { return ObjectReply::Unknown };
-            let id = ObjectId::from(request.id);
+            let id = request.id;
             if core.objects.state(id).is_none() {
                 return ObjectReply::Unknown;
             }
@@ -630,7 +624,7 @@ impl Handler<AddBorrower> for OwnerService {
     type Result = bool;
 
     fn handle(&mut self, request: AddBorrower, _: &mut Context<Self>) -> bool {
-        try_get().is_some_and(|core| core.objects.add_borrower(request.id.into()))
+        try_get().is_some_and(|core| core.objects.add_borrower(request.id))
     }
 }
 
@@ -639,7 +633,7 @@ impl Handler<RemoveBorrower> for OwnerService {
 
     fn handle(&mut self, request: RemoveBorrower, _: &mut Context<Self>) {
         if let Some(core) = try_get() {
-            if let Some(freed) = core.objects.remove_borrower(request.id.into()) {
+            if let Some(freed) = core.objects.remove_borrower(request.id) {
                 core.clean_up(freed);
             }
         }
@@ -659,7 +653,7 @@ impl Handler<CreateStoreObject> for StoreService {
     type Result = Result<WireLocation, StoreRefusal>;
 
     fn handle(&mut self, request: CreateStoreObject, _: &mut Context<Self>) -> Self::Result {
-        self.store.lock().create_for_peer(request.id.into(), request.len).map(Into::into).map_err(refusal)
+        self.store.lock().create_for_peer(request.id, request.len).map(Into::into).map_err(refusal)
     }
 }
 
@@ -667,7 +661,7 @@ impl Handler<SealStoreObject> for StoreService {
     type Result = Result<WireLocation, StoreRefusal>;
 
     fn handle(&mut self, request: SealStoreObject, _: &mut Context<Self>) -> Self::Result {
-        self.store.lock().seal_id(request.id.into()).map(Into::into).map_err(refusal)
+        self.store.lock().seal_id(request.id).map(Into::into).map_err(refusal)
     }
 }
 
@@ -675,7 +669,7 @@ impl Handler<DeleteStoreObject> for StoreService {
     type Result = ();
 
     fn handle(&mut self, request: DeleteStoreObject, _: &mut Context<Self>) {
-        let _ = self.store.lock().delete(request.id.into());
+        let _ = self.store.lock().delete(request.id);
     }
 }
 
@@ -714,7 +708,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
     let ca = Arc::new(ClusterCa::generate("embedded")?);
     let tokens = Arc::new(TokenRegistry::default());
     let admission = Admission { ca: ca.clone(), tokens };
-    let node_id = NodeId::random()?;
+    let node_id = NodeId::random().map_err(manta_transport::IdentityError::from)?;
     let identity = ca.issue(node_id)?;
     let node = Node::start(Transport::builder(identity).admission(admission.clone()))?;
     let gcs = GcsActor::start(&node, MemoryStorage::default(), MemoryStorage::default)?;
@@ -784,7 +778,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
     let raylet = RayletActor::start(&node, admission, total, pool, fingerprint, worker_env, Some(reports))?;
     let actor_manager = ActorManager::start(&node, gcs.clone(), ActorRef::local(raylet.clone()), node_id)?;
     let core = CoreWorker {
-        address: Arc::from(address.as_str()),
+        owner_address: OwnerAddress(node.local_addr()),
         raylet: ActorRef::local(raylet),
         gcs,
         actor_manager: ActorRef::local(actor_manager),
@@ -879,7 +873,7 @@ fn worker_main(fingerprint: u64) -> ! {
         let head = |name: &str| ActorAddress::new(raylet_address, name);
         let core_arbiter = start_arbiter("manta-core").map_err(|error| error.to_string())?;
         let core = CoreWorker {
-            address: Arc::from(node.local_addr().to_string().as_str()),
+            owner_address: OwnerAddress(node.local_addr()),
             raylet: node.actor(head(RAYLET_NAME)),
             gcs: node.actor(head(GCS_NAME)),
             actor_manager: node.actor(head(ACTOR_MANAGER_NAME)),

@@ -118,9 +118,11 @@ fn materialize(core: &CoreWorker, args: Vec<TaskArg>) -> Result<Vec<Bytes>, Stri
         .enumerate()
         .map(|(index, argument)| match argument {
             TaskArg::Inline(bytes) => Ok(Bytes::from(bytes.into_vec())),
-            TaskArg::Shared { id, location } => core.store.reader().pin(location.into()).ok_or_else(|| {
-                format!("argument {index} (object {}) is no longer in the object store", ObjectId::from(id))
-            }),
+            TaskArg::Shared { id, location } => {
+                core.store.reader().pin(location.into()).ok_or_else(|| {
+                    format!("argument {index} (object {}) is no longer in the object store", id)
+                })
+            }
             TaskArg::Failed(error) => Err(format!("argument {index} failed: {error}")),
         })
         .collect()
@@ -204,7 +206,7 @@ fn run_task(
             Ok((Err(panic), _)) => return Err(failure(format!("panicked: {}", panic_message(&*panic)))),
             Err(_) => return Err(failure("the task's thread dropped it".to_owned())),
         };
-        finish_output(core, output, return_id.into(), decoded, run_us).await.map_err(failure)
+        finish_output(core, output, return_id, decoded, run_us).await.map_err(failure)
     }
 }
 
@@ -280,7 +282,7 @@ fn hand_over_answering(hosts: &Hosts, call: ActorCall, reply: Replier) {
         args: call.args,
         caller: call.caller,
         seq: call.seq,
-        return_id: call.return_id.into(),
+        return_id: call.return_id,
         reply,
     };
     if let Err(returned) = host.send(hosted) {

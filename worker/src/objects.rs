@@ -21,11 +21,11 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use manta_objectstore::{ObjectId, ObjectLocation};
+use manta_proto::OwnerAddress;
 use parking_lot::{Condvar, Mutex};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::Error as _;
@@ -39,10 +39,9 @@ use crate::error::TaskError;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RefWire {
     /// The object.
-    #[serde(with = "serde_bytes")]
-    pub id: [u8; 20],
-    /// The owner's transport address.
-    pub owner: String,
+    pub id: ObjectId,
+    /// The owner's transport address, parsed where it entered.
+    pub owner: OwnerAddress,
 }
 
 /// Where a ready object's bytes are.
@@ -72,7 +71,7 @@ pub(crate) enum FreeHook {
 #[derive(Debug)]
 struct Entry {
     /// `None`: owned by this process.
-    owner: Option<Arc<str>>,
+    owner: Option<OwnerAddress>,
     local: u32,
     borrowers: u32,
     /// Borrowed entries: whether this process registered with the owner.
@@ -94,7 +93,7 @@ pub(crate) struct Freed {
     pub(crate) contains: Vec<RefWire>,
     pub(crate) on_free: Option<FreeHook>,
     /// Borrowed and registered: the owner to unregister from.
-    pub(crate) unregister_from: Option<Arc<str>>,
+    pub(crate) unregister_from: Option<OwnerAddress>,
 }
 
 impl Freed {
@@ -251,7 +250,7 @@ impl ObjectTable {
 
     /// A ref arrived inside a value. Returns whether this process now borrows it for the first
     /// time (the caller must register it with the owner).
-    pub(crate) fn adopt(&self, id: ObjectId, owner: Option<Arc<str>>) -> bool {
+    pub(crate) fn adopt(&self, id: ObjectId, owner: Option<OwnerAddress>) -> bool {
         let mut entries = self.entries.lock();
         if let Some(entry) = entries.get_mut(&id) {
             entry.local += 1;
@@ -294,13 +293,13 @@ impl ObjectTable {
     }
 
     /// Borrowed entries of `ids` not yet registered with their owners.
-    pub(crate) fn unregistered(&self, ids: &[ObjectId]) -> Vec<(ObjectId, Arc<str>)> {
+    pub(crate) fn unregistered(&self, ids: &[ObjectId]) -> Vec<(ObjectId, OwnerAddress)> {
         let entries = self.entries.lock();
         ids.iter()
             .filter_map(|id| {
                 let entry = entries.get(id)?;
                 match &entry.owner {
-                    Some(owner) if !entry.registered => Some((*id, owner.clone())),
+                    Some(owner) if !entry.registered => Some((*id, *owner)),
                     _ => None,
                 }
             })
@@ -312,13 +311,13 @@ impl ObjectTable {
     }
 
     /// For a borrowed pending entry not being fetched: marks it fetching and returns its owner.
-    pub(crate) fn start_fetch(&self, id: ObjectId) -> Option<Arc<str>> {
+    pub(crate) fn start_fetch(&self, id: ObjectId) -> Option<OwnerAddress> {
         let mut entries = self.entries.lock();
         let entry = entries.get_mut(&id)?;
         if entry.fetching || !matches!(entry.state, State::Pending) {
             return None;
         }
-        let owner = entry.owner.clone()?;
+        let owner = entry.owner?;
         entry.fetching = true;
         Some(owner)
     }
@@ -395,7 +394,7 @@ impl ObjectTable {
 pub struct RawRef {
     pub(crate) id: ObjectId,
     /// `None` when this process owns it.
-    pub(crate) owner: Option<Arc<str>>,
+    pub(crate) owner: Option<OwnerAddress>,
 }
 
 impl RawRef {
@@ -406,16 +405,16 @@ impl RawRef {
     }
 
     /// Wraps an entry whose count the caller already took.
-    pub(crate) fn from_counted(id: ObjectId, owner: Option<Arc<str>>) -> Self {
+    pub(crate) fn from_counted(id: ObjectId, owner: Option<OwnerAddress>) -> Self {
         RawRef { id, owner }
     }
 
     pub(crate) fn wire(&self) -> Option<RefWire> {
-        let owner = match &self.owner {
-            Some(owner) => owner.to_string(),
-            None => core::try_get()?.address.to_string(),
+        let owner = match self.owner {
+            Some(owner) => owner,
+            None => core::try_get()?.owner_address,
         };
-        Some(RefWire { id: self.id.0, owner })
+        Some(RefWire { id: self.id, owner })
     }
 }
 
@@ -424,7 +423,7 @@ impl Clone for RawRef {
         if let Some(core) = core::try_get() {
             core.objects.add_local(self.id);
         }
-        RawRef { id: self.id, owner: self.owner.clone() }
+        RawRef { id: self.id, owner: self.owner }
     }
 }
 
@@ -664,14 +663,14 @@ mod tests {
     #[test]
     fn a_borrowed_entry_unregisters_only_if_it_registered() {
         let table = ObjectTable::default();
-        let owner: Arc<str> = Arc::from("127.0.0.1:1");
-        assert!(table.adopt(id(1), Some(owner.clone())), "first sight of a borrowed ref");
-        assert!(!table.adopt(id(1), Some(owner.clone())), "second sight only counts");
+        let owner: OwnerAddress = "127.0.0.1:1".parse().unwrap();
+        assert!(table.adopt(id(1), Some(owner)), "first sight of a borrowed ref");
+        assert!(!table.adopt(id(1), Some(owner)), "second sight only counts");
         assert_eq!(table.unregistered(&[id(1)]).len(), 1);
         assert!(table.registered(id(1)));
         assert!(table.release_local(id(1)).is_none());
         let freed = table.release_local(id(1)).unwrap();
-        assert_eq!(freed.unregister_from.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(freed.unregister_from, Some(owner));
         // Never registered: nothing to tell the owner.
         table.adopt(id(2), Some(owner));
         assert!(table.release_local(id(2)).unwrap().unregister_from.is_none());

@@ -407,7 +407,7 @@ pub(crate) async fn resolve_args(
                     let location = core.write_to_store(id, &encoded).await?;
                     core.objects.create_owned(id, State::Ready(Value::Shared(location)), Vec::new());
                     holds.push(RawRef::from_counted(id, None));
-                    resolved.push(TaskArg::Shared { id: id.into(), location: location.into() });
+                    resolved.push(TaskArg::Shared { id, location: location.into() });
                 }
             }
             ArgKind::Ref(reference) => {
@@ -417,7 +417,7 @@ pub(crate) async fn resolve_args(
                         resolved.push(TaskArg::Inline(ByteBuf::from(bytes.to_vec())))
                     }
                     State::Ready(Value::Shared(location)) => {
-                        resolved.push(TaskArg::Shared { id: reference.id.into(), location: location.into() })
+                        resolved.push(TaskArg::Shared { id: reference.id, location: location.into() })
                     }
                     State::Failed(error) => return Err(error),
                     State::Pending => unreachable!("wait_async returns settled states"),
@@ -525,7 +525,7 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
             let push = PushTask {
                 function: task.function.to_owned(),
                 args: task.args.clone(),
-                return_id: task.control.return_id.into(),
+                return_id: task.control.return_id,
             };
             let (executor, death, control) = (executor.clone(), death.clone(), task.control.clone());
             running.spawn(async move {

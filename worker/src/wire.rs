@@ -10,21 +10,8 @@ use serde_bytes::ByteBuf;
 use crate::error::TaskError;
 use crate::objects::RefWire;
 
-/// An object id on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct WireId(#[serde(with = "serde_bytes")] pub [u8; 20]);
-
-impl From<ObjectId> for WireId {
-    fn from(id: ObjectId) -> Self {
-        WireId(id.0)
-    }
-}
-
-impl From<WireId> for ObjectId {
-    fn from(id: WireId) -> Self {
-        ObjectId(id.0)
-    }
-}
+/// An object id on the wire (the same type: ids travel as 20-byte `bin`s).
+pub type WireId = ObjectId;
 
 /// Where a sealed object is in the node's store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

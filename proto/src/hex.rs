@@ -1,7 +1,8 @@
-//! Lower-case hex encoding for ids, fingerprints and token secrets (no dependency needed).
+//! Lower-case hex encoding for ids, fingerprints and token secrets: the one implementation the
+//! workspace uses.
 
 /// Encodes bytes as lower-case hex.
-pub(crate) fn encode(bytes: &[u8]) -> String {
+pub fn encode(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
@@ -12,7 +13,7 @@ pub(crate) fn encode(bytes: &[u8]) -> String {
 }
 
 /// Decodes exactly `N` bytes of hex (either case); `None` for any other input.
-pub(crate) fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
+pub fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
     let digits = text.as_bytes();
     if digits.len() != N * 2 {
         return None;
