@@ -27,6 +27,7 @@ pub use actix_rt::{Arbiter, ArbiterHandle, System};
 pub use address::{ActorAddress, ParseAddressError};
 pub use error::{AskError, RegisterError};
 pub use local::{panic_message, spawn, Admitted, LocalRef, SpawnOptions};
+pub use manta_proto::wire_message;
 pub use node::{Node, Reply, Routes};
 pub use recipient::Recipient;
 pub use remote::{ActorRef, AnswerFuture};

@@ -13,10 +13,7 @@ use crate::storage::{Storage, Table};
 use crate::wire::{
     ActorId, ActorInfo, ActorState, Change, Channel, JobId, JobInfo, NodeInfo, NodeState, WorkerInfo,
 };
-
-/// Who receives publications; the shell maps it to an address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct SubscriberId(pub u64);
+pub use manta_proto::gcs::{GcsError, SubscriberId};
 
 /// A change to deliver to one subscriber.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,61 +22,6 @@ pub struct Publication {
     pub subscriber: SubscriberId,
     /// What changed.
     pub change: Change,
-}
-
-/// A GCS request that cannot be carried out. Travels back to remote callers as is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum GcsError {
-    /// A subscriber address that does not parse.
-    #[error("not an actor address: {0:?}")]
-    BadAddress(String),
-    /// Another live actor has this name in this namespace.
-    #[error("an actor named {name:?} already exists in namespace {namespace:?}")]
-    NameTaken {
-        /// The namespace.
-        namespace: String,
-        /// The name.
-        name: String,
-    },
-    /// Names and namespaces may not contain NUL.
-    #[error("names and namespaces may not contain NUL bytes: {0:?}")]
-    BadName(String),
-    /// No such actor.
-    #[error("unknown actor {0:?}")]
-    UnknownActor(ActorId),
-    /// The actor id is taken.
-    #[error("actor {0:?} is already registered")]
-    DuplicateActor(ActorId),
-    /// No such node.
-    #[error("unknown node {0}")]
-    UnknownNode(NodeId),
-    /// The node was declared dead; its id never comes back.
-    #[error("node {0} is dead")]
-    NodeDead(NodeId),
-    /// A record in storage does not decode (a damaged or foreign backend).
-    #[error("the GCS's {table} table holds a record it cannot read: {detail}")]
-    BadRecord {
-        /// The table.
-        table: String,
-        /// What was wrong.
-        detail: String,
-    },
-    /// No such job.
-    #[error("unknown job {0:?}")]
-    UnknownJob(JobId),
-    /// The job has finished.
-    #[error("job {0:?} has finished")]
-    JobFinished(JobId),
-    /// The actor's lifecycle does not allow this step.
-    #[error("actor {actor:?} cannot go from {from:?} to {to:?}")]
-    IllegalTransition {
-        /// The actor.
-        actor: ActorId,
-        /// Its state.
-        from: ActorState,
-        /// The state asked for.
-        to: ActorState,
-    },
 }
 
 /// The global control store's logic over a storage backend.

@@ -6,10 +6,10 @@
 //! messages.
 
 mod core;
-pub mod requests;
+pub use manta_proto::gcs::requests;
 mod service;
 mod storage;
-pub mod wire;
+pub use manta_proto::gcs::wire;
 
 pub use crate::core::{GcsCore, GcsError, Publication, SubscriberId};
 pub use service::{GcsActor, GCS_NAME, SUBSCRIBER_QUEUE_MAX};

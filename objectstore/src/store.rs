@@ -28,6 +28,18 @@ pub struct ObjectLocation {
     pub generation: u32,
 }
 
+impl From<ObjectLocation> for manta_proto::worker::WireLocation {
+    fn from(location: ObjectLocation) -> Self {
+        manta_proto::worker::WireLocation { slot: location.slot, generation: location.generation }
+    }
+}
+
+impl From<manta_proto::worker::WireLocation> for ObjectLocation {
+    fn from(location: manta_proto::worker::WireLocation) -> Self {
+        ObjectLocation { slot: location.slot, generation: location.generation }
+    }
+}
+
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

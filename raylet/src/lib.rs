@@ -8,7 +8,7 @@
 mod leases;
 mod limits;
 mod policy;
-pub mod requests;
+pub use manta_proto::raylet::requests;
 mod resources;
 mod service;
 

@@ -29,22 +29,7 @@ pub struct ClusterView {
     pub nodes: Vec<NodeView>,
 }
 
-/// Where the user asked a task or actor to run (Ray's `scheduling_strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
-pub enum SchedulingStrategy {
-    #[default]
-    /// Ray's default: pack onto lightly used nodes (the local one first), spread once busy.
-    Hybrid,
-    /// Spread over the nodes with room, round robin.
-    Spread,
-    /// A given node. `soft`: fall back to the default when it cannot take the work.
-    NodeAffinity {
-        /// The node asked for.
-        node: NodeId,
-        /// Whether another node will do if that one cannot.
-        soft: bool,
-    },
-}
+pub use manta_proto::raylet::SchedulingStrategy;
 
 /// The outcome of a scheduling decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

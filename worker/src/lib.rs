@@ -15,7 +15,7 @@ mod objects;
 pub mod pool;
 pub mod registry;
 mod submit;
-pub mod wire;
+pub use manta_proto::worker as wire;
 
 pub use crate::core::{init, init_with, is_worker_process, Cluster, Config, InitError, StoreStats};
 pub use actors::{

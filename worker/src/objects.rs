@@ -35,14 +35,7 @@ use crate::codec;
 use crate::core;
 use crate::error::TaskError;
 
-/// How a ref travels: the object's id and its owner's address.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct RefWire {
-    /// The object.
-    pub id: ObjectId,
-    /// The owner's transport address, parsed where it entered.
-    pub owner: OwnerAddress,
-}
+pub use manta_proto::worker::RefWire;
 
 /// Where a ready object's bytes are.
 #[derive(Debug, Clone)]

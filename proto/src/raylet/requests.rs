@@ -1,6 +1,6 @@
 //! The raylet's wire messages (ids 200-299): what submitters and workers send it.
 
-use manta_actor::wire_message;
+use crate::wire_message;
 use serde::{Deserialize, Serialize};
 
 /// A submitter asks for a worker for tasks needing `cpus` CPUs, `gpus` GPUs and custom
@@ -17,7 +17,7 @@ pub struct RequestLease {
     pub dedicated: bool,
     /// Where it should run (the policy's input).
     #[serde(default)]
-    pub strategy: crate::policy::SchedulingStrategy,
+    pub strategy: super::SchedulingStrategy,
     /// The worker (of this raylet) that asks, if a worker asks: when it dies, its requests are
     /// dropped and its leases end (Ray's owner-death cleanup), instead of holding resources
     /// for a requester that will never use or return them.

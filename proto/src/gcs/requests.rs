@@ -1,13 +1,13 @@
 //! The GCS's wire messages: requests with their replies and stable ids (100-199), and the
 //! publication subscribers receive.
 
-use manta_actor::wire_message;
-use manta_transport::NodeId;
+use crate::wire_message;
+use crate::NodeId;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::core::{GcsError, SubscriberId};
-use crate::wire::{ActorId, ActorInfo, ActorState, Change, Channel, JobId, JobInfo, NodeInfo, WorkerInfo};
+use super::wire::{ActorId, ActorInfo, ActorState, Change, Channel, JobId, JobInfo, NodeInfo, WorkerInfo};
+use super::{GcsError, SubscriberId};
 
 /// Registers a live node.
 #[derive(Debug, Serialize, Deserialize)]

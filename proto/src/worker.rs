@@ -1,14 +1,12 @@
 //! The core worker's wire messages (ids 300-399): task pushes, actor calls, the owner's object
 //! service, the store service for writers in other processes, and the actor manager.
 
-use manta_actor::wire_message;
-use manta_gcs::{ActorId, ActorInfo};
-use manta_objectstore::{ObjectId, ObjectLocation};
+use crate::gcs::wire::ActorInfo;
+use crate::{wire_message, ActorId, ObjectId, OwnerAddress};
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-
-use crate::error::TaskError;
-use crate::objects::RefWire;
 
 /// An object id on the wire (the same type: ids travel as 20-byte `bin`s).
 pub type WireId = ObjectId;
@@ -20,18 +18,6 @@ pub struct WireLocation {
     pub slot: u32,
     /// Slot generation.
     pub generation: u32,
-}
-
-impl From<ObjectLocation> for WireLocation {
-    fn from(location: ObjectLocation) -> Self {
-        WireLocation { slot: location.slot, generation: location.generation }
-    }
-}
-
-impl From<WireLocation> for ObjectLocation {
-    fn from(location: WireLocation) -> Self {
-        ObjectLocation { slot: location.slot, generation: location.generation }
-    }
 }
 
 /// One resolved argument of a task or actor call.
@@ -243,7 +229,7 @@ wire_message!(ActorCall => Result<TaskOutput, TaskFailure>, id = 311);
 pub struct ActorSpec {
     /// Where it should run.
     #[serde(default)]
-    pub scheduling_strategy: manta_raylet::SchedulingStrategy,
+    pub scheduling_strategy: crate::raylet::SchedulingStrategy,
     /// The record to register (state and counters are set by the GCS).
     pub info: ActorInfo,
     /// Constructor arguments, resolved.
@@ -268,7 +254,7 @@ wire_message!(CreateActor => Result<(), CreateActorError>, id = 320);
 pub enum CreateActorError {
     /// The GCS refused to register it (its name is taken, a bad name, a duplicate id).
     #[error(transparent)]
-    Refused(#[from] manta_gcs::GcsError),
+    Refused(#[from] crate::gcs::GcsError),
     /// The GCS could not be reached.
     #[error("the GCS could not be reached: {0}")]
     GcsUnreachable(String),
@@ -294,6 +280,121 @@ pub struct KillActor {
     pub cause: String,
 }
 wire_message!(KillActor => bool, id = 322);
+
+/// Why an object has no value: its task or actor call failed, or it cannot be had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TaskError {
+    /// The function panicked or returned `Err`, or its arguments or output did not
+    /// (de)serialise, or it is not registered in the worker's binary.
+    #[error("task {function} failed in worker pid {pid}: {message}")]
+    Failed {
+        /// The function's (or `Class.method`'s) registered name.
+        function: String,
+        /// The worker's process id.
+        pid: u32,
+        /// The panic message, the `Err`'s `Display`, or the codec error.
+        message: String,
+    },
+    /// The worker running it died, and retries (`max_retries`) ran out.
+    #[error("task {function}: worker pid {pid} died ({exit}) after {attempts} attempts")]
+    WorkerDied {
+        /// The function's registered name.
+        function: String,
+        /// The last worker's process id.
+        pid: u32,
+        /// How it ended (exit code or signal), when known.
+        exit: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The actor is dead (killed, or its worker died with no restarts or retries left).
+    #[error("actor {actor} died: {cause}")]
+    ActorDied {
+        /// The actor's class and id.
+        actor: String,
+        /// Why.
+        cause: String,
+    },
+    /// The task was cancelled with [`cancel`](crate::cancel).
+    #[error("task {function} was cancelled")]
+    Cancelled {
+        /// The function's registered name.
+        function: String,
+    },
+    /// No node of the cluster can ever provide what the task needs.
+    #[error("task {function} is infeasible: no node has {demand}")]
+    Infeasible {
+        /// The function's registered name.
+        function: String,
+        /// What it asked for.
+        demand: String,
+    },
+    /// No worker process could be started to run it: the raylet's last tries ended before
+    /// the worker registered (the binary cannot be run, or it exits at once).
+    #[error("task {function}: no worker could be started ({exit})")]
+    WorkerStartFailed {
+        /// The function's registered name.
+        function: String,
+        /// How the last worker process ended.
+        exit: String,
+    },
+    /// The object cannot be had: its owner freed it or died.
+    #[error("object {object} is lost: {reason}")]
+    ObjectLost {
+        /// The object's id.
+        object: String,
+        /// Why.
+        reason: String,
+    },
+    /// The object store has no room for the object (spilling comes later).
+    #[error(
+        "object store full: {requested} bytes requested, {free} free ({largest_free} in the largest block) of {capacity}"
+    )]
+    ObjectStoreFull {
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes free in all.
+        free: u64,
+        /// The largest object that would fit now.
+        largest_free: u64,
+        /// The store's size.
+        capacity: u64,
+    },
+    /// The cluster could not be reached or answered out of protocol.
+    #[error("{function}: {message}")]
+    Runtime {
+        /// The function or operation.
+        function: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A timed `get` or `wait` gave up.
+    #[error("no result within {0:?}")]
+    Timeout(Duration),
+    /// The value did not decode as the expected type.
+    #[error("the result does not decode: {0}")]
+    Codec(String),
+    /// `manta::init` was not called in this process.
+    #[error("manta::init() was not called in this process")]
+    NotInitialized,
+}
+
+impl TaskError {
+    /// A `Runtime` error of `function` with `message`.
+    #[doc(hidden)]
+    pub fn runtime(function: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        TaskError::Runtime { function: function.into(), message: message.to_string() }
+    }
+}
+
+/// How a ref travels: the object's id and its owner's address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RefWire {
+    /// The object.
+    pub id: ObjectId,
+    /// The owner's transport address, parsed where it entered.
+    pub owner: OwnerAddress,
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,10 +1,9 @@
 //! The GCS's records: what its tables hold and what its replies carry. Plain data with serde,
 //! converted by hand from and to the runtime's internal types.
 
-use manta_transport::NodeId;
 use serde::{Deserialize, Serialize};
 
-pub use manta_proto::{ActorId, JobId};
+pub use crate::{ActorId, JobId, NodeId};
 
 /// A node's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
