@@ -16,6 +16,7 @@ mod local;
 mod node;
 mod recipient;
 mod remote;
+mod service;
 pub mod wire;
 
 pub use actix::fut::WrapFuture;
@@ -28,9 +29,11 @@ pub use address::{ActorAddress, ParseAddressError};
 pub use error::{AskError, RegisterError};
 pub use local::{panic_message, spawn, Admitted, LocalRef, SpawnOptions};
 pub use manta_proto::wire_message;
+pub use manta_proto::{Accepts, Protocol};
 pub use node::{Node, Reply, Routes};
 pub use recipient::Recipient;
 pub use remote::{ActorRef, AnswerFuture};
+pub use service::ServiceRef;
 pub use wire::WireMessage;
 
 /// Starts a thread running an actix system of its own and returns its arbiter, on which actors

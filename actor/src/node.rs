@@ -266,8 +266,15 @@ fn answer<R: Serialize>(
 }
 
 #[derive(Default)]
-struct Registry {
+pub(crate) struct Registry {
     routes: RwLock<HashMap<String, Arc<dyn Route>>>,
+}
+
+impl Registry {
+    /// Dispatches a message from this very process, as a peer's would be.
+    pub(crate) fn dispatch_local(&self, incoming: Incoming) -> Dispatched {
+        self.dispatch(incoming)
+    }
 }
 
 impl Dispatcher for Registry {
@@ -362,6 +369,17 @@ impl Node {
     /// Removes a registration; returns whether there was one.
     pub fn unregister(&self, name: &str) -> bool {
         self.inner.registry.routes.write().remove(name).is_some()
+    }
+
+    /// The service `P` on the node at `node` (registered there as `P::NAME`): through this
+    /// node's registry when `node` is this node, over the transport otherwise.
+    pub fn service<P: manta_proto::Protocol>(&self, node: SocketAddr) -> crate::ServiceRef<P> {
+        if node == self.local_addr() {
+            let timeout = self.inner.transport.config().call_timeout;
+            return crate::ServiceRef::local(self.inner.registry.clone(), self.node_id(), timeout);
+        }
+        let address = ActorAddress::new(node, P::NAME);
+        crate::ServiceRef::remote(crate::remote::RemoteTarget::new(self.inner.transport.clone(), address))
     }
 
     /// The actor at `address`: a direct local reference when the address is this node's own,

@@ -24,7 +24,7 @@ enum Target<A: Actor> {
     Remote(Arc<RemoteTarget>),
 }
 
-struct RemoteTarget {
+pub(crate) struct RemoteTarget {
     transport: Transport,
     address: ActorAddress,
     /// The node and the name as errors name them, shared by every call's answer callback.
@@ -53,6 +53,56 @@ impl<A: Actor> std::fmt::Debug for ActorRef<A> {
 }
 
 impl RemoteTarget {
+    pub(crate) fn new(transport: Transport, address: ActorAddress) -> Self {
+        let node = address.node.to_string().into();
+        let name = address.name.as_str().into();
+        RemoteTarget { transport, address, node, name, connection: Mutex::new(None) }
+    }
+
+    /// Sends `message` and waits for the answer, at most `timeout` (`None`: until the answer
+    /// or the connection's loss).
+    pub(crate) async fn ask<M: WireMessage>(
+        &self,
+        message: M,
+        timeout: Option<Duration>,
+    ) -> Result<M::Result, AskError> {
+        let body = wire::encode(&message)?;
+        let exchange = async {
+            let connection = self.connection().await?;
+            let reply = match timeout {
+                Some(timeout) => connection.call(&self.address.name, M::ID, &body, Some(timeout)).await,
+                None => connection.call_unbounded(&self.address.name, M::ID, &body).await,
+            };
+            reply.map_err(|error| AskError::from_call(error, &self.node, &self.address.name))
+        };
+        let reply = match timeout {
+            Some(timeout) => {
+                tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(AskError::Timeout(timeout)))?
+            }
+            None => exchange.await?,
+        };
+        wire::decode(&reply)
+    }
+
+    /// Sends a one-way `message`; returns once it is queued.
+    pub(crate) async fn tell<M: WireMessage>(&self, message: M) -> Result<(), AskError> {
+        let body = wire::encode(&message)?;
+        let connection = self.connection().await?;
+        connection
+            .notify(&self.address.name, M::ID, &body)
+            .await
+            .map_err(|error| AskError::from_call(error, &self.node, &self.address.name))
+    }
+
+    pub(crate) fn address(&self) -> &ActorAddress {
+        &self.address
+    }
+
+    /// The transport's configured call timeout.
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.transport.config().call_timeout
+    }
+
     /// The connection in use, if it is up (no dial, no wait).
     fn open_connection(&self) -> Option<Connection> {
         self.connection.lock().as_ref().filter(|connection| !connection.is_closed()).cloned()
@@ -96,17 +146,7 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
 
     /// A reference to the actor at `address`, reached through `transport`.
     pub fn remote(transport: Transport, address: ActorAddress) -> Self {
-        let node = address.node.to_string().into();
-        let name = address.name.as_str().into();
-        ActorRef {
-            target: Target::Remote(Arc::new(RemoteTarget {
-                transport,
-                address,
-                node,
-                name,
-                connection: Mutex::new(None),
-            })),
-        }
+        ActorRef { target: Target::Remote(Arc::new(RemoteTarget::new(transport, address))) }
     }
 
     /// Whether the actor lives in this process.

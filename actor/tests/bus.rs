@@ -611,3 +611,46 @@ fn an_unbounded_ask_ends_when_the_peer_shuts_down() {
         assert!(outcome.is_err(), "no answer came: it ended with an error, got {outcome:?}");
     });
 }
+
+/// The counter's protocol, as a client names it (no `Counter` type needed).
+enum Counted {}
+impl manta_actor::Protocol for Counted {
+    const NAME: &'static str = "counted";
+}
+impl manta_actor::Accepts<Add> for Counted {}
+impl manta_actor::Accepts<Record> for Counted {}
+impl manta_actor::Accepts<Log> for Counted {}
+
+/// Not registered anywhere.
+enum Nobody {}
+impl manta_actor::Protocol for Nobody {
+    const NAME: &'static str = "nobody";
+}
+impl manta_actor::Accepts<Add> for Nobody {}
+
+#[test]
+fn a_service_is_reached_by_protocol_on_this_node_and_on_another() {
+    let ca = ClusterCa::generate("bus").unwrap();
+    let server = node(&ca);
+    let client = node(&ca);
+    let actor = counter(SpawnOptions::named("counted"));
+    server.register("counted", routes(&actor)).unwrap();
+    run(async {
+        let local = server.service::<Counted>(server.local_addr());
+        assert!(local.is_local());
+        assert_eq!(local.ask(Add(2)).await.unwrap(), 2);
+        local.tell(Record(5)).await.unwrap();
+        local.tell(Record(6)).await.unwrap();
+        assert_eq!(local.ask(Log).await.unwrap(), vec![5, 6], "tells arrive in order");
+
+        let remote = client.service::<Counted>(server.local_addr());
+        assert!(!remote.is_local());
+        assert_eq!(remote.ask(Add(3)).await.unwrap(), 5);
+        assert_eq!(remote.ask_unbounded(Add(1)).await.unwrap(), 6);
+
+        let missing = server.service::<Nobody>(server.local_addr());
+        assert!(matches!(missing.ask(Add(1)).await, Err(AskError::NoSuchActor { .. })));
+        let missing = client.service::<Nobody>(server.local_addr());
+        assert!(matches!(missing.ask(Add(1)).await, Err(AskError::NoSuchActor { .. })));
+    });
+}

@@ -20,7 +20,7 @@ use crate::storage::Storage;
 use crate::wire::Change;
 
 /// The name the GCS is registered under on its node.
-pub const GCS_NAME: &str = "gcs";
+pub const GCS_NAME: &str = <manta_proto::gcs::Gcs as manta_proto::Protocol>::NAME;
 
 /// Publications queued for one subscriber at most; a subscriber that falls this far behind is
 /// dropped (and logged) rather than let the GCS's memory grow without bound.

@@ -4,6 +4,8 @@
 pub mod requests;
 pub mod wire;
 
+use requests::*;
+
 use crate::gcs::wire::ActorState;
 use crate::{ActorId, JobId, NodeId};
 
@@ -65,3 +67,10 @@ pub enum GcsError {
         to: ActorState,
     },
 }
+
+crate::service::protocol!(
+    /// The global control store (`node/gcs` on the head node).
+    Gcs = "gcs": RegisterNode, MarkNodeDead, GetAllNodes, AddJob, FinishJob, RegisterActor, ActorStarted,
+    ActorFailed, KillActor, GetActor, GetNamedActor, ListNamedActors, KvPut, KvGet, KvDelete, KvKeys,
+    Subscribe, Unsubscribe, ReportWorker, ReportWorkerExit, GetAllWorkers, ListActors,
+);

@@ -9,7 +9,9 @@ pub mod hex;
 mod ids;
 mod message;
 pub mod raylet;
+pub mod service;
 pub mod worker;
 
 pub use ids::{ActorId, JobId, LeaseId, NodeId, ObjectId, OwnerAddress, ParseIdError, RandomError, WorkerId};
 pub use message::{Message, WireMessage};
+pub use service::{Accepts, Protocol};

@@ -3,6 +3,8 @@
 
 pub mod requests;
 
+use requests::*;
+
 use crate::NodeId;
 
 /// Where the user asked a task or actor to run (Ray's `scheduling_strategy`).
@@ -21,3 +23,8 @@ pub enum SchedulingStrategy {
         soft: bool,
     },
 }
+
+crate::service::protocol!(
+    /// A node's raylet (`node/raylet`): leases and the workers that serve them.
+    Raylet = "raylet": RequestLease, ReturnLease, RegisterWorker, WatchLease, WorkerBlocked,
+);

@@ -396,6 +396,26 @@ pub struct RefWire {
     pub owner: OwnerAddress,
 }
 
+crate::service::protocol!(
+    /// A process's owner service (`process/owner`): the objects it owns.
+    Owner = "owner": GetObject, AddBorrower, RemoveBorrower,
+);
+
+crate::service::protocol!(
+    /// A node's object store service (`node/store`), for writers in other processes.
+    Store = "store": CreateStoreObject, SealStoreObject, DeleteStoreObject,
+);
+
+crate::service::protocol!(
+    /// The actor manager, beside the GCS (`head/actor-manager`).
+    ActorManager = "actor-manager": CreateActor, WatchActor, KillActor,
+);
+
+crate::service::protocol!(
+    /// A worker's executor (`worker/executor`): tasks and actor calls.
+    Executor = "executor": PushTask, StartActor, ActorCall,
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

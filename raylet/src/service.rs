@@ -23,7 +23,7 @@ use crate::requests::{LeaseOutcome, RegisterWorker, RequestLease, ReturnLease, W
 use crate::resources::{Quantity, ResourceSet, CPU, GPU};
 
 /// The name the raylet is registered under on its node.
-pub const RAYLET_NAME: &str = "raylet";
+pub const RAYLET_NAME: &str = <manta_proto::raylet::Raylet as manta_proto::Protocol>::NAME;
 
 /// Environment variables a worker process is started with.
 pub mod worker_env {

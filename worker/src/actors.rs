@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use manta_actor::ServiceRef;
 use manta_actor::{
     spawn, Actor, ActorAddress, ActorRef, AskError, Context, Handler, LocalRef, Node, RegisterError,
     ResponseFuture, Routes, SpawnOptions,
@@ -30,9 +31,11 @@ use manta_gcs::requests::{
     ActorFailed, ActorStarted, GetActor, GetNamedActor, KillActor as GcsKillActor, RegisterActor,
 };
 use manta_gcs::wire::{ActorInfo, ActorState};
-use manta_gcs::{ActorId, GcsActor, GcsError, MemoryStorage};
+use manta_gcs::{ActorId, GcsError};
+use manta_proto::gcs::Gcs;
+use manta_proto::raylet::Raylet;
 use manta_raylet::requests::{LeaseOutcome, RequestLease, ReturnLease, WatchLease};
-use manta_raylet::{RayletActor, SchedulingStrategy};
+use manta_raylet::SchedulingStrategy;
 use manta_transport::NodeId;
 use parking_lot::Mutex;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -50,7 +53,7 @@ use crate::wire::{
 };
 
 /// The name the actor manager is registered under on the head node.
-pub const ACTOR_MANAGER_NAME: &str = "actor-manager";
+pub const ACTOR_MANAGER_NAME: &str = <manta_proto::worker::ActorManager as manta_proto::Protocol>::NAME;
 
 /// A class of actors: implemented by `#[manta::actor]` on an `impl` block.
 pub trait ActorClass: Send + Sync + 'static {
@@ -709,8 +712,8 @@ impl ActorManager {
     /// Starts the manager on `node` and registers it as [`ACTOR_MANAGER_NAME`].
     pub fn start(
         node: &Node,
-        gcs: ActorRef<GcsActor<MemoryStorage>>,
-        raylet: ActorRef<RayletActor>,
+        gcs: ServiceRef<Gcs>,
+        raylet: ServiceRef<Raylet>,
         node_id: NodeId,
     ) -> Result<LocalRef<ActorManager>, RegisterError> {
         let shell = Shell { gcs, raylet, node: node.clone(), node_id, actors: Table::default() };
@@ -733,8 +736,8 @@ impl ActorManager {
 /// What the manager's flows need: the GCS, the raylet, the node and the table of actors.
 #[derive(Clone)]
 struct Shell {
-    gcs: ActorRef<GcsActor<MemoryStorage>>,
-    raylet: ActorRef<RayletActor>,
+    gcs: ServiceRef<Gcs>,
+    raylet: ServiceRef<Raylet>,
     node: Node,
     node_id: NodeId,
     actors: Table,

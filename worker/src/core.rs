@@ -14,17 +14,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use manta_actor::{
-    spawn, start_arbiter, Actor, ActorAddress, ActorRef, ArbiterHandle, Context, Handler, Node,
-    ResponseFuture, Routes, SpawnOptions, System,
+    spawn, start_arbiter, Actor, ActorRef, ArbiterHandle, Context, Handler, Node, ResponseFuture, Routes,
+    SpawnOptions, System,
 };
 use manta_gcs::requests::{AddJob, RegisterNode};
 use manta_gcs::wire::{JobId, NodeInfo, NodeState};
-use manta_gcs::{GcsActor, MemoryStorage, GCS_NAME};
+use manta_gcs::{GcsActor, MemoryStorage};
 use manta_objectstore::{ObjectId, ObjectLocation, ObjectStore, StoreError, StoreReader};
 use manta_raylet::requests::{RegisterWorker, WorkerBlocked};
-use manta_raylet::{
-    worker_env, PoolConfig, Quantity, RayletActor, ResourceSet, WorkerReports, CPU, GPU, RAYLET_NAME,
-};
+use manta_raylet::{worker_env, PoolConfig, Quantity, RayletActor, ResourceSet, WorkerReports, CPU, GPU};
 use manta_transport::{
     join_blocking, Admission, ClusterCa, NodeId, TokenRegistry, Transport, TransportConfig,
 };
@@ -33,7 +31,7 @@ use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 use tracing::{debug, info, warn};
 
-use crate::actors::{ActorManager, ACTOR_MANAGER_NAME};
+use crate::actors::ActorManager;
 use crate::codec::{self, Encoded};
 use crate::error::TaskError;
 use crate::executor::Executor;
@@ -44,12 +42,16 @@ use crate::wire::{
     AddBorrower, CreateStoreObject, DeleteStoreObject, GetObject, ObjectReply, RemoveBorrower,
     SealStoreObject, StoreRefusal, WireLocation,
 };
+use manta_actor::ServiceRef;
+use manta_proto::gcs::Gcs;
+use manta_proto::raylet::Raylet;
+use manta_proto::worker::{ActorManager as ActorManagerProtocol, Owner, Store};
 use manta_proto::OwnerAddress;
 
 /// The name of every process's object service.
-pub(crate) const OWNER_NAME: &str = "owner";
+pub(crate) const OWNER_NAME: &str = <manta_proto::worker::Owner as manta_proto::Protocol>::NAME;
 /// The name of the node's store service (on the node that hosts the store).
-pub(crate) const STORE_NAME: &str = "store";
+pub(crate) const STORE_NAME: &str = <manta_proto::worker::Store as manta_proto::Protocol>::NAME;
 
 /// Environment a driver passes to its workers (besides the raylet's own).
 mod env {
@@ -154,7 +156,7 @@ pub(crate) enum StoreAccess {
     /// This process hosts the store.
     Local(Arc<Mutex<ObjectStore>>, StoreReader),
     /// Another process does: write through its service, read the mapping in place.
-    Remote(ActorRef<StoreService>, StoreReader),
+    Remote(ServiceRef<Store>, StoreReader),
 }
 
 impl StoreAccess {
@@ -197,9 +199,9 @@ pub struct StoreStats {
 /// The core worker of this process.
 pub(crate) struct CoreWorker {
     pub(crate) node: Node,
-    pub(crate) raylet: ActorRef<RayletActor>,
-    pub(crate) gcs: ActorRef<GcsActor<MemoryStorage>>,
-    pub(crate) actor_manager: ActorRef<ActorManager>,
+    pub(crate) raylet: ServiceRef<Raylet>,
+    pub(crate) gcs: ServiceRef<Gcs>,
+    pub(crate) actor_manager: ServiceRef<ActorManagerProtocol>,
     pub(crate) objects: ObjectTable,
     pub(crate) store: StoreAccess,
     /// Where submission, fetching and reference-counting messages run.
@@ -243,8 +245,8 @@ impl CoreWorker {
 
     /// The object service of the process at `address`; `None` for an address that does not
     /// parse (it came from a peer, and nothing can be asked of it).
-    pub(crate) fn owner_of(&self, address: OwnerAddress) -> ActorRef<OwnerService> {
-        self.node.actor(ActorAddress::new(address.0, OWNER_NAME))
+    pub(crate) fn owner_of(&self, address: OwnerAddress) -> ServiceRef<Owner> {
+        self.node.service(address.0)
     }
 
     /// How the object table names an owner: `None` for this process.
@@ -712,7 +714,10 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
     let identity = ca.issue(node_id)?;
     let node = Node::start(Transport::builder(identity).admission(admission.clone()))?;
     let gcs = GcsActor::start(&node, MemoryStorage::default(), MemoryStorage::default)?;
-    let gcs: ActorRef<GcsActor<MemoryStorage>> = ActorRef::local(gcs);
+    // The composition knows the GCS's concrete type (for its worker reports); every caller
+    // holds a `ServiceRef<Gcs>`.
+    let gcs_actor: ActorRef<GcsActor<MemoryStorage>> = ActorRef::local(gcs);
+    let gcs: ServiceRef<Gcs> = node.service(node.local_addr());
 
     let store = ObjectStore::create(65_536, config.object_store_bytes)?;
     let reader = store.reader().clone();
@@ -772,16 +777,17 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         ..PoolConfig::default()
     };
     let reports = WorkerReports {
-        reported: manta_actor::Recipient::of(gcs.clone()),
-        exited: manta_actor::Recipient::of(gcs.clone()),
+        reported: manta_actor::Recipient::of(gcs_actor.clone()),
+        exited: manta_actor::Recipient::of(gcs_actor),
     };
-    let raylet = RayletActor::start(&node, admission, total, pool, fingerprint, worker_env, Some(reports))?;
-    let actor_manager = ActorManager::start(&node, gcs.clone(), ActorRef::local(raylet.clone()), node_id)?;
+    // Registered on the node, which keeps them alive; everyone reaches them as services.
+    RayletActor::start(&node, admission, total, pool, fingerprint, worker_env, Some(reports))?;
+    ActorManager::start(&node, gcs.clone(), node.service(node.local_addr()), node_id)?;
     let core = CoreWorker {
         owner_address: OwnerAddress(node.local_addr()),
-        raylet: ActorRef::local(raylet),
+        raylet: node.service(node.local_addr()),
         gcs,
-        actor_manager: ActorRef::local(actor_manager),
+        actor_manager: node.service(node.local_addr()),
         objects: ObjectTable::default(),
         store: StoreAccess::Local(store, reader),
         arbiter: core_arbiter,
@@ -870,15 +876,14 @@ fn worker_main(fingerprint: u64) -> ! {
             .map_err(|error| error.to_string())?;
         let node_id = identity.node_id();
         let node = Node::start_local(identity).map_err(|error| error.to_string())?;
-        let head = |name: &str| ActorAddress::new(raylet_address, name);
         let core_arbiter = start_arbiter("manta-core").map_err(|error| error.to_string())?;
         let core = CoreWorker {
             owner_address: OwnerAddress(node.local_addr()),
-            raylet: node.actor(head(RAYLET_NAME)),
-            gcs: node.actor(head(GCS_NAME)),
-            actor_manager: node.actor(head(ACTOR_MANAGER_NAME)),
+            raylet: node.service(raylet_address),
+            gcs: node.service(raylet_address),
+            actor_manager: node.service(raylet_address),
             objects: ObjectTable::default(),
-            store: StoreAccess::Remote(node.actor(head(STORE_NAME)), reader),
+            store: StoreAccess::Remote(node.service(raylet_address), reader),
             arbiter: core_arbiter,
             submitter: Submitter::default(),
             actor_clients: Default::default(),

@@ -47,7 +47,7 @@ fn task_thread() -> &'static std::sync::mpsc::Sender<Job> {
 }
 
 /// The name the executor is registered under in a worker process.
-pub const EXECUTOR_NAME: &str = "executor";
+pub const EXECUTOR_NAME: &str = <manta_proto::worker::Executor as manta_proto::Protocol>::NAME;
 
 struct HostedCall {
     method: String,
