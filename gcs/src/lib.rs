@@ -5,6 +5,7 @@
 //! default); [`GcsActor`] serves it on the bus as `node/gcs`, with the [`requests`] as its wire
 //! messages.
 
+mod actor_manager;
 mod core;
 pub use manta_proto::gcs::requests;
 mod service;
@@ -12,6 +13,7 @@ mod storage;
 pub use manta_proto::gcs::wire;
 
 pub use crate::core::{GcsCore, GcsError, Publication, SubscriberId};
+pub use actor_manager::{ActorManager, ACTOR_MANAGER_NAME};
 pub use service::{GcsActor, GCS_NAME, SUBSCRIBER_QUEUE_MAX};
 pub use storage::{MemoryStorage, Storage, Table};
 pub use wire::{ActorId, ActorInfo, ActorState};

@@ -31,7 +31,6 @@ use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 use tracing::{debug, info, warn};
 
-use crate::actors::ActorManager;
 use crate::codec::{self, Encoded};
 use crate::error::TaskError;
 use crate::executor::Executor;
@@ -43,6 +42,7 @@ use crate::wire::{
     SealStoreObject, StoreRefusal, WireLocation,
 };
 use manta_actor::ServiceRef;
+use manta_gcs::ActorManager;
 use manta_proto::gcs::Gcs;
 use manta_proto::raylet::Raylet;
 use manta_proto::worker::{ActorManager as ActorManagerProtocol, Owner, Store};

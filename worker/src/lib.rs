@@ -19,8 +19,8 @@ pub use manta_proto::worker as wire;
 
 pub use crate::core::{init, init_with, is_worker_process, Cluster, Config, InitError, StoreStats};
 pub use actors::{
-    create_actor, get_actor, get_actor_in, kill, ActorClass, ActorHandle, ActorManager, ActorOptions,
-    RawActorHandle, ACTOR_MANAGER_NAME,
+    create_actor, get_actor, get_actor_in, kill, ActorClass, ActorHandle, ActorOptions, RawActorHandle,
+    ACTOR_MANAGER_NAME,
 };
 pub use api::{
     cancel, cancel_force, get_all, is_in_object_store, local_object_counts, object_store_stats, put, wait,
