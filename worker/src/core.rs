@@ -14,18 +14,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use manta_actor::{
-    spawn, start_arbiter, Actor, ActorRef, ArbiterHandle, Context, Handler, Node, ResponseFuture, Routes,
-    SpawnOptions, System,
+    spawn, start_arbiter, Actor, ArbiterHandle, Context, Handler, Node, ResponseFuture, Routes, SpawnOptions,
+    System,
 };
 use manta_gcs::requests::{AddJob, RegisterNode};
-use manta_gcs::wire::{JobId, NodeInfo, NodeState};
-use manta_gcs::{GcsActor, MemoryStorage};
-use manta_objectstore::{ObjectId, ObjectLocation, ObjectStore, StoreError, StoreReader};
+use manta_gcs::wire::JobId;
+use manta_objectstore::{ObjectId, ObjectLocation, ObjectStore, StoreReader};
 use manta_raylet::requests::{RegisterWorker, WorkerBlocked};
-use manta_raylet::{worker_env, PoolConfig, Quantity, RayletActor, ResourceSet, WorkerReports, CPU, GPU};
-use manta_transport::{
-    join_blocking, Admission, ClusterCa, NodeId, TokenRegistry, Transport, TransportConfig,
-};
+use manta_raylet::{worker_env, PoolConfig};
+use manta_transport::{join_blocking, NodeId, TransportConfig};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
@@ -39,10 +36,9 @@ use crate::registry;
 use crate::submit::Submitter;
 use crate::wire::{
     AddBorrower, CreateStoreObject, DeleteStoreObject, GetObject, ObjectReply, RemoveBorrower,
-    SealStoreObject, StoreRefusal, WireLocation,
+    SealStoreObject, StoreRefusal,
 };
 use manta_actor::ServiceRef;
-use manta_gcs::ActorManager;
 use manta_proto::gcs::Gcs;
 use manta_proto::raylet::Raylet;
 use manta_proto::worker::{ActorManager as ActorManagerProtocol, Owner, Store};
@@ -50,8 +46,6 @@ use manta_proto::OwnerAddress;
 
 /// The name of every process's object service.
 pub(crate) const OWNER_NAME: &str = <manta_proto::worker::Owner as manta_proto::Protocol>::NAME;
-/// The name of the node's store service (on the node that hosts the store).
-pub(crate) const STORE_NAME: &str = <manta_proto::worker::Store as manta_proto::Protocol>::NAME;
 
 /// Environment a driver passes to its workers (besides the raylet's own).
 mod env {
@@ -67,27 +61,18 @@ pub enum InitError {
     /// Two remote functions share a name.
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),
-    /// The cluster's identity (CA, node id, certificate) could not be made.
-    #[error("making the cluster's identity: {0}")]
-    Identity(#[from] manta_transport::IdentityError),
-    /// The node's transport could not start (the UDP socket, the TLS configuration).
-    #[error("starting the transport: {0}")]
-    Transport(#[from] manta_transport::StartError),
     /// A service could not be registered on the node (a name already taken).
     #[error("registering a service: {0}")]
     Register(#[from] manta_actor::RegisterError),
     /// A thread of the runtime could not be started.
     #[error("starting the runtime's threads: {0}")]
     Threads(#[from] std::io::Error),
-    /// A configured resource amount is invalid (negative, not finite).
-    #[error("the configured resources: {0}")]
-    Resources(#[from] manta_raylet::ResourceError),
+    /// The head's daemons could not start.
+    #[error(transparent)]
+    Daemons(#[from] manta_node::NodeError),
     /// The node could not register with its GCS.
     #[error("registering with the GCS: {0}")]
     Gcs(String),
-    /// The object store could not be created.
-    #[error("creating the object store: {0}")]
-    Store(#[from] StoreError),
     /// `init` was called twice.
     #[error("manta::init was already called in this process")]
     AlreadyInitialized,
@@ -167,14 +152,7 @@ impl StoreAccess {
     }
 }
 
-fn refusal(error: StoreError) -> StoreRefusal {
-    match error {
-        StoreError::Full { requested, free, largest_free, capacity } => {
-            StoreRefusal::Full { requested, free, largest_free, capacity }
-        }
-        other => StoreRefusal::Other(other.to_string()),
-    }
-}
+use manta_node::refusal;
 
 fn refusal_error(refusal: StoreRefusal) -> TaskError {
     match refusal {
@@ -642,39 +620,6 @@ impl Handler<RemoveBorrower> for OwnerService {
     }
 }
 
-/// The store service: lets processes other than the store's create, seal and delete objects.
-pub(crate) struct StoreService {
-    store: Arc<Mutex<ObjectStore>>,
-}
-
-impl Actor for StoreService {
-    type Context = Context<Self>;
-}
-
-impl Handler<CreateStoreObject> for StoreService {
-    type Result = Result<WireLocation, StoreRefusal>;
-
-    fn handle(&mut self, request: CreateStoreObject, _: &mut Context<Self>) -> Self::Result {
-        self.store.lock().create_for_peer(request.id, request.len).map(Into::into).map_err(refusal)
-    }
-}
-
-impl Handler<SealStoreObject> for StoreService {
-    type Result = Result<WireLocation, StoreRefusal>;
-
-    fn handle(&mut self, request: SealStoreObject, _: &mut Context<Self>) -> Self::Result {
-        self.store.lock().seal_id(request.id).map(Into::into).map_err(refusal)
-    }
-}
-
-impl Handler<DeleteStoreObject> for StoreService {
-    type Result = ();
-
-    fn handle(&mut self, request: DeleteStoreObject, _: &mut Context<Self>) {
-        let _ = self.store.lock().delete(request.id);
-    }
-}
-
 /// A handle to the embedded cluster.
 #[derive(Debug)]
 pub struct Cluster {
@@ -707,64 +652,31 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
     if CORE.get().is_some() {
         return Err(InitError::AlreadyInitialized);
     }
-    let ca = Arc::new(ClusterCa::generate("embedded")?);
-    let tokens = Arc::new(TokenRegistry::default());
-    let admission = Admission { ca: ca.clone(), tokens };
-    let node_id = NodeId::random().map_err(manta_transport::IdentityError::from)?;
-    let identity = ca.issue(node_id)?;
-    let node = Node::start(Transport::builder(identity).admission(admission.clone()))?;
-    let gcs = GcsActor::start(&node, MemoryStorage::default(), MemoryStorage::default)?;
-    // The composition knows the GCS's concrete type (for its worker reports); every caller
-    // holds a `ServiceRef<Gcs>`.
-    let gcs_actor: ActorRef<GcsActor<MemoryStorage>> = ActorRef::local(gcs);
-    let gcs: ServiceRef<Gcs> = node.service(node.local_addr());
-
-    let store = ObjectStore::create(65_536, config.object_store_bytes)?;
-    let reader = store.reader().clone();
-    let store_path = reader.arena().peer_path();
-    let store = Arc::new(Mutex::new(store));
-    let service = spawn(node.arbiter(), SpawnOptions::named(STORE_NAME).max_restarts(u32::MAX), {
-        let store = store.clone();
-        move || StoreService { store: store.clone() }
-    });
-    node.register(
-        STORE_NAME,
-        Routes::new(service)
-            .message::<CreateStoreObject>()
-            .message::<SealStoreObject>()
-            .message::<DeleteStoreObject>(),
-    )?;
-
-    let mut total = ResourceSet::new()
-        .with(CPU, Quantity::units(config.num_cpus as u64))
-        .with(GPU, Quantity::units(config.num_gpus as u64));
-    for (name, amount) in &config.resources {
-        total.set(name, Quantity::from_f64(name, *amount)?);
-    }
-    let address = node.local_addr().to_string();
+    // The head's daemons (GCS, actor manager, store, raylet), composed by `manta-node`.
+    let node_config = manta_node::NodeConfig {
+        num_cpus: config.num_cpus,
+        num_gpus: config.num_gpus,
+        resources: config.resources.clone(),
+        object_store_bytes: config.object_store_bytes,
+        object_slots: 65_536,
+    };
+    let head = manta_node::Head::start(&node_config)?;
+    let address = head.node.local_addr().to_string();
     let core_arbiter = start_arbiter("manta-core")?;
-    let (job, ()) = {
-        let gcs = gcs.clone();
-        let info = NodeInfo {
-            node_id,
-            address: address.clone(),
-            resources: total.iter().map(|(name, quantity)| (name.to_owned(), quantity.as_f64())).collect(),
-            state: NodeState::Alive,
-            registered_ms: now_ms(),
-            death_cause: None,
-        };
+    let job = {
+        let gcs = head.gcs.clone();
+        let info = head.node_info(now_ms());
         let driver = address.clone();
         run_on(&core_arbiter, async move {
             let gcs_error = |error: &dyn std::fmt::Display| InitError::Gcs(error.to_string());
             let registered = gcs.ask(RegisterNode(info)).await.map_err(|error| gcs_error(&error))?;
             registered.map_err(|error| gcs_error(&error))?;
             let job = gcs.ask(AddJob { driver_address: driver }).await.map_err(|error| gcs_error(&error))?;
-            let job = job.map_err(|error| gcs_error(&error))?;
-            Ok::<_, InitError>((job.job_id, ()))
+            Ok::<_, InitError>(job.map_err(|error| gcs_error(&error))?.job_id)
         })?
     };
     let worker_env = vec![
-        (env::STORE_PATH.to_owned(), store_path.display().to_string()),
+        (env::STORE_PATH.to_owned(), head.store_path.display().to_string()),
         (env::JOB_ID.to_owned(), job.0.to_string()),
         (env::INLINE_MAX.to_owned(), config.inline_bytes_max.to_string()),
         (env::NAMESPACE.to_owned(), config.namespace.clone()),
@@ -776,20 +688,15 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         start_concurrency_max: config.worker_start_concurrency.max(1),
         ..PoolConfig::default()
     };
-    let reports = WorkerReports {
-        reported: manta_actor::Recipient::of(gcs_actor.clone()),
-        exited: manta_actor::Recipient::of(gcs_actor),
-    };
-    // Registered on the node, which keeps them alive; everyone reaches them as services.
-    RayletActor::start(&node, admission, total, pool, fingerprint, worker_env, Some(reports))?;
-    ActorManager::start(&node, gcs.clone(), node.service(node.local_addr()), node_id)?;
+    head.start_raylet(pool, fingerprint, worker_env)?;
+    let manta_node::Head { node, node_id, store, store_reader, gcs, .. } = head;
     let core = CoreWorker {
         owner_address: OwnerAddress(node.local_addr()),
         raylet: node.service(node.local_addr()),
         gcs,
         actor_manager: node.service(node.local_addr()),
         objects: ObjectTable::default(),
-        store: StoreAccess::Local(store, reader),
+        store: StoreAccess::Local(store, store_reader),
         arbiter: core_arbiter,
         submitter: Submitter::default(),
         actor_clients: Default::default(),
