@@ -2,8 +2,9 @@
 //! internal key-value store) and the publication of their changes.
 //!
 //! [`GcsCore`] is the logic as a plain state machine over a [`Storage`] backend (in memory by
-//! default); [`GcsActor`] serves it on the bus as `node/gcs`, with the [`requests`] as its wire
-//! messages.
+//! default); [`GcsActor`] serves it on the bus as `node/gcs`, with the [`requests`] (defined in
+//! `manta-proto`) as its wire messages. Beside it, the [`ActorManager`] creates, watches and
+//! restarts actors.
 
 mod actor_manager;
 mod core;

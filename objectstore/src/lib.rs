@@ -1,7 +1,9 @@
 //! Manta's per-node object store: immutable objects in one shared-memory arena per node.
 //!
-//! - [`ObjectStore`]: the owner (the raylet's store actor): `create_object` / `seal` / `get` /
-//!   `delete`, with an offset allocator over the arena and a typed [`StoreError::Full`].
+//! - [`ObjectStore`]: the owner (the process hosting the node's store, which serves other
+//!   processes through `manta-node`'s store service): `create_object` / `seal` / `get` /
+//!   `delete`, with an offset allocator over the arena and typed errors ([`StoreError::Full`],
+//!   [`StoreError::IndexCorrupted`] for a slot a peer wrote over).
 //! - [`StoreReader`]: any process that mapped the arena pins sealed objects and reads them in
 //!   place; a view is a `bytes::Bytes` that releases its pin when dropped.
 //! - The shared index (one atomic word per object slot) lets readers pin without asking the

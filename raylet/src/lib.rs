@@ -1,9 +1,10 @@
-//! Manta's raylet: the per-node manager. So far its sans-IO cores: resource accounting
+//! Manta's raylet: the per-node manager. Its sans-IO cores: resource accounting
 //! ([`ResourceSet`], [`NodeResources`]), the pluggable scheduling policy ([`SchedulingPolicy`],
 //! [`DefaultPolicy`]), and the worker pool with Ray's lease protocol ([`LeaseManager`]). None of
-//! them touches a clock or a socket, so the simulator can run them unchanged. [`RayletActor`]
-//! serves them on the bus as `node/raylet`: it starts worker processes (this binary,
-//! re-executed in worker mode), notices their exit at once, and answers lease requests.
+//! them touches a clock or a socket, so `manta-sim` runs them unchanged. [`RayletActor`] serves
+//! them on the bus as `node/raylet` (its messages are in `manta-proto`): it starts worker
+//! processes (this binary, re-executed from `/proc/self/exe`), reaps them through the runtime,
+//! refuses a start that would cross an OS limit, and answers lease requests.
 
 mod leases;
 mod limits;

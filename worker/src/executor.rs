@@ -1,11 +1,13 @@
 //! The executor: the actor in each worker process that runs pushed tasks and hosts actors.
 //!
-//! Tasks run on the blocking pool, never on the executor's arbiter, inside `catch_unwind`, so a
-//! panicking task becomes a [`TaskFailure`] and the worker lives on. Each hosted actor has a
-//! thread of its own with a single-threaded async runtime: synchronous methods run on that
-//! runtime's blocking pool under the instance's lock (`&mut self`: exclusive, `&self`: shared),
-//! `async` methods run on the actor's thread; at most `max_concurrency` calls run at once, and
-//! a caller's calls start in their `seq` order.
+//! Pushed tasks reach the worker's one task thread straight from the transport thread (an
+//! inline route), run there in arrival order inside `catch_unwind`, so a panicking task becomes
+//! a [`TaskFailure`] and the worker lives on. Each hosted actor has a thread of its own with a
+//! single-threaded async runtime, which calls reach the same way: an actor with
+//! `max_concurrency` 1 runs its synchronous methods on that thread, others on the runtime's
+//! blocking pool under the instance's lock (`&mut self`: exclusive, `&self`: shared); `async`
+//! methods run on the actor's thread; at most `max_concurrency` calls run at once, a caller's
+//! calls start in their `seq` order, and the actor's thread writes each answer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -163,7 +165,7 @@ async fn finish_output(
 impl Handler<PushTask> for Executor {
     type Result = ResponseFuture<Result<TaskOutput, TaskFailure>>;
 
-    /// Tasks from this very process (the network's go to [`run_task`] directly).
+    /// Tasks from this very process (the network's go to `run_task` directly).
     fn handle(&mut self, task: PushTask, _: &mut Context<Self>) -> Self::Result {
         Box::pin(run_task(task))
     }
@@ -246,7 +248,7 @@ impl Handler<StartActor> for Executor {
 impl Handler<ActorCall> for Executor {
     type Result = ResponseFuture<Result<TaskOutput, TaskFailure>>;
 
-    /// Calls from this very process (the network's go through [`hand_over`] directly).
+    /// Calls from this very process (the network's go through `hand_over` directly).
     fn handle(&mut self, call: ActorCall, _: &mut Context<Self>) -> Self::Result {
         Box::pin(hand_over(&self.hosts, call))
     }

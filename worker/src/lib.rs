@@ -1,9 +1,10 @@
-//! Manta's core worker, linked into drivers and workers: the [`registry`] of remote functions
-//! and actor classes, [`init`] (the embedded cluster in a driver, the serving loop in a worker
-//! process), task submission over Ray's lease protocol with lease reuse, actors (creation by the
-//! actor manager, ordered calls, restarts), the owner's object table with distributed reference
-//! counting, the node's shared-memory object store, and the user API: [`put`], [`get_all`],
-//! [`wait`], [`cancel`], [`ObjectRef`], [`ActorHandle`], [`Buffer`], [`pool::ActorPool`].
+//! Manta's core worker: what a driver or worker process runs. The [`registry`] of remote
+//! functions and actor classes, [`init`] (the embedded cluster in a driver, composed by
+//! `manta-node`; the serving loop in a worker process), task submission over Ray's lease
+//! protocol with lease reuse, actor clients (ordered calls, incarnations, retries), the owner's
+//! object table with distributed reference counting, the executor, and the user API: [`put`],
+//! [`get_all`], [`wait`], [`cancel`], [`ObjectRef`], [`ActorHandle`], [`Buffer`],
+//! [`pool::ActorPool`]. The daemons it talks to are reached as `ServiceRef`s by protocol.
 
 mod actors;
 mod api;
