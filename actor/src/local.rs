@@ -421,8 +421,7 @@ impl<A: Actor<Context = Context<A>>> LocalRef<A> {
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        let exchange = async { self.admit().await?.ask(message).await };
-        tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(AskError::Timeout(timeout)))
+        self.ask_holding_timeout(message, true, timeout).await
     }
 
     /// [`LocalRef::ask_timeout`] for a parked message (see [`crate::WireMessage::PARKS`]):
@@ -433,7 +432,21 @@ impl<A: Actor<Context = Context<A>>> LocalRef<A> {
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        let exchange = async { self.admit().await?.ask_parked(message).await };
+        self.ask_holding_timeout(message, false, timeout).await
+    }
+
+    async fn ask_holding_timeout<M>(
+        &self,
+        message: M,
+        hold: bool,
+        timeout: Duration,
+    ) -> Result<M::Result, AskError>
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let exchange = async { self.admit().await?.ask_holding(message, hold).await };
         tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(AskError::Timeout(timeout)))
     }
 

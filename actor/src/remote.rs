@@ -168,7 +168,7 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
             Target::Local(local) => local.ask(message).await,
             Target::Remote(remote) => {
                 let timeout = remote.transport.config().call_timeout;
-                self.ask_remote(remote, message, timeout).await
+                remote.ask(message, Some(timeout)).await
             }
         }
     }
@@ -182,7 +182,7 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         match &self.target {
             Target::Local(local) if M::PARKS => local.ask_parked_timeout(message, timeout).await,
             Target::Local(local) => local.ask_timeout(message, timeout).await,
-            Target::Remote(remote) => self.ask_remote(remote, message, timeout).await,
+            Target::Remote(remote) => remote.ask(message, Some(timeout)).await,
         }
     }
 
@@ -199,15 +199,7 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
     {
         match &self.target {
             Target::Local(local) => local.admit().await?.ask_holding(message, !M::PARKS).await,
-            Target::Remote(remote) => {
-                let body = wire::encode(&message)?;
-                let connection = remote.connection().await?;
-                let reply = connection
-                    .call_unbounded(&remote.address.name, M::ID, &body)
-                    .await
-                    .map_err(|error| AskError::from_call(error, &remote.node, &remote.address.name))?;
-                wire::decode(&reply)
-            }
+            Target::Remote(remote) => remote.ask(message, None).await,
         }
     }
 
@@ -308,28 +300,6 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         Ok(())
     }
 
-    async fn ask_remote<M>(
-        &self,
-        remote: &RemoteTarget,
-        message: M,
-        timeout: Duration,
-    ) -> Result<M::Result, AskError>
-    where
-        M: WireMessage,
-    {
-        let body = wire::encode(&message)?;
-        let exchange = async {
-            let connection = remote.connection().await?;
-            connection
-                .call(&remote.address.name, M::ID, &body, Some(timeout))
-                .await
-                .map_err(|error| AskError::from_call(error, &remote.node, &remote.address.name))
-        };
-        let reply =
-            tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(AskError::Timeout(timeout)))?;
-        wire::decode(&reply)
-    }
-
     /// Sends `message` one way. Returns once it is queued (remote) or in the mailbox (local);
     /// waits while the way is full (backpressure). Failures of the handler are not reported.
     pub async fn tell<M>(&self, message: M) -> Result<(), AskError>
@@ -339,14 +309,7 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
     {
         match &self.target {
             Target::Local(local) => local.tell(message).await,
-            Target::Remote(remote) => {
-                let body = wire::encode(&message)?;
-                let connection = remote.connection().await?;
-                connection
-                    .notify(&remote.address.name, M::ID, &body)
-                    .await
-                    .map_err(|error| AskError::from_call(error, &remote.node, &remote.address.name))
-            }
+            Target::Remote(remote) => remote.tell(message).await,
         }
     }
 }
