@@ -590,7 +590,7 @@ fn mem_available() -> Option<u64> {
 /// `manta microbenchmark` runs itself with `--cold-start-probe` and times it.
 pub(crate) fn cold_start_probe() -> Result<(), manta::TaskError> {
     let _cluster = manta::init()
-        .map_err(|error| manta::TaskError::Runtime { function: "init".into(), message: error.to_string() })?;
+        .map_err(|error| manta::TaskError::unreachable("init", "the embedded cluster", error))?;
     small_value::remote().get()?;
     Ok(())
 }

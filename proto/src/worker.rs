@@ -360,30 +360,65 @@ pub enum TaskError {
         /// The store's size.
         capacity: u64,
     },
-    /// The cluster could not be reached or answered out of protocol.
-    #[error("{function}: {message}")]
-    Runtime {
+    /// A service of the cluster (the raylet, the GCS, the actor manager, another node) could
+    /// not be reached, or answered out of protocol.
+    #[error("{function}: {service} could not be reached: {reason}")]
+    Unreachable {
         /// The function or operation.
         function: String,
-        /// What went wrong.
-        message: String,
+        /// The service.
+        service: String,
+        /// Why.
+        reason: String,
+    },
+    /// The request itself is invalid (an argument out of range, a bad resource amount).
+    #[error("{function}: invalid request: {reason}")]
+    Invalid {
+        /// The function or operation.
+        function: String,
+        /// Why.
+        reason: String,
+    },
+    /// The object store failed otherwise than by being full (see [`TaskError::ObjectStoreFull`]).
+    #[error("object store: {reason}")]
+    ObjectStore {
+        /// Why.
+        reason: String,
     },
     /// A timed `get` or `wait` gave up.
     #[error("no result within {0:?}")]
     Timeout(Duration),
-    /// The value did not decode as the expected type.
-    #[error("the result does not decode: {0}")]
-    Codec(String),
+    /// The value could not be encoded (`put`).
+    #[error("the value does not encode: {reason}")]
+    Encode {
+        /// Why.
+        reason: String,
+    },
+    /// The value did not decode as the type asked for.
+    #[error("the result does not decode as {type_name}: {reason}")]
+    Decode {
+        /// The type asked for.
+        type_name: String,
+        /// Why.
+        reason: String,
+    },
     /// `manta::init` was not called in this process.
     #[error("manta::init() was not called in this process")]
     NotInitialized,
 }
 
 impl TaskError {
-    /// A `Runtime` error of `function` with `message`.
-    #[doc(hidden)]
-    pub fn runtime(function: impl Into<String>, message: impl std::fmt::Display) -> Self {
-        TaskError::Runtime { function: function.into(), message: message.to_string() }
+    /// `function` could not reach `service`.
+    pub fn unreachable(
+        function: impl Into<String>,
+        service: impl Into<String>,
+        reason: impl std::fmt::Display,
+    ) -> Self {
+        TaskError::Unreachable {
+            function: function.into(),
+            service: service.into(),
+            reason: reason.to_string(),
+        }
     }
 }
 

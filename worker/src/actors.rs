@@ -572,7 +572,8 @@ impl ActorClient {
         match core.actor_manager.ask_unbounded(WatchActor { actor_id, known: None }).await {
             Ok(Some(info)) if info.state == ActorState::Alive => {
                 let Some(address) = info.address.as_deref().and_then(|address| address.parse().ok()) else {
-                    return Err(TaskError::runtime(self.label.to_string(), "the actor has no address"));
+                    let reason = "the actor manager reported it alive without an address";
+                    return Err(TaskError::unreachable(self.label.to_string(), "the actor", reason));
                 };
                 let (over_sender, over) = watch::channel(None);
                 let in_flight: Arc<InFlight> = Arc::new(Mutex::new(Some(HashMap::new())));
@@ -609,9 +610,7 @@ impl ActorClient {
                     .unwrap_or_else(|| "it is not known to the cluster".to_owned());
                 Err(TaskError::ActorDied { actor: self.label.to_string(), cause })
             }
-            Err(error) => {
-                Err(TaskError::runtime(self.label.to_string(), format!("the actor manager: {error}")))
-            }
+            Err(error) => Err(TaskError::unreachable(self.label.to_string(), "the actor manager", error)),
         }
     }
 }

@@ -14,7 +14,8 @@ use crate::objects::{ObjectRef, State};
 /// [`Buffer`](crate::Buffer) inside is written once, into place).
 pub fn put<T: Serialize>(value: T) -> Result<ObjectRef<T>, TaskError> {
     let core = core::get()?;
-    let encoded = crate::codec::encode(&value).map_err(|error| TaskError::Codec(error.to_string()))?;
+    let encoded =
+        crate::codec::encode(&value).map_err(|error| TaskError::Encode { reason: error.to_string() })?;
     Ok(ObjectRef::from_raw(core.put_encoded(encoded)?))
 }
 
@@ -36,10 +37,8 @@ pub fn wait<T>(
 ) -> Result<WaitResult<T>, TaskError> {
     let core = core::get()?;
     if num_returns > refs.len() {
-        return Err(TaskError::runtime(
-            "wait",
-            format!("num_returns ({num_returns}) exceeds the number of refs ({})", refs.len()),
-        ));
+        let reason = format!("num_returns ({num_returns}) exceeds the number of refs ({})", refs.len());
+        return Err(TaskError::Invalid { function: "wait".to_owned(), reason });
     }
     for reference in refs {
         core.start_fetch_if_borrowed(&reference.raw);
@@ -105,8 +104,8 @@ pub fn list_workers() -> Result<Vec<manta_gcs::wire::WorkerInfo>, TaskError> {
     let core = core::get()?;
     let gcs = core.gcs.clone();
     core.block_on(async move { gcs.ask(manta_gcs::requests::GetAllWorkers).await })
-        .map_err(|error| TaskError::runtime("list_workers", error))?
-        .map_err(|error| TaskError::runtime("list_workers", error))
+        .map_err(|error| TaskError::unreachable("list_workers", "the GCS", error))?
+        .map_err(|error| TaskError::unreachable("list_workers", "the GCS", error))
 }
 
 /// Every actor's record in the GCS (Ray's `ray.util.state.list_actors`).
@@ -114,6 +113,6 @@ pub fn list_actors() -> Result<Vec<manta_gcs::wire::ActorInfo>, TaskError> {
     let core = core::get()?;
     let gcs = core.gcs.clone();
     core.block_on(async move { gcs.ask(manta_gcs::requests::ListActors).await })
-        .map_err(|error| TaskError::runtime("list_actors", error))?
-        .map_err(|error| TaskError::runtime("list_actors", error))
+        .map_err(|error| TaskError::unreachable("list_actors", "the GCS", error))?
+        .map_err(|error| TaskError::unreachable("list_actors", "the GCS", error))
 }

@@ -159,7 +159,7 @@ fn refusal_error(refusal: StoreRefusal) -> TaskError {
         StoreRefusal::Full { requested, free, largest_free, capacity } => {
             TaskError::ObjectStoreFull { requested, free, largest_free, capacity }
         }
-        StoreRefusal::Other(message) => TaskError::runtime("object store", message),
+        StoreRefusal::Other(reason) => TaskError::ObjectStore { reason },
     }
 }
 
@@ -345,7 +345,10 @@ impl CoreWorker {
         match state {
             State::Ready(value) => {
                 let bytes = self.value_bytes(id, &value)?;
-                codec::decode(bytes).map_err(|error| TaskError::Codec(error.to_string()))
+                codec::decode(bytes).map_err(|error| TaskError::Decode {
+                    type_name: std::any::type_name::<T>().to_owned(),
+                    reason: error.to_string(),
+                })
             }
             State::Failed(error) => Err(error),
             State::Pending => unreachable!("decoding waits for a ready state"),
@@ -472,23 +475,21 @@ impl CoreWorker {
                 let location = service
                     .ask(CreateStoreObject { id, len })
                     .await
-                    .map_err(|error| TaskError::runtime("object store", error))?
+                    .map_err(|error| TaskError::unreachable("put", "the object store", error))?
                     .map_err(refusal_error)?;
                 // SAFETY: the store granted this location to this process for `id` just now, and
                 // this is its only writer.
                 let writer = unsafe { reader.open_writer(id, location.into()) };
                 let Some(mut writer) = writer else {
-                    return Err(TaskError::runtime(
-                        "object store",
-                        "the granted object vanished before it was written",
-                    ));
+                    let reason = "the granted object vanished before it was written".to_owned();
+                    return Err(TaskError::ObjectStore { reason });
                 };
                 encoded.write_to(writer.as_mut_slice());
                 drop(writer);
                 let sealed = service
                     .ask(SealStoreObject { id })
                     .await
-                    .map_err(|error| TaskError::runtime("object store", error))?
+                    .map_err(|error| TaskError::unreachable("put", "the object store", error))?
                     .map_err(refusal_error)?;
                 Ok(sealed.into())
             }

@@ -478,17 +478,20 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
                     Ok(LeaseOutcome::Infeasible { demand }) => {
                         TaskError::Infeasible { function: task.function.to_owned(), demand: demand.clone() }
                     }
-                    Ok(LeaseOutcome::Spillback { node }) => TaskError::runtime(
+                    Ok(LeaseOutcome::Spillback { node }) => TaskError::unreachable(
                         task.function,
-                        format!("spilled back to {node}, which a single-node cluster cannot reach"),
+                        format!("node {node}"),
+                        "it was spilled back there, and a single-node cluster cannot reach another node",
                     ),
-                    Ok(LeaseOutcome::Invalid { reason }) => TaskError::runtime(task.function, reason),
+                    Ok(LeaseOutcome::Invalid { reason }) => {
+                        TaskError::Invalid { function: task.function.to_owned(), reason: reason.clone() }
+                    }
                     Ok(LeaseOutcome::WorkerStartFailed { exit }) => TaskError::WorkerStartFailed {
                         function: task.function.to_owned(),
                         exit: exit.clone(),
                     },
                     Ok(LeaseOutcome::Granted { .. }) => unreachable!("matched above"),
-                    Err(error) => TaskError::runtime(task.function, format!("the raylet: {error}")),
+                    Err(error) => TaskError::unreachable(task.function, "the raylet", error),
                 };
                 finish(core, &task.control, Err(error));
             }
