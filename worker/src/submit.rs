@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use manta_actor::{ActorAddress, ActorRef, AskError};
 use manta_objectstore::ObjectId;
 use manta_raylet::requests::{LeaseOutcome, RequestLease, ReturnLease, WatchLease};
@@ -331,19 +332,6 @@ fn enqueue(
     true
 }
 
-/// Polls a future once; its output if it is ready at once.
-trait NowOrNever: std::future::Future + Sized {
-    fn now_or_never(self) -> Option<Self::Output> {
-        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        match std::pin::pin!(self).poll(&mut context) {
-            std::task::Poll::Ready(output) => Some(output),
-            std::task::Poll::Pending => None,
-        }
-    }
-}
-
-impl<F: std::future::Future> NowOrNever for F {}
-
 impl ArgKind {
     /// Whether the argument is a value that travels inline (nothing to wait for).
     fn is_small_value(&self, inline_bytes_max: usize) -> bool {
@@ -505,9 +493,16 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
     let executor: ActorRef<Executor> = core.node.actor(ActorAddress::new(socket, EXECUTOR_NAME));
     // The raylet sees the worker die at once (it waits on the process); a connection to a
     // killed process would only time out. One watch per lease.
+    // Resolves when the worker died; never when the lease ended otherwise (the reply decides).
     let raylet = core.raylet.clone();
-    let death = async move { raylet.ask_unbounded(WatchLease { lease }).await };
-    let death = futures_shared(death);
+    let death = async move {
+        match raylet.ask_unbounded(WatchLease { lease }).await {
+            Ok(Some(exit)) => Some(exit),
+            Ok(None) | Err(_) => std::future::pending().await,
+        }
+    }
+    .boxed()
+    .shared();
     let mut running = tokio::task::JoinSet::new();
     let mut dead = false;
     loop {
@@ -623,43 +618,6 @@ async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
         }
     }
     let _ = core.raylet.tell(ReturnLease { lease, reusable: !dead }).await;
-}
-
-/// A future several `select!`s can wait on (the lease's death watch).
-fn futures_shared<F>(future: F) -> SharedDeath
-where
-    F: std::future::Future<Output = Result<Option<String>, AskError>> + Send + 'static,
-{
-    let (sender, receiver) = tokio::sync::watch::channel(None::<Option<String>>);
-    tokio::spawn(async move {
-        let death = match future.await {
-            Ok(Some(exit)) => Some(exit),
-            // Returned normally (or the watch failed): not a death.
-            Ok(None) | Err(_) => return,
-        };
-        let _ = sender.send(Some(death));
-    });
-    SharedDeath(receiver)
-}
-
-/// Resolves when the watched lease's worker died (never, if it did not).
-#[derive(Clone)]
-pub(crate) struct SharedDeath(tokio::sync::watch::Receiver<Option<Option<String>>>);
-
-impl std::future::IntoFuture for SharedDeath {
-    type Output = Option<String>;
-    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
-
-    fn into_future(mut self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let death = self.0.wait_for(Option::is_some).await.map(|death| death.clone().flatten());
-            match death {
-                Ok(death) => death,
-                // The watcher ended without a death: wait for ever (the reply decides).
-                Err(_) => std::future::pending().await,
-            }
-        })
-    }
 }
 
 /// The owner's view of a task's or call's output.
