@@ -36,6 +36,19 @@ impl Idle {
 #[test]
 fn scenario() {
     let Ok(scenario) = std::env::var(SCENARIO) else { return };
+    if scenario == "unmarked-main" {
+        // As a program whose `fn main` lacks `#[manta::main]`: `init` called from the thread
+        // named `main` of a process no attribute marked.
+        let main = std::thread::Builder::new().name("main".to_owned()).spawn(|| {
+            let _cluster =
+                manta::init_with(Config { num_cpus: 2, max_workers: 2, ..Config::default() }).unwrap();
+            let pids: Vec<ObjectRef<u32>> = (0..3).map(|_| pid::remote()).collect();
+            manta::get_all(&pids).unwrap();
+            println!("scenario ok: unmarked main ran its tasks");
+        });
+        main.unwrap().join().unwrap();
+        return;
+    }
     if scenario == "deleted-binary" && !manta::is_worker_process() {
         // As a rebuild does: the file this process runs from is gone.
         std::fs::remove_file(std::env::current_exe().unwrap()).unwrap();
@@ -170,5 +183,20 @@ fn workers_of_an_ended_driver_exit_quietly_and_leave_no_socket_behind() {
     );
     let left = socket_files(&runtime.join("manta"));
     assert!(left.is_empty(), "socket files left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Regression: a program without `#[manta::main]` silently ran the code before `init()` again
+/// in every worker; the driver now says once what to add.
+#[test]
+fn a_main_without_the_attribute_is_named_once() {
+    if std::env::var_os(SCENARIO).is_some() {
+        return;
+    }
+    let dir = private_dir("unmarked");
+    let finished = run_scenario(&std::env::current_exe().unwrap(), "unmarked-main", &dir.join("run"));
+    assert!(finished.success, "stdout:\n{}\nstderr:\n{}", finished.stdout, finished.stderr);
+    assert!(finished.stdout.contains("scenario ok: unmarked main ran its tasks"), "{}", finished.stdout);
+    assert_eq!(finished.stderr.matches("add #[manta::main] above fn main").count(), 1, "{}", finished.stderr);
     let _ = std::fs::remove_dir_all(&dir);
 }
