@@ -5,7 +5,9 @@
 //! Its path to the raylets is the one placement groups' two-phase commit will take.
 //!
 //! Callers reach it as `ServiceRef<manta_proto::worker::ActorManager>`: `CreateActor`,
-//! `WatchActor` (parked until the actor's state changes) and `KillActor`.
+//! `WatchActor` (parked until the actor's state changes) and `KillActor`. The logic is the
+//! state machine in [`state`] ([`ManagerCore`]); this shell performs its commands (asks to the
+//! raylet, the workers and the GCS) and feeds their answers back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,27 +21,20 @@ use manta_proto::gcs::requests::{
 };
 use manta_proto::gcs::wire::{ActorInfo, ActorState};
 use manta_proto::gcs::Gcs;
-use manta_proto::raylet::requests::{LeaseOutcome, RequestLease, ReturnLease, WatchLease};
+use manta_proto::raylet::requests::{ReturnLease, WatchLease};
 use manta_proto::raylet::Raylet;
-use manta_proto::worker::{
-    ActorSpec, CreateActor, CreateActorError, Executor, KillActor, StartActor, WatchActor,
-};
+use manta_proto::worker::{CreateActor, CreateActorError, Executor, KillActor, WatchActor};
 use manta_proto::{ActorId, NodeId, Protocol};
 use parking_lot::Mutex;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::debug;
+
+pub mod state;
+
+pub use state::{Command, Killed, ManagerCore, Phase};
 
 /// The name the actor manager is registered under on the head node.
 pub const ACTOR_MANAGER_NAME: &str = <manta_proto::worker::ActorManager as Protocol>::NAME;
-
-struct Managed {
-    spec: ActorSpec,
-    watch: watch::Sender<ActorInfo>,
-    lease: Option<u64>,
-    killed: bool,
-}
-
-type Table = Arc<Mutex<HashMap<ActorId, Managed>>>;
 
 /// Starts, watches and restarts actors; lives beside the GCS.
 pub struct ActorManager {
@@ -58,7 +53,14 @@ impl ActorManager {
         raylet: ServiceRef<Raylet>,
         node_id: NodeId,
     ) -> Result<LocalRef<ActorManager>, RegisterError> {
-        let shell = Shell { gcs, raylet, node: node.clone(), node_id, actors: Table::default() };
+        let shell = Shell {
+            gcs,
+            raylet,
+            node: node.clone(),
+            node_id,
+            core: Arc::new(Mutex::new(ManagerCore::new())),
+            watches: Arc::default(),
+        };
         let manager = spawn(
             node.arbiter(),
             SpawnOptions::named(ACTOR_MANAGER_NAME).max_restarts(u32::MAX),
@@ -75,126 +77,89 @@ impl ActorManager {
     }
 }
 
-/// What the manager's flows need: the GCS, the raylet, the node and the table of actors.
+/// What performing the core's commands needs: the GCS, the raylet, the node, the core itself,
+/// and the actors' records as watchers see them.
 #[derive(Clone)]
 struct Shell {
     gcs: ServiceRef<Gcs>,
     raylet: ServiceRef<Raylet>,
     node: Node,
     node_id: NodeId,
-    actors: Table,
+    core: Arc<Mutex<ManagerCore>>,
+    watches: Arc<Mutex<HashMap<ActorId, watch::Sender<ActorInfo>>>>,
 }
 
 impl Shell {
-    async fn refresh(&self, actor_id: ActorId) -> Option<ActorInfo> {
-        let info = self.gcs.ask(GetActor(actor_id)).await.ok()?.ok()??;
-        if let Some(managed) = self.actors.lock().get(&actor_id) {
-            managed.watch.send_replace(info.clone());
+    /// Publishes the GCS's record of `actor` to its watchers.
+    async fn refresh(&self, actor_id: ActorId) {
+        let Some(info) = self.gcs.ask(GetActor(actor_id)).await.ok().and_then(Result::ok).flatten() else {
+            return;
+        };
+        if let Some(watch) = self.watches.lock().get(&actor_id) {
+            watch.send_replace(info);
         }
-        Some(info)
     }
 
-    async fn mark_dead(&self, actor_id: ActorId, cause: String) {
-        let _ = self.gcs.ask(GcsKillActor { actor_id, cause }).await;
-        self.refresh(actor_id).await;
+    /// Performs the commands the core produced, each in a task of its own; their answers go
+    /// back into the core, and what that produces is performed in turn.
+    fn perform(&self) {
+        let commands = self.core.lock().poll_commands();
+        for command in commands {
+            let shell = self.clone();
+            tokio::spawn(async move { shell.run(command).await });
+        }
     }
 
-    /// Runs an actor's incarnations until it is dead.
-    async fn run(self, actor_id: ActorId) {
-        loop {
-            let Some(spec) = self.actors.lock().get(&actor_id).map(|managed| managed.spec.clone()) else {
-                return;
-            };
-            let label = spec.info.class.clone();
-            let request = RequestLease {
-                cpus: spec.num_cpus,
-                gpus: spec.num_gpus,
-                resources: spec.resources.clone(),
-                dedicated: true,
-                strategy: spec.scheduling_strategy,
-                // The actor manager lives with the raylet: its requests outlive any worker.
-                requester: None,
-            };
-            let (lease, address, pid) = match self.raylet.ask_unbounded(request).await {
-                Ok(LeaseOutcome::Granted { lease, address, pid }) => (lease, address, pid),
-                Ok(LeaseOutcome::Infeasible { demand }) => {
-                    return self.mark_dead(actor_id, format!("infeasible: no node has {demand}")).await;
-                }
-                Ok(LeaseOutcome::WorkerStartFailed { exit }) => {
-                    return self.mark_dead(actor_id, format!("no worker could be started ({exit})")).await;
-                }
-                Ok(other) => return self.mark_dead(actor_id, format!("no worker: {other:?}")).await,
-                Err(error) => return self.mark_dead(actor_id, format!("the raylet: {error}")).await,
-            };
-            let kept = match self.actors.lock().get_mut(&actor_id) {
-                Some(managed) if !managed.killed => {
-                    managed.lease = Some(lease);
-                    true
-                }
-                _ => false,
-            };
-            if !kept {
-                let _ = self.raylet.tell(ReturnLease { lease, reusable: false }).await;
-                return;
+    async fn run(&self, command: Command) {
+        match command {
+            Command::RequestLease { actor, request } => {
+                let outcome = self.raylet.ask_unbounded(request).await.map_err(|error| error.to_string());
+                self.core.lock().lease_outcome(actor, outcome);
             }
-            let executor: ServiceRef<Executor> = match address.parse() {
-                Ok(socket) => self.node.service(socket),
-                Err(_) => return self.mark_dead(actor_id, format!("bad worker address {address}")).await,
-            };
-            let death = self.raylet.ask_unbounded(WatchLease { lease });
-            tokio::pin!(death);
-            let start = StartActor {
-                actor_id,
-                class: spec.info.class.clone(),
-                args: spec.args.clone(),
-                max_concurrency: spec.max_concurrency,
-            };
-            let started = tokio::select! {
-                started = executor.ask_unbounded(start) => Some(started),
-                _ = &mut death => None,
-            };
-            let exit = match started {
-                Some(Ok(Ok(()))) => {
-                    let _ = self
-                        .gcs
-                        .ask(ActorStarted { actor_id, node_id: self.node_id, address: address.clone() })
-                        .await;
-                    self.refresh(actor_id).await;
-                    debug!(actor = %label, pid, "actor started");
-                    match death.await {
-                        Ok(Some(exit)) => exit,
-                        // The lease was returned: the actor was killed.
-                        _ => return,
+            Command::StartActor { lease, address, start } => {
+                let actor = start.actor_id;
+                let outcome = match address.parse() {
+                    Ok(socket) => {
+                        let executor: ServiceRef<Executor> = self.node.service(socket);
+                        executor.ask_unbounded(start).await.map_err(|error| error.to_string())
                     }
-                }
-                Some(Ok(Err(failure))) => {
-                    let _ = self.raylet.tell(ReturnLease { lease, reusable: false }).await;
-                    return self
-                        .mark_dead(actor_id, format!("its constructor failed: {}", failure.message))
-                        .await;
-                }
-                Some(Err(error)) => {
-                    warn!(actor = %label, %error, "starting an actor failed");
-                    let _ = self.raylet.tell(ReturnLease { lease, reusable: false }).await;
-                    error.to_string()
-                }
-                None => "its worker died while it started".to_owned(),
-            };
-            if self.actors.lock().get(&actor_id).is_none_or(|managed| managed.killed) {
-                return;
+                    Err(_) => Err(format!("the raylet gave a bad worker address {address:?}")),
+                };
+                self.core.lock().start_outcome(actor, lease, outcome);
             }
-            let cause = format!("its worker pid {pid} died ({exit})");
-            match self.gcs.ask(ActorFailed { actor_id, cause }).await {
-                Ok(Ok(ActorState::Restarting)) => {
-                    self.refresh(actor_id).await;
-                    debug!(actor = %label, "restarting actor");
+            Command::WatchLease { actor, lease } => {
+                let exit = match self.raylet.ask_unbounded(WatchLease { lease }).await {
+                    Ok(exit) => exit,
+                    Err(error) => Some(format!("the raylet could not be asked: {error}")),
+                };
+                self.core.lock().lease_ended(actor, lease, exit);
+            }
+            Command::ReturnLease { lease } => {
+                let _ = self.raylet.tell(ReturnLease { lease, reusable: false }).await;
+            }
+            Command::ReportStarted { actor, address } => {
+                let _ = self.gcs.ask(ActorStarted { actor_id: actor, node_id: self.node_id, address }).await;
+                self.refresh(actor).await;
+                debug!(actor = ?actor, "actor started");
+            }
+            Command::ReportFailed { actor, cause } => {
+                let verdict = self.gcs.ask(ActorFailed { actor_id: actor, cause }).await;
+                let state = match verdict {
+                    Ok(Ok(state)) => Some(state),
+                    _ => None,
+                };
+                self.refresh(actor).await;
+                if state == Some(ActorState::Restarting) {
+                    debug!(actor = ?actor, "restarting actor");
                 }
-                _ => {
-                    self.refresh(actor_id).await;
-                    return;
-                }
+                self.core.lock().verdict(actor, state);
+            }
+            Command::MarkDead { actor, cause } => {
+                let _ = self.gcs.ask(GcsKillActor { actor_id: actor, cause }).await;
+                self.refresh(actor).await;
             }
         }
+        self.perform();
     }
 }
 
@@ -219,9 +184,9 @@ impl Handler<CreateActor> for ActorManager {
                 .and_then(Result::ok)
                 .flatten()
                 .unwrap_or_else(|| spec.info.clone());
-            let (watch, _) = watch::channel(info);
-            shell.actors.lock().insert(actor_id, Managed { spec, watch, lease: None, killed: false });
-            tokio::spawn(shell.run(actor_id));
+            shell.watches.lock().insert(actor_id, watch::channel(info).0);
+            shell.core.lock().registered(spec);
+            shell.perform();
             Ok(())
         })
     }
@@ -231,8 +196,7 @@ impl Handler<WatchActor> for ActorManager {
     type Result = ResponseFuture<Option<ActorInfo>>;
 
     fn handle(&mut self, request: WatchActor, _: &mut Context<Self>) -> Self::Result {
-        let receiver =
-            self.shell.actors.lock().get(&request.actor_id).map(|managed| managed.watch.subscribe());
+        let receiver = self.shell.watches.lock().get(&request.actor_id).map(watch::Sender::subscribe);
         let gcs = self.shell.gcs.clone();
         Box::pin(async move {
             let Some(mut receiver) = receiver else {
@@ -253,23 +217,23 @@ impl Handler<WatchActor> for ActorManager {
 impl Handler<KillActor> for ActorManager {
     type Result = ResponseFuture<bool>;
 
+    /// Answers once the GCS records the actor dead (so a `get_actor` right after fails).
     fn handle(&mut self, request: KillActor, _: &mut Context<Self>) -> Self::Result {
-        let lease = match self.shell.actors.lock().get_mut(&request.actor_id) {
-            Some(managed) if !managed.killed => {
-                managed.killed = true;
-                Some(managed.lease.take())
-            }
-            Some(_) => return Box::pin(std::future::ready(true)),
-            None => None,
-        };
+        let killed = self.shell.core.lock().kill(request.actor_id, request.cause);
+        let commands = self.shell.core.lock().poll_commands();
         let shell = self.shell.clone();
         Box::pin(async move {
-            let Some(lease) = lease else { return false };
-            shell.mark_dead(request.actor_id, request.cause).await;
-            if let Some(lease) = lease {
-                let _ = shell.raylet.tell(ReturnLease { lease, reusable: false }).await;
+            for command in commands {
+                match command {
+                    // Awaited: the caller learns of the death only once it is recorded.
+                    mark_dead @ Command::MarkDead { .. } => shell.run(mark_dead).await,
+                    other => {
+                        let shell = shell.clone();
+                        tokio::spawn(async move { shell.run(other).await });
+                    }
+                }
             }
-            true
+            killed != Killed::Unknown
         })
     }
 }

@@ -6,7 +6,7 @@
 //! `manta-proto`) as its wire messages. Beside it, the [`ActorManager`] creates, watches and
 //! restarts actors.
 
-mod actor_manager;
+pub mod actor_manager;
 mod core;
 pub use manta_proto::gcs::requests;
 mod service;

@@ -21,7 +21,7 @@ pub struct WireLocation {
 }
 
 /// One resolved argument of a task or actor call.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TaskArg {
     /// The encoded value, inline.
     Inline(ByteBuf),
@@ -193,7 +193,7 @@ pub struct DeleteStoreObject {
 wire_message!(DeleteStoreObject => (), id = 306);
 
 /// Starts an actor in a leased worker: constructs it from `args`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StartActor {
     /// The actor.
     pub actor_id: ActorId,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// A submitter asks for a worker for tasks needing `cpus` CPUs, `gpus` GPUs and custom
 /// `resources`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestLease {
     /// CPUs per task.
     pub cpus: f64,
