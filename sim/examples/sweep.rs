@@ -22,6 +22,7 @@ fn main() {
     for (name, config) in configs {
         let started = std::time::Instant::now();
         let (mut events, mut finished, mut failed, mut faults) = (0, 0, 0, 0);
+        let (mut alive, mut dead, mut restarts) = (0, 0, 0);
         for seed in first..first + seeds {
             match manta_sim::run(seed, &config) {
                 Ok(report) => {
@@ -29,6 +30,9 @@ fn main() {
                     finished += report.finished;
                     failed += report.failed.values().sum::<usize>();
                     faults += report.faults;
+                    alive += report.actors_alive;
+                    dead += report.actors_dead;
+                    restarts += report.actor_restarts;
                 }
                 Err(failure) => {
                     eprintln!("{failure}");
@@ -37,7 +41,8 @@ fn main() {
             }
         }
         println!(
-            "{name}: {seeds} seeds, {events} events, {finished} tasks finished, {failed} failed, {faults} faults, in {:.1?}",
+            "{name}: {seeds} seeds, {events} events, {finished} tasks finished, {failed} failed, {faults} faults, \
+             actors {alive} alive / {dead} dead after {restarts} restarts, in {:.1?}",
             started.elapsed()
         );
     }

@@ -20,14 +20,20 @@
 //! lost (`LeaseManager::cancel`), the requester retries. Tasks are therefore run *at least*
 //! once, as in Ray; the submitter records the first result.
 //!
-//! The submitter here is a model of the core worker's (one lease per task, retries on worker
-//! death). The worker's own cores join the simulation as they become sans-IO.
+//! Actors run through the real actor manager core (`manta_gcs::actor_manager::ManagerCore`)
+//! against the real GCS core and the head node's lease manager: their workers crash, their
+//! constructors fail, users kill them; at the end every actor is alive or dead, and the GCS
+//! agrees with the manager. The submitter of tasks is still a model of the core worker's (one
+//! lease per task, retries on worker death); the worker's own cores join as they become sans-IO.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
-use manta_gcs::wire::{NodeInfo, NodeState};
-use manta_gcs::{GcsCore, MemoryStorage};
+use manta_gcs::actor_manager::{Command as ManagerCommand, ManagerCore, Phase};
+use manta_gcs::wire::{ActorInfo, ActorState, NodeInfo, NodeState};
+use manta_gcs::{ActorId, GcsCore, GcsError, MemoryStorage};
+use manta_proto::raylet::requests::LeaseOutcome;
+use manta_proto::worker::{ActorSpec, TaskFailure};
 use manta_raylet::{
     Command, DefaultPolicy, LeaseId, LeaseManager, LeaseReply, NodeResources, NodeView, PoolConfig, Quantity,
     RandomSource, ResourceSet, SchedulingStrategy, SplitMix64, WorkerId, CPU,
@@ -57,6 +63,14 @@ pub struct SimConfig {
     pub latency_ms: (u64, u64),
     /// A run that has not finished by this simulated time is stuck.
     pub time_limit_ms: u64,
+    /// Actors created (by the head's actor manager, leasing on node 0).
+    pub actors: usize,
+    /// Chance, in thousandths, that an actor's constructor fails (a permanent death).
+    pub constructor_failure_per_mille: u32,
+    /// Chance, in thousandths, that an alive actor's worker crashes (at most a few times).
+    pub actor_crash_per_mille: u32,
+    /// Chance, in thousandths, that an actor is killed by its user.
+    pub kill_per_mille: u32,
 }
 
 impl Default for SimConfig {
@@ -72,6 +86,10 @@ impl Default for SimConfig {
             link_break_per_mille: 5,
             latency_ms: (1, 20),
             time_limit_ms: 3_600_000,
+            actors: 6,
+            constructor_failure_per_mille: 50,
+            actor_crash_per_mille: 400,
+            kill_per_mille: 200,
         }
     }
 }
@@ -89,6 +107,12 @@ pub struct Report {
     pub failed: BTreeMap<String, usize>,
     /// Worker crashes, failed starts and broken links injected.
     pub faults: u64,
+    /// Actors alive at the end.
+    pub actors_alive: usize,
+    /// Actors dead at the end.
+    pub actors_dead: usize,
+    /// Actor restarts the GCS granted.
+    pub actor_restarts: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -148,6 +172,25 @@ enum Event {
     LinkLost { submitter: Submitter, node: Node },
     /// A node's periodic work: timeouts, and the resource view of its peers (the GCS's sync).
     Tick { node: Node },
+    /// The actor manager performs one of its core's commands (after a local hop's delay).
+    Manager(ManagerCommand),
+    /// An answer reaches the actor manager's core.
+    ManagerAnswer(ManagerAnswer),
+    /// An actor is constructed in its worker (or its constructor fails).
+    ActorConstructed { actor: ActorId, lease: LeaseId, worker: WorkerId, fails: bool },
+    /// An alive actor's worker crashes.
+    ActorWorkerCrash { worker: WorkerId },
+    /// A user kills an actor.
+    KillActor { actor: ActorId },
+}
+
+/// An answer for the actor manager's core.
+#[derive(Debug, Clone)]
+enum ManagerAnswer {
+    Lease { actor: ActorId, outcome: LeaseOutcome },
+    Started { actor: ActorId, lease: LeaseId, outcome: Result<(), TaskFailure> },
+    LeaseEnded { actor: ActorId, lease: LeaseId, exit: Option<String> },
+    Verdict { actor: ActorId, state: Option<ActorState> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +222,10 @@ struct SimNode {
     answered: HashMap<LeaseId, bool>,
     /// What each lease request asked for.
     demands: HashMap<LeaseId, ResourceSet>,
+    /// The worker each granted lease went to.
+    granted_worker: HashMap<LeaseId, WorkerId>,
+    /// How the workers of ended leases died (what a late `WatchLease` is told).
+    deaths: HashMap<LeaseId, String>,
     /// Whether the node is alive.
     alive: bool,
 }
@@ -201,6 +248,18 @@ struct World {
     report: Report,
     /// An invariant broken inside a handler, reported by the next check.
     violation: Option<String>,
+    /// The head's actor manager (it leases from node 0).
+    manager: ManagerCore,
+    /// The actors created.
+    actor_ids: Vec<ActorId>,
+    /// Leases the manager asked node 0 for, by actor.
+    manager_leases: HashMap<LeaseId, ActorId>,
+    /// Leases the manager watches.
+    watched: HashMap<LeaseId, ActorId>,
+    /// Actor workers: which actor each worker of node 0 constructs or hosts, under which lease.
+    actor_workers: HashMap<WorkerId, (ActorId, LeaseId)>,
+    /// Crashes injected per actor (bounded, so every run ends).
+    actor_crashes: HashMap<ActorId, u32>,
 }
 
 const TRACE_LEN: usize = 400;
@@ -219,16 +278,17 @@ pub fn run(seed: u64, config: &SimConfig) -> Result<Report, Failure> {
         world.trace.push_back(format!("{time} ms: {event:?}"));
         world.handle(event);
         world.check()?;
-        if world.all_tasks_settled() {
+        if world.all_settled() {
             break;
         }
         if world.now > world.config.time_limit_ms {
             return Err(world.failure(format!("not finished by {} ms: {}", world.now, world.unsettled())));
         }
     }
-    if !world.all_tasks_settled() {
+    if !world.all_settled() {
         return Err(world.failure(format!("nothing left to happen, yet {}", world.unsettled())));
     }
+    world.check_actors_at_end()?;
     world.report.events = world.processed;
     world.report.end_ms = world.now;
     for tasks in &world.tasks {
@@ -282,6 +342,8 @@ impl World {
                     held: HashMap::new(),
                     answered: HashMap::new(),
                     demands: HashMap::new(),
+                    granted_worker: HashMap::new(),
+                    deaths: HashMap::new(),
                     alive: true,
                 }
             })
@@ -322,6 +384,12 @@ impl World {
             trace: std::collections::VecDeque::new(),
             report: Report::default(),
             violation: None,
+            manager: ManagerCore::new(),
+            actor_ids: Vec::new(),
+            manager_leases: HashMap::new(),
+            watched: HashMap::new(),
+            actor_workers: HashMap::new(),
+            actor_crashes: HashMap::new(),
         }
     }
 
@@ -367,6 +435,185 @@ impl World {
                 self.request(submitter, task, self.home(submitter));
             }
         }
+        self.create_actors();
+    }
+
+    // ---- actors: the real actor manager core against the real GCS core ----
+
+    fn create_actors(&mut self) {
+        let job = self.gcs.add_job("sim-driver", 0).expect("a fresh GCS adds a job").job_id;
+        for index in 0..self.config.actors {
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&(index as u64 + 1).to_be_bytes());
+            let actor = ActorId(bytes);
+            let info = ActorInfo {
+                actor_id: actor,
+                job_id: job,
+                class: "sim::Actor".into(),
+                max_task_retries: 0,
+                name: Some(format!("actor-{index}")),
+                namespace: "sim".into(),
+                detached: false,
+                state: ActorState::PendingCreation,
+                node_id: None,
+                address: None,
+                max_restarts: self.random.below(3) as i64,
+                restarts: 0,
+                death_cause: None,
+            };
+            if let Err(error) = self.gcs.register_actor(info.clone()) {
+                self.violation = Some(format!("the GCS refused actor {index}: {error}"));
+                return;
+            }
+            let spec = ActorSpec {
+                info,
+                args: Vec::new(),
+                num_cpus: 0.0,
+                num_gpus: 0.0,
+                resources: Vec::new(),
+                max_concurrency: 1,
+                scheduling_strategy: SchedulingStrategy::Hybrid,
+            };
+            self.actor_ids.push(actor);
+            self.manager.registered(spec);
+            if self.chance(self.config.kill_per_mille) {
+                let delay = self.random.below(2_000) as u64;
+                self.schedule(delay, Event::KillActor { actor });
+            }
+        }
+        self.perform_manager();
+    }
+
+    /// Schedules the manager core's commands, each after a local hop.
+    fn perform_manager(&mut self) {
+        for command in self.manager.poll_commands() {
+            let delay = self.random.below(3) as u64;
+            self.schedule(delay, Event::Manager(command));
+        }
+    }
+
+    fn answer_manager(&mut self, answer: ManagerAnswer) {
+        let delay = self.random.below(3) as u64;
+        self.schedule(delay, Event::ManagerAnswer(answer));
+    }
+
+    fn run_manager_command(&mut self, command: ManagerCommand) {
+        const HEAD: Node = 0;
+        let now = self.now;
+        match command {
+            ManagerCommand::RequestLease { actor, request } => {
+                let lease = LeaseId(self.next_lease);
+                self.next_lease += 1;
+                self.manager_leases.insert(lease, actor);
+                let demand = cpus(request.cpus as u64);
+                self.nodes[HEAD].demands.insert(lease, demand.clone());
+                let SimNode { leases, .. } = &mut self.nodes[HEAD];
+                leases.request_lease(now, lease, demand, request.strategy, true, &mut self.random);
+                self.perform(HEAD);
+            }
+            ManagerCommand::StartActor { lease, start, .. } => {
+                let lease = LeaseId(lease);
+                let worker = self.nodes[HEAD].granted_worker.get(&lease).copied();
+                match worker.filter(|worker| self.nodes[HEAD].workers.contains_key(worker)) {
+                    Some(worker) => {
+                        self.actor_workers.insert(worker, (start.actor_id, lease));
+                        let fails = self.chance(self.config.constructor_failure_per_mille);
+                        let delay = 5 + self.random.below(50) as u64;
+                        self.schedule(
+                            delay,
+                            Event::ActorConstructed { actor: start.actor_id, lease, worker, fails },
+                        );
+                    }
+                    // Its worker is gone already: the ask fails as a lost connection would.
+                    None => {
+                        self.manager.start_outcome(start.actor_id, lease.0, Err("connection lost".into()));
+                        self.perform_manager();
+                    }
+                }
+            }
+            ManagerCommand::WatchLease { actor, lease } => {
+                let lease = LeaseId(lease);
+                if self.nodes[HEAD].held.contains_key(&lease) {
+                    self.watched.insert(lease, actor);
+                } else {
+                    // Ended before the watch arrived: the raylet remembers how.
+                    let exit = self.nodes[HEAD].deaths.get(&lease).cloned();
+                    self.answer_manager(ManagerAnswer::LeaseEnded { actor, lease, exit });
+                }
+            }
+            ManagerCommand::ReturnLease { lease } => {
+                let lease = LeaseId(lease);
+                if self.nodes[HEAD].leases.return_lease(now, lease, false) {
+                    self.nodes[HEAD].held.remove(&lease);
+                }
+                self.manager_leases.remove(&lease);
+                if let Some(actor) = self.watched.remove(&lease) {
+                    self.answer_manager(ManagerAnswer::LeaseEnded { actor, lease, exit: None });
+                }
+                self.perform(HEAD);
+            }
+            ManagerCommand::ReportStarted { actor, address } => {
+                let head_id = self.nodes[HEAD].id;
+                match self.gcs.actor_started(actor, head_id, &address) {
+                    // Killed meanwhile: the GCS refuses to revive it, and the shell moves on.
+                    Ok(()) | Err(GcsError::IllegalTransition { .. }) => {}
+                    Err(error) => self.violation = Some(format!("the GCS refused a start: {error}")),
+                }
+                self.maybe_crash_actor(actor);
+            }
+            ManagerCommand::ReportFailed { actor, cause } => {
+                let state = match self.gcs.actor_failed(actor, &cause) {
+                    Ok(state) => Some(state),
+                    Err(GcsError::IllegalTransition { .. }) => None,
+                    Err(error) => {
+                        self.violation = Some(format!("the GCS refused a failure report: {error}"));
+                        None
+                    }
+                };
+                if state == Some(ActorState::Restarting) {
+                    self.report.actor_restarts += 1;
+                }
+                self.answer_manager(ManagerAnswer::Verdict { actor, state });
+            }
+            ManagerCommand::MarkDead { actor, cause } => match self.gcs.kill_actor(actor, &cause) {
+                Ok(()) | Err(GcsError::IllegalTransition { .. }) => {}
+                Err(error) => self.violation = Some(format!("the GCS refused a death: {error}")),
+            },
+        }
+    }
+
+    fn manager_receives(&mut self, answer: ManagerAnswer) {
+        match answer {
+            ManagerAnswer::Lease { actor, outcome } => self.manager.lease_outcome(actor, Ok(outcome)),
+            ManagerAnswer::Started { actor, lease, outcome } => {
+                self.manager.start_outcome(actor, lease.0, Ok(outcome))
+            }
+            ManagerAnswer::LeaseEnded { actor, lease, exit } => {
+                self.manager.lease_ended(actor, lease.0, exit)
+            }
+            ManagerAnswer::Verdict { actor, state } => self.manager.verdict(actor, state),
+        }
+        self.perform_manager();
+    }
+
+    /// Now and then an alive actor's worker crashes (a bounded number of times per actor).
+    fn maybe_crash_actor(&mut self, actor: ActorId) {
+        let crashes = self.actor_crashes.get(&actor).copied().unwrap_or(0);
+        if crashes >= 3 || !self.chance(self.config.actor_crash_per_mille) {
+            return;
+        }
+        let Some((&worker, _)) = self.actor_workers.iter().find(|(_, (held_by, _))| *held_by == actor) else {
+            return;
+        };
+        self.actor_crashes.insert(actor, crashes + 1);
+        let delay = 10 + self.random.below(500) as u64;
+        self.schedule(delay, Event::ActorWorkerCrash { worker });
+    }
+
+    fn actors_settled(&self) -> bool {
+        self.actor_ids
+            .iter()
+            .all(|actor| matches!(self.manager.phase(*actor), Some(Phase::Alive { .. } | Phase::Dead)))
     }
 
     // ---- the submitter model ----
@@ -549,6 +796,9 @@ impl World {
                         self.schedule(delay, Event::WorkerUp { node, worker, fails });
                     }
                     Command::KillWorker { worker } => {
+                        if node == 0 {
+                            self.actor_workers.remove(&worker);
+                        }
                         if let Some(Some((lease, task, from))) = self.nodes[node].workers.remove(&worker) {
                             self.send(from, node, false, Message::TaskResult { lease, task, ok: false });
                         }
@@ -561,6 +811,12 @@ impl World {
 
     fn answer(&mut self, node: Node, lease: LeaseId, reply: LeaseReply) {
         let died = matches!(reply, LeaseReply::WorkerDied { .. });
+        if let LeaseReply::WorkerDied { exit, .. } = &reply {
+            self.nodes[node].deaths.insert(lease, exit.clone());
+        }
+        if let LeaseReply::Granted { worker } = &reply {
+            self.nodes[node].granted_worker.insert(lease, *worker);
+        }
         if died {
             self.nodes[node].held.remove(&lease);
         } else {
@@ -575,11 +831,36 @@ impl World {
                 self.nodes[node].held.insert(lease, wanted);
             }
         }
+        if let Some(&actor) = self.manager_leases.get(&lease) {
+            return self.answer_manager_lease(node, actor, lease, reply);
+        }
         let Some(&submitter) = self.nodes[node].requesters.get(&lease) else { return };
         if !matches!(reply, LeaseReply::Granted { .. }) {
             self.nodes[node].requesters.remove(&lease);
         }
         self.send(submitter, node, false, Message::LeaseAnswer { lease, reply });
+    }
+
+    /// Hands the head raylet's answer on a manager lease to the manager, as the shell would.
+    fn answer_manager_lease(&mut self, node: Node, actor: ActorId, lease: LeaseId, reply: LeaseReply) {
+        let outcome = match reply {
+            LeaseReply::Granted { worker } => LeaseOutcome::Granted {
+                lease: lease.0,
+                address: format!("node{node}/worker{}", worker.0),
+                pid: worker.0 as u32,
+            },
+            LeaseReply::Spillback { node } => LeaseOutcome::Spillback { node: node.to_string() },
+            LeaseReply::Infeasible => LeaseOutcome::Infeasible { demand: "its resources".into() },
+            LeaseReply::WorkerStartFailed { exit } => LeaseOutcome::WorkerStartFailed { exit },
+            LeaseReply::WorkerDied { exit, .. } => {
+                self.manager_leases.remove(&lease);
+                if let Some(actor) = self.watched.remove(&lease) {
+                    self.answer_manager(ManagerAnswer::LeaseEnded { actor, lease, exit: Some(exit) });
+                }
+                return;
+            }
+        };
+        self.answer_manager(ManagerAnswer::Lease { actor, outcome });
     }
 
     // ---- events ----
@@ -627,6 +908,40 @@ impl World {
             Event::LinkLost { submitter, node } => {
                 self.node_lost_link(node, submitter);
                 self.submitter_lost_link(submitter, node);
+            }
+            Event::Manager(command) => {
+                self.run_manager_command(command);
+                self.perform_manager();
+            }
+            Event::ManagerAnswer(answer) => self.manager_receives(answer),
+            Event::ActorConstructed { actor, lease, worker, fails } => {
+                if self.actor_workers.get(&worker) != Some(&(actor, lease)) {
+                    // Its worker died first: the lease's end tells the manager.
+                    return;
+                }
+                let outcome = if fails {
+                    let message = "the constructor panicked".to_owned();
+                    Err(TaskFailure { function: "sim::Actor.new".into(), pid: worker.0 as u32, message })
+                } else {
+                    Ok(())
+                };
+                self.answer_manager(ManagerAnswer::Started { actor, lease, outcome });
+            }
+            Event::ActorWorkerCrash { worker } => {
+                const HEAD: Node = 0;
+                if self.actor_workers.remove(&worker).is_none()
+                    || self.nodes[HEAD].workers.remove(&worker).is_none()
+                {
+                    return;
+                }
+                self.report.faults += 1;
+                let now = self.now;
+                self.nodes[HEAD].leases.worker_exited(now, worker, "killed by signal 9");
+                self.perform(HEAD);
+            }
+            Event::KillActor { actor } => {
+                self.manager.kill(actor, "killed by its user".into());
+                self.perform_manager();
             }
             Event::Tick { node } => {
                 let now = self.now;
@@ -697,6 +1012,56 @@ impl World {
         Ok(())
     }
 
+    /// Every task settled, every actor alive or dead, and nothing but ticks left to happen.
+    fn all_settled(&self) -> bool {
+        self.all_tasks_settled()
+            && self.actors_settled()
+            && self.events.values().all(|event| matches!(event, Event::Tick { .. }))
+    }
+
+    /// The GCS agrees with the manager on every actor, restarts stayed within budget, and no
+    /// dead actor still holds a lease (its worker would run for nothing, holding resources).
+    fn check_actors_at_end(&mut self) -> Result<(), Failure> {
+        let leaked: Vec<String> = self
+            .manager_leases
+            .iter()
+            .filter(|(lease, actor)| {
+                self.nodes[0].held.contains_key(lease) && self.manager.phase(**actor) == Some(&Phase::Dead)
+            })
+            .map(|(lease, actor)| format!("dead actor {actor} still holds lease {lease:?}"))
+            .collect();
+        if let Some(leak) = leaked.first() {
+            return Err(self.failure(leak.clone()));
+        }
+        for index in 0..self.actor_ids.len() {
+            let actor = self.actor_ids[index];
+            let info = match self.gcs.actor(actor) {
+                Ok(Some(info)) => info,
+                other => return Err(self.failure(format!("the GCS lost actor {actor}: {other:?}"))),
+            };
+            let phase = self.manager.phase(actor).cloned();
+            let agrees = match phase {
+                Some(Phase::Alive { .. }) => info.state == ActorState::Alive,
+                Some(Phase::Dead) => info.state == ActorState::Dead,
+                _ => false,
+            };
+            if !agrees {
+                let why = format!("actor {actor}: the manager says {phase:?}, the GCS {:?}", info.state);
+                return Err(self.failure(why));
+            }
+            if info.max_restarts >= 0 && info.restarts > info.max_restarts as u64 {
+                let why = format!("actor {actor} restarted {} times of {}", info.restarts, info.max_restarts);
+                return Err(self.failure(why));
+            }
+            if info.state == ActorState::Alive {
+                self.report.actors_alive += 1;
+            } else {
+                self.report.actors_dead += 1;
+            }
+        }
+        Ok(())
+    }
+
     fn all_tasks_settled(&self) -> bool {
         self.tasks.iter().flatten().all(|task| matches!(task.state, TaskState::Done | TaskState::Failed(_)))
     }
@@ -713,10 +1078,18 @@ impl World {
                 })
             })
             .collect();
+        let actors: Vec<String> = self
+            .actor_ids
+            .iter()
+            .filter(|actor| !matches!(self.manager.phase(**actor), Some(Phase::Alive { .. } | Phase::Dead)))
+            .map(|actor| format!("actor {actor} {:?}", self.manager.phase(*actor)))
+            .collect();
         format!(
-            "{} tasks unsettled ({})",
+            "{} tasks unsettled ({}); {} actors unsettled ({})",
             open.len(),
-            open.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            open.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+            actors.len(),
+            actors.join(", ")
         )
     }
 

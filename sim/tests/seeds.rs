@@ -1,5 +1,6 @@
-//! The simulation over many seeds: every run must keep the invariants and finish. A failure
-//! prints its seed; `replay` runs one seed given in `MANTA_SIM_SEED`.
+//! The simulation over many seeds: every run must keep the invariants and finish, its tasks
+//! settled and its actors alive or dead as the GCS says. A failure prints its seed; `replay`
+//! runs one seed given in `MANTA_SIM_SEED`.
 
 use manta_sim::{run, SimConfig};
 
@@ -9,21 +10,27 @@ const SEEDS: u64 = 300;
 #[test]
 fn every_seed_keeps_the_invariants_and_settles_every_task() {
     let config = SimConfig::default();
-    let mut finished = 0;
-    let mut faults = 0;
+    let (mut finished, mut faults) = (0, 0);
+    let (mut alive, mut dead, mut restarts) = (0, 0, 0);
     for seed in 0..SEEDS {
         let report = run(seed, &config).unwrap_or_else(|failure| panic!("{failure}"));
         assert_eq!(
             report.finished + report.failed.values().sum::<usize>(),
             config.submitters * config.tasks_per_submitter
         );
+        assert_eq!(report.actors_alive + report.actors_dead, config.actors);
         finished += report.finished;
         faults += report.faults;
+        alive += report.actors_alive;
+        dead += report.actors_dead;
+        restarts += report.actor_restarts;
     }
     // The runs did real work and met real faults (a simulation that injects nothing proves
     // nothing).
     assert!(finished > SEEDS as usize * 40, "only {finished} tasks finished");
     assert!(faults > SEEDS, "only {faults} faults injected");
+    // Actors lived, died (killed, failed constructors, out of restarts) and restarted.
+    assert!(alive > 0 && dead > 0 && restarts > SEEDS / 2, "{alive} alive, {dead} dead, {restarts} restarts");
 }
 
 /// A harsh network and crashy workers: more breaks, more retries used up.
