@@ -32,6 +32,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
+use crate::calls::CallTable;
 use crate::core::{self, CoreWorker};
 use crate::error::{ActorError, TaskError};
 use crate::executor::{Executor, EXECUTOR_NAME};
@@ -378,11 +379,10 @@ fn client(core: &'static CoreWorker, handle: &RawActorHandle) -> Arc<ActorClient
 struct Incarnation {
     restarts: u64,
     executor: ActorRef<Executor>,
-    next_seq: u64,
     /// Becomes `Some(info)` when this incarnation is over.
     over: watch::Receiver<Option<ActorInfo>>,
-    /// Its calls awaiting an answer.
-    in_flight: Arc<InFlight>,
+    /// Its calls awaiting an answer (numbered, decided once each).
+    calls: Arc<Mutex<CallTable<Flight>>>,
 }
 
 impl Incarnation {
@@ -398,11 +398,6 @@ struct Flight {
     args: Vec<TaskArg>,
     holds: Arc<Vec<RawRef>>,
 }
-
-/// The calls in flight on one incarnation, by `seq`; `None` once the incarnation is over (its
-/// calls were failed or sent on, and no new one may register). Whoever takes a call out of the
-/// table decides it: the answer's callback, or the end of the incarnation, never both.
-type InFlight = Mutex<Option<HashMap<u64, Flight>>>;
 
 type Reply = Result<Result<TaskOutput, TaskFailure>, AskError>;
 
@@ -454,10 +449,9 @@ impl ActorClient {
         // No room or no connection: take the call back (unless the incarnation's end has
         // already taken it) and leave it to the client's task. The arguments come back with the
         // unsent message: the in-flight table keeps a copy only for a call with retries left.
-        let Some(flight) = incarnation.in_flight.lock().as_mut().and_then(|table| table.remove(&seq)) else {
+        let Some(flight) = incarnation.calls.lock().take_back(seq) else {
             return Ok(());
         };
-        incarnation.next_seq = seq;
         let Flight { mut call, holds, .. } = flight;
         call.resolved = Some((request.args, holds));
         Err(call)
@@ -471,23 +465,21 @@ impl ActorClient {
         self: &Arc<Self>,
         core: &'static CoreWorker,
         incarnation: &mut Incarnation,
-        mut call: PendingCall,
+        call: PendingCall,
         args: Vec<TaskArg>,
         holds: Arc<Vec<RawRef>>,
     ) -> Result<(u64, ActorCall, impl FnOnce(Reply) + Send + 'static), Box<PendingCall>> {
-        let seq = incarnation.next_seq;
         let restarts = incarnation.restarts;
         let (return_id, method) = (call.return_id, call.method);
-        {
-            let mut table = incarnation.in_flight.lock();
-            let Some(table) = table.as_mut() else {
+        // The arguments are kept only for a retry.
+        let kept = if call.retries_left > 0 { args.clone() } else { Vec::new() };
+        let seq = match incarnation.calls.lock().register(Flight { call, args: kept, holds }) {
+            Ok(seq) => seq,
+            Err(Flight { mut call, holds, .. }) => {
                 call.resolved = Some((args, holds));
                 return Err(Box::new(call));
-            };
-            // The arguments are kept only for a retry.
-            let kept = if call.retries_left > 0 { args.clone() } else { Vec::new() };
-            table.insert(seq, Flight { call, args: kept, holds });
-        }
+            }
+        };
         let request = ActorCall {
             actor_id: self.actor_id,
             method: method.to_owned(),
@@ -496,13 +488,11 @@ impl ActorClient {
             seq,
             return_id,
         };
-        incarnation.next_seq += 1;
-        let (in_flight, over, client) =
-            (incarnation.in_flight.clone(), incarnation.over.clone(), self.clone());
+        let (calls, over, client) = (incarnation.calls.clone(), incarnation.over.clone(), self.clone());
         // The answer is handled where it arrives (the transport's thread), without a wake-up
         // of the caller's runtime or of the client's task.
         let on_answer = move |reply: Reply| {
-            let taken = in_flight.lock().as_mut().and_then(|table| table.remove(&seq));
+            let taken = calls.lock().answer(seq);
             let Some(flight) = taken else {
                 // Already decided by the end of the incarnation.
                 return;
@@ -576,10 +566,10 @@ impl ActorClient {
                     return Err(TaskError::unreachable(self.label.to_string(), "the actor", reason));
                 };
                 let (over_sender, over) = watch::channel(None);
-                let in_flight: Arc<InFlight> = Arc::new(Mutex::new(Some(HashMap::new())));
+                let calls = Arc::new(Mutex::new(CallTable::new()));
                 let manager = core.actor_manager.clone();
                 let restarts = info.restarts;
-                let (ended, client) = (in_flight.clone(), self.clone());
+                let (ended, client) = (calls.clone(), self.clone());
                 core.arbiter.spawn(async move {
                     if let Ok(next) =
                         manager.ask_unbounded(WatchActor { actor_id, known: Some(restarts) }).await
@@ -588,10 +578,8 @@ impl ActorClient {
                         let cause = next.death_cause.clone().unwrap_or_else(|| "its worker died".into());
                         let _ = over_sender.send(Some(next));
                         // The incarnation is over: decide every call still waiting on it.
-                        let orphans = ended.lock().take().unwrap_or_default();
-                        let mut orphans: Vec<_> = orphans.into_iter().collect();
-                        orphans.sort_by_key(|(seq, _)| *seq);
-                        for (_, flight) in orphans {
+                        let orphans = ended.lock().end();
+                        for flight in orphans {
                             fail_call(core, flight, &client, restarts, cause.clone());
                         }
                     }
@@ -599,9 +587,8 @@ impl ActorClient {
                 Ok(Incarnation {
                     restarts,
                     executor: core.node.actor(ActorAddress::new(address, EXECUTOR_NAME)),
-                    next_seq: 0,
                     over,
-                    in_flight,
+                    calls,
                 })
             }
             Ok(info) => {

@@ -9,6 +9,7 @@
 mod actors;
 mod api;
 mod buffer;
+mod calls;
 mod codec;
 mod core;
 mod executor;
