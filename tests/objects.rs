@@ -78,6 +78,11 @@ fn objects_live_exactly_as_long_as_their_references() {
     wait_until("the store is back to its baseline", || {
         manta::object_store_stats().unwrap().used_bytes == baseline.used_bytes
     });
+    // Regression: the freed gigabyte stayed resident in shared memory until the process
+    // ended. Once the store is idle a moment, it goes back to the kernel.
+    wait_until("the freed memory is given back", || {
+        manta::object_store_stats().unwrap().resident_bytes < baseline.resident_bytes + (64 << 20)
+    });
 
     // Large results of tasks land in the store, written by the worker, owned by this driver.
     let made = make_buffer::remote(4 << 20, 3);

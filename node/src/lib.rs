@@ -25,6 +25,10 @@ use manta_raylet::{PoolConfig, Quantity, RayletActor, ResourceError, ResourceSet
 use manta_transport::{Admission, ClusterCa, IdentityError, StartError, TokenRegistry, Transport};
 use parking_lot::Mutex;
 
+/// How long the object store must go without a new object before freed memory goes back to
+/// the kernel.
+pub const STORE_TRIM_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What a node offers and how its store is sized.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -109,6 +113,23 @@ impl Head {
                 .message::<SealStoreObject>()
                 .message::<DeleteStoreObject>(),
         )?;
+
+        // Freed memory is kept warm while the store is busy, and given back once it has been
+        // idle for a trim period (see `ObjectStore::trim`).
+        let trimmed = Arc::downgrade(&store);
+        node.arbiter().spawn(async move {
+            let mut period = tokio::time::interval(STORE_TRIM_PERIOD);
+            period.tick().await;
+            loop {
+                period.tick().await;
+                let Some(store) = trimmed.upgrade() else { return };
+                let mut store = store.lock();
+                if store.idle_since_last_check() {
+                    store.reclaim();
+                    store.trim();
+                }
+            }
+        });
 
         let mut total = ResourceSet::new()
             .with(CPU, Quantity::units(config.num_cpus as u64))

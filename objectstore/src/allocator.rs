@@ -107,6 +107,11 @@ impl OffsetAllocator {
         self.capacity
     }
 
+    /// The free blocks of at least `len` bytes, as (offset, length).
+    pub(crate) fn free_blocks_at_least(&self, len: u64) -> Vec<(u64, u64)> {
+        self.free_by_len.range((len, 0)..).map(|&(len, offset)| (offset, len)).collect()
+    }
+
     /// The largest block that could be allocated now.
     pub(crate) fn largest_free(&self) -> u64 {
         self.free_by_len.iter().next_back().map_or(0, |&(len, _)| len)

@@ -90,7 +90,7 @@ struct Entry {
     sealed: bool,
 }
 
-/// Freed blocks at least this large give their pages back to the kernel.
+/// Free blocks at least this large give their pages back to the kernel on [`ObjectStore::trim`].
 const RELEASE_PAGES_MIN: u64 = 1 << 20;
 
 /// The owner of the node's object memory.
@@ -101,6 +101,10 @@ pub struct ObjectStore {
     objects: HashMap<ObjectId, Entry>,
     /// Deleted objects whose bytes readers still pin: freed by [`ObjectStore::reclaim`].
     deleting: Vec<Entry>,
+    /// Bytes of large blocks freed since the last [`ObjectStore::trim`] (still resident).
+    freed_since_trim: u64,
+    /// Objects created since the store was last asked whether it was idle.
+    created_since_check: u64,
 }
 
 impl fmt::Debug for ObjectStore {
@@ -150,6 +154,8 @@ impl ObjectStore {
             free_slots: (0..slots).rev().collect(),
             objects: HashMap::new(),
             deleting: Vec::new(),
+            freed_since_trim: 0,
+            created_since_check: 0,
             reader: StoreReader { arena },
         })
     }
@@ -162,6 +168,7 @@ impl ObjectStore {
 
     /// Starts an object of `len` bytes.
     pub fn create_object(&mut self, id: ObjectId, len: u64) -> Result<ObjectWriter, StoreError> {
+        self.created_since_check += 1;
         if self.objects.contains_key(&id) {
             return Err(StoreError::AlreadyExists(id));
         }
@@ -279,12 +286,31 @@ impl ObjectStore {
     fn release(&mut self, entry: Entry) {
         self.allocator.free(entry.block.offset);
         self.free_slots.push(entry.location.slot);
-        // A large block's pages go back to the kernel: a store emptied after a burst of big
-        // objects does not keep holding their memory. (Small ones are reused soon enough, and a
-        // punch per small free would cost more than it gives back.)
         if entry.block.len >= RELEASE_PAGES_MIN {
-            self.reader.arena.release_pages(entry.block.offset, entry.block.len);
+            self.freed_since_trim += entry.block.len;
         }
+    }
+
+    /// Gives the pages of large free blocks back to the kernel (they read as zeros until
+    /// written again). Freed memory stays resident until then, so a burst of puts and frees
+    /// reuses warm pages (a fresh page costs a fault and a zeroing: 1 GB puts ran at 1.9 GB/s
+    /// into punched memory against 10 GB/s into warm memory); the store's host calls this once
+    /// the store has been idle a moment ([`ObjectStore::idle_since_last_check`]). Returns the
+    /// bytes given back.
+    pub fn trim(&mut self) -> u64 {
+        if self.freed_since_trim == 0 {
+            return 0;
+        }
+        self.freed_since_trim = 0;
+        let free: Vec<(u64, u64)> = self.allocator.free_blocks_at_least(RELEASE_PAGES_MIN);
+        free.into_iter().map(|(offset, len)| self.reader.arena.release_pages(offset, len)).sum()
+    }
+
+    /// Whether no object was created since the last call (the host's cue to [`trim`]).
+    ///
+    /// [`trim`]: ObjectStore::trim
+    pub fn idle_since_last_check(&mut self) -> bool {
+        std::mem::take(&mut self.created_since_check) == 0
     }
 
     /// Frees the memory of deleted objects whose readers are done. Called by `create_object`;

@@ -164,7 +164,8 @@ fn another_process_reads_an_object_in_place_and_its_pin_holds_the_memory() {
 }
 
 /// Regression: freed memory stayed resident (608 MiB of shared memory after 600 MiB of objects
-/// were dropped) until the process ended. Large freed blocks give their pages back.
+/// were dropped) until the process ended. Large free blocks give their pages back on `trim`
+/// (which the store's host calls when the store is idle); until then they stay warm for reuse.
 #[test]
 fn the_memory_of_large_deleted_objects_goes_back_to_the_kernel() {
     let mut store = ObjectStore::create(64, 256 << 20).unwrap();
@@ -184,6 +185,12 @@ fn the_memory_of_large_deleted_objects_goes_back_to_the_kernel() {
     assert_eq!(&view[..4096], &pattern(32 << 20, 0)[..4096]);
     drop(view);
     store.reclaim();
+    let warm = store.reader().arena().resident_bytes();
+    assert!(warm >= empty + (128 << 20), "freed memory stays warm until a trim: {warm}");
+    assert!(!store.idle_since_last_check(), "objects were created since the store was made");
+    assert!(store.idle_since_last_check(), "and none since that check");
+    assert!(store.trim() >= 120 << 20);
+    assert_eq!(store.trim(), 0, "nothing freed since");
     let after = store.reader().arena().resident_bytes();
     assert!(after < empty + (1 << 20), "{after} bytes resident after every object went, {empty} when new");
     // The memory is usable again, and reads what is written, not zeros.

@@ -172,6 +172,9 @@ pub struct StoreStats {
     pub capacity: u64,
     /// Objects stored.
     pub objects: usize,
+    /// Bytes of shared memory the store holds now (freed memory stays until the store has
+    /// been idle a moment, then goes back to the kernel).
+    pub resident_bytes: u64,
 }
 
 /// The core worker of this process.
@@ -551,6 +554,7 @@ impl CoreWorker {
                     used_bytes: store.used_bytes(),
                     capacity: store.capacity(),
                     objects: store.len(),
+                    resident_bytes: store.reader().arena().resident_bytes(),
                 })
             }
             StoreAccess::Remote(..) => None,
