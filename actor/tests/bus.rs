@@ -535,6 +535,8 @@ wire_message!(WaitForGate => bool, id = 7, parks);
 
 struct Gatekeeper {
     gate: Arc<tokio::sync::Notify>,
+    /// Waiters whose message the handler has taken (parked on the gate).
+    parked: Arc<AtomicUsize>,
     served: u64,
 }
 
@@ -545,6 +547,7 @@ impl Actor for Gatekeeper {
 impl Handler<WaitForGate> for Gatekeeper {
     type Result = manta_actor::ResponseFuture<bool>;
     fn handle(&mut self, _: WaitForGate, _: &mut Context<Self>) -> Self::Result {
+        self.parked.fetch_add(1, Ordering::SeqCst);
         let gate = self.gate.clone();
         Box::pin(async move {
             gate.notified().await;
@@ -566,10 +569,11 @@ impl Handler<Add> for Gatekeeper {
 #[test]
 fn parked_messages_hold_no_mailbox_place_while_they_wait() {
     let gate = Arc::new(tokio::sync::Notify::new());
+    let parked = Arc::new(AtomicUsize::new(0));
     let arbiter = start_arbiter("gatekeeper").unwrap();
     let keeper = spawn(&arbiter, SpawnOptions::named("gatekeeper").mailbox_capacity(2), {
-        let gate = gate.clone();
-        move || Gatekeeper { gate: gate.clone(), served: 0 }
+        let (gate, parked) = (gate.clone(), parked.clone());
+        move || Gatekeeper { gate: gate.clone(), parked: parked.clone(), served: 0 }
     });
     let keeper = ActorRef::local(keeper);
     run(async {
@@ -579,7 +583,7 @@ fn parked_messages_hold_no_mailbox_place_while_they_wait() {
                 tokio::spawn(async move { keeper.ask_unbounded(WaitForGate).await })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        until(|| parked.load(Ordering::SeqCst) == 16).await;
         let answer = keeper.ask_timeout(Add(5), Duration::from_secs(30)).await;
         assert_eq!(answer.unwrap(), 5, "16 parked waiters left room for other messages");
         gate.notify_waiters();
@@ -596,15 +600,16 @@ fn an_unbounded_ask_ends_when_the_peer_shuts_down() {
     let server = node(&ca);
     let client = node(&ca);
     let arbiter = start_arbiter("gatekeeper").unwrap();
-    let keeper = spawn(&arbiter, SpawnOptions::named("gatekeeper"), || Gatekeeper {
-        gate: Arc::new(tokio::sync::Notify::new()),
-        served: 0,
+    let parked = Arc::new(AtomicUsize::new(0));
+    let keeper = spawn(&arbiter, SpawnOptions::named("gatekeeper"), {
+        let parked = parked.clone();
+        move || Gatekeeper { gate: Arc::new(tokio::sync::Notify::new()), parked: parked.clone(), served: 0 }
     });
     server.register("gatekeeper", Routes::new(keeper).message::<WaitForGate>()).unwrap();
     let remote: ActorRef<Gatekeeper> = client.actor(ActorAddress::new(server.local_addr(), "gatekeeper"));
     run(async {
         let waiting = tokio::spawn(async move { remote.ask_unbounded(WaitForGate).await });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        until(|| parked.load(Ordering::SeqCst) == 1).await;
         server.transport().shutdown();
         let ended = tokio::time::timeout(Duration::from_secs(120), waiting).await;
         let outcome = ended.expect("the wait ended with the peer").unwrap();
@@ -653,4 +658,13 @@ fn a_service_is_reached_by_protocol_on_this_node_and_on_another() {
         let missing = client.service::<Nobody>(server.local_addr());
         assert!(matches!(missing.ask(Add(1)).await, Err(AskError::NoSuchActor { .. })));
     });
+}
+
+/// Waits for `condition`, checking every millisecond, for at most a minute.
+async fn until(condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "the condition never held");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
