@@ -22,7 +22,8 @@ fn main() {
     for (name, config) in configs {
         let started = std::time::Instant::now();
         let (mut events, mut finished, mut failed, mut faults) = (0, 0, 0, 0);
-        let (mut alive, mut dead, mut restarts) = (0, 0, 0);
+        let (mut alive, mut dead, mut restarts, mut discarded) = (0, 0, 0, 0);
+        let mut kinds = std::collections::BTreeMap::<String, usize>::new();
         for seed in first..first + seeds {
             match manta_sim::run(seed, &config) {
                 Ok(report) => {
@@ -33,6 +34,10 @@ fn main() {
                     alive += report.actors_alive;
                     dead += report.actors_dead;
                     restarts += report.actor_restarts;
+                    discarded += report.discarded;
+                    for (kind, count) in report.failed {
+                        *kinds.entry(kind).or_default() += count;
+                    }
                 }
                 Err(failure) => {
                     eprintln!("{failure}");
@@ -42,7 +47,8 @@ fn main() {
         }
         println!(
             "{name}: {seeds} seeds, {events} events, {finished} tasks finished, {failed} failed, {faults} faults, \
-             actors {alive} alive / {dead} dead after {restarts} restarts, in {:.1?}",
+             actors {alive} alive / {dead} dead after {restarts} restarts, {discarded} late replies discarded, \
+             in {:.1?}\n  failures by kind: {kinds:?}",
             started.elapsed()
         );
     }

@@ -23,8 +23,10 @@
 //! Actors run through the real actor manager core (`manta_gcs::actor_manager::ManagerCore`)
 //! against the real GCS core and the head node's lease manager: their workers crash, their
 //! constructors fail, users kill them; at the end every actor is alive or dead, and the GCS
-//! agrees with the manager. The submitter of tasks is still a model of the core worker's (one
-//! lease per task, retries on worker death); the worker's own cores join as they become sans-IO.
+//! agrees with the manager. Tasks are submitted through the core worker's own submitter
+//! (`manta_worker::cores::submitter::SubmitterCore`, one per driver): shapes, lease reuse,
+//! pipelining, lingering leases, retries, spillback and cancellation are the real logic; each
+//! task completes exactly once, and at the end every lease it took is back.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -39,6 +41,10 @@ use manta_raylet::{
     RandomSource, ResourceSet, SchedulingStrategy, SplitMix64, WorkerId, CPU,
 };
 use manta_transport::NodeId;
+use manta_worker::cores::submitter::{
+    Command as SubmitCommand, Failure as SubmitFailure, LeaseAnswer, Refusal, RequestId, Shape,
+    SubmitterConfig, SubmitterCore,
+};
 
 /// The shape of one simulated run.
 #[derive(Debug, Clone)]
@@ -71,6 +77,8 @@ pub struct SimConfig {
     pub actor_crash_per_mille: u32,
     /// Chance, in thousandths, that an actor is killed by its user.
     pub kill_per_mille: u32,
+    /// Chance, in thousandths, that a task is cancelled by its user (half of them with force).
+    pub cancel_per_mille: u32,
 }
 
 impl Default for SimConfig {
@@ -90,6 +98,7 @@ impl Default for SimConfig {
             constructor_failure_per_mille: 50,
             actor_crash_per_mille: 400,
             kill_per_mille: 200,
+            cancel_per_mille: 30,
         }
     }
 }
@@ -113,6 +122,8 @@ pub struct Report {
     pub actors_dead: usize,
     /// Actor restarts the GCS granted.
     pub actor_restarts: u64,
+    /// Replies the submitters discarded (for tasks cancelled or retried meanwhile).
+    pub discarded: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -157,7 +168,7 @@ enum Message {
     LeaseAnswer { lease: LeaseId, reply: LeaseReply },
     PushTask { lease: LeaseId, worker: WorkerId, task: TaskId, from: Submitter },
     TaskResult { lease: LeaseId, task: TaskId, ok: bool },
-    ReturnLease { lease: LeaseId },
+    ReturnLease { lease: LeaseId, reusable: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +193,10 @@ enum Event {
     ActorWorkerCrash { worker: WorkerId },
     /// A user kills an actor.
     KillActor { actor: ActorId },
+    /// A submitter's core asked to be woken (a lingering lease's time is up).
+    SubmitterTimer { submitter: Submitter },
+    /// A user cancels a task.
+    Cancel { submitter: Submitter, task: TaskId, force: bool },
 }
 
 /// An answer for the actor manager's core.
@@ -193,27 +208,38 @@ enum ManagerAnswer {
     Verdict { actor: ActorId, state: Option<ActorState> },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum TaskState {
-    Pending,
-    Requested { lease: LeaseId, node: Node },
-    Running { lease: LeaseId, node: Node },
-    Done,
-    Failed(String),
+/// A task as its user sees it: submitted, then completed once.
+struct Task {
+    shape: Shape,
+    /// `Some` once completed: `Ok` or why it failed.
+    outcome: Option<Result<(), String>>,
 }
 
-struct Task {
-    state: TaskState,
-    cpus: u64,
-    strategy: SchedulingStrategy,
-    attempts: u32,
+/// One driver: the real submitter core, and the shell's books on its lease requests.
+struct SimSubmitter {
+    core: SubmitterCore<TaskId>,
+    /// Each open request: the simulated lease it travels as, the node asked, and the worker
+    /// once granted.
+    requests: BTreeMap<RequestId, (LeaseId, Node, Option<WorkerId>)>,
+    /// Which request each simulated lease was for (kept: late answers still name them).
+    by_lease: HashMap<LeaseId, RequestId>,
+    /// The wake-up armed, ms.
+    timer: Option<u64>,
+}
+
+/// A worker busy with a lease's tasks, the first running, the rest pushed ahead.
+#[derive(Debug)]
+struct Busy {
+    lease: LeaseId,
+    from: Submitter,
+    tasks: std::collections::VecDeque<TaskId>,
 }
 
 struct SimNode {
     id: NodeId,
     leases: LeaseManager<DefaultPolicy>,
-    /// Processes alive, and the task each runs.
-    workers: HashMap<WorkerId, Option<(LeaseId, TaskId, Submitter)>>,
+    /// Processes alive, and the tasks each runs.
+    workers: HashMap<WorkerId, Option<Busy>>,
     /// Which submitter asked for each lease this node knows.
     requesters: HashMap<LeaseId, Submitter>,
     /// Resources each granted lease holds, as the answers said (the conservation check).
@@ -240,6 +266,7 @@ struct World {
     nodes: Vec<SimNode>,
     gcs: GcsCore<MemoryStorage>,
     tasks: Vec<Vec<Task>>,
+    submitters: Vec<SimSubmitter>,
     /// The generation of each (submitter, node) link; a break starts a new one.
     links: HashMap<(Submitter, Node), u64>,
     next_lease: u64,
@@ -291,19 +318,33 @@ pub fn run(seed: u64, config: &SimConfig) -> Result<Report, Failure> {
     world.check_actors_at_end()?;
     world.report.events = world.processed;
     world.report.end_ms = world.now;
+    world.check_tasks_at_end()?;
     for tasks in &world.tasks {
         for task in tasks {
-            match &task.state {
-                TaskState::Done => world.report.finished += 1,
-                TaskState::Failed(reason) => {
+            match &task.outcome {
+                Some(Ok(())) => world.report.finished += 1,
+                Some(Err(reason)) => {
                     let kind = reason.split(':').next().unwrap_or(reason).to_owned();
                     *world.report.failed.entry(kind).or_default() += 1;
                 }
-                _ => unreachable!("all settled"),
+                None => unreachable!("all settled"),
             }
         }
     }
     Ok(world.report)
+}
+
+/// The id the submitter knows a task by (the object its result goes to).
+fn task_id(task: TaskId) -> manta_proto::ObjectId {
+    let mut id = [0u8; 20];
+    id[12..].copy_from_slice(&(task as u64).to_be_bytes());
+    manta_proto::ObjectId(id)
+}
+
+fn task_index(id: manta_proto::ObjectId) -> TaskId {
+    let mut index = [0u8; 8];
+    index.copy_from_slice(&id.0[12..]);
+    u64::from_be_bytes(index) as usize
 }
 
 fn node_id(index: Node) -> NodeId {
@@ -363,9 +404,20 @@ impl World {
                         };
                         // Now and then more than any node has: infeasible.
                         let cpus = if random.below(50) == 0 { config.cpus_per_node + 1 } else { 1 };
-                        Task { state: TaskState::Pending, cpus, strategy, attempts: 0 }
+                        // Two functions, so shapes differ in more than resources.
+                        let function = if random.below(2) == 0 { "sim::f" } else { "sim::g" };
+                        let shape = Shape::new(function, cpus as f64, 0.0, &[], strategy);
+                        Task { shape, outcome: None }
                     })
                     .collect()
+            })
+            .collect();
+        let submitters = (0..config.submitters)
+            .map(|_| SimSubmitter {
+                core: SubmitterCore::new(SubmitterConfig::default()),
+                requests: BTreeMap::new(),
+                by_lease: HashMap::new(),
+                timer: None,
             })
             .collect();
         World {
@@ -377,6 +429,7 @@ impl World {
             events: BTreeMap::new(),
             nodes,
             gcs,
+            submitters,
             tasks,
             links: HashMap::new(),
             next_lease: 1,
@@ -430,10 +483,20 @@ impl World {
             self.schedule(TICK_MS, Event::Tick { node });
         }
         self.sync_views();
+        let now = self.time();
         for submitter in 0..self.tasks.len() {
             for task in 0..self.tasks[submitter].len() {
-                self.request(submitter, task, self.home(submitter));
+                let shape = self.tasks[submitter][task].shape.clone();
+                let core = &mut self.submitters[submitter].core;
+                core.submit(task_id(task), shape, self.config.max_retries);
+                core.resolved(now, task_id(task));
+                if self.chance(self.config.cancel_per_mille) {
+                    let delay = self.random.below(500) as u64;
+                    let force = self.random.below(2) == 0;
+                    self.schedule(delay, Event::Cancel { submitter, task, force });
+                }
             }
+            self.drive(submitter);
         }
         self.create_actors();
     }
@@ -616,106 +679,189 @@ impl World {
             .all(|actor| matches!(self.manager.phase(*actor), Some(Phase::Alive { .. } | Phase::Dead)))
     }
 
-    // ---- the submitter model ----
+    // ---- the submitters: the real core, and a shell like `submit.rs` ----
 
-    fn request(&mut self, submitter: Submitter, task: TaskId, node: Node) {
-        let lease = LeaseId(self.next_lease);
-        self.next_lease += 1;
-        let (cpus, strategy) = {
-            let task = &mut self.tasks[submitter][task];
-            task.state = TaskState::Requested { lease, node };
-            (task.cpus, task.strategy)
-        };
-        self.send(submitter, node, true, Message::RequestLease { lease, from: submitter, cpus, strategy });
+    fn time(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.now)
     }
 
-    /// The task's attempt ended without a result: retry while attempts remain.
-    fn attempt_failed(&mut self, submitter: Submitter, task: TaskId, why: &str) {
-        let max_retries = self.config.max_retries;
-        let entry = &mut self.tasks[submitter][task];
-        entry.attempts += 1;
-        if entry.attempts > max_retries {
-            entry.state = TaskState::Failed(format!("worker died: {why} after {} attempts", entry.attempts));
-        } else {
-            let home = self.home(submitter);
-            self.request(submitter, task, home);
+    /// Performs a submitter core's commands, then arms its wake-up.
+    fn drive(&mut self, submitter: Submitter) {
+        loop {
+            let commands: Vec<SubmitCommand<TaskId>> =
+                self.submitters[submitter].core.poll_commands().collect();
+            if commands.is_empty() {
+                break;
+            }
+            for command in commands {
+                self.perform_submit(submitter, command);
+            }
+        }
+        let due = self.submitters[submitter].core.poll_timeout();
+        if let Some(due) = due {
+            let due_ms = due.as_micros().div_ceil(1_000) as u64;
+            if self.submitters[submitter].timer.is_none_or(|armed| due_ms < armed) {
+                self.submitters[submitter].timer = Some(due_ms);
+                self.schedule(due_ms.saturating_sub(self.now), Event::SubmitterTimer { submitter });
+            }
         }
     }
 
-    fn task_with_lease(&self, submitter: Submitter, wanted: LeaseId) -> Option<TaskId> {
-        self.tasks[submitter].iter().position(|task| match task.state {
-            TaskState::Requested { lease, .. } | TaskState::Running { lease, .. } => lease == wanted,
-            _ => false,
-        })
+    fn perform_submit(&mut self, submitter: Submitter, command: SubmitCommand<TaskId>) {
+        let now = self.time();
+        match command {
+            SubmitCommand::RequestLease { request, shape, node } => {
+                let target = match node {
+                    None => Some(self.home(submitter)),
+                    Some(id) => self.nodes.iter().position(|candidate| candidate.id == id),
+                };
+                let Some(target) = target else {
+                    let refusal =
+                        Refusal::Unreachable { target: format!("{node:?}"), reason: "no such node".into() };
+                    self.submitters[submitter].core.lease_answered(
+                        now,
+                        request,
+                        LeaseAnswer::Refused(refusal),
+                    );
+                    return;
+                };
+                let lease = LeaseId(self.next_lease);
+                self.next_lease += 1;
+                let books = &mut self.submitters[submitter];
+                books.requests.insert(request, (lease, target, None));
+                books.by_lease.insert(lease, request);
+                let message = Message::RequestLease {
+                    lease,
+                    from: submitter,
+                    cpus: shape.cpus / 10_000,
+                    strategy: shape.strategy,
+                };
+                self.send(submitter, target, true, message);
+            }
+            SubmitCommand::Push { request, task, .. } => {
+                let Some(&(lease, node, Some(worker))) = self.submitters[submitter].requests.get(&request)
+                else {
+                    self.violation =
+                        Some(format!("submitter {submitter} pushed to {request:?}, not a granted lease"));
+                    return;
+                };
+                let task = task_index(task);
+                self.send(submitter, node, true, Message::PushTask { lease, worker, task, from: submitter });
+            }
+            SubmitCommand::ReturnLease { request, lease: id, reusable, .. } => {
+                let Some((lease, node, _)) = self.submitters[submitter].requests.remove(&request) else {
+                    self.violation =
+                        Some(format!("submitter {submitter} returned {request:?}, which it does not hold"));
+                    return;
+                };
+                if lease.0 != id {
+                    self.violation = Some(format!("{request:?} is lease {lease:?}, returned as {id}"));
+                }
+                self.send(submitter, node, true, Message::ReturnLease { lease, reusable });
+            }
+            SubmitCommand::Complete { task, outcome } => {
+                let task = task_index(task);
+                let entry = &mut self.tasks[submitter][task];
+                if entry.outcome.is_some() {
+                    self.violation = Some(format!("task {submitter}.{task} completed twice"));
+                    return;
+                }
+                entry.outcome = Some(match outcome {
+                    Ok(echo) if echo == task => Ok(()),
+                    Ok(echo) => Err(format!("wrong output: the result of task {echo}")),
+                    Err(SubmitFailure::Cancelled) => Err("cancelled".into()),
+                    Err(SubmitFailure::WorkerDied { exit, attempts, .. }) => {
+                        if attempts > self.config.max_retries + 1 {
+                            self.violation = Some(format!("task {submitter}.{task} ran {attempts} times"));
+                        }
+                        Err(format!("worker died: {exit} after {attempts} attempts"))
+                    }
+                    Err(SubmitFailure::Refused(refusal)) => Err(format!("refused: {refusal:?}")),
+                });
+            }
+            SubmitCommand::Discard { .. } => self.report.discarded += 1,
+        }
+    }
+
+    /// The request a simulated lease stands for, if it is still that request's current lease.
+    fn current_request(&self, submitter: Submitter, lease: LeaseId) -> Option<RequestId> {
+        let books = &self.submitters[submitter];
+        let request = *books.by_lease.get(&lease)?;
+        matches!(books.requests.get(&request), Some((current, _, _)) if *current == lease).then_some(request)
     }
 
     fn submitter_receives(&mut self, submitter: Submitter, node: Node, message: Message) {
+        let now = self.time();
         match message {
             Message::LeaseAnswer { lease, reply } => {
-                let Some(task) = self.task_with_lease(submitter, lease) else {
-                    // A lease for a task settled meanwhile: give it back.
+                let Some(request) = self.current_request(submitter, lease) else {
+                    // An answer to a request asked again since (its link broke): a grant
+                    // nobody uses goes straight back.
                     if matches!(reply, LeaseReply::Granted { .. }) {
-                        self.send(submitter, node, true, Message::ReturnLease { lease });
+                        self.send(submitter, node, true, Message::ReturnLease { lease, reusable: true });
                     }
                     return;
                 };
-                match reply {
+                let books = &mut self.submitters[submitter];
+                let answer = match reply {
                     LeaseReply::Granted { worker } => {
-                        self.tasks[submitter][task].state = TaskState::Running { lease, node };
-                        let push = Message::PushTask { lease, worker, task, from: submitter };
-                        self.send(submitter, node, true, push);
-                    }
-                    LeaseReply::Spillback { node: target } => {
-                        let index = self.nodes.iter().position(|candidate| candidate.id == target);
-                        match index {
-                            Some(target) => self.request(submitter, task, target),
-                            None => {
-                                let reason = format!("spilled back to unknown node {target}");
-                                self.tasks[submitter][task].state = TaskState::Failed(reason);
-                            }
+                        if let Some(entry) = books.requests.get_mut(&request) {
+                            entry.2 = Some(worker);
                         }
+                        LeaseAnswer::Granted { lease: lease.0, pid: worker.0 as u32 }
                     }
+                    LeaseReply::WorkerDied { exit, .. } => {
+                        // The core gives the lease back (`ReturnLease`), which ends the books' entry.
+                        books.core.worker_died(now, request, &exit);
+                        return self.drive(submitter);
+                    }
+                    LeaseReply::Spillback { node: target } => LeaseAnswer::Spillback { node: target },
                     LeaseReply::Infeasible => {
-                        self.tasks[submitter][task].state = TaskState::Failed("infeasible".into());
+                        LeaseAnswer::Refused(Refusal::Infeasible { demand: "CPU".into() })
                     }
                     LeaseReply::WorkerStartFailed { exit } => {
-                        self.tasks[submitter][task].state =
-                            TaskState::Failed(format!("no worker could be started: {exit}"));
+                        LeaseAnswer::Refused(Refusal::WorkerStartFailed { exit })
                     }
-                    LeaseReply::WorkerDied { exit, .. } => self.attempt_failed(submitter, task, &exit),
+                };
+                if !matches!(answer, LeaseAnswer::Granted { .. }) {
+                    books.requests.remove(&request);
                 }
+                books.core.lease_answered(now, request, answer);
             }
             Message::TaskResult { lease, task, ok } => {
-                let current = &self.tasks[submitter][task].state;
-                if *current != (TaskState::Running { lease, node }) {
-                    // A late or duplicate result (the task already settled or moved on).
-                    return;
-                }
+                let Some(&request) = self.submitters[submitter].by_lease.get(&lease) else { return };
+                let core = &mut self.submitters[submitter].core;
                 if ok {
-                    self.tasks[submitter][task].state = TaskState::Done;
-                    self.send(submitter, node, true, Message::ReturnLease { lease });
+                    core.task_replied(now, request, task_id(task), Some(100), task);
                 } else {
-                    self.attempt_failed(submitter, task, "its connection broke");
+                    core.worker_died(now, request, "its worker is gone");
                 }
             }
-            other => unreachable!("a node never sends {other:?}"),
+            other => unreachable!("a node never sends {other:?} (from {node})"),
         }
+        self.drive(submitter);
     }
 
+    /// The submitter's end of a broken link: requests on it are lost, leases on it are gone.
     fn submitter_lost_link(&mut self, submitter: Submitter, node: Node) {
-        for task in 0..self.tasks[submitter].len() {
-            match self.tasks[submitter][task].state {
-                TaskState::Requested { node: at, .. } if at == node => {
-                    // Never reached a worker: ask again, no attempt used.
-                    let home = self.home(submitter);
-                    self.request(submitter, task, home);
-                }
-                TaskState::Running { node: at, .. } if at == node => {
-                    self.attempt_failed(submitter, task, "the connection to its node broke")
-                }
-                _ => {}
+        let now = self.time();
+        let books = &mut self.submitters[submitter];
+        let lost: Vec<(RequestId, bool)> = books
+            .requests
+            .iter()
+            .filter(|(_, (_, at, _))| *at == node)
+            .map(|(request, (_, _, worker))| (*request, worker.is_some()))
+            .collect();
+        for (request, granted) in lost {
+            if granted {
+                // The core gives the lease back, which ends the books' entry.
+                books.core.worker_died(now, request, "the connection to its node broke");
+            } else {
+                books.requests.remove(&request);
+                books.core.lease_answered(now, request, LeaseAnswer::Lost);
             }
         }
+        self.drive(submitter);
     }
 
     // ---- the node shell (what `RayletActor` does around its `LeaseManager`) ----
@@ -730,20 +876,22 @@ impl World {
                 leases.request_lease(now, lease, cpus(wanted), strategy, false, &mut self.random);
             }
             Message::PushTask { lease, worker, task, from } => {
-                let runs_it = matches!(self.nodes[node].workers.get(&worker), Some(None));
-                if !runs_it {
-                    // Its worker is gone (the lease ended meanwhile): the push fails.
-                    self.send(from, node, false, Message::TaskResult { lease, task, ok: false });
-                    return;
+                let granted = self.nodes[node].granted_worker.get(&lease) == Some(&worker)
+                    && self.nodes[node].held.contains_key(&lease);
+                match self.nodes[node].workers.get_mut(&worker) {
+                    // Pushed ahead, behind the task it runs.
+                    Some(Some(busy)) if granted && busy.lease == lease => busy.tasks.push_back(task),
+                    Some(idle @ None) if granted => {
+                        *idle = Some(Busy { lease, from, tasks: [task].into() });
+                        self.start_task(node, worker);
+                    }
+                    // Its worker is gone, or serves another lease now: the push fails.
+                    _ => self.send(from, node, false, Message::TaskResult { lease, task, ok: false }),
                 }
-                self.nodes[node].workers.insert(worker, Some((lease, task, from)));
-                let crash = self.chance(self.config.crash_per_mille);
-                let duration = 1 + self.random.below(200) as u64;
-                self.schedule(duration, Event::TaskEnds { node, worker, lease, task, from, crash });
             }
-            Message::ReturnLease { lease } => {
+            Message::ReturnLease { lease, reusable } => {
                 let now = self.now;
-                if self.nodes[node].leases.return_lease(now, lease, true) {
+                if self.nodes[node].leases.return_lease(now, lease, reusable) {
                     self.nodes[node].held.remove(&lease);
                 }
                 self.nodes[node].requesters.remove(&lease);
@@ -756,20 +904,32 @@ impl World {
 
     fn free_worker_of(&mut self, node: Node, lease: LeaseId) {
         for running in self.nodes[node].workers.values_mut() {
-            if matches!(running, Some((held, _, _)) if *held == lease) {
+            if matches!(running, Some(busy) if busy.lease == lease) {
                 *running = None;
             }
         }
     }
 
+    /// Runs the first task a worker holds: it ends after a while, or its worker crashes.
+    fn start_task(&mut self, node: Node, worker: WorkerId) {
+        let Some(Some(busy)) = self.nodes[node].workers.get(&worker) else { return };
+        let Some(&task) = busy.tasks.front() else { return };
+        let (lease, from) = (busy.lease, busy.from);
+        let crash = self.chance(self.config.crash_per_mille);
+        let duration = 1 + self.random.below(200) as u64;
+        self.schedule(duration, Event::TaskEnds { node, worker, lease, task, from, crash });
+    }
+
     fn node_lost_link(&mut self, node: Node, submitter: Submitter) {
         let now = self.now;
-        let theirs: Vec<LeaseId> = self.nodes[node]
+        let mut theirs: Vec<LeaseId> = self.nodes[node]
             .requesters
             .iter()
             .filter(|(_, from)| **from == submitter)
             .map(|(lease, _)| *lease)
             .collect();
+        // In a fixed order: a map's order differs between processes, and a seed must replay.
+        theirs.sort();
         for lease in theirs {
             self.nodes[node].requesters.remove(&lease);
             if self.nodes[node].leases.cancel(now, lease) {
@@ -799,8 +959,11 @@ impl World {
                         if node == 0 {
                             self.actor_workers.remove(&worker);
                         }
-                        if let Some(Some((lease, task, from))) = self.nodes[node].workers.remove(&worker) {
-                            self.send(from, node, false, Message::TaskResult { lease, task, ok: false });
+                        if let Some(Some(busy)) = self.nodes[node].workers.remove(&worker) {
+                            for task in busy.tasks {
+                                let message = Message::TaskResult { lease: busy.lease, task, ok: false };
+                                self.send(busy.from, node, false, message);
+                            }
                         }
                     }
                     Command::Reply { lease, reply } => self.answer(node, lease, reply),
@@ -891,7 +1054,8 @@ impl World {
                 self.perform(node);
             }
             Event::TaskEnds { node, worker, lease, task, from, crash } => {
-                let still = matches!(self.nodes[node].workers.get(&worker), Some(Some((held, _, _))) if *held == lease);
+                let still = matches!(self.nodes[node].workers.get(&worker),
+                    Some(Some(busy)) if busy.lease == lease && busy.tasks.front() == Some(&task));
                 if !still {
                     return;
                 }
@@ -903,7 +1067,30 @@ impl World {
                     self.perform(node);
                 } else {
                     self.send(from, node, false, Message::TaskResult { lease, task, ok: true });
+                    if let Some(Some(busy)) = self.nodes[node].workers.get_mut(&worker) {
+                        busy.tasks.pop_front();
+                        if busy.tasks.is_empty() {
+                            self.nodes[node].workers.insert(worker, None);
+                        } else {
+                            self.start_task(node, worker);
+                        }
+                    }
                 }
+            }
+            Event::SubmitterTimer { submitter } => {
+                let now = self.time();
+                self.submitters[submitter].timer = None;
+                self.submitters[submitter].core.handle_timeout(now);
+                self.drive(submitter);
+            }
+            Event::Cancel { submitter, task, force } => {
+                let now = self.time();
+                let open = self.tasks[submitter][task].outcome.is_none();
+                let cancelled = self.submitters[submitter].core.cancel(now, task_id(task), force);
+                if cancelled && !open {
+                    self.violation = Some(format!("task {submitter}.{task} cancelled after it completed"));
+                }
+                self.drive(submitter);
             }
             Event::LinkLost { submitter, node } => {
                 self.node_lost_link(node, submitter);
@@ -1062,8 +1249,31 @@ impl World {
         Ok(())
     }
 
+    /// Every submitter gave back every lease it took, and no node still holds one for a task.
+    fn check_tasks_at_end(&mut self) -> Result<(), Failure> {
+        for (index, books) in self.submitters.iter().enumerate() {
+            if books.core.tasks_open() > 0 || books.core.leases_open() > 0 || !books.requests.is_empty() {
+                let why = format!(
+                    "submitter {index} ended with {} tasks and {} leases open (books: {:?})",
+                    books.core.tasks_open(),
+                    books.core.leases_open(),
+                    books.requests
+                );
+                return Err(self.failure(why));
+            }
+        }
+        for (index, node) in self.nodes.iter().enumerate() {
+            let leaked: Vec<&LeaseId> =
+                node.held.keys().filter(|lease| !self.manager_leases.contains_key(lease)).collect();
+            if !leaked.is_empty() {
+                return Err(self.failure(format!("node {index} still holds task leases {leaked:?}")));
+            }
+        }
+        Ok(())
+    }
+
     fn all_tasks_settled(&self) -> bool {
-        self.tasks.iter().flatten().all(|task| matches!(task.state, TaskState::Done | TaskState::Failed(_)))
+        self.tasks.iter().flatten().all(|task| task.outcome.is_some())
     }
 
     fn unsettled(&self) -> String {
@@ -1072,9 +1282,9 @@ impl World {
             .iter()
             .enumerate()
             .flat_map(|(submitter, tasks)| {
-                tasks.iter().enumerate().filter_map(move |(index, task)| match &task.state {
-                    TaskState::Done | TaskState::Failed(_) => None,
-                    state => Some(format!("task {submitter}.{index} {state:?}")),
+                tasks.iter().enumerate().filter_map(move |(index, task)| match &task.outcome {
+                    Some(_) => None,
+                    None => Some(format!("task {submitter}.{index} ({:?})", task.shape)),
                 })
             })
             .collect();

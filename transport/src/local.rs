@@ -319,9 +319,11 @@ impl LocalListener {
         if let Some(dir) = path.parent() {
             sweep_stale(dir, STALE_SWEEP_MAX);
         }
+        // Listed for removal before the file exists: a process that exits (from another
+        // thread) the moment after the bind still removes it.
+        remove_at_exit(&path);
         let listener = std::os::unix::net::UnixListener::bind(&path)?;
         listener.set_nonblocking(true)?;
-        remove_at_exit(&path);
         Ok(LocalListener { path, listener: Mutex::new(Some(listener)) })
     }
 }
@@ -341,8 +343,8 @@ fn remove_at_exit(path: &Path) {
     static REGISTERED: std::sync::Once = std::sync::Once::new();
     REGISTERED.call_once(|| {
         extern "C" fn remove_own_sockets() {
-            // `try_lock`: an exit while another thread holds the list must not hang.
-            if let Some(paths) = OWN_SOCKETS.try_lock() {
+            // Bounded: an exit while another thread holds the list (for a moment) must not hang.
+            if let Some(paths) = OWN_SOCKETS.try_lock_for(std::time::Duration::from_millis(100)) {
                 for path in paths.iter() {
                     let _ = std::fs::remove_file(path);
                 }

@@ -626,9 +626,7 @@ fn complete(
     id: manta_objectstore::ObjectId,
     outcome: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
 ) {
-    if let Some(freed) = core.objects.complete(id, outcome) {
-        core.clean_up(freed);
-    }
+    core.clean_up(core.objects.complete(id, outcome));
 }
 
 /// The client's task: sends the calls that could not go out at once, one after another.

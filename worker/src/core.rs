@@ -31,7 +31,8 @@ use tracing::{debug, info, warn};
 use crate::codec::{self, Encoded};
 use crate::error::TaskError;
 use crate::executor::Executor;
-use crate::objects::{FreeHook, Freed, ObjectTable, RawRef, RefWire, State, Value};
+use crate::objects::state::RefCommand;
+use crate::objects::{FreeHook, ObjectTable, RawRef, RefWire, Released, State, Value};
 use crate::registry;
 use crate::submit::Submitter;
 use crate::wire::{
@@ -193,8 +194,6 @@ pub(crate) struct CoreWorker {
     pub(crate) namespace: String,
     pub(crate) inline_bytes_max: usize,
     pub(crate) max_retries: u32,
-    /// `None`: adaptive (see `Config::max_tasks_in_flight_per_worker`).
-    pub(crate) tasks_in_flight_per_worker: Option<usize>,
     /// In a worker process: its id at the raylet (to report being blocked in a `get`).
     pub(crate) worker_id: Option<u64>,
     /// This process's address as owners are named (parsed once).
@@ -394,12 +393,8 @@ impl CoreWorker {
             let service = self.owner_of(owner);
             let added = service.ask(AddBorrower { id }).await.ok();
             match added {
-                Some(true) => {
-                    if !self.objects.registered(id) {
-                        // Dropped meanwhile: give the borrow back.
-                        let _ = service.tell(RemoveBorrower { id }).await;
-                    }
-                }
+                // Given back at once if every handle was dropped meanwhile.
+                Some(true) => self.clean_up(self.objects.registered(id, owner)),
                 _ => self.objects.fetched(
                     id,
                     State::Failed(TaskError::ObjectLost {
@@ -423,31 +418,22 @@ impl CoreWorker {
         }
     }
 
-    /// Releases what a freed object held.
-    pub(crate) fn clean_up(&'static self, freed: Freed) {
-        let Freed { id, shared, contains, on_free, unregister_from } = freed;
-        if shared.is_some() {
-            self.delete_from_store(id);
-        }
-        for wire in contains {
-            if wire.owner == self.owner_address {
-                if let Some(freed) = self.objects.remove_borrower(wire.id) {
-                    self.clean_up(freed);
+    /// Performs what the object table decided when objects were freed: store copies deleted,
+    /// owners told of ended borrows, hooks run.
+    pub(crate) fn clean_up(&'static self, released: Released) {
+        for command in released.0 {
+            match command {
+                RefCommand::DeleteStored { id } => self.delete_from_store(id),
+                RefCommand::RemoveBorrow { id, owner } => {
+                    let owner = self.owner_of(owner);
+                    self.arbiter.spawn(async move {
+                        let _ = owner.tell(RemoveBorrower { id }).await;
+                    });
                 }
-            } else {
-                let owner = self.owner_of(wire.owner);
-                self.arbiter.spawn(async move {
-                    let _ = owner.tell(RemoveBorrower { id: wire.id }).await;
-                });
+                RefCommand::Hook(FreeHook::KillActor(actor_id)) => {
+                    crate::actors::kill_when_out_of_scope(self, actor_id);
+                }
             }
-        }
-        if let Some(owner) = unregister_from.map(|owner| self.owner_of(owner)) {
-            self.arbiter.spawn(async move {
-                let _ = owner.tell(RemoveBorrower { id }).await;
-            });
-        }
-        if let Some(FreeHook::KillActor(actor_id)) = on_free {
-            crate::actors::kill_when_out_of_scope(self, actor_id);
         }
     }
 
@@ -618,9 +604,7 @@ impl Handler<RemoveBorrower> for OwnerService {
 
     fn handle(&mut self, request: RemoveBorrower, _: &mut Context<Self>) {
         if let Some(core) = try_get() {
-            if let Some(freed) = core.objects.remove_borrower(request.id) {
-                core.clean_up(freed);
-            }
+            core.clean_up(core.objects.remove_borrower(request.id));
         }
     }
 }
@@ -700,18 +684,15 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         raylet: node.service(node.local_addr()),
         gcs,
         actor_manager: node.service(node.local_addr()),
-        objects: ObjectTable::default(),
+        objects: ObjectTable::new(OwnerAddress(node.local_addr())),
         store: StoreAccess::Local(store, store_reader),
         arbiter: core_arbiter,
-        submitter: Submitter::default(),
+        submitter: Submitter::new(config.max_tasks_in_flight_per_worker),
         actor_clients: Default::default(),
         job,
         namespace: config.namespace.clone(),
         inline_bytes_max: config.inline_bytes_max,
         max_retries: config.max_retries,
-        tasks_in_flight_per_worker: config
-            .max_tasks_in_flight_per_worker
-            .map(|count| count.clamp(1, crate::PIPELINE)),
         worker_id: None,
         id_prefix: id_prefix(&node_id),
         next_id: AtomicU64::new(1),
@@ -794,16 +775,15 @@ fn worker_main(fingerprint: u64) -> ! {
             raylet: node.service(raylet_address),
             gcs: node.service(raylet_address),
             actor_manager: node.service(raylet_address),
-            objects: ObjectTable::default(),
+            objects: ObjectTable::new(OwnerAddress(node.local_addr())),
             store: StoreAccess::Remote(node.service(raylet_address), reader),
             arbiter: core_arbiter,
-            submitter: Submitter::default(),
+            submitter: Submitter::new((in_flight > 0).then_some(in_flight)),
             actor_clients: Default::default(),
             job,
             namespace: variable(env::NAMESPACE)?,
             inline_bytes_max,
             max_retries,
-            tasks_in_flight_per_worker: (in_flight > 0).then(|| in_flight.min(crate::PIPELINE)),
             worker_id: Some(worker),
             id_prefix: id_prefix(&node_id),
             next_id: AtomicU64::new(1),

@@ -210,6 +210,13 @@ pub mod fuzzing {
     }
 }
 
+/// The worker's sans-IO cores: its logic as state machines with no clock, socket or lock,
+/// driven by the shells in this crate and by the simulator (`manta-sim`).
+pub mod cores {
+    pub use crate::objects::state as ownership;
+    pub use crate::submit::state as submitter;
+}
+
 /// What the generated code needs from the async runtime.
 #[doc(hidden)]
 pub mod __export {

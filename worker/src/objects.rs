@@ -1,17 +1,13 @@
-//! Objects as one process sees them: the table of objects it owns or borrows, with their
-//! reference counts, and [`ObjectRef`], the RAII handle users hold.
+//! Objects as one process sees them: the table of objects it owns or borrows, and
+//! [`ObjectRef`], the RAII handle users hold.
 //!
 //! Ownership (Ray's model, see ARCHITECTURE.md "Ownership"): the process that creates a ref
-//! (`remote()` or `put`) owns the object. It counts
-//! - `local`: handles ([`RawRef`]s) alive in this process, including the ones a submitted task
-//!   holds for its arguments until the task ends;
-//! - `borrowers`: other processes that registered as borrowers, and objects that contain a ref to
-//!   it (each containing object holds one borrow until it is freed).
+//! (`remote()` or `put`) owns the object and counts its handles and borrowers; the counting is
+//! the sans-IO [`RefTable`] in `objects/state.rs`, with its own property tests (the borrower
+//! protocol between processes included). This file is its shell: the table under a lock, the
+//! waiters of `get` and `wait`, and the handles whose clone and drop feed it.
 //!
-//! An owned object is freed when both counts are zero. A borrowed entry (owned elsewhere) is
-//! dropped when its `local` count reaches zero, and then unregisters from the owner.
-//!
-//! Object lifecycle, as the owner sees it (asserted in [`ObjectTable::complete`]):
+//! Object lifecycle, as the owner sees it (asserted in [`RefTable::complete`]):
 //!
 //! ```text
 //! Pending --> Ready(value) --> freed
@@ -19,12 +15,10 @@
 //!    +-----> Failed(error) --> freed
 //! ```
 
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use manta_objectstore::{ObjectId, ObjectLocation};
+use manta_objectstore::ObjectId;
 use manta_proto::OwnerAddress;
 use parking_lot::{Condvar, Mutex};
 use serde::de::{DeserializeOwned, Error as _};
@@ -37,144 +31,66 @@ use crate::error::TaskError;
 
 pub use manta_proto::worker::RefWire;
 
-/// Where a ready object's bytes are.
-#[derive(Debug, Clone)]
-pub(crate) enum Value {
-    /// In this process's memory (small objects, or fetched copies).
-    Inline(Bytes),
-    /// In the node's shared-memory store.
-    Shared(ObjectLocation),
-}
+pub mod state;
 
-#[derive(Debug, Clone)]
-pub(crate) enum State {
-    Pending,
-    Ready(Value),
-    Failed(TaskError),
-}
+pub(crate) use state::{FreeHook, State, Value};
+use state::{RefCommand, RefError, RefTable};
 
-/// Something to do when an owned object is freed.
-#[derive(Debug, Clone)]
-pub(crate) enum FreeHook {
-    /// The object stands for an actor's handles: kill the actor (Ray kills a non-detached
-    /// actor once every handle to it is gone).
-    KillActor(manta_gcs::ActorId),
-}
-
-#[derive(Debug)]
-struct Entry {
-    /// `None`: owned by this process.
-    owner: Option<OwnerAddress>,
-    local: u32,
-    borrowers: u32,
-    /// Borrowed entries: whether this process registered with the owner.
-    registered: bool,
-    /// Borrowed entries: whether a fetch from the owner is under way.
-    fetching: bool,
-    state: State,
-    /// Refs inside the value, each holding one borrow at its owner while this entry lives.
-    contains: Vec<RefWire>,
-    on_free: Option<FreeHook>,
-}
-
-/// What must happen after an entry is removed (done outside the table's lock).
-#[derive(Debug)]
-pub(crate) struct Freed {
-    pub(crate) id: ObjectId,
-    /// Owned: the value to delete from the store, refs to release, hook to run.
-    pub(crate) shared: Option<ObjectLocation>,
-    pub(crate) contains: Vec<RefWire>,
-    pub(crate) on_free: Option<FreeHook>,
-    /// Borrowed and registered: the owner to unregister from.
-    pub(crate) unregister_from: Option<OwnerAddress>,
-}
-
-impl Freed {
-    /// What a value nobody owns any more holds: its store copy and the borrows of its refs.
-    pub(crate) fn orphan(id: ObjectId, value: Value, contains: Vec<RefWire>) -> Freed {
-        Freed {
-            id,
-            shared: match value {
-                Value::Shared(location) => Some(location),
-                Value::Inline(_) => None,
-            },
-            contains,
-            on_free: None,
-            unregister_from: None,
-        }
-    }
-}
-
-/// Every object this process owns or borrows.
+/// Commands from the table, to perform once its lock is released ([`CoreWorker::clean_up`]).
+///
+/// [`CoreWorker::clean_up`]: crate::core::CoreWorker::clean_up
+#[must_use = "what a freed object held must be released"]
 #[derive(Debug, Default)]
+pub(crate) struct Released(pub(crate) Vec<RefCommand>);
+
+/// Every object this process owns or borrows: the [`RefTable`] under a lock, with the waiters
+/// of `get` and `wait`.
+#[derive(Debug)]
 pub(crate) struct ObjectTable {
-    entries: Mutex<HashMap<ObjectId, Entry>>,
+    table: Mutex<RefTable>,
     changed: Condvar,
     notify: tokio::sync::Notify,
 }
 
 impl ObjectTable {
-    /// A new owned object with one local handle.
-    pub(crate) fn create_owned(&self, id: ObjectId, state: State, contains: Vec<RefWire>) {
-        let entry = Entry {
-            owner: None,
-            local: 1,
-            borrowers: 0,
-            registered: false,
-            fetching: false,
-            state,
-            contains,
-            on_free: None,
-        };
-        let previous = self.entries.lock().insert(id, entry);
-        assert!(previous.is_none(), "object ids are unique: {id} created twice");
-    }
-
-    pub(crate) fn set_on_free(&self, id: ObjectId, hook: FreeHook) {
-        if let Some(entry) = self.entries.lock().get_mut(&id) {
-            entry.on_free = Some(hook);
+    /// The table of the process at `own`.
+    pub(crate) fn new(own: OwnerAddress) -> ObjectTable {
+        ObjectTable {
+            table: Mutex::new(RefTable::new(own)),
+            changed: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
         }
     }
 
-    /// An owned object's task finished. If every ref was dropped meanwhile, returns what to
-    /// clean up (the value is nobody's).
+    /// A new owned object with one local handle.
+    pub(crate) fn create_owned(&self, id: ObjectId, state: State, contains: Vec<RefWire>) {
+        self.table.lock().create_owned(id, state, contains);
+    }
+
+    pub(crate) fn set_on_free(&self, id: ObjectId, hook: FreeHook) {
+        self.table.lock().set_on_free(id, hook);
+    }
+
+    /// An owned object's task finished. If every ref was dropped meanwhile, what the value
+    /// holds is released.
     pub(crate) fn complete(
         &self,
         id: ObjectId,
         outcome: Result<(Value, Vec<RefWire>), TaskError>,
-    ) -> Option<Freed> {
-        let mut entries = self.entries.lock();
-        let leftover = match entries.get_mut(&id) {
-            Some(entry) if matches!(entry.state, State::Pending) => {
-                match outcome {
-                    Ok((value, contains)) => {
-                        entry.state = State::Ready(value);
-                        entry.contains = contains;
-                    }
-                    Err(error) => entry.state = State::Failed(error),
-                }
-                None
-            }
-            settled => {
-                // Completing an object twice is a bug; in a release build the late outcome is
-                // dropped (and its value released) rather than taking the process down.
-                debug_assert!(settled.is_none(), "object lifecycle: {id} completed twice (was {settled:?})");
-                outcome.ok().map(|(value, contains)| Freed::orphan(id, value, contains))
-            }
-        };
-        drop(entries);
+    ) -> Released {
+        let released = self.with(|table| table.complete(id, outcome));
         self.wake();
-        leftover
+        released
+    }
+
+    /// A value nobody waits for (a late reply): releases what it holds.
+    pub(crate) fn discard(&self, id: ObjectId, value: Value, contains: Vec<RefWire>) -> Released {
+        self.with(|table| table.discard(id, value, contains))
     }
 
     /// A borrowed object's value arrived from its owner.
     pub(crate) fn fetched(&self, id: ObjectId, state: State) {
-        if let Some(entry) = self.entries.lock().get_mut(&id) {
-            entry.fetching = false;
-            if matches!(entry.state, State::Pending) {
-                entry.state = state;
-            }
-        }
+        self.table.lock().fetched(id, state);
         self.wake();
     }
 
@@ -183,143 +99,71 @@ impl ObjectTable {
         self.notify.notify_waiters();
     }
 
-    pub(crate) fn add_local(&self, id: ObjectId) {
-        if let Some(entry) = self.entries.lock().get_mut(&id) {
-            entry.local += 1;
-        }
+    /// Runs `change` on the table and takes the commands it left.
+    fn with(&self, change: impl FnOnce(&mut RefTable)) -> Released {
+        let mut table = self.table.lock();
+        change(&mut table);
+        Released(table.take_commands())
     }
 
-    pub(crate) fn release_local(&self, id: ObjectId) -> Option<Freed> {
-        let mut entries = self.entries.lock();
-        let entry = entries.get_mut(&id)?;
-        entry.local = entry.local.saturating_sub(1);
-        Self::free_if_unused(&mut entries, id)
+    /// Runs a change that may be refused (a count below zero), logging the refusal: it comes
+    /// from a stray or repeated message, and changes nothing.
+    fn with_checked(&self, change: impl FnOnce(&mut RefTable) -> Result<(), RefError>) -> Released {
+        let mut refused = None;
+        let released = self.with(|table| refused = change(table).err());
+        if let Some(error) = refused {
+            tracing::debug!(%error, "reference count left unchanged");
+        }
+        released
+    }
+
+    pub(crate) fn add_local(&self, id: ObjectId) {
+        let _ = self.table.lock().add_local(id);
+    }
+
+    pub(crate) fn release_local(&self, id: ObjectId) -> Released {
+        self.with_checked(|table| table.release_local(id))
     }
 
     /// Another process (or an object) borrows an owned object. `false` if it is gone.
     pub(crate) fn add_borrower(&self, id: ObjectId) -> bool {
-        match self.entries.lock().get_mut(&id) {
-            Some(entry) if entry.owner.is_none() => {
-                entry.borrowers += 1;
-                true
-            }
-            _ => false,
-        }
+        self.table.lock().add_borrower(id)
     }
 
-    pub(crate) fn remove_borrower(&self, id: ObjectId) -> Option<Freed> {
-        let mut entries = self.entries.lock();
-        let entry = entries.get_mut(&id)?;
-        entry.borrowers = entry.borrowers.saturating_sub(1);
-        Self::free_if_unused(&mut entries, id)
-    }
-
-    fn free_if_unused(entries: &mut HashMap<ObjectId, Entry>, id: ObjectId) -> Option<Freed> {
-        let entry = entries.get(&id)?;
-        if entry.local > 0 || entry.borrowers > 0 {
-            return None;
-        }
-        let entry = entries.remove(&id).expect("just looked up");
-        Some(match entry.owner {
-            None => Freed {
-                id,
-                shared: match entry.state {
-                    State::Ready(Value::Shared(location)) => Some(location),
-                    _ => None,
-                },
-                contains: entry.contains,
-                on_free: entry.on_free,
-                unregister_from: None,
-            },
-            Some(owner) => Freed {
-                id,
-                shared: None,
-                contains: Vec::new(),
-                on_free: None,
-                unregister_from: entry.registered.then_some(owner),
-            },
-        })
+    pub(crate) fn remove_borrower(&self, id: ObjectId) -> Released {
+        self.with_checked(|table| table.remove_borrower(id))
     }
 
     /// A ref arrived inside a value. Returns whether this process now borrows it for the first
     /// time (the caller must register it with the owner).
     pub(crate) fn adopt(&self, id: ObjectId, owner: Option<OwnerAddress>) -> bool {
-        let mut entries = self.entries.lock();
-        if let Some(entry) = entries.get_mut(&id) {
-            entry.local += 1;
-            return false;
-        }
-        let state = match owner {
-            Some(_) => State::Pending,
-            // Our own object, already freed: the ref outlived the object (a protocol error).
-            None => State::Failed(TaskError::ObjectLost {
-                object: id.to_string(),
-                reason: "its owner had already freed it".into(),
-            }),
-        };
-        let new_borrow = owner.is_some();
-        entries.insert(
-            id,
-            Entry {
-                owner,
-                local: 1,
-                borrowers: 0,
-                registered: false,
-                fetching: false,
-                state,
-                contains: Vec::new(),
-                on_free: None,
-            },
-        );
-        new_borrow
+        self.table.lock().adopt(id, owner)
     }
 
-    /// Marks a borrowed entry registered; `false` if it is gone (the caller unregisters).
-    pub(crate) fn registered(&self, id: ObjectId) -> bool {
-        match self.entries.lock().get_mut(&id) {
-            Some(entry) => {
-                entry.registered = true;
-                true
-            }
-            None => false,
-        }
+    /// The owner counted this process as a borrower (given back at once if the entry is gone).
+    pub(crate) fn registered(&self, id: ObjectId, owner: OwnerAddress) -> Released {
+        self.with(|table| table.registered(id, owner))
     }
 
     /// Borrowed entries of `ids` not yet registered with their owners.
     pub(crate) fn unregistered(&self, ids: &[ObjectId]) -> Vec<(ObjectId, OwnerAddress)> {
-        let entries = self.entries.lock();
-        ids.iter()
-            .filter_map(|id| {
-                let entry = entries.get(id)?;
-                match &entry.owner {
-                    Some(owner) if !entry.registered => Some((*id, *owner)),
-                    _ => None,
-                }
-            })
-            .collect()
+        self.table.lock().unregistered(ids)
     }
 
     pub(crate) fn state(&self, id: ObjectId) -> Option<State> {
-        self.entries.lock().get(&id).map(|entry| entry.state.clone())
+        self.table.lock().state(id).cloned()
     }
 
     /// For a borrowed pending entry not being fetched: marks it fetching and returns its owner.
     pub(crate) fn start_fetch(&self, id: ObjectId) -> Option<OwnerAddress> {
-        let mut entries = self.entries.lock();
-        let entry = entries.get_mut(&id)?;
-        if entry.fetching || !matches!(entry.state, State::Pending) {
-            return None;
-        }
-        let owner = entry.owner?;
-        entry.fetching = true;
-        Some(owner)
+        self.table.lock().start_fetch(id)
     }
 
     /// Blocks until `id` is no longer pending, or the deadline passes (`None` then).
     pub(crate) fn wait_blocking(&self, id: ObjectId, deadline: Option<Instant>) -> Option<State> {
-        let mut entries = self.entries.lock();
+        let mut table = self.table.lock();
         loop {
-            match entries.get(&id).map(|entry| &entry.state) {
+            match table.state(id) {
                 None => {
                     return Some(State::Failed(TaskError::ObjectLost {
                         object: id.to_string(),
@@ -330,13 +174,12 @@ impl ObjectTable {
                 Some(state) => return Some(state.clone()),
             }
             match deadline {
-                None => self.changed.wait(&mut entries),
+                None => self.changed.wait(&mut table),
                 Some(deadline) => {
-                    if self.changed.wait_until(&mut entries, deadline).timed_out() {
-                        let state = entries.get(&id).map(|entry| entry.state.clone());
-                        return match state {
+                    if self.changed.wait_until(&mut table, deadline).timed_out() {
+                        return match table.state(id) {
                             Some(State::Pending) | None => None,
-                            other => other,
+                            Some(state) => Some(state.clone()),
                         };
                     }
                 }
@@ -365,20 +208,18 @@ impl ObjectTable {
 
     /// Waits (blocking) until any state changes or the deadline passes.
     pub(crate) fn wait_any_change(&self, deadline: Option<Instant>) {
-        let mut entries = self.entries.lock();
+        let mut table = self.table.lock();
         match deadline {
-            None => self.changed.wait(&mut entries),
+            None => self.changed.wait(&mut table),
             Some(deadline) => {
-                let _ = self.changed.wait_until(&mut entries, deadline);
+                let _ = self.changed.wait_until(&mut table, deadline);
             }
         }
     }
 
     /// Counts for tests and stats: (owned, borrowed).
     pub(crate) fn counts(&self) -> (usize, usize) {
-        let entries = self.entries.lock();
-        let owned = entries.values().filter(|entry| entry.owner.is_none()).count();
-        (owned, entries.len() - owned)
+        self.table.lock().counts()
     }
 }
 
@@ -423,9 +264,7 @@ impl Clone for RawRef {
 impl Drop for RawRef {
     fn drop(&mut self) {
         if let Some(core) = core::try_get() {
-            if let Some(freed) = core.objects.release_local(self.id) {
-                core.clean_up(freed);
-            }
+            core.clean_up(core.objects.release_local(self.id));
         }
     }
 }
@@ -563,109 +402,5 @@ impl<'de, T> Deserialize<'de> for ObjectRef<T> {
         let raw = core.adopt(&wire);
         codec::record_decoded_ref(raw.clone());
         Ok(ObjectRef::from_raw(raw))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        AddLocal(usize),
-        ReleaseLocal(usize),
-        AddBorrower(usize),
-        RemoveBorrower(usize),
-        Complete(usize),
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            (0..4usize).prop_map(Op::AddLocal),
-            (0..4usize).prop_map(Op::ReleaseLocal),
-            (0..4usize).prop_map(Op::AddBorrower),
-            (0..4usize).prop_map(Op::RemoveBorrower),
-            (0..4usize).prop_map(Op::Complete),
-        ]
-    }
-
-    fn id(index: usize) -> ObjectId {
-        let mut bytes = [0u8; 20];
-        bytes[19] = index as u8;
-        ObjectId(bytes)
-    }
-
-    proptest! {
-        /// Against a model of the counts: an owned object is freed exactly once, exactly when its
-        /// last local handle and last borrow are gone, and a freed object takes no new count.
-        #[test]
-        fn owned_objects_are_freed_once_when_the_last_reference_goes(ops in proptest::collection::vec(op(), 0..200)) {
-            let table = ObjectTable::default();
-            // Model: (local, borrowers, pending, alive) per object; each starts with one handle.
-            let mut model = [(1u32, 0u32, true, true); 4];
-            for index in 0..4 {
-                table.create_owned(id(index), State::Pending, Vec::new());
-            }
-            for op in ops {
-                match op {
-                    Op::AddLocal(index) => {
-                        // A handle can only be cloned from a live one.
-                        if model[index].3 && model[index].0 > 0 {
-                            table.add_local(id(index));
-                            model[index].0 += 1;
-                        }
-                    }
-                    Op::ReleaseLocal(index) => {
-                        if model[index].3 && model[index].0 > 0 {
-                            let freed = table.release_local(id(index));
-                            model[index].0 -= 1;
-                            let now_free = model[index].0 == 0 && model[index].1 == 0;
-                            prop_assert_eq!(freed.is_some(), now_free);
-                            if now_free { model[index].3 = false; }
-                        }
-                    }
-                    Op::AddBorrower(index) => {
-                        prop_assert_eq!(table.add_borrower(id(index)), model[index].3);
-                        if model[index].3 { model[index].1 += 1; }
-                    }
-                    Op::RemoveBorrower(index) => {
-                        if model[index].3 && model[index].1 > 0 {
-                            let freed = table.remove_borrower(id(index));
-                            model[index].1 -= 1;
-                            let now_free = model[index].0 == 0 && model[index].1 == 0;
-                            prop_assert_eq!(freed.is_some(), now_free);
-                            if now_free { model[index].3 = false; }
-                        }
-                    }
-                    Op::Complete(index) => {
-                        if model[index].2 {
-                            let leftover = table.complete(id(index), Ok((Value::Inline(Bytes::from_static(b"v")), Vec::new())));
-                            // A completion nobody waits for any more is handed back for cleanup.
-                            prop_assert_eq!(leftover.is_some(), !model[index].3);
-                            model[index].2 = false;
-                        }
-                    }
-                }
-                let alive = model.iter().filter(|entry| entry.3).count();
-                prop_assert_eq!(table.counts(), (alive, 0));
-            }
-        }
-    }
-
-    #[test]
-    fn a_borrowed_entry_unregisters_only_if_it_registered() {
-        let table = ObjectTable::default();
-        let owner: OwnerAddress = "127.0.0.1:1".parse().unwrap();
-        assert!(table.adopt(id(1), Some(owner)), "first sight of a borrowed ref");
-        assert!(!table.adopt(id(1), Some(owner)), "second sight only counts");
-        assert_eq!(table.unregistered(&[id(1)]).len(), 1);
-        assert!(table.registered(id(1)));
-        assert!(table.release_local(id(1)).is_none());
-        let freed = table.release_local(id(1)).unwrap();
-        assert_eq!(freed.unregister_from, Some(owner));
-        // Never registered: nothing to tell the owner.
-        table.adopt(id(2), Some(owner));
-        assert!(table.release_local(id(2)).unwrap().unregister_from.is_none());
     }
 }

@@ -1,4 +1,5 @@
-//! Task submission: arguments resolved, then Ray's lease protocol with lease reuse.
+//! Task submission, the shell: arguments resolved, then Ray's lease protocol with lease reuse,
+//! decided by the sans-IO [`SubmitterCore`](state::SubmitterCore) and performed here.
 //!
 //! A submitted task first resolves its arguments (top-level refs wait for their values; large
 //! values go to the object store), then joins the queue of its *shape* (its function and the
@@ -8,25 +9,22 @@
 //! when the queue is empty. The raylet is on the path once per lease, not once per task. A
 //! function whose tasks run for under a millisecond gets up to [`PIPELINE`] of them pushed to a
 //! worker at once (only while more tasks are queued than leases are coming), hiding the round
-//! trip between them.
+//! trip between them. The task lifecycle is drawn in `submit/state.rs`.
 //!
-//! Task lifecycle (asserted in [`TaskControl::advance`]):
-//!
-//! ```text
-//! Resolving --> Queued --> Running --> Done
-//!     |           |  ^        |
-//!     |           |  +--------+  (its worker died; retries left)
-//!     +-----------+------------------> Done (failed dependency, cancelled, infeasible)
-//! ```
+//! The core's commands run on the core arbiter: lease requests and pushes become asks whose
+//! answers go back into the core; a lease's worker death comes from the raylet (`WatchLease`),
+//! which sees the process exit at once, where a connection would only time out.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::{BoxFuture, Shared};
 use futures_util::FutureExt;
 use manta_actor::{ActorAddress, ActorRef, AskError};
 use manta_objectstore::ObjectId;
+use manta_proto::NodeId;
 use manta_raylet::requests::{LeaseOutcome, RequestLease, ReturnLease, WatchLease};
 use manta_raylet::SchedulingStrategy;
 use parking_lot::Mutex;
@@ -40,6 +38,10 @@ use crate::executor::{Executor, EXECUTOR_NAME};
 use crate::objects::{RawRef, State, Value};
 use crate::wire::{PushTask, ReturnValue, TaskArg, TaskFailure, TaskOutput};
 
+pub mod state;
+
+use state::{Command, Failure, LeaseAnswer, Refusal, RequestId, Shape, SubmitterConfig, SubmitterCore};
+
 /// The most tasks a leased worker may be given ahead of their turn (`Config::
 /// max_tasks_in_flight_per_worker` is capped by it); the adaptive default uses it for short tasks.
 pub const PIPELINE: usize = 8;
@@ -48,7 +50,7 @@ pub const PIPELINE: usize = 8;
 const LEASE_LINGER: Duration = Duration::from_millis(2);
 
 /// A function whose recent tasks ran for less than this (on average) is pipelined.
-const SHORT_TASK_US: f64 = 1_000.0;
+const SHORT_TASK: Duration = Duration::from_millis(1);
 
 /// Lease requests in flight per shape at most (Ray's `max_pending_lease_requests_per_scheduling_category`).
 pub const LEASE_REQUESTS_MAX: usize = 10;
@@ -99,143 +101,68 @@ pub fn arg<T: serde::Serialize, A: crate::IntoArg<T>>(argument: A) -> ArgSpec {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TaskState {
-    Resolving,
-    Queued,
-    Running { lease: u64 },
-    Done,
-}
+/// What a worker's reply to a push carries.
+type Reply = Result<TaskOutput, TaskFailure>;
 
-/// A submitted task's control block, shared by its stages and `cancel`.
-#[derive(Debug)]
-pub(crate) struct TaskControl {
-    function: String,
-    return_id: ObjectId,
-    state: Mutex<TaskState>,
-    cancelled: std::sync::atomic::AtomicBool,
-    /// Woken by a forced cancel: the running attempt stops waiting for its killed worker.
-    killed: tokio::sync::Notify,
-}
-
-impl TaskControl {
-    fn advance(&self, next: TaskState) -> bool {
-        let mut state = self.state.lock();
-        if *state == TaskState::Done {
-            return false;
-        }
-        let allowed = matches!(
-            (*state, next),
-            (TaskState::Resolving, TaskState::Queued)
-                | (TaskState::Queued, TaskState::Running { .. })
-                | (TaskState::Running { .. }, TaskState::Queued)
-                | (_, TaskState::Done)
-        );
-        assert!(allowed, "task lifecycle: {} cannot go from {:?} to {next:?}", self.function, *state);
-        *state = next;
-        true
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.cancelled.load(std::sync::atomic::Ordering::Acquire)
-    }
-}
-
-/// Sets the outcome of a task once (a cancelled task's late result is dropped).
-fn finish(
-    core: &'static CoreWorker,
-    control: &TaskControl,
-    outcome: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
-) {
-    if !control.advance(TaskState::Done) {
-        if let Ok((value, contains)) = outcome {
-            // Completed after a cancel: nobody will read it; release what it holds.
-            discard(core, control.return_id, value, contains);
-        }
-        return;
-    }
-    core.submitter.tasks.lock().remove(&control.return_id);
-    if let Some(freed) = core.objects.complete(control.return_id, outcome) {
-        core.clean_up(freed);
-    }
-}
-
-fn discard(core: &'static CoreWorker, id: ObjectId, value: Value, contains: Vec<crate::objects::RefWire>) {
-    core.clean_up(crate::objects::Freed::orphan(id, value, contains));
-}
-
-/// What a lease is for: one function with one set of resources (Ray's scheduling class), so a
-/// leased worker runs tasks of one function, and their durations predict each other.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Shape {
-    function: &'static str,
-    /// Amounts in ten-thousandths (the raylet's fixed point).
-    cpus: u64,
-    gpus: u64,
-    resources: Vec<(String, u64)>,
-    /// Tasks placed differently never share a lease.
-    strategy: SchedulingStrategy,
-}
-
-impl Shape {
-    fn of(function: &'static str, options: &TaskOptions) -> Shape {
-        let fixed = |amount: f64| (amount.max(0.0) * 10_000.0).round() as u64;
-        let mut resources: Vec<(String, u64)> =
-            options.resources.iter().map(|(name, amount)| (name.clone(), fixed(*amount))).collect();
-        resources.sort();
-        Shape {
-            function,
-            cpus: fixed(options.num_cpus.unwrap_or(1.0)),
-            gpus: fixed(options.num_gpus.unwrap_or(0.0)),
-            resources,
-            strategy: options.scheduling_strategy,
-        }
-    }
-
-    fn request(&self) -> RequestLease {
-        let float = |fixed: u64| fixed as f64 / 10_000.0;
-        RequestLease {
-            cpus: float(self.cpus),
-            gpus: float(self.gpus),
-            resources: self.resources.iter().map(|(name, amount)| (name.clone(), float(*amount))).collect(),
-            dedicated: false,
-            strategy: self.strategy,
-            requester: None,
-        }
-    }
-}
-
-/// A task whose arguments are resolved, waiting for a worker.
-struct ReadyTask {
+/// A task's function (for its errors) and, once resolved, its arguments and the refs they hold
+/// (alive until the task completes).
+struct Payload {
     function: &'static str,
     args: Vec<TaskArg>,
-    /// Refs kept alive while the task may still run (its arguments).
     _holds: Vec<RawRef>,
-    retries_left: u32,
-    attempts: u32,
-    control: Arc<TaskControl>,
 }
 
-#[derive(Default)]
-struct ShapeQueue {
-    ready: VecDeque<ReadyTask>,
-    /// Lease requests still waiting for the raylet's answer.
-    waiting: usize,
-    /// Granted leases with nothing to run, lingering for the next task.
-    idle_leases: usize,
-    /// Signalled when a task is queued (wakes a lingering lease).
-    arrived: Arc<tokio::sync::Notify>,
-    /// Moving average of how long recent tasks ran in their worker, µs.
-    mean_us: Option<f64>,
+/// How pushes reach a leased worker, and how its death is learnt.
+struct LeaseLink {
+    executor: ActorRef<Executor>,
+    /// Resolves with the worker's exit when it died; never when the lease ended otherwise.
+    death: Shared<BoxFuture<'static, Option<String>>>,
+}
+
+/// The core and what the shell keeps beside it, under one lock.
+struct Inner {
+    core: SubmitterCore<Reply>,
+    payloads: HashMap<ObjectId, Payload>,
+    links: HashMap<RequestId, LeaseLink>,
+    /// The core's next timeout a wake-up is armed for.
+    timer: Option<Duration>,
 }
 
 /// The task submitter of one process.
-#[derive(Default)]
 pub(crate) struct Submitter {
-    shapes: Mutex<HashMap<Shape, ShapeQueue>>,
-    pub(crate) tasks: Mutex<HashMap<ObjectId, Arc<TaskControl>>>,
+    inner: Mutex<Inner>,
     incoming: Mutex<Vec<Incoming>>,
-    draining: std::sync::atomic::AtomicBool,
+    draining: AtomicBool,
+    /// The origin of the core's clock.
+    origin: Instant,
+}
+
+impl Submitter {
+    /// A submitter pushing `depth` tasks to a worker at once (`None`: adaptive).
+    pub(crate) fn new(depth: Option<usize>) -> Submitter {
+        let config = SubmitterConfig {
+            lease_requests_max: LEASE_REQUESTS_MAX,
+            pipeline_max: PIPELINE,
+            fixed_depth: depth.map(|depth| depth.clamp(1, PIPELINE)),
+            linger: LEASE_LINGER,
+            short_task: SHORT_TASK,
+        };
+        Submitter {
+            inner: Mutex::new(Inner {
+                core: SubmitterCore::new(config),
+                payloads: HashMap::new(),
+                links: HashMap::new(),
+                timer: None,
+            }),
+            incoming: Mutex::new(Vec::new()),
+            draining: AtomicBool::new(false),
+            origin: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
 }
 
 /// Submits `function` (what `f::remote(...)` calls). Returns at once.
@@ -243,20 +170,23 @@ pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions)
     // Without `manta::init` the result's `get` reports `NotInitialized`.
     let Ok(core) = core::get() else { return RawRef::uninitialized() };
     let result = core.create_pending();
-    let control = Arc::new(TaskControl {
-        function: function.to_owned(),
-        return_id: result.id,
-        state: Mutex::new(TaskState::Resolving),
-        cancelled: Default::default(),
-        killed: tokio::sync::Notify::new(),
-    });
-    core.submitter.tasks.lock().insert(result.id, control.clone());
-    let shape = Shape::of(function, options);
+    let shape = Shape::new(
+        function,
+        options.num_cpus.unwrap_or(1.0),
+        options.num_gpus.unwrap_or(0.0),
+        &options.resources,
+        options.scheduling_strategy,
+    );
     let retries = options.max_retries.unwrap_or(core.max_retries);
+    {
+        let mut inner = core.submitter.inner.lock();
+        inner.core.submit(result.id, shape, retries);
+        inner.payloads.insert(result.id, Payload { function, args: Vec::new(), _holds: Vec::new() });
+    }
     // Submissions are handed to the core arbiter in batches: one wake-up drains every task
     // submitted meanwhile.
-    core.submitter.incoming.lock().push(Incoming { function, args, shape, retries, control });
-    if !core.submitter.draining.swap(true, std::sync::atomic::Ordering::AcqRel) {
+    core.submitter.incoming.lock().push(Incoming { id: result.id, function, args });
+    if !core.submitter.draining.swap(true, Ordering::AcqRel) {
         core.arbiter.spawn(drain(core));
     }
     result
@@ -264,72 +194,299 @@ pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions)
 
 /// A submitted task on its way to the core arbiter.
 struct Incoming {
+    id: ObjectId,
     function: &'static str,
     args: Vec<ArgSpec>,
-    shape: Shape,
-    retries: u32,
-    control: Arc<TaskControl>,
 }
 
-/// Takes the submitted tasks into their shapes' queues: at once when every argument is a small
-/// value, through an asynchronous resolution otherwise.
+/// Resolves the submitted tasks' arguments: at once when every argument is a small value,
+/// asynchronously otherwise.
 async fn drain(core: &'static CoreWorker) {
     // Clear the flag before taking the batch: a task submitted after the take schedules
     // another drain.
-    core.submitter.draining.store(false, std::sync::atomic::Ordering::Release);
+    core.submitter.draining.store(false, Ordering::Release);
     let batch = std::mem::take(&mut *core.submitter.incoming.lock());
-    let mut touched: Vec<Shape> = Vec::new();
-    for Incoming { function, args, shape, retries, control } in batch {
+    for Incoming { id, function, args } in batch {
         if !args.iter().all(|ArgSpec(argument)| argument.is_small_value(core.inline_bytes_max)) {
-            core.arbiter.spawn(async move {
-                match resolve_args(core, function, args).await {
-                    Ok((args, holds)) => {
-                        if enqueue(core, function, args, holds, shape.clone(), retries, control) {
-                            pump(core, shape);
-                        }
-                    }
-                    Err(error) => finish(core, &control, Err(error)),
-                }
+            tokio::spawn(async move {
+                let resolved = resolve_args(core, function, args).await;
+                resolved_now(core, id, resolved);
+                perform(core, VecDeque::new());
             });
             continue;
         }
         // Small values only: resolving does not wait.
         match resolve_args(core, function, args).now_or_never() {
-            Some(Ok((args, holds))) => {
-                if enqueue(core, function, args, holds, shape.clone(), retries, control)
-                    && !touched.contains(&shape)
-                {
-                    touched.push(shape);
-                }
-            }
-            Some(Err(error)) => finish(core, &control, Err(error)),
+            Some(resolved) => resolved_now(core, id, resolved),
             None => unreachable!("small values resolve without waiting"),
         }
     }
-    for shape in touched {
-        pump(core, shape);
+    perform(core, VecDeque::new());
+}
+
+/// Hands a task's resolved arguments (or the error resolving them) to the core.
+fn resolved_now(
+    core: &'static CoreWorker,
+    id: ObjectId,
+    resolved: Result<(Vec<TaskArg>, Vec<RawRef>), TaskError>,
+) {
+    let now = core.submitter.now();
+    let mut inner = core.submitter.inner.lock();
+    match resolved {
+        Ok((args, holds)) => {
+            // Cancelled meanwhile: its payload went with its completion; the arguments drop.
+            if let Some(payload) = inner.payloads.get_mut(&id) {
+                payload.args = args;
+                payload._holds = holds;
+                inner.core.resolved(now, id);
+            }
+        }
+        Err(error) => {
+            if inner.core.resolve_failed(id) {
+                inner.payloads.remove(&id);
+                drop(inner);
+                complete(core, id, Err(error));
+            }
+        }
     }
 }
 
-/// Queues a resolved task on its shape; `false` if it was cancelled meanwhile.
-fn enqueue(
-    core: &'static CoreWorker,
-    function: &'static str,
-    args: Vec<TaskArg>,
-    holds: Vec<RawRef>,
-    shape: Shape,
-    retries: u32,
-    control: Arc<TaskControl>,
-) -> bool {
-    if control.is_cancelled() || !control.advance(TaskState::Queued) {
-        return false;
+/// Performs the core's commands (and those that answering them at once produces), then arms
+/// a wake-up for the core's next timeout. Runs on the core arbiter.
+fn perform(core: &'static CoreWorker, mut commands: VecDeque<Command<Reply>>) {
+    let submitter = &core.submitter;
+    loop {
+        if commands.is_empty() {
+            let mut inner = submitter.inner.lock();
+            commands.extend(inner.core.poll_commands());
+            if commands.is_empty() {
+                arm_timer(core, &mut inner);
+                return;
+            }
+        }
+        let Some(command) = commands.pop_front() else { continue };
+        match command {
+            Command::RequestLease { request, node: Some(node), .. } => {
+                // Spilled back to another node: this process reaches only its own raylet (the
+                // multi-node cluster is issue 12's).
+                let refusal = Refusal::Unreachable {
+                    target: format!("node {node}"),
+                    reason: "it was spilled back there, and a single-node cluster cannot reach another node"
+                        .to_owned(),
+                };
+                let now = submitter.now();
+                submitter.inner.lock().core.lease_answered(now, request, LeaseAnswer::Refused(refusal));
+            }
+            Command::RequestLease { request, shape, node: None } => {
+                tokio::spawn(request_lease(core, request, shape));
+            }
+            Command::Push { request, task, attempt } => push(core, request, task, attempt),
+            Command::ReturnLease { request, lease, reusable, .. } => {
+                submitter.inner.lock().links.remove(&request);
+                let raylet = core.raylet.clone();
+                tokio::spawn(async move {
+                    let _ = raylet.tell(ReturnLease { lease, reusable }).await;
+                });
+            }
+            Command::Complete { task, outcome } => {
+                let payload = submitter.inner.lock().payloads.remove(&task);
+                let function = payload.as_ref().map_or("a task", |payload| payload.function);
+                let result = match outcome {
+                    Ok(Ok(output)) => Ok(output_value(output)),
+                    Ok(Err(TaskFailure { function, pid, message })) => {
+                        Err(TaskError::Failed { function, pid, message })
+                    }
+                    Err(failure) => Err(failure_error(function, failure)),
+                };
+                drop(payload);
+                complete(core, task, result);
+            }
+            Command::Discard { task, output } => {
+                if let Ok(output) = output {
+                    // A reply nobody waits for (cancelled, or retried): release what it holds.
+                    let (value, contains) = output_value(output);
+                    core.clean_up(core.objects.discard(task, value, contains));
+                }
+            }
+        }
     }
-    let task = ReadyTask { function, args, _holds: holds, retries_left: retries, attempts: 0, control };
-    let mut shapes = core.submitter.shapes.lock();
-    let queue = shapes.entry(shape).or_default();
-    queue.ready.push_back(task);
-    queue.arrived.notify_one();
-    true
+}
+
+/// Wakes the core when its next timeout is due (one wake-up armed at a time).
+fn arm_timer(core: &'static CoreWorker, inner: &mut Inner) {
+    let Some(due) = inner.core.poll_timeout() else { return };
+    if inner.timer.is_some_and(|armed| armed <= due) {
+        return;
+    }
+    inner.timer = Some(due);
+    let at = core.submitter.origin + due;
+    tokio::spawn(async move {
+        tokio::time::sleep_until(at.into()).await;
+        let now = core.submitter.now();
+        {
+            let mut inner = core.submitter.inner.lock();
+            if inner.timer == Some(due) {
+                inner.timer = None;
+            }
+            inner.core.handle_timeout(now);
+        }
+        perform(core, VecDeque::new());
+    });
+}
+
+/// The error a task's submission failure gives its `get`.
+fn failure_error(function: &str, failure: Failure) -> TaskError {
+    let function = function.to_owned();
+    match failure {
+        Failure::Cancelled => TaskError::Cancelled { function },
+        Failure::WorkerDied { pid, exit, attempts } => {
+            TaskError::WorkerDied { function, pid, exit, attempts }
+        }
+        Failure::Refused(Refusal::Infeasible { demand }) => TaskError::Infeasible { function, demand },
+        Failure::Refused(Refusal::Invalid { reason }) => TaskError::Invalid { function, reason },
+        Failure::Refused(Refusal::WorkerStartFailed { exit }) => {
+            TaskError::WorkerStartFailed { function, exit }
+        }
+        Failure::Refused(Refusal::Unreachable { target, reason }) => {
+            TaskError::unreachable(function, target, reason)
+        }
+    }
+}
+
+/// Sets a task's result.
+fn complete(
+    core: &'static CoreWorker,
+    id: ObjectId,
+    result: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
+) {
+    core.clean_up(core.objects.complete(id, result));
+}
+
+/// Asks the local raylet for a lease and hands the answer to the core.
+async fn request_lease(core: &'static CoreWorker, request: RequestId, shape: Shape) {
+    let (cpus, gpus, resources) = shape.amounts();
+    let ask = RequestLease {
+        cpus,
+        gpus,
+        resources,
+        dedicated: false,
+        strategy: shape.strategy,
+        requester: core.worker_id,
+    };
+    let answer = match core.raylet.ask_unbounded(ask).await {
+        Ok(LeaseOutcome::Granted { lease, address, pid }) => match address.parse() {
+            Ok(socket) => {
+                let executor: ActorRef<Executor> = core.node.actor(ActorAddress::new(socket, EXECUTOR_NAME));
+                let raylet = core.raylet.clone();
+                let death = async move {
+                    match raylet.ask_unbounded(WatchLease { lease }).await {
+                        Ok(Some(exit)) => Some(exit),
+                        Ok(None) | Err(_) => std::future::pending().await,
+                    }
+                }
+                .boxed()
+                .shared();
+                // The watch runs from the start: a death is learnt even with no push waiting.
+                let watch = death.clone();
+                tokio::spawn(async move {
+                    if let Some(exit) = watch.await {
+                        let now = core.submitter.now();
+                        core.submitter.inner.lock().core.worker_died(now, request, &exit);
+                        perform(core, VecDeque::new());
+                    }
+                });
+                core.submitter.inner.lock().links.insert(request, LeaseLink { executor, death });
+                LeaseAnswer::Granted { lease, pid }
+            }
+            Err(_) => {
+                // Not a worker anyone can reach: give it back, and say why.
+                let _ = core.raylet.tell(ReturnLease { lease, reusable: false }).await;
+                LeaseAnswer::Refused(Refusal::Invalid {
+                    reason: format!("the raylet granted a worker at `{address}`, which is not an address"),
+                })
+            }
+        },
+        Ok(LeaseOutcome::Spillback { node }) => match node.parse::<NodeId>() {
+            Ok(node) => LeaseAnswer::Spillback { node },
+            Err(error) => LeaseAnswer::Refused(Refusal::Invalid {
+                reason: format!("the raylet spilled it back to `{node}`, which is not a node id: {error}"),
+            }),
+        },
+        Ok(LeaseOutcome::Infeasible { demand }) => LeaseAnswer::Refused(Refusal::Infeasible { demand }),
+        Ok(LeaseOutcome::Invalid { reason }) => LeaseAnswer::Refused(Refusal::Invalid { reason }),
+        Ok(LeaseOutcome::WorkerStartFailed { exit }) => {
+            LeaseAnswer::Refused(Refusal::WorkerStartFailed { exit })
+        }
+        Err(error) => LeaseAnswer::Refused(Refusal::Unreachable {
+            target: "the raylet".to_owned(),
+            reason: error.to_string(),
+        }),
+    };
+    let now = core.submitter.now();
+    core.submitter.inner.lock().core.lease_answered(now, request, answer);
+    perform(core, VecDeque::new());
+}
+
+/// Pushes a task to its leased worker; its reply, or the worker's death, goes to the core.
+fn push(core: &'static CoreWorker, request: RequestId, task: ObjectId, attempt: u32) {
+    let (message, link) = {
+        let inner = core.submitter.inner.lock();
+        let message = inner.payloads.get(&task).map(|payload| PushTask {
+            function: payload.function.to_owned(),
+            args: payload.args.clone(),
+            return_id: task,
+        });
+        let link = inner.links.get(&request).map(|link| (link.executor.clone(), link.death.clone()));
+        (message, link)
+    };
+    let (Some(message), Some((executor, death))) = (message, link) else {
+        // The lease ended before the push could start (its worker died meanwhile).
+        let now = core.submitter.now();
+        core.submitter.inner.lock().core.worker_died(
+            now,
+            request,
+            "its lease ended before the task was pushed",
+        );
+        return;
+    };
+    tokio::spawn(async move {
+        let reply = tokio::select! {
+            reply = executor.ask_unbounded(message) => reply,
+            exit = death.clone() => Err(AskError::ActorDied {
+                actor: "the leased worker".to_owned(),
+                cause: exit.unwrap_or_else(|| "its lease ended".to_owned()),
+            }),
+        };
+        let now = core.submitter.now();
+        match reply {
+            Ok(reply) => {
+                let run_us = reply.as_ref().ok().map(|output| output.run_us);
+                core.submitter.inner.lock().core.task_replied(now, request, task, run_us, reply);
+            }
+            Err(error) => {
+                let exit = match error {
+                    AskError::ActorDied { cause, .. } => cause,
+                    broken @ (AskError::ConnectionLost(_) | AskError::Unreachable(_)) => {
+                        // A local connection breaks the moment the worker dies, usually before
+                        // the raylet's word on how it died: wait for that word (bounded), unless
+                        // the lease is over already (returned, or its death handled).
+                        let open = core.submitter.inner.lock().links.contains_key(&request);
+                        let verdict = if open {
+                            tokio::time::timeout(DEATH_VERDICT_WAIT, death).await.ok().flatten()
+                        } else {
+                            None
+                        };
+                        verdict.unwrap_or_else(|| broken.to_string())
+                    }
+                    other => other.to_string(),
+                };
+                debug!(%task, attempt, %exit, "a leased worker is gone");
+                let now = core.submitter.now();
+                core.submitter.inner.lock().core.worker_died(now, request, &exit);
+            }
+        }
+        perform(core, VecDeque::new());
+    });
 }
 
 impl ArgKind {
@@ -343,8 +500,6 @@ impl ArgKind {
     }
 }
 
-/// Resolves arguments: values are inlined (or stored when large), top-level refs wait for
-/// their objects. Returns the arguments and the refs to hold while the task may run.
 /// [`resolve_args`] without waiting: the arguments when every one is a value small enough to
 /// travel inline (nothing to wait for, nothing to store); otherwise `None`, and `args` is left
 /// as it was.
@@ -367,6 +522,8 @@ pub(crate) fn resolve_now(
     Some((resolved, holds))
 }
 
+/// Resolves arguments: values are inlined (or stored when large), top-level refs wait for
+/// their objects. Returns the arguments and the refs to hold while the task may run.
 pub(crate) async fn resolve_args(
     core: &'static CoreWorker,
     function: &str,
@@ -417,209 +574,6 @@ pub(crate) async fn resolve_args(
     Ok((resolved, holds))
 }
 
-/// Asks for leases while a shape has more queued tasks than lease requests waiting.
-fn pump(core: &'static CoreWorker, shape: Shape) {
-    let mut shapes = core.submitter.shapes.lock();
-    let Some(queue) = shapes.get_mut(&shape) else { return };
-    // Compare the queue with the requests still waiting for a worker, not with the leases in
-    // use: a lease busy with a long task must not keep a queued task from a lease of its own.
-    while queue.waiting < LEASE_REQUESTS_MAX && queue.waiting + queue.idle_leases < queue.ready.len() {
-        queue.waiting += 1;
-        let shape = shape.clone();
-        core.arbiter.spawn(async move {
-            lease_loop(core, &shape).await;
-            pump(core, shape);
-        });
-    }
-}
-
-/// The next queued task of `shape`. An `extra` task (one pushed ahead while the worker is busy)
-/// is taken only when more tasks are queued than leases are on their way, so a short task never
-/// waits behind a long one while a free worker is coming for it.
-fn next_task(core: &CoreWorker, shape: &Shape, extra: bool) -> Option<ReadyTask> {
-    let mut shapes = core.submitter.shapes.lock();
-    let queue = shapes.get_mut(shape)?;
-    if extra && queue.ready.len() <= queue.waiting {
-        return None;
-    }
-    while let Some(task) = queue.ready.pop_front() {
-        if !task.control.is_cancelled() {
-            return Some(task);
-        }
-    }
-    None
-}
-
-/// One lease: requested, used for queued tasks of its shape until none is left, returned.
-async fn lease_loop(core: &'static CoreWorker, shape: &Shape) {
-    let request = RequestLease { requester: core.worker_id, ..shape.request() };
-    let outcome = core.raylet.ask_unbounded(request).await;
-    if let Some(queue) = core.submitter.shapes.lock().get_mut(shape) {
-        queue.waiting -= 1;
-    }
-    let (lease, address, pid) = match outcome {
-        Ok(LeaseOutcome::Granted { lease, address, pid }) => (lease, address, pid),
-        other => {
-            // No lease for this shape: fail every task queued for it.
-            while let Some(task) = next_task(core, shape, false) {
-                let error = match &other {
-                    Ok(LeaseOutcome::Infeasible { demand }) => {
-                        TaskError::Infeasible { function: task.function.to_owned(), demand: demand.clone() }
-                    }
-                    Ok(LeaseOutcome::Spillback { node }) => TaskError::unreachable(
-                        task.function,
-                        format!("node {node}"),
-                        "it was spilled back there, and a single-node cluster cannot reach another node",
-                    ),
-                    Ok(LeaseOutcome::Invalid { reason }) => {
-                        TaskError::Invalid { function: task.function.to_owned(), reason: reason.clone() }
-                    }
-                    Ok(LeaseOutcome::WorkerStartFailed { exit }) => TaskError::WorkerStartFailed {
-                        function: task.function.to_owned(),
-                        exit: exit.clone(),
-                    },
-                    Ok(LeaseOutcome::Granted { .. }) => unreachable!("matched above"),
-                    Err(error) => TaskError::unreachable(task.function, "the raylet", error),
-                };
-                finish(core, &task.control, Err(error));
-            }
-            return;
-        }
-    };
-    let Ok(socket) = address.parse() else {
-        let _ = core.raylet.tell(ReturnLease { lease, reusable: false }).await;
-        return;
-    };
-    let executor: ActorRef<Executor> = core.node.actor(ActorAddress::new(socket, EXECUTOR_NAME));
-    // The raylet sees the worker die at once (it waits on the process); a connection to a
-    // killed process would only time out. One watch per lease.
-    // Resolves when the worker died; never when the lease ended otherwise (the reply decides).
-    let raylet = core.raylet.clone();
-    let death = async move {
-        match raylet.ask_unbounded(WatchLease { lease }).await {
-            Ok(Some(exit)) => Some(exit),
-            Ok(None) | Err(_) => std::future::pending().await,
-        }
-    }
-    .boxed()
-    .shared();
-    let mut running = tokio::task::JoinSet::new();
-    let mut dead = false;
-    loop {
-        let depth = core.tasks_in_flight_per_worker.unwrap_or_else(|| {
-            let mean = core.submitter.shapes.lock().get(shape).and_then(|queue| queue.mean_us);
-            if mean.is_some_and(|mean| mean < SHORT_TASK_US) {
-                PIPELINE
-            } else {
-                1
-            }
-        });
-        while !dead && running.len() < depth {
-            let Some(mut task) = next_task(core, shape, !running.is_empty()) else { break };
-            if !task.control.advance(TaskState::Running { lease }) {
-                continue;
-            }
-            task.attempts += 1;
-            let push = PushTask {
-                function: task.function.to_owned(),
-                args: task.args.clone(),
-                return_id: task.control.return_id,
-            };
-            let (executor, death, control) = (executor.clone(), death.clone(), task.control.clone());
-            running.spawn(async move {
-                let reply = tokio::select! {
-                    reply = executor.ask_unbounded(push) => reply,
-                    exit = death => Err(AskError::ActorDied {
-                        actor: format!("worker pid {pid}"),
-                        cause: exit.unwrap_or_else(|| "its lease ended".to_owned()),
-                    }),
-                    () = control.killed.notified() => Err(AskError::ActorDied {
-                        actor: format!("worker pid {pid}"),
-                        cause: "killed by a forced cancel".to_owned(),
-                    }),
-                };
-                (task, reply)
-            });
-        }
-        if running.is_empty() {
-            // Nothing to run: keep the lease a moment for the next task of this shape (a
-            // caller submitting one task at a time), then give it back.
-            if dead {
-                break;
-            }
-            let arrived = {
-                let mut shapes = core.submitter.shapes.lock();
-                let queue = shapes.entry(shape.clone()).or_default();
-                if !queue.ready.is_empty() {
-                    continue;
-                }
-                queue.idle_leases += 1;
-                queue.arrived.clone()
-            };
-            let woken = tokio::time::timeout(LEASE_LINGER, arrived.notified()).await.is_ok();
-            if let Some(queue) = core.submitter.shapes.lock().get_mut(shape) {
-                queue.idle_leases -= 1;
-            }
-            if woken {
-                continue;
-            }
-            break;
-        }
-        let Some(joined) = running.join_next().await else { break };
-        let (mut task, reply) = match joined {
-            Ok(done) => done,
-            Err(error) => unreachable!("a task push does not panic: {error}"),
-        };
-        if let Ok(Ok(output)) = &reply {
-            if let Some(queue) = core.submitter.shapes.lock().get_mut(shape) {
-                let took = output.run_us as f64;
-                queue.mean_us = Some(queue.mean_us.map_or(took, |mean| mean * 0.8 + took * 0.2));
-            }
-        }
-        match reply {
-            Ok(Ok(output)) => finish(core, &task.control, Ok(output_value(output))),
-            Ok(Err(TaskFailure { function, pid, message })) => {
-                finish(core, &task.control, Err(TaskError::Failed { function, pid, message }))
-            }
-            Err(error) => {
-                // The worker is gone with its lease: no new pushes; the others in flight end
-                // the same way.
-                dead = true;
-                let exit = match error {
-                    AskError::ActorDied { cause, .. } => cause,
-                    broken @ (AskError::ConnectionLost(_) | AskError::Unreachable(_)) => {
-                        // A local connection breaks the moment the worker dies, usually before
-                        // the raylet's word on how it died: wait for that word (bounded).
-                        match tokio::time::timeout(DEATH_VERDICT_WAIT, death.clone()).await {
-                            Ok(Some(exit)) => exit,
-                            _ => broken.to_string(),
-                        }
-                    }
-                    other => other.to_string(),
-                };
-                if task.control.is_cancelled() {
-                    finish(
-                        core,
-                        &task.control,
-                        Err(TaskError::Cancelled { function: task.function.to_owned() }),
-                    );
-                } else if task.retries_left == 0 {
-                    let attempts = task.attempts;
-                    let function = task.function.to_owned();
-                    finish(core, &task.control, Err(TaskError::WorkerDied { function, pid, exit, attempts }));
-                } else {
-                    debug!(function = task.function, pid, attempts = task.attempts, %exit, "worker died; retrying");
-                    task.retries_left -= 1;
-                    if task.control.advance(TaskState::Queued) {
-                        core.submitter.shapes.lock().entry(shape.clone()).or_default().ready.push_front(task);
-                    }
-                }
-            }
-        }
-    }
-    let _ = core.raylet.tell(ReturnLease { lease, reusable: !dead }).await;
-}
-
 /// The owner's view of a task's or call's output.
 pub(crate) fn output_value(output: TaskOutput) -> (Value, Vec<crate::objects::RefWire>) {
     let value = match output.value {
@@ -634,22 +588,14 @@ pub(crate) fn output_value(output: TaskOutput) -> (Value, Vec<crate::objects::Re
 /// whether the task was cancelled. Its `get` then fails with [`TaskError::Cancelled`].
 pub(crate) fn cancel(reference: &RawRef, force: bool) -> bool {
     let Some(core) = core::try_get() else { return false };
-    let Some(control) = core.submitter.tasks.lock().get(&reference.id).cloned() else { return false };
-    let state = *control.state.lock();
-    match state {
-        TaskState::Resolving | TaskState::Queued => {
-            control.cancelled.store(true, std::sync::atomic::Ordering::Release);
-            finish(core, &control, Err(TaskError::Cancelled { function: control.function.clone() }));
-            true
-        }
-        TaskState::Running { lease } if force => {
-            control.cancelled.store(true, std::sync::atomic::Ordering::Release);
-            control.killed.notify_one();
-            core.arbiter.spawn(async move {
-                let _ = core.raylet.tell(ReturnLease { lease, reusable: false }).await;
-            });
-            true
-        }
-        TaskState::Running { .. } | TaskState::Done => false,
+    let now = core.submitter.now();
+    let (cancelled, commands) = {
+        let mut inner = core.submitter.inner.lock();
+        let cancelled = inner.core.cancel(now, reference.id, force);
+        (cancelled, inner.core.poll_commands().collect::<VecDeque<_>>())
+    };
+    if !commands.is_empty() {
+        core.arbiter.spawn(async move { perform(core, commands) });
     }
+    cancelled
 }

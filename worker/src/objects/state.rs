@@ -1,0 +1,759 @@
+//! Ownership and borrowing as a state machine (Ray's `ReferenceCounter`): the objects one
+//! process owns or borrows, with their counts; events in (a handle cloned or dropped, a task's
+//! outcome, a borrower added or removed, a ref arriving inside a value), commands out (delete
+//! a stored copy, tell an owner a borrow ended, run a hook). No lock, no clock, no socket: the
+//! shell in `objects.rs` wraps it in a lock with the waiters, and performs the commands.
+//!
+//! The counts of an entry (see ARCHITECTURE.md "Ownership"):
+//! - `local`: handles alive in this process (including those a submitted task holds for its
+//!   arguments until it ends);
+//! - `borrowers` (owned entries): other processes registered as borrowers, and objects that
+//!   contain a ref to it (each holds one borrow until it is freed).
+//!
+//! An owned entry is freed when both are zero; a borrowed one when `local` is zero, and then
+//! it unregisters from its owner if it had registered. A count never goes below zero: a
+//! release with nothing to release is an error ([`RefError`]), and changes nothing.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use manta_objectstore::{ObjectId, ObjectLocation};
+use manta_proto::OwnerAddress;
+
+use crate::error::TaskError;
+use manta_proto::worker::RefWire;
+
+/// Where a ready object's bytes are.
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// In this process's memory (small objects, or fetched copies).
+    Inline(Bytes),
+    /// In the node's shared-memory store.
+    Shared(ObjectLocation),
+}
+
+/// An object's state as this process knows it.
+#[derive(Debug, Clone)]
+pub enum State {
+    /// Its task has not finished (owned), or its value has not arrived (borrowed).
+    Pending,
+    /// Its value.
+    Ready(Value),
+    /// Why there is no value.
+    Failed(TaskError),
+}
+
+/// Something to do when an owned object is freed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FreeHook {
+    /// The object stands for an actor's handles: kill the actor (Ray kills a non-detached
+    /// actor once every handle to it is gone).
+    KillActor(manta_proto::ActorId),
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone)]
+pub enum RefCommand {
+    /// Delete an object's copy in the node's store.
+    DeleteStored {
+        /// The object.
+        id: ObjectId,
+    },
+    /// Tell `owner` that one borrow of `id` held here ended (this process's registration, or
+    /// an object here that contained the ref).
+    RemoveBorrow {
+        /// The object.
+        id: ObjectId,
+        /// Its owner.
+        owner: OwnerAddress,
+    },
+    /// Run a freed object's hook.
+    Hook(FreeHook),
+}
+
+/// A count asked to go below zero, or an entry that is not there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefError {
+    /// No entry for the object (already freed, or never known here).
+    #[error("object {0} is not known here")]
+    Unknown(ObjectId),
+    /// A borrow released that was never added (a peer's duplicate or stray message).
+    #[error("object {0} has no borrower to remove")]
+    NotBorrowed(ObjectId),
+    /// A handle released that was never taken.
+    #[error("object {0} has no handle to release")]
+    NoHandle(ObjectId),
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// `None`: owned by this process.
+    owner: Option<OwnerAddress>,
+    local: u32,
+    borrowers: u32,
+    /// Borrowed entries: whether this process registered with the owner.
+    registered: bool,
+    /// Borrowed entries: whether a fetch from the owner is under way.
+    fetching: bool,
+    state: State,
+    /// Refs inside the value, each holding one borrow at its owner while this entry lives.
+    contains: Vec<RefWire>,
+    on_free: Option<FreeHook>,
+}
+
+/// Every object one process owns or borrows.
+#[derive(Debug)]
+pub struct RefTable {
+    /// This process's address as owners are named: refs with it are owned here.
+    own: OwnerAddress,
+    entries: HashMap<ObjectId, Entry>,
+    commands: Vec<RefCommand>,
+}
+
+impl RefTable {
+    /// An empty table of the process at `own`.
+    pub fn new(own: OwnerAddress) -> RefTable {
+        RefTable { own, entries: HashMap::new(), commands: Vec::new() }
+    }
+
+    /// The commands to perform, oldest first.
+    pub fn take_commands(&mut self) -> Vec<RefCommand> {
+        std::mem::take(&mut self.commands)
+    }
+
+    /// A new owned object with one local handle. An id already here is a bug of the caller
+    /// (ids are unique); the old entry is kept and `false` returned.
+    pub fn create_owned(&mut self, id: ObjectId, state: State, contains: Vec<RefWire>) -> bool {
+        if self.entries.contains_key(&id) {
+            debug_assert!(false, "object ids are unique: {id} created twice");
+            return false;
+        }
+        let entry = Entry {
+            owner: None,
+            local: 1,
+            borrowers: 0,
+            registered: false,
+            fetching: false,
+            state,
+            contains,
+            on_free: None,
+        };
+        self.entries.insert(id, entry);
+        true
+    }
+
+    /// Sets what to do when the owned object `id` is freed.
+    pub fn set_on_free(&mut self, id: ObjectId, hook: FreeHook) {
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.on_free = Some(hook);
+        }
+    }
+
+    /// An owned object's task finished. If every ref was dropped meanwhile, or it was already
+    /// settled, the value is nobody's: what it holds is released.
+    pub fn complete(&mut self, id: ObjectId, outcome: Result<(Value, Vec<RefWire>), TaskError>) {
+        match self.entries.get_mut(&id) {
+            Some(entry) if matches!(entry.state, State::Pending) => match outcome {
+                Ok((value, contains)) => {
+                    entry.state = State::Ready(value);
+                    entry.contains = contains;
+                }
+                Err(error) => entry.state = State::Failed(error),
+            },
+            settled => {
+                // Completing an object twice is a bug; in a release build the late outcome is
+                // dropped (and its value released) rather than taking the process down.
+                debug_assert!(settled.is_none(), "object lifecycle: {id} completed twice (was {settled:?})");
+                if let Ok((value, contains)) = outcome {
+                    self.discard(id, value, contains);
+                }
+            }
+        }
+    }
+
+    /// A value nobody owns any more (a late or duplicate result): its store copy and the
+    /// borrows its refs hold are released.
+    pub fn discard(&mut self, id: ObjectId, value: Value, contains: Vec<RefWire>) {
+        if matches!(value, Value::Shared(_)) {
+            self.commands.push(RefCommand::DeleteStored { id });
+        }
+        self.release_contained(contains);
+    }
+
+    /// A borrowed object's value (or the failure to get it) arrived from its owner.
+    pub fn fetched(&mut self, id: ObjectId, state: State) {
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.fetching = false;
+            if matches!(entry.state, State::Pending) {
+                entry.state = state;
+            }
+        }
+    }
+
+    /// A handle was cloned.
+    pub fn add_local(&mut self, id: ObjectId) -> Result<(), RefError> {
+        let entry = self.entries.get_mut(&id).ok_or(RefError::Unknown(id))?;
+        entry.local += 1;
+        Ok(())
+    }
+
+    /// A handle was dropped.
+    pub fn release_local(&mut self, id: ObjectId) -> Result<(), RefError> {
+        let entry = self.entries.get_mut(&id).ok_or(RefError::Unknown(id))?;
+        entry.local = entry.local.checked_sub(1).ok_or(RefError::NoHandle(id))?;
+        self.free_if_unused(id);
+        Ok(())
+    }
+
+    /// Another process (or an object) borrows an owned object. `false` if it is gone, or not
+    /// owned here.
+    pub fn add_borrower(&mut self, id: ObjectId) -> bool {
+        match self.entries.get_mut(&id) {
+            Some(entry) if entry.owner.is_none() => {
+                entry.borrowers += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A borrow of an owned object ended.
+    pub fn remove_borrower(&mut self, id: ObjectId) -> Result<(), RefError> {
+        let entry = self.entries.get_mut(&id).ok_or(RefError::Unknown(id))?;
+        if entry.owner.is_some() {
+            return Err(RefError::Unknown(id));
+        }
+        entry.borrowers = entry.borrowers.checked_sub(1).ok_or(RefError::NotBorrowed(id))?;
+        self.free_if_unused(id);
+        Ok(())
+    }
+
+    fn free_if_unused(&mut self, id: ObjectId) {
+        let Some(entry) = self.entries.get(&id) else { return };
+        if entry.local > 0 || entry.borrowers > 0 {
+            return;
+        }
+        let Some(entry) = self.entries.remove(&id) else { return };
+        match entry.owner {
+            None => {
+                if matches!(entry.state, State::Ready(Value::Shared(_))) {
+                    self.commands.push(RefCommand::DeleteStored { id });
+                }
+                self.release_contained(entry.contains);
+                if let Some(hook) = entry.on_free {
+                    self.commands.push(RefCommand::Hook(hook));
+                }
+            }
+            Some(owner) if entry.registered => self.commands.push(RefCommand::RemoveBorrow { id, owner }),
+            Some(_) => {}
+        }
+    }
+
+    /// Ends the borrows a freed value's refs held: locally for the refs owned here, by a
+    /// message to their owners for the others.
+    fn release_contained(&mut self, contains: Vec<RefWire>) {
+        for wire in contains {
+            if wire.owner == self.own {
+                // Owned here: its count is ours to lower (an error only if it was freed
+                // already, which the property tests rule out).
+                let _ = self.remove_borrower(wire.id);
+            } else {
+                self.commands.push(RefCommand::RemoveBorrow { id: wire.id, owner: wire.owner });
+            }
+        }
+    }
+
+    /// A ref arrived inside a value: one more handle. Returns whether this process now borrows
+    /// it for the first time (the caller registers it with the owner, then calls
+    /// [`Self::registered`]).
+    pub fn adopt(&mut self, id: ObjectId, owner: Option<OwnerAddress>) -> bool {
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.local += 1;
+            return false;
+        }
+        let state = match owner {
+            Some(_) => State::Pending,
+            // Our own object, already freed: the ref outlived the object (a protocol error).
+            None => State::Failed(TaskError::ObjectLost {
+                object: id.to_string(),
+                reason: "its owner had already freed it".into(),
+            }),
+        };
+        self.entries.insert(
+            id,
+            Entry {
+                owner,
+                local: 1,
+                borrowers: 0,
+                registered: false,
+                fetching: false,
+                state,
+                contains: Vec::new(),
+                on_free: None,
+            },
+        );
+        owner.is_some()
+    }
+
+    /// The owner counted this process as a borrower of `id`. If the entry is gone meanwhile
+    /// (every handle dropped before the owner answered), the borrow is given back at once.
+    pub fn registered(&mut self, id: ObjectId, owner: OwnerAddress) {
+        match self.entries.get_mut(&id) {
+            Some(entry) if entry.owner.is_some() && !entry.registered => entry.registered = true,
+            _ => self.commands.push(RefCommand::RemoveBorrow { id, owner }),
+        }
+    }
+
+    /// Borrowed entries among `ids` not yet registered with their owners.
+    pub fn unregistered(&self, ids: &[ObjectId]) -> Vec<(ObjectId, OwnerAddress)> {
+        ids.iter()
+            .filter_map(|id| {
+                let entry = self.entries.get(id)?;
+                match &entry.owner {
+                    Some(owner) if !entry.registered => Some((*id, *owner)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// The state of `id`, if it is here.
+    pub fn state(&self, id: ObjectId) -> Option<&State> {
+        self.entries.get(&id).map(|entry| &entry.state)
+    }
+
+    /// For a borrowed pending entry not being fetched: marks it fetching and returns its owner.
+    pub fn start_fetch(&mut self, id: ObjectId) -> Option<OwnerAddress> {
+        let entry = self.entries.get_mut(&id)?;
+        if entry.fetching || !matches!(entry.state, State::Pending) {
+            return None;
+        }
+        let owner = entry.owner?;
+        entry.fetching = true;
+        Some(owner)
+    }
+
+    /// The counts of `id`: (local handles, borrowers), if it is here.
+    pub fn counts_of(&self, id: ObjectId) -> Option<(u32, u32)> {
+        self.entries.get(&id).map(|entry| (entry.local, entry.borrowers))
+    }
+
+    /// Objects here: (owned, borrowed).
+    pub fn counts(&self) -> (usize, usize) {
+        let owned = self.entries.values().filter(|entry| entry.owner.is_none()).count();
+        (owned, self.entries.len() - owned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id(index: u64) -> ObjectId {
+        let mut bytes = [0u8; 20];
+        bytes[12..].copy_from_slice(&index.to_be_bytes());
+        ObjectId(bytes)
+    }
+
+    fn address(process: usize) -> OwnerAddress {
+        format!("127.0.0.1:{}", 1000 + process).parse().unwrap()
+    }
+
+    fn inline() -> Value {
+        Value::Inline(Bytes::from_static(b"v"))
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        AddLocal(usize),
+        ReleaseLocal(usize),
+        AddBorrower(usize),
+        RemoveBorrower(usize),
+        Complete(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..4usize).prop_map(Op::AddLocal),
+            (0..4usize).prop_map(Op::ReleaseLocal),
+            (0..4usize).prop_map(Op::AddBorrower),
+            (0..4usize).prop_map(Op::RemoveBorrower),
+            (0..4usize).prop_map(Op::Complete),
+        ]
+    }
+
+    proptest! {
+        /// Against a model of the counts: an owned object is freed exactly once, exactly when
+        /// its last local handle and last borrow are gone; a freed object takes no new count;
+        /// and a release below zero is refused without changing anything.
+        #[test]
+        fn owned_objects_are_freed_once_when_the_last_reference_goes(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut table = RefTable::new(address(0));
+            // Model: (local, borrowers, pending, alive) per object; each starts with one handle.
+            let mut model = [(1u32, 0u32, true, true); 4];
+            for index in 0..4 {
+                table.create_owned(id(index as u64), State::Pending, Vec::new());
+            }
+            let freed = |table: &mut RefTable| table.take_commands().iter().filter(|command| matches!(command, RefCommand::DeleteStored { .. })).count();
+            for op in ops {
+                match op {
+                    Op::AddLocal(index) => {
+                        let added = table.add_local(id(index as u64));
+                        prop_assert_eq!(added.is_ok(), model[index].3);
+                        if model[index].3 { model[index].0 += 1; }
+                    }
+                    Op::ReleaseLocal(index) => {
+                        let released = table.release_local(id(index as u64));
+                        if !model[index].3 {
+                            prop_assert_eq!(released, Err(RefError::Unknown(id(index as u64))));
+                        } else if model[index].0 == 0 {
+                            prop_assert_eq!(released, Err(RefError::NoHandle(id(index as u64))));
+                        } else {
+                            prop_assert!(released.is_ok());
+                            model[index].0 -= 1;
+                            if model[index].0 == 0 && model[index].1 == 0 {
+                                model[index].3 = false;
+                                // A ready object's store copy is deleted with it.
+                                prop_assert_eq!(freed(&mut table), usize::from(!model[index].2));
+                            }
+                        }
+                    }
+                    Op::AddBorrower(index) => {
+                        prop_assert_eq!(table.add_borrower(id(index as u64)), model[index].3);
+                        if model[index].3 { model[index].1 += 1; }
+                    }
+                    Op::RemoveBorrower(index) => {
+                        let removed = table.remove_borrower(id(index as u64));
+                        if model[index].3 && model[index].1 > 0 {
+                            prop_assert!(removed.is_ok());
+                            model[index].1 -= 1;
+                            if model[index].0 == 0 && model[index].1 == 0 {
+                                model[index].3 = false;
+                                prop_assert_eq!(freed(&mut table), usize::from(!model[index].2));
+                            }
+                        } else {
+                            prop_assert!(removed.is_err(), "a count went below zero");
+                        }
+                    }
+                    Op::Complete(index) => {
+                        if model[index].2 {
+                            let shared = Value::Shared(ObjectLocation { slot: 0, generation: 1 });
+                            table.complete(id(index as u64), Ok((shared, Vec::new())));
+                            // A completion nobody waits for any more is released at once.
+                            prop_assert_eq!(freed(&mut table), usize::from(!model[index].3));
+                            model[index].2 = false;
+                        }
+                    }
+                }
+                prop_assert!(table.take_commands().is_empty());
+                let alive = model.iter().filter(|entry| entry.3).count();
+                prop_assert_eq!(table.counts(), (alive, 0));
+                for (index, entry) in model.iter().enumerate() {
+                    if entry.3 {
+                        prop_assert_eq!(table.counts_of(id(index as u64)), Some((entry.0, entry.1)));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_borrowed_entry_unregisters_only_if_it_registered() {
+        let owner = address(9);
+        let mut table = RefTable::new(address(0));
+        assert!(table.adopt(id(1), Some(owner)), "first sight of a borrowed ref");
+        assert!(!table.adopt(id(1), Some(owner)), "second sight only counts");
+        assert_eq!(table.unregistered(&[id(1)]).len(), 1);
+        table.registered(id(1), owner);
+        assert!(table.unregistered(&[id(1)]).is_empty());
+        table.release_local(id(1)).unwrap();
+        table.release_local(id(1)).unwrap();
+        let commands = table.take_commands();
+        assert!(
+            matches!(commands[..], [RefCommand::RemoveBorrow { id: freed, owner: told }] if freed == id(1) && told == owner)
+        );
+        // Never registered: nothing to tell the owner, until a late registration is given back.
+        table.adopt(id(2), Some(owner));
+        table.release_local(id(2)).unwrap();
+        assert!(table.take_commands().is_empty());
+        table.registered(id(2), owner);
+        assert!(matches!(table.take_commands()[..], [RefCommand::RemoveBorrow { .. }]));
+    }
+
+    /// The borrower protocol between processes, each with its own table, over a network that
+    /// delivers messages in any order: one object, owned by process 0, passed to tasks in
+    /// other processes (inside their arguments), put inside other objects, cloned and dropped.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Clone(usize),
+        Drop(usize),
+        /// Pass the ref from one process to another inside a task's argument.
+        Send(usize, usize),
+        /// Put a value containing the ref in this process.
+        Contain(usize),
+        /// Drop a container.
+        Uncontain(usize),
+        /// Deliver the message at this index (modulo those in flight).
+        Deliver(usize),
+    }
+
+    #[derive(Debug)]
+    enum Message {
+        /// A task's argument carries the ref; `from` holds a handle until told `Done`.
+        Carry { from: usize, to: usize },
+        /// To the owner: count a borrow (`then`: what the borrower does once counted).
+        AddBorrower { from: usize, then: AfterAdd },
+        /// From the owner: counted (or not: the object is gone).
+        Added { to: usize, counted: bool, then: AfterAdd },
+        /// To the owner: a borrow ended.
+        RemoveBorrower,
+        /// To a sender: the task is over; its hold on the argument ends.
+        Done { to: usize },
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum AfterAdd {
+        /// A registration for a carried ref: then the sender's task may end.
+        Registered { sender: usize },
+        /// A container's borrow: then the container is made and the hold released.
+        Contained,
+    }
+
+    const OWNER: usize = 0;
+    const PROCESSES: usize = 3;
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            1 => (0..PROCESSES).prop_map(Step::Clone),
+            2 => (0..PROCESSES).prop_map(Step::Drop),
+            2 => (0..PROCESSES, 0..PROCESSES).prop_map(|(from, to)| Step::Send(from, to)),
+            1 => (0..PROCESSES).prop_map(Step::Contain),
+            1 => (0..PROCESSES).prop_map(Step::Uncontain),
+            5 => (0..64usize).prop_map(Step::Deliver),
+        ]
+    }
+
+    struct World {
+        tables: Vec<RefTable>,
+        /// Handles of the object user code keeps in each process.
+        handles: [u32; PROCESSES],
+        /// Handles tasks and puts hold in each process until a peer has counted its borrow.
+        holds: [u32; PROCESSES],
+        /// Containers alive in each process.
+        containers: [Vec<ObjectId>; PROCESSES],
+        in_flight: Vec<Message>,
+        deleted: u32,
+        next_container: u64,
+    }
+
+    const OBJECT: u64 = 1;
+
+    impl World {
+        fn new() -> World {
+            let mut tables: Vec<RefTable> =
+                (0..PROCESSES).map(|process| RefTable::new(address(process))).collect();
+            let location = Value::Shared(ObjectLocation { slot: 1, generation: 1 });
+            tables[OWNER].create_owned(id(OBJECT), State::Ready(location), Vec::new());
+            World {
+                tables,
+                handles: [1, 0, 0],
+                holds: [0; PROCESSES],
+                containers: Default::default(),
+                in_flight: Vec::new(),
+                deleted: 0,
+                next_container: 100,
+            }
+        }
+
+        fn wire(&self) -> RefWire {
+            RefWire { id: id(OBJECT), owner: address(OWNER) }
+        }
+
+        /// Performs the commands each table left.
+        fn perform(&mut self) {
+            for process in 0..PROCESSES {
+                for command in self.tables[process].take_commands() {
+                    match command {
+                        RefCommand::DeleteStored { id: deleted } => {
+                            assert_eq!(deleted, id(OBJECT), "only the object is stored");
+                            self.deleted += 1;
+                        }
+                        RefCommand::RemoveBorrow { owner, .. } => {
+                            assert_eq!(owner, address(OWNER));
+                            self.in_flight.push(Message::RemoveBorrower);
+                        }
+                        RefCommand::Hook(_) => unreachable!("no hooks here"),
+                    }
+                }
+            }
+        }
+
+        fn take(&mut self, process: usize) -> Result<(), RefError> {
+            self.tables[process].add_local(id(OBJECT))?;
+            self.handles[process] += 1;
+            Ok(())
+        }
+
+        fn release(&mut self, process: usize) -> Result<(), RefError> {
+            self.handles[process] -= 1;
+            self.tables[process].release_local(id(OBJECT))
+        }
+
+        fn hold(&mut self, process: usize) -> Result<(), RefError> {
+            self.tables[process].add_local(id(OBJECT))?;
+            self.holds[process] += 1;
+            Ok(())
+        }
+
+        fn unhold(&mut self, process: usize) -> Result<(), RefError> {
+            self.holds[process] -= 1;
+            self.tables[process].release_local(id(OBJECT))
+        }
+
+        fn make_container(&mut self, process: usize) {
+            self.next_container += 1;
+            let container = id(self.next_container);
+            let wire = self.wire();
+            self.tables[process].create_owned(container, State::Ready(inline()), vec![wire]);
+            self.containers[process].push(container);
+        }
+
+        fn deliver(&mut self, message: Message) -> Result<(), RefError> {
+            match message {
+                Message::Carry { from, to } => {
+                    let owner = self.tables[to].owner_key_of(address(OWNER));
+                    self.tables[to].adopt(id(OBJECT), owner);
+                    self.handles[to] += 1;
+                    if self.tables[to].unregistered(&[id(OBJECT)]).is_empty() {
+                        self.in_flight.push(Message::Done { to: from });
+                    } else {
+                        let then = AfterAdd::Registered { sender: from };
+                        self.in_flight.push(Message::AddBorrower { from: to, then });
+                    }
+                }
+                Message::AddBorrower { from, then } => {
+                    let counted = self.tables[OWNER].add_borrower(id(OBJECT));
+                    self.in_flight.push(Message::Added { to: from, counted, then });
+                }
+                Message::Added { to, counted, then } => {
+                    // The protocol keeps the object alive while a borrow is being added.
+                    assert!(counted, "the owner freed the object while {to} was adding a borrow");
+                    match then {
+                        AfterAdd::Registered { sender } => {
+                            self.tables[to].registered(id(OBJECT), address(OWNER));
+                            self.in_flight.push(Message::Done { to: sender });
+                        }
+                        AfterAdd::Contained => {
+                            self.make_container(to);
+                            self.unhold(to)?;
+                        }
+                    }
+                }
+                Message::RemoveBorrower => self.tables[OWNER].remove_borrower(id(OBJECT))?,
+                Message::Done { to } => self.unhold(to)?,
+            }
+            Ok(())
+        }
+
+        /// Safety: while anything holds the object, its owner has it; each process's count is
+        /// its handles.
+        fn check(&self) -> Result<(), TestCaseError> {
+            let held = self.handles.iter().chain(&self.holds).sum::<u32>()
+                + self.containers.iter().map(Vec::len).sum::<usize>() as u32;
+            let owned = self.tables[OWNER].counts_of(id(OBJECT));
+            if held > 0 {
+                prop_assert!(
+                    owned.is_some(),
+                    "freed while held: handles {:?}, containers {:?}",
+                    self.handles,
+                    self.containers
+                );
+            }
+            for process in 0..PROCESSES {
+                let held = self.handles[process] + self.holds[process];
+                if held > 0 {
+                    let (local, _) =
+                        self.tables[process].counts_of(id(OBJECT)).expect("a held object has an entry");
+                    prop_assert_eq!(local, held);
+                }
+            }
+            prop_assert!(self.deleted <= 1, "deleted twice");
+            prop_assert_eq!(self.deleted == 1, owned.is_none(), "deleted exactly when freed");
+            Ok(())
+        }
+    }
+
+    impl RefTable {
+        fn owner_key_of(&self, owner: OwnerAddress) -> Option<OwnerAddress> {
+            (owner != self.own).then_some(owner)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever order the messages arrive in: the owner never frees the object while a
+        /// handle or a container anywhere holds it, no count goes below zero, and once every
+        /// handle is dropped and every message delivered, the object is freed (its store copy
+        /// deleted once) and no process keeps an entry.
+        #[test]
+        fn the_borrower_protocol_frees_exactly_when_nothing_holds_the_object(
+            steps in proptest::collection::vec(step(), 1..200),
+        ) {
+            let mut world = World::new();
+            for step in steps {
+                match step {
+                    Step::Clone(process) if world.handles[process] > 0 => world.take(process)?,
+                    Step::Drop(process) if world.handles[process] > 0 => world.release(process)?,
+                    Step::Send(from, to) if world.handles[from] > 0 => {
+                        // The task holds the argument's ref until it is over.
+                        world.hold(from)?;
+                        world.in_flight.push(Message::Carry { from, to });
+                    }
+                    Step::Contain(process) if world.handles[process] > 0 => {
+                        if process == OWNER {
+                            prop_assert!(world.tables[OWNER].add_borrower(id(OBJECT)));
+                            world.make_container(process);
+                        } else {
+                            // Held while the owner counts the container's borrow.
+                            world.hold(process)?;
+                            world.in_flight.push(Message::AddBorrower { from: process, then: AfterAdd::Contained });
+                        }
+                    }
+                    Step::Uncontain(process) if !world.containers[process].is_empty() => {
+                        let container = world.containers[process].remove(0);
+                        world.tables[process].release_local(container)?;
+                    }
+                    Step::Deliver(pick) if !world.in_flight.is_empty() => {
+                        let message = world.in_flight.remove(pick % world.in_flight.len());
+                        world.deliver(message)?;
+                    }
+                    _ => {}
+                }
+                world.perform();
+                world.check()?;
+            }
+            // Everything dropped, everything delivered.
+            loop {
+                if let Some(process) = (0..PROCESSES).find(|process| !world.containers[*process].is_empty()) {
+                    let container = world.containers[process].remove(0);
+                    world.tables[process].release_local(container)?;
+                } else if !world.in_flight.is_empty() {
+                    let message = world.in_flight.remove(0);
+                    world.deliver(message)?;
+                } else if let Some(process) = (0..PROCESSES).find(|process| world.handles[*process] > 0) {
+                    world.release(process)?;
+                } else {
+                    break;
+                }
+                world.perform();
+                world.check()?;
+            }
+            prop_assert_eq!(world.deleted, 1, "freed once at the end");
+            for table in &world.tables {
+                prop_assert_eq!(table.counts(), (0, 0), "entries left behind");
+            }
+        }
+    }
+}
