@@ -15,7 +15,7 @@
 //! answers go back into the core; a lease's worker death comes from the raylet (`WatchLease`),
 //! which sees the process exit at once, where a connection would only time out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -116,16 +116,127 @@ struct Payload {
 struct LeaseLink {
     executor: ActorRef<Executor>,
     /// Resolves with the worker's exit when it died; never when the lease ended otherwise.
-    death: Shared<BoxFuture<'static, Option<String>>>,
+    death: Death,
 }
 
-/// The core and what the shell keeps beside it, under one lock.
+type Death = Shared<BoxFuture<'static, Option<String>>>;
+
+/// The core and what the shell keeps beside it, under one lock: each event takes it once, and
+/// turns the core's commands into [`Effect`]s performed after it is released.
 struct Inner {
     core: SubmitterCore<Reply>,
     payloads: HashMap<ObjectId, Payload>,
     links: HashMap<RequestId, LeaseLink>,
     /// The core's next timeout a wake-up is armed for.
     timer: Option<Duration>,
+}
+
+/// What the shell does outside the lock for a command of the core.
+enum Effect {
+    Ask {
+        request: RequestId,
+        shape: Shape,
+    },
+    Push {
+        request: RequestId,
+        message: PushTask,
+        executor: ActorRef<Executor>,
+        death: Death,
+    },
+    Return {
+        lease: u64,
+        reusable: bool,
+    },
+    Complete {
+        task: ObjectId,
+        result: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
+        _payload: Option<Payload>,
+    },
+    Discard {
+        task: ObjectId,
+        output: TaskOutput,
+    },
+    WakeAt(Duration),
+}
+
+impl Inner {
+    /// Turns the core's commands into effects (answering at once what needs no I/O), and arms
+    /// the wake-up for the core's next timeout.
+    fn effects(&mut self, now: Duration) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        loop {
+            let commands: Vec<Command<Reply>> = self.core.poll_commands().collect();
+            if commands.is_empty() {
+                break;
+            }
+            for command in commands {
+                match command {
+                    Command::RequestLease { request, node: Some(node), .. } => {
+                        // Spilled back to another node: this process reaches only its own raylet
+                        // (the multi-node cluster is issue 12's).
+                        let refusal = Refusal::Unreachable {
+                            target: format!("node {node}"),
+                            reason: "it was spilled back there, and a single-node cluster cannot reach another node"
+                                .to_owned(),
+                        };
+                        self.core.lease_answered(now, request, LeaseAnswer::Refused(refusal));
+                    }
+                    Command::RequestLease { request, shape, node: None } => {
+                        effects.push(Effect::Ask { request, shape })
+                    }
+                    Command::Push { request, task, .. } => {
+                        let message = self.payloads.get(&task).map(|payload| PushTask {
+                            function: payload.function.to_owned(),
+                            args: payload.args.clone(),
+                            return_id: task,
+                        });
+                        match (message, self.links.get(&request)) {
+                            (Some(message), Some(link)) => effects.push(Effect::Push {
+                                request,
+                                message,
+                                executor: link.executor.clone(),
+                                death: link.death.clone(),
+                            }),
+                            // The lease ended before the push could start.
+                            _ => self.core.worker_died(
+                                now,
+                                request,
+                                "its lease ended before the task was pushed",
+                            ),
+                        }
+                    }
+                    Command::ReturnLease { request, lease, reusable, .. } => {
+                        self.links.remove(&request);
+                        effects.push(Effect::Return { lease, reusable });
+                    }
+                    Command::Complete { task, outcome } => {
+                        let payload = self.payloads.remove(&task);
+                        let function = payload.as_ref().map_or("a task", |payload| payload.function);
+                        let result = match outcome {
+                            Ok(Ok(output)) => Ok(output_value(output)),
+                            Ok(Err(TaskFailure { function, pid, message })) => {
+                                Err(TaskError::Failed { function, pid, message })
+                            }
+                            Err(failure) => Err(failure_error(function, failure)),
+                        };
+                        effects.push(Effect::Complete { task, result, _payload: payload });
+                    }
+                    Command::Discard { task, output } => {
+                        if let Ok(output) = output {
+                            effects.push(Effect::Discard { task, output });
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(due) = self.core.poll_timeout() {
+            if self.timer.is_none_or(|armed| due < armed) {
+                self.timer = Some(due);
+                effects.push(Effect::WakeAt(due));
+            }
+        }
+        effects
+    }
 }
 
 /// The task submitter of one process.
@@ -165,6 +276,55 @@ impl Submitter {
     }
 }
 
+/// Feeds one event to the core under the lock, then performs the effects. On the core arbiter.
+fn drive(core: &'static CoreWorker, event: impl FnOnce(&mut Inner, Duration)) {
+    let now = core.submitter.now();
+    let effects = {
+        let mut inner = core.submitter.inner.lock();
+        event(&mut inner, now);
+        inner.effects(now)
+    };
+    for effect in effects {
+        perform(core, effect);
+    }
+}
+
+/// Performs one effect. On the core arbiter.
+fn perform(core: &'static CoreWorker, effect: Effect) {
+    match effect {
+        Effect::Ask { request, shape } => {
+            tokio::spawn(request_lease(core, request, shape));
+        }
+        Effect::Push { request, message, executor, death } => {
+            tokio::spawn(push(core, request, message, executor, death));
+        }
+        Effect::Return { lease, reusable } => {
+            let raylet = core.raylet.clone();
+            tokio::spawn(async move {
+                let _ = raylet.tell(ReturnLease { lease, reusable }).await;
+            });
+        }
+        Effect::Complete { task, result, .. } => complete(core, task, result),
+        Effect::Discard { task, output } => {
+            // A reply nobody waits for (cancelled, or retried): release what it holds.
+            let (value, contains) = output_value(output);
+            core.clean_up(core.objects.discard(task, value, contains));
+        }
+        Effect::WakeAt(due) => {
+            let at = core.submitter.origin + due;
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at.into()).await;
+                drive(core, |inner, now| {
+                    if inner.timer == Some(due) {
+                        inner.timer = None;
+                    }
+                    inner.core.handle_timeout(now);
+                });
+            });
+        }
+    }
+}
+
 /// Submits `function` (what `f::remote(...)` calls). Returns at once.
 pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions) -> RawRef {
     // Without `manta::init` the result's `get` reports `NotInitialized`.
@@ -178,14 +338,9 @@ pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions)
         options.scheduling_strategy,
     );
     let retries = options.max_retries.unwrap_or(core.max_retries);
-    {
-        let mut inner = core.submitter.inner.lock();
-        inner.core.submit(result.id, shape, retries);
-        inner.payloads.insert(result.id, Payload { function, args: Vec::new(), _holds: Vec::new() });
-    }
     // Submissions are handed to the core arbiter in batches: one wake-up drains every task
-    // submitted meanwhile.
-    core.submitter.incoming.lock().push(Incoming { id: result.id, function, args });
+    // submitted meanwhile, under one lock of the core.
+    core.submitter.incoming.lock().push(Incoming { id: result.id, function, args, shape, retries });
     if !core.submitter.draining.swap(true, Ordering::AcqRel) {
         core.arbiter.spawn(drain(core));
     }
@@ -197,141 +352,72 @@ struct Incoming {
     id: ObjectId,
     function: &'static str,
     args: Vec<ArgSpec>,
+    shape: Shape,
+    retries: u32,
 }
 
-/// Resolves the submitted tasks' arguments: at once when every argument is a small value,
-/// asynchronously otherwise.
+/// Hands the submitted tasks to the core, with their arguments when every one is a small value;
+/// the others resolve asynchronously.
 async fn drain(core: &'static CoreWorker) {
     // Clear the flag before taking the batch: a task submitted after the take schedules
     // another drain.
     core.submitter.draining.store(false, Ordering::Release);
-    let batch = std::mem::take(&mut *core.submitter.incoming.lock());
-    for Incoming { id, function, args } in batch {
-        if !args.iter().all(|ArgSpec(argument)| argument.is_small_value(core.inline_bytes_max)) {
-            tokio::spawn(async move {
-                let resolved = resolve_args(core, function, args).await;
-                resolved_now(core, id, resolved);
-                perform(core, VecDeque::new());
-            });
-            continue;
-        }
-        // Small values only: resolving does not wait.
-        match resolve_args(core, function, args).now_or_never() {
-            Some(resolved) => resolved_now(core, id, resolved),
-            None => unreachable!("small values resolve without waiting"),
-        }
-    }
-    perform(core, VecDeque::new());
-}
-
-/// Hands a task's resolved arguments (or the error resolving them) to the core.
-fn resolved_now(
-    core: &'static CoreWorker,
-    id: ObjectId,
-    resolved: Result<(Vec<TaskArg>, Vec<RawRef>), TaskError>,
-) {
-    let now = core.submitter.now();
-    let mut inner = core.submitter.inner.lock();
-    match resolved {
-        Ok((args, holds)) => {
-            // Cancelled meanwhile: its payload went with its completion; the arguments drop.
-            if let Some(payload) = inner.payloads.get_mut(&id) {
-                payload.args = args;
-                payload._holds = holds;
-                inner.core.resolved(now, id);
+    let mut waiting = Vec::new();
+    drive(core, |inner, now| {
+        // Taken under the core's lock, so that `cancel` finds each task in one place or the
+        // other.
+        let batch = std::mem::take(&mut *core.submitter.incoming.lock());
+        for Incoming { id, function, args, shape, retries } in batch {
+            inner.core.submit(id, shape, retries);
+            if !args.iter().all(|ArgSpec(argument)| argument.is_small_value(core.inline_bytes_max)) {
+                inner.payloads.insert(id, Payload { function, args: Vec::new(), _holds: Vec::new() });
+                waiting.push((id, function, args));
+                continue;
+            }
+            // Small values only: resolving does not wait.
+            match resolve_args(core, function, args).now_or_never() {
+                Some(Ok((args, holds))) => {
+                    inner.payloads.insert(id, Payload { function, args, _holds: holds });
+                    inner.core.resolved(now, id);
+                }
+                Some(Err(error)) => {
+                    inner.core.resolve_failed(id);
+                    waiting_failed(core, id, error);
+                }
+                None => unreachable!("small values resolve without waiting"),
             }
         }
-        Err(error) => {
-            if inner.core.resolve_failed(id) {
-                inner.payloads.remove(&id);
-                drop(inner);
+    });
+    for (id, function, args) in waiting {
+        tokio::spawn(async move {
+            let resolved = resolve_args(core, function, args).await;
+            let mut failed = None;
+            drive(core, |inner, now| match resolved {
+                // Cancelled meanwhile: its payload went with its completion; the arguments drop.
+                Ok((args, holds)) => {
+                    if let Some(payload) = inner.payloads.get_mut(&id) {
+                        payload.args = args;
+                        payload._holds = holds;
+                        inner.core.resolved(now, id);
+                    }
+                }
+                Err(error) => {
+                    if inner.core.resolve_failed(id) {
+                        inner.payloads.remove(&id);
+                        failed = Some(error);
+                    }
+                }
+            });
+            if let Some(error) = failed {
                 complete(core, id, Err(error));
             }
-        }
+        });
     }
 }
 
-/// Performs the core's commands (and those that answering them at once produces), then arms
-/// a wake-up for the core's next timeout. Runs on the core arbiter.
-fn perform(core: &'static CoreWorker, mut commands: VecDeque<Command<Reply>>) {
-    let submitter = &core.submitter;
-    loop {
-        if commands.is_empty() {
-            let mut inner = submitter.inner.lock();
-            commands.extend(inner.core.poll_commands());
-            if commands.is_empty() {
-                arm_timer(core, &mut inner);
-                return;
-            }
-        }
-        let Some(command) = commands.pop_front() else { continue };
-        match command {
-            Command::RequestLease { request, node: Some(node), .. } => {
-                // Spilled back to another node: this process reaches only its own raylet (the
-                // multi-node cluster is issue 12's).
-                let refusal = Refusal::Unreachable {
-                    target: format!("node {node}"),
-                    reason: "it was spilled back there, and a single-node cluster cannot reach another node"
-                        .to_owned(),
-                };
-                let now = submitter.now();
-                submitter.inner.lock().core.lease_answered(now, request, LeaseAnswer::Refused(refusal));
-            }
-            Command::RequestLease { request, shape, node: None } => {
-                tokio::spawn(request_lease(core, request, shape));
-            }
-            Command::Push { request, task, attempt } => push(core, request, task, attempt),
-            Command::ReturnLease { request, lease, reusable, .. } => {
-                submitter.inner.lock().links.remove(&request);
-                let raylet = core.raylet.clone();
-                tokio::spawn(async move {
-                    let _ = raylet.tell(ReturnLease { lease, reusable }).await;
-                });
-            }
-            Command::Complete { task, outcome } => {
-                let payload = submitter.inner.lock().payloads.remove(&task);
-                let function = payload.as_ref().map_or("a task", |payload| payload.function);
-                let result = match outcome {
-                    Ok(Ok(output)) => Ok(output_value(output)),
-                    Ok(Err(TaskFailure { function, pid, message })) => {
-                        Err(TaskError::Failed { function, pid, message })
-                    }
-                    Err(failure) => Err(failure_error(function, failure)),
-                };
-                drop(payload);
-                complete(core, task, result);
-            }
-            Command::Discard { task, output } => {
-                if let Ok(output) = output {
-                    // A reply nobody waits for (cancelled, or retried): release what it holds.
-                    let (value, contains) = output_value(output);
-                    core.clean_up(core.objects.discard(task, value, contains));
-                }
-            }
-        }
-    }
-}
-
-/// Wakes the core when its next timeout is due (one wake-up armed at a time).
-fn arm_timer(core: &'static CoreWorker, inner: &mut Inner) {
-    let Some(due) = inner.core.poll_timeout() else { return };
-    if inner.timer.is_some_and(|armed| armed <= due) {
-        return;
-    }
-    inner.timer = Some(due);
-    let at = core.submitter.origin + due;
-    tokio::spawn(async move {
-        tokio::time::sleep_until(at.into()).await;
-        let now = core.submitter.now();
-        {
-            let mut inner = core.submitter.inner.lock();
-            if inner.timer == Some(due) {
-                inner.timer = None;
-            }
-            inner.core.handle_timeout(now);
-        }
-        perform(core, VecDeque::new());
-    });
+/// A task whose arguments do not resolve fails with that error (outside the core's lock).
+fn waiting_failed(core: &'static CoreWorker, id: ObjectId, error: TaskError) {
+    core.arbiter.spawn(async move { complete(core, id, Err(error)) });
 }
 
 /// The error a task's submission failure gives its `get`.
@@ -373,12 +459,13 @@ async fn request_lease(core: &'static CoreWorker, request: RequestId, shape: Sha
         strategy: shape.strategy,
         requester: core.worker_id,
     };
+    let mut link = None;
     let answer = match core.raylet.ask_unbounded(ask).await {
         Ok(LeaseOutcome::Granted { lease, address, pid }) => match address.parse() {
             Ok(socket) => {
                 let executor: ActorRef<Executor> = core.node.actor(ActorAddress::new(socket, EXECUTOR_NAME));
                 let raylet = core.raylet.clone();
-                let death = async move {
+                let death: Death = async move {
                     match raylet.ask_unbounded(WatchLease { lease }).await {
                         Ok(Some(exit)) => Some(exit),
                         Ok(None) | Err(_) => std::future::pending().await,
@@ -390,12 +477,10 @@ async fn request_lease(core: &'static CoreWorker, request: RequestId, shape: Sha
                 let watch = death.clone();
                 tokio::spawn(async move {
                     if let Some(exit) = watch.await {
-                        let now = core.submitter.now();
-                        core.submitter.inner.lock().core.worker_died(now, request, &exit);
-                        perform(core, VecDeque::new());
+                        drive(core, |inner, now| inner.core.worker_died(now, request, &exit));
                     }
                 });
-                core.submitter.inner.lock().links.insert(request, LeaseLink { executor, death });
+                link = Some(LeaseLink { executor, death });
                 LeaseAnswer::Granted { lease, pid }
             }
             Err(_) => {
@@ -422,71 +507,56 @@ async fn request_lease(core: &'static CoreWorker, request: RequestId, shape: Sha
             reason: error.to_string(),
         }),
     };
-    let now = core.submitter.now();
-    core.submitter.inner.lock().core.lease_answered(now, request, answer);
-    perform(core, VecDeque::new());
+    drive(core, |inner, now| {
+        if let Some(link) = link {
+            inner.links.insert(request, link);
+        }
+        inner.core.lease_answered(now, request, answer);
+    });
 }
 
 /// Pushes a task to its leased worker; its reply, or the worker's death, goes to the core.
-fn push(core: &'static CoreWorker, request: RequestId, task: ObjectId, attempt: u32) {
-    let (message, link) = {
-        let inner = core.submitter.inner.lock();
-        let message = inner.payloads.get(&task).map(|payload| PushTask {
-            function: payload.function.to_owned(),
-            args: payload.args.clone(),
-            return_id: task,
-        });
-        let link = inner.links.get(&request).map(|link| (link.executor.clone(), link.death.clone()));
-        (message, link)
+async fn push(
+    core: &'static CoreWorker,
+    request: RequestId,
+    message: PushTask,
+    executor: ActorRef<Executor>,
+    death: Death,
+) {
+    let task = message.return_id;
+    let reply = tokio::select! {
+        reply = executor.ask_unbounded(message) => reply,
+        exit = death.clone() => Err(AskError::ActorDied {
+            actor: "the leased worker".to_owned(),
+            cause: exit.unwrap_or_else(|| "its lease ended".to_owned()),
+        }),
     };
-    let (Some(message), Some((executor, death))) = (message, link) else {
-        // The lease ended before the push could start (its worker died meanwhile).
-        let now = core.submitter.now();
-        core.submitter.inner.lock().core.worker_died(
-            now,
-            request,
-            "its lease ended before the task was pushed",
-        );
-        return;
-    };
-    tokio::spawn(async move {
-        let reply = tokio::select! {
-            reply = executor.ask_unbounded(message) => reply,
-            exit = death.clone() => Err(AskError::ActorDied {
-                actor: "the leased worker".to_owned(),
-                cause: exit.unwrap_or_else(|| "its lease ended".to_owned()),
-            }),
-        };
-        let now = core.submitter.now();
-        match reply {
-            Ok(reply) => {
-                let run_us = reply.as_ref().ok().map(|output| output.run_us);
-                core.submitter.inner.lock().core.task_replied(now, request, task, run_us, reply);
-            }
-            Err(error) => {
-                let exit = match error {
-                    AskError::ActorDied { cause, .. } => cause,
-                    broken @ (AskError::ConnectionLost(_) | AskError::Unreachable(_)) => {
-                        // A local connection breaks the moment the worker dies, usually before
-                        // the raylet's word on how it died: wait for that word (bounded), unless
-                        // the lease is over already (returned, or its death handled).
-                        let open = core.submitter.inner.lock().links.contains_key(&request);
-                        let verdict = if open {
-                            tokio::time::timeout(DEATH_VERDICT_WAIT, death).await.ok().flatten()
-                        } else {
-                            None
-                        };
-                        verdict.unwrap_or_else(|| broken.to_string())
-                    }
-                    other => other.to_string(),
-                };
-                debug!(%task, attempt, %exit, "a leased worker is gone");
-                let now = core.submitter.now();
-                core.submitter.inner.lock().core.worker_died(now, request, &exit);
-            }
+    match reply {
+        Ok(reply) => {
+            let run_us = reply.as_ref().ok().map(|output| output.run_us);
+            drive(core, |inner, now| inner.core.task_replied(now, request, task, run_us, reply));
         }
-        perform(core, VecDeque::new());
-    });
+        Err(error) => {
+            let exit = match error {
+                AskError::ActorDied { cause, .. } => cause,
+                broken @ (AskError::ConnectionLost(_) | AskError::Unreachable(_)) => {
+                    // A local connection breaks the moment the worker dies, usually before the
+                    // raylet's word on how it died: wait for that word (bounded), unless the
+                    // lease is over already (returned, or its death handled).
+                    let open = core.submitter.inner.lock().links.contains_key(&request);
+                    let verdict = if open {
+                        tokio::time::timeout(DEATH_VERDICT_WAIT, death).await.ok().flatten()
+                    } else {
+                        None
+                    };
+                    verdict.unwrap_or_else(|| broken.to_string())
+                }
+                other => other.to_string(),
+            };
+            debug!(%task, %exit, "a leased worker is gone");
+            drive(core, |inner, now| inner.core.worker_died(now, request, &exit));
+        }
+    }
 }
 
 impl ArgKind {
@@ -589,13 +659,30 @@ pub(crate) fn output_value(output: TaskOutput) -> (Value, Vec<crate::objects::Re
 pub(crate) fn cancel(reference: &RawRef, force: bool) -> bool {
     let Some(core) = core::try_get() else { return false };
     let now = core.submitter.now();
-    let (cancelled, commands) = {
+    let mut unqueued = None;
+    let (cancelled, effects) = {
         let mut inner = core.submitter.inner.lock();
         let cancelled = inner.core.cancel(now, reference.id, force);
-        (cancelled, inner.core.poll_commands().collect::<VecDeque<_>>())
+        if !cancelled {
+            // Not handed to the core yet: take it out of the batch on its way.
+            let mut incoming = core.submitter.incoming.lock();
+            if let Some(index) = incoming.iter().position(|task| task.id == reference.id) {
+                unqueued = Some(incoming.swap_remove(index));
+            }
+        }
+        (cancelled || unqueued.is_some(), inner.effects(now))
     };
-    if !commands.is_empty() {
-        core.arbiter.spawn(async move { perform(core, commands) });
+    if let Some(task) = unqueued {
+        let function = task.function.to_owned();
+        drop(task);
+        complete(core, reference.id, Err(TaskError::Cancelled { function }));
+    }
+    if !effects.is_empty() {
+        core.arbiter.spawn(async move {
+            for effect in effects {
+                perform(core, effect);
+            }
+        });
     }
     cancelled
 }
