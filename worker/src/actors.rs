@@ -107,7 +107,7 @@ impl RawActorHandle {
     /// Calls `method` with `args`; the result arrives in the returned object.
     pub fn call(&self, method: &'static str, args: Vec<ArgSpec>) -> RawRef {
         // Without `manta::init` the result's `get` reports `NotInitialized`.
-        let Ok(core) = core::get() else { return RawRef::uninitialized() };
+        let Ok(core) = core::current() else { return RawRef::uninitialized() };
         let result = core.create_pending();
         let call = PendingCall {
             method,
@@ -116,7 +116,7 @@ impl RawActorHandle {
             return_id: result.id,
             retries_left: self.max_task_retries,
         };
-        client(core, self).submit(core, call);
+        client(&core, self).submit(&core, call);
         result
     }
 }
@@ -182,7 +182,7 @@ pub fn create_actor<A: ActorClass>(
     options: ActorOptions,
     args: Vec<ArgSpec>,
 ) -> Result<ActorHandle<A>, ActorError> {
-    let core = core::get().map_err(|_| ActorError::NotInitialized)?;
+    let core = core::current().map_err(|_| ActorError::NotInitialized)?;
     if options.max_concurrency == Some(0) {
         return Err(ActorError::Invalid("max_concurrency must be at least 1".into()));
     }
@@ -208,8 +208,9 @@ pub fn create_actor<A: ActorClass>(
     };
     let max_concurrency = options.max_concurrency.unwrap_or(if A::ASYNC { 1000 } else { 1 });
     let manager = core.actor_manager.clone();
+    let (resolver, arbiter) = (core.clone(), core.arbiter.clone());
     let outcome = core.block_on(async move {
-        let (args, holds) = resolve_args(core, A::NAME, args)
+        let (args, holds) = resolve_args(&resolver, A::NAME, args)
             .await
             .map_err(|error| ActorError::Invalid(error.to_string()))?;
         let spec = ActorSpec {
@@ -227,7 +228,7 @@ pub fn create_actor<A: ActorClass>(
         // the actor is dead.
         if !holds.is_empty() {
             let manager = manager.clone();
-            core.arbiter.spawn(async move {
+            arbiter.spawn(async move {
                 let mut known = None;
                 while let Ok(Some(info)) = manager.ask_unbounded(WatchActor { actor_id, known }).await {
                     if info.state == ActorState::Dead {
@@ -256,7 +257,7 @@ pub fn create_actor<A: ActorClass>(
             Vec::new(),
         );
         core.objects.set_on_free(id, FreeHook::KillActor(actor_id));
-        ObjectRef::from_raw(RawRef::from_counted(id, None))
+        ObjectRef::from_raw(RawRef::from_counted(&core, id, None))
     });
     Ok(ActorHandle::new(RawActorHandle {
         actor_id,
@@ -268,13 +269,13 @@ pub fn create_actor<A: ActorClass>(
 
 /// The live actor named `name` in the default namespace, as a handle of class `A`.
 pub fn get_actor<A: ActorClass>(name: &str) -> Result<ActorHandle<A>, ActorError> {
-    let namespace = core::get().map_err(|_| ActorError::NotInitialized)?.namespace.clone();
+    let namespace = core::current().map_err(|_| ActorError::NotInitialized)?.namespace.clone();
     get_actor_in::<A>(name, &namespace)
 }
 
 /// The live actor named `name` in `namespace`, as a handle of class `A`.
 pub fn get_actor_in<A: ActorClass>(name: &str, namespace: &str) -> Result<ActorHandle<A>, ActorError> {
-    let core = core::get().map_err(|_| ActorError::NotInitialized)?;
+    let core = core::current().map_err(|_| ActorError::NotInitialized)?;
     let gcs = core.gcs.clone();
     let request = GetNamedActor { namespace: namespace.to_owned(), name: name.to_owned() };
     let found = core
@@ -302,7 +303,7 @@ pub fn get_actor_in<A: ActorClass>(name: &str, namespace: &str) -> Result<ActorH
 /// Kills the actor at once, without restarting it (Ray's `ray.kill`). Calls in flight and later
 /// calls fail with [`TaskError::ActorDied`]. Returns whether the actor was known.
 pub fn kill<A: ActorClass>(handle: &ActorHandle<A>) -> Result<bool, ActorError> {
-    let core = core::get().map_err(|_| ActorError::NotInitialized)?;
+    let core = core::current().map_err(|_| ActorError::NotInitialized)?;
     let manager = core.actor_manager.clone();
     let request = KillActor { actor_id: handle.raw.actor_id, cause: "killed by manta::kill".into() };
     core.block_on(async move { manager.ask(request).await })
@@ -310,7 +311,7 @@ pub fn kill<A: ActorClass>(handle: &ActorHandle<A>) -> Result<bool, ActorError> 
 }
 
 /// The last handle of a non-detached actor is gone: kill it.
-pub(crate) fn kill_when_out_of_scope(core: &'static CoreWorker, actor_id: ActorId) {
+pub(crate) fn kill_when_out_of_scope(core: &Arc<CoreWorker>, actor_id: ActorId) {
     let manager = core.actor_manager.clone();
     core.arbiter.spawn(async move {
         let request = KillActor { actor_id, cause: "every handle to it was dropped".into() };
@@ -355,7 +356,7 @@ struct ClientState {
 /// This process's actor clients.
 pub(crate) type ActorClients = Mutex<HashMap<ActorId, Arc<ActorClient>>>;
 
-fn client(core: &'static CoreWorker, handle: &RawActorHandle) -> Arc<ActorClient> {
+fn client(core: &Arc<CoreWorker>, handle: &RawActorHandle) -> Arc<ActorClient> {
     let mut clients = core.actor_clients.lock();
     if let Some(client) = clients.get(&handle.actor_id) {
         return client.clone();
@@ -371,7 +372,7 @@ fn client(core: &'static CoreWorker, handle: &RawActorHandle) -> Arc<ActorClient
         state: Mutex::new(ClientState { current: None, queued: 0 }),
     });
     clients.insert(handle.actor_id, client.clone());
-    core.arbiter.spawn(run_client(core, client.clone(), receiver));
+    core.arbiter.spawn(run_client(core.clone(), client.clone(), receiver));
     client
 }
 
@@ -404,7 +405,7 @@ type Reply = Result<Result<TaskOutput, TaskFailure>, AskError>;
 impl ActorClient {
     /// Takes a call: sends it now, from the calling thread, when nothing stands in the way;
     /// else queues it for the client's task.
-    fn submit(self: &Arc<Self>, core: &'static CoreWorker, call: PendingCall) {
+    fn submit(self: &Arc<Self>, core: &Arc<CoreWorker>, call: PendingCall) {
         if let Err(call) = self.try_send_now(core, call) {
             self.enqueue(call);
         }
@@ -421,7 +422,7 @@ impl ActorClient {
     /// Sends `call` without waiting for anything, or gives it back.
     fn try_send_now(
         self: &Arc<Self>,
-        core: &'static CoreWorker,
+        core: &Arc<CoreWorker>,
         mut call: PendingCall,
     ) -> Result<(), PendingCall> {
         let mut state = self.state.lock();
@@ -463,7 +464,7 @@ impl ActorClient {
     /// incarnation without using up a retry, since it never reached this one.
     fn register(
         self: &Arc<Self>,
-        core: &'static CoreWorker,
+        core: &Arc<CoreWorker>,
         incarnation: &mut Incarnation,
         call: PendingCall,
         args: Vec<TaskArg>,
@@ -489,6 +490,7 @@ impl ActorClient {
             return_id,
         };
         let (calls, over, client) = (incarnation.calls.clone(), incarnation.over.clone(), self.clone());
+        let core = core.clone();
         // The answer is handled where it arrives (the transport's thread), without a wake-up
         // of the caller's runtime or of the client's task.
         let on_answer = move |reply: Reply| {
@@ -498,14 +500,15 @@ impl ActorClient {
                 return;
             };
             match reply {
-                Ok(Ok(output)) => complete(core, return_id, Ok(output_value(output))),
+                Ok(Ok(output)) => complete(&core, return_id, Ok(output_value(output))),
                 Ok(Err(TaskFailure { function, pid, message })) => {
-                    complete(core, return_id, Err(TaskError::Failed { function, pid, message }))
+                    complete(&core, return_id, Err(TaskError::Failed { function, pid, message }))
                 }
                 Err(error) => {
+                    let failing = core.clone();
                     core.arbiter.spawn(async move {
                         let cause = death_cause(error, over).await;
-                        fail_call(core, flight, &client, restarts, cause);
+                        fail_call(&failing, flight, &client, restarts, cause);
                     });
                 }
             }
@@ -514,7 +517,7 @@ impl ActorClient {
     }
 
     /// Sends a queued call: waits for its argument objects and for a live incarnation.
-    async fn send_queued(self: &Arc<Self>, core: &'static CoreWorker, mut call: PendingCall) {
+    async fn send_queued(self: &Arc<Self>, core: &Arc<CoreWorker>, mut call: PendingCall) {
         if call.resolved.is_none() {
             let function = format!("{}.{}", self.label, call.method);
             match resolve_args(core, &function, call.args.take().unwrap_or_default()).await {
@@ -557,7 +560,7 @@ impl ActorClient {
     }
 
     /// Waits for the actor to be alive and starts following that incarnation's end.
-    async fn next_incarnation(self: &Arc<Self>, core: &'static CoreWorker) -> Result<Incarnation, TaskError> {
+    async fn next_incarnation(self: &Arc<Self>, core: &Arc<CoreWorker>) -> Result<Incarnation, TaskError> {
         let actor_id = self.actor_id;
         match core.actor_manager.ask_unbounded(WatchActor { actor_id, known: None }).await {
             Ok(Some(info)) if info.state == ActorState::Alive => {
@@ -569,7 +572,7 @@ impl ActorClient {
                 let calls = Arc::new(Mutex::new(CallTable::new()));
                 let manager = core.actor_manager.clone();
                 let restarts = info.restarts;
-                let (ended, client) = (calls.clone(), self.clone());
+                let (ended, client, watcher) = (calls.clone(), self.clone(), core.clone());
                 core.arbiter.spawn(async move {
                     if let Ok(next) =
                         manager.ask_unbounded(WatchActor { actor_id, known: Some(restarts) }).await
@@ -580,7 +583,7 @@ impl ActorClient {
                         // The incarnation is over: decide every call still waiting on it.
                         let orphans = ended.lock().end();
                         for flight in orphans {
-                            fail_call(core, flight, &client, restarts, cause.clone());
+                            fail_call(&watcher, flight, &client, restarts, cause.clone());
                         }
                     }
                 });
@@ -604,13 +607,7 @@ impl ActorClient {
 
 /// Decides a call whose incarnation failed it: sent again to the next incarnation while it has
 /// retries left, else failed with `ActorDied`.
-fn fail_call(
-    core: &'static CoreWorker,
-    mut flight: Flight,
-    client: &ActorClient,
-    restarts: u64,
-    cause: String,
-) {
+fn fail_call(core: &Arc<CoreWorker>, mut flight: Flight, client: &ActorClient, restarts: u64, cause: String) {
     if flight.call.retries_left > 0 {
         debug!(actor = %client.label, restarts, %cause, "actor call failed; retrying on the next incarnation");
         flight.call.retries_left -= 1;
@@ -622,7 +619,7 @@ fn fail_call(
 }
 
 fn complete(
-    core: &'static CoreWorker,
+    core: &Arc<CoreWorker>,
     id: manta_objectstore::ObjectId,
     outcome: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
 ) {
@@ -631,12 +628,12 @@ fn complete(
 
 /// The client's task: sends the calls that could not go out at once, one after another.
 async fn run_client(
-    core: &'static CoreWorker,
+    core: Arc<CoreWorker>,
     client: Arc<ActorClient>,
     mut receiver: mpsc::UnboundedReceiver<PendingCall>,
 ) {
     while let Some(call) = receiver.recv().await {
-        client.send_queued(core, call).await;
+        client.send_queued(&core, call).await;
         client.state.lock().queued -= 1;
     }
 }

@@ -13,7 +13,7 @@ use crate::objects::{ObjectRef, State};
 /// values live in this process; large ones go to the node's shared-memory store (a
 /// [`Buffer`](crate::Buffer) inside is written once, into place).
 pub fn put<T: Serialize>(value: T) -> Result<ObjectRef<T>, TaskError> {
-    let core = core::get()?;
+    let core = core::current()?;
     let encoded =
         crate::codec::encode(&value).map_err(|error| TaskError::Encode { reason: error.to_string() })?;
     Ok(ObjectRef::from_raw(core.put_encoded(encoded)?))
@@ -35,7 +35,7 @@ pub fn wait<T>(
     num_returns: usize,
     timeout: Option<Duration>,
 ) -> Result<WaitResult<T>, TaskError> {
-    let core = core::get()?;
+    let core = core::current()?;
     if num_returns > refs.len() {
         let reason = format!("num_returns ({num_returns}) exceeds the number of refs ({})", refs.len());
         return Err(TaskError::Invalid { function: "wait".to_owned(), reason });
@@ -85,23 +85,23 @@ pub fn cancel_force<T>(reference: &ObjectRef<T>) -> bool {
 /// The node's object store figures (in the process that hosts it: the driver of an embedded
 /// cluster); `None` elsewhere.
 pub fn object_store_stats() -> Option<StoreStats> {
-    core::try_get()?.store_stats()
+    core::try_current()?.store_stats()
 }
 
 /// Whether `bytes` lie in the node's shared-memory object store (a zero-copy view).
 pub fn is_in_object_store(bytes: &[u8]) -> bool {
-    core::try_get().is_some_and(|core| core.store.reader().arena().contains(bytes.as_ptr()))
+    core::try_current().is_some_and(|core| core.store.reader().arena().contains(bytes.as_ptr()))
 }
 
 /// Objects this process owns and borrows right now (for tests and diagnostics).
 pub fn local_object_counts() -> (usize, usize) {
-    core::try_get().map_or((0, 0), |core| core.objects.counts())
+    core::try_current().map_or((0, 0), |core| core.objects.counts())
 }
 
 /// Every worker process the cluster has started, alive or dead, from the GCS's worker table
 /// (Ray's `ray.util.state.list_workers`).
 pub fn list_workers() -> Result<Vec<manta_gcs::wire::WorkerInfo>, TaskError> {
-    let core = core::get()?;
+    let core = core::current()?;
     let gcs = core.gcs.clone();
     core.block_on(async move { gcs.ask(manta_gcs::requests::GetAllWorkers).await })
         .map_err(|error| TaskError::unreachable("list_workers", "the GCS", error))?
@@ -110,7 +110,7 @@ pub fn list_workers() -> Result<Vec<manta_gcs::wire::WorkerInfo>, TaskError> {
 
 /// Every actor's record in the GCS (Ray's `ray.util.state.list_actors`).
 pub fn list_actors() -> Result<Vec<manta_gcs::wire::ActorInfo>, TaskError> {
-    let core = core::get()?;
+    let core = core::current()?;
     let gcs = core.gcs.clone();
     core.block_on(async move { gcs.ask(manta_gcs::requests::ListActors).await })
         .map_err(|error| TaskError::unreachable("list_actors", "the GCS", error))?

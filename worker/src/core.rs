@@ -202,16 +202,40 @@ pub(crate) struct CoreWorker {
     next_id: AtomicU64,
 }
 
-static CORE: OnceLock<CoreWorker> = OnceLock::new();
+/// The process's default core worker, installed by `init`: what the API reaches from a thread
+/// that entered no core of its own (user code calls `remote()` from any thread, as in Ray).
+/// Nothing below the API boundary reads it: the core is handed down, and each ref knows its own.
+static DEFAULT: OnceLock<Arc<CoreWorker>> = OnceLock::new();
 
-/// The core worker, or [`TaskError::NotInitialized`].
-pub(crate) fn get() -> Result<&'static CoreWorker, TaskError> {
-    CORE.get().ok_or(TaskError::NotInitialized)
+thread_local! {
+    /// The core the calling thread entered, ahead of the default: several core workers can
+    /// live in one process, each thread working for one.
+    static CURRENT: std::cell::RefCell<Option<Arc<CoreWorker>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// The core worker, if `init` ran.
-pub(crate) fn try_get() -> Option<&'static CoreWorker> {
-    CORE.get()
+/// The calling thread's core worker, or [`TaskError::NotInitialized`].
+pub(crate) fn current() -> Result<Arc<CoreWorker>, TaskError> {
+    try_current().ok_or(TaskError::NotInitialized)
+}
+
+/// The calling thread's core worker, if there is one.
+pub(crate) fn try_current() -> Option<Arc<CoreWorker>> {
+    CURRENT.with(|current| current.borrow().clone()).or_else(|| DEFAULT.get().cloned())
+}
+
+/// Makes `core` the calling thread's core worker for good (the core's own threads: its
+/// arbiter, the threads hosting its actors).
+pub(crate) fn enter(core: &Arc<CoreWorker>) {
+    CURRENT.with(|current| *current.borrow_mut() = Some(core.clone()));
+}
+
+/// Runs `work` with `core` as the calling thread's core worker (a task on the shared task
+/// thread: what its generated code decodes and encodes is counted by the core that runs it).
+pub(crate) fn within<R>(core: &Arc<CoreWorker>, work: impl FnOnce() -> R) -> R {
+    let previous = CURRENT.with(|current| current.borrow_mut().replace(core.clone()));
+    let result = work();
+    CURRENT.with(|current| *current.borrow_mut() = previous);
+    result
 }
 
 impl CoreWorker {
@@ -249,28 +273,29 @@ impl CoreWorker {
     }
 
     /// A ref arriving in a value: count it, as owned or borrowed.
-    pub(crate) fn adopt(&self, wire: &RefWire) -> RawRef {
+    pub(crate) fn adopt(self: &Arc<Self>, wire: &RefWire) -> RawRef {
         let id = wire.id;
         let owner = self.owner_key(wire.owner);
         self.objects.adopt(id, owner);
-        RawRef::from_counted(id, owner)
+        RawRef::from_counted(self, id, owner)
     }
 
     /// A new owned object, pending, with one handle.
-    pub(crate) fn create_pending(&self) -> RawRef {
+    pub(crate) fn create_pending(self: &Arc<Self>) -> RawRef {
         let id = self.new_object_id();
         self.objects.create_owned(id, State::Pending, Vec::new());
-        RawRef::from_counted(id, None)
+        RawRef::from_counted(self, id, None)
     }
 
     /// Starts fetching a borrowed object's value from its owner (once).
-    pub(crate) fn start_fetch_if_borrowed(&'static self, raw: &RawRef) {
+    pub(crate) fn start_fetch_if_borrowed(self: &Arc<Self>, raw: &RawRef) {
         let Some(owner) = self.objects.start_fetch(raw.id) else { return };
         let id = raw.id;
+        let this = self.clone();
         self.arbiter.spawn(async move {
             // Answered when the object is ready, however long its task runs; ends with the
             // owner's death otherwise.
-            let reply = self.owner_of(owner).ask_unbounded(GetObject { id }).await;
+            let reply = this.owner_of(owner).ask_unbounded(GetObject { id }).await;
             let state = match reply {
                 Ok(ObjectReply::Inline(bytes)) => State::Ready(Value::Inline(Bytes::from(bytes.into_vec()))),
                 Ok(ObjectReply::Shared(location)) => State::Ready(Value::Shared(location.into())),
@@ -284,13 +309,13 @@ impl CoreWorker {
                     reason: format!("its owner {owner} is unreachable: {error}"),
                 }),
             };
-            self.objects.fetched(id, state);
+            this.objects.fetched(id, state);
         });
     }
 
     /// Waits (blocking) until `raw` is ready or failed; `Ok(None)` at the deadline.
     pub(crate) fn wait_ready(
-        &'static self,
+        self: &Arc<Self>,
         raw: &RawRef,
         deadline: Option<Instant>,
     ) -> Result<Option<State>, TaskError> {
@@ -308,7 +333,7 @@ impl CoreWorker {
     }
 
     /// `wait`'s sleep: like [`CoreWorker::wait_ready`], reports a blocked worker.
-    pub(crate) fn wait_any_change_reporting(&'static self, deadline: Option<Instant>) {
+    pub(crate) fn wait_any_change_reporting(self: &Arc<Self>, deadline: Option<Instant>) {
         match self.worker_id {
             Some(worker) => {
                 self.report_blocked(worker, true);
@@ -319,7 +344,7 @@ impl CoreWorker {
         }
     }
 
-    fn report_blocked(&'static self, worker: u64, blocked: bool) {
+    fn report_blocked(self: &Arc<Self>, worker: u64, blocked: bool) {
         let raylet = self.raylet.clone();
         self.arbiter.spawn(async move {
             let _ = raylet.tell(WorkerBlocked { worker, blocked }).await;
@@ -340,14 +365,15 @@ impl CoreWorker {
     }
 
     fn decode_state<T: DeserializeOwned>(
-        &self,
+        self: &Arc<Self>,
         id: ObjectId,
         state: State,
     ) -> Result<(T, Vec<RawRef>), TaskError> {
         match state {
             State::Ready(value) => {
                 let bytes = self.value_bytes(id, &value)?;
-                codec::decode(bytes).map_err(|error| TaskError::Decode {
+                // The refs inside are counted by this core, whichever thread decodes.
+                within(self, || codec::decode(bytes)).map_err(|error| TaskError::Decode {
                     type_name: std::any::type_name::<T>().to_owned(),
                     reason: error.to_string(),
                 })
@@ -359,7 +385,7 @@ impl CoreWorker {
 
     /// Decodes a ready value and registers this process as the borrower of the refs inside.
     pub(crate) fn decode_blocking<T: DeserializeOwned>(
-        &'static self,
+        self: &Arc<Self>,
         id: ObjectId,
         state: State,
     ) -> Result<T, TaskError> {
@@ -369,7 +395,7 @@ impl CoreWorker {
     }
 
     pub(crate) async fn decode_async<T: DeserializeOwned>(
-        &'static self,
+        self: &Arc<Self>,
         id: ObjectId,
         state: State,
     ) -> Result<T, TaskError> {
@@ -378,17 +404,18 @@ impl CoreWorker {
         Ok(value)
     }
 
-    pub(crate) fn register_blocking(&'static self, refs: Vec<RawRef>) {
+    pub(crate) fn register_blocking(self: &Arc<Self>, refs: Vec<RawRef>) {
         let ids: Vec<ObjectId> = refs.iter().map(|raw| raw.id).collect();
         if !self.objects.unregistered(&ids).is_empty() {
-            self.block_on(self.register_borrows(ids));
+            let this = self.clone();
+            self.block_on(async move { this.register_borrows(ids).await });
         }
         drop(refs);
     }
 
     /// Registers this process as a borrower of the refs among `ids` it borrows and has not
     /// registered yet. Awaited before whatever carried the refs is released.
-    pub(crate) async fn register_borrows(&'static self, ids: Vec<ObjectId>) {
+    pub(crate) async fn register_borrows(self: &Arc<Self>, ids: Vec<ObjectId>) {
         for (id, owner) in self.objects.unregistered(&ids) {
             let service = self.owner_of(owner);
             let added = service.ask(AddBorrower { id }).await.ok();
@@ -407,7 +434,7 @@ impl CoreWorker {
     }
 
     /// Takes one borrow on each ref, on behalf of an object that contains them.
-    pub(crate) async fn hold_contained(&'static self, refs: &[RefWire]) {
+    pub(crate) async fn hold_contained(self: &Arc<Self>, refs: &[RefWire]) {
         for wire in refs {
             let id = wire.id;
             if wire.owner == self.owner_address {
@@ -420,7 +447,7 @@ impl CoreWorker {
 
     /// Performs what the object table decided when objects were freed: store copies deleted,
     /// owners told of ended borrows, hooks run.
-    pub(crate) fn clean_up(&'static self, released: Released) {
+    pub(crate) fn clean_up(self: &Arc<Self>, released: Released) {
         for command in released.0 {
             match command {
                 RefCommand::DeleteStored { id } => self.delete_from_store(id),
@@ -437,7 +464,7 @@ impl CoreWorker {
         }
     }
 
-    fn delete_from_store(&'static self, id: ObjectId) {
+    fn delete_from_store(self: &Arc<Self>, id: ObjectId) {
         match &self.store {
             StoreAccess::Local(store, _) => {
                 let _ = store.lock().delete(id);
@@ -495,7 +522,7 @@ impl CoreWorker {
     }
 
     /// `put` for any thread but the core arbiter.
-    pub(crate) fn put_encoded(&'static self, encoded: Encoded) -> Result<RawRef, TaskError> {
+    pub(crate) fn put_encoded(self: &Arc<Self>, encoded: Encoded) -> Result<RawRef, TaskError> {
         let id = self.new_object_id();
         let value = match &self.store {
             // The store is in this process: write without a hop through the arbiter.
@@ -506,7 +533,8 @@ impl CoreWorker {
             _ => {
                 let encoded = Arc::new(encoded);
                 let shared = encoded.clone();
-                let location = self.block_on(async move { self.write_to_store(id, &shared).await })?;
+                let this = self.clone();
+                let location = self.block_on(async move { this.write_to_store(id, &shared).await })?;
                 match Arc::try_unwrap(encoded) {
                     Ok(encoded) => return self.finish_put(id, Value::Shared(location), encoded.refs),
                     Err(_) => unreachable!("the writer dropped its clone"),
@@ -517,17 +545,18 @@ impl CoreWorker {
     }
 
     fn finish_put(
-        &'static self,
+        self: &Arc<Self>,
         id: ObjectId,
         value: Value,
         refs: Vec<RefWire>,
     ) -> Result<RawRef, TaskError> {
         if !refs.is_empty() {
             let held = refs.clone();
-            self.block_on(async move { self.hold_contained(&held).await });
+            let this = self.clone();
+            self.block_on(async move { this.hold_contained(&held).await });
         }
         self.objects.create_owned(id, State::Ready(value), refs);
-        Ok(RawRef::from_counted(id, None))
+        Ok(RawRef::from_counted(self, id, None))
     }
 
     /// The node store's use (on the node hosting it; `None` elsewhere).
@@ -564,7 +593,10 @@ fn write_local(
 }
 
 /// Every process's object service: answers `get`s of the objects it owns and counts borrowers.
-pub(crate) struct OwnerService;
+pub(crate) struct OwnerService {
+    /// Weak: the node's registry holds this service, and the core holds the node.
+    core: std::sync::Weak<CoreWorker>,
+}
 
 impl Actor for OwnerService {
     type Context = Context<Self>;
@@ -574,8 +606,9 @@ impl Handler<GetObject> for OwnerService {
     type Result = ResponseFuture<ObjectReply>;
 
     fn handle(&mut self, request: GetObject, _: &mut Context<Self>) -> Self::Result {
+        let core = self.core.clone();
         Box::pin(async move {
-            let Some(core) = try_get() else { return ObjectReply::Unknown };
+            let Some(core) = core.upgrade() else { return ObjectReply::Unknown };
             let id = request.id;
             if core.objects.state(id).is_none() {
                 return ObjectReply::Unknown;
@@ -595,7 +628,7 @@ impl Handler<AddBorrower> for OwnerService {
     type Result = bool;
 
     fn handle(&mut self, request: AddBorrower, _: &mut Context<Self>) -> bool {
-        try_get().is_some_and(|core| core.objects.add_borrower(request.id))
+        self.core.upgrade().is_some_and(|core| core.objects.add_borrower(request.id))
     }
 }
 
@@ -603,7 +636,7 @@ impl Handler<RemoveBorrower> for OwnerService {
     type Result = ();
 
     fn handle(&mut self, request: RemoveBorrower, _: &mut Context<Self>) {
-        if let Some(core) = try_get() {
+        if let Some(core) = self.core.upgrade() {
             core.clean_up(core.objects.remove_borrower(request.id));
         }
     }
@@ -618,7 +651,7 @@ pub struct Cluster {
 impl Cluster {
     /// The address of this driver's node.
     pub fn address(&self) -> Option<std::net::SocketAddr> {
-        CORE.get().map(|core| core.node.local_addr())
+        DEFAULT.get().map(|core| core.node.local_addr())
     }
 }
 
@@ -638,7 +671,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         WORKER.call_once(|| worker_main(fingerprint));
         unreachable!("worker_main exits the process");
     }
-    if CORE.get().is_some() {
+    if DEFAULT.get().is_some() {
         return Err(InitError::AlreadyInitialized);
     }
     // The head's daemons (GCS, actor manager, store, raylet), composed by `manta-node`.
@@ -698,7 +731,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         next_id: AtomicU64::new(1),
         node,
     };
-    start_core(core)?;
+    let _core = start_core(core)?;
     info!(%address, "embedded cluster started");
     Ok(Cluster { _private: () })
 }
@@ -733,19 +766,26 @@ where
 }
 
 /// Installs the core worker and its `owner` service.
-fn start_core(core: CoreWorker) -> Result<(), InitError> {
-    if CORE.set(core).is_err() {
+fn start_core(core: CoreWorker) -> Result<Arc<CoreWorker>, InitError> {
+    let core = Arc::new(core);
+    if DEFAULT.set(core.clone()).is_err() {
         return Err(InitError::AlreadyInitialized);
     }
-    let core = CORE.get().expect("just set");
+    // The core arbiter works for this core (whatever the process's default).
+    let entered = core.clone();
+    core.arbiter.spawn(async move { enter(&entered) });
+    let service = Arc::downgrade(&core);
     let owner =
-        spawn(core.node.arbiter(), SpawnOptions::named(OWNER_NAME).max_restarts(u32::MAX), || OwnerService);
+        spawn(core.node.arbiter(), SpawnOptions::named(OWNER_NAME).max_restarts(u32::MAX), move || {
+            OwnerService { core: service.clone() }
+        });
     core.node
         .register(
             OWNER_NAME,
             Routes::new(owner).message::<GetObject>().message::<AddBorrower>().message::<RemoveBorrower>(),
         )
-        .map_err(InitError::Register)
+        .map_err(InitError::Register)?;
+    Ok(core)
 }
 
 /// The worker process's life: join, start the core worker, register, serve until the raylet
@@ -789,9 +829,8 @@ fn worker_main(fingerprint: u64) -> ! {
             next_id: AtomicU64::new(1),
             node,
         };
-        start_core(core).map_err(|error| error.to_string())?;
-        let core = CORE.get().expect("just set");
-        Executor::start(&core.node).map_err(|error| error.to_string())?;
+        let core = start_core(core).map_err(|error| error.to_string())?;
+        Executor::start(&core).map_err(|error| error.to_string())?;
         let registration = RegisterWorker {
             worker,
             address: core.node.local_addr().to_string(),

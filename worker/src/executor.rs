@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use manta_actor::{
-    panic_message, spawn, Actor, Context, Handler, LocalRef, Node, RegisterError, Reply, ResponseFuture,
-    Routes, SpawnOptions,
+    panic_message, spawn, Actor, Context, Handler, LocalRef, RegisterError, Reply, ResponseFuture, Routes,
+    SpawnOptions,
 };
 use manta_gcs::ActorId;
 use manta_objectstore::ObjectId;
@@ -87,6 +87,8 @@ type Hosts = Arc<RwLock<HashMap<ActorId, mpsc::UnboundedSender<HostedCall>>>>;
 /// The executor actor.
 pub struct Executor {
     hosts: Hosts,
+    /// The core worker whose tasks and actors this executor runs.
+    core: std::sync::Weak<CoreWorker>,
 }
 
 impl Actor for Executor {
@@ -99,16 +101,23 @@ impl Executor {
     /// actor's thread on the transport's thread, as they arrive (one hop between threads less
     /// per call; tasks still run in arrival order), and an actor call's answer is written back
     /// by the actor's thread itself (one more).
-    pub fn start(node: &Node) -> Result<LocalRef<Executor>, RegisterError> {
+    pub(crate) fn start(core: &Arc<CoreWorker>) -> Result<LocalRef<Executor>, RegisterError> {
+        let node = &core.node;
         let hosts = Hosts::default();
         let shared = hosts.clone();
+        // Weak: the node's registry holds the executor, and the core holds the node.
+        let weak = Arc::downgrade(core);
+        let (for_actor, for_task) = (weak.clone(), weak);
         let executor =
             spawn(node.arbiter(), SpawnOptions::named(EXECUTOR_NAME).max_restarts(u32::MAX), move || {
-                Executor { hosts: shared.clone() }
+                Executor { hosts: shared.clone(), core: for_actor.clone() }
             });
-        let routes = Routes::new(executor.clone()).message::<StartActor>().inline(run_task).inline_answering(
-            move |call: ActorCall, reply| hand_over_answering(&hosts, call, Replier::Wire(reply)),
-        );
+        let routes = Routes::new(executor.clone())
+            .message::<StartActor>()
+            .inline(move |task| run_task(for_task.upgrade(), task))
+            .inline_answering(move |call: ActorCall, reply| {
+                hand_over_answering(&hosts, call, Replier::Wire(reply))
+            });
         node.register(EXECUTOR_NAME, routes)?;
         Ok(executor)
     }
@@ -140,7 +149,7 @@ fn invoke_message(error: InvokeError) -> String {
 /// Stores an output (inline, or in the store under `return_id`), holds the refs inside it for
 /// the caller, and registers this process as the borrower of argument refs it kept.
 async fn finish_output(
-    core: &'static CoreWorker,
+    core: &Arc<CoreWorker>,
     output: Output,
     return_id: ObjectId,
     decoded: Arc<parking_lot::Mutex<Vec<ObjectId>>>,
@@ -167,12 +176,13 @@ impl Handler<PushTask> for Executor {
 
     /// Tasks from this very process (the network's go to `run_task` directly).
     fn handle(&mut self, task: PushTask, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(run_task(task))
+        Box::pin(run_task(self.core.upgrade(), task))
     }
 }
 
 /// Runs a pushed task on the task thread; resolves to its outcome.
 fn run_task(
+    core: Option<Arc<CoreWorker>>,
     task: PushTask,
 ) -> impl std::future::Future<Output = Result<TaskOutput, TaskFailure>> + Send + 'static {
     let pid = std::process::id();
@@ -185,15 +195,17 @@ fn run_task(
                 "{name} is not registered in this worker's binary (is it the same build as the driver?)"
             ));
         };
-        let core = core::get().map_err(|error| error.to_string())?;
-        let invocation = Invocation::new(function.name, materialize(core, args)?);
+        let core = core.ok_or_else(|| "the worker's runtime is shutting down".to_owned())?;
+        let invocation = Invocation::new(function.name, materialize(&core, args)?);
         let decoded = invocation.decoded.clone();
         let (reply, ran) = oneshot::channel();
+        let runs_for = core.clone();
         let job: Job = Box::new(move || {
             let mut invocation = invocation;
             let started = std::time::Instant::now();
-            let ran =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (function.invoke)(&mut invocation)));
+            let ran = core::within(&runs_for, || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (function.invoke)(&mut invocation)))
+            });
             let _ = reply.send((ran, started.elapsed().as_micros() as u64));
         });
         task_thread().send(job).map_err(|_| "the worker's task thread has ended".to_owned())?;
@@ -208,7 +220,7 @@ fn run_task(
             Ok((Err(panic), _)) => return Err(failure(format!("panicked: {}", panic_message(&*panic)))),
             Err(_) => return Err(failure("the task's thread dropped it".to_owned())),
         };
-        finish_output(core, output, return_id, decoded, run_us).await.map_err(failure)
+        finish_output(&core, output, return_id, decoded, run_us).await.map_err(failure)
     }
 }
 
@@ -228,11 +240,12 @@ impl Handler<StartActor> for Executor {
         };
         let (ready, started) = oneshot::channel();
         let (calls, receiver) = mpsc::unbounded_channel();
+        let core = self.core.upgrade();
         let max_concurrency = request.max_concurrency.max(1) as usize;
         let args = request.args;
         let spawned = std::thread::Builder::new()
             .name(format!("manta-actor-{}", class.name.rsplit("::").next().unwrap_or(class.name)))
-            .spawn(move || host_actor(class, args, max_concurrency, ready, receiver));
+            .spawn(move || host_actor(core, class, args, max_concurrency, ready, receiver));
         if let Err(error) = spawned {
             return Box::pin(std::future::ready(Err(failure(format!("no thread for the actor: {error}")))));
         }
@@ -296,6 +309,7 @@ fn hand_over_answering(hosts: &Hosts, call: ActorCall, reply: Replier) {
 
 /// The life of one hosted actor, on its own thread.
 fn host_actor(
+    core: Option<Arc<CoreWorker>>,
     class: &'static ActorClassEntry,
     args: Vec<TaskArg>,
     max_concurrency: usize,
@@ -314,11 +328,13 @@ fn host_actor(
     let local = tokio::task::LocalSet::new();
     registry::run_inline_on_this_thread(max_concurrency == 1);
     local.block_on(&runtime, async move {
-        let Ok(core) = core::get() else {
-            let _ = ready.send(Err(failure("the worker's runtime is not initialised".to_owned())));
+        let Some(core) = core else {
+            let _ = ready.send(Err(failure("the worker's runtime is shutting down".to_owned())));
             return;
         };
-        let args = match materialize(core, args) {
+        // This thread works for the core that hosts its actor.
+        core::enter(&core);
+        let args = match materialize(&core, args) {
             Ok(args) => args,
             Err(message) => {
                 let _ = ready.send(Err(failure(message)));
@@ -358,10 +374,10 @@ fn host_actor(
                 };
                 *expected += 1;
                 let Ok(slot) = slots.clone().acquire_owned().await else { return };
-                let cell = cell.clone();
+                let (cell, core) = (cell.clone(), core.clone());
                 tokio::task::spawn_local(async move {
                     let HostedCall { method, args, return_id, reply, .. } = call;
-                    let outcome = run_call(core, class, &cell, method, args, return_id).await;
+                    let outcome = run_call(&core, class, &cell, method, args, return_id).await;
                     drop(slot);
                     reply.send(outcome);
                 });
@@ -375,7 +391,7 @@ fn host_actor(
 }
 
 async fn run_call(
-    core: &'static CoreWorker,
+    core: &Arc<CoreWorker>,
     class: &'static ActorClassEntry,
     cell: &registry::ActorCell,
     method: String,

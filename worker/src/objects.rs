@@ -18,6 +18,8 @@
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Weak};
+
 use manta_objectstore::ObjectId;
 use manta_proto::OwnerAddress;
 use parking_lot::{Condvar, Mutex};
@@ -26,7 +28,7 @@ use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
-use crate::core;
+use crate::core::{self, CoreWorker};
 use crate::error::TaskError;
 
 pub use manta_proto::worker::RefWire;
@@ -224,29 +226,42 @@ impl ObjectTable {
 }
 
 /// An untyped handle that keeps an object alive (one `local` count).
-#[derive(Debug)]
 pub struct RawRef {
     pub(crate) id: ObjectId,
     /// `None` when this process owns it.
     pub(crate) owner: Option<OwnerAddress>,
+    /// The core worker whose table counts this handle (weak: the table's own entries hold
+    /// refs, and a ref that outlives its core counts nothing).
+    core: Weak<CoreWorker>,
+}
+
+impl std::fmt::Debug for RawRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawRef").field("id", &self.id).field("owner", &self.owner).finish()
+    }
 }
 
 impl RawRef {
     /// A ref made without a runtime (`manta::init` was not called): every `get` of it fails
     /// with [`TaskError::NotInitialized`].
     pub(crate) fn uninitialized() -> Self {
-        RawRef { id: ObjectId([0; 20]), owner: None }
+        RawRef { id: ObjectId([0; 20]), owner: None, core: Weak::new() }
     }
 
-    /// Wraps an entry whose count the caller already took.
-    pub(crate) fn from_counted(id: ObjectId, owner: Option<OwnerAddress>) -> Self {
-        RawRef { id, owner }
+    /// Wraps an entry of `core`'s table whose count the caller already took.
+    pub(crate) fn from_counted(core: &Arc<CoreWorker>, id: ObjectId, owner: Option<OwnerAddress>) -> Self {
+        RawRef { id, owner, core: Arc::downgrade(core) }
+    }
+
+    /// The core worker that counts this handle, if it still runs.
+    pub(crate) fn core(&self) -> Option<Arc<CoreWorker>> {
+        self.core.upgrade()
     }
 
     pub(crate) fn wire(&self) -> Option<RefWire> {
         let owner = match self.owner {
             Some(owner) => owner,
-            None => core::try_get()?.owner_address,
+            None => self.core()?.owner_address,
         };
         Some(RefWire { id: self.id, owner })
     }
@@ -254,16 +269,16 @@ impl RawRef {
 
 impl Clone for RawRef {
     fn clone(&self) -> Self {
-        if let Some(core) = core::try_get() {
+        if let Some(core) = self.core() {
             core.objects.add_local(self.id);
         }
-        RawRef { id: self.id, owner: self.owner }
+        RawRef { id: self.id, owner: self.owner, core: self.core.clone() }
     }
 }
 
 impl Drop for RawRef {
     fn drop(&mut self) {
-        if let Some(core) = core::try_get() {
+        if let Some(core) = self.core() {
             core.clean_up(core.objects.release_local(self.id));
         }
     }
@@ -331,21 +346,22 @@ impl<T> ObjectRef<T> {
 impl<T: DeserializeOwned> ObjectRef<T> {
     /// Waits for the value. Blocks the calling thread (use `.await` in async code).
     pub fn get(&self) -> Result<T, TaskError> {
-        let core = core::get()?;
+        let core = self.raw.core().ok_or(TaskError::NotInitialized)?;
         let state = core.wait_ready(&self.raw, None)?.expect("an unbounded wait returns a settled state");
         core.decode_blocking(self.raw.id, state)
     }
 
     /// Waits for the value at most `timeout`; [`TaskError::Timeout`] after that.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, TaskError> {
-        let core = core::get()?;
+        let core = self.raw.core().ok_or(TaskError::NotInitialized)?;
         let state = core.wait_ready(&self.raw, Some(Instant::now() + timeout))?;
         core.decode_blocking(self.raw.id, state.ok_or(TaskError::Timeout(timeout))?)
     }
 
     /// Whether the value (or an error) is there, without waiting.
     pub fn is_ready(&self) -> bool {
-        core::try_get()
+        self.raw
+            .core()
             .and_then(|core| {
                 core.start_fetch_if_borrowed(&self.raw);
                 core.objects.state(self.raw.id)
@@ -355,7 +371,7 @@ impl<T: DeserializeOwned> ObjectRef<T> {
 
     /// Waits asynchronously for the value (what `.await` does).
     pub async fn get_async(&self) -> Result<T, TaskError> {
-        let core = core::get()?;
+        let core = self.raw.core().ok_or(TaskError::NotInitialized)?;
         core.start_fetch_if_borrowed(&self.raw);
         let state = core.objects.wait_async(self.raw.id).await;
         core.decode_async(self.raw.id, state).await
@@ -398,7 +414,7 @@ impl<'de, T> Deserialize<'de> for ObjectRef<T> {
         if !codec::decoding() {
             return Err(D::Error::custom("an ObjectRef can only be deserialised by Manta"));
         }
-        let core = core::try_get().ok_or_else(|| D::Error::custom("manta::init was not called"))?;
+        let core = core::try_current().ok_or_else(|| D::Error::custom("manta::init was not called"))?;
         let raw = core.adopt(&wire);
         codec::record_decoded_ref(raw.clone());
         Ok(ObjectRef::from_raw(raw))

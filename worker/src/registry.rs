@@ -126,7 +126,7 @@ pub enum RegistryError {
 pub fn output<T: Serialize>(function: &'static str, value: &T) -> Result<Output, InvokeError> {
     let encoded = crate::codec::encode(value)
         .map_err(|error| InvokeError::Output { function, reason: error.to_string() })?;
-    let holds = match crate::core::try_get() {
+    let holds = match crate::core::try_current() {
         Some(core) => encoded.refs.iter().map(|wire| core.adopt(wire)).collect(),
         None => Vec::new(),
     };

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -91,7 +92,7 @@ enum ArgKind {
 pub fn arg<T: serde::Serialize, A: crate::IntoArg<T>>(argument: A) -> ArgSpec {
     match argument.into_arg() {
         crate::Arg::Value(value) => ArgSpec(ArgKind::Value(crate::codec::encode(&value).map(|encoded| {
-            let holds = match core::try_get() {
+            let holds = match core::try_current() {
                 Some(core) => encoded.refs.iter().map(|wire| core.adopt(wire)).collect(),
                 None => Vec::new(),
             };
@@ -277,7 +278,7 @@ impl Submitter {
 }
 
 /// Feeds one event to the core under the lock, then performs the effects. On the core arbiter.
-fn drive(core: &'static CoreWorker, event: impl FnOnce(&mut Inner, Duration)) {
+fn drive(core: &Arc<CoreWorker>, event: impl FnOnce(&mut Inner, Duration)) {
     let now = core.submitter.now();
     let effects = {
         let mut inner = core.submitter.inner.lock();
@@ -290,13 +291,13 @@ fn drive(core: &'static CoreWorker, event: impl FnOnce(&mut Inner, Duration)) {
 }
 
 /// Performs one effect. On the core arbiter.
-fn perform(core: &'static CoreWorker, effect: Effect) {
+fn perform(core: &Arc<CoreWorker>, effect: Effect) {
     match effect {
         Effect::Ask { request, shape } => {
-            tokio::spawn(request_lease(core, request, shape));
+            tokio::spawn(request_lease(core.clone(), request, shape));
         }
         Effect::Push { request, message, executor, death } => {
-            tokio::spawn(push(core, request, message, executor, death));
+            tokio::spawn(push(core.clone(), request, message, executor, death));
         }
         Effect::Return { lease, reusable } => {
             let raylet = core.raylet.clone();
@@ -312,9 +313,10 @@ fn perform(core: &'static CoreWorker, effect: Effect) {
         }
         Effect::WakeAt(due) => {
             let at = core.submitter.origin + due;
+            let core = core.clone();
             tokio::spawn(async move {
                 tokio::time::sleep_until(at.into()).await;
-                drive(core, |inner, now| {
+                drive(&core, |inner, now| {
                     if inner.timer == Some(due) {
                         inner.timer = None;
                     }
@@ -328,7 +330,7 @@ fn perform(core: &'static CoreWorker, effect: Effect) {
 /// Submits `function` (what `f::remote(...)` calls). Returns at once.
 pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions) -> RawRef {
     // Without `manta::init` the result's `get` reports `NotInitialized`.
-    let Ok(core) = core::get() else { return RawRef::uninitialized() };
+    let Ok(core) = core::current() else { return RawRef::uninitialized() };
     let result = core.create_pending();
     let shape = Shape::new(
         function,
@@ -342,7 +344,7 @@ pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions)
     // submitted meanwhile, under one lock of the core.
     core.submitter.incoming.lock().push(Incoming { id: result.id, function, args, shape, retries });
     if !core.submitter.draining.swap(true, Ordering::AcqRel) {
-        core.arbiter.spawn(drain(core));
+        core.arbiter.spawn(drain(core.clone()));
     }
     result
 }
@@ -358,12 +360,12 @@ struct Incoming {
 
 /// Hands the submitted tasks to the core, with their arguments when every one is a small value;
 /// the others resolve asynchronously.
-async fn drain(core: &'static CoreWorker) {
+async fn drain(core: Arc<CoreWorker>) {
     // Clear the flag before taking the batch: a task submitted after the take schedules
     // another drain.
     core.submitter.draining.store(false, Ordering::Release);
     let mut waiting = Vec::new();
-    drive(core, |inner, now| {
+    drive(&core, |inner, now| {
         // Taken under the core's lock, so that `cancel` finds each task in one place or the
         // other.
         let batch = std::mem::take(&mut *core.submitter.incoming.lock());
@@ -375,24 +377,25 @@ async fn drain(core: &'static CoreWorker) {
                 continue;
             }
             // Small values only: resolving does not wait.
-            match resolve_args(core, function, args).now_or_never() {
+            match resolve_args(&core, function, args).now_or_never() {
                 Some(Ok((args, holds))) => {
                     inner.payloads.insert(id, Payload { function, args, _holds: holds });
                     inner.core.resolved(now, id);
                 }
                 Some(Err(error)) => {
                     inner.core.resolve_failed(id);
-                    waiting_failed(core, id, error);
+                    waiting_failed(&core, id, error);
                 }
                 None => unreachable!("small values resolve without waiting"),
             }
         }
     });
     for (id, function, args) in waiting {
+        let core = core.clone();
         tokio::spawn(async move {
-            let resolved = resolve_args(core, function, args).await;
+            let resolved = resolve_args(&core, function, args).await;
             let mut failed = None;
-            drive(core, |inner, now| match resolved {
+            drive(&core, |inner, now| match resolved {
                 // Cancelled meanwhile: its payload went with its completion; the arguments drop.
                 Ok((args, holds)) => {
                     if let Some(payload) = inner.payloads.get_mut(&id) {
@@ -409,15 +412,16 @@ async fn drain(core: &'static CoreWorker) {
                 }
             });
             if let Some(error) = failed {
-                complete(core, id, Err(error));
+                complete(&core, id, Err(error));
             }
         });
     }
 }
 
 /// A task whose arguments do not resolve fails with that error (outside the core's lock).
-fn waiting_failed(core: &'static CoreWorker, id: ObjectId, error: TaskError) {
-    core.arbiter.spawn(async move { complete(core, id, Err(error)) });
+fn waiting_failed(core: &Arc<CoreWorker>, id: ObjectId, error: TaskError) {
+    let core = core.clone();
+    core.arbiter.clone().spawn(async move { complete(&core, id, Err(error)) });
 }
 
 /// The error a task's submission failure gives its `get`.
@@ -441,7 +445,7 @@ fn failure_error(function: &str, failure: Failure) -> TaskError {
 
 /// Sets a task's result.
 fn complete(
-    core: &'static CoreWorker,
+    core: &Arc<CoreWorker>,
     id: ObjectId,
     result: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
 ) {
@@ -449,7 +453,7 @@ fn complete(
 }
 
 /// Asks the local raylet for a lease and hands the answer to the core.
-async fn request_lease(core: &'static CoreWorker, request: RequestId, shape: Shape) {
+async fn request_lease(core: Arc<CoreWorker>, request: RequestId, shape: Shape) {
     let (cpus, gpus, resources) = shape.amounts();
     let ask = RequestLease {
         cpus,
@@ -475,9 +479,10 @@ async fn request_lease(core: &'static CoreWorker, request: RequestId, shape: Sha
                 .shared();
                 // The watch runs from the start: a death is learnt even with no push waiting.
                 let watch = death.clone();
+                let watcher = core.clone();
                 tokio::spawn(async move {
                     if let Some(exit) = watch.await {
-                        drive(core, |inner, now| inner.core.worker_died(now, request, &exit));
+                        drive(&watcher, |inner, now| inner.core.worker_died(now, request, &exit));
                     }
                 });
                 link = Some(LeaseLink { executor, death });
@@ -507,7 +512,7 @@ async fn request_lease(core: &'static CoreWorker, request: RequestId, shape: Sha
             reason: error.to_string(),
         }),
     };
-    drive(core, |inner, now| {
+    drive(&core, |inner, now| {
         if let Some(link) = link {
             inner.links.insert(request, link);
         }
@@ -517,7 +522,7 @@ async fn request_lease(core: &'static CoreWorker, request: RequestId, shape: Sha
 
 /// Pushes a task to its leased worker; its reply, or the worker's death, goes to the core.
 async fn push(
-    core: &'static CoreWorker,
+    core: Arc<CoreWorker>,
     request: RequestId,
     message: PushTask,
     executor: ActorRef<Executor>,
@@ -534,7 +539,7 @@ async fn push(
     match reply {
         Ok(reply) => {
             let run_us = reply.as_ref().ok().map(|output| output.run_us);
-            drive(core, |inner, now| inner.core.task_replied(now, request, task, run_us, reply));
+            drive(&core, |inner, now| inner.core.task_replied(now, request, task, run_us, reply));
         }
         Err(error) => {
             let exit = match error {
@@ -554,7 +559,7 @@ async fn push(
                 other => other.to_string(),
             };
             debug!(%task, %exit, "a leased worker is gone");
-            drive(core, |inner, now| inner.core.worker_died(now, request, &exit));
+            drive(&core, |inner, now| inner.core.worker_died(now, request, &exit));
         }
     }
 }
@@ -595,7 +600,7 @@ pub(crate) fn resolve_now(
 /// Resolves arguments: values are inlined (or stored when large), top-level refs wait for
 /// their objects. Returns the arguments and the refs to hold while the task may run.
 pub(crate) async fn resolve_args(
-    core: &'static CoreWorker,
+    core: &Arc<CoreWorker>,
     function: &str,
     args: Vec<ArgSpec>,
 ) -> Result<(Vec<TaskArg>, Vec<RawRef>), TaskError> {
@@ -621,7 +626,7 @@ pub(crate) async fn resolve_args(
                     let id = core.new_object_id();
                     let location = core.write_to_store(id, &encoded).await?;
                     core.objects.create_owned(id, State::Ready(Value::Shared(location)), Vec::new());
-                    holds.push(RawRef::from_counted(id, None));
+                    holds.push(RawRef::from_counted(core, id, None));
                     resolved.push(TaskArg::Shared { id, location: location.into() });
                 }
             }
@@ -657,7 +662,7 @@ pub(crate) fn output_value(output: TaskOutput) -> (Value, Vec<crate::objects::Re
 /// running one only with `force`, which kills its worker (as Ray's `force=True`). Returns
 /// whether the task was cancelled. Its `get` then fails with [`TaskError::Cancelled`].
 pub(crate) fn cancel(reference: &RawRef, force: bool) -> bool {
-    let Some(core) = core::try_get() else { return false };
+    let Some(core) = reference.core() else { return false };
     let now = core.submitter.now();
     let mut unqueued = None;
     let (cancelled, effects) = {
@@ -675,12 +680,12 @@ pub(crate) fn cancel(reference: &RawRef, force: bool) -> bool {
     if let Some(task) = unqueued {
         let function = task.function.to_owned();
         drop(task);
-        complete(core, reference.id, Err(TaskError::Cancelled { function }));
+        complete(&core, reference.id, Err(TaskError::Cancelled { function }));
     }
     if !effects.is_empty() {
-        core.arbiter.spawn(async move {
+        core.arbiter.clone().spawn(async move {
             for effect in effects {
-                perform(core, effect);
+                perform(&core, effect);
             }
         });
     }
