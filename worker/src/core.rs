@@ -213,15 +213,22 @@ thread_local! {
     static CURRENT: std::cell::RefCell<Option<Arc<CoreWorker>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// The calling thread's core worker, or [`TaskError::NotInitialized`].
-pub(crate) fn current() -> Result<Arc<CoreWorker>, TaskError> {
+/// The calling thread's core worker (borrowed when it is the default: no count to take on the
+/// hot path of a user thread), or [`TaskError::NotInitialized`].
+pub(crate) fn current() -> Result<Current, TaskError> {
     try_current().ok_or(TaskError::NotInitialized)
 }
 
 /// The calling thread's core worker, if there is one.
-pub(crate) fn try_current() -> Option<Arc<CoreWorker>> {
-    CURRENT.with(|current| current.borrow().clone()).or_else(|| DEFAULT.get().cloned())
+pub(crate) fn try_current() -> Option<Current> {
+    match CURRENT.with(|current| current.borrow().clone()) {
+        Some(entered) => Some(Current::Owned(entered)),
+        None => DEFAULT.get().map(Current::Borrowed),
+    }
 }
+
+/// A core worker as [`current`] finds it.
+pub(crate) type Current = std::borrow::Cow<'static, Arc<CoreWorker>>;
 
 /// Makes `core` the calling thread's core worker for good (the core's own threads: its
 /// arbiter, the threads hosting its actors).

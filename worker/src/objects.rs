@@ -18,7 +18,7 @@
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use manta_objectstore::ObjectId;
 use manta_proto::OwnerAddress;
@@ -230,9 +230,9 @@ pub struct RawRef {
     pub(crate) id: ObjectId,
     /// `None` when this process owns it.
     pub(crate) owner: Option<OwnerAddress>,
-    /// The core worker whose table counts this handle (weak: the table's own entries hold
-    /// refs, and a ref that outlives its core counts nothing).
-    core: Weak<CoreWorker>,
+    /// The core worker whose table counts this handle: it lives while the handle does (a
+    /// handle's drop is a count to give back). `None` for a ref made without a runtime.
+    core: Option<Arc<CoreWorker>>,
 }
 
 impl std::fmt::Debug for RawRef {
@@ -245,17 +245,17 @@ impl RawRef {
     /// A ref made without a runtime (`manta::init` was not called): every `get` of it fails
     /// with [`TaskError::NotInitialized`].
     pub(crate) fn uninitialized() -> Self {
-        RawRef { id: ObjectId([0; 20]), owner: None, core: Weak::new() }
+        RawRef { id: ObjectId([0; 20]), owner: None, core: None }
     }
 
     /// Wraps an entry of `core`'s table whose count the caller already took.
     pub(crate) fn from_counted(core: &Arc<CoreWorker>, id: ObjectId, owner: Option<OwnerAddress>) -> Self {
-        RawRef { id, owner, core: Arc::downgrade(core) }
+        RawRef { id, owner, core: Some(core.clone()) }
     }
 
-    /// The core worker that counts this handle, if it still runs.
-    pub(crate) fn core(&self) -> Option<Arc<CoreWorker>> {
-        self.core.upgrade()
+    /// The core worker that counts this handle.
+    pub(crate) fn core(&self) -> Option<&Arc<CoreWorker>> {
+        self.core.as_ref()
     }
 
     pub(crate) fn wire(&self) -> Option<RefWire> {

@@ -344,7 +344,7 @@ pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions)
     // submitted meanwhile, under one lock of the core.
     core.submitter.incoming.lock().push(Incoming { id: result.id, function, args, shape, retries });
     if !core.submitter.draining.swap(true, Ordering::AcqRel) {
-        core.arbiter.spawn(drain(core.clone()));
+        core.arbiter.spawn(drain(Arc::clone(&core)));
     }
     result
 }
@@ -680,9 +680,10 @@ pub(crate) fn cancel(reference: &RawRef, force: bool) -> bool {
     if let Some(task) = unqueued {
         let function = task.function.to_owned();
         drop(task);
-        complete(&core, reference.id, Err(TaskError::Cancelled { function }));
+        complete(core, reference.id, Err(TaskError::Cancelled { function }));
     }
     if !effects.is_empty() {
+        let core = core.clone();
         core.arbiter.clone().spawn(async move {
             for effect in effects {
                 perform(&core, effect);

@@ -85,6 +85,49 @@ pub enum RefError {
     NoHandle(ObjectId),
 }
 
+/// Hashes object ids in a few instructions: an id is already a random per-process prefix and a
+/// counter, so mixing its words (FxHash's step, then a finaliser) with a random per-table key
+/// spreads them. SipHash cost several percent of a `put`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdHashing(u64);
+
+impl Default for IdHashing {
+    fn default() -> Self {
+        IdHashing(std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u64))
+    }
+}
+
+impl std::hash::BuildHasher for IdHashing {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(self.0)
+    }
+}
+
+/// See [`IdHashing`].
+#[derive(Debug)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        // The multiplications carry low bits up, never down, and the table indexes by the low
+        // bits: fold the high half in (MurmurHash3's finaliser).
+        let mut hash = self.0;
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        hash ^ (hash >> 33)
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     /// `None`: owned by this process.
@@ -106,14 +149,14 @@ struct Entry {
 pub struct RefTable {
     /// This process's address as owners are named: refs with it are owned here.
     own: OwnerAddress,
-    entries: HashMap<ObjectId, Entry>,
+    entries: HashMap<ObjectId, Entry, IdHashing>,
     commands: Vec<RefCommand>,
 }
 
 impl RefTable {
     /// An empty table of the process at `own`.
     pub fn new(own: OwnerAddress) -> RefTable {
-        RefTable { own, entries: HashMap::new(), commands: Vec::new() }
+        RefTable { own, entries: HashMap::default(), commands: Vec::new() }
     }
 
     /// The commands to perform, oldest first.
@@ -456,6 +499,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Ids of one process differ only in their counter's bytes: the table indexes by a hash's
+    /// low bits, which must still spread (a hash without its finaliser put them all in a few
+    /// buckets, and `get` of an object holding 10,000 refs went 12x slower).
+    #[test]
+    fn consecutive_ids_spread_over_the_low_bits_of_their_hash() {
+        use std::hash::BuildHasher;
+        let hashing = IdHashing::default();
+        let prefix = [0x5a_u8; 12];
+        let buckets: std::collections::HashSet<u64> = (0..4096u64)
+            .map(|counter| {
+                let mut bytes = [0u8; 20];
+                bytes[..12].copy_from_slice(&prefix);
+                bytes[12..].copy_from_slice(&counter.to_be_bytes());
+                hashing.hash_one(ObjectId(bytes)) & 4095
+            })
+            .collect();
+        // A uniform hash fills about 63% of 4096 buckets with 4096 keys.
+        assert!(buckets.len() > 2_300, "only {} of 4096 buckets used", buckets.len());
     }
 
     #[test]
