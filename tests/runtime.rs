@@ -51,14 +51,27 @@ fn nap(millis: u64) -> u64 {
     millis
 }
 
-/// Holds the `gate` resource until `release` exists (a file), so tasks needing it queue.
+/// Holds the `gate` resource until `release` exists (a file), so tasks needing it queue. Says
+/// it runs by creating `<release>.running`.
 #[manta::remote]
 fn hold_gate(release: String) -> bool {
+    std::fs::write(format!("{release}.running"), b"").unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     while !std::path::Path::new(&release).exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     true
+}
+
+/// Waits (bounded) until the `hold_gate` task released by `release` runs.
+fn wait_until_running(release: &std::path::Path) {
+    let running = format!("{}.running", release.display());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::path::Path::new(&running).exists() {
+        assert!(Instant::now() < deadline, "the gate task never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(&running);
 }
 
 /// Holds `orphan_gate` (writing its pid to `marker` once it does) until `release` exists.
@@ -199,7 +212,7 @@ fn a_queued_task_can_be_cancelled() {
     let _ = std::fs::remove_file(&release);
     let holder = hold_gate::options().resources([("gate", 1.0)]).remote(release.display().to_string());
     // Wait until the holder runs, so the next one queues behind it.
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until_running(&release);
     let queued = add::options().resources([("gate", 1.0)]).remote(1, 1);
     assert!(manta::cancel(&queued), "a queued task is cancelled");
     assert!(matches!(queued.get(), Err(TaskError::Cancelled { function }) if function == add::NAME));
@@ -218,7 +231,7 @@ fn a_task_queued_behind_a_long_one_of_the_same_function_gets_a_worker_of_its_own
     let _ = std::fs::remove_file(&held);
     std::fs::write(&open, b"go").unwrap();
     let long = hold_gate::remote(held.display().to_string());
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until_running(&held);
     // Same function, same resources: it must not wait for the long one's lease.
     let short = hold_gate::remote(open.display().to_string());
     assert!(short.get_timeout(Duration::from_secs(60)).unwrap());
@@ -227,6 +240,7 @@ fn a_task_queued_behind_a_long_one_of_the_same_function_gets_a_worker_of_its_own
     assert!(long.get().unwrap());
     let _ = std::fs::remove_file(&held);
     let _ = std::fs::remove_file(&open);
+    let _ = std::fs::remove_file(format!("{}.running", open.display()));
 }
 
 /// The strategy reaches the raylet's policy: a task pinned (hard) to a node the cluster does
