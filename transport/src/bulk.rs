@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use crate::config::TransportConfig;
 use crate::connection::{read_frame, response_frame, Dispatcher, Incoming, READ_CHUNK_BYTES};
 use crate::error::CallError;
+use crate::error::StreamError;
 use crate::frame::{FrameDecoder, Header, RemoteError, RemoteErrorKind, Status};
 use crate::id::NodeId;
 use crate::local::{ReadHalf, WriteHalf};
@@ -45,7 +46,7 @@ impl BulkSender {
                 self.remaining
             )));
         }
-        self.send.write_chunk(chunk).await.map_err(CallError::ConnectionLost)?;
+        self.send.write_chunk(chunk).await?;
         self.remaining -= len;
         Ok(())
     }
@@ -59,13 +60,12 @@ impl BulkSender {
                 self.remaining
             )));
         }
-        self.send.finish().await.map_err(CallError::ConnectionLost)?;
+        self.send.finish().await?;
         let timeout = self.config.call_timeout;
         let mut decoder = FrameDecoder::new(self.config.frame_bytes_max);
         let frame = tokio::time::timeout(timeout, read_frame(&mut self.recv, &mut decoder))
             .await
-            .map_err(|_| CallError::Timeout(timeout))?
-            .map_err(CallError::ConnectionLost)?;
+            .map_err(|_| CallError::Timeout(timeout))??;
         match frame.header {
             Header::Response { status: Status::Ok, .. } => Ok(frame.body),
             Header::Response { status: Status::Err(error), .. } => Err(CallError::Remote(error)),
@@ -103,14 +103,14 @@ impl BulkBody {
             return match self.recv.read_chunk(1).await {
                 Ok(None) => Ok(None),
                 Ok(Some(_)) => Err(CallError::Bulk("more bytes than announced".to_owned())),
-                Err(error) => Err(CallError::ConnectionLost(error)),
+                Err(error) => Err(error.into()),
             };
         }
         let max = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(READ_CHUNK_BYTES);
         match self.recv.read_chunk(max).await {
             Ok(Some(chunk)) => self.account(chunk).map(Some),
             Ok(None) => Err(CallError::Bulk(format!("the stream ended {} bytes early", self.remaining))),
-            Err(error) => Err(CallError::ConnectionLost(error)),
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -148,13 +148,13 @@ pub(crate) async fn serve(
     mut recv: ReadHalf,
     dispatcher: &Arc<dyn Dispatcher>,
     config: &TransportConfig,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     let mut decoder = FrameDecoder::new(config.frame_bytes_max);
     let frame = tokio::time::timeout(config.handshake_timeout, read_frame(&mut recv, &mut decoder))
         .await
-        .map_err(|_| "no bulk header in time".to_owned())??;
+        .map_err(|_| StreamError::Timeout("bulk header"))??;
     let Header::Bulk { target, method, body_bytes } = frame.header else {
-        return Err("the first frame of a bulk stream is not a bulk header".to_owned());
+        return Err(StreamError::NotBulkHeader);
     };
     let outcome = if body_bytes > config.bulk_bytes_max {
         recv.stop();

@@ -16,6 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::StreamError;
 use crate::throttle::warn_throttled;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -526,7 +527,7 @@ impl Connection {
             }
             Link::Local(link) => self.open_local_bulk(link).await?,
         };
-        send.write_chunk(frame).await.map_err(CallError::ConnectionLost)?;
+        send.write_chunk(frame).await?;
         Ok(BulkSender::new(send, recv, body_bytes, self.inner.config.clone()))
     }
 
@@ -553,13 +554,13 @@ impl Connection {
             if node_id == self.peer() {
                 Ok((send, recv))
             } else {
-                Err(format!("the bulk socket is served by {node_id}, not {}", self.peer()))
+                Err(StreamError::WrongPeer { served: node_id, expected: self.peer() })
             }
         };
         tokio::time::timeout(config.handshake_timeout, exchange)
             .await
             .map_err(|_| CallError::Timeout(config.handshake_timeout))?
-            .map_err(CallError::ConnectionLost)
+            .map_err(CallError::from)
     }
 }
 
@@ -825,7 +826,7 @@ async fn read_loop(
         match recv.read_chunk(READ_CHUNK_BYTES).await {
             Ok(Some(chunk)) => decoder.push(&chunk),
             Ok(None) => return decoder.finish().map_err(ReadError::Frame),
-            Err(error) => return Err(ReadError::Lost(error)),
+            Err(error) => return Err(ReadError::Lost(error.to_string())),
         }
     }
 }
@@ -982,14 +983,17 @@ async fn accept_bulk_loop(connection: Connection, quic: quinn::Connection, dispa
 }
 
 /// Reads one whole frame from `recv`, with whatever follows it left in `decoder`.
-pub(crate) async fn read_frame(recv: &mut ReadHalf, decoder: &mut FrameDecoder) -> Result<Frame, String> {
+pub(crate) async fn read_frame(
+    recv: &mut ReadHalf,
+    decoder: &mut FrameDecoder,
+) -> Result<Frame, StreamError> {
     loop {
-        if let Some(frame) = decoder.next_frame().map_err(|error| error.to_string())? {
+        if let Some(frame) = decoder.next_frame()? {
             return Ok(frame);
         }
         match recv.read_chunk(READ_CHUNK_BYTES).await? {
             Some(chunk) => decoder.push(&chunk),
-            None => return Err(format!("stream ended before a whole frame ({} bytes)", decoder.buffered())),
+            None => return Err(StreamError::Truncated { buffered: decoder.buffered() }),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::error::StreamError;
 use crate::throttle::warn_throttled;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -352,12 +353,12 @@ pub(crate) fn handshake_frame(message: &Handshake) -> bytes::Bytes {
 pub(crate) async fn read_handshake(
     recv: &mut ReadHalf,
     decoder: &mut FrameDecoder,
-) -> Result<Handshake, String> {
+) -> Result<Handshake, StreamError> {
     let frame = read_frame(recv, decoder).await?;
     if frame.header != Header::Handshake {
-        return Err("expected a handshake frame".to_owned());
+        return Err(StreamError::NotHandshake);
     }
-    Handshake::decode(&frame.body).map_err(|error| error.to_string())
+    Ok(Handshake::decode(&frame.body)?)
 }
 
 /// One dial attempt: the local channel if the peer serves one on this host, else QUIC + TLS,
@@ -392,7 +393,7 @@ async fn dial_local(
     shared: &Arc<Shared>,
     addr: SocketAddr,
     path: std::path::PathBuf,
-) -> Result<Connection, String> {
+) -> Result<Connection, StreamError> {
     let hello = crate::local::LocalHello {
         node_id: shared.node_id,
         cluster: shared.cluster,
@@ -408,7 +409,7 @@ async fn dial_local(
     };
     tokio::time::timeout(shared.config.handshake_timeout, exchange)
         .await
-        .map_err(|_| "no answer to the local hello in time".to_owned())?
+        .map_err(|_| StreamError::Timeout("answer to the local hello"))?
 }
 
 /// One QUIC dial attempt: QUIC + TLS, then the hello/ack.
@@ -431,7 +432,9 @@ async fn dial_quic(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Connection,
         let mut decoder = FrameDecoder::new(shared.config.frame_bytes_max);
         let answer = read_handshake(&mut recv, &mut decoder).await.map_err(|reason| {
             // A refused peer sees the server's close reason here rather than a refusal message.
-            handshake_error(quic.close_reason().map_or(reason, |closed| closed.to_string()))
+            handshake_error(
+                quic.close_reason().map_or_else(|| reason.to_string(), |closed| closed.to_string()),
+            )
         })?;
         match answer {
             Handshake::HelloAck { protocol, node_id } if protocol == WIRE_PROTOCOL => {
@@ -497,13 +500,13 @@ async fn serve_connection(shared: &Arc<Shared>, quic: quinn::Connection) {
             )
             .await
         }
-        _ => Ok(Err("no known application protocol was negotiated".to_owned())),
+        _ => Ok(Err(StreamError::NoProtocol)),
     };
     match served {
         Ok(Ok(())) => {}
         Ok(Err(reason)) => {
             warn_throttled!(%remote, %reason, "refused a connection");
-            quic.close(quinn::VarInt::from_u32(close_code::REFUSED), reason.as_bytes());
+            quic.close(quinn::VarInt::from_u32(close_code::REFUSED), reason.to_string().as_bytes());
         }
         Err(_) => {
             warn_throttled!(%remote, "closing a connection that did not finish its handshake in time");
@@ -513,8 +516,8 @@ async fn serve_connection(shared: &Arc<Shared>, quic: quinn::Connection) {
 }
 
 /// Server side of the hello/ack. Nothing is dispatched for the peer unless this returns `Ok`.
-async fn serve_hello(shared: &Arc<Shared>, quic: &quinn::Connection) -> Result<(), String> {
-    let (mut send, recv) = quic.accept_bi().await.map_err(|error| error.to_string())?;
+async fn serve_hello(shared: &Arc<Shared>, quic: &quinn::Connection) -> Result<(), StreamError> {
+    let (mut send, recv) = quic.accept_bi().await?;
     let mut recv = ReadHalf::Quic(recv);
     let mut decoder = FrameDecoder::new(shared.config.frame_bytes_max);
     let hello = read_handshake(&mut recv, &mut decoder).await?;
@@ -537,19 +540,17 @@ async fn serve_hello(shared: &Arc<Shared>, quic: &quinn::Connection) -> Result<(
     match refusal {
         Ok(peer) => {
             let ack = Handshake::HelloAck { protocol: WIRE_PROTOCOL, node_id: shared.node_id };
-            send.write_chunk(handshake_frame(&ack)).await.map_err(|error| error.to_string())?;
+            send.write_chunk(handshake_frame(&ack)).await?;
             shared.start_connection(Link::Quic(quic.clone()), peer, WriteHalf::Quic(send), recv, decoder);
             info!(%peer, remote = %quic.remote_address(), "peer authenticated");
             Ok(())
         }
         Err(reason) => {
-            send.write_chunk(handshake_frame(&Handshake::Refused { reason }))
-                .await
-                .map_err(|error| error.to_string())?;
+            send.write_chunk(handshake_frame(&Handshake::Refused { reason })).await?;
             let _ = send.finish();
             // Give the refusal a moment to arrive before the connection is closed under it.
             let _ = tokio::time::timeout(Duration::from_secs(1), quic.closed()).await;
-            Err(reason.to_string())
+            Err(StreamError::RefusedPeer(reason))
         }
     }
 }
@@ -588,14 +589,14 @@ async fn accept_local_loop(shared: Arc<Shared>) {
 }
 
 /// Server side of a local hello: the peer's user is checked, then it names itself.
-async fn serve_local(shared: &Arc<Shared>, stream: tokio::net::UnixStream) -> Result<(), String> {
+async fn serve_local(shared: &Arc<Shared>, stream: tokio::net::UnixStream) -> Result<(), StreamError> {
     crate::local::check_peer_user(&stream)?;
     let (mut recv, mut send, mut decoder) = crate::local::split(stream, shared.config.frame_bytes_max);
     let (peer, listen, bulk) = match read_handshake(&mut recv, &mut decoder).await? {
         Handshake::LocalHello { cluster, .. } if cluster.as_slice() != shared.cluster.0.as_slice() => {
             let refusal = Handshake::Refused { reason: HandshakeRefusal::IdentityMismatch };
             send.write_chunk(handshake_frame(&refusal)).await?;
-            return Err("the peer belongs to another cluster".to_owned());
+            return Err(StreamError::OtherCluster);
         }
         Handshake::LocalHello { protocol, node_id, listen, bulk, .. } if protocol == WIRE_PROTOCOL => {
             (node_id, listen, bulk)
@@ -603,12 +604,12 @@ async fn serve_local(shared: &Arc<Shared>, stream: tokio::net::UnixStream) -> Re
         Handshake::LocalHello { .. } => {
             let refusal = Handshake::Refused { reason: HandshakeRefusal::Version { server: WIRE_PROTOCOL } };
             send.write_chunk(handshake_frame(&refusal)).await?;
-            return Err("protocol version mismatch".to_owned());
+            return Err(StreamError::RefusedPeer(HandshakeRefusal::Version { server: WIRE_PROTOCOL }));
         }
         _ => {
             let refusal = Handshake::Refused { reason: HandshakeRefusal::Unexpected };
             send.write_chunk(handshake_frame(&refusal)).await?;
-            return Err("unexpected handshake message".to_owned());
+            return Err(StreamError::RefusedPeer(HandshakeRefusal::Unexpected));
         }
     };
     let ack = Handshake::HelloAck { protocol: WIRE_PROTOCOL, node_id: shared.node_id };

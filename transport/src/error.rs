@@ -125,3 +125,85 @@ pub enum JoinError {
     #[error("join timed out after {0:?}")]
     Timeout(Duration),
 }
+
+/// What went wrong on one stream or one handshake, inside the transport. Its text becomes the
+/// reason in the public errors (a lost connection, a refused dial) and in the logs.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StreamError {
+    /// Reading a QUIC stream failed.
+    #[error("reading: {0}")]
+    QuicRead(#[from] quinn::ReadError),
+    /// Writing a QUIC stream failed.
+    #[error("writing: {0}")]
+    QuicWrite(#[from] quinn::WriteError),
+    /// The QUIC stream was finished or reset already.
+    #[error("the stream is closed: {0}")]
+    QuicClosed(#[from] quinn::ClosedStream),
+    /// Opening or accepting a QUIC stream failed: the connection is gone.
+    #[error("the connection is gone: {0}")]
+    QuicConnection(#[from] quinn::ConnectionError),
+    /// The local socket failed.
+    #[error("the local socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame could not be read or written.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The stream ended inside a frame.
+    #[error("the stream ended before a whole frame ({buffered} bytes)")]
+    Truncated {
+        /// Bytes of the partial frame.
+        buffered: usize,
+    },
+    /// A handshake was expected and something else came.
+    #[error("expected a handshake frame")]
+    NotHandshake,
+    /// The handshake's bytes do not decode.
+    #[error("undecodable handshake: {0}")]
+    BadHandshake(#[from] crate::handshake::HandshakeDecodeError),
+    /// A handshake message that has no place at this step.
+    #[error("unexpected handshake message")]
+    UnexpectedHandshake,
+    /// The peer refused this process's hello.
+    #[error("refused: {0}")]
+    Refused(HandshakeRefusal),
+    /// This process refused the peer's hello.
+    #[error("refused the peer: {0}")]
+    RefusedPeer(HandshakeRefusal),
+    /// The peer of a local connection belongs to another cluster.
+    #[error("the peer belongs to another cluster")]
+    OtherCluster,
+    /// The peer of a local connection runs as another user.
+    #[error("the peer runs as uid {peer}, this process as {own}")]
+    OtherUser {
+        /// The peer's uid.
+        peer: u32,
+        /// This process's uid.
+        own: u32,
+    },
+    /// A join request refused.
+    #[error("join refused: {0}")]
+    JoinRefused(JoinRefusal),
+    /// The QUIC handshake settled on no protocol this transport serves.
+    #[error("no known application protocol was negotiated")]
+    NoProtocol,
+    /// A local socket for bulk transfers is served by another node than the connection's.
+    #[error("the bulk socket is served by {served}, not {expected}")]
+    WrongPeer {
+        /// Who answered.
+        served: crate::NodeId,
+        /// Whom the connection is to.
+        expected: crate::NodeId,
+    },
+    /// A bulk stream that does not start with a bulk header.
+    #[error("the first frame of a bulk stream is not a bulk header")]
+    NotBulkHeader,
+    /// A step of a handshake did not complete in time.
+    #[error("no {0} in time")]
+    Timeout(&'static str),
+}
+
+impl From<StreamError> for CallError {
+    fn from(error: StreamError) -> CallError {
+        CallError::ConnectionLost(error.to_string())
+    }
+}

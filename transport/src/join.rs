@@ -15,6 +15,7 @@ use tracing::info;
 use crate::config::TransportConfig;
 use crate::endpoint::{read_handshake, Admission};
 use crate::error::JoinError;
+use crate::error::StreamError;
 use crate::frame::{self, FrameDecoder, Header};
 use crate::handshake::{Handshake, WIRE_PROTOCOL};
 use crate::id::{NodeId, CLUSTER_SERVER_NAME};
@@ -54,7 +55,9 @@ pub async fn join(
             .await
             .map_err(|error| connect_error(error.to_string()))?;
         let mut decoder = FrameDecoder::new(config.frame_bytes_max);
-        let reply = read_handshake(&mut recv, &mut decoder).await.map_err(JoinError::Protocol)?;
+        let reply = read_handshake(&mut recv, &mut decoder)
+            .await
+            .map_err(|error| JoinError::Protocol(error.to_string()))?;
         quic.close(quinn::VarInt::from_u32(0), b"joined");
         match reply {
             Handshake::JoinAccepted { node_id, leaf, ca } => {
@@ -114,8 +117,8 @@ pub(crate) async fn serve(
     admission: Option<&Admission>,
     quic: &quinn::Connection,
     config: &TransportConfig,
-) -> Result<(), String> {
-    let (mut send, recv) = quic.accept_bi().await.map_err(|error| error.to_string())?;
+) -> Result<(), StreamError> {
+    let (mut send, recv) = quic.accept_bi().await?;
     let mut recv = crate::local::ReadHalf::Quic(recv);
     let mut decoder = FrameDecoder::new(config.frame_bytes_max);
     let request = read_handshake(&mut recv, &mut decoder).await?;
@@ -128,9 +131,8 @@ pub(crate) async fn serve(
         },
         Err(reason) => Handshake::JoinRefused { reason: *reason },
     };
-    let frame = frame::encode(&Header::Handshake, &reply.encode(), config.frame_bytes_max)
-        .map_err(|error| error.to_string())?;
-    send.write_chunk(frame).await.map_err(|error| error.to_string())?;
+    let frame = frame::encode(&Header::Handshake, &reply.encode(), config.frame_bytes_max)?;
+    send.write_chunk(frame).await?;
     let _ = send.finish();
     // The newcomer closes once it has read the reply.
     let _ = tokio::time::timeout(Duration::from_secs(2), quic.closed()).await;
@@ -139,7 +141,7 @@ pub(crate) async fn serve(
             info!(%node_id, remote = %quic.remote_address(), "admitted a new member");
             Ok(())
         }
-        Err(reason) => Err(format!("join refused: {reason}")),
+        Err(reason) => Err(StreamError::JoinRefused(reason)),
     }
 }
 

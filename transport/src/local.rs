@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
+
+use crate::error::StreamError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -109,12 +111,12 @@ impl ReadHalf {
     }
 
     /// The next bytes, at most `max`; `None` at a clean end of stream.
-    pub(crate) async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, String> {
+    pub(crate) async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
         match self {
             ReadHalf::Quic(recv) => match recv.read_chunk(max, true).await {
                 Ok(Some(chunk)) => Ok(Some(chunk.bytes)),
                 Ok(None) => Ok(None),
-                Err(error) => Err(error.to_string()),
+                Err(error) => Err(error.into()),
             },
             ReadHalf::Local { half, scratch } => {
                 scratch.reserve(max.min(64 * 1024));
@@ -123,7 +125,7 @@ impl ReadHalf {
                 match limited.read_buf(scratch).await {
                     Ok(0) => Ok(None),
                     Ok(_) => Ok(Some(scratch.split().freeze())),
-                    Err(error) => Err(error.to_string()),
+                    Err(error) => Err(error.into()),
                 }
             }
         }
@@ -146,22 +148,20 @@ pub(crate) enum WriteHalf {
 
 impl WriteHalf {
     /// Writes one chunk whole.
-    pub(crate) async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), String> {
+    pub(crate) async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), StreamError> {
         match self {
-            WriteHalf::Quic(send) => send.write_chunk(chunk).await.map_err(|error| error.to_string()),
-            WriteHalf::Local(half) => half.write_all(&chunk).await.map_err(|error| error.to_string()),
+            WriteHalf::Quic(send) => Ok(send.write_chunk(chunk).await?),
+            WriteHalf::Local(half) => Ok(half.write_all(&chunk).await?),
         }
     }
 
     /// Writes every chunk whole, in order, and empties `chunks`.
-    pub(crate) async fn write_chunks(&mut self, chunks: &mut Vec<Bytes>) -> Result<(), String> {
+    pub(crate) async fn write_chunks(&mut self, chunks: &mut Vec<Bytes>) -> Result<(), StreamError> {
         match self {
-            WriteHalf::Quic(send) => {
-                send.write_all_chunks(chunks).await.map_err(|error| error.to_string())?;
-            }
+            WriteHalf::Quic(send) => send.write_all_chunks(chunks).await?,
             WriteHalf::Local(half) => {
                 for chunk in chunks.iter() {
-                    half.write_all(chunk).await.map_err(|error| error.to_string())?;
+                    half.write_all(chunk).await?;
                 }
             }
         }
@@ -170,10 +170,10 @@ impl WriteHalf {
     }
 
     /// Ends the stream cleanly.
-    pub(crate) async fn finish(&mut self) -> Result<(), String> {
+    pub(crate) async fn finish(&mut self) -> Result<(), StreamError> {
         match self {
-            WriteHalf::Quic(send) => send.finish().map_err(|error| error.to_string()),
-            WriteHalf::Local(half) => half.shutdown().await.map_err(|error| error.to_string()),
+            WriteHalf::Quic(send) => Ok(send.finish()?),
+            WriteHalf::Local(half) => Ok(half.shutdown().await?),
         }
     }
 
@@ -359,13 +359,13 @@ fn remove_at_exit(path: &Path) {
 }
 
 /// Checks that the process at the other end of `stream` runs as this user.
-pub(crate) fn check_peer_user(stream: &UnixStream) -> Result<(), String> {
-    let credentials = stream.peer_cred().map_err(|error| format!("no peer credentials: {error}"))?;
-    let uid = current_uid();
-    if credentials.uid() == uid {
+pub(crate) fn check_peer_user(stream: &UnixStream) -> Result<(), StreamError> {
+    let credentials = stream.peer_cred()?;
+    let own = current_uid();
+    if credentials.uid() == own {
         Ok(())
     } else {
-        Err(format!("peer runs as uid {}, this process as {uid}", credentials.uid()))
+        Err(StreamError::OtherUser { peer: credentials.uid(), own })
     }
 }
 
@@ -376,8 +376,8 @@ pub(crate) fn split(stream: UnixStream, frame_bytes_max: usize) -> (ReadHalf, Wr
 }
 
 /// Connects to `path` and checks the user at the other end.
-pub(crate) async fn dial(path: &Path) -> Result<UnixStream, String> {
-    let stream = UnixStream::connect(path).await.map_err(|error| error.to_string())?;
+pub(crate) async fn dial(path: &Path) -> Result<UnixStream, StreamError> {
+    let stream = UnixStream::connect(path).await?;
     check_peer_user(&stream)?;
     Ok(stream)
 }
@@ -388,7 +388,7 @@ pub(crate) async fn hello(
     path: &Path,
     hello: LocalHello,
     frame_bytes_max: usize,
-) -> Result<(ReadHalf, WriteHalf, FrameDecoder, NodeId), String> {
+) -> Result<(ReadHalf, WriteHalf, FrameDecoder, NodeId), StreamError> {
     let stream = dial(path).await?;
     let (mut recv, mut send, mut decoder) = split(stream, frame_bytes_max);
     let message = crate::handshake::Handshake::LocalHello {
@@ -405,7 +405,8 @@ pub(crate) async fn hello(
         {
             Ok((recv, send, decoder, node_id))
         }
-        other => Err(format!("refused: {other:?}")),
+        crate::handshake::Handshake::Refused { reason } => Err(StreamError::Refused(reason)),
+        _ => Err(StreamError::UnexpectedHandshake),
     }
 }
 
