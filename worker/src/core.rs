@@ -71,9 +71,12 @@ pub enum InitError {
     /// The head's daemons could not start.
     #[error(transparent)]
     Daemons(#[from] manta_node::NodeError),
-    /// The node could not register with its GCS.
-    #[error("registering with the GCS: {0}")]
-    Gcs(String),
+    /// The GCS could not be reached to register the node and the job.
+    #[error("reaching the GCS: {0}")]
+    GcsUnreachable(#[from] manta_actor::AskError),
+    /// The GCS refused the node or the job.
+    #[error("the GCS refused to register this driver: {0}")]
+    GcsRefused(#[from] manta_proto::gcs::GcsError),
     /// `init` was called twice.
     #[error("manta::init was already called in this process")]
     AlreadyInitialized,
@@ -697,11 +700,8 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         let info = head.node_info(now_ms());
         let driver = address.clone();
         run_on(&core_arbiter, async move {
-            let gcs_error = |error: &dyn std::fmt::Display| InitError::Gcs(error.to_string());
-            let registered = gcs.ask(RegisterNode(info)).await.map_err(|error| gcs_error(&error))?;
-            registered.map_err(|error| gcs_error(&error))?;
-            let job = gcs.ask(AddJob { driver_address: driver }).await.map_err(|error| gcs_error(&error))?;
-            Ok::<_, InitError>(job.map_err(|error| gcs_error(&error))?.job_id)
+            gcs.ask(RegisterNode(info)).await??;
+            Ok::<_, InitError>(gcs.ask(AddJob { driver_address: driver }).await??.job_id)
         })?
     };
     let worker_env = vec![
