@@ -116,7 +116,8 @@ struct Payload {
 /// How pushes reach a leased worker, and how its death is learnt.
 struct LeaseLink {
     executor: ActorRef<Executor>,
-    /// Resolves with the worker's exit when it died; never when the lease ended otherwise.
+    /// Resolves with the worker's exit when it died; with `None` when the lease ended otherwise
+    /// (a push still waiting then fails as on a killed worker: only a kill ends a busy lease).
     death: Death,
 }
 
@@ -469,14 +470,12 @@ async fn request_lease(core: Arc<CoreWorker>, request: RequestId, shape: Shape) 
             Ok(socket) => {
                 let executor: ActorRef<Executor> = core.node.actor(ActorAddress::new(socket, EXECUTOR_NAME));
                 let raylet = core.raylet.clone();
-                let death: Death = async move {
-                    match raylet.ask_unbounded(WatchLease { lease }).await {
-                        Ok(Some(exit)) => Some(exit),
-                        Ok(None) | Err(_) => std::future::pending().await,
-                    }
-                }
-                .boxed()
-                .shared();
+                // `None` once the lease ended otherwise (returned): the watch then ends too,
+                // instead of waiting for ever (one parked task per lease, for the process's life).
+                let death: Death =
+                    async move { raylet.ask_unbounded(WatchLease { lease }).await.ok().flatten() }
+                        .boxed()
+                        .shared();
                 // The watch runs from the start: a death is learnt even with no push waiting.
                 let watch = death.clone();
                 let watcher = core.clone();
