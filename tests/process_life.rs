@@ -69,6 +69,17 @@ fn scenario() {
             std::mem::forget(starting);
             println!("scenario ok: exiting with workers starting");
         }
+        "descriptors" => {
+            let open = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+            let warm = Idle::remote().unwrap();
+            assert!(warm.ping().get().unwrap());
+            let before = open();
+            let actors: Vec<ActorHandle<Idle>> = (0..ACTORS).map(|_| Idle::remote().unwrap()).collect();
+            for actor in &actors {
+                assert!(actor.ping().get().unwrap());
+            }
+            println!("scenario ok: {} descriptors for {ACTORS} more actors", open() - before);
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -183,6 +194,28 @@ fn workers_of_an_ended_driver_exit_quietly_and_leave_no_socket_behind() {
     );
     let left = socket_files(&runtime.join("manta"));
     assert!(left.is_empty(), "socket files left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Actors started by the `descriptors` scenario.
+const ACTORS: usize = 40;
+
+/// Regression: each worker cost the driver (which hosts the raylet) three descriptors, a pipe
+/// on the worker's stdin, a pidfd and its connection, and 20,000 open files capped a machine at
+/// about 6,600 actors. Now its connection only.
+#[test]
+fn a_worker_costs_its_driver_one_descriptor() {
+    if std::env::var_os(SCENARIO).is_some() {
+        return;
+    }
+    let dir = private_dir("descriptors");
+    let finished = run_scenario(&std::env::current_exe().unwrap(), "descriptors", &dir.join("run"));
+    assert!(finished.success, "stdout:\n{}\nstderr:\n{}", finished.stdout, finished.stderr);
+    let line = finished.stdout.lines().find(|line| line.starts_with("scenario ok")).unwrap_or_default();
+    let count: usize =
+        line.split_whitespace().nth(2).and_then(|count| count.parse().ok()).unwrap_or(usize::MAX);
+    // One per worker, and a few to spare for what else the driver opens meanwhile.
+    assert!(count <= ACTORS + ACTORS / 4, "{count} descriptors for {ACTORS} workers: {line}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

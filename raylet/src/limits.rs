@@ -1,11 +1,12 @@
 //! The operating system's limits on how many worker processes a node can hold: file
-//! descriptors of the raylet's process (each worker costs it a pipe, a process descriptor and a
-//! socket) and the system's threads (each worker runs about four). A start that would cross one
+//! descriptors of the raylet's process (each worker costs it one: its connection) and the
+//! system's threads (each worker runs about four). A start that would cross one
 //! fails with an error naming the limit and how to raise it, instead of a worker that dies
 //! half-started or a raylet that can no longer accept connections.
 
-/// Descriptors the raylet's process needs per worker it starts.
-const FDS_PER_WORKER: u64 = 3;
+/// Descriptors the raylet's process needs per worker it starts (its connection; no pipe, no
+/// process descriptor: see `service.rs`).
+const FDS_PER_WORKER: u64 = 1;
 /// Descriptors kept free for everything else the process does (connections, files).
 const FDS_RESERVE: u64 = 64;
 /// Threads a worker runs (main, transport, core, and a task or actor thread).

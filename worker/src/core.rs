@@ -6,7 +6,8 @@
 //! actor manager) and then the driver's core worker; the raylet starts worker processes by
 //! re-executing this binary. In a worker the same `init()` finds the raylet's environment, joins
 //! the cluster with its one-time token, starts its core worker and executor, registers with the
-//! raylet, serves, and exits when the raylet's end of its stdin closes; it never returns.
+//! raylet, serves, and exits when the raylet's process is gone (the kernel sends it SIGTERM);
+//! it never returns.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -799,6 +800,15 @@ fn start_core(core: CoreWorker) -> Result<Arc<CoreWorker>, InitError> {
 /// goes away, exit.
 fn worker_main(fingerprint: u64) -> ! {
     install_panic_hook();
+    let raylet_pid: Option<u32> = std::env::var(worker_env::RAYLET_PID).ok().and_then(|pid| pid.parse().ok());
+    // The raylet's death reaches this process as SIGTERM (`PR_SET_PDEATHSIG`, set when it was
+    // started). Caught here, before any socket file exists, it ends the process through `exit`,
+    // which removes them; uncaught, it would kill the process where it stands.
+    let signals = tokio::runtime::Builder::new_current_thread().enable_io().build().ok();
+    let terminated = signals.as_ref().and_then(|runtime| {
+        let _entered = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+    });
     let outcome = (|| -> Result<(), String> {
         let variable = |name: &str| std::env::var(name).map_err(|error| format!("{name}: {error}"));
         let worker: u64 = variable(worker_env::WORKER_ID)?.parse().map_err(|_| "bad worker id")?;
@@ -849,16 +859,20 @@ fn worker_main(fingerprint: u64) -> ! {
             return Err("the raylet refused this worker".to_owned());
         }
         debug!(worker, pid = std::process::id(), "worker serving");
-        // Serve until the raylet's end of our stdin closes (its process is gone or killed us).
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        // Serve until the raylet's process is gone.
+        match (signals, terminated) {
+            (Some(runtime), Some(mut terminated)) => {
+                runtime.block_on(terminated.recv());
+            }
+            _ => while !driver_gone(raylet_pid, std::time::Duration::from_secs(1)) {},
+        }
         Ok(())
     })();
     match outcome {
         Ok(()) => std::process::exit(0),
         // The driver ended while this worker started (its store and sockets are gone with it):
         // nothing to report to anyone, and the user's terminal is no place for it.
-        Err(_) if driver_gone(std::time::Duration::from_millis(500)) => std::process::exit(0),
+        Err(_) if driver_gone(raylet_pid, std::time::Duration::from_millis(500)) => std::process::exit(0),
         Err(error) => {
             warn!(%error, "worker failed");
             eprintln!("manta worker {}: {error}", std::process::id());
@@ -889,26 +903,19 @@ fn install_panic_hook() {
     }));
 }
 
-/// Whether the process that started this worker is gone: the pipe on this process's stdin
-/// (whose other end only the raylet holds) hangs up. Waits up to `wait` for it, since a dying
-/// driver closes its sockets and its pipe in no set order.
-fn driver_gone(wait: std::time::Duration) -> bool {
-    let mut poll = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+/// Whether the raylet that started this worker is gone: this process has another parent now.
+/// Waits up to `wait` for it, since a dying driver closes its sockets before its process ends.
+fn driver_gone(raylet_pid: Option<u32>, wait: std::time::Duration) -> bool {
     let deadline = std::time::Instant::now() + wait;
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        // SAFETY: one valid pollfd, for the duration of the call.
-        let ready = unsafe { libc::poll(&mut poll, 1, left.as_millis() as libc::c_int) };
-        if ready > 0 {
-            // Readable with nothing to read, or hung up: the write end is closed.
-            let mut byte = [0u8; 1];
-            // SAFETY: reads at most one byte into a live one-byte buffer; the raylet never
-            // writes to this pipe, so nothing is consumed that anyone expects.
-            let read = unsafe { libc::read(0, byte.as_mut_ptr().cast(), 1) };
-            return read == 0 || poll.revents & (libc::POLLHUP | libc::POLLERR) != 0;
+        // SAFETY: getppid has no preconditions and cannot fail.
+        let parent = unsafe { libc::getppid() } as u32;
+        if raylet_pid.is_some_and(|raylet| raylet != parent) {
+            return true;
         }
-        if ready == 0 || std::time::Instant::now() >= deadline {
+        if std::time::Instant::now() >= deadline {
             return false;
         }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
