@@ -30,6 +30,10 @@ impl Idle {
     fn ping(&self) -> bool {
         true
     }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
 }
 
 /// The child driver (and its workers, which run this binary again with the same environment).
@@ -79,6 +83,26 @@ fn scenario() {
                 assert!(actor.ping().get().unwrap());
             }
             println!("scenario ok: {} descriptors for {ACTORS} more actors", open() - before);
+        }
+        "killed-worker" => {
+            let dir = Path::new(&std::env::var("XDG_RUNTIME_DIR").unwrap()).join("manta");
+            let before = socket_files(&dir).len();
+            let actor = Idle::remote().unwrap();
+            assert!(actor.ping().get().unwrap());
+            let pid = actor.pid().get().unwrap();
+            assert_eq!(socket_files(&dir).len(), before + 1, "the actor's worker has its socket");
+            // The last handle goes: the raylet ends the worker.
+            drop(actor);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            // SAFETY: signal 0 only checks that the process exists.
+            while unsafe { libc::kill(pid as libc::pid_t, 0) } == 0 {
+                assert!(Instant::now() < deadline, "the worker outlived its actor's last handle");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            println!(
+                "scenario ok: {} socket files left by the ended worker",
+                socket_files(&dir).len() - before
+            );
         }
         other => panic!("unknown scenario {other}"),
     }
@@ -194,6 +218,22 @@ fn workers_of_an_ended_driver_exit_quietly_and_leave_no_socket_behind() {
     );
     let left = socket_files(&runtime.join("manta"));
     assert!(left.is_empty(), "socket files left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Regression: the raylet ended workers with SIGKILL, so a worker whose actor lost its last
+/// handle left its socket file behind (seen as a flaky `socket files left behind` when the
+/// driver's last actor was dropped as it exited). It now asks with SIGTERM, which the worker
+/// ends through `exit`, and kills only one still there after a grace period.
+#[test]
+fn a_worker_the_raylet_ends_removes_its_socket_file() {
+    if std::env::var_os(SCENARIO).is_some() {
+        return;
+    }
+    let dir = private_dir("killed");
+    let finished = run_scenario(&std::env::current_exe().unwrap(), "killed-worker", &dir.join("run"));
+    assert!(finished.success, "stdout:\n{}\nstderr:\n{}", finished.stdout, finished.stderr);
+    assert!(finished.stdout.contains("scenario ok: 0 socket files left"), "{}", finished.stdout);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

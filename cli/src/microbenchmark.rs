@@ -495,7 +495,7 @@ pub(crate) fn run(options: Options, report: &dyn Fn(&Figure)) -> Vec<Figure> {
     }
     // Only when asked for by name (`--filter actors_10000`): it holds 10,000 processes for
     // minutes, which is no part of Ray's suite.
-    if runner.options.filter.is_some() && runner.wanted("actors_10000") {
+    if runner.options.filter.is_some() && runner.wanted("actors_10000_create_and_call") {
         // Thousands of live actors at once: each holds a worker process, a lease watch at the
         // raylet and a watch at the actor manager (a deadlock at about 1,024 before they were
         // parked outside the mailboxes).

@@ -1,6 +1,6 @@
 //! The operating system's limits on how many worker processes a node can hold: file
 //! descriptors of the raylet's process (each worker costs it one: its connection) and the
-//! system's threads (each worker runs about four). A start that would cross one
+//! system's threads (each worker runs three). A start that would cross one
 //! fails with an error naming the limit and how to raise it, instead of a worker that dies
 //! half-started or a raylet that can no longer accept connections.
 
@@ -9,8 +9,9 @@
 const FDS_PER_WORKER: u64 = 1;
 /// Descriptors kept free for everything else the process does (connections, files).
 const FDS_RESERVE: u64 = 64;
-/// Threads a worker runs (main, transport, core, and a task or actor thread).
-const THREADS_PER_WORKER: u64 = 4;
+/// Threads a worker runs (main, which runs its core, the transport's, and a task or actor
+/// thread).
+const THREADS_PER_WORKER: u64 = 3;
 /// Threads kept free for the rest of the system.
 const THREADS_RESERVE: u64 = 256;
 

@@ -56,6 +56,9 @@ pub struct WorkerReports {
 /// How often idle workers are reaped.
 const TICK: Duration = Duration::from_millis(200);
 
+/// How long a worker asked to end (SIGTERM) has before it is killed (SIGKILL).
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
 struct WorkerProcess {
     pid: u32,
     address: Option<String>,
@@ -192,11 +195,23 @@ impl RayletActor {
                 Command::StartWorker { worker } => self.start_worker(worker, ctx),
                 Command::KillWorker { worker } => {
                     if let Some(process) = self.workers.remove(&worker) {
-                        // SAFETY: sending a signal to a child process id we started; at worst the
-                        // process is already gone and the call fails harmlessly.
+                        // SIGTERM first: the worker ends through `exit`, which removes its socket
+                        // files (SIGKILL left them behind); SIGKILL if it is still there after
+                        // the grace period. Only a child not reaped yet is signalled, so the pid
+                        // is still ours.
+                        let pid = process.pid;
+                        // SAFETY: a signal to a child process we started and have not reaped.
                         unsafe {
-                            libc::kill(process.pid as libc::pid_t, libc::SIGKILL);
+                            libc::kill(pid as libc::pid_t, libc::SIGTERM);
                         }
+                        ctx.run_later(KILL_GRACE, move |raylet, _| {
+                            if raylet.children.contains_key(&pid) {
+                                // SAFETY: as above; still a child of ours, not reaped.
+                                unsafe {
+                                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                                }
+                            }
+                        });
                     }
                 }
                 Command::Reply { lease, reply } => {

@@ -801,14 +801,15 @@ fn start_core(core: CoreWorker) -> Result<Arc<CoreWorker>, InitError> {
 fn worker_main(fingerprint: u64) -> ! {
     install_panic_hook();
     let raylet_pid: Option<u32> = std::env::var(worker_env::RAYLET_PID).ok().and_then(|pid| pid.parse().ok());
+    // This thread runs the core arbiter (a worker runs three threads: this one, the transport's,
+    // and the one running its tasks or its actor; a node's thread limit is what caps its actors).
+    let system = System::new();
+    let core_arbiter = system.block_on(async { actix_rt::Arbiter::current() });
     // The raylet's death reaches this process as SIGTERM (`PR_SET_PDEATHSIG`, set when it was
     // started). Caught here, before any socket file exists, it ends the process through `exit`,
     // which removes them; uncaught, it would kill the process where it stands.
-    let signals = tokio::runtime::Builder::new_current_thread().enable_io().build().ok();
-    let terminated = signals.as_ref().and_then(|runtime| {
-        let _entered = runtime.enter();
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
-    });
+    let mut terminated = system
+        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok() });
     let outcome = (|| -> Result<(), String> {
         let variable = |name: &str| std::env::var(name).map_err(|error| format!("{name}: {error}"));
         let worker: u64 = variable(worker_env::WORKER_ID)?.parse().map_err(|_| "bad worker id")?;
@@ -826,7 +827,6 @@ fn worker_main(fingerprint: u64) -> ! {
             .map_err(|error| error.to_string())?;
         let node_id = identity.node_id();
         let node = Node::start_local(identity).map_err(|error| error.to_string())?;
-        let core_arbiter = start_arbiter("manta-core").map_err(|error| error.to_string())?;
         let core = CoreWorker {
             owner_address: OwnerAddress(node.local_addr()),
             raylet: node.service(raylet_address),
@@ -854,25 +854,40 @@ fn worker_main(fingerprint: u64) -> ! {
             registry_fingerprint: fingerprint,
         };
         let raylet = core.raylet.clone();
-        let accepted = System::new().block_on(raylet.ask(registration)).map_err(|error| error.to_string())?;
-        if !accepted {
-            return Err("the raylet refused this worker".to_owned());
-        }
-        debug!(worker, pid = std::process::id(), "worker serving");
-        // Serve until the raylet's process is gone.
-        match (signals, terminated) {
-            (Some(runtime), Some(mut terminated)) => {
-                runtime.block_on(terminated.recv());
+        // From here on this thread runs the core arbiter's work, until the raylet is gone.
+        system.block_on(async {
+            let accepted = raylet.ask(registration).await.map_err(|error| error.to_string())?;
+            if !accepted {
+                return Err("the raylet refused this worker".to_owned());
             }
-            _ => while !driver_gone(raylet_pid, std::time::Duration::from_secs(1)) {},
-        }
-        Ok(())
+            debug!(worker, pid = std::process::id(), "worker serving");
+            match terminated.as_mut() {
+                Some(terminated) => {
+                    terminated.recv().await;
+                }
+                None => {
+                    while !driver_gone(raylet_pid, std::time::Duration::ZERO) {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            Ok(())
+        })
     })();
+    // Told to end (SIGTERM) while it started: the raylet killed it, or its driver died.
+    let told_to_end = system.block_on(async {
+        terminated
+            .as_mut()
+            .is_some_and(|terminated| futures_util::FutureExt::now_or_never(terminated.recv()).is_some())
+    });
     match outcome {
         Ok(()) => std::process::exit(0),
-        // The driver ended while this worker started (its store and sockets are gone with it):
-        // nothing to report to anyone, and the user's terminal is no place for it.
-        Err(_) if driver_gone(raylet_pid, std::time::Duration::from_millis(500)) => std::process::exit(0),
+        // The driver ended while this worker started (its store and sockets are gone with it),
+        // or the raylet ended it: nothing to report to anyone, and the user's terminal is no
+        // place for it.
+        Err(_) if told_to_end || driver_gone(raylet_pid, std::time::Duration::from_millis(500)) => {
+            std::process::exit(0)
+        }
         Err(error) => {
             warn!(%error, "worker failed");
             eprintln!("manta worker {}: {error}", std::process::id());
