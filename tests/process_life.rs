@@ -126,6 +126,18 @@ struct Finished {
     stderr: String,
 }
 
+/// Runs this binary as the driver of `scenario` in a private directory named `name`, and checks
+/// that it succeeded; `None` inside a scenario's own process (the tests then do nothing).
+fn run_successful_scenario(name: &str, scenario: &str) -> Option<(Finished, PathBuf)> {
+    if std::env::var_os(SCENARIO).is_some() {
+        return None;
+    }
+    let dir = private_dir(name);
+    let finished = run_scenario(&std::env::current_exe().unwrap(), scenario, &dir.join("run"));
+    assert!(finished.success, "stdout:\n{}\nstderr:\n{}", finished.stdout, finished.stderr);
+    Some((finished, dir))
+}
+
 /// Runs `binary` as the driver of `scenario` and waits, within a generous bound, for it and
 /// for every worker that shares its stderr.
 fn run_scenario(binary: &Path, scenario: &str, runtime_dir: &Path) -> Finished {
@@ -197,13 +209,8 @@ fn a_driver_whose_binary_was_replaced_still_starts_workers() {
 /// left socket files behind.
 #[test]
 fn workers_of_an_ended_driver_exit_quietly_and_leave_no_socket_behind() {
-    if std::env::var_os(SCENARIO).is_some() {
-        return;
-    }
-    let dir = private_dir("exit");
+    let Some((finished, dir)) = run_successful_scenario("exit", "exit-while-starting") else { return };
     let runtime = dir.join("run");
-    let finished = run_scenario(&std::env::current_exe().unwrap(), "exit-while-starting", &runtime);
-    assert!(finished.success, "stdout:\n{}\nstderr:\n{}", finished.stdout, finished.stderr);
     assert!(finished.stdout.contains("scenario ok"), "{}", finished.stdout);
     let noise: Vec<&str> = finished
         .stderr
@@ -227,12 +234,7 @@ fn workers_of_an_ended_driver_exit_quietly_and_leave_no_socket_behind() {
 /// ends through `exit`, and kills only one still there after a grace period.
 #[test]
 fn a_worker_the_raylet_ends_removes_its_socket_file() {
-    if std::env::var_os(SCENARIO).is_some() {
-        return;
-    }
-    let dir = private_dir("killed");
-    let finished = run_scenario(&std::env::current_exe().unwrap(), "killed-worker", &dir.join("run"));
-    assert!(finished.success, "stdout:\n{}\nstderr:\n{}", finished.stdout, finished.stderr);
+    let Some((finished, dir)) = run_successful_scenario("killed", "killed-worker") else { return };
     assert!(finished.stdout.contains("scenario ok: 0 socket files left"), "{}", finished.stdout);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -245,12 +247,7 @@ const ACTORS: usize = 40;
 /// about 6,600 actors. Now its connection only.
 #[test]
 fn a_worker_costs_its_driver_one_descriptor() {
-    if std::env::var_os(SCENARIO).is_some() {
-        return;
-    }
-    let dir = private_dir("descriptors");
-    let finished = run_scenario(&std::env::current_exe().unwrap(), "descriptors", &dir.join("run"));
-    assert!(finished.success, "stdout:\n{}\nstderr:\n{}", finished.stdout, finished.stderr);
+    let Some((finished, dir)) = run_successful_scenario("descriptors", "descriptors") else { return };
     let line = finished.stdout.lines().find(|line| line.starts_with("scenario ok")).unwrap_or_default();
     let count: usize =
         line.split_whitespace().nth(2).and_then(|count| count.parse().ok()).unwrap_or(usize::MAX);
@@ -263,12 +260,7 @@ fn a_worker_costs_its_driver_one_descriptor() {
 /// in every worker; the driver now says once what to add.
 #[test]
 fn a_main_without_the_attribute_is_named_once() {
-    if std::env::var_os(SCENARIO).is_some() {
-        return;
-    }
-    let dir = private_dir("unmarked");
-    let finished = run_scenario(&std::env::current_exe().unwrap(), "unmarked-main", &dir.join("run"));
-    assert!(finished.success, "stdout:\n{}\nstderr:\n{}", finished.stdout, finished.stderr);
+    let Some((finished, dir)) = run_successful_scenario("unmarked", "unmarked-main") else { return };
     assert!(finished.stdout.contains("scenario ok: unmarked main ran its tasks"), "{}", finished.stdout);
     assert_eq!(finished.stderr.matches("add #[manta::main] above fn main").count(), 1, "{}", finished.stderr);
     let _ = std::fs::remove_dir_all(&dir);
