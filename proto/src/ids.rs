@@ -114,6 +114,24 @@ byte_id!(
     /// An object's id: its owner's prefix and a counter; 40 hex digits.
     ObjectId, 20, "object id (40 hex digits)"
 );
+impl ObjectId {
+    /// The id of an object its owner numbered `counter`: the owner's 12-byte prefix, then the
+    /// counter, big-endian.
+    pub fn from_parts(prefix: [u8; 12], counter: u64) -> ObjectId {
+        let mut id = [0u8; 20];
+        id[..12].copy_from_slice(&prefix);
+        id[12..].copy_from_slice(&counter.to_be_bytes());
+        ObjectId(id)
+    }
+
+    /// The owner's counter in this id (see [`ObjectId::from_parts`]).
+    pub fn counter(&self) -> u64 {
+        let mut counter = [0u8; 8];
+        counter.copy_from_slice(&self.0[12..]);
+        u64::from_be_bytes(counter)
+    }
+}
+
 counter_id!(
     /// A job (one driver's run), numbered by the GCS from 1.
     JobId(u32), "job id"
@@ -174,6 +192,14 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// An object id keeps its owner's prefix and gives its counter back.
+        #[test]
+        fn an_object_id_is_its_prefix_then_its_counter(prefix: [u8; 12], counter: u64) {
+            let id = ObjectId::from_parts(prefix, counter);
+            prop_assert_eq!(&id.0[..12], &prefix[..]);
+            prop_assert_eq!(id.counter(), counter);
+        }
+
         #[test]
         fn every_id_parses_back_from_its_text_and_its_bytes(bytes in any::<[u8; 20]>(), n in any::<u64>()) {
             let object = ObjectId(bytes);

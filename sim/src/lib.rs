@@ -336,15 +336,11 @@ pub fn run(seed: u64, config: &SimConfig) -> Result<Report, Failure> {
 
 /// The id the submitter knows a task by (the object its result goes to).
 fn task_id(task: TaskId) -> manta_proto::ObjectId {
-    let mut id = [0u8; 20];
-    id[12..].copy_from_slice(&(task as u64).to_be_bytes());
-    manta_proto::ObjectId(id)
+    manta_proto::ObjectId::from_parts([0; 12], task as u64)
 }
 
 fn task_index(id: manta_proto::ObjectId) -> TaskId {
-    let mut index = [0u8; 8];
-    index.copy_from_slice(&id.0[12..]);
-    u64::from_be_bytes(index) as usize
+    id.counter() as usize
 }
 
 fn node_id(index: Node) -> NodeId {

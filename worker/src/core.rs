@@ -252,10 +252,7 @@ pub(crate) fn within<R>(core: &Arc<CoreWorker>, work: impl FnOnce() -> R) -> R {
 impl CoreWorker {
     /// A fresh object id: this process's random prefix and a counter.
     pub(crate) fn new_object_id(&self) -> ObjectId {
-        let mut id = [0u8; 20];
-        id[..12].copy_from_slice(&self.id_prefix);
-        id[12..].copy_from_slice(&self.next_id.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-        ObjectId(id)
+        ObjectId::from_parts(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The object service of the process at `address`; `None` for an address that does not

@@ -394,9 +394,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn id(index: u64) -> ObjectId {
-        let mut bytes = [0u8; 20];
-        bytes[12..].copy_from_slice(&index.to_be_bytes());
-        ObjectId(bytes)
+        ObjectId::from_parts([0; 12], index)
     }
 
     fn address(process: usize) -> OwnerAddress {
@@ -510,12 +508,7 @@ mod tests {
         let hashing = IdHashing::default();
         let prefix = [0x5a_u8; 12];
         let buckets: std::collections::HashSet<u64> = (0..4096u64)
-            .map(|counter| {
-                let mut bytes = [0u8; 20];
-                bytes[..12].copy_from_slice(&prefix);
-                bytes[12..].copy_from_slice(&counter.to_be_bytes());
-                hashing.hash_one(ObjectId(bytes)) & 4095
-            })
+            .map(|counter| hashing.hash_one(ObjectId::from_parts(prefix, counter)) & 4095)
             .collect();
         // A uniform hash fills about 63% of 4096 buckets with 4096 keys.
         assert!(buckets.len() > 2_300, "only {} of 4096 buckets used", buckets.len());

@@ -621,9 +621,7 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     fn task(index: u64) -> TaskId {
-        let mut id = [0u8; 20];
-        id[12..].copy_from_slice(&index.to_be_bytes());
-        ObjectId(id)
+        ObjectId::from_parts([0; 12], index)
     }
 
     fn shape(function: &'static str) -> Shape {
