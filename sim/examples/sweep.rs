@@ -23,6 +23,7 @@ fn main() {
         let started = std::time::Instant::now();
         let (mut events, mut finished, mut failed, mut faults) = (0, 0, 0, 0);
         let (mut alive, mut dead, mut restarts, mut discarded) = (0, 0, 0, 0);
+        let (mut answered, mut calls_failed) = (0, 0);
         let mut kinds = std::collections::BTreeMap::<String, usize>::new();
         for seed in first..first + seeds {
             match manta_sim::run(seed, &config) {
@@ -35,6 +36,8 @@ fn main() {
                     dead += report.actors_dead;
                     restarts += report.actor_restarts;
                     discarded += report.discarded;
+                    answered += report.actor_calls_answered;
+                    calls_failed += report.actor_calls_failed;
                     for (kind, count) in report.failed {
                         *kinds.entry(kind).or_default() += count;
                     }
@@ -48,7 +51,7 @@ fn main() {
         println!(
             "{name}: {seeds} seeds, {events} events, {finished} tasks finished, {failed} failed, {faults} faults, \
              actors {alive} alive / {dead} dead after {restarts} restarts, {discarded} late replies discarded, \
-             in {:.1?}\n  failures by kind: {kinds:?}",
+             actor calls {answered} answered / {calls_failed} failed, in {:.1?}\n  failures by kind: {kinds:?}",
             started.elapsed()
         );
     }

@@ -26,10 +26,17 @@
 //! agrees with the manager. Tasks are submitted through the core worker's own submitter
 //! (`manta_worker::cores::submitter::SubmitterCore`, one per driver): shapes, lease reuse,
 //! pipelining, lingering leases, retries, spillback and cancellation are the real logic; each
-//! task completes exactly once, and at the end every lease it took is back.
+//! task completes exactly once, and at the end every lease it took is back. Every driver calls
+//! every actor through the core worker's own actor-call client (`callers.rs`): each call is
+//! decided once, runs at most once more than its retries, and a worker runs each caller's calls
+//! in submission order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+
+mod callers;
+
+use callers::{CallEvent, Hosted, SimCaller};
 
 use manta_gcs::actor_manager::{Command as ManagerCommand, ManagerCore, Phase};
 use manta_gcs::wire::{ActorInfo, ActorState, NodeInfo, NodeState};
@@ -79,6 +86,8 @@ pub struct SimConfig {
     pub kill_per_mille: u32,
     /// Chance, in thousandths, that a task is cancelled by its user (half of them with force).
     pub cancel_per_mille: u32,
+    /// Calls each driver makes to each actor (through the real actor-call client).
+    pub calls_per_actor: usize,
 }
 
 impl Default for SimConfig {
@@ -99,6 +108,7 @@ impl Default for SimConfig {
             actor_crash_per_mille: 400,
             kill_per_mille: 200,
             cancel_per_mille: 30,
+            calls_per_actor: 6,
         }
     }
 }
@@ -124,6 +134,10 @@ pub struct Report {
     pub actor_restarts: u64,
     /// Replies the submitters discarded (for tasks cancelled or retried meanwhile).
     pub discarded: u64,
+    /// Actor calls answered.
+    pub actor_calls_answered: u64,
+    /// Actor calls failed (the actor died, or no retries left).
+    pub actor_calls_failed: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -197,6 +211,8 @@ enum Event {
     SubmitterTimer { submitter: Submitter },
     /// A user cancels a task.
     Cancel { submitter: Submitter, task: TaskId, force: bool },
+    /// Something happens to a driver's calls to an actor.
+    Call { submitter: Submitter, actor: ActorId, event: CallEvent },
 }
 
 /// An answer for the actor manager's core.
@@ -287,6 +303,15 @@ struct World {
     actor_workers: HashMap<WorkerId, (ActorId, LeaseId)>,
     /// Crashes injected per actor (bounded, so every run ends).
     actor_crashes: HashMap<ActorId, u32>,
+    /// Each driver's client of each actor.
+    callers: BTreeMap<(Submitter, ActorId), SimCaller>,
+    /// Each caller epoch as each actor worker sees it.
+    hosted: HashMap<(WorkerId, Submitter, u64), Hosted>,
+    /// How many times each call ran.
+    call_runs: HashMap<(Submitter, ActorId, u64), u32>,
+    /// Whether a parked locate or watch may have its answer now (an actor's state or worker
+    /// changed, or a caller asked).
+    watches_dirty: bool,
 }
 
 const TRACE_LEN: usize = 400;
@@ -304,6 +329,7 @@ pub fn run(seed: u64, config: &SimConfig) -> Result<Report, Failure> {
         }
         world.trace.push_back(format!("{time} ms: {event:?}"));
         world.handle(event);
+        world.answer_watches();
         world.check()?;
         if world.all_settled() {
             break;
@@ -316,6 +342,9 @@ pub fn run(seed: u64, config: &SimConfig) -> Result<Report, Failure> {
         return Err(world.failure(format!("nothing left to happen, yet {}", world.unsettled())));
     }
     world.check_actors_at_end()?;
+    if let Some(why) = world.check_calls_at_end() {
+        return Err(world.failure(why));
+    }
     world.report.events = world.processed;
     world.report.end_ms = world.now;
     world.check_tasks_at_end()?;
@@ -439,6 +468,10 @@ impl World {
             watched: HashMap::new(),
             actor_workers: HashMap::new(),
             actor_crashes: HashMap::new(),
+            callers: BTreeMap::new(),
+            hosted: HashMap::new(),
+            call_runs: HashMap::new(),
+            watches_dirty: false,
         }
     }
 
@@ -495,6 +528,7 @@ impl World {
             self.drive(submitter);
         }
         self.create_actors();
+        self.plan_actor_calls();
     }
 
     // ---- actors: the real actor manager core against the real GCS core ----
@@ -1025,6 +1059,16 @@ impl World {
     // ---- events ----
 
     fn handle(&mut self, event: Event) {
+        if matches!(
+            event,
+            Event::Manager(_)
+                | Event::ManagerAnswer(_)
+                | Event::ActorConstructed { .. }
+                | Event::ActorWorkerCrash { .. }
+                | Event::KillActor { .. }
+        ) {
+            self.watches_dirty = true;
+        }
         match event {
             Event::Deliver { submitter, node, to_node, link, message } => {
                 if link != self.link(submitter, node) {
@@ -1126,6 +1170,7 @@ impl World {
                 self.manager.kill(actor, "killed by its user".into());
                 self.perform_manager();
             }
+            Event::Call { submitter, actor, event } => self.call_event(submitter, actor, event),
             Event::Tick { node } => {
                 let now = self.now;
                 self.nodes[node].leases.tick(now);
@@ -1199,6 +1244,7 @@ impl World {
     fn all_settled(&self) -> bool {
         self.all_tasks_settled()
             && self.actors_settled()
+            && self.calls_settled()
             && self.events.values().all(|event| matches!(event, Event::Tick { .. }))
     }
 
@@ -1290,8 +1336,9 @@ impl World {
             .filter(|actor| !matches!(self.manager.phase(**actor), Some(Phase::Alive { .. } | Phase::Dead)))
             .map(|actor| format!("actor {actor} {:?}", self.manager.phase(*actor)))
             .collect();
+        let calls: usize = self.callers.values().map(|caller| caller.undecided()).sum();
         format!(
-            "{} tasks unsettled ({}); {} actors unsettled ({})",
+            "{} tasks unsettled ({}); {} actors unsettled ({}); {calls} actor calls undecided",
             open.len(),
             open.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
             actors.len(),

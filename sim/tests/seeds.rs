@@ -12,6 +12,7 @@ fn every_seed_keeps_the_invariants_and_settles_every_task() {
     let config = SimConfig::default();
     let (mut finished, mut faults) = (0, 0);
     let (mut alive, mut dead, mut restarts) = (0, 0, 0);
+    let (mut answered, mut failed) = (0, 0);
     for seed in 0..SEEDS {
         let report = run(seed, &config).unwrap_or_else(|failure| panic!("{failure}"));
         assert_eq!(
@@ -19,6 +20,12 @@ fn every_seed_keeps_the_invariants_and_settles_every_task() {
             config.submitters * config.tasks_per_submitter
         );
         assert_eq!(report.actors_alive + report.actors_dead, config.actors);
+        assert_eq!(
+            report.actor_calls_answered + report.actor_calls_failed,
+            (config.submitters * config.actors * config.calls_per_actor) as u64
+        );
+        answered += report.actor_calls_answered;
+        failed += report.actor_calls_failed;
         finished += report.finished;
         faults += report.faults;
         alive += report.actors_alive;
@@ -31,9 +38,11 @@ fn every_seed_keeps_the_invariants_and_settles_every_task() {
     assert!(faults > SEEDS, "only {faults} faults injected");
     // Actors lived, died (killed, failed constructors, out of restarts) and restarted.
     assert!(alive > 0 && dead > 0 && restarts > SEEDS / 2, "{alive} alive, {dead} dead, {restarts} restarts");
+    // Actor calls were answered, and failed when their actors died.
+    assert!(answered > SEEDS * 20 && failed > SEEDS, "{answered} calls answered, {failed} failed");
 }
 
-/// A harsh network and crashy workers: more breaks, more retries used up.
+/// A harsh network and crashy workers: more breaks, more retries used up, more actor calls.
 #[test]
 fn harsh_seeds_still_keep_the_invariants() {
     let config = SimConfig {
@@ -42,6 +51,7 @@ fn harsh_seeds_still_keep_the_invariants() {
         start_failure_per_mille: 100,
         link_break_per_mille: 50,
         latency_ms: (0, 100),
+        calls_per_actor: 20,
         ..SimConfig::default()
     };
     for seed in 1_000..1_100 {

@@ -19,8 +19,9 @@
 //! Lifetime: a non-detached actor's handles share one hidden object owned by the creator; when
 //! it is freed (no handle left anywhere) the creator kills the actor, as Ray does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use manta_actor::{ActorAddress, ActorRef, AskError};
 use manta_gcs::requests::GetNamedActor;
@@ -29,10 +30,7 @@ use manta_gcs::{ActorId, GcsError};
 use manta_raylet::SchedulingStrategy;
 use parking_lot::Mutex;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tokio::sync::{mpsc, watch};
-use tracing::debug;
 
-use crate::calls::CallTable;
 use crate::core::{self, CoreWorker};
 use crate::error::{ActorError, TaskError};
 use crate::executor::{Executor, EXECUTOR_NAME};
@@ -42,8 +40,12 @@ use crate::wire::{
     ActorCall, ActorSpec, CreateActor, CreateActorError, KillActor, TaskArg, TaskFailure, TaskOutput,
     WatchActor,
 };
+use manta_objectstore::ObjectId;
+use state::{ActorClientCore, CallError, CallNo, ClientConfig, Command, Located};
 
 pub use manta_gcs::ACTOR_MANAGER_NAME;
+
+pub mod state;
 
 /// A class of actors: implemented by `#[manta::actor]` on an `impl` block.
 pub trait ActorClass: Send + Sync + 'static {
@@ -109,14 +111,7 @@ impl RawActorHandle {
         // Without `manta::init` the result's `get` reports `NotInitialized`.
         let Ok(core) = core::current() else { return RawRef::uninitialized() };
         let result = core.create_pending();
-        let call = PendingCall {
-            method,
-            args: Some(args),
-            resolved: None,
-            return_id: result.id,
-            retries_left: self.max_task_retries,
-        };
-        client(&core, self).submit(&core, call);
+        client(&core, self).submit(&core, method, args, result.id, self.max_task_retries);
         result
     }
 }
@@ -321,37 +316,63 @@ pub(crate) fn kill_when_out_of_scope(core: &Arc<CoreWorker>, actor_id: ActorId) 
 
 // ---- the caller side: one client per actor per process ----
 
-struct PendingCall {
+/// A call's payload, kept by the shell while the client's core decides its fate.
+struct Payload {
     method: &'static str,
-    args: Option<Vec<ArgSpec>>,
-    resolved: Option<(Vec<TaskArg>, Arc<Vec<RawRef>>)>,
-    return_id: manta_objectstore::ObjectId,
-    retries_left: u32,
+    /// The arguments once resolved, and the refs that keep their objects alive meanwhile.
+    args: Vec<TaskArg>,
+    holds: Arc<Vec<RawRef>>,
+    return_id: ObjectId,
 }
 
-/// This process's client of one actor. A call goes out from the calling thread itself when
-/// nothing stands in its way (its arguments are plain values, the actor's incarnation and the
-/// connection to it are up, no earlier call is still queued); otherwise it is queued for the
-/// client's task, which waits for argument objects and incarnations. Either way calls are
-/// numbered and sent in submission order.
+/// This process's client of one actor: the sans-IO [`ActorClientCore`] (numbering, incarnations,
+/// retries in order) and the shell that performs its commands. A call goes out from the
+/// calling thread itself when nothing stands in its way; sends happen under the client's lock,
+/// so they reach the actor in the order the core numbered them.
 pub(crate) struct ActorClient {
     actor_id: ActorId,
     /// How errors name the actor; shared, not copied, by every call's answer callback.
     label: Arc<str>,
-    /// This process's id as the actor's caller (the actor runs each caller's calls in `seq`
-    /// order).
+    /// This process's caller id base: the actor sees `caller ^ epoch` (the actor runs each
+    /// caller's calls in `seq` order).
     caller: u64,
-    sender: mpsc::UnboundedSender<PendingCall>,
-    state: Mutex<ClientState>,
+    /// The origin of the core's clock.
+    origin: Instant,
+    inner: Mutex<ClientInner>,
 }
 
-struct ClientState {
-    /// The incarnation calls go to, once known.
-    current: Option<Incarnation>,
-    /// Calls handed to the client's task and not sent yet: while there are any, new calls
-    /// queue behind them.
-    queued: usize,
+/// The core and what the shell keeps beside it, under one lock.
+struct ClientInner {
+    core: ActorClientCore,
+    next_call: CallNo,
+    payloads: HashMap<CallNo, Payload>,
+    /// The executor of each incarnation the core may send to, by `restarts`.
+    executors: HashMap<u64, ActorRef<Executor>>,
+    /// Sends waiting for room on the connection, in order; while any wait (`draining`), later
+    /// sends queue behind them.
+    outbox: VecDeque<Outgoing>,
+    draining: bool,
+    /// The core's next timeout a wake-up is armed for.
+    timer: Option<Duration>,
 }
+
+/// A send that found no room at once.
+struct Outgoing {
+    executor: ActorRef<Executor>,
+    request: ActorCall,
+    on_answer: Box<dyn FnOnce(Reply) + Send>,
+}
+
+/// What the shell does outside the lock for a command of the core.
+enum Effect {
+    Locate,
+    Watch(u64),
+    Complete(ObjectId, Result<(Value, Vec<crate::objects::RefWire>), TaskError>),
+    Drain,
+    WakeAt(Duration),
+}
+
+type Reply = Result<Result<TaskOutput, TaskFailure>, AskError>;
 
 /// This process's actor clients.
 pub(crate) type ActorClients = Mutex<HashMap<ActorId, Arc<ActorClient>>>;
@@ -361,299 +382,307 @@ fn client(core: &Arc<CoreWorker>, handle: &RawActorHandle) -> Arc<ActorClient> {
     if let Some(client) = clients.get(&handle.actor_id) {
         return client.clone();
     }
-    let (sender, receiver) = mpsc::unbounded_channel();
-    let caller = u64::from_be_bytes(core.new_object_id().0[4..12].try_into().expect("8 bytes"))
-        ^ u64::from(std::process::id());
+    let caller = core.new_object_id().counter() ^ (u64::from(std::process::id()) << 32);
     let client = Arc::new(ActorClient {
         actor_id: handle.actor_id,
         label: format!("{}({})", handle.class, &handle.id()[..8]).into(),
         caller,
-        sender,
-        state: Mutex::new(ClientState { current: None, queued: 0 }),
+        origin: Instant::now(),
+        inner: Mutex::new(ClientInner {
+            core: ActorClientCore::new(ClientConfig { verdict_wait: crate::submit::DEATH_VERDICT_WAIT }),
+            next_call: 0,
+            payloads: HashMap::new(),
+            executors: HashMap::new(),
+            outbox: VecDeque::new(),
+            draining: false,
+            timer: None,
+        }),
     });
     clients.insert(handle.actor_id, client.clone());
-    core.arbiter.spawn(run_client(core.clone(), client.clone(), receiver));
     client
 }
 
-/// The incarnation of an actor a client sends to.
-struct Incarnation {
-    restarts: u64,
-    executor: ActorRef<Executor>,
-    /// Becomes `Some(info)` when this incarnation is over.
-    over: watch::Receiver<Option<ActorInfo>>,
-    /// Its calls awaiting an answer (numbered, decided once each).
-    calls: Arc<Mutex<CallTable<Flight>>>,
-}
-
-impl Incarnation {
-    fn is_over(&self) -> bool {
-        self.over.borrow().is_some()
-    }
-}
-
-/// A call sent to an incarnation, kept until its answer (or the incarnation's end) decides it.
-struct Flight {
-    call: PendingCall,
-    /// Its arguments, kept for a retry (empty when it has none left).
-    args: Vec<TaskArg>,
-    holds: Arc<Vec<RawRef>>,
-}
-
-type Reply = Result<Result<TaskOutput, TaskFailure>, AskError>;
-
 impl ActorClient {
-    /// Takes a call: sends it now, from the calling thread, when nothing stands in the way;
-    /// else queues it for the client's task.
-    fn submit(self: &Arc<Self>, core: &Arc<CoreWorker>, call: PendingCall) {
-        if let Err(call) = self.try_send_now(core, call) {
-            self.enqueue(call);
-        }
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
     }
 
-    /// Queues a call for the client's task.
-    fn enqueue(&self, call: PendingCall) {
-        self.state.lock().queued += 1;
-        if self.sender.send(call).is_err() {
-            unreachable!("an actor client's task runs for the life of the process");
-        }
-    }
-
-    /// Sends `call` without waiting for anything, or gives it back.
-    fn try_send_now(
+    /// Takes a call: numbered now; sent now when its arguments need no resolving and the actor
+    /// is located, else once they are.
+    fn submit(
         self: &Arc<Self>,
         core: &Arc<CoreWorker>,
-        mut call: PendingCall,
-    ) -> Result<(), PendingCall> {
-        let mut state = self.state.lock();
-        if state.queued > 0 {
-            return Err(call);
-        }
-        let Some(incarnation) = state.current.as_mut().filter(|incarnation| !incarnation.is_over()) else {
-            return Err(call);
-        };
-        let (args, holds) = match call.resolved.take() {
-            Some(resolved) => resolved,
-            None => match resolve_now(core, &mut call.args) {
-                Some((args, holds)) => (args, Arc::new(holds)),
-                None => return Err(call),
-            },
-        };
-        let (seq, request, on_answer) = match self.register(core, incarnation, call, args, holds) {
-            Ok(registered) => registered,
-            // Over since it was chosen: the client's task takes it to the next incarnation.
-            Err(call) => return Err(*call),
-        };
-        let Err((request, _)) = incarnation.executor.try_start_ask_with(request, on_answer) else {
-            return Ok(());
-        };
-        // No room or no connection: take the call back (unless the incarnation's end has
-        // already taken it) and leave it to the client's task. The arguments come back with the
-        // unsent message: the in-flight table keeps a copy only for a call with retries left.
-        let Some(flight) = incarnation.calls.lock().take_back(seq) else {
-            return Ok(());
-        };
-        let Flight { mut call, holds, .. } = flight;
-        call.resolved = Some((request.args, holds));
-        Err(call)
-    }
-
-    /// Numbers a call in `incarnation`, records it as in flight, and builds its message and
-    /// the callback that decides it. Gives the call back, unsent and with its arguments, when
-    /// the incarnation ended since it was chosen (its end took the table): it goes to the next
-    /// incarnation without using up a retry, since it never reached this one.
-    fn register(
-        self: &Arc<Self>,
-        core: &Arc<CoreWorker>,
-        incarnation: &mut Incarnation,
-        call: PendingCall,
-        args: Vec<TaskArg>,
-        holds: Arc<Vec<RawRef>>,
-    ) -> Result<(u64, ActorCall, impl FnOnce(Reply) + Send + 'static), Box<PendingCall>> {
-        let restarts = incarnation.restarts;
-        let (return_id, method) = (call.return_id, call.method);
-        // The arguments are kept only for a retry.
-        let kept = if call.retries_left > 0 { args.clone() } else { Vec::new() };
-        let seq = match incarnation.calls.lock().register(Flight { call, args: kept, holds }) {
-            Ok(seq) => seq,
-            Err(Flight { mut call, holds, .. }) => {
-                call.resolved = Some((args, holds));
-                return Err(Box::new(call));
-            }
-        };
-        let request = ActorCall {
-            actor_id: self.actor_id,
-            method: method.to_owned(),
-            args,
-            caller: self.caller,
-            seq,
-            return_id,
-        };
-        let (calls, over, client) = (incarnation.calls.clone(), incarnation.over.clone(), self.clone());
-        let core = core.clone();
-        // The answer is handled where it arrives (the transport's thread), without a wake-up
-        // of the caller's runtime or of the client's task.
-        let on_answer = move |reply: Reply| {
-            let taken = calls.lock().answer(seq);
-            let Some(flight) = taken else {
-                // Already decided by the end of the incarnation.
-                return;
-            };
-            match reply {
-                Ok(Ok(output)) => complete(&core, return_id, Ok(output_value(output))),
-                Ok(Err(TaskFailure { function, pid, message })) => {
-                    complete(&core, return_id, Err(TaskError::Failed { function, pid, message }))
+        method: &'static str,
+        args: Vec<ArgSpec>,
+        return_id: ObjectId,
+        retries: u32,
+    ) {
+        let mut args = Some(args);
+        let ready = resolve_now(core, &mut args);
+        let call = self.drive(core, |inner, _| {
+            let call = inner.next_call;
+            inner.next_call += 1;
+            let (resolved, holds) = ready.map_or_else(Default::default, |(args, holds)| (args, holds));
+            let ready = args.is_none();
+            inner
+                .payloads
+                .insert(call, Payload { method, args: resolved, holds: Arc::new(holds), return_id });
+            inner.core.submit(call, retries, ready);
+            call
+        });
+        let Some(args) = args else { return };
+        // Its arguments wait for objects or go to the store first: resolved on the core's
+        // arbiter; the calls after it wait their turn in the core.
+        let (client, core) = (self.clone(), core.clone());
+        core.arbiter.clone().spawn(async move {
+            let function = format!("{}.{method}", client.label);
+            let resolution = resolve_args(&core, &function, args).await;
+            let failed = client.drive(&core, |inner, _| match resolution {
+                Ok((args, holds)) => {
+                    if let Some(payload) = inner.payloads.get_mut(&call) {
+                        payload.args = args;
+                        payload.holds = Arc::new(holds);
+                    }
+                    inner.core.resolved(call);
+                    None
                 }
                 Err(error) => {
-                    let failing = core.clone();
-                    core.arbiter.spawn(async move {
-                        let cause = death_cause(error, over).await;
-                        fail_call(&failing, flight, &client, restarts, cause);
-                    });
+                    inner.core.abandon(call);
+                    inner.payloads.remove(&call);
+                    Some(error)
                 }
+            });
+            if let Some(error) = failed {
+                complete(&core, return_id, Err(error));
             }
+        });
+    }
+
+    /// Feeds one event to the core under the lock, performs its sends there (in order), then
+    /// performs the other effects after the lock is released.
+    fn drive<T>(
+        self: &Arc<Self>,
+        core: &Arc<CoreWorker>,
+        event: impl FnOnce(&mut ClientInner, Duration) -> T,
+    ) -> T {
+        let now = self.now();
+        let (output, effects) = {
+            let mut inner = self.inner.lock();
+            let output = event(&mut inner, now);
+            (output, self.effects(core, &mut inner))
         };
-        Ok((seq, request, on_answer))
+        for effect in effects {
+            self.perform(core, effect);
+        }
+        output
     }
 
-    /// Sends a queued call: waits for its argument objects and for a live incarnation.
-    async fn send_queued(self: &Arc<Self>, core: &Arc<CoreWorker>, mut call: PendingCall) {
-        if call.resolved.is_none() {
-            let function = format!("{}.{}", self.label, call.method);
-            match resolve_args(core, &function, call.args.take().unwrap_or_default()).await {
-                Ok((args, holds)) => call.resolved = Some((args, Arc::new(holds))),
-                Err(error) => return complete(core, call.return_id, Err(error)),
-            }
-        }
-        loop {
-            let live = {
-                let mut state = self.state.lock();
-                if state.current.as_ref().is_some_and(Incarnation::is_over) {
-                    state.current = None;
-                }
-                state.current.is_some()
-            };
-            if !live {
-                match self.next_incarnation(core).await {
-                    Ok(incarnation) => self.state.lock().current = Some(incarnation),
-                    Err(error) => return complete(core, call.return_id, Err(error)),
-                }
-            }
-            let (args, holds) = call.resolved.take().expect("resolved above");
-            let prepared = {
-                let mut state = self.state.lock();
-                let incarnation = state.current.as_mut().expect("set above");
-                let executor = incarnation.executor.clone();
-                self.register(core, incarnation, call, args, holds)
-                    .map(|(_, request, on_answer)| (executor, request, on_answer))
-            };
-            // Sent in `seq` order (no call is sent from a calling thread while one is queued):
-            // the worker receives a caller's calls in order, so none waits for one stuck behind.
-            match prepared {
-                Ok((executor, request, on_answer)) => {
-                    return executor.start_ask_with(request, on_answer).await
-                }
-                // That incarnation ended meanwhile: on to the next.
-                Err(returned) => call = *returned,
-            }
-        }
-    }
-
-    /// Waits for the actor to be alive and starts following that incarnation's end.
-    async fn next_incarnation(self: &Arc<Self>, core: &Arc<CoreWorker>) -> Result<Incarnation, TaskError> {
-        let actor_id = self.actor_id;
-        match core.actor_manager.ask_unbounded(WatchActor { actor_id, known: None }).await {
-            Ok(Some(info)) if info.state == ActorState::Alive => {
-                let Some(address) = info.address.as_deref().and_then(|address| address.parse().ok()) else {
-                    let reason = "the actor manager reported it alive without an address";
-                    return Err(TaskError::unreachable(self.label.to_string(), "the actor", reason));
-                };
-                let (over_sender, over) = watch::channel(None);
-                let calls = Arc::new(Mutex::new(CallTable::new()));
-                let manager = core.actor_manager.clone();
-                let restarts = info.restarts;
-                let (ended, client, watcher) = (calls.clone(), self.clone(), core.clone());
-                core.arbiter.spawn(async move {
-                    if let Ok(next) =
-                        manager.ask_unbounded(WatchActor { actor_id, known: Some(restarts) }).await
-                    {
-                        let next = next.unwrap_or(info);
-                        let cause = next.death_cause.clone().unwrap_or_else(|| "its worker died".into());
-                        let _ = over_sender.send(Some(next));
-                        // The incarnation is over: decide every call still waiting on it.
-                        let orphans = ended.lock().end();
-                        for flight in orphans {
-                            fail_call(&watcher, flight, &client, restarts, cause.clone());
+    /// Turns the core's commands into sends (started here, under the lock, so they keep their
+    /// order) and effects.
+    fn effects(self: &Arc<Self>, core: &Arc<CoreWorker>, inner: &mut ClientInner) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for command in inner.core.poll_commands() {
+            match command {
+                Command::Locate => effects.push(Effect::Locate),
+                Command::Watch { restarts } => effects.push(Effect::Watch(restarts)),
+                Command::Fail { call, error } => {
+                    let Some(payload) = inner.payloads.remove(&call) else { continue };
+                    let actor = self.label.to_string();
+                    let error = match error {
+                        CallError::ActorDied { cause } => TaskError::ActorDied { actor, cause },
+                        CallError::ManagerUnreachable { cause } => {
+                            TaskError::unreachable(actor, "the actor manager", cause)
                         }
+                    };
+                    effects.push(Effect::Complete(payload.return_id, Err(error)));
+                }
+                Command::Send { call, restarts, epoch, seq, retries_left } => {
+                    let (Some(payload), Some(executor)) =
+                        (inner.payloads.get_mut(&call), inner.executors.get(&restarts))
+                    else {
+                        continue;
+                    };
+                    // The arguments are kept only for a retry.
+                    let args = if retries_left > 0 {
+                        payload.args.clone()
+                    } else {
+                        std::mem::take(&mut payload.args)
+                    };
+                    let request = ActorCall {
+                        actor_id: self.actor_id,
+                        method: payload.method.to_owned(),
+                        args,
+                        caller: self.caller ^ epoch,
+                        seq,
+                        return_id: payload.return_id,
+                    };
+                    let on_answer = self.on_answer(core, epoch, seq);
+                    if inner.draining {
+                        inner.outbox.push_back(Outgoing {
+                            executor: executor.clone(),
+                            request,
+                            on_answer: Box::new(on_answer),
+                        });
+                    } else if let Err((request, on_answer)) = executor.try_start_ask_with(request, on_answer)
+                    {
+                        // No room or no connection yet: it and every later send wait their
+                        // turn on the client's drain.
+                        let executor = executor.clone();
+                        inner.outbox.push_back(Outgoing {
+                            executor,
+                            request,
+                            on_answer: Box::new(on_answer),
+                        });
+                        inner.draining = true;
+                        effects.push(Effect::Drain);
+                    }
+                }
+            }
+        }
+        if let Some(due) = inner.core.poll_timeout() {
+            if inner.timer.is_none_or(|armed| due < armed) {
+                inner.timer = Some(due);
+                effects.push(Effect::WakeAt(due));
+            }
+        }
+        effects
+    }
+
+    /// The callback that takes a call's answer where it arrives (the transport's thread),
+    /// without a wake-up of the caller's runtime.
+    fn on_answer(
+        self: &Arc<Self>,
+        core: &Arc<CoreWorker>,
+        epoch: u64,
+        seq: u64,
+    ) -> impl FnOnce(Reply) + Send + 'static {
+        let (client, core) = (self.clone(), core.clone());
+        move |reply: Reply| match reply {
+            Ok(answer) => {
+                let payload = {
+                    let mut inner = client.inner.lock();
+                    inner.core.answered(epoch, seq).and_then(|call| inner.payloads.remove(&call))
+                };
+                // `None`: decided already (its incarnation ended first).
+                let Some(payload) = payload else { return };
+                let outcome = match answer {
+                    Ok(output) => Ok(output_value(output)),
+                    Err(TaskFailure { function, pid, message }) => {
+                        Err(TaskError::Failed { function, pid, message })
+                    }
+                };
+                drop(payload.holds);
+                complete(&core, payload.return_id, outcome);
+            }
+            // How a dead worker shows on its connection, often before the actor manager
+            // knows: the call waits for the manager's word on the incarnation.
+            Err(error) => {
+                let cause = match error {
+                    AskError::ActorDied { cause, .. } => cause,
+                    other => other.to_string(),
+                };
+                client.drive(&core, |inner, now| inner.core.broken(now, epoch, seq, cause));
+            }
+        }
+    }
+
+    /// Performs one effect, outside the lock.
+    fn perform(self: &Arc<Self>, core: &Arc<CoreWorker>, effect: Effect) {
+        let (client, worker) = (self.clone(), core.clone());
+        match effect {
+            Effect::Complete(return_id, outcome) => complete(core, return_id, outcome),
+            Effect::Locate => {
+                core.arbiter.spawn(async move {
+                    let answer = worker
+                        .actor_manager
+                        .ask_unbounded(WatchActor { actor_id: client.actor_id, known: None })
+                        .await;
+                    let located = client.located(&worker, answer);
+                    if located == Located::Restarting {
+                        // Not alive and not dead (the manager does not follow it): ask again soon.
+                        tokio::time::sleep(LOCATE_AGAIN).await;
+                    }
+                    client.drive(&worker, |inner, now| inner.core.located(now, located));
+                });
+            }
+            Effect::Watch(restarts) => {
+                core.arbiter.spawn(async move {
+                    let watch = WatchActor { actor_id: client.actor_id, known: Some(restarts) };
+                    match worker.actor_manager.ask_unbounded(watch).await {
+                        Ok(answer) => {
+                            let located = client.located(&worker, Ok(answer));
+                            client.drive(&worker, |inner, now| {
+                                inner.executors.remove(&restarts);
+                                inner.core.ended(now, restarts, located);
+                            });
+                        }
+                        Err(_) => client.drive(&worker, |inner, _| inner.core.watch_failed(restarts)),
                     }
                 });
-                Ok(Incarnation {
-                    restarts,
-                    executor: core.node.actor(ActorAddress::new(address, EXECUTOR_NAME)),
-                    over,
-                    calls,
-                })
             }
-            Ok(info) => {
-                let cause = info
-                    .and_then(|info| info.death_cause)
-                    .unwrap_or_else(|| "it is not known to the cluster".to_owned());
-                Err(TaskError::ActorDied { actor: self.label.to_string(), cause })
+            Effect::Drain => {
+                core.arbiter.spawn(async move {
+                    loop {
+                        let next = {
+                            let mut inner = client.inner.lock();
+                            let next = inner.outbox.pop_front();
+                            inner.draining = next.is_some();
+                            next
+                        };
+                        let Some(Outgoing { executor, request, on_answer }) = next else { break };
+                        executor.start_ask_with(request, on_answer).await;
+                    }
+                });
             }
-            Err(error) => Err(TaskError::unreachable(self.label.to_string(), "the actor manager", error)),
+            Effect::WakeAt(due) => {
+                let at = self.origin + due;
+                core.arbiter.spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    client.drive(&worker, |inner, now| {
+                        if inner.timer == Some(due) {
+                            inner.timer = None;
+                        }
+                        inner.core.handle_timeout(now);
+                    });
+                });
+            }
+        }
+    }
+
+    /// Reads the manager's answer about the actor; an alive incarnation's executor is
+    /// remembered for the sends to it.
+    fn located(&self, worker: &CoreWorker, answer: Result<Option<ActorInfo>, AskError>) -> Located {
+        let info = match answer {
+            Ok(Some(info)) => info,
+            Ok(None) => return Located::Dead { cause: "it is not known to the cluster".to_owned() },
+            Err(error) => return Located::Unreachable { cause: error.to_string() },
+        };
+        match info.state {
+            ActorState::Alive => {
+                let Some(address) = info.address.as_deref().and_then(|address| address.parse().ok()) else {
+                    let cause = "the actor manager reported it alive without an address".to_owned();
+                    return Located::Unreachable { cause };
+                };
+                let executor = worker.node.actor(ActorAddress::new(address, EXECUTOR_NAME));
+                self.inner.lock().executors.insert(info.restarts, executor);
+                Located::Alive { restarts: info.restarts }
+            }
+            ActorState::Dead => {
+                Located::Dead { cause: info.death_cause.unwrap_or_else(|| "it died".to_owned()) }
+            }
+            _ => Located::Restarting,
         }
     }
 }
 
-/// Decides a call whose incarnation failed it: sent again to the next incarnation while it has
-/// retries left, else failed with `ActorDied`.
-fn fail_call(core: &Arc<CoreWorker>, mut flight: Flight, client: &ActorClient, restarts: u64, cause: String) {
-    if flight.call.retries_left > 0 {
-        debug!(actor = %client.label, restarts, %cause, "actor call failed; retrying on the next incarnation");
-        flight.call.retries_left -= 1;
-        flight.call.resolved = Some((flight.args, flight.holds));
-        return client.enqueue(flight.call);
-    }
-    let actor = client.label.to_string();
-    complete(core, flight.call.return_id, Err(TaskError::ActorDied { actor, cause }));
-}
+/// How long a client waits before asking again where an actor that is neither alive nor dead
+/// lives (only when the manager does not follow it; one it follows answers when it settles).
+const LOCATE_AGAIN: Duration = Duration::from_millis(50);
 
 fn complete(
     core: &Arc<CoreWorker>,
-    id: manta_objectstore::ObjectId,
+    id: ObjectId,
     outcome: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
 ) {
     core.clean_up(core.objects.complete(id, outcome));
-}
-
-/// The client's task: sends the calls that could not go out at once, one after another.
-async fn run_client(
-    core: Arc<CoreWorker>,
-    client: Arc<ActorClient>,
-    mut receiver: mpsc::UnboundedReceiver<PendingCall>,
-) {
-    while let Some(call) = receiver.recv().await {
-        client.send_queued(&core, call).await;
-        client.state.lock().queued -= 1;
-    }
-}
-
-/// Why a call failed: the error's own cause, or, when the link to the worker broke (which is
-/// how a dead worker shows on a local connection, often before the actor manager knows), the
-/// manager's verdict on the incarnation: the real cause, and a retry then goes to the next
-/// incarnation instead of the dead one. The wait for the verdict is bounded.
-async fn death_cause(error: AskError, mut over: watch::Receiver<Option<ActorInfo>>) -> String {
-    match error {
-        AskError::ActorDied { cause, .. } => cause,
-        broken @ (AskError::ConnectionLost(_) | AskError::Unreachable(_)) => {
-            let verdict =
-                tokio::time::timeout(crate::submit::DEATH_VERDICT_WAIT, over.wait_for(Option::is_some)).await;
-            match verdict {
-                Ok(Ok(info)) => info.clone().and_then(|info| info.death_cause),
-                _ => None,
-            }
-            .unwrap_or_else(|| broken.to_string())
-        }
-        other => other.to_string(),
-    }
 }

@@ -9,7 +9,6 @@
 mod actors;
 mod api;
 mod buffer;
-mod calls;
 mod codec;
 mod core;
 mod executor;
@@ -213,6 +212,7 @@ pub mod fuzzing {
 /// The worker's sans-IO cores: its logic as state machines with no clock, socket or lock,
 /// driven by the shells in this crate and by the simulator (`manta-sim`).
 pub mod cores {
+    pub use crate::actors::state as actor_client;
     pub use crate::objects::state as ownership;
     pub use crate::submit::state as submitter;
 }
