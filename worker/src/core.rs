@@ -83,6 +83,43 @@ pub enum InitError {
     AlreadyInitialized,
 }
 
+/// Why a worker process could not start serving (printed by the worker, whose exit the raylet
+/// reports with the lease it was started for).
+#[derive(Debug, thiserror::Error)]
+enum WorkerStartError {
+    /// A variable the raylet sets is missing.
+    #[error("{name}: {error}")]
+    Environment { name: &'static str, error: std::env::VarError },
+    /// A variable the raylet sets does not parse.
+    #[error("{name} is {value:?}, which does not parse")]
+    BadVariable { name: &'static str, value: String },
+    #[error("the join token does not parse: {0}")]
+    Token(#[from] manta_transport::ParseTokenError),
+    #[error("mapping the object store: {0}")]
+    Store(#[from] manta_objectstore::StoreError),
+    #[error("joining the node: {0}")]
+    Join(#[from] manta_transport::JoinError),
+    #[error("starting the transport: {0}")]
+    Transport(#[from] manta_transport::StartError),
+    #[error(transparent)]
+    Core(#[from] InitError),
+    #[error("registering with the raylet: {0}")]
+    Register(manta_actor::AskError),
+    #[error("the raylet refused this worker")]
+    Refused,
+}
+
+/// A variable the raylet set for this worker.
+fn variable(name: &'static str) -> Result<String, WorkerStartError> {
+    std::env::var(name).map_err(|error| WorkerStartError::Environment { name, error })
+}
+
+/// A variable the raylet set for this worker, parsed.
+fn parsed<T: std::str::FromStr>(name: &'static str) -> Result<T, WorkerStartError> {
+    let value = variable(name)?;
+    value.parse().map_err(|_| WorkerStartError::BadVariable { name, value })
+}
+
 /// Settings of the embedded cluster.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -807,23 +844,18 @@ fn worker_main(fingerprint: u64) -> ! {
     // which removes them; uncaught, it would kill the process where it stands.
     let mut terminated = system
         .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok() });
-    let outcome = (|| -> Result<(), String> {
-        let variable = |name: &str| std::env::var(name).map_err(|error| format!("{name}: {error}"));
-        let worker: u64 = variable(worker_env::WORKER_ID)?.parse().map_err(|_| "bad worker id")?;
-        let raylet_address: std::net::SocketAddr =
-            variable(worker_env::RAYLET_ADDRESS)?.parse().map_err(|_| "bad raylet address")?;
-        let token = variable(worker_env::JOIN_TOKEN)?.parse().map_err(|error| format!("{error}"))?;
-        let job = JobId(variable(env::JOB_ID)?.parse().map_err(|_| "bad job id")?);
-        let inline_bytes_max = variable(env::INLINE_MAX)?.parse().map_err(|_| "bad inline limit")?;
-        let max_retries = variable("MANTA_MAX_RETRIES")?.parse().map_err(|_| "bad max_retries")?;
-        let in_flight: usize =
-            variable("MANTA_TASKS_IN_FLIGHT")?.parse().map_err(|_| "bad tasks in flight")?;
-        let reader = StoreReader::open(std::path::Path::new(&variable(env::STORE_PATH)?))
-            .map_err(|error| format!("mapping the object store: {error}"))?;
-        let identity = join_blocking(raylet_address, &token, &TransportConfig::default())
-            .map_err(|error| error.to_string())?;
+    let outcome = (|| -> Result<(), WorkerStartError> {
+        let worker: u64 = parsed(worker_env::WORKER_ID)?;
+        let raylet_address: std::net::SocketAddr = parsed(worker_env::RAYLET_ADDRESS)?;
+        let token = variable(worker_env::JOIN_TOKEN)?.parse()?;
+        let job = JobId(parsed(env::JOB_ID)?);
+        let inline_bytes_max = parsed(env::INLINE_MAX)?;
+        let max_retries = parsed("MANTA_MAX_RETRIES")?;
+        let in_flight: usize = parsed("MANTA_TASKS_IN_FLIGHT")?;
+        let reader = StoreReader::open(std::path::Path::new(&variable(env::STORE_PATH)?))?;
+        let identity = join_blocking(raylet_address, &token, &TransportConfig::default())?;
         let node_id = identity.node_id();
-        let node = Node::start_local(identity).map_err(|error| error.to_string())?;
+        let node = Node::start_local(identity)?;
         let core = CoreWorker {
             owner_address: OwnerAddress(node.local_addr()),
             raylet: node.service(raylet_address),
@@ -843,8 +875,8 @@ fn worker_main(fingerprint: u64) -> ! {
             next_id: AtomicU64::new(1),
             node,
         };
-        let core = start_core(core).map_err(|error| error.to_string())?;
-        Executor::start(&core).map_err(|error| error.to_string())?;
+        let core = start_core(core)?;
+        Executor::start(&core).map_err(InitError::from)?;
         let registration = RegisterWorker {
             worker,
             address: core.node.local_addr().to_string(),
@@ -853,9 +885,9 @@ fn worker_main(fingerprint: u64) -> ! {
         let raylet = core.raylet.clone();
         // From here on this thread runs the core arbiter's work, until the raylet is gone.
         system.block_on(async {
-            let accepted = raylet.ask(registration).await.map_err(|error| error.to_string())?;
+            let accepted = raylet.ask(registration).await.map_err(WorkerStartError::Register)?;
             if !accepted {
-                return Err("the raylet refused this worker".to_owned());
+                return Err(WorkerStartError::Refused);
             }
             debug!(worker, pid = std::process::id(), "worker serving");
             match terminated.as_mut() {

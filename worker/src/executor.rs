@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::warn;
 
 use crate::core::{self, CoreWorker};
+use crate::error::TaskError;
 use crate::objects::Value;
 use crate::registry::{self, ActorClassEntry, Invocation, InvokeError, Output};
 use crate::wire::{ActorCall, PushTask, ReturnValue, StartActor, TaskArg, TaskFailure, TaskOutput};
@@ -123,25 +124,52 @@ impl Executor {
     }
 }
 
+/// Why a task, an actor's constructor or an actor call failed in this worker. The caller gets it
+/// as the message of a [`TaskFailure`] (the wire carries text: the caller's process may not
+/// know this worker's types).
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("{function} is not registered in this worker's binary (is it the same build as the driver?)")]
+    NotRegistered { function: String },
+    #[error("{class} has no method {method}")]
+    NoMethod { class: &'static str, method: String },
+    #[error("the worker's runtime is shutting down")]
+    ShuttingDown,
+    #[error("the worker's task thread has ended")]
+    TaskThreadEnded,
+    #[error("the task's thread dropped it")]
+    Dropped,
+    #[error("argument {index} (object {id}) is no longer in the object store")]
+    ArgumentGone { index: usize, id: ObjectId },
+    #[error("argument {index} failed: {error}")]
+    ArgumentFailed { index: usize, error: TaskError },
+    /// The function returned an error (its message as the user wrote it), or its arguments or
+    /// output did not (de)serialize.
+    #[error("{}", invoke_message(.0))]
+    Invoke(InvokeError),
+    #[error("panicked: {0}")]
+    Panicked(String),
+    #[error("{0}")]
+    Output(TaskError),
+}
+
 /// The bytes of each argument: inline ones as they are, stored ones pinned in place.
-fn materialize(core: &CoreWorker, args: Vec<TaskArg>) -> Result<Vec<Bytes>, String> {
+fn materialize(core: &CoreWorker, args: Vec<TaskArg>) -> Result<Vec<Bytes>, RunError> {
     args.into_iter()
         .enumerate()
         .map(|(index, argument)| match argument {
             TaskArg::Inline(bytes) => Ok(Bytes::from(bytes.into_vec())),
             TaskArg::Shared { id, location } => {
-                core.store.reader().pin(location.into()).ok_or_else(|| {
-                    format!("argument {index} (object {}) is no longer in the object store", id)
-                })
+                core.store.reader().pin(location.into()).ok_or(RunError::ArgumentGone { index, id })
             }
-            TaskArg::Failed(error) => Err(format!("argument {index} failed: {error}")),
+            TaskArg::Failed(error) => Err(RunError::ArgumentFailed { index, error }),
         })
         .collect()
 }
 
-fn invoke_message(error: InvokeError) -> String {
+fn invoke_message(error: &InvokeError) -> String {
     match error {
-        InvokeError::Returned { message } => message,
+        InvokeError::Returned { message } => message.clone(),
         other => other.to_string(),
     }
 }
@@ -154,9 +182,9 @@ async fn finish_output(
     return_id: ObjectId,
     decoded: Arc<parking_lot::Mutex<Vec<ObjectId>>>,
     run_us: u64,
-) -> Result<TaskOutput, String> {
+) -> Result<TaskOutput, RunError> {
     let Output(encoded, holds) = output;
-    let value = core.store_value(return_id, &encoded).await.map_err(|error| error.to_string())?;
+    let value = core.store_value(return_id, &encoded).await.map_err(RunError::Output)?;
     core.hold_contained(&encoded.refs).await;
     drop(holds);
     let decoded = std::mem::take(&mut *decoded.lock());
@@ -191,11 +219,9 @@ fn run_task(
     // order they arrived.
     let queued = (|| {
         let Some(function) = registry::lookup(&name) else {
-            return Err(format!(
-                "{name} is not registered in this worker's binary (is it the same build as the driver?)"
-            ));
+            return Err(RunError::NotRegistered { function: name.clone() });
         };
-        let core = core.ok_or_else(|| "the worker's runtime is shutting down".to_owned())?;
+        let core = core.ok_or(RunError::ShuttingDown)?;
         let invocation = Invocation::new(function.name, materialize(&core, args)?);
         let decoded = invocation.decoded.clone();
         let (reply, ran) = oneshot::channel();
@@ -208,17 +234,17 @@ fn run_task(
             });
             let _ = reply.send((ran, started.elapsed().as_micros() as u64));
         });
-        task_thread().send(job).map_err(|_| "the worker's task thread has ended".to_owned())?;
+        task_thread().send(job).map_err(|_| RunError::TaskThreadEnded)?;
         Ok((core, decoded, ran))
     })();
     async move {
-        let failure = |message: String| TaskFailure::new(name.clone(), pid, message);
+        let failure = |error: RunError| TaskFailure::new(name.clone(), pid, error.to_string());
         let (core, decoded, ran) = queued.map_err(failure)?;
         let (output, run_us) = match ran.await {
             Ok((Ok(Ok(output)), run_us)) => (output, run_us),
-            Ok((Ok(Err(error)), _)) => return Err(failure(invoke_message(error))),
-            Ok((Err(panic), _)) => return Err(failure(format!("panicked: {}", panic_message(&*panic)))),
-            Err(_) => return Err(failure("the task's thread dropped it".to_owned())),
+            Ok((Ok(Err(error)), _)) => return Err(failure(RunError::Invoke(error))),
+            Ok((Err(panic), _)) => return Err(failure(RunError::Panicked(panic_message(&*panic)))),
+            Err(_) => return Err(failure(RunError::Dropped)),
         };
         finish_output(&core, output, return_id, decoded, run_us).await.map_err(failure)
     }
@@ -329,15 +355,15 @@ fn host_actor(
     registry::run_inline_on_this_thread(max_concurrency == 1);
     local.block_on(&runtime, async move {
         let Some(core) = core else {
-            let _ = ready.send(Err(failure("the worker's runtime is shutting down".to_owned())));
+            let _ = ready.send(Err(failure(RunError::ShuttingDown.to_string())));
             return;
         };
         // This thread works for the core that hosts its actor.
         core::enter(&core);
         let args = match materialize(&core, args) {
             Ok(args) => args,
-            Err(message) => {
-                let _ = ready.send(Err(failure(message)));
+            Err(error) => {
+                let _ = ready.send(Err(failure(error.to_string())));
                 return;
             }
         };
@@ -349,11 +375,11 @@ fn host_actor(
         let cell = match constructed {
             Ok(Ok(cell)) => cell,
             Ok(Err(error)) => {
-                let _ = ready.send(Err(failure(invoke_message(error))));
+                let _ = ready.send(Err(failure(RunError::Invoke(error).to_string())));
                 return;
             }
             Err(panic) => {
-                let _ = ready.send(Err(failure(format!("panicked: {}", panic_message(&*panic)))));
+                let _ = ready.send(Err(failure(RunError::Panicked(panic_message(&*panic)).to_string())));
                 return;
             }
         };
@@ -400,17 +426,17 @@ async fn run_call(
 ) -> Result<TaskOutput, TaskFailure> {
     let pid = std::process::id();
     let function = format!("{}.{method}", class.name);
-    let failure = |message: String| TaskFailure::new(function.clone(), pid, message);
+    let failure = |error: RunError| TaskFailure::new(function.clone(), pid, error.to_string());
     let args = materialize(core, args).map_err(failure)?;
     let invocation = Invocation::new(class.name, args);
     let decoded = invocation.decoded.clone();
     let Some(running) = (class.dispatch)(cell, &method, invocation) else {
-        return Err(failure(format!("{} has no method {method}", class.name)));
+        return Err(failure(RunError::NoMethod { class: class.name, method }));
     };
     let started = std::time::Instant::now();
     let output = match registry::catch_unwind(running).await {
         Ok(Ok(output)) => output,
-        Ok(Err(error)) | Err(error) => return Err(failure(invoke_message(error))),
+        Ok(Err(error)) | Err(error) => return Err(failure(RunError::Invoke(error))),
     };
     let run_us = started.elapsed().as_micros() as u64;
     finish_output(core, output, return_id, decoded, run_us).await.map_err(failure)
