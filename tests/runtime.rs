@@ -203,6 +203,31 @@ fn wait_returns_the_first_ready_and_honours_its_timeout() {
     assert!(ready.is_empty() && pending.len() == 1, "nothing more is ready within 50 ms");
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(manta::wait(&refs, 4, None).is_err(), "more returns than refs is an error");
+    let (ready, pending) = manta::wait::<u64>(&[], 1, None).unwrap();
+    assert!(ready.is_empty() && pending.is_empty(), "an empty list is ready at once (Ray)");
+    let twice = vec![refs[1].clone(), refs[2].clone(), refs[1].clone()];
+    assert!(
+        matches!(manta::wait(&twice, 1, None), Err(TaskError::Invalid { .. })),
+        "a ref twice is an error"
+    );
+}
+
+#[manta::remote]
+fn nap_then(millis: u64, value: i64) -> i64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    value
+}
+
+#[test]
+fn get_all_fails_as_soon_as_any_ref_fails() {
+    cluster();
+    let slow = nap_then::remote(120_000, 1);
+    let failing = parse::remote("not a number".to_owned());
+    let outcome = manta::get_all(&[slow.clone(), failing]);
+    assert!(matches!(outcome, Err(TaskError::Failed { function, .. }) if function == parse::NAME));
+    let (ready, _) = manta::wait(std::slice::from_ref(&slow), 1, Some(Duration::ZERO)).unwrap();
+    assert!(ready.is_empty(), "the error came without waiting for the slow ref before it");
+    assert!(manta::cancel_force(&slow));
 }
 
 #[test]
@@ -295,6 +320,11 @@ impl Log {
         self.entries.clone()
     }
 
+    fn nap(&self, millis: u64) -> u32 {
+        std::thread::sleep(Duration::from_millis(millis));
+        std::process::id()
+    }
+
     fn pid(&self) -> u32 {
         std::process::id()
     }
@@ -356,6 +386,21 @@ fn a_named_actor_is_found_from_another_task() {
     ));
     assert!(matches!(manta::get_actor::<Log>("no-such-log"), Err(ActorError::NotFound { .. })));
     assert!(matches!(manta::get_actor::<Gauge>("shared-log"), Err(ActorError::WrongClass { .. })));
+}
+
+#[test]
+fn empty_or_blank_actor_names_and_namespaces_are_refused() {
+    cluster();
+    for blank in ["", "  ", "\t"] {
+        assert!(
+            matches!(Log::options().name(blank).remote(0), Err(ActorError::Invalid(_))),
+            "name {blank:?}"
+        );
+        let in_blank = Log::options().name("log-in-a-blank-namespace").namespace(blank).remote(0);
+        assert!(matches!(in_blank, Err(ActorError::Invalid(_))), "namespace {blank:?}");
+        assert!(matches!(manta::get_actor::<Log>(blank), Err(ActorError::Invalid(_))), "get {blank:?}");
+        assert!(matches!(manta::get_actor_in::<Log>("a-log", blank), Err(ActorError::Invalid(_))));
+    }
 }
 
 #[test]
@@ -555,6 +600,28 @@ fn an_actor_is_killed_when_its_last_handle_is_dropped_unless_detached() {
     assert!(manta::kill(&found).unwrap());
 }
 
+#[test]
+fn calls_made_before_the_last_handle_went_still_run() {
+    cluster();
+    // Ray: `Counter.remote().add.remote(1)` returns 1; the actor ends after the calls made
+    // through its last handle.
+    let appended = Log::options().name("short-lived-log").remote(1).unwrap().append(2);
+    assert_eq!(appended.get_timeout(Duration::from_secs(60)).unwrap(), 2);
+    let log = Log::options().name("short-lived-log-2").remote(1).unwrap();
+    let calls: Vec<ObjectRef<usize>> = (2..100).map(|entry| log.append(entry)).collect();
+    drop(log);
+    for (index, call) in calls.iter().enumerate() {
+        assert_eq!(call.get_timeout(Duration::from_secs(60)).unwrap(), index + 2);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while manta::get_actor::<Log>("short-lived-log").is_ok()
+        || manta::get_actor::<Log>("short-lived-log-2").is_ok()
+    {
+        assert!(Instant::now() < deadline, "the actors outlived their last handles and calls");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[manta::actor]
 struct Slow;
 
@@ -587,6 +654,72 @@ fn a_call_in_flight_when_its_actor_dies_is_retried_on_the_restarted_actor() {
     }
     let second = in_flight.get_timeout(Duration::from_secs(60)).unwrap();
     assert_ne!(first, second, "the call ran again, on the new incarnation");
+}
+
+#[test]
+fn calls_retried_after_their_actor_died_keep_their_order() {
+    cluster();
+    let log = Log::options().max_restarts(1).max_task_retries(3).remote(0).unwrap();
+    let first = log.pid().get().unwrap();
+    // The actor naps while 200 calls queue up behind the nap; its worker dies; 100 more calls
+    // follow while it restarts. Every call runs again on the new incarnation, in the order it
+    // was made (Ray's ordering guarantee for one caller survives the restart).
+    let nap = log.nap(1_000);
+    let queued: Vec<ObjectRef<usize>> = (1..=200).map(|entry| log.append(entry)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: a signal to a worker process this test's cluster started.
+    unsafe {
+        libc::kill(first as libc::pid_t, libc::SIGKILL);
+    }
+    let later: Vec<ObjectRef<usize>> = (201..=300).map(|entry| log.append(entry)).collect();
+    let second = nap.get_timeout(Duration::from_secs(60)).unwrap();
+    assert_ne!(first, second, "the nap ran again, on the new incarnation");
+    for (index, call) in queued.iter().chain(&later).enumerate() {
+        assert_eq!(call.get_timeout(Duration::from_secs(60)).unwrap(), index + 2, "call {}", index + 1);
+    }
+    assert_eq!(log.entries().get().unwrap(), (0..=300).collect::<Vec<u64>>());
+}
+
+#[manta::actor]
+struct SlowStart;
+
+#[manta::actor]
+impl SlowStart {
+    fn new(millis: u64) -> Self {
+        std::thread::sleep(Duration::from_millis(millis));
+        SlowStart
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+#[test]
+fn a_call_made_while_its_actor_restarts_waits_for_the_new_incarnation() {
+    cluster();
+    // No retries: the call must not be sent to the dead incarnation at all.
+    let actor = SlowStart::options().max_restarts(1).remote(1_000).unwrap();
+    let first = actor.pid().get().unwrap();
+    // SAFETY: a signal to a worker process this test's cluster started.
+    unsafe {
+        libc::kill(first as libc::pid_t, libc::SIGKILL);
+    }
+    // The cluster knows of the death; the new incarnation's constructor takes a second.
+    let id = actor.raw().id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let actors = manta::state::list_actors().unwrap();
+        let info = actors.iter().find(|info| info.actor_id.to_string() == id).expect("listed");
+        if info.restarts == 1 {
+            assert_eq!(info.state, manta::state::ActorState::Restarting, "the restart took a second");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the death was never recorded");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = actor.pid().get_timeout(Duration::from_secs(60)).unwrap();
+    assert_ne!(first, second, "answered by the new incarnation");
 }
 
 /// Calls `count` methods of `log` without waiting, then gets them all.

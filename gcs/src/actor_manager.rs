@@ -202,10 +202,13 @@ impl Handler<WatchActor> for ActorManager {
             let Some(mut receiver) = receiver else {
                 return gcs.ask(GetActor(request.actor_id)).await.ok().and_then(Result::ok).flatten();
             };
+            // `known: Some(r)`: incarnation `r` is over as soon as the actor is dead or counts
+            // another restart (it is then `Restarting`: callers hold new calls until it is up).
+            // `None`: once it is alive or dead at all.
             let settled = receiver
-                .wait_for(|info| {
-                    info.state == ActorState::Dead
-                        || (info.state == ActorState::Alive && Some(info.restarts) != request.known)
+                .wait_for(|info| match request.known {
+                    Some(known) => info.state == ActorState::Dead || info.restarts != known,
+                    None => matches!(info.state, ActorState::Alive | ActorState::Dead),
                 })
                 .await
                 .map(|info| info.clone());

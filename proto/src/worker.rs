@@ -260,8 +260,9 @@ pub enum CreateActorError {
     GcsUnreachable(String),
 }
 
-/// Answers with the actor's record once it is not the incarnation `known` (`None`: once it is
-/// alive or dead at all), so callers learn of restarts and deaths at once.
+/// Answers with the actor's record once incarnation `known` is over: the actor is dead, or
+/// restarting or alive under a later restart count (`None`: once it is alive or dead at all), so
+/// callers learn of restarts and deaths at once.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WatchActor {
     /// The actor.

@@ -264,12 +264,15 @@ impl World {
                     // Lost with its worker, or its link broke.
                     self.report.faults += 1;
                     let caller = self.callers.get_mut(&(submitter, actor)).expect("looked up");
-                    caller.core.broken(now, epoch, seq, "connection lost".into());
+                    caller.core.broken(now, epoch, seq, "connection lost".into(), true);
                 } else if let Some(call) = caller.core.answered(epoch, seq) {
                     self.decide(submitter, actor, call, true);
                 }
             }
-            CallEvent::Broken { epoch, seq } => caller.core.broken(now, epoch, seq, "connection lost".into()),
+            // Nobody served the address: the call never arrived.
+            CallEvent::Broken { epoch, seq } => {
+                caller.core.broken(now, epoch, seq, "no process serves the address".into(), false)
+            }
             CallEvent::Located { located, worker } => {
                 if let Located::Alive { restarts } = &located {
                     caller.executors.insert(*restarts, worker);

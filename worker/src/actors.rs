@@ -111,7 +111,14 @@ impl RawActorHandle {
         // Without `manta::init` the result's `get` reports `NotInitialized`.
         let Ok(core) = core::current() else { return RawRef::uninitialized() };
         let result = core.create_pending();
-        client(&core, self).submit(&core, method, args, result.id, self.max_task_retries);
+        client(&core, self).submit(
+            &core,
+            method,
+            args,
+            result.id,
+            self.max_task_retries,
+            self.lifetime.as_ref(),
+        );
         result
     }
 }
@@ -180,6 +187,12 @@ pub fn create_actor<A: ActorClass>(
     let core = core::current().map_err(|_| ActorError::NotInitialized)?;
     if options.max_concurrency == Some(0) {
         return Err(ActorError::Invalid("max_concurrency must be at least 1".into()));
+    }
+    if let Some(name) = &options.name {
+        check_name("name", name)?;
+    }
+    if let Some(namespace) = &options.namespace {
+        check_name("namespace", namespace)?;
     }
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&core.new_object_id().0[..8]);
@@ -268,8 +281,20 @@ pub fn get_actor<A: ActorClass>(name: &str) -> Result<ActorHandle<A>, ActorError
     get_actor_in::<A>(name, &namespace)
 }
 
+/// An actor name or namespace must say something (Ray: `ValueError` for an empty one).
+fn check_name(what: &str, value: &str) -> Result<(), ActorError> {
+    if value.trim().is_empty() {
+        return Err(ActorError::Invalid(format!(
+            "an actor {what} must not be empty or blank, got {value:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// The live actor named `name` in `namespace`, as a handle of class `A`.
 pub fn get_actor_in<A: ActorClass>(name: &str, namespace: &str) -> Result<ActorHandle<A>, ActorError> {
+    check_name("name", name)?;
+    check_name("namespace", namespace)?;
     let core = core::current().map_err(|_| ActorError::NotInitialized)?;
     let gcs = core.gcs.clone();
     let request = GetNamedActor { namespace: namespace.to_owned(), name: name.to_owned() };
@@ -354,6 +379,20 @@ struct ClientInner {
     draining: bool,
     /// The core's next timeout a wake-up is armed for.
     timer: Option<Duration>,
+    /// A non-detached actor's lifetime, held while calls are undecided: an actor whose last
+    /// handle is dropped right after a call still runs it (Ray's semantics).
+    lifetime: Option<ObjectRef<()>>,
+}
+
+impl ClientInner {
+    /// The lifetime to let go of, once no call is undecided.
+    fn idle_lifetime(&mut self) -> Option<ObjectRef<()>> {
+        if self.core.undecided() == 0 {
+            self.lifetime.take()
+        } else {
+            None
+        }
+    }
 }
 
 /// A send that found no room at once.
@@ -396,6 +435,7 @@ fn client(core: &Arc<CoreWorker>, handle: &RawActorHandle) -> Arc<ActorClient> {
             outbox: VecDeque::new(),
             draining: false,
             timer: None,
+            lifetime: None,
         }),
     });
     clients.insert(handle.actor_id, client.clone());
@@ -416,10 +456,14 @@ impl ActorClient {
         args: Vec<ArgSpec>,
         return_id: ObjectId,
         retries: u32,
+        lifetime: Option<&ObjectRef<()>>,
     ) {
         let mut args = Some(args);
         let ready = resolve_now(core, &mut args);
         let call = self.drive(core, |inner, _| {
+            if inner.lifetime.is_none() {
+                inner.lifetime = lifetime.cloned();
+            }
             let call = inner.next_call;
             inner.next_call += 1;
             let (resolved, holds) = ready.map_or_else(Default::default, |(args, holds)| (args, holds));
@@ -466,14 +510,17 @@ impl ActorClient {
         event: impl FnOnce(&mut ClientInner, Duration) -> T,
     ) -> T {
         let now = self.now();
-        let (output, effects) = {
+        let (output, effects, idle) = {
             let mut inner = self.inner.lock();
             let output = event(&mut inner, now);
-            (output, self.effects(core, &mut inner))
+            let effects = self.effects(core, &mut inner);
+            (output, effects, inner.idle_lifetime())
         };
         for effect in effects {
             self.perform(core, effect);
         }
+        // After the completions: an actor killed for being out of scope has answered first.
+        drop(idle);
         output
     }
 
@@ -559,9 +606,11 @@ impl ActorClient {
         let (client, core) = (self.clone(), core.clone());
         move |reply: Reply| match reply {
             Ok(answer) => {
-                let payload = {
+                let (payload, idle) = {
                     let mut inner = client.inner.lock();
-                    inner.core.answered(epoch, seq).and_then(|call| inner.payloads.remove(&call))
+                    let payload =
+                        inner.core.answered(epoch, seq).and_then(|call| inner.payloads.remove(&call));
+                    (payload, inner.idle_lifetime())
                 };
                 // `None`: decided already (its incarnation ended first).
                 let Some(payload) = payload else { return };
@@ -573,15 +622,39 @@ impl ActorClient {
                 };
                 drop(payload.holds);
                 complete(&core, payload.return_id, outcome);
+                drop(idle);
             }
             // How a dead worker shows on its connection, often before the actor manager
-            // knows: the call waits for the manager's word on the incarnation.
+            // knows: the call waits for the manager's word on the incarnation. A connection
+            // that could not even be opened surely carried nothing.
+            Err(error @ (AskError::Unreachable(_) | AskError::NoSuchActor { .. })) => {
+                let cause = error.to_string();
+                client.drive(&core, |inner, now| inner.core.broken(now, epoch, seq, cause, false));
+            }
+            Err(AskError::ActorDied { cause, .. }) => {
+                client.drive(&core, |inner, now| inner.core.broken(now, epoch, seq, cause, true));
+            }
+            Err(error @ (AskError::ConnectionLost(_) | AskError::Timeout(_))) => {
+                let cause = error.to_string();
+                client.drive(&core, |inner, now| inner.core.broken(now, epoch, seq, cause, true));
+            }
+            // The call itself is at fault (its message does not encode or exceeds the frame
+            // limit) or was refused: another incarnation would fare no better.
             Err(error) => {
-                let cause = match error {
-                    AskError::ActorDied { cause, .. } => cause,
-                    other => other.to_string(),
+                let (payload, idle) = {
+                    let mut inner = client.inner.lock();
+                    let payload =
+                        inner.core.answered(epoch, seq).and_then(|call| inner.payloads.remove(&call));
+                    (payload, inner.idle_lifetime())
                 };
-                client.drive(&core, |inner, now| inner.core.broken(now, epoch, seq, cause));
+                let Some(payload) = payload else { return };
+                let function = format!("{}.{}", client.label, payload.method);
+                let error = match error {
+                    AskError::Codec(reason) => TaskError::Invalid { function, reason },
+                    other => TaskError::unreachable(function, "the actor", other),
+                };
+                complete(&core, payload.return_id, Err(error));
+                drop(idle);
             }
         }
     }

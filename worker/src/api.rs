@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::core::{self, StoreStats};
 use crate::error::TaskError;
+use crate::objects::state::RefTable;
 use crate::objects::{ObjectRef, State};
 
 /// Stores `value` as an immutable object owned by this process and returns a ref to it. Small
@@ -19,8 +20,32 @@ pub fn put<T: Serialize>(value: T) -> Result<ObjectRef<T>, TaskError> {
     Ok(ObjectRef::from_raw(core.put_encoded(encoded)?))
 }
 
-/// The values of `refs`, in order; the first error if any failed.
+/// The values of `refs`, in order. Fails fast, as Ray's `get` of a list: the first ref (in
+/// list order) found failed is the error, as soon as it fails, without waiting for the others.
 pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>, TaskError> {
+    if let Ok(core) = core::current() {
+        for reference in refs {
+            core.start_fetch_if_borrowed(&reference.raw);
+        }
+        let settled = |table: &RefTable, reference: &ObjectRef<T>| {
+            !matches!(table.state(reference.raw.id), Some(State::Pending))
+        };
+        let failed = |table: &RefTable, reference: &ObjectRef<T>| {
+            matches!(table.state(reference.raw.id), Some(State::Failed(_)))
+        };
+        core.wait_for_reporting(None, |table| {
+            refs.iter().all(|reference| settled(table, reference))
+                || refs.iter().any(|reference| failed(table, reference))
+        });
+        if let Some(State::Failed(error)) = refs
+            .iter()
+            .map(|reference| core.objects.state(reference.raw.id))
+            .find(|state| matches!(state, Some(State::Failed(_))))
+            .flatten()
+        {
+            return Err(error);
+        }
+    }
     refs.iter().map(ObjectRef::get).collect()
 }
 
@@ -36,38 +61,48 @@ pub fn wait<T>(
     timeout: Option<Duration>,
 ) -> Result<WaitResult<T>, TaskError> {
     let core = core::current()?;
+    let invalid = |reason: String| TaskError::Invalid { function: "wait".to_owned(), reason };
+    // Ray: an empty list is ready at once, whatever `num_returns` says.
+    if refs.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
     if num_returns > refs.len() {
-        let reason = format!("num_returns ({num_returns}) exceeds the number of refs ({})", refs.len());
-        return Err(TaskError::Invalid { function: "wait".to_owned(), reason });
+        return Err(invalid(format!(
+            "num_returns ({num_returns}) exceeds the number of refs ({})",
+            refs.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(refs.len());
+    if let Some(twice) = refs.iter().find(|reference| !seen.insert(reference.raw.id)) {
+        return Err(invalid(format!(
+            "the refs must be unique: object {} appears more than once",
+            twice.raw.id
+        )));
     }
     for reference in refs {
         core.start_fetch_if_borrowed(&reference.raw);
     }
     let deadline = timeout.map(|timeout| Instant::now() + timeout);
-    loop {
-        let ready: Vec<bool> = refs
-            .iter()
-            .map(|reference| {
-                core.objects.state(reference.raw.id).is_none_or(|state| !matches!(state, State::Pending))
-            })
-            .collect();
-        let count = ready.iter().filter(|ready| **ready).count();
-        let expired = deadline.is_some_and(|deadline| Instant::now() >= deadline);
-        if count >= num_returns || expired {
-            let mut taken = 0;
-            let (mut done, mut pending) = (Vec::new(), Vec::new());
-            for (reference, ready) in refs.iter().zip(ready) {
-                if ready && taken < num_returns {
-                    taken += 1;
-                    done.push(reference.clone());
-                } else {
-                    pending.push(reference.clone());
-                }
-            }
-            return Ok((done, pending));
+    let ready = |table: &RefTable, reference: &ObjectRef<T>| {
+        table.state(reference.raw.id).is_none_or(|state| !matches!(state, State::Pending))
+    };
+    core.wait_for_reporting(deadline, |table| {
+        refs.iter().filter(|reference| ready(table, reference)).count() >= num_returns
+    });
+    // A ref that became ready since the wait ended may be counted: states only leave `Pending`.
+    let mut taken = 0;
+    let (mut done, mut pending) = (Vec::new(), Vec::new());
+    for reference in refs {
+        let is_ready =
+            core.objects.state(reference.raw.id).is_none_or(|state| !matches!(state, State::Pending));
+        if is_ready && taken < num_returns {
+            taken += 1;
+            done.push(reference.clone());
+        } else {
+            pending.push(reference.clone());
         }
-        core.wait_any_change_reporting(deadline);
     }
+    Ok((done, pending))
 }
 
 /// Cancels the task producing `reference` if it has not started running; its `get` then fails

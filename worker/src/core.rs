@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 use crate::codec::{self, Encoded};
 use crate::error::TaskError;
 use crate::executor::Executor;
-use crate::objects::state::RefCommand;
+use crate::objects::state::{RefCommand, RefTable};
 use crate::objects::{FreeHook, ObjectTable, RawRef, RefWire, Released, State, Value};
 use crate::registry;
 use crate::submit::Submitter;
@@ -377,15 +377,25 @@ impl CoreWorker {
         Ok(state)
     }
 
-    /// `wait`'s sleep: like [`CoreWorker::wait_ready`], reports a blocked worker.
-    pub(crate) fn wait_any_change_reporting(self: &Arc<Self>, deadline: Option<Instant>) {
+    /// `wait`'s and `get_all`'s sleep until `done` holds of the object table (or the deadline
+    /// passes; returns whether it holds): like [`CoreWorker::wait_ready`], a worker that has to
+    /// sleep reports itself blocked.
+    pub(crate) fn wait_for_reporting(
+        self: &Arc<Self>,
+        deadline: Option<Instant>,
+        mut done: impl FnMut(&RefTable) -> bool,
+    ) -> bool {
+        if self.objects.wait_for(Some(Instant::now()), &mut done) {
+            return true;
+        }
         match self.worker_id {
             Some(worker) => {
                 self.report_blocked(worker, true);
-                self.objects.wait_any_change(deadline);
+                let done = self.objects.wait_for(deadline, done);
                 self.report_blocked(worker, false);
+                done
             }
-            None => self.objects.wait_any_change(deadline),
+            None => self.objects.wait_for(deadline, done),
         }
     }
 

@@ -208,13 +208,26 @@ impl ObjectTable {
         }
     }
 
-    /// Waits (blocking) until any state changes or the deadline passes.
-    pub(crate) fn wait_any_change(&self, deadline: Option<Instant>) {
+    /// Blocks until `done` holds of the table or the deadline passes; returns whether it holds.
+    /// `done` is checked under the table's lock, so no change between a check and the wait is
+    /// missed.
+    pub(crate) fn wait_for(
+        &self,
+        deadline: Option<Instant>,
+        mut done: impl FnMut(&RefTable) -> bool,
+    ) -> bool {
         let mut table = self.table.lock();
-        match deadline {
-            None => self.changed.wait(&mut table),
-            Some(deadline) => {
-                let _ = self.changed.wait_until(&mut table, deadline);
+        loop {
+            if done(&table) {
+                return true;
+            }
+            match deadline {
+                None => self.changed.wait(&mut table),
+                Some(deadline) => {
+                    if self.changed.wait_until(&mut table, deadline).timed_out() {
+                        return done(&table);
+                    }
+                }
             }
         }
     }

@@ -14,7 +14,9 @@
 //! When an incarnation ends (the actor manager's word, or a broken link and no word within
 //! `verdict_wait`), every call still waiting on it is decided at once, in submission order: sent
 //! again to the next incarnation while it has retries left, ahead of every later call, else
-//! failed. A call's life (each submitted call gets exactly one answer or [`Command::Fail`], or
+//! failed. A call that surely never reached the incarnation (no connection could be opened)
+//! goes to the next one without using up a retry: a call made while the actor restarts waits
+//! for the new incarnation. A call's life (each submitted call gets exactly one answer or [`Command::Fail`], or
 //! is abandoned by the shell when its arguments fail):
 //!
 //! ```text
@@ -156,6 +158,8 @@ struct Epoch {
     sent: BTreeMap<u64, CallNo>,
     /// When a link first broke in this epoch, and how: the calls wait for the manager's word.
     broken: Option<(Duration, String)>,
+    /// Calls (by `seq`) that never reached the incarnation.
+    undelivered: BTreeSet<u64>,
 }
 
 /// One actor's client (see the module doc).
@@ -268,7 +272,8 @@ impl ActorClientCore {
             Located::Dead { cause } => cause.clone(),
             _ => "its worker died".to_owned(),
         };
-        self.end_epoch(&cause);
+        // The manager's word: calls that never arrived may go on for free.
+        self.end_epoch(&cause, true);
         match now_located {
             // The manager answered while it still thought this incarnation alive (it never
             // does; treated as a restart in progress).
@@ -285,8 +290,9 @@ impl ActorClientCore {
         }
     }
 
-    /// The answer to a call sent in `epoch` as `seq` (its value, or the error its method
-    /// returned): the call to complete, unless the client decided it already.
+    /// The outcome of a call sent in `epoch` as `seq` (its value, the error its method returned,
+    /// or an error of the call itself, such as arguments too large to send): the call to
+    /// complete, unless the client decided it already.
     pub fn answered(&mut self, epoch: u64, seq: u64) -> Option<CallNo> {
         let Target::Alive(current) = &mut self.target else { return None };
         if current.epoch != epoch {
@@ -298,11 +304,18 @@ impl ActorClientCore {
     }
 
     /// The link broke before the call sent in `epoch` as `seq` was answered (how a dead
-    /// worker shows, often before the manager knows). The call waits for the manager's word on
-    /// the incarnation, at most `verdict_wait` from the first break.
-    pub fn broken(&mut self, now: Duration, epoch: u64, seq: u64, cause: String) {
+    /// worker shows, often before the manager knows); `delivered` is false when the call surely
+    /// never reached the actor (no connection could be opened). The call waits for the
+    /// manager's word on the incarnation, at most `verdict_wait` from the first break.
+    pub fn broken(&mut self, now: Duration, epoch: u64, seq: u64, cause: String, delivered: bool) {
         let Target::Alive(current) = &mut self.target else { return };
-        if current.epoch == epoch && current.sent.contains_key(&seq) && current.broken.is_none() {
+        if current.epoch != epoch || !current.sent.contains_key(&seq) {
+            return;
+        }
+        if !delivered {
+            current.undelivered.insert(seq);
+        }
+        if current.broken.is_none() {
             current.broken = Some((now, cause));
         }
     }
@@ -324,7 +337,9 @@ impl ActorClientCore {
             return;
         }
         let cause = cause.clone();
-        self.end_epoch(&cause);
+        // No word from the manager: the incarnation may live on, unreachable from here, so
+        // every call uses up a retry (or fails), and a client never loops on it.
+        self.end_epoch(&cause, false);
         self.locate();
     }
 
@@ -344,6 +359,7 @@ impl ActorClientCore {
                     next_seq: 0,
                     sent: BTreeMap::new(),
                     broken: None,
+                    undelivered: BTreeSet::new(),
                 });
                 if self.watching != Some(restarts) {
                     self.watching = Some(restarts);
@@ -377,14 +393,18 @@ impl ActorClientCore {
     }
 
     /// Decides every call sent in the current epoch, in submission order: back to the unsent
-    /// (ahead of every later call, since they were made earlier) while retries are left, else
-    /// failed.
-    fn end_epoch(&mut self, cause: &str) {
+    /// (ahead of every later call, since they were made earlier) while retries are left, or
+    /// when it never arrived and the manager declared the incarnation over (`free_undelivered`);
+    /// else failed.
+    fn end_epoch(&mut self, cause: &str, free_undelivered: bool) {
         let Target::Alive(epoch) = std::mem::replace(&mut self.target, Target::Unknown) else { return };
-        for call in epoch.sent.into_values() {
+        for (seq, call) in epoch.sent {
             let Some(entry) = self.calls.get_mut(&call) else { continue };
-            if entry.retries_left > 0 {
-                entry.retries_left -= 1;
+            let arrived = !(free_undelivered && epoch.undelivered.contains(&seq));
+            if !arrived || entry.retries_left > 0 {
+                if arrived {
+                    entry.retries_left -= 1;
+                }
                 entry.stage = Stage::Waiting;
                 self.unsent.insert(call);
             } else {

@@ -119,8 +119,8 @@ fn a_broken_link_waits_for_the_managers_word_and_takes_its_cause() {
     core.submit(1, 0, true);
     core.submit(2, 1, true);
     core.poll_commands();
-    core.broken(ms(10), 1, 1, "connection lost".into());
-    core.broken(ms(11), 1, 2, "connection lost".into());
+    core.broken(ms(10), 1, 1, "connection lost".into(), true);
+    core.broken(ms(11), 1, 2, "connection lost".into(), true);
     assert_eq!(core.poll_commands(), vec![], "nothing decided on a broken link alone");
     assert_eq!(core.poll_timeout(), Some(ms(10) + ClientConfig::default().verdict_wait));
     core.ended(ms(20), 0, Located::Dead { cause: "the worker was killed by signal 9".into() });
@@ -137,7 +137,7 @@ fn a_broken_link_without_word_ends_the_epoch_and_locates_again() {
     core.submit(1, 0, true);
     core.submit(2, 1, true);
     core.poll_commands();
-    core.broken(ms(10), 1, 1, "connection lost".into());
+    core.broken(ms(10), 1, 1, "connection lost".into(), true);
     let deadline = core.poll_timeout().expect("a verdict deadline");
     core.handle_timeout(deadline - ms(1));
     assert_eq!(core.poll_commands(), vec![], "not yet");
@@ -152,6 +152,21 @@ fn a_broken_link_without_word_ends_the_epoch_and_locates_again() {
     assert_eq!(core.answered(1, 2), None, "the old epoch's late answer is ignored");
     core.ended(ms(40_000), 0, alive(1));
     assert_eq!(core.poll_commands(), vec![died(2, "its worker died"), Command::Watch { restarts: 1 }]);
+}
+
+#[test]
+fn a_call_that_never_reached_a_dead_incarnation_waits_for_the_next_without_using_a_retry() {
+    let mut core = located_client();
+    core.submit(1, 0, true);
+    core.submit(2, 0, true);
+    core.poll_commands();
+    // The worker died after call 1 arrived; call 2 found no one to connect to.
+    core.broken(ms(10), 1, 1, "connection lost".into(), true);
+    core.broken(ms(10), 1, 2, "no process serves the address".into(), false);
+    core.ended(ms(12), 0, Located::Restarting);
+    assert_eq!(core.poll_commands(), vec![died(1, "its worker died"), Command::Locate]);
+    core.located(ms(50), alive(1));
+    assert_eq!(core.poll_commands(), vec![Command::Watch { restarts: 1 }, send(2, 1, 2, 0, 0)]);
 }
 
 #[test]
@@ -242,8 +257,8 @@ struct World {
     resolving: Vec<CallNo>,
     /// Sends on their way to the actor, in order: (call, restarts, epoch, seq).
     wire: VecDeque<(CallNo, u64, u64, u64)>,
-    /// What comes back: (epoch, seq, broken).
-    replies: VecDeque<(u64, u64, bool, u64)>,
+    /// What comes back: (epoch, seq, broken, restarts, delivered).
+    replies: VecDeque<(u64, u64, bool, u64, bool)>,
     /// The actor's next expected seq and parked calls, per (restarts, epoch).
     parked: HashMap<(u64, u64), (u64, BTreeMap<u64, CallNo>)>,
     /// Calls run, per incarnation and caller epoch, in the order they ran.
@@ -294,7 +309,8 @@ impl World {
     fn deliver(&mut self) {
         let Some((call, restarts, epoch, seq)) = self.wire.pop_front() else { return };
         if restarts != self.restarts || self.life() != Life::Alive {
-            self.replies.push_back((epoch, seq, true, restarts));
+            // Nobody to connect to: it never arrived.
+            self.replies.push_back((epoch, seq, true, restarts, false));
             return;
         }
         let (next, parked) = self.parked.entry((restarts, epoch)).or_default();
@@ -302,14 +318,15 @@ impl World {
         while let Some(call) = parked.remove(next) {
             self.ran.entry((restarts, epoch)).or_default().push(call);
             *self.runs.entry(call).or_default() += 1;
-            self.replies.push_back((epoch, *next, false, restarts));
+            self.replies.push_back((epoch, *next, false, restarts, true));
             *next += 1;
         }
     }
 
     fn sever(&mut self) {
         for (_, restarts, epoch, seq) in std::mem::take(&mut self.wire) {
-            self.replies.push_back((epoch, seq, true, restarts));
+            // Lost on the way: whether it arrived is not known to the caller.
+            self.replies.push_back((epoch, seq, true, restarts, true));
         }
         for reply in &mut self.replies {
             reply.2 = true;
@@ -373,9 +390,9 @@ proptest! {
                 }
                 Step::Deliver => world.deliver(),
                 Step::Reply => {
-                    if let Some((epoch, seq, broken, _)) = world.replies.pop_front() {
+                    if let Some((epoch, seq, broken, _, delivered)) = world.replies.pop_front() {
                         if broken {
-                            core.broken(now, epoch, seq, "connection lost".into());
+                            core.broken(now, epoch, seq, "connection lost".into(), delivered);
                         } else if let Some(call) = core.answered(epoch, seq) {
                             prop_assert!(world.decided.insert(call), "call {} decided twice", call);
                         }
@@ -429,9 +446,9 @@ proptest! {
             let now = ms(world.now);
             if !world.wire.is_empty() {
                 world.deliver();
-            } else if let Some((epoch, seq, broken, _)) = world.replies.pop_front() {
+            } else if let Some((epoch, seq, broken, _, delivered)) = world.replies.pop_front() {
                 if broken {
-                    core.broken(now, epoch, seq, "connection lost".into());
+                    core.broken(now, epoch, seq, "connection lost".into(), delivered);
                 } else if let Some(call) = core.answered(epoch, seq) {
                     prop_assert!(world.decided.insert(call), "call {} decided twice", call);
                 }
