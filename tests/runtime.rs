@@ -386,11 +386,61 @@ fn a_named_actor_is_found_from_another_task() {
     ));
     assert!(matches!(manta::get_actor::<Log>("no-such-log"), Err(ActorError::NotFound { .. })));
     assert!(matches!(manta::get_actor::<Gauge>("shared-log"), Err(ActorError::WrongClass { .. })));
+    assert_eq!(manta::get_actor::<Log>("shared-log").unwrap().actor_id(), log.actor_id(), "one typed id");
+}
+
+/// Gets or creates the detached log `name` (starting at `first`); returns its id.
+#[manta::remote]
+fn get_or_create_log(name: String, first: u64) -> String {
+    let log = Log::options().name(name).detached(true).get_if_exists(true).remote(first).unwrap();
+    log.actor_id().to_string()
 }
 
 #[test]
-fn empty_or_blank_actor_names_and_namespaces_are_refused() {
+fn get_if_exists_gets_the_named_actor_or_creates_it() {
     cluster();
+    let first = Log::options().name("get-or-create").get_if_exists(true).remote(7).unwrap();
+    let second = Log::options().name("get-or-create").get_if_exists(true).remote(99).unwrap();
+    assert_eq!(first.actor_id(), second.actor_id());
+    assert_eq!(second.entries().get().unwrap(), vec![7], "the second creator's arguments are ignored");
+    assert!(matches!(
+        Gauge::options().name("get-or-create").get_if_exists(true).remote(),
+        Err(ActorError::WrongClass { .. })
+    ));
+    assert!(matches!(Log::options().get_if_exists(true).remote(0), Err(ActorError::Invalid(_))), "no name");
+    // Creators racing from four tasks all get the one actor.
+    let ids: Vec<ObjectRef<String>> =
+        (0..4).map(|first| get_or_create_log::remote("get-or-create-raced".to_owned(), first)).collect();
+    let ids = manta::get_all(&ids).unwrap();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert!(manta::kill(&manta::get_actor::<Log>("get-or-create-raced").unwrap()).unwrap());
+}
+
+#[test]
+fn named_actors_are_listed_per_namespace_or_all() {
+    cluster();
+    let here = Log::options().name("listed-here").remote(0).unwrap();
+    let _there = Log::options().name("listed-there").namespace("elsewhere").remote(0).unwrap();
+    let named = |all| manta::state::list_named_actors(all).unwrap();
+    let entry = |namespace: &str, name: &str| manta::state::NamedActor {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    };
+    assert!(named(false).contains(&entry("default", "listed-here")));
+    assert!(!named(false).iter().any(|actor| actor.namespace == "elsewhere"), "only this namespace");
+    assert!(named(true).contains(&entry("elsewhere", "listed-there")));
+    assert!(manta::kill(&here).unwrap());
+    assert!(!named(false).contains(&entry("default", "listed-here")), "a dead actor is not listed");
+}
+
+#[test]
+fn invalid_actor_options_are_refused() {
+    cluster();
+    for (restarts, retries) in [(-2, 0), (0, -2), (i64::MIN, -1)] {
+        let options = Log::options().max_restarts(restarts).max_task_retries(retries);
+        assert!(matches!(options.remote(0), Err(ActorError::Invalid(_))), "{restarts}, {retries}");
+    }
+    // Empty or blank names and namespaces (Ray: ValueError).
     for blank in ["", "  ", "\t"] {
         assert!(
             matches!(Log::options().name(blank).remote(0), Err(ActorError::Invalid(_))),
@@ -659,7 +709,8 @@ fn a_call_in_flight_when_its_actor_dies_is_retried_on_the_restarted_actor() {
 #[test]
 fn calls_retried_after_their_actor_died_keep_their_order() {
     cluster();
-    let log = Log::options().max_restarts(1).max_task_retries(3).remote(0).unwrap();
+    // Unlimited retries are written as unlimited restarts are: -1.
+    let log = Log::options().max_restarts(1).max_task_retries(-1).remote(0).unwrap();
     let first = log.pid().get().unwrap();
     // The actor naps while 200 calls queue up behind the nap; its worker dies; 100 more calls
     // follow while it restarts. Every call runs again on the new incarnation, in the order it
@@ -678,6 +729,105 @@ fn calls_retried_after_their_actor_died_keep_their_order() {
         assert_eq!(call.get_timeout(Duration::from_secs(60)).unwrap(), index + 2, "call {}", index + 1);
     }
     assert_eq!(log.entries().get().unwrap(), (0..=300).collect::<Vec<u64>>());
+}
+
+/// An actor whose constructor ends its worker process the first time (a marker file says it
+/// did), fails with an error when asked to, and otherwise succeeds.
+#[manta::actor]
+struct Fragile;
+
+#[manta::actor]
+impl Fragile {
+    fn new(marker: String, fail: bool) -> Result<Self, String> {
+        if fail {
+            return Err("refusing to start".to_owned());
+        }
+        if std::fs::metadata(&marker).is_err() {
+            std::fs::write(&marker, b"").expect("the marker is writable");
+            std::process::exit(3);
+        }
+        Ok(Fragile)
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+fn actor_info(id: manta::state::ActorId) -> manta::state::ActorInfo {
+    let actors = manta::state::list_actors().unwrap();
+    actors.into_iter().find(|info| info.actor_id == id).expect("listed")
+}
+
+#[test]
+fn a_constructor_whose_worker_dies_is_restarted_and_one_that_fails_is_not() {
+    cluster();
+    let marker = |name: &str| {
+        let path = std::env::temp_dir().join(format!("manta-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path.display().to_string()
+    };
+    // Ray: a worker that dies while the constructor runs is restarted while restarts remain.
+    let restarted = Fragile::options().max_restarts(1).remote(marker("fragile-1"), false).unwrap();
+    restarted.pid().get_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(actor_info(restarted.actor_id()).restarts, 1);
+    // Without restarts left, that death is final, and says so.
+    let doomed = Fragile::remote(marker("fragile-2"), false).unwrap();
+    match doomed.pid().get_timeout(Duration::from_secs(60)) {
+        Err(TaskError::ActorDied { cause, .. }) => assert!(cause.contains("while it started"), "{cause}"),
+        other => panic!("expected ActorDied, got {other:?}"),
+    }
+    // A constructor that returns an error is a permanent death carrying it, restarts or not.
+    let refused = Fragile::options().max_restarts(3).remote(marker("fragile-3"), true).unwrap();
+    match refused.pid().get_timeout(Duration::from_secs(60)) {
+        Err(TaskError::ActorDied { cause, .. }) => assert!(cause.contains("refusing to start"), "{cause}"),
+        other => panic!("expected ActorDied, got {other:?}"),
+    }
+    assert_eq!(actor_info(refused.actor_id()).restarts, 0);
+}
+
+#[manta::actor]
+struct Quitter;
+
+#[manta::actor]
+impl Quitter {
+    fn new() -> Self {
+        Quitter
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn quit(&self) -> Result<u32, String> {
+        let exited = manta::exit_actor().map_err(|error| error.to_string())?;
+        match exited {}
+    }
+}
+
+#[test]
+fn an_actor_that_calls_exit_actor_ends_for_good() {
+    cluster();
+    assert!(matches!(manta::exit_actor(), Err(ActorError::Invalid(_))), "only inside an actor's method");
+    // Restarts and retries left: an intended exit uses neither (Ray).
+    let quitter = Quitter::options().max_restarts(3).max_task_retries(2).remote().unwrap();
+    quitter.pid().get_timeout(Duration::from_secs(60)).unwrap();
+    let quit = quitter.quit();
+    let queued = quitter.pid();
+    for (what, outcome) in [
+        ("quit", quit.get_timeout(Duration::from_secs(60))),
+        ("queued", queued.get_timeout(Duration::from_secs(60))),
+    ] {
+        match outcome {
+            Err(TaskError::ActorDied { cause, .. }) => {
+                assert!(cause.contains("exit_actor"), "{what}: {cause}")
+            }
+            other => panic!("{what}: expected ActorDied, got {other:?}"),
+        }
+    }
+    let info = actor_info(quitter.actor_id());
+    assert_eq!((info.state, info.restarts), (manta::state::ActorState::Dead, 0));
+    assert!(matches!(quitter.pid().get_timeout(Duration::from_secs(60)), Err(TaskError::ActorDied { .. })));
 }
 
 #[manta::actor]
@@ -706,11 +856,9 @@ fn a_call_made_while_its_actor_restarts_waits_for_the_new_incarnation() {
         libc::kill(first as libc::pid_t, libc::SIGKILL);
     }
     // The cluster knows of the death; the new incarnation's constructor takes a second.
-    let id = actor.raw().id();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let actors = manta::state::list_actors().unwrap();
-        let info = actors.iter().find(|info| info.actor_id.to_string() == id).expect("listed");
+        let info = actor_info(actor.actor_id());
         if info.restarts == 1 {
             assert_eq!(info.state, manta::state::ActorState::Restarting, "the restart took a second");
             break;

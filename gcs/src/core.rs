@@ -300,12 +300,13 @@ impl<S: Storage> GcsCore<S> {
         Ok(())
     }
 
-    /// The actor's worker died: it restarts if it has restarts left, else it is dead.
-    /// Returns the state it is in now.
+    /// The actor's worker died, while it ran or while its constructor ran: it restarts if it
+    /// has restarts left (each attempt counts, as in Ray), else it is dead. Returns the state it
+    /// is in now.
     pub fn actor_failed(&mut self, actor_id: ActorId, cause: &str) -> Result<ActorState, GcsError> {
         let info = self.actor(actor_id)?.ok_or(GcsError::UnknownActor(actor_id))?;
         let may_restart = info.max_restarts < 0 || info.restarts < info.max_restarts as u64;
-        if may_restart && info.state == ActorState::Alive {
+        if may_restart && info.state != ActorState::Dead {
             self.set_actor_state(actor_id, ActorState::Restarting, Some(cause))?;
             Ok(ActorState::Restarting)
         } else {

@@ -36,6 +36,23 @@ fn actor(n: u8, job: JobId, name: Option<&str>, max_restarts: i64) -> ActorInfo 
 }
 
 #[test]
+fn a_worker_that_dies_while_the_constructor_runs_counts_as_a_restart() {
+    let mut gcs = GcsCore::new(MemoryStorage::default());
+    gcs.register_node(node(1)).unwrap();
+    let job = gcs.add_job("driver", 10).unwrap().job_id;
+    gcs.register_actor(actor(1, job, None, 2)).unwrap();
+    // Its first worker dies before the constructor returns, then its second.
+    assert_eq!(gcs.actor_failed(ActorId([1; 16]), "died while starting").unwrap(), ActorState::Restarting);
+    assert_eq!(gcs.actor_failed(ActorId([1; 16]), "died while starting").unwrap(), ActorState::Restarting);
+    assert_eq!(gcs.actor(ActorId([1; 16])).unwrap().unwrap().restarts, 2);
+    gcs.actor_started(ActorId([1; 16]), NodeId([1; 16]), "127.0.0.1:9000").unwrap();
+    assert_eq!(gcs.actor_failed(ActorId([1; 16]), "crashed").unwrap(), ActorState::Dead, "budget spent");
+    // Without restarts, a death while starting is final.
+    gcs.register_actor(actor(2, job, None, 0)).unwrap();
+    assert_eq!(gcs.actor_failed(ActorId([2; 16]), "died while starting").unwrap(), ActorState::Dead);
+}
+
+#[test]
 fn an_actor_restarts_until_its_budget_is_spent_and_then_frees_its_name() {
     let mut gcs = GcsCore::new(MemoryStorage::default());
     gcs.register_node(node(1)).unwrap();

@@ -616,6 +616,14 @@ impl World {
                             delay,
                             Event::ActorConstructed { actor: start.actor_id, lease, worker, fails },
                         );
+                        // Now and then its worker dies while the constructor runs (a restart,
+                        // while restarts remain, as in Ray).
+                        let crashes = self.actor_crashes.get(&start.actor_id).copied().unwrap_or(0);
+                        if crashes < 3 && self.chance(self.config.actor_crash_per_mille / 4) {
+                            self.actor_crashes.insert(start.actor_id, crashes + 1);
+                            let before = self.random.below(delay as usize) as u64;
+                            self.schedule(before, Event::ActorWorkerCrash { worker });
+                        }
                     }
                     // Its worker is gone already: the ask fails as a lost connection would.
                     None => {

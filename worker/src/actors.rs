@@ -71,8 +71,8 @@ pub struct ActorOptions {
     pub detached: bool,
     /// Restarts after its worker dies (default 0; -1 for unlimited).
     pub max_restarts: i64,
-    /// Retries of a call whose actor died and restarted (default 0).
-    pub max_task_retries: u32,
+    /// Retries of a call whose actor died and restarted (default 0; -1 for unlimited).
+    pub max_task_retries: i64,
     /// Calls running at once (default 1; 1000 for classes with `async` methods).
     pub max_concurrency: Option<u32>,
     /// CPUs held for the actor's life (default 0, Ray's running default).
@@ -83,6 +83,10 @@ pub struct ActorOptions {
     pub resources: Vec<(String, f64)>,
     /// Where it should run (default: Ray's hybrid policy).
     pub scheduling_strategy: SchedulingStrategy,
+    /// Get-or-create by name: when a live actor already has the name, a handle to it (the
+    /// constructor's arguments are then ignored). Atomic in the GCS: concurrent creators all
+    /// get the one actor.
+    pub get_if_exists: bool,
 }
 
 /// An untyped handle to an actor.
@@ -90,15 +94,15 @@ pub struct ActorOptions {
 pub struct RawActorHandle {
     actor_id: ActorId,
     class: String,
-    max_task_retries: u32,
+    max_task_retries: i64,
     /// Shared by the non-detached actor's handles; its freeing kills the actor.
     lifetime: Option<ObjectRef<()>>,
 }
 
 impl RawActorHandle {
-    /// The actor's id, as hex.
-    pub fn id(&self) -> String {
-        self.actor_id.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    /// The actor's id: the same typed id the state API lists (it prints as hex).
+    pub fn id(&self) -> ActorId {
+        self.actor_id
     }
 
     /// The actor's class.
@@ -116,7 +120,8 @@ impl RawActorHandle {
             method,
             args,
             result.id,
-            self.max_task_retries,
+            // Unlimited (-1) is as many retries as a call can be counted.
+            u32::try_from(self.max_task_retries).unwrap_or(u32::MAX),
             self.lifetime.as_ref(),
         );
         result
@@ -138,6 +143,12 @@ impl<A: ActorClass> ActorHandle<A> {
     /// The untyped handle.
     pub fn raw(&self) -> &RawActorHandle {
         &self.raw
+    }
+
+    /// The actor's id: the same typed id [`list_actors`](crate::state::list_actors) returns.
+    /// (Not `id`, which an actor's own method may be called.)
+    pub fn actor_id(&self) -> ActorId {
+        self.raw.actor_id
     }
 }
 
@@ -185,8 +196,18 @@ pub fn create_actor<A: ActorClass>(
     args: Vec<ArgSpec>,
 ) -> Result<ActorHandle<A>, ActorError> {
     let core = core::current().map_err(|_| ActorError::NotInitialized)?;
+    if options.get_if_exists && options.name.is_none() {
+        return Err(ActorError::Invalid("get_if_exists needs the actor's name".into()));
+    }
     if options.max_concurrency == Some(0) {
         return Err(ActorError::Invalid("max_concurrency must be at least 1".into()));
+    }
+    for (what, count) in
+        [("max_restarts", options.max_restarts), ("max_task_retries", options.max_task_retries)]
+    {
+        if count < -1 {
+            return Err(ActorError::Invalid(format!("{what} must be -1 (unlimited) or more, got {count}")));
+        }
     }
     if let Some(name) = &options.name {
         check_name("name", name)?;
@@ -254,7 +275,13 @@ pub fn create_actor<A: ActorClass>(
             other => ActorError::Runtime(other.to_string()),
         })
     });
-    outcome?;
+    match outcome {
+        // The name's holder won: get it (its class checked).
+        Err(ActorError::NameTaken { namespace, name }) if options.get_if_exists => {
+            return get_actor_in::<A>(&name, &namespace);
+        }
+        other => other?,
+    }
     let lifetime = (!options.detached).then(|| {
         let id = core.new_object_id();
         core.objects.create_owned(
@@ -328,6 +355,20 @@ pub fn kill<A: ActorClass>(handle: &ActorHandle<A>) -> Result<bool, ActorError> 
     let request = KillActor { actor_id: handle.raw.actor_id, cause: "killed by manta::kill".into() };
     core.block_on(async move { manager.ask(request).await })
         .map_err(|error| ActorError::Runtime(error.to_string()))
+}
+
+/// Ends the actor whose method calls it, on purpose (Ray's `ray.actor.exit_actor()`): the method
+/// does not return (its stack unwinds; in a build with `panic = "abort"` the worker aborts);
+/// its caller, and the callers of every call not yet started, get [`TaskError::ActorDied`]
+/// saying the actor exited; calls running concurrently finish first; the actor is not
+/// restarted, whatever its `max_restarts`. Outside an actor's method it is an error.
+pub fn exit_actor() -> Result<std::convert::Infallible, ActorError> {
+    if !crate::registry::in_actor() {
+        return Err(ActorError::Invalid(
+            "manta::exit_actor() can only be called from an actor's method".into(),
+        ));
+    }
+    std::panic::resume_unwind(Box::new(crate::registry::ExitActor))
 }
 
 /// The last handle of a non-detached actor is gone: kill it.
@@ -424,7 +465,7 @@ fn client(core: &Arc<CoreWorker>, handle: &RawActorHandle) -> Arc<ActorClient> {
     let caller = core.new_object_id().counter() ^ (u64::from(std::process::id()) << 32);
     let client = Arc::new(ActorClient {
         actor_id: handle.actor_id,
-        label: format!("{}({})", handle.class, &handle.id()[..8]).into(),
+        label: format!("{}({})", handle.class, &handle.id().to_string()[..8]).into(),
         caller,
         origin: Instant::now(),
         inner: Mutex::new(ClientInner {

@@ -145,9 +145,36 @@ pub fn list_workers() -> Result<Vec<manta_gcs::wire::WorkerInfo>, TaskError> {
 
 /// Every actor's record in the GCS (Ray's `ray.util.state.list_actors`).
 pub fn list_actors() -> Result<Vec<manta_gcs::wire::ActorInfo>, TaskError> {
+    list_actors_as("list_actors")
+}
+
+/// A live named actor, as [`list_named_actors`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NamedActor {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// The live (not dead) named actors of this job's namespace, or of every namespace (Ray's
+/// `ray.util.list_named_actors(all_namespaces)`), sorted.
+pub fn list_named_actors(all_namespaces: bool) -> Result<Vec<NamedActor>, TaskError> {
+    let namespace = core::current()?.namespace.clone();
+    let mut named: Vec<NamedActor> = list_actors_as("list_named_actors")?
+        .into_iter()
+        .filter(|info| info.state != manta_gcs::wire::ActorState::Dead)
+        .filter(|info| all_namespaces || info.namespace == namespace)
+        .filter_map(|info| info.name.map(|name| NamedActor { namespace: info.namespace, name }))
+        .collect();
+    named.sort();
+    Ok(named)
+}
+
+fn list_actors_as(function: &str) -> Result<Vec<manta_gcs::wire::ActorInfo>, TaskError> {
     let core = core::current()?;
     let gcs = core.gcs.clone();
     core.block_on(async move { gcs.ask(manta_gcs::requests::ListActors).await })
-        .map_err(|error| TaskError::unreachable("list_actors", "the GCS", error))?
-        .map_err(|error| TaskError::unreachable("list_actors", "the GCS", error))
+        .map_err(|error| TaskError::unreachable(function, "the GCS", error))?
+        .map_err(|error| TaskError::unreachable(function, "the GCS", error))
 }

@@ -27,7 +27,9 @@ use crate::core::{self, CoreWorker};
 use crate::error::TaskError;
 use crate::objects::Value;
 use crate::registry::{self, ActorClassEntry, Invocation, InvokeError, Output};
-use crate::wire::{ActorCall, PushTask, ReturnValue, StartActor, TaskArg, TaskFailure, TaskOutput};
+use crate::wire::{
+    ActorCall, KillActor, PushTask, ReturnValue, StartActor, TaskArg, TaskFailure, TaskOutput,
+};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -268,10 +270,10 @@ impl Handler<StartActor> for Executor {
         let (calls, receiver) = mpsc::unbounded_channel();
         let core = self.core.upgrade();
         let max_concurrency = request.max_concurrency.max(1) as usize;
-        let args = request.args;
+        let (args, actor_id) = (request.args, request.actor_id);
         let spawned = std::thread::Builder::new()
             .name(format!("manta-actor-{}", class.name.rsplit("::").next().unwrap_or(class.name)))
-            .spawn(move || host_actor(core, class, args, max_concurrency, ready, receiver));
+            .spawn(move || host_actor(core, actor_id, class, args, max_concurrency, ready, receiver));
         if let Err(error) = spawned {
             return Box::pin(std::future::ready(Err(failure(format!("no thread for the actor: {error}")))));
         }
@@ -336,6 +338,7 @@ fn hand_over_answering(hosts: &Hosts, call: ActorCall, reply: Replier) {
 /// The life of one hosted actor, on its own thread.
 fn host_actor(
     core: Option<Arc<CoreWorker>>,
+    actor_id: ActorId,
     class: &'static ActorClassEntry,
     args: Vec<TaskArg>,
     max_concurrency: usize,
@@ -344,7 +347,12 @@ fn host_actor(
 ) {
     let pid = std::process::id();
     let failure = |message: String| TaskFailure::new(format!("{}.new", class.name), pid, message);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    registry::enter_actor_thread();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_start(registry::enter_actor_thread)
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             let _ = ready.send(Err(failure(format!("no runtime for the actor: {error}"))));
@@ -378,6 +386,10 @@ fn host_actor(
                 let _ = ready.send(Err(failure(RunError::Invoke(error).to_string())));
                 return;
             }
+            Err(panic) if panic.is::<registry::ExitActor>() => {
+                let _ = ready.send(Err(failure("the constructor called manta::exit_actor()".to_owned())));
+                return;
+            }
             Err(panic) => {
                 let _ = ready.send(Err(failure(RunError::Panicked(panic_message(&*panic)).to_string())));
                 return;
@@ -390,7 +402,20 @@ fn host_actor(
         let slots = Arc::new(Semaphore::new(max_concurrency));
         let mut next_seq: HashMap<u64, u64> = HashMap::new();
         let mut parked: HashMap<u64, BTreeMap<u64, HostedCall>> = HashMap::new();
-        while let Some(call) = calls.recv().await {
+        // A method called `exit_actor`: its caller's answer is held (never sent), so that the
+        // caller learns of the actor's death, not of a value (Ray's semantics).
+        let exiting = std::rc::Rc::new(tokio::sync::Notify::new());
+        let exited = std::rc::Rc::new(std::cell::Cell::new(false));
+        let held: std::rc::Rc<std::cell::RefCell<Vec<Replier>>> = Default::default();
+        'calls: loop {
+            let call = tokio::select! {
+                biased;
+                () = exiting.notified() => break,
+                call = calls.recv() => match call {
+                    Some(call) => call,
+                    None => return,
+                },
+            };
             let caller = call.caller;
             parked.entry(caller).or_default().insert(call.seq, call);
             loop {
@@ -400,22 +425,47 @@ fn host_actor(
                 };
                 *expected += 1;
                 let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                if exited.get() {
+                    // The call it waited behind ended the actor: this one never starts.
+                    held.borrow_mut().push(call.reply);
+                    break 'calls;
+                }
                 let (cell, core) = (cell.clone(), core.clone());
+                let (exiting, exited, held) = (exiting.clone(), exited.clone(), held.clone());
                 tokio::task::spawn_local(async move {
                     let HostedCall { method, args, return_id, reply, .. } = call;
                     let outcome = run_call(&core, class, &cell, method, args, return_id).await;
                     drop(slot);
-                    reply.send(outcome);
+                    match outcome {
+                        Some(outcome) => reply.send(outcome),
+                        None => {
+                            held.borrow_mut().push(reply);
+                            exited.set(true);
+                            exiting.notify_one();
+                        }
+                    }
                 });
             }
             if parked.get(&caller).is_some_and(BTreeMap::is_empty) {
                 parked.remove(&caller);
             }
         }
+        // The actor exits: the calls running finish, the ones not started are never answered
+        // (`parked`, `calls` and `held` stay alive), and the actor manager records the exit
+        // (no restart) and returns the lease, whose end stops this process; every caller then
+        // sees `ActorDied` with the cause.
+        let _running = slots.acquire_many(max_concurrency as u32).await;
+        let cause = "the actor exited: manta::exit_actor() was called".to_owned();
+        if let Err(error) = core.actor_manager.ask(KillActor { actor_id, cause }).await {
+            warn!(class = class.name, %error, "an exiting actor could not tell the actor manager");
+        }
+        std::future::pending::<()>().await;
+        drop((parked, calls, held));
     });
     warn!(class = class.name, "actor host ended");
 }
 
+/// Runs one call of an actor; `None` when the method called `exit_actor`.
 async fn run_call(
     core: &Arc<CoreWorker>,
     class: &'static ActorClassEntry,
@@ -423,21 +473,25 @@ async fn run_call(
     method: String,
     args: Vec<TaskArg>,
     return_id: ObjectId,
-) -> Result<TaskOutput, TaskFailure> {
+) -> Option<Result<TaskOutput, TaskFailure>> {
     let pid = std::process::id();
     let function = format!("{}.{method}", class.name);
     let failure = |error: RunError| TaskFailure::new(function.clone(), pid, error.to_string());
-    let args = materialize(core, args).map_err(failure)?;
+    let args = match materialize(core, args) {
+        Ok(args) => args,
+        Err(error) => return Some(Err(failure(error))),
+    };
     let invocation = Invocation::new(class.name, args);
     let decoded = invocation.decoded.clone();
     let Some(running) = (class.dispatch)(cell, &method, invocation) else {
-        return Err(failure(RunError::NoMethod { class: class.name, method }));
+        return Some(Err(failure(RunError::NoMethod { class: class.name, method })));
     };
     let started = std::time::Instant::now();
     let output = match registry::catch_unwind(running).await {
         Ok(Ok(output)) => output,
-        Ok(Err(error)) | Err(error) => return Err(failure(RunError::Invoke(error))),
+        Ok(Err(InvokeError::ActorExit)) | Err(InvokeError::ActorExit) => return None,
+        Ok(Err(error)) | Err(error) => return Some(Err(failure(RunError::Invoke(error)))),
     };
     let run_us = started.elapsed().as_micros() as u64;
-    finish_output(core, output, return_id, decoded, run_us).await.map_err(failure)
+    Some(finish_output(core, output, return_id, decoded, run_us).await.map_err(failure))
 }

@@ -20,8 +20,8 @@ pub use manta_proto::worker as wire;
 
 pub use crate::core::{init, init_with, is_worker_process, Cluster, Config, InitError, StoreStats};
 pub use actors::{
-    create_actor, get_actor, get_actor_in, kill, ActorClass, ActorHandle, ActorOptions, RawActorHandle,
-    ACTOR_MANAGER_NAME,
+    create_actor, exit_actor, get_actor, get_actor_in, kill, ActorClass, ActorHandle, ActorOptions,
+    RawActorHandle, ACTOR_MANAGER_NAME,
 };
 pub use api::{
     cancel, cancel_force, get_all, is_in_object_store, local_object_counts, object_store_stats, put, wait,
@@ -149,8 +149,8 @@ macro_rules! actor_option_methods {
             self
         }
 
-        /// Retries of a call whose actor died and restarted.
-        pub fn max_task_retries(mut self, retries: u32) -> Self {
+        /// Retries of a call whose actor died and restarted (-1: unlimited).
+        pub fn max_task_retries(mut self, retries: i64) -> Self {
             self.options.max_task_retries = retries;
             self
         }
@@ -158,6 +158,13 @@ macro_rules! actor_option_methods {
         /// Calls running at once at most.
         pub fn max_concurrency(mut self, calls: u32) -> Self {
             self.options.max_concurrency = ::core::option::Option::Some(calls);
+            self
+        }
+
+        /// Get-or-create by name: a handle to the live actor of this name if there is one
+        /// (this call's constructor arguments are then ignored), else a new actor.
+        pub fn get_if_exists(mut self, get: bool) -> Self {
+            self.options.get_if_exists = get;
             self
         }
 
@@ -225,6 +232,7 @@ pub mod __export {
 
 /// The cluster's state, from the GCS (Ray's `ray.util.state`).
 pub mod state {
-    pub use crate::api::{list_actors, list_workers};
+    pub use crate::api::{list_actors, list_named_actors, list_workers, NamedActor};
     pub use manta_gcs::wire::{ActorInfo, ActorState, WorkerInfo};
+    pub use manta_proto::ActorId;
 }

@@ -112,6 +112,36 @@ pub enum InvokeError {
         /// The panic message.
         message: String,
     },
+    /// An actor's method called [`exit_actor`](crate::exit_actor).
+    #[error("the actor exited: manta::exit_actor() was called")]
+    ActorExit,
+}
+
+/// The payload [`exit_actor`](crate::exit_actor) unwinds an actor's method with.
+pub(crate) struct ExitActor;
+
+thread_local! {
+    /// Whether this thread runs an actor's methods (its own thread, or its blocking pool's).
+    static IN_ACTOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the current thread as one that runs an actor's methods.
+pub(crate) fn enter_actor_thread() {
+    IN_ACTOR.with(|flag| flag.set(true));
+}
+
+/// Whether the current thread runs an actor's methods.
+pub(crate) fn in_actor() -> bool {
+    IN_ACTOR.with(std::cell::Cell::get)
+}
+
+/// What a caught panic means: an actor's requested exit, or a panic.
+fn unwound(panic: Box<dyn std::any::Any + Send>) -> InvokeError {
+    if panic.is::<ExitActor>() {
+        InvokeError::ActorExit
+    } else {
+        InvokeError::Panicked { message: manta_actor::panic_message(&*panic) }
+    }
 }
 
 /// The registry is unusable.
@@ -164,14 +194,14 @@ where
     if RUN_INLINE.with(std::cell::Cell::get) {
         return match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
             Ok(result) => result,
-            Err(panic) => Err(InvokeError::Panicked { message: manta_actor::panic_message(&*panic) }),
+            Err(panic) => Err(unwound(panic)),
         };
     }
     match tokio::task::spawn_blocking(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)))
         .await
     {
         Ok(Ok(result)) => result,
-        Ok(Err(panic)) => Err(InvokeError::Panicked { message: manta_actor::panic_message(&*panic) }),
+        Ok(Err(panic)) => Err(unwound(panic)),
         Err(error) => Err(InvokeError::Panicked { message: error.to_string() }),
     }
 }
@@ -183,9 +213,7 @@ pub async fn catch_unwind<F: std::future::Future>(future: F) -> Result<F::Output
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(context))) {
             Ok(std::task::Poll::Ready(output)) => std::task::Poll::Ready(Ok(output)),
             Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Err(panic) => std::task::Poll::Ready(Err(InvokeError::Panicked {
-                message: manta_actor::panic_message(&*panic),
-            })),
+            Err(panic) => std::task::Poll::Ready(Err(unwound(panic))),
         }
     })
     .await

@@ -227,7 +227,7 @@ impl ManagerCore {
             }
             Err(error) => {
                 self.commands.push(Command::ReturnLease { lease });
-                self.failed(actor, format!("its worker pid {pid} could not start it ({error})"));
+                self.failed(actor, format!("its worker pid {pid} was lost while it started ({error})"));
             }
         }
     }

@@ -72,10 +72,12 @@ impl ActorState {
         matches!(
             (self, next),
             (PendingCreation, Alive)
+                | (PendingCreation, Restarting)
                 | (PendingCreation, Dead)
                 | (Alive, Restarting)
                 | (Alive, Dead)
                 | (Restarting, Alive)
+                | (Restarting, Restarting)
                 | (Restarting, Dead)
         )
     }
@@ -91,9 +93,10 @@ pub struct ActorInfo {
     /// Its class's registered name (checked by `get_actor::<Class>`).
     #[serde(default)]
     pub class: String,
-    /// Retries of a call whose actor died and restarted (Ray's `max_task_retries`, default 0).
+    /// Retries of a call whose actor died and restarted (Ray's `max_task_retries`, default 0;
+    /// -1: unlimited, as `max_restarts`).
     #[serde(default)]
-    pub max_task_retries: u32,
+    pub max_task_retries: i64,
     /// Its name, if named.
     pub name: Option<String>,
     /// The namespace its name lives in.
