@@ -184,11 +184,23 @@ fn errors_name_the_function_and_carry_the_message() {
         }
         other => panic!("expected the Err as a task error, got {other:?}"),
     }
-    // A failed dependency fails the task that needs it, with the dependency's error.
+    // A failed dependency fails the task that needs it, with an error naming that task and
+    // wrapping the dependency's (Ray's `RayTaskError` chain), through any depth.
     let failed = parse::remote("x".to_owned());
-    assert!(
-        matches!(add::remote(&failed, 1).get(), Err(TaskError::Failed { function, .. }) if function == parse::NAME)
-    );
+    let first = add::remote(&failed, 1);
+    let second = add::remote(2, &first);
+    match second.get() {
+        Err(error @ TaskError::ArgumentFailed { .. }) => {
+            let TaskError::ArgumentFailed { function, index, cause } = &error else { unreachable!() };
+            assert_eq!((function.as_str(), *index), (add::NAME, 1));
+            assert!(matches!(&**cause, TaskError::ArgumentFailed { index: 0, .. }), "{cause:?}");
+            assert!(
+                matches!(error.root_cause(), TaskError::Failed { function, .. } if function == parse::NAME)
+            );
+            assert!(error.to_string().contains("invalid digit"), "{error}");
+        }
+        other => panic!("expected ArgumentFailed, got {other:?}"),
+    }
 }
 
 #[test]

@@ -316,6 +316,17 @@ pub enum TaskError {
         /// Why.
         cause: String,
     },
+    /// The task did not run: its argument `index` is an object whose own task failed (Ray's
+    /// `RayTaskError` chain). [`TaskError::root_cause`] reaches the first failure.
+    #[error("task {function} did not run: its argument {index} failed: {cause}")]
+    ArgumentFailed {
+        /// This task's function (or actor method).
+        function: String,
+        /// Which argument.
+        index: usize,
+        /// How the argument's task failed.
+        cause: Box<TaskError>,
+    },
     /// The task was cancelled with [`cancel`](crate::cancel).
     #[error("task {function} was cancelled")]
     Cancelled {
@@ -409,6 +420,15 @@ pub enum TaskError {
 }
 
 impl TaskError {
+    /// The failure a chain of [`TaskError::ArgumentFailed`] started from (itself otherwise).
+    pub fn root_cause(&self) -> &TaskError {
+        let mut error = self;
+        while let TaskError::ArgumentFailed { cause, .. } = error {
+            error = cause;
+        }
+        error
+    }
+
     /// `function` could not reach `service`.
     pub fn unreachable(
         function: impl Into<String>,

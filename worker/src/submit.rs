@@ -638,7 +638,13 @@ pub(crate) async fn resolve_args(
                     State::Ready(Value::Shared(location)) => {
                         resolved.push(TaskArg::Shared { id: reference.id, location: location.into() })
                     }
-                    State::Failed(error) => return Err(error),
+                    State::Failed(error) => {
+                        return Err(TaskError::ArgumentFailed {
+                            function: function.to_owned(),
+                            index,
+                            cause: Box::new(error),
+                        })
+                    }
                     State::Pending => unreachable!("wait_async returns settled states"),
                 }
                 holds.push(reference);
