@@ -10,7 +10,7 @@ use manta::{Config, ObjectRef, TaskError};
 fn cluster() {
     static CLUSTER: OnceLock<manta::Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        let config = Config { num_cpus: 2, max_workers: 4, max_retries: 1, ..Config::default() };
+        let config = Config { num_cpus: 2, max_workers: Some(4), max_retries: 1, ..Config::default() };
         manta::init_with(config).unwrap()
     });
 }

@@ -49,7 +49,8 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 
 #[test]
 fn objects_live_exactly_as_long_as_their_references() {
-    let config = Config { num_cpus: 2, max_workers: 4, object_store_bytes: 1536 << 20, ..Config::default() };
+    let config =
+        Config { num_cpus: 2, max_workers: Some(4), object_store_bytes: 1536 << 20, ..Config::default() };
     let _cluster = manta::init_with(config).unwrap();
     let baseline = manta::object_store_stats().unwrap();
     let owned_baseline = manta::local_object_counts().0;

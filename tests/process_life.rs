@@ -45,7 +45,7 @@ fn scenario() {
         // named `main` of a process no attribute marked.
         let main = std::thread::Builder::new().name("main".to_owned()).spawn(|| {
             let _cluster =
-                manta::init_with(Config { num_cpus: 2, max_workers: 2, ..Config::default() }).unwrap();
+                manta::init_with(Config { num_cpus: 2, max_workers: Some(2), ..Config::default() }).unwrap();
             let pids: Vec<ObjectRef<u32>> = (0..3).map(|_| pid::remote()).collect();
             manta::get_all(&pids).unwrap();
             println!("scenario ok: unmarked main ran its tasks");
@@ -57,7 +57,8 @@ fn scenario() {
         // As a rebuild does: the file this process runs from is gone.
         std::fs::remove_file(std::env::current_exe().unwrap()).unwrap();
     }
-    let _cluster = manta::init_with(Config { num_cpus: 2, max_workers: 2, ..Config::default() }).unwrap();
+    let _cluster =
+        manta::init_with(Config { num_cpus: 2, max_workers: Some(2), ..Config::default() }).unwrap();
     match scenario.as_str() {
         "deleted-binary" => {
             let pids: Vec<ObjectRef<u32>> = (0..4).map(|_| pid::remote()).collect();

@@ -13,7 +13,7 @@ fn cluster() {
     CLUSTER.get_or_init(|| {
         let config = Config {
             num_cpus: 4,
-            max_workers: 6,
+            max_workers: Some(6),
             max_retries: 1,
             resources: vec![("gate".to_owned(), 1.0), ("orphan_gate".to_owned(), 1.0)],
             ..Config::default()
@@ -308,6 +308,21 @@ fn an_infeasible_task_fails_instead_of_hanging() {
         Err(TaskError::Infeasible { function, .. }) => assert_eq!(function, add::NAME),
         other => panic!("expected Infeasible, got {other:?}"),
     }
+}
+
+#[test]
+fn resource_amounts_above_one_must_be_whole() {
+    cluster();
+    // Ray: "Resource quantities >1 must be whole numbers"; fractions up to 1 share a unit.
+    let invalid = |outcome: Result<i64, TaskError>| matches!(outcome, Err(TaskError::Invalid { .. }));
+    assert!(invalid(add::options().num_cpus(1.5).remote(1, 1).get_timeout(Duration::from_secs(60))));
+    assert!(invalid(add::options().num_cpus(-1.0).remote(1, 1).get_timeout(Duration::from_secs(60))));
+    assert!(invalid(
+        add::options().resources([("gate", 2.5)]).remote(1, 1).get_timeout(Duration::from_secs(60))
+    ));
+    assert_eq!(add::options().num_cpus(0.5).remote(1, 1).get_timeout(Duration::from_secs(60)).unwrap(), 2);
+    assert_eq!(add::options().num_cpus(2.0).remote(1, 1).get_timeout(Duration::from_secs(60)).unwrap(), 2);
+    assert!(matches!(Log::options().num_cpus(1.25).remote(0), Err(ActorError::Invalid(_))));
 }
 
 // ---- actors ----

@@ -10,7 +10,8 @@ use manta::{Config, TaskError};
 fn cluster() {
     static CLUSTER: OnceLock<manta::Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        manta::init_with(Config { num_cpus: 2, max_workers: 4, max_retries: 1, ..Config::default() }).unwrap()
+        manta::init_with(Config { num_cpus: 2, max_workers: Some(4), max_retries: 1, ..Config::default() })
+            .unwrap()
     });
 }
 

@@ -209,6 +209,9 @@ pub fn create_actor<A: ActorClass>(
             return Err(ActorError::Invalid(format!("{what} must be -1 (unlimited) or more, got {count}")));
         }
     }
+    let amounts = [("num_cpus", options.num_cpus), ("num_gpus", options.num_gpus)];
+    let custom = options.resources.iter().map(|(name, amount)| (name.as_str(), *amount));
+    crate::submit::check_amounts(amounts.into_iter().chain(custom)).map_err(ActorError::Invalid)?;
     if let Some(name) = &options.name {
         check_name("name", name)?;
     }

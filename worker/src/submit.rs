@@ -333,6 +333,13 @@ pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions)
     // Without `manta::init` the result's `get` reports `NotInitialized`.
     let Ok(core) = core::current() else { return RawRef::uninitialized() };
     let result = core.create_pending();
+    let amounts =
+        [("num_cpus", options.num_cpus.unwrap_or(1.0)), ("num_gpus", options.num_gpus.unwrap_or(0.0))];
+    let custom = options.resources.iter().map(|(name, amount)| (name.as_str(), *amount));
+    if let Err(reason) = check_amounts(amounts.into_iter().chain(custom)) {
+        complete(&core, result.id, Err(TaskError::Invalid { function: function.to_owned(), reason }));
+        return result;
+    }
     let shape = Shape::new(
         function,
         options.num_cpus.unwrap_or(1.0),
@@ -445,6 +452,20 @@ fn failure_error(function: &str, failure: Failure) -> TaskError {
 }
 
 /// Sets a task's result.
+/// Resource amounts as Ray accepts them: finite, not negative, and whole above 1 (`1.5` CPUs
+/// is an error; `0.5` shares one).
+pub(crate) fn check_amounts<'a>(amounts: impl IntoIterator<Item = (&'a str, f64)>) -> Result<(), String> {
+    for (name, amount) in amounts {
+        if !amount.is_finite() || amount < 0.0 {
+            return Err(format!("{name} must be a finite amount of 0 or more, got {amount}"));
+        }
+        if amount > 1.0 && amount.fract() != 0.0 {
+            return Err(format!("{name} above 1 must be a whole number, got {amount}"));
+        }
+    }
+    Ok(())
+}
+
 fn complete(
     core: &Arc<CoreWorker>,
     id: ObjectId,
