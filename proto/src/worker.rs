@@ -240,6 +240,9 @@ pub struct ActorSpec {
     pub num_gpus: f64,
     /// Custom resources held.
     pub resources: Vec<(String, f64)>,
+    /// CPUs that must be free to place it (1 when no resource was given, as in Ray).
+    #[serde(default)]
+    pub placement_cpus: f64,
     /// Calls running at once at most.
     pub max_concurrency: u32,
 }

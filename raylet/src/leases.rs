@@ -116,8 +116,24 @@ enum WorkerState {
 struct Queued {
     lease: LeaseId,
     demand: ResourceSet,
+    /// What must be free to grant it (the demand, or more: Ray's placement resources).
+    placement: ResourceSet,
     strategy: SchedulingStrategy,
     dedicated: bool,
+}
+
+/// A lease request as [`LeaseManager::request_lease_placed`] takes it.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    /// What the lease holds while granted.
+    pub demand: ResourceSet,
+    /// What must be free for it to be placed and granted (at least `demand`; an actor with no
+    /// resources given needs 1 CPU here and holds none, as in Ray).
+    pub placement: ResourceSet,
+    /// Where it should run.
+    pub strategy: SchedulingStrategy,
+    /// An actor's lease: held for the actor's life, its worker never reused.
+    pub dedicated: bool,
 }
 
 /// The worker pool and leases of one node.
@@ -186,11 +202,11 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         let cluster = self.cluster();
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for request in std::mem::take(&mut self.queue) {
-            if self.resources.available.contains(&request.demand) {
+            if self.resources.available.contains(&request.placement) {
                 kept.push_back(request);
                 continue;
             }
-            match self.policy.schedule(&request.demand, request.strategy, &cluster, random) {
+            match self.policy.schedule(&request.placement, request.strategy, &cluster, random) {
                 Decision::Scheduled(node) if node != self.node => {
                     self.reply(request.lease, LeaseReply::Spillback { node })
                 }
@@ -224,7 +240,26 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         dedicated: bool,
         random: &mut dyn RandomSource,
     ) {
-        let decision = self.policy.schedule(&demand, strategy, &self.cluster(), random);
+        let placement = demand.clone();
+        self.request_lease_placed(
+            now_ms,
+            lease,
+            LeaseRequest { demand, placement, strategy, dedicated },
+            random,
+        );
+    }
+
+    /// Like [`request_lease`](Self::request_lease), with what must be free to place it apart
+    /// from what it holds.
+    pub fn request_lease_placed(
+        &mut self,
+        now_ms: u64,
+        lease: LeaseId,
+        request: LeaseRequest,
+        random: &mut dyn RandomSource,
+    ) {
+        let LeaseRequest { demand, placement, strategy, dedicated } = request;
+        let decision = self.policy.schedule(&placement, strategy, &self.cluster(), random);
         match decision {
             Decision::Scheduled(node) if node != self.node => {
                 self.reply(lease, LeaseReply::Spillback { node });
@@ -232,7 +267,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             Decision::Infeasible => self.reply(lease, LeaseReply::Infeasible),
             // Local, or nobody has room now: wait here, in order.
             Decision::Scheduled(_) | Decision::Retry => {
-                self.queue.push_back(Queued { lease, demand, strategy, dedicated });
+                self.queue.push_back(Queued { lease, demand, placement, strategy, dedicated });
                 self.dispatch(now_ms);
             }
         }
@@ -304,7 +339,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     fn fail_waiting_for_workers(&mut self, exit: &str) {
         let (failed, kept): (VecDeque<Queued>, VecDeque<Queued>) = std::mem::take(&mut self.queue)
             .into_iter()
-            .partition(|queued| self.resources.available.contains(&queued.demand));
+            .partition(|queued| self.resources.available.contains(&queued.placement));
         self.queue = kept;
         for queued in failed {
             self.reply(queued.lease, LeaseReply::WorkerStartFailed { exit: exit.to_owned() });
@@ -395,7 +430,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         let mut dedicated_waiting = false;
         let mut index = 0;
         while index < self.queue.len() {
-            if !self.resources.available.contains(&self.queue[index].demand) {
+            if !self.resources.available.contains(&self.queue[index].placement) {
                 index += 1;
                 continue;
             }
@@ -516,6 +551,63 @@ mod tests {
         // A pooled request still respects the limit: two dedicated workers do not count.
         request(&mut leases, 3, 9, 1);
         assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(4) }]);
+    }
+
+    /// Ray's default actor: placed only where a CPU is free, holding none once placed.
+    fn place_actor(manager: &mut LeaseManager<DefaultPolicy>, now: u64, lease: u64) {
+        let request = LeaseRequest {
+            demand: ResourceSet::new(),
+            placement: cpus(1),
+            strategy: SchedulingStrategy::Hybrid,
+            dedicated: true,
+        };
+        manager.request_lease_placed(now, LeaseId(lease), request, &mut SplitMix64(1));
+    }
+
+    #[test]
+    fn an_actor_needs_a_free_cpu_to_be_placed_and_holds_none() {
+        let mut none = manager(0);
+        place_actor(&mut none, 0, 1);
+        assert_eq!(
+            none.poll_commands(),
+            vec![Command::Reply { lease: LeaseId(1), reply: LeaseReply::Infeasible }],
+            "a node without CPUs takes no default actor"
+        );
+        let mut one = manager(1);
+        for lease in 1..=3 {
+            place_actor(&mut one, 0, lease);
+        }
+        for worker in 1..=3 {
+            assert!(one.worker_registered(1, WorkerId(worker)));
+        }
+        let granted = one
+            .poll_commands()
+            .into_iter()
+            .filter(|command| matches!(command, Command::Reply { reply: LeaseReply::Granted { .. }, .. }))
+            .count();
+        assert_eq!(granted, 3, "three actors on one CPU");
+        assert_eq!(one.resources().available, one.resources().total, "holding none");
+        // With the CPU taken by a task, the next actor waits for it.
+        request(&mut one, 2, 10, 1);
+        one.worker_registered(3, WorkerId(4));
+        one.poll_commands();
+        assert_eq!(one.resources().available.get(CPU), Quantity::units(0));
+        place_actor(&mut one, 4, 11);
+        assert!(
+            !one.poll_commands()
+                .iter()
+                .any(|command| matches!(command, Command::Reply { lease: LeaseId(11), .. })),
+            "no free CPU to place it"
+        );
+        assert!(one.return_lease(5, LeaseId(10), true));
+        let commands = one.poll_commands();
+        assert!(
+            commands.iter().any(|command| matches!(
+                command,
+                Command::Reply { lease: LeaseId(11), reply: LeaseReply::Granted { .. } }
+            )),
+            "placed once the CPU is free: {commands:?}"
+        );
     }
 
     #[test]

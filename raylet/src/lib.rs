@@ -13,7 +13,7 @@ pub use manta_proto::raylet::requests;
 mod resources;
 mod service;
 
-pub use leases::{Command, LeaseId, LeaseManager, LeaseReply, PoolConfig, WorkerId};
+pub use leases::{Command, LeaseId, LeaseManager, LeaseReply, LeaseRequest, PoolConfig, WorkerId};
 pub use limits::raise_open_files_limit;
 pub use policy::{
     ClusterView, Decision, DefaultPolicy, NodeView, PolicyConfig, RandomSource, SchedulingPolicy,

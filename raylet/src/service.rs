@@ -24,6 +24,7 @@ use std::process::Command as Process;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use crate::leases::LeaseRequest;
 use crate::leases::{Command, LeaseId, LeaseManager, LeaseReply, PoolConfig, WorkerId};
 use crate::policy::{DefaultPolicy, SplitMix64};
 use crate::requests::{LeaseOutcome, RegisterWorker, RequestLease, ReturnLease, WatchLease, WorkerBlocked};
@@ -408,6 +409,15 @@ impl Handler<RequestLease> for RayletActor {
                 }
             }
         }
+        let mut placement = demand.clone();
+        if request.placement_cpus > request.cpus {
+            match Quantity::from_f64(CPU, request.placement_cpus) {
+                Ok(cpus) => placement.set(CPU, cpus),
+                Err(error) => {
+                    return Box::pin(std::future::ready(LeaseOutcome::Invalid { reason: error.to_string() }));
+                }
+            }
+        }
         let lease = LeaseId(self.next_lease);
         self.next_lease += 1;
         let (waiter, answer) = oneshot::channel();
@@ -420,7 +430,9 @@ impl Handler<RequestLease> for RayletActor {
             self.requested_by.insert(lease, WorkerId(requester));
         }
         let now = self.now_ms();
-        self.leases.request_lease(now, lease, demand, request.strategy, request.dedicated, &mut self.random);
+        let request_kind =
+            LeaseRequest { demand, placement, strategy: request.strategy, dedicated: request.dedicated };
+        self.leases.request_lease_placed(now, lease, request_kind, &mut self.random);
         self.perform(ctx);
         Box::pin(async move {
             answer.await.unwrap_or(LeaseOutcome::Invalid {

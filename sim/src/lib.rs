@@ -44,8 +44,8 @@ use manta_gcs::{ActorId, GcsCore, GcsError, MemoryStorage};
 use manta_proto::raylet::requests::LeaseOutcome;
 use manta_proto::worker::{ActorSpec, TaskFailure};
 use manta_raylet::{
-    Command, DefaultPolicy, LeaseId, LeaseManager, LeaseReply, NodeResources, NodeView, PoolConfig, Quantity,
-    RandomSource, ResourceSet, SchedulingStrategy, SplitMix64, WorkerId, CPU,
+    Command, DefaultPolicy, LeaseId, LeaseManager, LeaseReply, LeaseRequest, NodeResources, NodeView,
+    PoolConfig, Quantity, RandomSource, ResourceSet, SchedulingStrategy, SplitMix64, WorkerId, CPU,
 };
 use manta_transport::NodeId;
 use manta_worker::cores::submitter::{
@@ -564,6 +564,8 @@ impl World {
                 num_cpus: 0.0,
                 num_gpus: 0.0,
                 resources: Vec::new(),
+                // Ray's default actor: a CPU to be placed, none held.
+                placement_cpus: 1.0,
                 max_concurrency: 1,
                 scheduling_strategy: SchedulingStrategy::Hybrid,
             };
@@ -599,9 +601,11 @@ impl World {
                 self.next_lease += 1;
                 self.manager_leases.insert(lease, actor);
                 let demand = cpus(request.cpus as u64);
+                let placement = cpus(request.cpus.max(request.placement_cpus) as u64);
                 self.nodes[HEAD].demands.insert(lease, demand.clone());
                 let SimNode { leases, .. } = &mut self.nodes[HEAD];
-                leases.request_lease(now, lease, demand, request.strategy, true, &mut self.random);
+                let request = LeaseRequest { demand, placement, strategy: request.strategy, dedicated: true };
+                leases.request_lease_placed(now, lease, request, &mut self.random);
                 self.perform(HEAD);
             }
             ManagerCommand::StartActor { lease, start, .. } => {

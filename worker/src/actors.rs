@@ -75,8 +75,10 @@ pub struct ActorOptions {
     pub max_task_retries: i64,
     /// Calls running at once (default 1; 1000 for classes with `async` methods).
     pub max_concurrency: Option<u32>,
-    /// CPUs held for the actor's life (default 0, Ray's running default).
-    pub num_cpus: f64,
+    /// CPUs held for the actor's life. `None` (the default): as in Ray, 1 CPU must be free to
+    /// place the actor, and it holds none while it runs (unless GPUs or custom resources are
+    /// given, which then decide its placement alone).
+    pub num_cpus: Option<f64>,
     /// GPUs held for the actor's life.
     pub num_gpus: f64,
     /// Custom resources held for the actor's life.
@@ -209,7 +211,7 @@ pub fn create_actor<A: ActorClass>(
             return Err(ActorError::Invalid(format!("{what} must be -1 (unlimited) or more, got {count}")));
         }
     }
-    let amounts = [("num_cpus", options.num_cpus), ("num_gpus", options.num_gpus)];
+    let amounts = [("num_cpus", options.num_cpus.unwrap_or(0.0)), ("num_gpus", options.num_gpus)];
     let custom = options.resources.iter().map(|(name, amount)| (name.as_str(), *amount));
     crate::submit::check_amounts(amounts.into_iter().chain(custom)).map_err(ActorError::Invalid)?;
     if let Some(name) = &options.name {
@@ -245,12 +247,15 @@ pub fn create_actor<A: ActorClass>(
         let (args, holds) = resolve_args(&resolver, A::NAME, args)
             .await
             .map_err(|error| ActorError::Invalid(error.to_string()))?;
+        // Ray's default actor resources: placed as if it needed a CPU, run holding none.
+        let defaults = options.num_cpus.is_none() && options.num_gpus == 0.0 && options.resources.is_empty();
         let spec = ActorSpec {
             info,
             args,
-            num_cpus: options.num_cpus,
+            num_cpus: options.num_cpus.unwrap_or(0.0),
             num_gpus: options.num_gpus,
             resources: options.resources.clone(),
+            placement_cpus: if defaults { 1.0 } else { 0.0 },
             max_concurrency,
             scheduling_strategy: options.scheduling_strategy,
         };

@@ -170,7 +170,7 @@ macro_rules! actor_option_methods {
 
         /// CPUs held for the actor's life (default 0).
         pub fn num_cpus(mut self, cpus: f64) -> Self {
-            self.options.num_cpus = cpus;
+            self.options.num_cpus = ::core::option::Option::Some(cpus);
             self
         }
 

@@ -484,6 +484,7 @@ async fn request_lease(core: Arc<CoreWorker>, request: RequestId, shape: Shape) 
         dedicated: false,
         strategy: shape.strategy,
         requester: core.worker_id,
+        placement_cpus: 0.0,
     };
     let mut link = None;
     let answer = match core.raylet.ask_unbounded(ask).await {

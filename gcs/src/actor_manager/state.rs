@@ -159,6 +159,7 @@ impl ManagerCore {
             strategy: spec.scheduling_strategy,
             // The manager lives with the GCS: its requests outlive any worker.
             requester: None,
+            placement_cpus: spec.placement_cpus,
         };
         self.commands.push(Command::RequestLease { actor, request });
     }
@@ -331,6 +332,7 @@ mod tests {
             num_cpus: 0.0,
             num_gpus: 0.0,
             resources: Vec::new(),
+            placement_cpus: 1.0,
             max_concurrency: 1,
         }
     }
@@ -349,7 +351,9 @@ mod tests {
     fn an_actor_is_leased_started_and_restarted_after_its_worker_dies() {
         let mut core = ManagerCore::new();
         core.registered(spec(1));
-        assert!(matches!(core.poll_commands()[..], [Command::RequestLease { actor: A, .. }]));
+        let commands = core.poll_commands();
+        let [Command::RequestLease { actor: A, request }] = &commands[..] else { panic!("{commands:?}") };
+        assert_eq!((request.cpus, request.placement_cpus), (0.0, 1.0), "placed on a CPU, holding none");
         core.lease_outcome(A, granted(7));
         let commands = core.poll_commands();
         assert!(matches!(

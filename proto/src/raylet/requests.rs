@@ -23,6 +23,11 @@ pub struct RequestLease {
     /// for a requester that will never use or return them.
     #[serde(default)]
     pub requester: Option<u64>,
+    /// CPUs that must be free for the lease to be placed, beyond those it holds (Ray's
+    /// placement resources: an actor with no resources given needs 1 CPU to be placed and
+    /// holds none while it runs).
+    #[serde(default)]
+    pub placement_cpus: f64,
 }
 wire_message!(RequestLease => LeaseOutcome, id = 200, parks);
 
