@@ -637,6 +637,32 @@ fn an_actor_pool_maps_in_input_order() {
 }
 
 #[test]
+fn an_actor_pool_keeps_rays_semantics_at_the_edges() {
+    cluster();
+    let first = Slow::remote().unwrap();
+    let second = Slow::remote().unwrap();
+    let mut pool = manta::util::ActorPool::new(vec![first.clone(), second.clone()]);
+    assert!(matches!(pool.push(first.clone()), Err(ActorError::Invalid(_))), "an idle member again");
+    // A long item (on `first`), then a timed wait that gives up without dropping it.
+    pool.submit(|actor, millis| actor.nap(millis), 120_000u64);
+    assert!(matches!(pool.push(first.clone()), Err(ActorError::Invalid(_))), "a busy member again");
+    let timeout = Duration::from_millis(50);
+    assert!(matches!(pool.get_next_timeout(timeout, false), Some(Err(TaskError::Timeout(_)))));
+    assert!(pool.has_next(), "still to come");
+    // A map returns its own results only, without waiting for the long item before it.
+    let results = pool.map(|actor, millis| actor.nap(millis), vec![1u64, 2, 3]);
+    assert_eq!(results.len(), 3);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(!pool.has_next());
+    // A timed-out item skipped for good.
+    pool.submit(|actor, millis| actor.nap(millis), 120_000u64);
+    assert!(matches!(pool.get_next_timeout(timeout, true), Some(Err(TaskError::Timeout(_)))));
+    assert!(!pool.has_next(), "ignored");
+    assert!(pool.get_next().is_none());
+    assert!(manta::kill(&first).unwrap() && manta::kill(&second).unwrap());
+}
+
+#[test]
 fn two_hundred_actors_are_created_and_each_called_once() {
     cluster();
     let started = Instant::now();

@@ -1,12 +1,18 @@
 //! [`ActorPool`]: a fixed set of actors shared by a stream of work items (Ray's
 //! `ray.util.ActorPool`). Each item goes to an idle actor; items wait while every actor is busy.
+//!
+//! As in Ray: `map` and `map_unordered` return only their own results (results of earlier
+//! `submit`s not yet taken are dropped, without waiting for them); `get_next` can give up after a
+//! timeout and then skip that item for good (`ignore_if_timedout`); an actor can be in the pool
+//! once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
 use crate::actors::{ActorClass, ActorHandle};
-use crate::error::TaskError;
+use crate::error::{ActorError, TaskError};
 use crate::objects::ObjectRef;
 
 type Start<A, R> = Box<dyn FnOnce(&ActorHandle<A>) -> ObjectRef<R> + Send>;
@@ -22,8 +28,22 @@ pub struct ActorPool<A: ActorClass, R> {
     running: HashMap<usize, (ObjectRef<R>, ActorHandle<A>)>,
     waiting: VecDeque<(usize, Start<A, R>)>,
     done: HashMap<usize, Result<R, TaskError>>,
+    /// Items whose results are still to be returned, by submission number.
+    outstanding: BTreeSet<usize>,
+    /// Items whose results are dropped when they finish (skipped after a timeout, or left
+    /// behind by `map`).
+    ignored: HashSet<usize>,
     next_submitted: usize,
-    next_returned: usize,
+}
+
+/// How a wait for a running item ended.
+enum Finished {
+    /// An item finished (its result is in `done`, unless it was ignored).
+    One,
+    /// Nothing is running.
+    Idle,
+    /// The deadline passed first.
+    TimedOut,
 }
 
 impl<A: ActorClass, R: DeserializeOwned + Send + 'static> ActorPool<A, R> {
@@ -34,8 +54,9 @@ impl<A: ActorClass, R: DeserializeOwned + Send + 'static> ActorPool<A, R> {
             running: HashMap::new(),
             waiting: VecDeque::new(),
             done: HashMap::new(),
+            outstanding: BTreeSet::new(),
+            ignored: HashSet::new(),
             next_submitted: 0,
-            next_returned: 0,
         }
     }
 
@@ -47,6 +68,7 @@ impl<A: ActorClass, R: DeserializeOwned + Send + 'static> ActorPool<A, R> {
     {
         let index = self.next_submitted;
         self.next_submitted += 1;
+        self.outstanding.insert(index);
         let start: Start<A, R> = Box::new(move |actor| call(actor, value));
         match self.idle.pop_front() {
             Some(actor) => {
@@ -59,7 +81,7 @@ impl<A: ActorClass, R: DeserializeOwned + Send + 'static> ActorPool<A, R> {
 
     /// Whether results are still to be returned.
     pub fn has_next(&self) -> bool {
-        self.next_returned < self.next_submitted
+        !self.outstanding.is_empty()
     }
 
     /// Whether an actor is idle.
@@ -67,10 +89,16 @@ impl<A: ActorClass, R: DeserializeOwned + Send + 'static> ActorPool<A, R> {
         !self.idle.is_empty() && self.waiting.is_empty()
     }
 
-    /// Adds an actor to the pool.
-    pub fn push(&mut self, actor: ActorHandle<A>) {
+    /// Adds an actor to the pool; an actor already in it (idle or busy) is an error, as in Ray.
+    pub fn push(&mut self, actor: ActorHandle<A>) -> Result<(), ActorError> {
+        let id = actor.actor_id();
+        let busy = self.running.values().map(|(_, actor)| actor);
+        if self.idle.iter().chain(busy).any(|member| member.actor_id() == id) {
+            return Err(ActorError::Invalid(format!("actor {id} is already in this pool")));
+        }
         self.idle.push_back(actor);
         self.start_waiting();
+        Ok(())
     }
 
     /// Takes an idle actor out of the pool.
@@ -87,68 +115,139 @@ impl<A: ActorClass, R: DeserializeOwned + Send + 'static> ActorPool<A, R> {
         }
     }
 
-    /// Waits for any running item to finish; records its result and frees its actor.
-    fn finish_one(&mut self) -> Option<usize> {
+    /// Waits (until `deadline`, if any) for any running item to finish; records its result,
+    /// unless ignored, and frees its actor.
+    fn finish_one(&mut self, deadline: Option<Instant>) -> Finished {
         if self.running.is_empty() {
-            return None;
+            return Finished::Idle;
         }
         let mut indices: Vec<usize> = self.running.keys().copied().collect();
         indices.sort_unstable();
         let refs: Vec<ObjectRef<R>> = indices.iter().map(|index| self.running[index].0.clone()).collect();
-        let (ready, _) = match crate::api::wait(&refs, 1, None) {
-            Ok(split) => split,
+        let timeout = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        let index = match crate::api::wait(&refs, 1, timeout) {
+            Ok((ready, _)) if ready.is_empty() => return Finished::TimedOut,
+            Ok((ready, _)) => {
+                let position =
+                    refs.iter().position(|reference| *reference == ready[0]).expect("ready is one of refs");
+                indices[position]
+            }
+            // Cannot wait (no runtime): the oldest item fails with the reason.
             Err(error) => {
-                // Cannot wait (no runtime): fail the oldest item.
                 let index = indices[0];
                 let (_, actor) = self.running.remove(&index).expect("listed");
-                self.done.insert(index, Err(error));
+                self.record(index, Err(error));
                 self.idle.push_back(actor);
                 self.start_waiting();
-                return Some(index);
+                return Finished::One;
             }
         };
-        let position =
-            refs.iter().position(|reference| *reference == ready[0]).expect("ready is one of refs");
-        let index = indices[position];
         let (result, actor) = self.running.remove(&index).expect("listed");
-        self.done.insert(index, result.get());
+        let value = result.get();
+        self.record(index, value);
         self.idle.push_back(actor);
         self.start_waiting();
-        Some(index)
+        Finished::One
+    }
+
+    fn record(&mut self, index: usize, result: Result<R, TaskError>) {
+        if !self.ignored.remove(&index) {
+            self.done.insert(index, result);
+        }
+    }
+
+    /// Gives up on item `index`: its result is dropped whenever it comes.
+    fn ignore(&mut self, index: usize) {
+        self.outstanding.remove(&index);
+        if self.done.remove(&index).is_none() {
+            self.ignored.insert(index);
+        }
     }
 
     /// The next result in submission order, waiting for it; `None` when all were returned.
     pub fn get_next(&mut self) -> Option<Result<R, TaskError>> {
-        if !self.has_next() {
-            return None;
-        }
-        let index = self.next_returned;
+        self.next_ordered(None, false)
+    }
+
+    /// Like [`get_next`](Self::get_next), waiting at most `timeout`: then
+    /// `Some(Err(TaskError::Timeout))`, and with `ignore_if_timedout` that item is skipped for
+    /// good (its result dropped when it comes), as Ray's `get_next(timeout, ignore_if_timedout)`.
+    pub fn get_next_timeout(
+        &mut self,
+        timeout: Duration,
+        ignore_if_timedout: bool,
+    ) -> Option<Result<R, TaskError>> {
+        self.next_ordered(Some(timeout), ignore_if_timedout)
+    }
+
+    fn next_ordered(
+        &mut self,
+        timeout: Option<Duration>,
+        ignore_if_timedout: bool,
+    ) -> Option<Result<R, TaskError>> {
+        let index = *self.outstanding.first()?;
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
         while !self.done.contains_key(&index) {
-            self.finish_one()?;
+            match self.finish_one(deadline) {
+                Finished::One => {}
+                Finished::Idle => unreachable!("an outstanding item is running, waiting or done"),
+                Finished::TimedOut => {
+                    if ignore_if_timedout {
+                        self.ignore(index);
+                    }
+                    return Some(Err(TaskError::Timeout(timeout.unwrap_or_default())));
+                }
+            }
         }
-        self.next_returned += 1;
+        self.outstanding.remove(&index);
         self.done.remove(&index)
     }
 
     /// The next result to finish, whatever its order; `None` when all were returned.
     pub fn get_next_unordered(&mut self) -> Option<Result<R, TaskError>> {
+        self.next_unordered(None)
+    }
+
+    /// Like [`get_next_unordered`](Self::get_next_unordered), waiting at most `timeout` (then
+    /// `Some(Err(TaskError::Timeout))`, and every item stays outstanding).
+    pub fn get_next_unordered_timeout(&mut self, timeout: Duration) -> Option<Result<R, TaskError>> {
+        self.next_unordered(Some(timeout))
+    }
+
+    fn next_unordered(&mut self, timeout: Option<Duration>) -> Option<Result<R, TaskError>> {
         if !self.has_next() {
             return None;
         }
-        let index = match self.done.keys().next().copied() {
-            Some(index) => index,
-            None => self.finish_one()?,
-        };
-        self.next_returned += 1;
-        self.done.remove(&index)
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        loop {
+            if let Some(index) = self.done.keys().min().copied() {
+                self.outstanding.remove(&index);
+                return self.done.remove(&index);
+            }
+            match self.finish_one(deadline) {
+                Finished::One => {}
+                Finished::Idle => unreachable!("an outstanding item is running, waiting or done"),
+                Finished::TimedOut => return Some(Err(TaskError::Timeout(timeout.unwrap_or_default()))),
+            }
+        }
     }
 
-    /// Runs `call(actor, value)` for every value over the pool; results in input order.
+    /// Drops the results of earlier submissions not yet taken (without waiting for them), as
+    /// Ray's `map` does, so that a map returns only its own.
+    fn leave_earlier_behind(&mut self) {
+        let earlier: Vec<usize> = self.outstanding.iter().copied().collect();
+        for index in earlier {
+            self.ignore(index);
+        }
+    }
+
+    /// Runs `call(actor, value)` for every value over the pool; its own results, in input order.
     pub fn map<V, F>(&mut self, call: F, values: impl IntoIterator<Item = V>) -> Vec<Result<R, TaskError>>
     where
         V: Send + 'static,
         F: Fn(&ActorHandle<A>, V) -> ObjectRef<R> + Clone + Send + 'static,
     {
+        self.leave_earlier_behind();
         for value in values {
             self.submit(call.clone(), value);
         }
@@ -165,6 +264,7 @@ impl<A: ActorClass, R: DeserializeOwned + Send + 'static> ActorPool<A, R> {
         V: Send + 'static,
         F: Fn(&ActorHandle<A>, V) -> ObjectRef<R> + Clone + Send + 'static,
     {
+        self.leave_earlier_behind();
         for value in values {
             self.submit(call.clone(), value);
         }
