@@ -97,6 +97,19 @@ fn objects_live_exactly_as_long_as_their_references() {
     wait_until("task results and large arguments are freed", || {
         manta::object_store_stats().unwrap().used_bytes == baseline.used_bytes
     });
+    // Regression: a task's large argument was released a moment after its result became
+    // visible, so a put right after the get could find the store full. Each of these takes 60%
+    // of the store.
+    let most = 900 << 20;
+    for round in 0..3 {
+        let (len, _, in_place) = inspect::remote(Buffer::from(vec![5u8; most])).get().unwrap();
+        assert_eq!((len, in_place), (most, true));
+        let put = manta::put(Buffer::from(vec![6u8; most]));
+        assert!(put.is_ok(), "round {round}: {:?}", put.err());
+    }
+    wait_until("the rounds' objects are freed", || {
+        manta::object_store_stats().unwrap().used_bytes == baseline.used_bytes
+    });
 
     // Refs nested in a task's argument are kept alive until the task is done with them, even
     // when the caller drops its own copies at once.

@@ -234,6 +234,9 @@ fn run_task(
             let ran = core::within(&runs_for, || {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (function.invoke)(&mut invocation)))
             });
+            // The arguments' pins go before the answer: once the caller sees the result, the
+            // store can free them at once (a `put` right after the `get` must find the room).
+            drop(invocation);
             let _ = reply.send((ran, started.elapsed().as_micros() as u64));
         });
         task_thread().send(job).map_err(|_| RunError::TaskThreadEnded)?;

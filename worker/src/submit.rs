@@ -306,7 +306,12 @@ fn perform(core: &Arc<CoreWorker>, effect: Effect) {
                 let _ = raylet.tell(ReturnLease { lease, reusable }).await;
             });
         }
-        Effect::Complete { task, result, .. } => complete(core, task, result),
+        Effect::Complete { task, result, _payload } => {
+            // The task's arguments are released before its result is visible: a `put` right
+            // after the `get` finds their room free.
+            drop(_payload);
+            complete(core, task, result)
+        }
         Effect::Discard { task, output } => {
             // A reply nobody waits for (cancelled, or retried): release what it holds.
             let (value, contains) = output_value(output);
