@@ -10,9 +10,25 @@ use manta::{Config, TaskError};
 fn cluster() {
     static CLUSTER: OnceLock<manta::Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        manta::init_with(Config { num_cpus: 2, max_workers: Some(4), max_retries: 1, ..Config::default() })
-            .unwrap()
+        // Fail-fast on infeasible demand (the default waits, as Ray; `runtime.rs` checks it).
+        let config = Config {
+            num_cpus: 2,
+            max_workers: Some(4),
+            max_retries: 1,
+            fail_infeasible: true,
+            ..Config::default()
+        };
+        manta::init_with(config).unwrap()
     });
+}
+
+#[test]
+fn with_fail_infeasible_an_infeasible_task_fails_at_once() {
+    cluster();
+    match add::options().num_gpus(1.0).remote(1, 1).get_timeout(Duration::from_secs(60)) {
+        Err(TaskError::Infeasible { function, .. }) => assert_eq!(function, add::NAME),
+        other => panic!("expected Infeasible, got {other:?}"),
+    }
 }
 
 #[manta::remote]

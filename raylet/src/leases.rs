@@ -39,6 +39,10 @@ pub struct PoolConfig {
     /// Worker processes that end before registering, one after another, before the requests
     /// waiting for a worker fail with the last one's exit (instead of starting more for ever).
     pub start_failures_max: u32,
+    /// A request no node could ever meet waits (Ray: pending, with a warning, until a node
+    /// that fits joins) instead of being answered `Infeasible` at once. A request pinned to a
+    /// node the cluster lacks fails either way, as in Ray.
+    pub wait_when_infeasible: bool,
 }
 
 impl Default for PoolConfig {
@@ -49,6 +53,7 @@ impl Default for PoolConfig {
             idle_timeout_ms: 1_000,
             register_timeout_ms: 60_000,
             start_failures_max: 3,
+            wait_when_infeasible: false,
         }
     }
 }
@@ -72,6 +77,11 @@ pub enum Command {
         lease: LeaseId,
         /// The answer.
         reply: LeaseReply,
+    },
+    /// No node could ever meet this request: it waits (for a node that fits to join); say so.
+    WaitingInfeasible {
+        /// The request.
+        lease: LeaseId,
     },
 }
 
@@ -151,6 +161,8 @@ pub struct LeaseManager<P: SchedulingPolicy> {
     granted: BTreeMap<LeaseId, (WorkerId, ResourceSet)>,
     /// Requests waiting for resources or a worker, oldest first.
     queue: VecDeque<Queued>,
+    /// Requests no node could ever meet, waiting for one that fits (`wait_when_infeasible`).
+    infeasible: VecDeque<Queued>,
     /// Workers leased to actors (dedicated leases).
     dedicated: std::collections::BTreeSet<WorkerId>,
     /// Leased workers blocked in a `get`, with the resources their lease gave up meanwhile.
@@ -173,6 +185,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             next_worker: 1,
             granted: BTreeMap::new(),
             queue: VecDeque::new(),
+            infeasible: VecDeque::new(),
             dedicated: std::collections::BTreeSet::new(),
             blocked: BTreeMap::new(),
             start_failures: 0,
@@ -210,7 +223,17 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
                 Decision::Scheduled(node) if node != self.node => {
                     self.reply(request.lease, LeaseReply::Spillback { node })
                 }
-                Decision::Infeasible => self.reply(request.lease, LeaseReply::Infeasible),
+                Decision::Infeasible => self.infeasible(request),
+                Decision::Scheduled(_) | Decision::Retry => kept.push_back(request),
+            }
+        }
+        // Those waiting for a node that fits: one may have joined.
+        for request in std::mem::take(&mut self.infeasible) {
+            match self.policy.schedule(&request.placement, request.strategy, &cluster, random) {
+                Decision::Scheduled(node) if node != self.node => {
+                    self.reply(request.lease, LeaseReply::Spillback { node })
+                }
+                Decision::Infeasible => self.infeasible.push_back(request),
                 Decision::Scheduled(_) | Decision::Retry => kept.push_back(request),
             }
         }
@@ -219,7 +242,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
 
     /// Requests waiting now.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.infeasible.len()
     }
 
     fn cluster(&self) -> ClusterView {
@@ -264,12 +287,24 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             Decision::Scheduled(node) if node != self.node => {
                 self.reply(lease, LeaseReply::Spillback { node });
             }
-            Decision::Infeasible => self.reply(lease, LeaseReply::Infeasible),
+            Decision::Infeasible => self.infeasible(Queued { lease, demand, placement, strategy, dedicated }),
             // Local, or nobody has room now: wait here, in order.
             Decision::Scheduled(_) | Decision::Retry => {
                 self.queue.push_back(Queued { lease, demand, placement, strategy, dedicated });
                 self.dispatch(now_ms);
             }
+        }
+    }
+
+    /// No node could ever meet `request`: it fails, or waits for one that fits (a request
+    /// pinned to a node the cluster lacks fails either way, as in Ray).
+    fn infeasible(&mut self, request: Queued) {
+        let pinned = matches!(request.strategy, SchedulingStrategy::NodeAffinity { soft: false, .. });
+        if self.config.wait_when_infeasible && !pinned {
+            self.commands.push(Command::WaitingInfeasible { lease: request.lease });
+            self.infeasible.push_back(request);
+        } else {
+            self.reply(request.lease, LeaseReply::Infeasible);
         }
     }
 
@@ -372,6 +407,10 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         if let Some(index) = self.queue.iter().position(|queued| queued.lease == lease) {
             self.queue.remove(index);
             self.dispatch(now_ms);
+            return true;
+        }
+        if let Some(index) = self.infeasible.iter().position(|queued| queued.lease == lease) {
+            self.infeasible.remove(index);
             return true;
         }
         self.return_lease(now_ms, lease, false)
@@ -611,6 +650,37 @@ mod tests {
     }
 
     #[test]
+    fn an_infeasible_request_waits_for_a_node_that_fits_when_asked_to() {
+        let config = PoolConfig { wait_when_infeasible: true, ..PoolConfig::default() };
+        let mut leases = LeaseManager::new(NodeId([1; 16]), cpus(1), DefaultPolicy::default(), config);
+        request(&mut leases, 0, 1, 2);
+        assert_eq!(leases.poll_commands(), vec![Command::WaitingInfeasible { lease: LeaseId(1) }]);
+        assert_eq!(leases.queued(), 1);
+        // Pinned to a node the cluster lacks: fails at once, as in Ray.
+        let pinned = SchedulingStrategy::NodeAffinity { node: NodeId([9; 16]), soft: false };
+        leases.request_lease(0, LeaseId(2), cpus(1), pinned, false, &mut SplitMix64(1));
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply { lease: LeaseId(2), reply: LeaseReply::Infeasible }]
+        );
+        // A node that fits joins: the request goes there.
+        let big = NodeId([2; 16]);
+        let resources = crate::resources::NodeResources::idle(cpus(4));
+        leases.set_peers(vec![NodeView { id: big, resources, alive: true }]);
+        leases.reconsider_queue(&mut SplitMix64(1));
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply { lease: LeaseId(1), reply: LeaseReply::Spillback { node: big } }]
+        );
+        assert_eq!(leases.queued(), 0);
+        // A waiting request can be cancelled.
+        request(&mut leases, 1, 3, 8);
+        leases.poll_commands();
+        assert!(leases.cancel(2, LeaseId(3)));
+        assert_eq!(leases.queued(), 0);
+    }
+
+    #[test]
     fn a_blocked_worker_lends_its_resources_until_it_runs_again() {
         let config = PoolConfig { workers_max: 1, ..PoolConfig::default() };
         let mut leases = LeaseManager::new(NodeId([1; 16]), cpus(1), DefaultPolicy::default(), config);
@@ -687,7 +757,7 @@ mod tests {
                         leases.worker_exited(now, worker, "not started: No such file or directory");
                     }
                     Command::Reply { lease, reply } => replies.push((lease, reply)),
-                    Command::KillWorker { .. } => {}
+                    Command::KillWorker { .. } | Command::WaitingInfeasible { .. } => {}
                 }
             }
         }
@@ -862,6 +932,7 @@ mod tests {
                     match command {
                         Command::StartWorker { worker } => started.push(worker),
                         Command::KillWorker { worker } => started.retain(|known| *known != worker),
+                        Command::WaitingInfeasible { .. } => {}
                         Command::Reply { lease, reply } => match reply {
                             LeaseReply::Granted { worker } => {
                                 prop_assert!(!holding.values().any(|held| *held == worker), "worker granted twice");

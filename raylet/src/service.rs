@@ -60,6 +60,9 @@ const TICK: Duration = Duration::from_millis(200);
 /// How long a worker asked to end (SIGTERM) has before it is killed (SIGKILL).
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
+/// Kinds of infeasible demand warned about at most (the warnings stay bounded).
+const WARNED_INFEASIBLE_MAX: usize = 1024;
+
 struct WorkerProcess {
     pid: u32,
     address: Option<String>,
@@ -81,6 +84,8 @@ pub struct RayletActor {
     /// Without a `SIGCHLD` stream, children are reaped at each tick instead.
     reap_each_tick: bool,
     waiting: HashMap<LeaseId, (oneshot::Sender<LeaseOutcome>, String)>,
+    /// Demands already warned about as waiting for a node that fits.
+    warned_infeasible: std::collections::HashSet<String>,
     next_lease: u64,
     /// Submitters waiting to hear if a granted lease's worker dies.
     watchers: HashMap<LeaseId, Vec<oneshot::Sender<Option<String>>>>,
@@ -165,6 +170,7 @@ impl RayletActor {
                 children: HashMap::new(),
                 reap_each_tick: false,
                 waiting: HashMap::new(),
+                warned_infeasible: Default::default(),
                 next_lease: 1,
                 watchers: HashMap::new(),
                 live_leases: std::collections::HashSet::new(),
@@ -194,6 +200,21 @@ impl RayletActor {
         for command in self.leases.poll_commands() {
             match command {
                 Command::StartWorker { worker } => self.start_worker(worker, ctx),
+                Command::WaitingInfeasible { lease } => {
+                    let demand =
+                        self.waiting.get(&lease).map(|(_, demand)| demand.clone()).unwrap_or_default();
+                    // Once per kind of demand (a thousand such tasks warn once), as Ray's
+                    // "cannot be scheduled right now" warning.
+                    if self.warned_infeasible.len() < WARNED_INFEASIBLE_MAX
+                        && self.warned_infeasible.insert(demand.clone())
+                    {
+                        warn!(
+                            %demand,
+                            "a request no node can meet is waiting for a node that has {demand} to join \
+                             (set Config::fail_infeasible to fail such requests at once)"
+                        );
+                    }
+                }
                 Command::KillWorker { worker } => {
                     if let Some(process) = self.workers.remove(&worker) {
                         // SIGTERM first: the worker ends through `exit`, which removes its socket

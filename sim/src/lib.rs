@@ -1009,6 +1009,8 @@ impl World {
                         }
                     }
                     Command::Reply { lease, reply } => self.answer(node, lease, reply),
+                    // The simulated raylets fail infeasible requests at once (the default).
+                    Command::WaitingInfeasible { .. } => {}
                 }
             }
         }

@@ -138,6 +138,11 @@ pub struct Config {
     pub worker_start_concurrency: usize,
     /// Retries of a task whose worker dies (Ray's default: 3).
     pub max_retries: u32,
+    /// Fail a task or actor whose demand no node can meet at once (`TaskError::Infeasible`),
+    /// instead of Ray's default, kept here: it waits, with a warning naming the demand, for a
+    /// node that fits to join (a `get_timeout` still ends). A task pinned to a node the
+    /// cluster lacks fails either way.
+    pub fail_infeasible: bool,
     /// Bytes of shared memory for the object store (default: 30% of the machine's memory,
     /// Ray's default; the memory is only used as objects fill it).
     pub object_store_bytes: u64,
@@ -164,6 +169,7 @@ impl Default for Config {
             max_workers: None,
             worker_start_concurrency: cpus.max(1) * 8,
             max_retries: 3,
+            fail_infeasible: false,
             object_store_bytes: system_memory_bytes().map_or(2 << 30, |bytes| bytes / 10 * 3),
             inline_bytes_max: 100 * 1024,
             namespace: "default".to_owned(),
@@ -177,6 +183,7 @@ fn pool_config(config: &Config) -> PoolConfig {
     PoolConfig {
         workers_max: config.max_workers.unwrap_or(config.num_cpus.max(1) * 2),
         start_concurrency_max: config.worker_start_concurrency.max(1),
+        wait_when_infeasible: !config.fail_infeasible,
         ..PoolConfig::default()
     }
 }
