@@ -665,6 +665,61 @@ fn an_actor_pool_keeps_rays_semantics_at_the_edges() {
     assert!(manta::kill(&first).unwrap() && manta::kill(&second).unwrap());
 }
 
+/// Where the code runs, as strings: (task id, actor id, pid, assigned resources, node id).
+type Whereabouts = (Option<String>, Option<String>, u32, Vec<(String, f64)>, String);
+
+fn whereabouts() -> Whereabouts {
+    let context = manta::get_runtime_context().unwrap();
+    (
+        context.task_id.map(|id| id.to_string()),
+        context.actor_id.map(|id| id.to_string()),
+        context.worker_pid,
+        context.assigned_resources,
+        context.node_id.to_string(),
+    )
+}
+
+#[manta::remote]
+fn where_am_i() -> Whereabouts {
+    whereabouts()
+}
+
+#[manta::actor]
+struct Locator;
+
+#[manta::actor]
+impl Locator {
+    fn new() -> Self {
+        Locator
+    }
+
+    fn where_am_i(&self) -> Whereabouts {
+        whereabouts()
+    }
+}
+
+#[test]
+fn the_runtime_context_says_where_the_code_runs() {
+    cluster();
+    let driver = manta::get_runtime_context().unwrap();
+    assert_eq!(driver.worker_pid, std::process::id());
+    assert!(driver.task_id.is_none() && driver.actor_id.is_none() && driver.assigned_resources.is_empty());
+    let task = where_am_i::options().num_cpus(2.0).remote();
+    let (task_id, actor_id, pid, resources, node) = task.get().unwrap();
+    assert_eq!(task_id, Some(task.id()), "the task's id is its result's");
+    assert_eq!(actor_id, None);
+    assert_ne!(pid, std::process::id(), "in a worker");
+    assert_eq!(resources, vec![("CPU".to_owned(), 2.0)]);
+    assert_eq!(node, driver.node_id.to_string());
+    let locator = Locator::options().num_cpus(1.0).remote().unwrap();
+    let call = locator.where_am_i();
+    let (task_id, actor_id, _, resources, _) = call.get().unwrap();
+    assert_eq!(task_id, Some(call.id()));
+    assert_eq!(actor_id, Some(locator.actor_id().to_string()));
+    assert_eq!(resources, vec![("CPU".to_owned(), 1.0)]);
+    assert!(manta::kill(&locator).unwrap());
+}
+
 #[test]
 fn two_hundred_actors_are_created_and_each_called_once() {
     cluster();

@@ -108,6 +108,15 @@ pub struct PushTask {
     pub args: Vec<TaskArg>,
     /// The id a large return value is stored under.
     pub return_id: WireId,
+    /// CPUs its lease holds (what the task sees as assigned).
+    #[serde(default)]
+    pub cpus: f64,
+    /// GPUs its lease holds.
+    #[serde(default)]
+    pub gpus: f64,
+    /// Custom resources its lease holds.
+    #[serde(default)]
+    pub custom: Vec<(String, f64)>,
 }
 wire_message!(PushTask => Result<TaskOutput, TaskFailure>, id = 300);
 
@@ -203,6 +212,9 @@ pub struct StartActor {
     pub args: Vec<TaskArg>,
     /// Calls running at once at most.
     pub max_concurrency: u32,
+    /// What the actor holds for its life (name, amount).
+    #[serde(default)]
+    pub resources: Vec<(String, f64)>,
 }
 wire_message!(StartActor => Result<(), TaskFailure>, id = 310);
 

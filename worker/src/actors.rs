@@ -371,7 +371,7 @@ pub fn kill<A: ActorClass>(handle: &ActorHandle<A>) -> Result<bool, ActorError> 
 /// saying the actor exited; calls running concurrently finish first; the actor is not
 /// restarted, whatever its `max_restarts`. Outside an actor's method it is an error.
 pub fn exit_actor() -> Result<std::convert::Infallible, ActorError> {
-    if !crate::registry::in_actor() {
+    if !crate::context::in_actor() {
         return Err(ActorError::Invalid(
             "manta::exit_actor() can only be called from an actor's method".into(),
         ));
@@ -413,6 +413,8 @@ pub(crate) struct ActorClient {
     /// The origin of the core's clock.
     origin: Instant,
     inner: Mutex<ClientInner>,
+    /// Signalled when the caller epoch changes (the drain abandons stale sends).
+    epoch_ended: tokio::sync::Notify,
 }
 
 /// The core and what the shell keeps beside it, under one lock.
@@ -449,6 +451,8 @@ struct Outgoing {
     executor: ActorRef<Executor>,
     request: ActorCall,
     on_answer: Box<dyn FnOnce(Reply) + Send>,
+    /// The caller epoch it was numbered in: once that is over, the send is dropped.
+    epoch: u64,
 }
 
 /// What the shell does outside the lock for a command of the core.
@@ -476,6 +480,7 @@ fn client(core: &Arc<CoreWorker>, handle: &RawActorHandle) -> Arc<ActorClient> {
         label: format!("{}({})", handle.class, &handle.id().to_string()[..8]).into(),
         caller,
         origin: Instant::now(),
+        epoch_ended: tokio::sync::Notify::new(),
         inner: Mutex::new(ClientInner {
             core: ActorClientCore::new(ClientConfig { verdict_wait: crate::submit::DEATH_VERDICT_WAIT }),
             next_call: 0,
@@ -561,8 +566,12 @@ impl ActorClient {
         let now = self.now();
         let (output, effects, idle) = {
             let mut inner = self.inner.lock();
+            let epoch = inner.core.current_epoch();
             let output = event(&mut inner, now);
             let effects = self.effects(core, &mut inner);
+            if epoch.is_some() && inner.core.current_epoch() != epoch {
+                self.epoch_ended.notify_waiters();
+            }
             (output, effects, inner.idle_lifetime())
         };
         for effect in effects {
@@ -618,6 +627,7 @@ impl ActorClient {
                             executor: executor.clone(),
                             request,
                             on_answer: Box::new(on_answer),
+                            epoch,
                         });
                     } else if let Err((request, on_answer)) = executor.try_start_ask_with(request, on_answer)
                     {
@@ -628,6 +638,7 @@ impl ActorClient {
                             executor,
                             request,
                             on_answer: Box::new(on_answer),
+                            epoch,
                         });
                         inner.draining = true;
                         effects.push(Effect::Drain);
@@ -751,8 +762,20 @@ impl ActorClient {
                             inner.draining = next.is_some();
                             next
                         };
-                        let Some(Outgoing { executor, request, on_answer }) = next else { break };
-                        executor.start_ask_with(request, on_answer).await;
+                        let Some(Outgoing { executor, request, on_answer, epoch }) = next else { break };
+                        // A send for an epoch that is over is stale (its call was decided); one
+                        // still connecting to a worker that died is abandoned when the epoch
+                        // ends, so that sends to the next incarnation do not wait behind it.
+                        let ended = client.epoch_ended.notified();
+                        tokio::pin!(ended);
+                        ended.as_mut().enable();
+                        if client.inner.lock().core.current_epoch() != Some(epoch) {
+                            continue;
+                        }
+                        tokio::select! {
+                            () = executor.start_ask_with(request, on_answer) => {}
+                            () = ended => {}
+                        }
                     }
                 });
             }

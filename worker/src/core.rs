@@ -55,6 +55,8 @@ mod env {
     pub(super) const JOB_ID: &str = "MANTA_JOB_ID";
     pub(super) const INLINE_MAX: &str = "MANTA_INLINE_BYTES_MAX";
     pub(super) const NAMESPACE: &str = "MANTA_NAMESPACE";
+    /// The id of the node (raylet) the worker belongs to, as hex.
+    pub(super) const NODE_ID: &str = "MANTA_NODE_ID";
 }
 
 /// Starting the runtime failed.
@@ -257,6 +259,8 @@ pub(crate) struct CoreWorker {
     /// This process's address as owners are named (parsed once).
     pub(crate) owner_address: OwnerAddress,
     id_prefix: [u8; 12],
+    /// The node this process belongs to.
+    pub(crate) node_id: NodeId,
     next_id: AtomicU64,
 }
 
@@ -771,6 +775,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         (env::JOB_ID.to_owned(), job.0.to_string()),
         (env::INLINE_MAX.to_owned(), config.inline_bytes_max.to_string()),
         (env::NAMESPACE.to_owned(), config.namespace.clone()),
+        (env::NODE_ID.to_owned(), head.node_id.to_string()),
         ("MANTA_MAX_RETRIES".to_owned(), config.max_retries.to_string()),
         ("MANTA_TASKS_IN_FLIGHT".to_owned(), config.max_tasks_in_flight_per_worker.unwrap_or(0).to_string()),
     ];
@@ -792,6 +797,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         max_retries: config.max_retries,
         worker_id: None,
         id_prefix: id_prefix(&node_id),
+        node_id,
         next_id: AtomicU64::new(1),
         node,
     };
@@ -894,6 +900,7 @@ fn worker_main(fingerprint: u64) -> ! {
             max_retries,
             worker_id: Some(worker),
             id_prefix: id_prefix(&node_id),
+            node_id: parsed(env::NODE_ID)?,
             next_id: AtomicU64::new(1),
             node,
         };

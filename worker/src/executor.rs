@@ -216,7 +216,13 @@ fn run_task(
     task: PushTask,
 ) -> impl std::future::Future<Output = Result<TaskOutput, TaskFailure>> + Send + 'static {
     let pid = std::process::id();
-    let PushTask { function: name, args, return_id } = task;
+    let PushTask { function: name, args, return_id, cpus, gpus, custom } = task;
+    let mut assigned: Vec<(String, f64)> = [("CPU", cpus), ("GPU", gpus)]
+        .into_iter()
+        .filter(|(_, amount)| *amount > 0.0)
+        .map(|(name, amount)| (name.to_owned(), amount))
+        .collect();
+    assigned.extend(custom);
     // Handed to the task thread now, not when the answer is first polled: tasks run in the
     // order they arrived.
     let queued = (|| {
@@ -232,7 +238,11 @@ fn run_task(
             let mut invocation = invocation;
             let started = std::time::Instant::now();
             let ran = core::within(&runs_for, || {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (function.invoke)(&mut invocation)))
+                crate::context::as_task(return_id, assigned, || {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        (function.invoke)(&mut invocation)
+                    }))
+                })
             });
             // The arguments' pins go before the answer: once the caller sees the result, the
             // store can free them at once (a `put` right after the `get` must find the room).
@@ -273,10 +283,10 @@ impl Handler<StartActor> for Executor {
         let (calls, receiver) = mpsc::unbounded_channel();
         let core = self.core.upgrade();
         let max_concurrency = request.max_concurrency.max(1) as usize;
-        let (args, actor_id) = (request.args, request.actor_id);
+        let (args, actor_id, held) = (request.args, request.actor_id, request.resources);
         let spawned = std::thread::Builder::new()
             .name(format!("manta-actor-{}", class.name.rsplit("::").next().unwrap_or(class.name)))
-            .spawn(move || host_actor(core, actor_id, class, args, max_concurrency, ready, receiver));
+            .spawn(move || host_actor(core, (actor_id, held), class, args, max_concurrency, ready, receiver));
         if let Err(error) = spawned {
             return Box::pin(std::future::ready(Err(failure(format!("no thread for the actor: {error}")))));
         }
@@ -341,7 +351,7 @@ fn hand_over_answering(hosts: &Hosts, call: ActorCall, reply: Replier) {
 /// The life of one hosted actor, on its own thread.
 fn host_actor(
     core: Option<Arc<CoreWorker>>,
-    actor_id: ActorId,
+    (actor_id, held): (ActorId, Vec<(String, f64)>),
     class: &'static ActorClassEntry,
     args: Vec<TaskArg>,
     max_concurrency: usize,
@@ -350,10 +360,10 @@ fn host_actor(
 ) {
     let pid = std::process::id();
     let failure = |message: String| TaskFailure::new(format!("{}.new", class.name), pid, message);
-    registry::enter_actor_thread();
+    crate::context::enter_actor(actor_id, held.clone());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_start(registry::enter_actor_thread)
+        .on_thread_start(move || crate::context::enter_actor(actor_id, held.clone()))
         .build()
     {
         Ok(runtime) => runtime,
@@ -490,7 +500,7 @@ async fn run_call(
         return Some(Err(failure(RunError::NoMethod { class: class.name, method })));
     };
     let started = std::time::Instant::now();
-    let output = match registry::catch_unwind(running).await {
+    let output = match crate::context::as_call(return_id, registry::catch_unwind(running)).await {
         Ok(Ok(output)) => output,
         Ok(Err(InvokeError::ActorExit)) | Err(InvokeError::ActorExit) => return None,
         Ok(Err(error)) | Err(error) => return Some(Err(failure(RunError::Invoke(error)))),

@@ -10,6 +10,7 @@ mod actors;
 mod api;
 mod buffer;
 mod codec;
+mod context;
 mod core;
 mod executor;
 mod objects;
@@ -29,6 +30,7 @@ pub use api::{
 };
 pub use buffer::{Buffer, Element};
 pub use codec::CodecError;
+pub use context::{get_runtime_context, RuntimeContext};
 pub use error::{ActorError, TaskError};
 pub use executor::{Executor, EXECUTOR_NAME};
 pub use manta_raylet::SchedulingStrategy;
@@ -234,5 +236,5 @@ pub mod __export {
 pub mod state {
     pub use crate::api::{list_actors, list_named_actors, list_workers, NamedActor};
     pub use manta_gcs::wire::{ActorInfo, ActorState, WorkerInfo};
-    pub use manta_proto::ActorId;
+    pub use manta_proto::{ActorId, JobId, NodeId, ObjectId};
 }

@@ -120,21 +120,6 @@ pub enum InvokeError {
 /// The payload [`exit_actor`](crate::exit_actor) unwinds an actor's method with.
 pub(crate) struct ExitActor;
 
-thread_local! {
-    /// Whether this thread runs an actor's methods (its own thread, or its blocking pool's).
-    static IN_ACTOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Marks the current thread as one that runs an actor's methods.
-pub(crate) fn enter_actor_thread() {
-    IN_ACTOR.with(|flag| flag.set(true));
-}
-
-/// Whether the current thread runs an actor's methods.
-pub(crate) fn in_actor() -> bool {
-    IN_ACTOR.with(std::cell::Cell::get)
-}
-
 /// What a caught panic means: an actor's requested exit, or a panic.
 fn unwound(panic: Box<dyn std::any::Any + Send>) -> InvokeError {
     if panic.is::<ExitActor>() {
@@ -197,9 +182,13 @@ where
             Err(panic) => Err(unwound(panic)),
         };
     }
-    match tokio::task::spawn_blocking(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)))
-        .await
-    {
+    let call = crate::context::current_call();
+    let blocking = move || {
+        crate::context::in_blocking_call(call, || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(body))
+        })
+    };
+    match tokio::task::spawn_blocking(blocking).await {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => Err(unwound(panic)),
         Err(error) => Err(InvokeError::Panicked { message: error.to_string() }),

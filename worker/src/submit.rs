@@ -111,6 +111,8 @@ struct Payload {
     function: &'static str,
     args: Vec<TaskArg>,
     _holds: Vec<RawRef>,
+    /// What its lease holds: CPUs, GPUs, custom resources (told to the task).
+    assigned: (f64, f64, Vec<(String, f64)>),
 }
 
 /// How pushes reach a leased worker, and how its death is learnt.
@@ -191,6 +193,9 @@ impl Inner {
                             function: payload.function.to_owned(),
                             args: payload.args.clone(),
                             return_id: task,
+                            cpus: payload.assigned.0,
+                            gpus: payload.assigned.1,
+                            custom: payload.assigned.2.clone(),
                         });
                         match (message, self.links.get(&request)) {
                             (Some(message), Some(link)) => effects.push(Effect::Push {
@@ -383,16 +388,18 @@ async fn drain(core: Arc<CoreWorker>) {
         // other.
         let batch = std::mem::take(&mut *core.submitter.incoming.lock());
         for Incoming { id, function, args, shape, retries } in batch {
+            let assigned = shape.amounts();
             inner.core.submit(id, shape, retries);
             if !args.iter().all(|ArgSpec(argument)| argument.is_small_value(core.inline_bytes_max)) {
-                inner.payloads.insert(id, Payload { function, args: Vec::new(), _holds: Vec::new() });
+                let payload = Payload { function, args: Vec::new(), _holds: Vec::new(), assigned };
+                inner.payloads.insert(id, payload);
                 waiting.push((id, function, args));
                 continue;
             }
             // Small values only: resolving does not wait.
             match resolve_args(&core, function, args).now_or_never() {
                 Some(Ok((args, holds))) => {
-                    inner.payloads.insert(id, Payload { function, args, _holds: holds });
+                    inner.payloads.insert(id, Payload { function, args, _holds: holds, assigned });
                     inner.core.resolved(now, id);
                 }
                 Some(Err(error)) => {

@@ -186,6 +186,7 @@ impl ManagerCore {
                     class: entry.spec.info.class.clone(),
                     args: entry.spec.args.clone(),
                     max_concurrency: entry.spec.max_concurrency,
+                    resources: held_resources(&entry.spec),
                 };
                 entry.phase = Phase::Starting { lease, address: address.clone(), pid };
                 self.commands.push(Command::StartActor { lease, address, start });
@@ -298,6 +299,18 @@ impl ManagerCore {
             self.commands.push(Command::MarkDead { actor, cause });
         }
     }
+}
+
+/// What an actor holds for its life, as its methods see it assigned.
+fn held_resources(spec: &ActorSpec) -> Vec<(String, f64)> {
+    let mut held = Vec::new();
+    for (name, amount) in [("CPU", spec.num_cpus), ("GPU", spec.num_gpus)] {
+        if amount > 0.0 {
+            held.push((name.to_owned(), amount));
+        }
+    }
+    held.extend(spec.resources.iter().filter(|(_, amount)| *amount > 0.0).cloned());
+    held
 }
 
 #[cfg(test)]

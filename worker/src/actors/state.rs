@@ -201,6 +201,15 @@ impl ActorClientCore {
         out.append(&mut self.commands);
     }
 
+    /// The caller epoch sends go to now, if any (a send queued for an earlier one is stale:
+    /// its call was decided when that epoch ended).
+    pub fn current_epoch(&self) -> Option<u64> {
+        match &self.target {
+            Target::Alive(epoch) => Some(epoch.epoch),
+            _ => None,
+        }
+    }
+
     /// Calls not yet decided.
     pub fn undecided(&self) -> usize {
         self.calls.len()

@@ -1,0 +1,108 @@
+//! What the code that runs knows about where it runs (Ray's `ray.get_runtime_context()`): the
+//! job, the node, the worker process, the task or actor call running, the actor hosting it and
+//! the resources assigned to it.
+//!
+//! A task records itself on the task thread while it runs; an actor records itself on every
+//! thread that runs its methods (its own and its blocking pool's); an actor call records itself
+//! in the async task that runs it (a task-local, so concurrent calls of an async actor each see
+//! their own), handed to the blocking pool's thread for a threaded actor's method.
+
+use std::cell::RefCell;
+use std::future::Future;
+
+use manta_proto::{ActorId, JobId, NodeId, ObjectId};
+
+use crate::core;
+use crate::error::TaskError;
+
+/// Where the calling code runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeContext {
+    /// The job (the driver) the code runs for.
+    pub job_id: JobId,
+    /// The node this process belongs to.
+    pub node_id: NodeId,
+    /// This process.
+    pub worker_pid: u32,
+    /// The task or actor call running (named by the object its result goes to); `None` in
+    /// the driver and in an actor's constructor.
+    pub task_id: Option<ObjectId>,
+    /// The actor whose method runs, if any.
+    pub actor_id: Option<ActorId>,
+    /// The resources the running task or actor holds (name, amount); empty in the driver.
+    pub assigned_resources: Vec<(String, f64)>,
+}
+
+/// Resources by name, with their amounts.
+type Resources = Vec<(String, f64)>;
+
+thread_local! {
+    /// The task running on this thread, and what its lease holds.
+    static TASK: RefCell<Option<(ObjectId, Resources)>> = const { RefCell::new(None) };
+    /// The actor whose methods this thread runs, and what it holds.
+    static ACTOR: RefCell<Option<(ActorId, Resources)>> = const { RefCell::new(None) };
+    /// The actor call a blocking-pool thread runs for (handed over from its async task).
+    static BLOCKING_CALL: RefCell<Option<ObjectId>> = const { RefCell::new(None) };
+}
+
+tokio::task_local! {
+    /// The actor call an async task runs.
+    static CALL: ObjectId;
+}
+
+/// Runs `body` as task `task` holding `resources` (on the task thread).
+pub(crate) fn as_task<T>(task: ObjectId, resources: Resources, body: impl FnOnce() -> T) -> T {
+    TASK.with(|current| *current.borrow_mut() = Some((task, resources)));
+    let output = body();
+    TASK.with(|current| *current.borrow_mut() = None);
+    output
+}
+
+/// Marks this thread as one that runs the methods of `actor`, holding `resources`.
+pub(crate) fn enter_actor(actor: ActorId, resources: Resources) {
+    ACTOR.with(|current| *current.borrow_mut() = Some((actor, resources)));
+}
+
+/// Whether this thread runs an actor's methods.
+pub(crate) fn in_actor() -> bool {
+    ACTOR.with(|current| current.borrow().is_some())
+}
+
+/// Runs `call` as actor call `id`.
+pub(crate) async fn as_call<F: Future>(id: ObjectId, call: F) -> F::Output {
+    CALL.scope(id, call).await
+}
+
+/// The actor call running here, to hand to a blocking-pool thread.
+pub(crate) fn current_call() -> Option<ObjectId> {
+    CALL.try_with(|id| *id).ok().or_else(|| BLOCKING_CALL.with(|call| *call.borrow()))
+}
+
+/// Runs `body` (on a blocking-pool thread) as actor call `call`.
+pub(crate) fn in_blocking_call<T>(call: Option<ObjectId>, body: impl FnOnce() -> T) -> T {
+    BLOCKING_CALL.with(|current| *current.borrow_mut() = call);
+    let output = body();
+    BLOCKING_CALL.with(|current| *current.borrow_mut() = None);
+    output
+}
+
+/// Where the calling code runs: its job, node, process, task or actor call, actor, and the
+/// resources assigned to it (Ray's `ray.get_runtime_context()`).
+pub fn get_runtime_context() -> Result<RuntimeContext, TaskError> {
+    let core = core::current()?;
+    let task = TASK.with(|current| current.borrow().clone());
+    let actor = ACTOR.with(|current| current.borrow().clone());
+    let (task_id, actor_id, assigned_resources) = match (task, actor) {
+        (Some((task, resources)), _) => (Some(task), None, resources),
+        (None, Some((actor, resources))) => (current_call(), Some(actor), resources),
+        (None, None) => (None, None, Vec::new()),
+    };
+    Ok(RuntimeContext {
+        job_id: core.job,
+        node_id: core.node_id,
+        worker_pid: std::process::id(),
+        task_id,
+        actor_id,
+        assigned_resources,
+    })
+}
