@@ -33,9 +33,21 @@ pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>, Tas
         let failed = |table: &RefTable, reference: &ObjectRef<T>| {
             matches!(table.state(reference.raw.id), Some(State::Failed(_)))
         };
+        // Amortised over the wake-ups: the refs before `cursor` are settled for good, and the
+        // whole list is searched for a failure only when some object failed since the last look.
+        let (mut cursor, mut failures_seen) = (0, None);
         core.wait_for_reporting(None, |table| {
-            refs.iter().all(|reference| settled(table, reference))
-                || refs.iter().any(|reference| failed(table, reference))
+            let failures = core.objects.failures();
+            if failures_seen != Some(failures) {
+                failures_seen = Some(failures);
+                if refs.iter().any(|reference| failed(table, reference)) {
+                    return true;
+                }
+            }
+            while cursor < refs.len() && settled(table, &refs[cursor]) {
+                cursor += 1;
+            }
+            cursor == refs.len()
         });
         if let Some(State::Failed(error)) = refs
             .iter()
@@ -72,7 +84,11 @@ pub fn wait<T>(
             refs.len()
         )));
     }
-    let mut seen = std::collections::HashSet::with_capacity(refs.len());
+    // The ids' own cheap hash: `wait` over 1,000 refs is called 1,000 times in a row.
+    let mut seen = std::collections::HashSet::with_capacity_and_hasher(
+        refs.len(),
+        crate::objects::state::IdHashing::default(),
+    );
     if let Some(twice) = refs.iter().find(|reference| !seen.insert(reference.raw.id)) {
         return Err(invalid(format!(
             "the refs must be unique: object {} appears more than once",
@@ -86,23 +102,26 @@ pub fn wait<T>(
     let ready = |table: &RefTable, reference: &ObjectRef<T>| {
         table.state(reference.raw.id).is_none_or(|state| !matches!(state, State::Pending))
     };
+    // Each wake-up looks only at the refs not seen ready yet.
+    let mut pending: Vec<usize> = (0..refs.len()).collect();
     core.wait_for_reporting(deadline, |table| {
-        refs.iter().filter(|reference| ready(table, reference)).count() >= num_returns
+        pending.retain(|index| !ready(table, &refs[*index]));
+        refs.len() - pending.len() >= num_returns
     });
-    // A ref that became ready since the wait ended may be counted: states only leave `Pending`.
+    // Split as the last look under the lock saw them (`pending` kept their order).
     let mut taken = 0;
-    let (mut done, mut pending) = (Vec::new(), Vec::new());
-    for reference in refs {
-        let is_ready =
-            core.objects.state(reference.raw.id).is_none_or(|state| !matches!(state, State::Pending));
+    let mut not_ready = pending.into_iter().peekable();
+    let (mut done, mut rest) = (Vec::new(), Vec::new());
+    for (index, reference) in refs.iter().enumerate() {
+        let is_ready = not_ready.next_if_eq(&index).is_none();
         if is_ready && taken < num_returns {
             taken += 1;
             done.push(reference.clone());
         } else {
-            pending.push(reference.clone());
+            rest.push(reference.clone());
         }
     }
-    Ok((done, pending))
+    Ok((done, rest))
 }
 
 /// Cancels the task producing `reference` if it has not started running; its `get` then fails

@@ -52,6 +52,9 @@ pub(crate) struct ObjectTable {
     table: Mutex<RefTable>,
     changed: Condvar,
     notify: tokio::sync::Notify,
+    /// Objects that failed so far (counted under the table's lock): a waiter for many refs
+    /// looks for a failure among them only when this moved.
+    failures: std::sync::atomic::AtomicU64,
 }
 
 impl ObjectTable {
@@ -61,6 +64,7 @@ impl ObjectTable {
             table: Mutex::new(RefTable::new(own)),
             changed: Condvar::new(),
             notify: tokio::sync::Notify::new(),
+            failures: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -80,7 +84,13 @@ impl ObjectTable {
         id: ObjectId,
         outcome: Result<(Value, Vec<RefWire>), TaskError>,
     ) -> Released {
-        let released = self.with(|table| table.complete(id, outcome));
+        let failed = outcome.is_err();
+        let released = self.with(|table| {
+            table.complete(id, outcome);
+            if failed {
+                self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
         self.wake();
         released
     }
@@ -92,8 +102,22 @@ impl ObjectTable {
 
     /// A borrowed object's value arrived from its owner.
     pub(crate) fn fetched(&self, id: ObjectId, state: State) {
-        self.table.lock().fetched(id, state);
+        let failed = matches!(state, State::Failed(_));
+        let mut table = self.table.lock();
+        table.fetched(id, state);
+        if failed {
+            self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        drop(table);
         self.wake();
+    }
+
+    /// Objects that failed so far; read under the table's lock (in a [`wait_for`] condition)
+    /// it is exact.
+    ///
+    /// [`wait_for`]: ObjectTable::wait_for
+    pub(crate) fn failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn wake(&self) {
