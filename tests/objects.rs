@@ -128,7 +128,10 @@ fn objects_live_exactly_as_long_as_their_references() {
     // A worker's own object, returned nested in a result, outlives the task: this driver
     // borrows it from the worker.
     let from_worker: Vec<ObjectRef<u64>> = make_nested::remote(99).get().unwrap();
-    assert_eq!(from_worker[0].get().unwrap(), 99);
+    // Regression: the raylet reaped the idle worker after 1 s, and the object died with its
+    // owner. An owner of objects still referenced is kept (Ray). The wait is the idle timeout's.
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(from_worker[0].get_timeout(Duration::from_secs(60)).unwrap(), 99);
     drop(from_worker);
     wait_until("every owned object is freed", || manta::local_object_counts().0 == owned_baseline);
     assert_eq!(manta::local_object_counts().1, 0, "no borrowed entry is left");

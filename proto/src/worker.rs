@@ -484,8 +484,14 @@ crate::service::protocol!(
 
 crate::service::protocol!(
     /// A worker's executor (`worker/executor`): tasks and actor calls.
-    Executor = "executor": PushTask, StartActor, ActorCall,
+    Executor = "executor": PushTask, StartActor, ActorCall, MayExit,
 );
+
+/// The raylet would end this idle worker: may it? `false` while it owns objects something still
+/// references (Ray: an owner is not reaped, or its objects would be lost with it).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MayExit;
+wire_message!(MayExit => bool, id = 330);
 
 #[cfg(test)]
 mod tests {

@@ -66,8 +66,14 @@ pub enum Command {
         /// The id it registers under.
         worker: WorkerId,
     },
-    /// Kill a worker process (idle too long, or never registered).
+    /// Kill a worker process (it may exit, or never registered).
     KillWorker {
+        /// Which.
+        worker: WorkerId,
+    },
+    /// Ask an idle worker whether it may exit (it may own objects still referenced); answer
+    /// with [`LeaseManager::retire_answered`].
+    RetireWorker {
         /// Which.
         worker: WorkerId,
     },
@@ -117,9 +123,17 @@ pub enum LeaseReply {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WorkerState {
-    Starting { since_ms: u64 },
-    Idle { since_ms: u64 },
-    Leased { lease: LeaseId },
+    Starting {
+        since_ms: u64,
+    },
+    Idle {
+        since_ms: u64,
+    },
+    Leased {
+        lease: LeaseId,
+    },
+    /// Idle too long, asked whether it may exit (it may own objects still in use).
+    Retiring,
 }
 
 #[derive(Debug, Clone)]
@@ -428,13 +442,34 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
                 WorkerState::Starting { since_ms } => {
                     now_ms.saturating_sub(*since_ms) >= self.config.register_timeout_ms
                 }
-                WorkerState::Leased { .. } => false,
+                WorkerState::Leased { .. } | WorkerState::Retiring => false,
             })
             .map(|(worker, _)| *worker)
             .collect();
         for worker in expired {
+            if matches!(self.workers.get(&worker), Some(WorkerState::Idle { .. })) {
+                // Ray: an idle worker that owns objects still in use is not reaped.
+                self.workers.insert(worker, WorkerState::Retiring);
+                self.commands.push(Command::RetireWorker { worker });
+            } else {
+                self.workers.remove(&worker);
+                self.commands.push(Command::KillWorker { worker });
+            }
+        }
+        self.dispatch(now_ms);
+    }
+
+    /// The answer to a [`Command::RetireWorker`]: the worker exits (killed), or, owning objects
+    /// still in use, goes back to the idle pool (asked again after another idle period).
+    pub fn retire_answered(&mut self, now_ms: u64, worker: WorkerId, may_exit: bool) {
+        if self.workers.get(&worker) != Some(&WorkerState::Retiring) {
+            return;
+        }
+        if may_exit {
             self.workers.remove(&worker);
             self.commands.push(Command::KillWorker { worker });
+        } else {
+            self.workers.insert(worker, WorkerState::Idle { since_ms: now_ms });
         }
         self.dispatch(now_ms);
     }
@@ -650,6 +685,34 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_worker_that_owns_objects_in_use_is_not_reaped() {
+        let mut leases = manager(1);
+        request(&mut leases, 0, 1, 1);
+        leases.worker_registered(1, WorkerId(1));
+        leases.poll_commands();
+        assert!(leases.return_lease(2, LeaseId(1), true));
+        leases.tick(2 + 1_000);
+        assert_eq!(leases.poll_commands(), vec![Command::RetireWorker { worker: WorkerId(1) }]);
+        leases.tick(3_000);
+        assert!(leases.poll_commands().is_empty(), "asked once, not killed meanwhile");
+        // It owns objects still in use: it stays, and takes the next lease.
+        leases.retire_answered(3_001, WorkerId(1), false);
+        request(&mut leases, 3_002, 2, 1);
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply { lease: LeaseId(2), reply: LeaseReply::Granted { worker: WorkerId(1) } }]
+        );
+        assert!(leases.return_lease(3_003, LeaseId(2), true));
+        // Asked again after another idle period; now it may go.
+        leases.tick(4_003);
+        assert_eq!(leases.poll_commands(), vec![Command::RetireWorker { worker: WorkerId(1) }]);
+        leases.retire_answered(4_004, WorkerId(1), true);
+        assert_eq!(leases.poll_commands(), vec![Command::KillWorker { worker: WorkerId(1) }]);
+        leases.retire_answered(4_005, WorkerId(1), false);
+        assert!(leases.poll_commands().is_empty(), "a late answer changes nothing");
+    }
+
+    #[test]
     fn an_infeasible_request_waits_for_a_node_that_fits_when_asked_to() {
         let config = PoolConfig { wait_when_infeasible: true, ..PoolConfig::default() };
         let mut leases = LeaseManager::new(NodeId([1; 16]), cpus(1), DefaultPolicy::default(), config);
@@ -757,7 +820,9 @@ mod tests {
                         leases.worker_exited(now, worker, "not started: No such file or directory");
                     }
                     Command::Reply { lease, reply } => replies.push((lease, reply)),
-                    Command::KillWorker { .. } | Command::WaitingInfeasible { .. } => {}
+                    Command::KillWorker { .. }
+                    | Command::WaitingInfeasible { .. }
+                    | Command::RetireWorker { .. } => {}
                 }
             }
         }
@@ -812,6 +877,9 @@ mod tests {
         assert!(leases.poll_commands().is_empty(), "worker 1 is leased; worker 2 still has time to register");
         leases.return_lease(1_600, LeaseId(2), true);
         leases.tick(2_700);
+        // Idle too long: asked whether it may exit (it may own objects), then killed.
+        assert_eq!(leases.poll_commands(), vec![Command::RetireWorker { worker: WorkerId(1) }]);
+        leases.retire_answered(2_701, WorkerId(1), true);
         assert_eq!(leases.poll_commands(), vec![Command::KillWorker { worker: WorkerId(1) }]);
         leases.tick(60_000);
         assert_eq!(leases.poll_commands(), vec![Command::KillWorker { worker: WorkerId(2) }]);
@@ -893,6 +961,7 @@ mod tests {
             let mut answered = std::collections::BTreeSet::new();
             let mut died = std::collections::BTreeSet::new();
             let mut holding: BTreeMap<LeaseId, WorkerId> = BTreeMap::new();
+            let mut retiring: Vec<WorkerId> = Vec::new();
             let mut started: Vec<WorkerId> = Vec::new();
             for event in events {
                 now += 7;
@@ -933,6 +1002,8 @@ mod tests {
                         Command::StartWorker { worker } => started.push(worker),
                         Command::KillWorker { worker } => started.retain(|known| *known != worker),
                         Command::WaitingInfeasible { .. } => {}
+                        // An idle worker owns nothing in this model: it may always exit.
+                        Command::RetireWorker { worker } => retiring.push(worker),
                         Command::Reply { lease, reply } => match reply {
                             LeaseReply::Granted { worker } => {
                                 prop_assert!(!holding.values().any(|held| *held == worker), "worker granted twice");
@@ -951,6 +1022,10 @@ mod tests {
                             }
                         },
                     }
+                }
+                // Half the idle workers own objects still in use and stay; the others exit.
+                for worker in retiring.drain(..) {
+                    leases.retire_answered(now, worker, worker.0 % 2 == 0);
                 }
                 let mut total = leases.resources().available.clone();
                 for lease in holding.keys() {

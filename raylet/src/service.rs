@@ -78,6 +78,8 @@ pub struct RayletActor {
     worker_env: Vec<(String, String)>,
     reports: Option<WorkerReports>,
     node_id: manta_transport::NodeId,
+    /// This node's presence on the bus (to ask workers).
+    node: Node,
     workers: HashMap<WorkerId, WorkerProcess>,
     /// Worker processes started and not reaped yet, by pid (killed ones stay until reaped).
     children: HashMap<u32, WorkerId>,
@@ -111,6 +113,29 @@ impl Message for WorkerExited {
 
 /// A child process changed state (`SIGCHLD`): reap those that exited.
 struct Reap;
+
+/// A worker's answer to `MayExit` (or `true` when it could not answer).
+struct Retired {
+    worker: WorkerId,
+    may_exit: bool,
+}
+
+impl Message for Retired {
+    type Result = ();
+}
+
+impl Handler<Retired> for RayletActor {
+    type Result = ();
+
+    fn handle(&mut self, answer: Retired, ctx: &mut Context<Self>) {
+        let now = self.now_ms();
+        self.leases.retire_answered(now, answer.worker, answer.may_exit);
+        self.perform(ctx);
+    }
+}
+
+/// How long an idle worker has to say whether it may exit.
+const MAY_EXIT_WAIT: Duration = Duration::from_secs(5);
 
 impl Message for Reap {
     type Result = ();
@@ -157,6 +182,8 @@ impl RayletActor {
         crate::limits::raise_open_files_limit();
         let node_id = node.node_id();
         let raylet_address = node.local_addr().to_string();
+        // Held as the actor manager holds it: the node lives as long as its services.
+        let bus = node.clone();
         let raylet =
             spawn(node.arbiter(), SpawnOptions::named(RAYLET_NAME).max_restarts(0), move || RayletActor {
                 leases: LeaseManager::new(node_id, total.clone(), DefaultPolicy::default(), pool.clone()),
@@ -166,6 +193,7 @@ impl RayletActor {
                 worker_env: worker_env.clone(),
                 reports: reports.clone(),
                 node_id,
+                node: bus.clone(),
                 workers: HashMap::new(),
                 children: HashMap::new(),
                 reap_each_tick: false,
@@ -200,6 +228,24 @@ impl RayletActor {
         for command in self.leases.poll_commands() {
             match command {
                 Command::StartWorker { worker } => self.start_worker(worker, ctx),
+                Command::RetireWorker { worker } => {
+                    let address = self.workers.get(&worker).and_then(|process| process.address.clone());
+                    let executor = address
+                        .and_then(|address| address.parse().ok())
+                        .map(|address| self.node.service::<manta_proto::worker::Executor>(address));
+                    let raylet = ctx.address();
+                    tokio::spawn(async move {
+                        // A worker that cannot answer is not serving anything worth keeping.
+                        let may_exit = match executor {
+                            Some(executor) => executor
+                                .ask_timeout(manta_proto::worker::MayExit, MAY_EXIT_WAIT)
+                                .await
+                                .unwrap_or(true),
+                            None => true,
+                        };
+                        raylet.do_send(Retired { worker, may_exit });
+                    });
+                }
                 Command::WaitingInfeasible { lease } => {
                     let demand =
                         self.waiting.get(&lease).map(|(_, demand)| demand.clone()).unwrap_or_default();

@@ -1011,6 +1011,11 @@ impl World {
                     Command::Reply { lease, reply } => self.answer(node, lease, reply),
                     // The simulated raylets fail infeasible requests at once (the default).
                     Command::WaitingInfeasible { .. } => {}
+                    // Simulated workers own no objects: an idle one may always exit.
+                    Command::RetireWorker { worker } => {
+                        let now = self.now;
+                        self.nodes[node].leases.retire_answered(now, worker, true);
+                    }
                 }
             }
         }

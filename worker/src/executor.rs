@@ -28,7 +28,7 @@ use crate::error::TaskError;
 use crate::objects::Value;
 use crate::registry::{self, ActorClassEntry, Invocation, InvokeError, Output};
 use crate::wire::{
-    ActorCall, KillActor, PushTask, ReturnValue, StartActor, TaskArg, TaskFailure, TaskOutput,
+    ActorCall, KillActor, MayExit, PushTask, ReturnValue, StartActor, TaskArg, TaskFailure, TaskOutput,
 };
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -117,6 +117,7 @@ impl Executor {
             });
         let routes = Routes::new(executor.clone())
             .message::<StartActor>()
+            .message::<MayExit>()
             .inline(move |task| run_task(for_task.upgrade(), task))
             .inline_answering(move |call: ActorCall, reply| {
                 hand_over_answering(&hosts, call, Replier::Wire(reply))
@@ -296,6 +297,17 @@ impl Handler<StartActor> for Executor {
                 .await
                 .unwrap_or_else(|_| Err(failure("the actor's thread ended while it started".to_owned())))
         })
+    }
+}
+
+impl Handler<MayExit> for Executor {
+    type Result = bool;
+
+    /// Yes, unless this process owns objects still referenced (by other processes, or by
+    /// objects elsewhere), or hosts an actor.
+    fn handle(&mut self, _: MayExit, _: &mut Context<Self>) -> bool {
+        let owns = self.core.upgrade().is_some_and(|core| core.objects.counts().0 > 0);
+        !owns && self.hosts.read().is_empty()
     }
 }
 
