@@ -655,6 +655,14 @@ impl ActorClient {
         effects
     }
 
+    /// A call's outcome arrived: its payload, unless the core decided it already, and the
+    /// actor's lifetime to let go of (after completing it) when no call is left.
+    fn outcome_arrived(&self, epoch: u64, seq: u64) -> (Option<Payload>, Option<ObjectRef<()>>) {
+        let mut inner = self.inner.lock();
+        let payload = inner.core.answered(epoch, seq).and_then(|call| inner.payloads.remove(&call));
+        (payload, inner.idle_lifetime())
+    }
+
     /// The callback that takes a call's answer where it arrives (the transport's thread),
     /// without a wake-up of the caller's runtime.
     fn on_answer(
@@ -666,14 +674,8 @@ impl ActorClient {
         let (client, core) = (self.clone(), core.clone());
         move |reply: Reply| match reply {
             Ok(answer) => {
-                let (payload, idle) = {
-                    let mut inner = client.inner.lock();
-                    let payload =
-                        inner.core.answered(epoch, seq).and_then(|call| inner.payloads.remove(&call));
-                    (payload, inner.idle_lifetime())
-                };
                 // `None`: decided already (its incarnation ended first).
-                let Some(payload) = payload else { return };
+                let (Some(payload), idle) = client.outcome_arrived(epoch, seq) else { return };
                 let outcome = match answer {
                     Ok(output) => Ok(output_value(output)),
                     Err(TaskFailure { function, pid, message }) => {
@@ -701,13 +703,7 @@ impl ActorClient {
             // The call itself is at fault (its message does not encode or exceeds the frame
             // limit) or was refused: another incarnation would fare no better.
             Err(error) => {
-                let (payload, idle) = {
-                    let mut inner = client.inner.lock();
-                    let payload =
-                        inner.core.answered(epoch, seq).and_then(|call| inner.payloads.remove(&call));
-                    (payload, inner.idle_lifetime())
-                };
-                let Some(payload) = payload else { return };
+                let (Some(payload), idle) = client.outcome_arrived(epoch, seq) else { return };
                 let function = format!("{}.{}", client.label, payload.method);
                 let error = match error {
                     AskError::Codec(reason) => TaskError::Invalid { function, reason },

@@ -378,26 +378,22 @@ impl ActorClientCore {
             }
             Located::Restarting => self.locate(),
             Located::Dead { cause } => {
-                let calls: Vec<CallNo> = self.unsent.iter().copied().collect();
-                self.unsent.clear();
-                for call in calls {
-                    self.calls.remove(&call);
-                    let error = CallError::ActorDied { cause: cause.clone() };
-                    self.commands.push(Command::Fail { call, error });
-                }
+                self.fail_unsent(|| CallError::ActorDied { cause: cause.clone() });
                 self.target = Target::Dead { cause };
             }
             Located::Unreachable { cause } => {
                 // Every call waiting fails; the next call asks again.
-                let calls: Vec<CallNo> = self.unsent.iter().copied().collect();
-                self.unsent.clear();
-                for call in calls {
-                    self.calls.remove(&call);
-                    let error = CallError::ManagerUnreachable { cause: cause.clone() };
-                    self.commands.push(Command::Fail { call, error });
-                }
+                self.fail_unsent(|| CallError::ManagerUnreachable { cause: cause.clone() });
                 self.target = Target::Unknown;
             }
+        }
+    }
+
+    /// Fails every call not sent, in submission order.
+    fn fail_unsent(&mut self, error: impl Fn() -> CallError) {
+        for call in std::mem::take(&mut self.unsent) {
+            self.calls.remove(&call);
+            self.commands.push(Command::Fail { call, error: error() });
         }
     }
 
