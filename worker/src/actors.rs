@@ -9,15 +9,17 @@
 //! the manager learns it at once (`WatchLease`); the GCS decides between `Restarting` (restarts
 //! left) and `Dead`, and the manager starts a new incarnation or stops.
 //!
-//! Calls: each process has one client per actor. The client resolves each call's arguments in
-//! submission order, numbers the call within the current incarnation (`seq` from 0) and sends
-//! it straight to the actor's worker; the actor runs a caller's calls in `seq` order, so calls
-//! from one caller run in submission order even though they travel concurrently. A call whose
-//! incarnation dies fails with `ActorDied`, or is sent again to the next incarnation while it
-//! has `max_task_retries` left.
+//! Calls: each process has one client per actor, its logic the sans-IO [`state::ActorClientCore`]
+//! (Ray's actor task submitter). It resolves each call's arguments, numbers the call in
+//! submission order, and sends it straight to the actor's worker, numbered within the current
+//! incarnation and caller epoch (`seq` from 0); the actor runs a caller's calls in `seq` order,
+//! so calls from one caller run in submission order even though they travel concurrently. A call
+//! whose incarnation dies fails with `ActorDied`, or is sent again to the next incarnation, in
+//! submission order and ahead of later calls, while it has `max_task_retries` left.
 //!
 //! Lifetime: a non-detached actor's handles share one hidden object owned by the creator; when
-//! it is freed (no handle left anywhere) the creator kills the actor, as Ray does.
+//! it is freed (no handle left anywhere, and no call made through one still undecided: a client
+//! holds it meanwhile) the creator kills the actor, as Ray does.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
