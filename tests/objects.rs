@@ -39,6 +39,12 @@ fn make_nested(value: u64) -> Vec<ObjectRef<u64>> {
     vec![manta::put(value).unwrap()]
 }
 
+/// Frees the objects it borrows.
+#[manta::remote]
+fn free_them(refs: Vec<ObjectRef<u64>>) -> bool {
+    manta::free(&refs).is_ok()
+}
+
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !condition() {
@@ -97,6 +103,27 @@ fn objects_live_exactly_as_long_as_their_references() {
     wait_until("task results and large arguments are freed", || {
         manta::object_store_stats().unwrap().used_bytes == baseline.used_bytes
     });
+    // `manta::free` deletes a value while refs to it remain: gets and dependent tasks fail
+    // with `ObjectFreed`, and the memory is back at once (Ray's `ray.internal.free`).
+    let big = manta::put(Buffer::from(vec![9u8; 64 << 20])).unwrap();
+    assert!(manta::object_store_stats().unwrap().used_bytes >= baseline.used_bytes + (64 << 20));
+    manta::free(std::slice::from_ref(&big)).unwrap();
+    wait_until("the freed value's memory is back", || {
+        manta::object_store_stats().unwrap().used_bytes == baseline.used_bytes
+    });
+    assert!(matches!(big.get(), Err(TaskError::ObjectFreed { .. })));
+    match inspect::remote(&big).get() {
+        Err(TaskError::ArgumentFailed { cause, .. }) => {
+            assert!(matches!(*cause, TaskError::ObjectFreed { .. }), "{cause:?}")
+        }
+        other => panic!("expected the task to fail on its freed argument, got {other:?}"),
+    }
+    drop(big);
+    // A borrower's free reaches the owner.
+    let owned = manta::put(7u64).unwrap();
+    assert!(free_them::remote(vec![owned.clone()]).get().unwrap());
+    wait_until("the owner freed it", || matches!(owned.get(), Err(TaskError::ObjectFreed { .. })));
+    drop(owned);
     // Regression: a task's large argument was released a moment after its result became
     // visible, so a put right after the get could find the store full. Each of these takes 60%
     // of the store.

@@ -373,6 +373,12 @@ pub enum TaskError {
         /// Why.
         reason: String,
     },
+    /// The object was freed with `manta::free` while refs to it remained.
+    #[error("object {object} was freed (manta::free)")]
+    ObjectFreed {
+        /// The object's id.
+        object: String,
+    },
     /// The object store has no room for the object (spilling comes later).
     #[error(
         "object store full: {requested} bytes requested, {free} free ({largest_free} in the largest block) of {capacity}"
@@ -469,8 +475,16 @@ pub struct RefWire {
 
 crate::service::protocol!(
     /// A process's owner service (`process/owner`): the objects it owns.
-    Owner = "owner": GetObject, AddBorrower, RemoveBorrower,
+    Owner = "owner": GetObject, AddBorrower, RemoveBorrower, FreeObject,
 );
+
+/// Asks an object's owner to free it now (`manta::free` of a borrowed ref).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FreeObject {
+    /// The object.
+    pub id: ObjectId,
+}
+wire_message!(FreeObject => (), id = 307);
 
 crate::service::protocol!(
     /// A node's object store service (`node/store`), for writers in other processes.

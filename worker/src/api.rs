@@ -61,6 +61,24 @@ pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>, Tas
     refs.iter().map(ObjectRef::get).collect()
 }
 
+/// Frees the objects of `refs` now, whoever still refers to them (Ray's `ray.internal.free`):
+/// their shared-memory copies are deleted, and every later `get`, and every task that takes one
+/// as an argument, fails with [`TaskError::ObjectFreed`]. A borrowed ref asks its owner.
+pub fn free<T>(refs: &[ObjectRef<T>]) -> Result<(), TaskError> {
+    let core = core::current()?;
+    for reference in refs {
+        let (released, owner) = core.objects.free(reference.raw.id);
+        core.clean_up(released);
+        if let Some(owner) = owner {
+            let (owner, id) = (core.owner_of(owner), reference.raw.id);
+            core.arbiter.spawn(async move {
+                let _ = owner.tell(manta_proto::worker::FreeObject { id }).await;
+            });
+        }
+    }
+    Ok(())
+}
+
 /// What [`wait`] returns: the ready refs and the others.
 pub type WaitResult<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
 

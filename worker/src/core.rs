@@ -37,7 +37,7 @@ use crate::objects::{FreeHook, ObjectTable, RawRef, RefWire, Released, State, Va
 use crate::registry;
 use crate::submit::Submitter;
 use crate::wire::{
-    AddBorrower, CreateStoreObject, DeleteStoreObject, GetObject, ObjectReply, RemoveBorrower,
+    AddBorrower, CreateStoreObject, DeleteStoreObject, FreeObject, GetObject, ObjectReply, RemoveBorrower,
     SealStoreObject, StoreRefusal,
 };
 use manta_actor::ServiceRef;
@@ -708,6 +708,17 @@ impl Handler<AddBorrower> for OwnerService {
     }
 }
 
+impl Handler<FreeObject> for OwnerService {
+    type Result = ();
+
+    /// A borrower freed the object (`manta::free`).
+    fn handle(&mut self, request: FreeObject, _: &mut Context<Self>) {
+        if let Some(core) = self.core.upgrade() {
+            core.clean_up(core.objects.free(request.id).0);
+        }
+    }
+}
+
 impl Handler<RemoveBorrower> for OwnerService {
     type Result = ();
 
@@ -852,7 +863,11 @@ fn start_core(core: CoreWorker) -> Result<Arc<CoreWorker>, InitError> {
     core.node
         .register(
             OWNER_NAME,
-            Routes::new(owner).message::<GetObject>().message::<AddBorrower>().message::<RemoveBorrower>(),
+            Routes::new(owner)
+                .message::<GetObject>()
+                .message::<AddBorrower>()
+                .message::<RemoveBorrower>()
+                .message::<FreeObject>(),
         )
         .map_err(InitError::Register)?;
     Ok(core)

@@ -95,6 +95,15 @@ impl ObjectTable {
         released
     }
 
+    /// Frees `id`'s value now (`manta::free`): its waiters wake to `ObjectFreed`. For a
+    /// borrowed object, the owner to tell.
+    pub(crate) fn free(&self, id: ObjectId) -> (Released, Option<OwnerAddress>) {
+        let mut owner = None;
+        let released = self.with(|table| owner = table.free(id).ok().flatten());
+        self.wake();
+        (released, owner)
+    }
+
     /// A value nobody waits for (a late reply): releases what it holds.
     pub(crate) fn discard(&self, id: ObjectId, value: Value, contains: Vec<RefWire>) -> Released {
         self.with(|table| table.discard(id, value, contains))

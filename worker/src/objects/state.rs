@@ -204,9 +204,16 @@ impl RefTable {
                 Err(error) => entry.state = State::Failed(error),
             },
             settled => {
-                // Completing an object twice is a bug; in a release build the late outcome is
-                // dropped (and its value released) rather than taking the process down.
-                debug_assert!(settled.is_none(), "object lifecycle: {id} completed twice (was {settled:?})");
+                // Completing an object twice is a bug (a freed one's task may still finish); in a
+                // release build the late outcome is dropped (and its value released) rather
+                // than taking the process down.
+                let freed = settled
+                    .as_ref()
+                    .is_some_and(|entry| matches!(entry.state, State::Failed(TaskError::ObjectFreed { .. })));
+                debug_assert!(
+                    settled.is_none() || freed,
+                    "object lifecycle: {id} completed twice (was {settled:?})"
+                );
                 if let Ok((value, contains)) = outcome {
                     self.discard(id, value, contains);
                 }
@@ -269,6 +276,31 @@ impl RefTable {
         entry.borrowers = entry.borrowers.checked_sub(1).ok_or(RefError::NotBorrowed(id))?;
         self.free_if_unused(id);
         Ok(())
+    }
+
+    /// Frees `id`'s value now, whoever still refers to it (Ray's `ray.internal.free`): an owned
+    /// object's stored copy is deleted and every later `get` fails with
+    /// [`TaskError::ObjectFreed`]; the entry and its counts stay until its refs go. For a
+    /// borrowed object, the owner to ask (`Ok(Some(owner))`); the local copy is dropped too.
+    pub fn free(&mut self, id: ObjectId) -> Result<Option<OwnerAddress>, RefError> {
+        let entry = self.entries.get_mut(&id).ok_or(RefError::Unknown(id))?;
+        let freed = State::Failed(TaskError::ObjectFreed { object: id.to_string() });
+        match entry.owner.clone() {
+            None => {
+                if matches!(entry.state, State::Ready(Value::Shared(_))) {
+                    self.commands.push(RefCommand::DeleteStored { id });
+                }
+                // A task still running finishes into a freed object: its value is dropped.
+                entry.state = freed;
+                Ok(None)
+            }
+            Some(owner) => {
+                if !matches!(entry.state, State::Pending) {
+                    entry.state = freed;
+                }
+                Ok(Some(owner))
+            }
+        }
     }
 
     fn free_if_unused(&mut self, id: ObjectId) {
@@ -512,6 +544,33 @@ mod tests {
             .collect();
         // A uniform hash fills about 63% of 4096 buckets with 4096 keys.
         assert!(buckets.len() > 2_300, "only {} of 4096 buckets used", buckets.len());
+    }
+
+    #[test]
+    fn a_freed_object_fails_its_gets_and_gives_its_stored_copy_back_at_once() {
+        let location = ObjectLocation { slot: 1, generation: 1 };
+        let mut table = RefTable::new(address(0));
+        table.create_owned(id(1), State::Ready(Value::Shared(location)), Vec::new());
+        table.create_owned(id(2), State::Pending, Vec::new());
+        assert_eq!(table.free(id(1)), Ok(None));
+        assert!(
+            matches!(table.take_commands()[..], [RefCommand::DeleteStored { id: deleted }] if deleted == id(1))
+        );
+        assert!(matches!(table.state(id(1)), Some(State::Failed(TaskError::ObjectFreed { .. }))));
+        // A task still running finishes into the freed object: its value is dropped.
+        assert_eq!(table.free(id(2)), Ok(None));
+        table.complete(id(2), Ok((Value::Shared(location), Vec::new())));
+        assert!(
+            matches!(table.take_commands()[..], [RefCommand::DeleteStored { id: deleted }] if deleted == id(2))
+        );
+        assert!(matches!(table.state(id(2)), Some(State::Failed(TaskError::ObjectFreed { .. }))));
+        // The entries stay until their refs go, and then nothing is deleted twice.
+        table.release_local(id(1)).unwrap();
+        assert!(table.take_commands().is_empty());
+        // A borrowed object names its owner.
+        table.adopt(id(3), Some(address(9)));
+        assert_eq!(table.free(id(3)), Ok(Some(address(9))));
+        assert_eq!(table.free(id(4)), Err(RefError::Unknown(id(4))));
     }
 
     #[test]
