@@ -285,7 +285,7 @@ impl RefTable {
     pub fn free(&mut self, id: ObjectId) -> Result<Option<OwnerAddress>, RefError> {
         let entry = self.entries.get_mut(&id).ok_or(RefError::Unknown(id))?;
         let freed = State::Failed(TaskError::ObjectFreed { object: id.to_string() });
-        match entry.owner.clone() {
+        match entry.owner {
             None => {
                 if matches!(entry.state, State::Ready(Value::Shared(_))) {
                     self.commands.push(RefCommand::DeleteStored { id });
