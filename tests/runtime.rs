@@ -74,6 +74,42 @@ fn wait_until_running(release: &std::path::Path) {
     let _ = std::fs::remove_file(&running);
 }
 
+/// Runs until its caller cancels it (says it runs by creating `<marker>.running`, and that it
+/// saw the cancel by creating `<marker>.saw`).
+#[manta::remote]
+fn run_until_cancelled(marker: String) -> bool {
+    std::fs::write(format!("{marker}.running"), b"").expect("the marker is writable");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if manta::is_cancelled() {
+            std::fs::write(format!("{marker}.saw"), b"").expect("the marker is writable");
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn a_running_task_is_cancelled_without_force_and_can_see_it() {
+    cluster();
+    let marker = std::env::temp_dir().join(format!("manta-cancel-running-{}", std::process::id()));
+    let saw = format!("{}.saw", marker.display());
+    let _ = std::fs::remove_file(&saw);
+    assert!(!manta::is_cancelled(), "nothing to cancel in the driver");
+    let running = run_until_cancelled::remote(marker.display().to_string());
+    wait_until_running(&marker);
+    // Ray: a running task is cancelled at once, without killing its worker; it may notice.
+    assert!(manta::cancel(&running));
+    assert!(matches!(running.get_timeout(Duration::from_secs(60)), Err(TaskError::Cancelled { .. })));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::path::Path::new(&saw).exists() {
+        assert!(Instant::now() < deadline, "the task never saw its cancel");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(&saw);
+}
+
 /// Holds `orphan_gate` (writing its pid to `marker` once it does) until `release` exists.
 #[manta::remote]
 fn hold_orphan_gate(marker: String, release: String) -> bool {

@@ -498,8 +498,17 @@ crate::service::protocol!(
 
 crate::service::protocol!(
     /// A worker's executor (`worker/executor`): tasks and actor calls.
-    Executor = "executor": PushTask, StartActor, ActorCall, MayExit,
+    Executor = "executor": PushTask, StartActor, ActorCall, MayExit, CancelTask,
 );
+
+/// The caller cancelled this worker's running task (`manta::cancel` without force): the task
+/// may stop early (`manta::is_cancelled()`); its result is discarded.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CancelTask {
+    /// The task (the id its result goes to).
+    pub return_id: WireId,
+}
+wire_message!(CancelTask => (), id = 331);
 
 /// The raylet would end this idle worker: may it? `false` while it owns objects something still
 /// references (Ray: an owner is not reaped, or its objects would be lost with it).

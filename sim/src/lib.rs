@@ -822,6 +822,8 @@ impl World {
                 });
             }
             SubmitCommand::Discard { .. } => self.report.discarded += 1,
+            // Simulated tasks do not look at their cancellation; the reply comes and is discarded.
+            SubmitCommand::Interrupt { .. } => {}
         }
     }
 

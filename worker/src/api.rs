@@ -142,8 +142,12 @@ pub fn wait<T>(
     Ok((done, rest))
 }
 
-/// Cancels the task producing `reference` if it has not started running; its `get` then fails
-/// with [`TaskError::Cancelled`]. Returns whether it was cancelled.
+/// Cancels the task producing `reference` (Ray's `ray.cancel`): its `get` fails with
+/// [`TaskError::Cancelled`] at once, and tasks that take it fail too. One not running yet never
+/// runs; a running one goes on on its worker, which is told ([`is_cancelled`](crate::is_cancelled)
+/// turns true there, so a long task may stop early), and its result is dropped. Returns
+/// whether it was cancelled (`false` once the task is over). Not yet: cancelling the tasks it
+/// submitted (`recursive`), or a cancel from a process that only borrows the ref.
 pub fn cancel<T>(reference: &ObjectRef<T>) -> bool {
     crate::submit::cancel(&reference.raw, false)
 }

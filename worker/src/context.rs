@@ -86,6 +86,33 @@ pub(crate) fn in_blocking_call<T>(call: Option<ObjectId>, body: impl FnOnce() ->
     output
 }
 
+/// Tasks of this worker cancelled while they ran (the most recent ones: a cancel that arrives
+/// after its task ended stays here until pushed out).
+static CANCELLED: parking_lot::Mutex<std::collections::VecDeque<ObjectId>> =
+    parking_lot::Mutex::new(std::collections::VecDeque::new());
+
+/// How many cancelled tasks are remembered.
+const CANCELLED_KEPT: usize = 4096;
+
+/// The caller cancelled task `task` while it runs here.
+pub(crate) fn cancelled(task: ObjectId) {
+    let mut cancelled = CANCELLED.lock();
+    if cancelled.len() == CANCELLED_KEPT {
+        cancelled.pop_front();
+    }
+    cancelled.push_back(task);
+}
+
+/// Whether the running task was cancelled by its caller (`manta::cancel` without force, Ray's
+/// cooperative cancel): a long task may check it and stop; its result is discarded anyway.
+/// `false` outside a task.
+pub fn is_cancelled() -> bool {
+    let Some(task) = TASK.with(|current| current.borrow().as_ref().map(|(task, _)| *task)) else {
+        return false;
+    };
+    CANCELLED.lock().contains(&task)
+}
+
 /// Where the calling code runs: its job, node, process, task or actor call, actor, and the
 /// resources assigned to it (Ray's `ray.get_runtime_context()`).
 pub fn get_runtime_context() -> Result<RuntimeContext, TaskError> {

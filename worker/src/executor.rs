@@ -28,7 +28,8 @@ use crate::error::TaskError;
 use crate::objects::Value;
 use crate::registry::{self, ActorClassEntry, Invocation, InvokeError, Output};
 use crate::wire::{
-    ActorCall, KillActor, MayExit, PushTask, ReturnValue, StartActor, TaskArg, TaskFailure, TaskOutput,
+    ActorCall, CancelTask, KillActor, MayExit, PushTask, ReturnValue, StartActor, TaskArg, TaskFailure,
+    TaskOutput,
 };
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -118,6 +119,7 @@ impl Executor {
         let routes = Routes::new(executor.clone())
             .message::<StartActor>()
             .message::<MayExit>()
+            .message::<CancelTask>()
             .inline(move |task| run_task(for_task.upgrade(), task))
             .inline_answering(move |call: ActorCall, reply| {
                 hand_over_answering(&hosts, call, Replier::Wire(reply))
@@ -297,6 +299,14 @@ impl Handler<StartActor> for Executor {
                 .await
                 .unwrap_or_else(|_| Err(failure("the actor's thread ended while it started".to_owned())))
         })
+    }
+}
+
+impl Handler<CancelTask> for Executor {
+    type Result = ();
+
+    fn handle(&mut self, request: CancelTask, _: &mut Context<Self>) {
+        crate::context::cancelled(request.return_id);
     }
 }
 

@@ -30,7 +30,7 @@ pub use api::{
 };
 pub use buffer::{Buffer, Element};
 pub use codec::CodecError;
-pub use context::{get_runtime_context, RuntimeContext};
+pub use context::{get_runtime_context, is_cancelled, RuntimeContext};
 pub use error::{ActorError, TaskError};
 pub use executor::{Executor, EXECUTOR_NAME};
 pub use manta_raylet::SchedulingStrategy;

@@ -160,6 +160,10 @@ enum Effect {
         task: ObjectId,
         output: TaskOutput,
     },
+    Interrupt {
+        executor: ActorRef<Executor>,
+        task: ObjectId,
+    },
     WakeAt(Duration),
 }
 
@@ -233,6 +237,11 @@ impl Inner {
                             effects.push(Effect::Discard { task, output });
                         }
                     }
+                    Command::Interrupt { request, task } => {
+                        if let Some(link) = self.links.get(&request) {
+                            effects.push(Effect::Interrupt { executor: link.executor.clone(), task });
+                        }
+                    }
                 }
             }
         }
@@ -304,6 +313,11 @@ fn perform(core: &Arc<CoreWorker>, effect: Effect) {
         }
         Effect::Push { request, message, executor, death } => {
             tokio::spawn(push(core.clone(), request, message, executor, death));
+        }
+        Effect::Interrupt { executor, task } => {
+            tokio::spawn(async move {
+                let _ = executor.tell(crate::wire::CancelTask { return_id: task }).await;
+            });
         }
         Effect::Return { lease, reusable } => {
             let raylet = core.raylet.clone();

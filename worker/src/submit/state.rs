@@ -213,6 +213,14 @@ pub enum Command<O> {
         /// Its outcome.
         outcome: Result<O, Failure>,
     },
+    /// Tell the leased worker that its running task was cancelled (it may stop early: Ray's
+    /// cooperative cancel); its reply will be discarded.
+    Interrupt {
+        /// The lease.
+        request: RequestId,
+        /// The task.
+        task: TaskId,
+    },
     /// A reply nobody waits for (the task was cancelled or retried meanwhile): release what
     /// the output holds.
     Discard {
@@ -431,6 +439,18 @@ impl<O> SubmitterCore<O> {
         let Some(Lease { shape, phase: LeasePhase::Granted { running, .. }, .. }) =
             self.leases.get_mut(&request).filter(|_| running_here)
         else {
+            // Cancelled while it ran: the worker is free again, the output nobody's.
+            if let Some(Lease { shape, phase: LeasePhase::Granted { running, .. }, .. }) =
+                self.leases.get_mut(&request)
+            {
+                if running.contains(&task) && !self.tasks.contains_key(&task) {
+                    let shape = *shape;
+                    running.retain(|other| *other != task);
+                    self.commands.push_back(Command::Discard { task, output });
+                    self.dispatch(now, shape);
+                    return;
+                }
+            }
             self.commands.push_back(Command::Discard { task, output });
             return;
         };
@@ -481,9 +501,11 @@ impl<O> SubmitterCore<O> {
         self.dispatch(now, shape);
     }
 
-    /// Cancels a task: one not running yet at once; a running one only with `force`, which
-    /// kills its worker (tasks pushed behind it on that worker are retried). Returns whether
-    /// it was cancelled (it then completes with [`Failure::Cancelled`]).
+    /// Cancels a task: one not running yet at once; a running one at once too (Ray): with
+    /// `force` its worker is killed (tasks pushed behind it there are retried), without it the
+    /// worker is told ([`Command::Interrupt`]) and the task's reply is discarded when it comes.
+    /// Returns whether it was cancelled (it then completes with [`Failure::Cancelled`]); a
+    /// task already finished is not.
     pub fn cancel(&mut self, now: Duration, task: TaskId, force: bool) -> bool {
         let Some(entry) = self.tasks.get(&task) else { return false };
         let shape = entry.shape;
@@ -501,7 +523,13 @@ impl<O> SubmitterCore<O> {
                 self.worker_died(now, request, "killed by a forced cancel");
                 return true;
             }
-            TaskState::Running { .. } => return false,
+            TaskState::Running { request } => {
+                // It stays on its worker's list until the reply frees the worker.
+                self.tasks.remove(&task);
+                self.commands.push_back(Command::Complete { task, outcome: Err(Failure::Cancelled) });
+                self.commands.push_back(Command::Interrupt { request, task });
+                return true;
+            }
         }
         self.tasks.remove(&task);
         self.commands.push_back(Command::Complete { task, outcome: Err(Failure::Cancelled) });
@@ -806,24 +834,36 @@ mod tests {
     }
 
     #[test]
-    fn cancel_takes_a_queued_task_back_and_a_running_one_only_with_force() {
+    fn cancel_takes_a_queued_task_back_and_a_running_one_at_once() {
         let mut core =
-            SubmitterCore::<u32>::new(SubmitterConfig { fixed_depth: Some(2), ..Default::default() });
-        for index in 0..3 {
+            SubmitterCore::<u32>::new(SubmitterConfig { fixed_depth: Some(1), ..Default::default() });
+        for index in 0..4 {
             core.submit(task(index), shape("f"), 2);
         }
-        assert!(core.cancel(ms(0), task(2), false), "resolving");
-        assert!(!core.resolved(ms(0), task(2)), "a cancelled task's arguments are dropped");
-        core.resolved(ms(0), task(0));
-        core.resolved(ms(0), task(1));
+        assert!(core.cancel(ms(0), task(3), false), "resolving");
+        assert!(!core.resolved(ms(0), task(3)), "a cancelled task's arguments are dropped");
+        for index in 0..3 {
+            core.resolved(ms(0), task(index));
+        }
         let asked = requests(&drain(&mut core));
         core.lease_answered(ms(1), asked[0], LeaseAnswer::Granted { lease: 1, pid: 1 });
-        drain(&mut core);
-        assert!(!core.cancel(ms(1), task(0), false), "running, without force");
-        assert!(core.cancel(ms(1), task(1), false), "still queued");
-        assert!(core.cancel(ms(1), task(0), true), "running, with force");
+        assert_eq!(pushes(&drain(&mut core)), vec![(asked[0], task(0))]);
+        // Running, without force (Ray): over at once, the worker told, the reply discarded
+        // when it comes, and the worker goes on with the next task.
+        assert!(core.cancel(ms(1), task(0), false), "running, without force");
         let commands = drain(&mut core);
         assert!(commands.contains(&Command::Complete { task: task(0), outcome: Err(Failure::Cancelled) }));
+        assert!(commands.contains(&Command::Interrupt { request: asked[0], task: task(0) }));
+        assert!(!commands.iter().any(|command| matches!(command, Command::ReturnLease { .. })));
+        core.task_replied(ms(2), asked[0], task(0), None, 7);
+        let commands = drain(&mut core);
+        assert!(commands.contains(&Command::Discard { task: task(0), output: 7 }));
+        assert_eq!(pushes(&commands), vec![(asked[0], task(1))], "the worker takes the next task");
+        assert!(core.cancel(ms(2), task(2), false), "still queued");
+        // Running, with force: its worker is killed.
+        assert!(core.cancel(ms(3), task(1), true), "running, with force");
+        let commands = drain(&mut core);
+        assert!(commands.contains(&Command::Complete { task: task(1), outcome: Err(Failure::Cancelled) }));
         assert!(commands.contains(&Command::ReturnLease {
             request: asked[0],
             lease: 1,
@@ -831,9 +871,9 @@ mod tests {
             reusable: false
         }));
         // The killed worker's late reply is not the task's outcome.
-        core.task_replied(ms(2), asked[0], task(0), None, 1);
-        assert_eq!(drain(&mut core), vec![Command::Discard { task: task(0), output: 1 }]);
-        assert!(!core.cancel(ms(2), task(0), true), "already over");
+        core.task_replied(ms(4), asked[0], task(1), None, 1);
+        assert_eq!(drain(&mut core), vec![Command::Discard { task: task(1), output: 1 }]);
+        assert!(!core.cancel(ms(4), task(1), true), "already over");
         assert_eq!(core.tasks_open(), 0);
     }
 
@@ -943,6 +983,16 @@ mod tests {
                         self.resolving.retain(|other| *other != task);
                     }
                     Command::Discard { .. } => self.replies_accounted += 1,
+                    Command::Interrupt { request, task } => {
+                        prop_assert!(
+                            self.pushed.contains(&(request, task)),
+                            "interrupt of {task:?}, not running there"
+                        );
+                        prop_assert!(
+                            self.completed.contains(&task),
+                            "interrupted before it completed as cancelled"
+                        );
+                    }
                 }
             }
             let waiting_per_shape = self.asked.len();
