@@ -711,9 +711,10 @@ pub(crate) fn output_value(output: TaskOutput) -> (Value, Vec<crate::objects::Re
     (value, output.contains)
 }
 
-/// Cancels the task that produces `reference`. A task not yet running is cancelled at once; a
-/// running one only with `force`, which kills its worker (as Ray's `force=True`). Returns
-/// whether the task was cancelled. Its `get` then fails with [`TaskError::Cancelled`].
+/// Cancels the task that produces `reference`, at once: a task not yet running never runs; a
+/// running one is told (its result dropped), or with `force` its worker is killed (as Ray's
+/// `force=True`). Returns whether the task was cancelled. Its `get` then fails with
+/// [`TaskError::Cancelled`].
 pub(crate) fn cancel(reference: &RawRef, force: bool) -> bool {
     let Some(core) = reference.core() else { return false };
     let now = core.submitter.now();

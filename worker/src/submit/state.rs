@@ -157,7 +157,7 @@ pub enum Refusal {
 /// completes with the shell's output instead).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
-    /// Cancelled before it ran, or with `force` while it ran.
+    /// Cancelled (before it ran, or while it ran).
     Cancelled,
     /// Its worker died on its last allowed attempt.
     WorkerDied {
