@@ -386,7 +386,9 @@ impl Log {
         self.entries.clone()
     }
 
-    fn nap(&self, millis: u64) -> u32 {
+    /// Says it runs by creating `<marker>.running`, then naps.
+    fn nap(&self, marker: String, millis: u64) -> u32 {
+        std::fs::write(format!("{marker}.running"), b"").expect("the marker is writable");
         std::thread::sleep(Duration::from_millis(millis));
         std::process::id()
     }
@@ -862,9 +864,11 @@ fn calls_retried_after_their_actor_died_keep_their_order() {
     // The actor naps while 200 calls queue up behind the nap; its worker dies; 100 more calls
     // follow while it restarts. Every call runs again on the new incarnation, in the order it
     // was made (Ray's ordering guarantee for one caller survives the restart).
-    let nap = log.nap(1_000);
+    let marker = std::env::temp_dir().join(format!("manta-retry-order-{}", std::process::id()));
+    let nap = log.nap(marker.display().to_string(), 1_000);
     let queued: Vec<ObjectRef<usize>> = (1..=200).map(|entry| log.append(entry)).collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // The calls are queued behind the nap once it runs.
+    wait_until_running(&marker);
     // SAFETY: a signal to a worker process this test's cluster started.
     unsafe {
         libc::kill(first as libc::pid_t, libc::SIGKILL);
@@ -876,6 +880,8 @@ fn calls_retried_after_their_actor_died_keep_their_order() {
         assert_eq!(call.get_timeout(Duration::from_secs(60)).unwrap(), index + 2, "call {}", index + 1);
     }
     assert_eq!(log.entries().get().unwrap(), (0..=300).collect::<Vec<u64>>());
+    // The retried nap said it runs again.
+    let _ = std::fs::remove_file(format!("{}.running", marker.display()));
 }
 
 /// An actor whose constructor ends its worker process the first time (a marker file says it

@@ -35,12 +35,13 @@ pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>, Tas
         };
         // Amortised over the wake-ups: the refs before `cursor` are settled for good, and the
         // whole list is searched for a failure only when some object failed since the last look.
-        let (mut cursor, mut failures_seen) = (0, None);
+        let (mut cursor, mut failures_seen, mut failed_at) = (0, None, None);
         core.wait_for_reporting(None, |table| {
             let failures = core.objects.failures();
             if failures_seen != Some(failures) {
                 failures_seen = Some(failures);
-                if refs.iter().any(|reference| failed(table, reference)) {
+                failed_at = refs.iter().position(|reference| failed(table, reference));
+                if failed_at.is_some() {
                     return true;
                 }
             }
@@ -49,12 +50,8 @@ pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>, Tas
             }
             cursor == refs.len()
         });
-        if let Some(State::Failed(error)) = refs
-            .iter()
-            .map(|reference| core.objects.state(reference.raw.id))
-            .find(|state| matches!(state, Some(State::Failed(_))))
-            .flatten()
-        {
+        // A failed object stays failed: its `get` is the error.
+        if let Some(Err(error)) = failed_at.map(|index| refs[index].get()) {
             return Err(error);
         }
     }

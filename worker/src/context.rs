@@ -36,9 +36,23 @@ pub struct RuntimeContext {
 /// Resources by name, with their amounts.
 type Resources = Vec<(String, f64)>;
 
+/// What a task's lease holds, as it came with the task: CPUs, GPUs, custom resources (made
+/// into [`Resources`] only when asked, off the task's path).
+pub(crate) type Assigned = (f64, f64, Resources);
+
+fn named((cpus, gpus, custom): Assigned) -> Resources {
+    let mut named: Resources = [("CPU", cpus), ("GPU", gpus)]
+        .into_iter()
+        .filter(|(_, amount)| *amount > 0.0)
+        .map(|(name, amount)| (name.to_owned(), amount))
+        .collect();
+    named.extend(custom);
+    named
+}
+
 thread_local! {
     /// The task running on this thread, and what its lease holds.
-    static TASK: RefCell<Option<(ObjectId, Resources)>> = const { RefCell::new(None) };
+    static TASK: RefCell<Option<(ObjectId, Assigned)>> = const { RefCell::new(None) };
     /// The actor whose methods this thread runs, and what it holds.
     static ACTOR: RefCell<Option<(ActorId, Resources)>> = const { RefCell::new(None) };
     /// The actor call a blocking-pool thread runs for (handed over from its async task).
@@ -51,7 +65,7 @@ tokio::task_local! {
 }
 
 /// Runs `body` as task `task` holding `resources` (on the task thread).
-pub(crate) fn as_task<T>(task: ObjectId, resources: Resources, body: impl FnOnce() -> T) -> T {
+pub(crate) fn as_task<T>(task: ObjectId, resources: Assigned, body: impl FnOnce() -> T) -> T {
     TASK.with(|current| *current.borrow_mut() = Some((task, resources)));
     let output = body();
     TASK.with(|current| *current.borrow_mut() = None);
@@ -120,7 +134,7 @@ pub fn get_runtime_context() -> Result<RuntimeContext, TaskError> {
     let task = TASK.with(|current| current.borrow().clone());
     let actor = ACTOR.with(|current| current.borrow().clone());
     let (task_id, actor_id, assigned_resources) = match (task, actor) {
-        (Some((task, resources)), _) => (Some(task), None, resources),
+        (Some((task, resources)), _) => (Some(task), None, named(resources)),
         (None, Some((actor, resources))) => (current_call(), Some(actor), resources),
         (None, None) => (None, None, Vec::new()),
     };

@@ -220,12 +220,7 @@ fn run_task(
 ) -> impl std::future::Future<Output = Result<TaskOutput, TaskFailure>> + Send + 'static {
     let pid = std::process::id();
     let PushTask { function: name, args, return_id, cpus, gpus, custom } = task;
-    let mut assigned: Vec<(String, f64)> = [("CPU", cpus), ("GPU", gpus)]
-        .into_iter()
-        .filter(|(_, amount)| *amount > 0.0)
-        .map(|(name, amount)| (name.to_owned(), amount))
-        .collect();
-    assigned.extend(custom);
+    let assigned = (cpus, gpus, custom);
     // Handed to the task thread now, not when the answer is first polled: tasks run in the
     // order they arrived.
     let queued = (|| {
