@@ -604,11 +604,15 @@ impl ActorClient {
                     effects.push(Effect::Complete(payload.return_id, Err(error)));
                 }
                 Command::Send { call, restarts, epoch, seq, retries_left } => {
-                    let (Some(payload), Some(executor)) =
-                        (inner.payloads.get_mut(&call), inner.executors.get(&restarts))
-                    else {
+                    let Some(executor) = inner.executors.get(&restarts) else {
+                        // No address for that incarnation (its end was just learnt): the send
+                        // never happens, and the call waits for the next one like any other.
+                        let cause = "the incarnation's address is gone".to_owned();
+                        inner.core.broken(self.now(), epoch, seq, cause, false);
                         continue;
                     };
+                    // No payload: the call was decided already.
+                    let Some(payload) = inner.payloads.get_mut(&call) else { continue };
                     // The arguments are kept only for a retry.
                     let args = if retries_left > 0 {
                         payload.args.clone()
