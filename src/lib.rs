@@ -106,8 +106,8 @@ pub mod __private {
     pub use inventory;
     pub use manta_worker::__export::RwLock;
     pub use manta_worker::registry::{
-        catch_unwind, output, output_result, run_blocking, ActorCell, ActorClassEntry, Invocation,
-        InvokeError, MethodFuture, Output, RemoteFunction,
+        catch_unwind, output, run_blocking, ActorCell, ActorClassEntry, Invocation, InvokeError,
+        MethodFuture, Output, RemoteFunction, Returned, ReturnedText, ReturnedValue,
     };
     pub use manta_worker::{actor_option_methods, arg, submit, task_option_methods};
 }

@@ -88,7 +88,7 @@ fn a_registered_function_runs_by_name_on_encoded_arguments() {
     let failed = invoke_local(parse, vec![encode_value(&"x1".to_owned()).unwrap()]);
     assert_eq!(
         failed,
-        Err(registry::InvokeError::Returned { message: "invalid digit found in string".into() })
+        Err(registry::InvokeError::Returned { message: "invalid digit found in string".into(), error: None })
     );
     let parsed = invoke_local(parse, vec![encode_value(&"17".to_owned()).unwrap()]).unwrap();
     assert_eq!(decode_value::<i64>(parsed).unwrap(), 17);

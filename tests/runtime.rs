@@ -45,6 +45,36 @@ fn parse(text: String) -> Result<i64, std::num::ParseIntError> {
     text.parse()
 }
 
+/// A user's error type that serialises: callers get it back as a value.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum QuotaError {
+    Over { by: u64 },
+    NoAccount(String),
+}
+
+impl std::fmt::Display for QuotaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QuotaError::Over { by } => write!(f, "over quota by {by}"),
+            QuotaError::NoAccount(account) => write!(f, "no account {account:?}"),
+        }
+    }
+}
+
+#[manta::remote]
+fn withdraw(account: String, amount: u64) -> Result<i64, QuotaError> {
+    match (account.as_str(), amount) {
+        ("alice", amount) if amount <= 10 => Ok(10 - amount as i64),
+        ("alice", amount) => Err(QuotaError::Over { by: amount - 10 }),
+        _ => Err(QuotaError::NoAccount(account)),
+    }
+}
+
+#[manta::remote]
+fn fail_task(message: String) -> u64 {
+    panic!("{message}")
+}
+
 #[manta::remote]
 fn nap(millis: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(millis));
@@ -213,10 +243,14 @@ fn errors_name_the_function_and_carry_the_message() {
     cluster();
     assert_eq!(parse::remote("42".to_owned()).get().unwrap(), 42);
     match parse::remote("forty-two".to_owned()).get() {
-        Err(TaskError::Failed { function, pid, message }) => {
+        Err(error @ TaskError::Failed { .. }) => {
+            let TaskError::Failed { function, pid, message, .. } = &error else { unreachable!() };
             assert_eq!(function, parse::NAME);
-            assert_ne!(pid, std::process::id());
+            assert_ne!(*pid, std::process::id());
             assert_eq!(message, "invalid digit found in string");
+            // `ParseIntError` does not serialise: its text is all there is.
+            assert_eq!(error.user_error_type(), None);
+            assert_eq!(error.user_error::<String>(), None);
         }
         other => panic!("expected the Err as a task error, got {other:?}"),
     }
@@ -237,6 +271,30 @@ fn errors_name_the_function_and_carry_the_message() {
         }
         other => panic!("expected ArgumentFailed, got {other:?}"),
     }
+}
+
+#[test]
+fn an_error_type_that_serialises_comes_back_to_the_caller_as_a_value() {
+    cluster();
+    assert_eq!(withdraw::remote("alice".to_owned(), 4).get().unwrap(), 6);
+    let error = withdraw::remote("alice".to_owned(), 15).get().unwrap_err();
+    assert_eq!(error.user_error::<QuotaError>(), Some(QuotaError::Over { by: 5 }));
+    assert_eq!(error.user_error_type(), Some(std::any::type_name::<QuotaError>()));
+    assert!(error.to_string().contains("over quota by 5"), "{error}");
+    // Another type asked for is not this error (even one its bytes would decode as).
+    assert_eq!(error.user_error::<String>(), None);
+    // Through a chain of failed arguments, the first failure's value is the one read.
+    let missing = withdraw::remote("bob".to_owned(), 1);
+    let chained = add::remote(1, add::remote(&missing, 2)).get().unwrap_err();
+    assert!(matches!(chained, TaskError::ArgumentFailed { .. }), "{chained:?}");
+    assert_eq!(chained.user_error::<QuotaError>(), Some(QuotaError::NoAccount("bob".to_owned())));
+    // A panic carries no value.
+    let panicked = fail_task::remote("kaboom".to_owned()).get().unwrap_err();
+    assert_eq!(panicked.user_error::<String>(), None);
+    // Actor methods too.
+    let log = Log::remote(1).unwrap();
+    let failed = log.fail("disk on fire".to_owned()).get().unwrap_err();
+    assert_eq!(failed.user_error::<String>(), Some("disk on fire".to_owned()));
 }
 
 #[test]

@@ -69,7 +69,7 @@ fn tasks_run_in_worker_processes_and_return_their_values() {
 fn a_panicking_task_reports_its_function_and_worker() {
     cluster();
     match fail::remote("kaboom".to_owned()).get() {
-        Err(TaskError::Failed { function, pid, message }) => {
+        Err(TaskError::Failed { function, pid, message, .. }) => {
             assert_eq!(function, fail::NAME);
             assert_ne!(pid, std::process::id());
             assert!(message.contains("kaboom"), "{message}");

@@ -23,7 +23,9 @@ use syn::{parse_macro_input, FnArg, ImplItem, Item, ItemFn, ItemImpl, Pat, Retur
 /// ```
 /// Each argument can be given as a value, an `ObjectRef` of its type, or a reference to one
 /// (resolved to its value before the task runs). A function returning `Result<T, E>` (with
-/// `E: Display`) gives an `ObjectRef<T>`; an `Err` becomes the task's error, with its message.
+/// `E: Display`) gives an `ObjectRef<T>`; an `Err` becomes the task's error, with its message,
+/// and, when `E` also implements `Serialize`, with its value: the caller reads it back with
+/// `TaskError::user_error::<E>()`.
 /// The function stays callable as before; the macro adds a module of the same name holding
 /// `NAME`, `remote`, `options` and the registration.
 #[proc_macro_attribute]
@@ -151,7 +153,22 @@ fn output_handling(
     match output {
         ReturnType::Default => (quote!(()), quote!(::manta::__private::output(#name, &output))),
         ReturnType::Type(_, ty) => match result_ok_type(ty) {
-            Some(ok) => (quote!(#ok), quote!(::manta::__private::output_result(#name, output))),
+            // `(&Returned(error)).invoke_error()`: the error travels as a value when its type
+            // serialises, else as its text (autoref specialisation, decided here where the
+            // error's type is concrete).
+            Some(ok) => (
+                quote!(#ok),
+                quote! {
+                    match output {
+                        ::core::result::Result::Ok(value) => ::manta::__private::output(#name, &value),
+                        ::core::result::Result::Err(error) => {
+                            #[allow(unused_imports)]
+                            use ::manta::__private::{ReturnedText as _, ReturnedValue as _};
+                            ::core::result::Result::Err((&::manta::__private::Returned(error)).invoke_error())
+                        }
+                    }
+                },
+            ),
             None => (quote!(#ty), quote!(::manta::__private::output(#name, &output))),
         },
     }
@@ -333,7 +350,7 @@ fn expand_actor_impl(block: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> 
     let construct_instance = match &constructor.sig.output {
         ReturnType::Type(_, ty) if result_ok_type(ty).is_some() => quote! {
             let instance: #class = #class::new(#(#ctor_names),*)
-                .map_err(|error| ::manta::__private::InvokeError::Returned { message: error.to_string() })?;
+                .map_err(|error| ::manta::__private::InvokeError::Returned { message: error.to_string(), error: ::core::option::Option::None })?;
         },
         _ => quote! { let instance: #class = #class::new(#(#ctor_names),*); },
     };

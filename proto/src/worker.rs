@@ -67,13 +67,47 @@ pub struct TaskFailure {
     pub pid: u32,
     /// What happened.
     pub message: String,
+    /// The error value the function returned, when its type serialises.
+    #[serde(default)]
+    pub error: Option<Box<UserError>>,
 }
 
 impl TaskFailure {
     /// A failure whose message is cut to [`MESSAGE_MAX`] bytes (the head and the tail kept, the
     /// cut said in the middle), so that any message fits in a frame.
     pub fn new(function: String, pid: u32, message: String) -> Self {
-        TaskFailure { function, pid, message: truncate_message(message) }
+        TaskFailure { function, pid, message: truncate_message(message), error: None }
+    }
+}
+
+impl From<TaskFailure> for TaskError {
+    fn from(TaskFailure { function, pid, message, error }: TaskFailure) -> Self {
+        TaskError::Failed { function, pid, message, error }
+    }
+}
+
+/// The value of a user's error type, as a function returning `Result<T, E>` gave it: `E`'s
+/// type name and its MessagePack bytes (see [`TaskError::user_error`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserError {
+    /// `std::any::type_name::<E>()` in the worker's binary (the same binary as the caller's).
+    pub type_name: String,
+    /// The value, MessagePack.
+    pub value: ByteBuf,
+}
+
+impl UserError {
+    /// The largest error value carried; a larger one keeps only its message.
+    pub const MAX_BYTES: usize = MESSAGE_MAX;
+
+    /// `error` as carried, or `None` when it does not serialise on its own (it holds an
+    /// `ObjectRef`, say) or is larger than [`UserError::MAX_BYTES`].
+    pub fn encode<E: Serialize>(error: &E) -> Option<Box<UserError>> {
+        let value = rmp_serde::to_vec(error).ok().filter(|value| value.len() <= Self::MAX_BYTES)?;
+        Some(Box::new(UserError {
+            type_name: std::any::type_name::<E>().to_owned(),
+            value: ByteBuf::from(value),
+        }))
     }
 }
 
@@ -310,6 +344,9 @@ pub enum TaskError {
         pid: u32,
         /// The panic message, the `Err`'s `Display`, or the codec error.
         message: String,
+        /// The `Err` value itself when the function returned one of a type that serialises:
+        /// read it back with [`TaskError::user_error`].
+        error: Option<Box<UserError>>,
     },
     /// The worker running it died, and retries (`max_retries`) ran out.
     #[error("task {function}: worker pid {pid} died ({exit}) after {attempts} attempts")]
@@ -441,6 +478,38 @@ pub enum TaskError {
 }
 
 impl TaskError {
+    /// The error value of type `E` that the failed function returned, as the function gave it
+    /// (through a chain of [`TaskError::ArgumentFailed`] too): `None` when the failure is not
+    /// an `Err` of type `E` (a panic, a lost worker, another error type), or when `E` did not
+    /// serialise on its own or was larger than [`UserError::MAX_BYTES`] (its `Display` text is
+    /// in `message` either way).
+    ///
+    /// ```ignore
+    /// match parse::remote("x".into()).get() {
+    ///     Err(error) => assert_eq!(error.user_error::<ParseError>(), Some(ParseError::NotANumber)),
+    ///     Ok(_) => unreachable!(),
+    /// }
+    /// ```
+    pub fn user_error<E: serde::de::DeserializeOwned>(&self) -> Option<E> {
+        let carried = self.carried_error()?;
+        if carried.type_name != std::any::type_name::<E>() {
+            return None;
+        }
+        rmp_serde::from_slice(&carried.value).ok()
+    }
+
+    /// The type name of the error value the failed function returned, when it was carried.
+    pub fn user_error_type(&self) -> Option<&str> {
+        self.carried_error().map(|carried| carried.type_name.as_str())
+    }
+
+    fn carried_error(&self) -> Option<&UserError> {
+        match self.root_cause() {
+            TaskError::Failed { error: Some(error), .. } => Some(error),
+            _ => None,
+        }
+    }
+
     /// The failure a chain of [`TaskError::ArgumentFailed`] started from (itself otherwise).
     pub fn root_cause(&self) -> &TaskError {
         let mut error = self;
@@ -533,5 +602,27 @@ mod tests {
             "{}",
             &cut[MESSAGE_MAX * 3 / 4 - 10..][..80]
         );
+    }
+
+    #[test]
+    fn a_user_error_is_read_back_only_as_its_own_type_and_only_when_it_fits() {
+        let failed = |error| TaskError::Failed { function: "f".into(), pid: 1, message: "m".into(), error };
+        let carried = failed(UserError::encode(&("quota".to_owned(), 7u32)));
+        assert_eq!(carried.user_error::<(String, u32)>(), Some(("quota".to_owned(), 7)));
+        assert_eq!(carried.user_error::<(String, u64)>(), None, "another type, however close");
+        let chained = TaskError::ArgumentFailed { function: "g".into(), index: 0, cause: Box::new(carried) };
+        assert_eq!(chained.user_error::<(String, u32)>(), Some(("quota".to_owned(), 7)));
+        assert!(UserError::encode(&vec![0u8; UserError::MAX_BYTES + 1]).is_none());
+        assert_eq!(failed(None).user_error_type(), None);
+        // A failure from a worker of an older build (no `error` field) still decodes.
+        #[derive(Serialize)]
+        struct Old {
+            function: String,
+            pid: u32,
+            message: String,
+        }
+        let old =
+            rmp_serde::to_vec_named(&Old { function: "f".into(), pid: 1, message: "m".into() }).unwrap();
+        assert_eq!(rmp_serde::from_slice::<TaskFailure>(&old).unwrap().error, None);
     }
 }

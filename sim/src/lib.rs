@@ -1169,7 +1169,7 @@ impl World {
                 }
                 let outcome = if fails {
                     let message = "the constructor panicked".to_owned();
-                    Err(TaskFailure { function: "sim::Actor.new".into(), pid: worker.0 as u32, message })
+                    Err(TaskFailure::new("sim::Actor.new".into(), worker.0 as u32, message))
                 } else {
                     Ok(())
                 };

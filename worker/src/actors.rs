@@ -684,9 +684,7 @@ impl ActorClient {
                 let (Some(payload), idle) = client.outcome_arrived(epoch, seq) else { return };
                 let outcome = match answer {
                     Ok(output) => Ok(output_value(output)),
-                    Err(TaskFailure { function, pid, message }) => {
-                        Err(TaskError::Failed { function, pid, message })
-                    }
+                    Err(failure) => Err(failure.into()),
                 };
                 drop(payload.holds);
                 complete(&core, payload.return_id, outcome);

@@ -174,8 +174,20 @@ fn materialize(core: &CoreWorker, args: Vec<TaskArg>) -> Result<Vec<Bytes>, RunE
 
 fn invoke_message(error: &InvokeError) -> String {
     match error {
-        InvokeError::Returned { message } => message.clone(),
+        InvokeError::Returned { message, .. } => message.clone(),
         other => other.to_string(),
+    }
+}
+
+impl RunError {
+    /// The caller's view of this failure of `function`: its text, and the user's error value
+    /// when the function returned one that serialises.
+    fn into_failure(mut self, function: String, pid: u32) -> TaskFailure {
+        let error = match &mut self {
+            RunError::Invoke(InvokeError::Returned { error, .. }) => error.take(),
+            _ => None,
+        };
+        TaskFailure { error, ..TaskFailure::new(function, pid, self.to_string()) }
     }
 }
 
@@ -251,7 +263,7 @@ fn run_task(
         Ok((core, decoded, ran))
     })();
     async move {
-        let failure = |error: RunError| TaskFailure::new(name.clone(), pid, error.to_string());
+        let failure = |error: RunError| error.into_failure(name.clone(), pid);
         let (core, decoded, ran) = queued.map_err(failure)?;
         let (output, run_us) = match ran.await {
             Ok((Ok(Ok(output)), run_us)) => (output, run_us),
@@ -334,9 +346,9 @@ fn hand_over(
     let (function, pid) = (call.method.clone(), std::process::id());
     hand_over_answering(hosts, call, Replier::Local(sender));
     async move {
-        answer.await.unwrap_or_else(|_| {
-            Err(TaskFailure { function, pid, message: "the call was dropped".to_owned() })
-        })
+        answer
+            .await
+            .unwrap_or_else(|_| Err(TaskFailure::new(function, pid, "the call was dropped".to_owned())))
     }
 }
 
@@ -344,7 +356,7 @@ fn hand_over(
 fn hand_over_answering(hosts: &Hosts, call: ActorCall, reply: Replier) {
     let refused = |method: String, reply: Replier, message: &str| {
         let pid = std::process::id();
-        reply.send(Err(TaskFailure { function: method, pid, message: message.to_owned() }));
+        reply.send(Err(TaskFailure::new(method, pid, message.to_owned())));
     };
     let hosts = hosts.read();
     let Some(host) = hosts.get(&call.actor_id) else {
@@ -506,7 +518,7 @@ async fn run_call(
 ) -> Option<Result<TaskOutput, TaskFailure>> {
     let pid = std::process::id();
     let function = format!("{}.{method}", class.name);
-    let failure = |error: RunError| TaskFailure::new(function.clone(), pid, error.to_string());
+    let failure = |error: RunError| error.into_failure(function.clone(), pid);
     let args = match materialize(core, args) {
         Ok(args) => args,
         Err(error) => return Some(Err(failure(error))),

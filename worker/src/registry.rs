@@ -105,6 +105,9 @@ pub enum InvokeError {
     Returned {
         /// The error's `Display`.
         message: String,
+        /// The error itself, when its type serialises (the caller reads it back with
+        /// [`TaskError::user_error`](crate::TaskError::user_error)).
+        error: Option<Box<manta_proto::worker::UserError>>,
     },
     /// The function panicked.
     #[error("panicked: {message}")]
@@ -148,14 +151,34 @@ pub fn output<T: Serialize>(function: &'static str, value: &T) -> Result<Output,
     Ok(Output(encoded, holds))
 }
 
-/// Encodes a `Result`-returning function's output: `Err` becomes the task's error.
-pub fn output_result<T: Serialize, E: std::fmt::Display>(
-    function: &'static str,
-    value: Result<T, E>,
-) -> Result<Output, InvokeError> {
-    match value {
-        Ok(value) => output(function, &value),
-        Err(error) => Err(InvokeError::Returned { message: error.to_string() }),
+/// An `Err` a function returned, on its way to becoming the task's error. Which of
+/// [`ReturnedValue`] and [`ReturnedText`] applies is chosen where the error's type is known
+/// (the generated code; autoref specialisation): an error type that serialises is carried as a
+/// value and as its `Display` text, any other as its text alone.
+pub struct Returned<E>(pub E);
+
+/// An error type that serialises: carried as a value and as text.
+pub trait ReturnedValue {
+    /// The task's error.
+    fn invoke_error(&self) -> InvokeError;
+}
+
+impl<E: std::fmt::Display + Serialize> ReturnedValue for Returned<E> {
+    fn invoke_error(&self) -> InvokeError {
+        let error = manta_proto::worker::UserError::encode(&self.0);
+        InvokeError::Returned { message: self.0.to_string(), error }
+    }
+}
+
+/// Any other error type: carried as its `Display` text.
+pub trait ReturnedText {
+    /// The task's error.
+    fn invoke_error(&self) -> InvokeError;
+}
+
+impl<E: std::fmt::Display> ReturnedText for &Returned<E> {
+    fn invoke_error(&self) -> InvokeError {
+        InvokeError::Returned { message: self.0.to_string(), error: None }
     }
 }
 

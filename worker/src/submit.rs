@@ -225,9 +225,7 @@ impl Inner {
                         let function = payload.as_ref().map_or("a task", |payload| payload.function);
                         let result = match outcome {
                             Ok(Ok(output)) => Ok(output_value(output)),
-                            Ok(Err(TaskFailure { function, pid, message })) => {
-                                Err(TaskError::Failed { function, pid, message })
-                            }
+                            Ok(Err(failure)) => Err(failure.into()),
                             Err(failure) => Err(failure_error(function, failure)),
                         };
                         effects.push(Effect::Complete { task, result, _payload: payload });
@@ -660,6 +658,7 @@ pub(crate) async fn resolve_args(
                     function: function.to_owned(),
                     pid: std::process::id(),
                     message: format!("argument {index} does not encode: {error}"),
+                    error: None,
                 })
             }
             ArgKind::Value(Ok((encoded, nested))) => {

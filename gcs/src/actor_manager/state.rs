@@ -399,7 +399,7 @@ mod tests {
         core.registered(spec(1));
         core.lease_outcome(A, granted(3));
         core.poll_commands();
-        let failure = TaskFailure { function: "tests::Counter.new".into(), pid: 103, message: "boom".into() };
+        let failure = TaskFailure::new("tests::Counter.new".into(), 103, "boom".into());
         core.start_outcome(A, 3, Ok(Err(failure)));
         assert_eq!(
             core.poll_commands(),
@@ -492,7 +492,7 @@ mod tests {
                         let lease = starts.remove(0);
                         let outcome = match kind {
                             0 => Ok(Ok(())),
-                            1 => Ok(Err(TaskFailure { function: "f".into(), pid: 1, message: "boom".into() })),
+                            1 => Ok(Err(TaskFailure::new("f".into(), 1, "boom".into()))),
                             _ => Err("connection lost".into()),
                         };
                         core.start_outcome(A, lease, outcome);
