@@ -106,10 +106,10 @@ pub mod __private {
     pub use inventory;
     pub use manta_worker::__export::RwLock;
     pub use manta_worker::registry::{
-        catch_unwind, output, run_blocking, ActorCell, ActorClassEntry, Invocation, InvokeError,
+        catch_unwind, output, outputs, run_blocking, ActorCell, ActorClassEntry, Invocation, InvokeError,
         MethodFuture, Output, RemoteFunction, Returned, ReturnedText, ReturnedValue,
     };
-    pub use manta_worker::{actor_option_methods, arg, submit, task_option_methods};
+    pub use manta_worker::{actor_option_methods, arg, submit, submit_returning, task_option_methods};
 }
 
 /// The environment variable holding the log filter, in `tracing-subscriber`'s `EnvFilter`

@@ -150,3 +150,78 @@ fn a_task_whose_worker_is_killed_is_retried_then_fails_with_worker_died() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+// ---- several returns (`num_returns`) ----
+
+/// Splits `text` in two returns; with `big`, its first return is large (in the shared store).
+#[manta::remote(num_returns = 3)]
+fn split(text: String, big: bool) -> (String, usize, Vec<u8>) {
+    let bytes = if big { vec![7u8; 1 << 20] } else { vec![7u8; 4] };
+    (text.to_uppercase(), text.len(), bytes)
+}
+
+#[manta::remote(num_returns = 2)]
+fn checked_split(text: String) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((head, tail)) => Ok((head.to_owned(), tail.to_owned())),
+        None => Err(format!("no ':' in {text:?}")),
+    }
+}
+
+#[manta::remote]
+fn length(bytes: Vec<u8>) -> usize {
+    bytes.len()
+}
+
+/// Runs until cancelled; says it runs by creating `marker`.
+#[manta::remote(num_returns = 2)]
+fn spin_pair(marker: String) -> (bool, u32) {
+    std::fs::write(&marker, b"").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !manta::is_cancelled() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (manta::is_cancelled(), std::process::id())
+}
+
+#[test]
+fn a_function_with_several_returns_gives_one_ref_per_value() {
+    cluster();
+    for big in [false, true] {
+        let (text, len, bytes) = split::remote("manta".to_owned(), big);
+        // Each value is an object of its own: one can be dropped, another passed to a task.
+        drop(text);
+        assert_eq!(len.get().unwrap(), 5);
+        let expected = if big { 1 << 20 } else { 4 };
+        assert_eq!(length::remote(&bytes).get().unwrap(), expected);
+        assert_eq!(bytes.get().unwrap().len(), expected);
+    }
+    let (head, tail) = checked_split::remote("key:value".to_owned());
+    assert_eq!((head.get().unwrap(), tail.get().unwrap()), ("key".to_owned(), "value".to_owned()));
+    // An `Err` fails every return with it.
+    let (head, tail) = checked_split::remote("plain".to_owned());
+    for error in [head.get().unwrap_err(), tail.get().unwrap_err()] {
+        assert_eq!(error.user_error::<String>(), Some("no ':' in \"plain\"".to_owned()), "{error:?}");
+    }
+}
+
+#[test]
+fn any_return_of_a_task_cancels_it() {
+    cluster();
+    let marker = std::env::temp_dir().join(format!("manta-spin-pair-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let (saw, pid) = spin_pair::remote(marker.display().to_string());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the task never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(manta::cancel(&pid), "the second return names the task");
+    for error in [saw.get().unwrap_err(), pid.get().unwrap_err()] {
+        assert!(
+            matches!(&error, TaskError::Cancelled { function } if function == spin_pair::NAME),
+            "{error:?}"
+        );
+    }
+    let _ = std::fs::remove_file(&marker);
+}

@@ -28,16 +28,59 @@ use syn::{parse_macro_input, FnArg, ImplItem, Item, ItemFn, ItemImpl, Pat, Retur
 /// `TaskError::user_error::<E>()`.
 /// The function stays callable as before; the macro adds a module of the same name holding
 /// `NAME`, `remote`, `options` and the registration.
+///
+/// With `#[manta::remote(num_returns = N)]`, the function returns a tuple of `N` values (or a
+/// `Result` of one) and `remote` gives one ref per value, each an object of its own (Ray's
+/// `num_returns`): the values can be got, passed on and dropped apart. An `Err` fails them all.
+///
+/// ```ignore
+/// #[manta::remote(num_returns = 2)]
+/// fn split(text: String) -> (String, usize) { let n = text.len(); (text, n) }
+/// let (text, len): (ObjectRef<String>, ObjectRef<usize>) = split::remote("manta".to_owned());
+/// ```
 #[proc_macro_attribute]
 pub fn remote(attribute: TokenStream, item: TokenStream) -> TokenStream {
-    if !attribute.is_empty() {
-        let error = syn::Error::new(proc_macro2::Span::call_site(), "#[manta::remote] takes no arguments");
-        return error.to_compile_error().into();
-    }
+    let returns = match remote_arguments(attribute.into()) {
+        Ok(returns) => returns,
+        Err(error) => return error.to_compile_error().into(),
+    };
     let function = parse_macro_input!(item as ItemFn);
-    match expand_remote(&function) {
+    match expand_remote(&function, returns) {
         Ok(tokens) => tokens.into(),
         Err(error) => error.to_compile_error().into(),
+    }
+}
+
+/// The arguments of `#[manta::remote(...)]`: `num_returns = N` (a literal, at least 1).
+fn remote_arguments(attribute: proc_macro2::TokenStream) -> syn::Result<Option<usize>> {
+    if attribute.is_empty() {
+        return Ok(None);
+    }
+    let argument: syn::MetaNameValue = syn::parse2(attribute)?;
+    if !argument.path.is_ident("num_returns") {
+        return Err(syn::Error::new_spanned(&argument.path, "#[manta::remote] takes only `num_returns = N`"));
+    }
+    let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(count), .. }) = &argument.value else {
+        return Err(syn::Error::new_spanned(&argument.value, "num_returns is a whole number, at least 1"));
+    };
+    match count.base10_parse::<usize>()? {
+        0 => Err(syn::Error::new_spanned(
+            count,
+            "num_returns is at least 1 (a function with nothing to return returns `()`)",
+        )),
+        count => Ok(Some(count)),
+    }
+}
+
+/// The types of a tuple of `count` elements; an error naming the mismatch otherwise.
+fn tuple_elements(ty: &Type, count: usize) -> syn::Result<Vec<Type>> {
+    match ty {
+        Type::Tuple(tuple) if tuple.elems.len() == count => Ok(tuple.elems.iter().cloned().collect()),
+        Type::Paren(inner) => tuple_elements(&inner.elem, count),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("with num_returns = {count}, the function returns a tuple of {count} values (or a Result of one)"),
+        )),
     }
 }
 
@@ -174,7 +217,7 @@ fn output_handling(
     }
 }
 
-fn expand_remote(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+fn expand_remote(function: &ItemFn, returns: Option<usize>) -> syn::Result<proc_macro2::TokenStream> {
     let signature = &function.sig;
     if signature.asyncness.is_some() || !signature.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
@@ -191,9 +234,62 @@ fn expand_remote(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         ReturnType::Default => quote!(()),
         ReturnType::Type(_, ty) => quote!(#ty),
     };
+    // Several returns: one ref per element of the returned tuple, each value encoded apart.
+    let (refs_type, submit, encode) = match returns {
+        None | Some(1) => (
+            quote!(::manta::ObjectRef<#output>),
+            quote! {
+                ::manta::ObjectRef::__from_raw(::manta::__private::submit(
+                    NAME,
+                    ::std::vec![#(::manta::__private::arg::<#types, _>(#names)),*],
+                    &self.options,
+                ))
+            },
+            encode,
+        ),
+        Some(count) => {
+            let elements = tuple_elements(&syn::parse2(output.clone())?, count)?;
+            let indices = (0..count).map(syn::Index::from);
+            let raw: Vec<_> = (0..count).map(|index| format_ident!("return_{index}")).collect();
+            let returns_result =
+                matches!(&signature.output, ReturnType::Type(_, ty) if result_ok_type(ty).is_some());
+            let parts = quote! {
+                ::manta::__private::outputs(NAME, ::std::vec![#(::manta::__private::output(NAME, &value.#indices)?),*])
+            };
+            let encode = if returns_result {
+                quote! {
+                    match output {
+                        ::core::result::Result::Ok(value) => #parts,
+                        ::core::result::Result::Err(error) => {
+                            #[allow(unused_imports)]
+                            use ::manta::__private::{ReturnedText as _, ReturnedValue as _};
+                            ::core::result::Result::Err((&::manta::__private::Returned(error)).invoke_error())
+                        }
+                    }
+                }
+            } else {
+                quote! { let value = output; #parts }
+            };
+            (
+                quote!((#(::manta::ObjectRef<#elements>),*)),
+                quote! {{
+                    let [#(#raw),*] = ::manta::__private::submit_returning::<#count>(
+                        NAME,
+                        ::std::vec![#(::manta::__private::arg::<#types, _>(#names)),*],
+                        &self.options,
+                    );
+                    (#(::manta::ObjectRef::__from_raw(#raw)),*)
+                }},
+                encode,
+            )
+        }
+    };
     // The hash names this exact signature: a binary whose function changed shape is a different
     // function to the registry, so mismatched workers are caught by the registry fingerprint.
-    let shape = quote!(fn(#(#types),*) -> #declared_output).to_string();
+    let mut shape = quote!(fn(#(#types),*) -> #declared_output).to_string();
+    if let Some(count @ 2..) = returns {
+        shape += &format!(" returns {count}");
+    }
     let hash = format!("{:016x}", fnv1a(shape.as_bytes()));
     let visibility = &function.vis;
     Ok(quote! {
@@ -209,7 +305,7 @@ fn expand_remote(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
             pub const NAME: &str = concat!(module_path!(), "#", #hash);
 
             /// Runs the function as a task in a worker process; returns at once.
-            pub fn remote(#(#names: impl ::manta::IntoArg<#types>),*) -> ::manta::ObjectRef<#output> {
+            pub fn remote(#(#names: impl ::manta::IntoArg<#types>),*) -> #refs_type {
                 options().remote(#(#names),*)
             }
 
@@ -228,12 +324,8 @@ fn expand_remote(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
                 ::manta::__private::task_option_methods!();
 
                 /// Runs the function with these options; returns at once.
-                pub fn remote(self, #(#names: impl ::manta::IntoArg<#types>),*) -> ::manta::ObjectRef<#output> {
-                    ::manta::ObjectRef::__from_raw(::manta::__private::submit(
-                        NAME,
-                        ::std::vec![#(::manta::__private::arg::<#types, _>(#names)),*],
-                        &self.options,
-                    ))
+                pub fn remote(self, #(#names: impl ::manta::IntoArg<#types>),*) -> #refs_type {
+                    #submit
                 }
             }
 

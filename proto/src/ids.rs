@@ -130,6 +130,14 @@ impl ObjectId {
         counter.copy_from_slice(&self.0[12..]);
         u64::from_be_bytes(counter)
     }
+
+    /// The id `n` after this one from the same owner: a task's return `n` when this is its
+    /// first (an owner numbers a task's returns consecutively).
+    pub fn following(&self, n: u64) -> ObjectId {
+        let mut prefix = [0u8; 12];
+        prefix.copy_from_slice(&self.0[..12]);
+        ObjectId::from_parts(prefix, self.counter().wrapping_add(n))
+    }
 }
 
 counter_id!(

@@ -55,6 +55,18 @@ pub struct TaskOutput {
     /// How long the function itself ran, µs (the submitter pipelines short functions).
     #[serde(default)]
     pub run_us: u64,
+    /// The returns past the first of a function with several, in order.
+    #[serde(default)]
+    pub more: Vec<ReturnPart>,
+}
+
+/// One return of a function with several.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReturnPart {
+    /// The value.
+    pub value: ReturnValue,
+    /// Refs inside it, held for the caller as [`TaskOutput::contains`].
+    pub contains: Vec<RefWire>,
 }
 
 /// A task or call ran but produced no value.
@@ -140,8 +152,12 @@ pub struct PushTask {
     pub function: String,
     /// Its arguments, in order.
     pub args: Vec<TaskArg>,
-    /// The id a large return value is stored under.
+    /// The id a large return value is stored under; a function with several returns stores its
+    /// return `i` under `return_id.following(i)`.
     pub return_id: WireId,
+    /// Returns past the first (`num_returns - 1`).
+    #[serde(default)]
+    pub more_returns: u32,
     /// CPUs its lease holds (what the task sees as assigned).
     #[serde(default)]
     pub cpus: f64,

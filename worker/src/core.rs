@@ -353,6 +353,19 @@ impl CoreWorker {
         RawRef::from_counted(self, id, None)
     }
 
+    /// `count` new owned objects with consecutive ids (a task's returns), pending, one handle
+    /// each.
+    pub(crate) fn create_pending_returns(self: &Arc<Self>, count: u32) -> Vec<RawRef> {
+        let first = self.next_id.fetch_add(u64::from(count), Ordering::Relaxed);
+        (0..u64::from(count))
+            .map(|index| {
+                let id = ObjectId::from_parts(self.id_prefix, first + index);
+                self.objects.create_owned(id, State::Pending, Vec::new());
+                RawRef::from_counted(self, id, None)
+            })
+            .collect()
+    }
+
     /// Starts fetching a borrowed object's value from its owner (once).
     pub(crate) fn start_fetch_if_borrowed(self: &Arc<Self>, raw: &RawRef) {
         let Some(owner) = self.objects.start_fetch(raw.id) else { return };
@@ -540,7 +553,7 @@ impl CoreWorker {
         }
     }
 
-    fn delete_from_store(self: &Arc<Self>, id: ObjectId) {
+    pub(crate) fn delete_from_store(self: &Arc<Self>, id: ObjectId) {
         match &self.store {
             StoreAccess::Local(store, _) => {
                 let _ = store.lock().delete(id);

@@ -28,8 +28,8 @@ use crate::error::TaskError;
 use crate::objects::Value;
 use crate::registry::{self, ActorClassEntry, Invocation, InvokeError, Output};
 use crate::wire::{
-    ActorCall, CancelTask, KillActor, MayExit, PushTask, ReturnValue, StartActor, TaskArg, TaskFailure,
-    TaskOutput,
+    ActorCall, CancelTask, KillActor, MayExit, PushTask, ReturnPart, ReturnValue, StartActor, TaskArg,
+    TaskFailure, TaskOutput,
 };
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -199,21 +199,50 @@ async fn finish_output(
     return_id: ObjectId,
     decoded: Arc<parking_lot::Mutex<Vec<ObjectId>>>,
     run_us: u64,
+    returns: usize,
 ) -> Result<TaskOutput, RunError> {
-    let Output(encoded, holds) = output;
-    let value = core.store_value(return_id, &encoded).await.map_err(RunError::Output)?;
+    let Output { value: encoded, holds, more } = output;
+    if more.len() + 1 != returns {
+        let reason = format!("the function returned {} values where {returns} were expected", more.len() + 1);
+        return Err(RunError::Output(TaskError::Invalid { function: "num_returns".into(), reason }));
+    }
+    // Every value is stored before any ref inside is held for the caller: a store that fails
+    // half-way deletes what it wrote, and the task fails with nothing left behind.
+    let mut values = Vec::with_capacity(returns);
+    for (index, encoded) in std::iter::once(&encoded).chain(more.iter().map(|part| &part.value)).enumerate() {
+        let id = return_id.following(index as u64);
+        match core.store_value(id, encoded).await {
+            Ok(value) => values.push(value),
+            Err(error) => {
+                for (index, value) in values.iter().enumerate() {
+                    if matches!(value, Value::Shared(_)) {
+                        core.delete_from_store(return_id.following(index as u64));
+                    }
+                }
+                return Err(RunError::Output(error));
+            }
+        }
+    }
+    let mut values = values.into_iter().map(return_value);
+    let first = values.next().expect("one value per return");
     core.hold_contained(&encoded.refs).await;
     drop(holds);
+    let mut parts = Vec::with_capacity(more.len());
+    for (part, value) in more.into_iter().zip(values) {
+        core.hold_contained(&part.value.refs).await;
+        drop(part.holds);
+        parts.push(ReturnPart { value, contains: part.value.refs });
+    }
     let decoded = std::mem::take(&mut *decoded.lock());
     core.register_borrows(decoded).await;
-    Ok(TaskOutput {
-        value: match value {
-            Value::Inline(bytes) => ReturnValue::Inline(serde_bytes::ByteBuf::from(bytes.to_vec())),
-            Value::Shared(location) => ReturnValue::Shared(location.into()),
-        },
-        contains: encoded.refs,
-        run_us,
-    })
+    Ok(TaskOutput { value: first, contains: encoded.refs, run_us, more: parts })
+}
+
+fn return_value(value: Value) -> ReturnValue {
+    match value {
+        Value::Inline(bytes) => ReturnValue::Inline(serde_bytes::ByteBuf::from(bytes.to_vec())),
+        Value::Shared(location) => ReturnValue::Shared(location.into()),
+    }
 }
 
 impl Handler<PushTask> for Executor {
@@ -231,7 +260,7 @@ fn run_task(
     task: PushTask,
 ) -> impl std::future::Future<Output = Result<TaskOutput, TaskFailure>> + Send + 'static {
     let pid = std::process::id();
-    let PushTask { function: name, args, return_id, cpus, gpus, custom } = task;
+    let PushTask { function: name, args, return_id, more_returns, cpus, gpus, custom } = task;
     let assigned = (cpus, gpus, custom);
     // Handed to the task thread now, not when the answer is first polled: tasks run in the
     // order they arrived.
@@ -271,7 +300,8 @@ fn run_task(
             Ok((Err(panic), _)) => return Err(failure(RunError::Panicked(panic_message(&*panic)))),
             Err(_) => return Err(failure(RunError::Dropped)),
         };
-        finish_output(&core, output, return_id, decoded, run_us).await.map_err(failure)
+        let returns = more_returns as usize + 1;
+        finish_output(&core, output, return_id, decoded, run_us, returns).await.map_err(failure)
     }
 }
 
@@ -535,5 +565,5 @@ async fn run_call(
         Ok(Err(error)) | Err(error) => return Some(Err(failure(RunError::Invoke(error)))),
     };
     let run_us = started.elapsed().as_micros() as u64;
-    Some(finish_output(core, output, return_id, decoded, run_us).await.map_err(failure))
+    Some(finish_output(core, output, return_id, decoded, run_us, 1).await.map_err(failure))
 }

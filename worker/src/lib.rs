@@ -35,7 +35,7 @@ pub use error::{ActorError, TaskError};
 pub use executor::{Executor, EXECUTOR_NAME};
 pub use manta_raylet::SchedulingStrategy;
 pub use objects::{ObjectRef, RawRef, RefWire};
-pub use submit::{arg, submit, ArgSpec, TaskOptions, LEASE_REQUESTS_MAX, PIPELINE};
+pub use submit::{arg, submit, submit_returning, ArgSpec, TaskOptions, LEASE_REQUESTS_MAX, PIPELINE};
 
 mod error;
 

@@ -77,9 +77,24 @@ impl Invocation {
 }
 
 /// An encoded output, ready to be stored or sent, with handles on the refs inside it (taken
-/// while the function's value still held them, so they outlive the value).
+/// while the function's value still held them, so they outlive the value); for a function with
+/// several returns, the first, with the others in `more`.
 #[derive(Debug)]
-pub struct Output(pub(crate) crate::codec::Encoded, pub(crate) Vec<crate::objects::RawRef>);
+pub struct Output {
+    pub(crate) value: crate::codec::Encoded,
+    pub(crate) holds: Vec<crate::objects::RawRef>,
+    pub(crate) more: Vec<Output>,
+}
+
+/// Joins the encoded returns of a function with several (`num_returns`), in order.
+pub fn outputs(function: &'static str, parts: Vec<Output>) -> Result<Output, InvokeError> {
+    let mut parts = parts.into_iter();
+    let Some(mut first) = parts.next() else {
+        return Err(InvokeError::Output { function, reason: "a function returns at least one value".into() });
+    };
+    first.more.extend(parts);
+    Ok(first)
+}
 
 /// Running a registered function failed before, in or after the function itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,7 +163,7 @@ pub fn output<T: Serialize>(function: &'static str, value: &T) -> Result<Output,
         Some(core) => encoded.refs.iter().map(|wire| core.adopt(wire)).collect(),
         None => Vec::new(),
     };
-    Ok(Output(encoded, holds))
+    Ok(Output { value: encoded, holds, more: Vec::new() })
 }
 
 /// An `Err` a function returned, on its way to becoming the task's error. Which of
@@ -243,10 +258,22 @@ pub fn decode_value<T: DeserializeOwned>(bytes: Vec<u8>) -> Result<T, crate::Cod
 }
 
 /// Runs a registered function in this process on arguments encoded one by one with
-/// [`encode_value`]; returns its encoded output.
+/// [`encode_value`]; returns its encoded output (the first, for a function with several
+/// returns: see [`invoke_local_returns`]).
 pub fn invoke_local(function: &RemoteFunction, args: Vec<Vec<u8>>) -> Result<Vec<u8>, InvokeError> {
+    invoke_local_returns(function, args).map(|mut returns| returns.swap_remove(0))
+}
+
+/// [`invoke_local`] for a function with several returns: each encoded output, in order.
+pub fn invoke_local_returns(
+    function: &RemoteFunction,
+    args: Vec<Vec<u8>>,
+) -> Result<Vec<Vec<u8>>, InvokeError> {
     let mut invocation = Invocation::new(function.name, args.into_iter().map(bytes::Bytes::from).collect());
-    (function.invoke)(&mut invocation).map(|Output(encoded, _)| encoded.to_vec())
+    let output = (function.invoke)(&mut invocation)?;
+    Ok(std::iter::once(output.value.to_vec())
+        .chain(output.more.iter().map(|part| part.value.to_vec()))
+        .collect())
 }
 
 /// The actor class registered under `name`.

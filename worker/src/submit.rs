@@ -113,6 +113,8 @@ struct Payload {
     _holds: Vec<RawRef>,
     /// What its lease holds: CPUs, GPUs, custom resources (told to the task).
     assigned: (f64, f64, Vec<(String, f64)>),
+    /// How many values it returns (`num_returns`).
+    returns: u32,
 }
 
 /// How pushes reach a leased worker, and how its death is learnt.
@@ -137,33 +139,12 @@ struct Inner {
 
 /// What the shell does outside the lock for a command of the core.
 enum Effect {
-    Ask {
-        request: RequestId,
-        shape: Shape,
-    },
-    Push {
-        request: RequestId,
-        message: PushTask,
-        executor: ActorRef<Executor>,
-        death: Death,
-    },
-    Return {
-        lease: u64,
-        reusable: bool,
-    },
-    Complete {
-        task: ObjectId,
-        result: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
-        _payload: Option<Payload>,
-    },
-    Discard {
-        task: ObjectId,
-        output: TaskOutput,
-    },
-    Interrupt {
-        executor: ActorRef<Executor>,
-        task: ObjectId,
-    },
+    Ask { request: RequestId, shape: Shape },
+    Push { request: RequestId, message: PushTask, executor: ActorRef<Executor>, death: Death },
+    Return { lease: u64, reusable: bool },
+    Complete { task: ObjectId, result: Result<Vec<Part>, TaskError>, _payload: Option<Payload> },
+    Discard { task: ObjectId, output: TaskOutput },
+    Interrupt { executor: ActorRef<Executor>, task: ObjectId },
     WakeAt(Duration),
 }
 
@@ -197,6 +178,7 @@ impl Inner {
                             function: payload.function.to_owned(),
                             args: payload.args.clone(),
                             return_id: task,
+                            more_returns: payload.returns - 1,
                             cpus: payload.assigned.0,
                             gpus: payload.assigned.1,
                             custom: payload.assigned.2.clone(),
@@ -224,7 +206,7 @@ impl Inner {
                         let payload = self.payloads.remove(&task);
                         let function = payload.as_ref().map_or("a task", |payload| payload.function);
                         let result = match outcome {
-                            Ok(Ok(output)) => Ok(output_value(output)),
+                            Ok(Ok(output)) => Ok(output_values(output)),
                             Ok(Err(failure)) => Err(failure.into()),
                             Err(failure) => Err(failure_error(function, failure)),
                         };
@@ -257,6 +239,9 @@ impl Inner {
 pub(crate) struct Submitter {
     inner: Mutex<Inner>,
     incoming: Mutex<Vec<Incoming>>,
+    /// The undecided tasks that return more than one value, by id (their first return's id),
+    /// with how many.
+    returns: Mutex<HashMap<ObjectId, u32>>,
     draining: AtomicBool,
     /// The origin of the core's clock.
     origin: Instant,
@@ -280,6 +265,7 @@ impl Submitter {
                 timer: None,
             }),
             incoming: Mutex::new(Vec::new()),
+            returns: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             origin: Instant::now(),
         }
@@ -287,6 +273,22 @@ impl Submitter {
 
     fn now(&self) -> Duration {
         self.origin.elapsed()
+    }
+
+    /// The task that returns `id`: the one whose first return it is, or an undecided task
+    /// with several returns that counts it among them.
+    fn task_of(&self, id: ObjectId) -> ObjectId {
+        let returns = self.returns.lock();
+        if returns.is_empty() {
+            return id;
+        }
+        returns
+            .iter()
+            .find(|(first, count)| {
+                let offset = id.counter().wrapping_sub(first.counter());
+                offset < u64::from(**count) && first.following(offset) == id
+            })
+            .map_or(id, |(first, _)| *first)
     }
 }
 
@@ -327,12 +329,13 @@ fn perform(core: &Arc<CoreWorker>, effect: Effect) {
             // The task's arguments are released before its result is visible: a `put` right
             // after the `get` finds their room free.
             drop(_payload);
-            complete(core, task, result)
+            complete_task(core, task, result)
         }
         Effect::Discard { task, output } => {
             // A reply nobody waits for (cancelled, or retried): release what it holds.
-            let (value, contains) = output_value(output);
-            core.clean_up(core.objects.discard(task, value, contains));
+            for (index, (value, contains)) in output_values(output).into_iter().enumerate() {
+                core.clean_up(core.objects.discard(task.following(index as u64), value, contains));
+            }
         }
         Effect::WakeAt(due) => {
             let at = core.submitter.origin + due;
@@ -352,15 +355,35 @@ fn perform(core: &Arc<CoreWorker>, effect: Effect) {
 
 /// Submits `function` (what `f::remote(...)` calls). Returns at once.
 pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions) -> RawRef {
-    // Without `manta::init` the result's `get` reports `NotInitialized`.
-    let Ok(core) = core::current() else { return RawRef::uninitialized() };
-    let result = core.create_pending();
+    let [first] = submit_returning::<1>(function, args, options);
+    first
+}
+
+/// Submits `function`, which returns `N` values (`#[manta::remote(num_returns = N)]`): one
+/// ref per value, in order. Returns at once.
+pub fn submit_returning<const N: usize>(
+    function: &'static str,
+    args: Vec<ArgSpec>,
+    options: &TaskOptions,
+) -> [RawRef; N] {
+    const { assert!(N >= 1 && N <= u32::MAX as usize, "a task returns at least one value") };
+    let returns = N as u32;
+    // Without `manta::init` the results' `get`s report `NotInitialized`.
+    let Ok(core) = core::current() else { return std::array::from_fn(|_| RawRef::uninitialized()) };
+    let refs: [RawRef; N] = match core.create_pending_returns(returns).try_into() {
+        Ok(refs) => refs,
+        Err(_) => unreachable!("create_pending_returns makes one ref per return"),
+    };
+    let id = refs[0].id;
+    if returns > 1 {
+        core.submitter.returns.lock().insert(id, returns);
+    }
     let amounts =
         [("num_cpus", options.num_cpus.unwrap_or(1.0)), ("num_gpus", options.num_gpus.unwrap_or(0.0))];
     let custom = options.resources.iter().map(|(name, amount)| (name.as_str(), *amount));
     if let Err(reason) = check_amounts(amounts.into_iter().chain(custom)) {
-        complete(&core, result.id, Err(TaskError::Invalid { function: function.to_owned(), reason }));
-        return result;
+        complete_task(&core, id, Err(TaskError::Invalid { function: function.to_owned(), reason }));
+        return refs;
     }
     let shape = Shape::new(
         function,
@@ -372,11 +395,11 @@ pub fn submit(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions)
     let retries = options.max_retries.unwrap_or(core.max_retries);
     // Submissions are handed to the core arbiter in batches: one wake-up drains every task
     // submitted meanwhile, under one lock of the core.
-    core.submitter.incoming.lock().push(Incoming { id: result.id, function, args, shape, retries });
+    core.submitter.incoming.lock().push(Incoming { id, function, args, shape, retries, returns });
     if !core.submitter.draining.swap(true, Ordering::AcqRel) {
         core.arbiter.spawn(drain(Arc::clone(&core)));
     }
-    result
+    refs
 }
 
 /// A submitted task on its way to the core arbiter.
@@ -386,6 +409,7 @@ struct Incoming {
     args: Vec<ArgSpec>,
     shape: Shape,
     retries: u32,
+    returns: u32,
 }
 
 /// Hands the submitted tasks to the core, with their arguments when every one is a small value;
@@ -399,11 +423,11 @@ async fn drain(core: Arc<CoreWorker>) {
         // Taken under the core's lock, so that `cancel` finds each task in one place or the
         // other.
         let batch = std::mem::take(&mut *core.submitter.incoming.lock());
-        for Incoming { id, function, args, shape, retries } in batch {
+        for Incoming { id, function, args, shape, retries, returns } in batch {
             let assigned = shape.amounts();
             inner.core.submit(id, shape, retries);
             if !args.iter().all(|ArgSpec(argument)| argument.is_small_value(core.inline_bytes_max)) {
-                let payload = Payload { function, args: Vec::new(), _holds: Vec::new(), assigned };
+                let payload = Payload { function, args: Vec::new(), _holds: Vec::new(), assigned, returns };
                 inner.payloads.insert(id, payload);
                 waiting.push((id, function, args));
                 continue;
@@ -411,7 +435,7 @@ async fn drain(core: Arc<CoreWorker>) {
             // Small values only: resolving does not wait.
             match resolve_args(&core, function, args).now_or_never() {
                 Some(Ok((args, holds))) => {
-                    inner.payloads.insert(id, Payload { function, args, _holds: holds, assigned });
+                    inner.payloads.insert(id, Payload { function, args, _holds: holds, assigned, returns });
                     inner.core.resolved(now, id);
                 }
                 Some(Err(error)) => {
@@ -444,7 +468,7 @@ async fn drain(core: Arc<CoreWorker>) {
                 }
             });
             if let Some(error) = failed {
-                complete(&core, id, Err(error));
+                complete_task(&core, id, Err(error));
             }
         });
     }
@@ -453,7 +477,7 @@ async fn drain(core: Arc<CoreWorker>) {
 /// A task whose arguments do not resolve fails with that error (outside the core's lock).
 fn waiting_failed(core: &Arc<CoreWorker>, id: ObjectId, error: TaskError) {
     let core = core.clone();
-    core.arbiter.clone().spawn(async move { complete(&core, id, Err(error)) });
+    core.arbiter.clone().spawn(async move { complete_task(&core, id, Err(error)) });
 }
 
 /// The error a task's submission failure gives its `get`.
@@ -490,12 +514,37 @@ pub(crate) fn check_amounts<'a>(amounts: impl IntoIterator<Item = (&'a str, f64)
     Ok(())
 }
 
-fn complete(
-    core: &Arc<CoreWorker>,
-    id: ObjectId,
-    result: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
-) {
-    core.clean_up(core.objects.complete(id, result));
+/// One returned value, as its owner keeps it.
+type Part = (Value, Vec<crate::objects::RefWire>);
+
+/// Completes each return of `task` (one, or `num_returns`): with its value, or all with the
+/// error.
+fn complete_task(core: &Arc<CoreWorker>, task: ObjectId, result: Result<Vec<Part>, TaskError>) {
+    let returns = core.submitter.returns.lock().remove(&task).unwrap_or(1);
+    match result {
+        Ok(parts) => {
+            let given = parts.len();
+            let mut parts = parts.into_iter();
+            for index in 0..u64::from(returns) {
+                let id = task.following(index);
+                let part = parts.next().ok_or_else(|| TaskError::Invalid {
+                    function: "num_returns".into(),
+                    reason: format!("the task returned {given} values where {returns} were expected"),
+                });
+                core.clean_up(core.objects.complete(id, part));
+            }
+            // More values than refs (a worker out of protocol): nobody can read them.
+            for (index, (value, contains)) in parts.enumerate() {
+                let id = task.following(u64::from(returns) + index as u64);
+                core.clean_up(core.objects.discard(id, value, contains));
+            }
+        }
+        Err(error) => {
+            for index in 0..u64::from(returns) {
+                core.clean_up(core.objects.complete(task.following(index), Err(error.clone())));
+            }
+        }
+    }
 }
 
 /// Asks the local raylet for a lease and hands the answer to the core.
@@ -703,11 +752,21 @@ pub(crate) async fn resolve_args(
 
 /// The owner's view of a task's or call's output.
 pub(crate) fn output_value(output: TaskOutput) -> (Value, Vec<crate::objects::RefWire>) {
-    let value = match output.value {
+    (owned_value(output.value), output.contains)
+}
+
+/// Each return of a task's output, in order.
+fn output_values(output: TaskOutput) -> Vec<Part> {
+    std::iter::once((owned_value(output.value), output.contains))
+        .chain(output.more.into_iter().map(|part| (owned_value(part.value), part.contains)))
+        .collect()
+}
+
+fn owned_value(value: ReturnValue) -> Value {
+    match value {
         ReturnValue::Inline(bytes) => Value::Inline(Bytes::from(bytes.into_vec())),
         ReturnValue::Shared(location) => Value::Shared(location.into()),
-    };
-    (value, output.contains)
+    }
 }
 
 /// Cancels the task that produces `reference`, at once: a task not yet running never runs; a
@@ -718,22 +777,24 @@ pub(crate) fn cancel(reference: &RawRef, force: bool) -> bool {
     let Some(core) = reference.core() else { return false };
     let now = core.submitter.now();
     let mut unqueued = None;
+    // Any return of a task names it (its first return is its id).
+    let task = core.submitter.task_of(reference.id);
     let (cancelled, effects) = {
         let mut inner = core.submitter.inner.lock();
-        let cancelled = inner.core.cancel(now, reference.id, force);
+        let cancelled = inner.core.cancel(now, task, force);
         if !cancelled {
             // Not handed to the core yet: take it out of the batch on its way.
             let mut incoming = core.submitter.incoming.lock();
-            if let Some(index) = incoming.iter().position(|task| task.id == reference.id) {
+            if let Some(index) = incoming.iter().position(|incoming| incoming.id == task) {
                 unqueued = Some(incoming.swap_remove(index));
             }
         }
         (cancelled || unqueued.is_some(), inner.effects(now))
     };
-    if let Some(task) = unqueued {
-        let function = task.function.to_owned();
-        drop(task);
-        complete(core, reference.id, Err(TaskError::Cancelled { function }));
+    if let Some(unqueued) = unqueued {
+        let function = unqueued.function.to_owned();
+        drop(unqueued);
+        complete_task(core, task, Err(TaskError::Cancelled { function }));
     }
     if !effects.is_empty() {
         let core = core.clone();
