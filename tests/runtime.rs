@@ -274,6 +274,22 @@ fn errors_name_the_function_and_carry_the_message() {
 }
 
 #[test]
+fn an_actor_method_with_several_returns_gives_one_ref_per_value() {
+    cluster();
+    let log = Log::remote(1).unwrap();
+    log.append(2);
+    let (count, last) = log.stats();
+    assert_eq!((count.get().unwrap(), last.get().unwrap()), (2, 2));
+    let (head, tail) = log.split_at(1);
+    drop(head);
+    assert_eq!(tail.get().unwrap(), vec![2]);
+    let (head, tail) = log.split_at(5);
+    for error in [head.get().unwrap_err(), tail.get().unwrap_err()] {
+        assert_eq!(error.user_error::<String>(), Some("5 is past the end".to_owned()));
+    }
+}
+
+#[test]
 fn an_error_type_that_serialises_comes_back_to_the_caller_as_a_value() {
     cluster();
     assert_eq!(withdraw::remote("alice".to_owned(), 4).get().unwrap(), 6);
@@ -442,6 +458,22 @@ impl Log {
 
     fn entries(&self) -> Vec<u64> {
         self.entries.clone()
+    }
+
+    /// How many entries, and the last one (two returns).
+    #[manta(num_returns = 2)]
+    fn stats(&self) -> (usize, u64) {
+        (self.entries.len(), *self.entries.last().unwrap_or(&0))
+    }
+
+    /// The entries split at `at`, or an error past the end (two returns).
+    #[manta(num_returns = 2)]
+    fn split_at(&self, at: usize) -> Result<(Vec<u64>, Vec<u64>), String> {
+        if at > self.entries.len() {
+            return Err(format!("{at} is past the end"));
+        }
+        let (head, tail) = self.entries.split_at(at);
+        Ok((head.to_vec(), tail.to_vec()))
     }
 
     /// Says it runs by creating `<marker>.running`, then naps.

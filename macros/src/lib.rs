@@ -103,6 +103,8 @@ fn tuple_elements(ty: &Type, count: usize) -> syn::Result<Vec<Type>> {
 /// ```
 /// `&mut self` methods run one at a time; `&self` methods (and `async` ones) may run
 /// concurrently, up to `max_concurrency`. Calls from one caller start in submission order.
+/// A method marked `#[manta(num_returns = N)]` returns a tuple of `N` values (or a `Result` of
+/// one), and its handle method one ref per value, as `#[manta::remote(num_returns = N)]`.
 #[proc_macro_attribute]
 pub fn actor(attribute: TokenStream, item: TokenStream) -> TokenStream {
     if !attribute.is_empty() {
@@ -217,6 +219,37 @@ fn output_handling(
     }
 }
 
+/// For a function or method with `count` returns (a tuple, or a `Result` of one): the
+/// elements' types and the tokens that encode `output`, value by value, for `name`.
+fn several_outputs(
+    output: &ReturnType,
+    name: &proc_macro2::TokenStream,
+    count: usize,
+) -> syn::Result<(Vec<Type>, proc_macro2::TokenStream)> {
+    let (ok, _) = output_handling(output, name);
+    let elements = tuple_elements(&syn::parse2(ok)?, count)?;
+    let indices = (0..count).map(syn::Index::from);
+    let returns_result = matches!(output, ReturnType::Type(_, ty) if result_ok_type(ty).is_some());
+    let parts = quote! {
+        ::manta::__private::outputs(#name, ::std::vec![#(::manta::__private::output(#name, &value.#indices)?),*])
+    };
+    let encode = if returns_result {
+        quote! {
+            match output {
+                ::core::result::Result::Ok(value) => #parts,
+                ::core::result::Result::Err(error) => {
+                    #[allow(unused_imports)]
+                    use ::manta::__private::{ReturnedText as _, ReturnedValue as _};
+                    ::core::result::Result::Err((&::manta::__private::Returned(error)).invoke_error())
+                }
+            }
+        }
+    } else {
+        quote! { let value = output; #parts }
+    };
+    Ok((elements, encode))
+}
+
 fn expand_remote(function: &ItemFn, returns: Option<usize>) -> syn::Result<proc_macro2::TokenStream> {
     let signature = &function.sig;
     if signature.asyncness.is_some() || !signature.generics.params.is_empty() {
@@ -248,28 +281,8 @@ fn expand_remote(function: &ItemFn, returns: Option<usize>) -> syn::Result<proc_
             encode,
         ),
         Some(count) => {
-            let elements = tuple_elements(&syn::parse2(output.clone())?, count)?;
-            let indices = (0..count).map(syn::Index::from);
+            let (elements, encode) = several_outputs(&signature.output, &quote!(NAME), count)?;
             let raw: Vec<_> = (0..count).map(|index| format_ident!("return_{index}")).collect();
-            let returns_result =
-                matches!(&signature.output, ReturnType::Type(_, ty) if result_ok_type(ty).is_some());
-            let parts = quote! {
-                ::manta::__private::outputs(NAME, ::std::vec![#(::manta::__private::output(NAME, &value.#indices)?),*])
-            };
-            let encode = if returns_result {
-                quote! {
-                    match output {
-                        ::core::result::Result::Ok(value) => #parts,
-                        ::core::result::Result::Err(error) => {
-                            #[allow(unused_imports)]
-                            use ::manta::__private::{ReturnedText as _, ReturnedValue as _};
-                            ::core::result::Result::Err((&::manta::__private::Returned(error)).invoke_error())
-                        }
-                    }
-                }
-            } else {
-                quote! { let value = output; #parts }
-            };
             (
                 quote!((#(::manta::ObjectRef<#elements>),*)),
                 quote! {{
@@ -360,6 +373,31 @@ fn expand_actor_impl(block: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> 
     let registration = format_ident!("__manta_actor_{}", class);
     let class_name = class.to_string();
 
+    // `#[manta(num_returns = N)]` on a method: read here, and left out of the emitted block.
+    let mut block = block.clone();
+    let mut method_returns = std::collections::HashMap::new();
+    for item in &mut block.items {
+        let ImplItem::Fn(method) = item else { continue };
+        let mut kept = Vec::new();
+        for attribute in std::mem::take(&mut method.attrs) {
+            if !attribute.path().is_ident("manta") {
+                kept.push(attribute);
+                continue;
+            }
+            let arguments = attribute.meta.require_list()?.tokens.clone();
+            if let Some(count) = remote_arguments(arguments)? {
+                method_returns.insert(method.sig.ident.to_string(), count);
+            }
+        }
+        method.attrs = kept;
+    }
+    if method_returns.contains_key("new") {
+        return Err(syn::Error::new_spanned(
+            &block.self_ty,
+            "the constructor returns the actor: no num_returns",
+        ));
+    }
+    let block = &block;
     let mut constructor = None;
     let mut handle_methods = Vec::new();
     let mut dispatch_arms = Vec::new();
@@ -391,18 +429,38 @@ fn expand_actor_impl(block: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> 
         let parameters = parameters(signature.inputs.iter().skip(1))?;
         let names: Vec<_> = parameters.iter().map(|parameter| &parameter.name).collect();
         let types: Vec<_> = parameters.iter().map(|parameter| &parameter.ty).collect();
-        let (output, encode) =
-            output_handling(&signature.output, &quote!(<#class as ::manta::ActorClass>::NAME));
+        let class_name_tokens = quote!(<#class as ::manta::ActorClass>::NAME);
         let docs = method.attrs.iter().filter(|attribute| attribute.path().is_ident("doc"));
-        handle_methods.push(quote! {
-            #(#docs)*
-            pub fn #method_name(&self, #(#names: impl ::manta::IntoArg<#types>),*) -> ::manta::ObjectRef<#output> {
-                ::manta::ObjectRef::__from_raw(self.raw.call(
-                    #method_string,
-                    ::std::vec![#(::manta::__private::arg::<#types, _>(#names)),*],
-                ))
+        let encode = match method_returns.get(&method_string).copied() {
+            None | Some(1) => {
+                let (output, encode) = output_handling(&signature.output, &class_name_tokens);
+                handle_methods.push(quote! {
+                    #(#docs)*
+                    pub fn #method_name(&self, #(#names: impl ::manta::IntoArg<#types>),*) -> ::manta::ObjectRef<#output> {
+                        ::manta::ObjectRef::__from_raw(self.raw.call(
+                            #method_string,
+                            ::std::vec![#(::manta::__private::arg::<#types, _>(#names)),*],
+                        ))
+                    }
+                });
+                encode
             }
-        });
+            Some(count) => {
+                let (elements, encode) = several_outputs(&signature.output, &class_name_tokens, count)?;
+                let raw: Vec<_> = (0..count).map(|index| format_ident!("return_{index}")).collect();
+                handle_methods.push(quote! {
+                    #(#docs)*
+                    pub fn #method_name(&self, #(#names: impl ::manta::IntoArg<#types>),*) -> (#(::manta::ObjectRef<#elements>),*) {
+                        let [#(#raw),*] = self.raw.call_returning::<#count>(
+                            #method_string,
+                            ::std::vec![#(::manta::__private::arg::<#types, _>(#names)),*],
+                        );
+                        (#(::manta::ObjectRef::__from_raw(#raw)),*)
+                    }
+                });
+                encode
+            }
+        };
         let lock = if exclusive { quote!(write_owned) } else { quote!(read_owned) };
         let guard = if exclusive { quote!(mut guard) } else { quote!(guard) };
         let arm = if is_async {

@@ -281,8 +281,12 @@ pub struct ActorCall {
     pub caller: u64,
     /// The call's number from this caller to this incarnation, from 0.
     pub seq: u64,
-    /// The id a large return value is stored under.
+    /// The id a large return value is stored under (return `i` of several under
+    /// `return_id.following(i)`).
     pub return_id: WireId,
+    /// Returns past the first (`num_returns - 1`).
+    #[serde(default)]
+    pub more_returns: u32,
 }
 wire_message!(ActorCall => Result<TaskOutput, TaskFailure>, id = 311);
 

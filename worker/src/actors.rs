@@ -37,7 +37,7 @@ use crate::core::{self, CoreWorker};
 use crate::error::{ActorError, TaskError};
 use crate::executor::{Executor, EXECUTOR_NAME};
 use crate::objects::{FreeHook, ObjectRef, RawRef, State, Value};
-use crate::submit::{output_value, resolve_args, resolve_now, ArgSpec};
+use crate::submit::{complete_returns, output_values, resolve_args, resolve_now, ArgSpec, Part};
 use crate::wire::{
     ActorCall, ActorSpec, CreateActor, CreateActorError, KillActor, TaskArg, TaskFailure, TaskOutput,
     WatchActor,
@@ -116,19 +116,30 @@ impl RawActorHandle {
 
     /// Calls `method` with `args`; the result arrives in the returned object.
     pub fn call(&self, method: &'static str, args: Vec<ArgSpec>) -> RawRef {
-        // Without `manta::init` the result's `get` reports `NotInitialized`.
-        let Ok(core) = core::current() else { return RawRef::uninitialized() };
-        let result = core.create_pending();
+        let [result] = self.call_returning::<1>(method, args);
+        result
+    }
+
+    /// Calls `method`, which returns `N` values (`#[manta(num_returns = N)]`): one ref per
+    /// value, in order.
+    pub fn call_returning<const N: usize>(&self, method: &'static str, args: Vec<ArgSpec>) -> [RawRef; N] {
+        const { assert!(N >= 1 && N <= u32::MAX as usize, "a call returns at least one value") };
+        // Without `manta::init` the results' `get`s report `NotInitialized`.
+        let Ok(core) = core::current() else { return std::array::from_fn(|_| RawRef::uninitialized()) };
+        let refs: [RawRef; N] = match core.create_pending_returns(N as u32).try_into() {
+            Ok(refs) => refs,
+            Err(_) => unreachable!("create_pending_returns makes one ref per return"),
+        };
         client(&core, self).submit(
             &core,
             method,
             args,
-            result.id,
+            (refs[0].id, N as u32),
             // Unlimited (-1) is as many retries as a call can be counted.
             u32::try_from(self.max_task_retries).unwrap_or(u32::MAX),
             self.lifetime.as_ref(),
         );
-        result
+        refs
     }
 }
 
@@ -399,6 +410,8 @@ struct Payload {
     args: Vec<TaskArg>,
     holds: Arc<Vec<RawRef>>,
     return_id: ObjectId,
+    /// How many values it returns (`num_returns`; the others' ids follow `return_id`).
+    returns: u32,
 }
 
 /// This process's client of one actor: the sans-IO [`ActorClientCore`] (numbering, incarnations,
@@ -461,7 +474,7 @@ struct Outgoing {
 enum Effect {
     Locate,
     Watch(u64),
-    Complete(ObjectId, Result<(Value, Vec<crate::objects::RefWire>), TaskError>),
+    Complete(ObjectId, u32, Result<Vec<Part>, TaskError>),
     Drain,
     WakeAt(Duration),
 }
@@ -510,7 +523,7 @@ impl ActorClient {
         core: &Arc<CoreWorker>,
         method: &'static str,
         args: Vec<ArgSpec>,
-        return_id: ObjectId,
+        (return_id, returns): (ObjectId, u32),
         retries: u32,
         lifetime: Option<&ObjectRef<()>>,
     ) {
@@ -526,7 +539,7 @@ impl ActorClient {
             let ready = args.is_none();
             inner
                 .payloads
-                .insert(call, Payload { method, args: resolved, holds: Arc::new(holds), return_id });
+                .insert(call, Payload { method, args: resolved, holds: Arc::new(holds), return_id, returns });
             inner.core.submit(call, retries, ready);
             call
         });
@@ -553,7 +566,7 @@ impl ActorClient {
                 }
             });
             if let Some(error) = failed {
-                complete(&core, return_id, Err(error));
+                complete_returns(&core, return_id, returns, Err(error));
             }
         });
     }
@@ -601,7 +614,7 @@ impl ActorClient {
                             TaskError::unreachable(actor, "the actor manager", cause)
                         }
                     };
-                    effects.push(Effect::Complete(payload.return_id, Err(error)));
+                    effects.push(Effect::Complete(payload.return_id, payload.returns, Err(error)));
                 }
                 Command::Send { call, restarts, epoch, seq, retries_left } => {
                     let Some(executor) = inner.executors.get(&restarts) else {
@@ -626,6 +639,7 @@ impl ActorClient {
                         caller: self.caller ^ epoch,
                         seq,
                         return_id: payload.return_id,
+                        more_returns: payload.returns - 1,
                     };
                     let on_answer = self.on_answer(core, epoch, seq);
                     if inner.draining {
@@ -683,11 +697,11 @@ impl ActorClient {
                 // `None`: decided already (its incarnation ended first).
                 let (Some(payload), idle) = client.outcome_arrived(epoch, seq) else { return };
                 let outcome = match answer {
-                    Ok(output) => Ok(output_value(output)),
+                    Ok(output) => Ok(output_values(output)),
                     Err(failure) => Err(failure.into()),
                 };
                 drop(payload.holds);
-                complete(&core, payload.return_id, outcome);
+                complete_returns(&core, payload.return_id, payload.returns, outcome);
                 drop(idle);
             }
             // How a dead worker shows on its connection, often before the actor manager
@@ -713,7 +727,7 @@ impl ActorClient {
                     AskError::Codec(reason) => TaskError::Invalid { function, reason },
                     other => TaskError::unreachable(function, "the actor", other),
                 };
-                complete(&core, payload.return_id, Err(error));
+                complete_returns(&core, payload.return_id, payload.returns, Err(error));
                 drop(idle);
             }
         }
@@ -723,7 +737,9 @@ impl ActorClient {
     fn perform(self: &Arc<Self>, core: &Arc<CoreWorker>, effect: Effect) {
         let (client, worker) = (self.clone(), core.clone());
         match effect {
-            Effect::Complete(return_id, outcome) => complete(core, return_id, outcome),
+            Effect::Complete(return_id, returns, outcome) => {
+                complete_returns(core, return_id, returns, outcome)
+            }
             Effect::Locate => {
                 core.arbiter.spawn(async move {
                     let answer = worker
@@ -823,11 +839,3 @@ impl ActorClient {
 /// How long a client waits before asking again where an actor that is neither alive nor dead
 /// lives (only when the manager does not follow it; one it follows answers when it settles).
 const LOCATE_AGAIN: Duration = Duration::from_millis(50);
-
-fn complete(
-    core: &Arc<CoreWorker>,
-    id: ObjectId,
-    outcome: Result<(Value, Vec<crate::objects::RefWire>), TaskError>,
-) {
-    core.clean_up(core.objects.complete(id, outcome));
-}

@@ -346,13 +346,6 @@ impl CoreWorker {
         RawRef::from_counted(self, id, owner)
     }
 
-    /// A new owned object, pending, with one handle.
-    pub(crate) fn create_pending(self: &Arc<Self>) -> RawRef {
-        let id = self.new_object_id();
-        self.objects.create_owned(id, State::Pending, Vec::new());
-        RawRef::from_counted(self, id, None)
-    }
-
     /// `count` new owned objects with consecutive ids (a task's returns), pending, one handle
     /// each.
     pub(crate) fn create_pending_returns(self: &Arc<Self>, count: u32) -> Vec<RawRef> {

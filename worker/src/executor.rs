@@ -61,6 +61,7 @@ struct HostedCall {
     caller: u64,
     seq: u64,
     return_id: ObjectId,
+    returns: usize,
     reply: Replier,
 }
 
@@ -398,6 +399,7 @@ fn hand_over_answering(hosts: &Hosts, call: ActorCall, reply: Replier) {
         caller: call.caller,
         seq: call.seq,
         return_id: call.return_id,
+        returns: call.more_returns as usize + 1,
         reply,
     };
     if let Err(returned) = host.send(hosted) {
@@ -505,8 +507,8 @@ fn host_actor(
                 let (cell, core) = (cell.clone(), core.clone());
                 let (exiting, exited, held) = (exiting.clone(), exited.clone(), held.clone());
                 tokio::task::spawn_local(async move {
-                    let HostedCall { method, args, return_id, reply, .. } = call;
-                    let outcome = run_call(&core, class, &cell, method, args, return_id).await;
+                    let HostedCall { method, args, return_id, returns, reply, .. } = call;
+                    let outcome = run_call(&core, class, &cell, method, args, (return_id, returns)).await;
                     drop(slot);
                     match outcome {
                         Some(outcome) => reply.send(outcome),
@@ -544,7 +546,7 @@ async fn run_call(
     cell: &registry::ActorCell,
     method: String,
     args: Vec<TaskArg>,
-    return_id: ObjectId,
+    (return_id, returns): (ObjectId, usize),
 ) -> Option<Result<TaskOutput, TaskFailure>> {
     let pid = std::process::id();
     let function = format!("{}.{method}", class.name);
@@ -565,5 +567,5 @@ async fn run_call(
         Ok(Err(error)) | Err(error) => return Some(Err(failure(RunError::Invoke(error)))),
     };
     let run_us = started.elapsed().as_micros() as u64;
-    Some(finish_output(core, output, return_id, decoded, run_us, 1).await.map_err(failure))
+    Some(finish_output(core, output, return_id, decoded, run_us, returns).await.map_err(failure))
 }

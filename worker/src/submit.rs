@@ -515,12 +515,23 @@ pub(crate) fn check_amounts<'a>(amounts: impl IntoIterator<Item = (&'a str, f64)
 }
 
 /// One returned value, as its owner keeps it.
-type Part = (Value, Vec<crate::objects::RefWire>);
+pub(crate) type Part = (Value, Vec<crate::objects::RefWire>);
 
 /// Completes each return of `task` (one, or `num_returns`): with its value, or all with the
 /// error.
 fn complete_task(core: &Arc<CoreWorker>, task: ObjectId, result: Result<Vec<Part>, TaskError>) {
     let returns = core.submitter.returns.lock().remove(&task).unwrap_or(1);
+    complete_returns(core, task, returns, result);
+}
+
+/// Completes the `returns` objects of a task or actor call whose first is `task`: each with its
+/// value, or all with the error.
+pub(crate) fn complete_returns(
+    core: &Arc<CoreWorker>,
+    task: ObjectId,
+    returns: u32,
+    result: Result<Vec<Part>, TaskError>,
+) {
     match result {
         Ok(parts) => {
             let given = parts.len();
@@ -750,13 +761,8 @@ pub(crate) async fn resolve_args(
     Ok((resolved, holds))
 }
 
-/// The owner's view of a task's or call's output.
-pub(crate) fn output_value(output: TaskOutput) -> (Value, Vec<crate::objects::RefWire>) {
-    (owned_value(output.value), output.contains)
-}
-
 /// Each return of a task's output, in order.
-fn output_values(output: TaskOutput) -> Vec<Part> {
+pub(crate) fn output_values(output: TaskOutput) -> Vec<Part> {
     std::iter::once((owned_value(output.value), output.contains))
         .chain(output.more.into_iter().map(|part| (owned_value(part.value), part.contains)))
         .collect()
