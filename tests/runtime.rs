@@ -1132,3 +1132,95 @@ fn many_callers_with_thousands_of_calls_in_flight_all_complete() {
     assert_eq!(done, vec![2_500; 4]);
     assert_eq!(log.entries().get().unwrap().len(), 10_001);
 }
+
+/// Waits (bounded) until `path` exists.
+fn wait_for_file(path: &std::path::Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !path.exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+#[manta::actor]
+struct Switchboard;
+
+#[manta::actor(concurrency_groups(io = 2, compute = 1))]
+impl Switchboard {
+    fn new() -> Self {
+        Switchboard
+    }
+
+    /// Says it runs (`<release>.running`), then holds its group's slot until `release` exists.
+    #[manta(concurrency_group = "compute")]
+    fn crunch(&self, release: String) -> bool {
+        std::fs::write(format!("{release}.running"), b"").unwrap();
+        wait_for_file(std::path::Path::new(&release))
+    }
+
+    /// Meets another call of the same group: both must run at once to return `true`.
+    #[manta(concurrency_group = "io")]
+    fn meet(&self, mine: String, theirs: String) -> bool {
+        std::fs::write(&mine, b"").unwrap();
+        wait_for_file(std::path::Path::new(&theirs))
+    }
+
+    #[manta(concurrency_group = "io")]
+    fn ping(&self) -> u32 {
+        std::process::id()
+    }
+
+    /// In the default group.
+    fn plain(&self) -> u32 {
+        std::process::id()
+    }
+
+    #[manta(concurrency_group = "io")]
+    fn quit(&self) -> Result<u32, String> {
+        let exited = manta::exit_actor().map_err(|error| error.to_string())?;
+        match exited {}
+    }
+}
+
+#[test]
+fn concurrency_groups_run_their_calls_apart_each_up_to_its_size() {
+    cluster();
+    let scratch = std::env::temp_dir().join(format!("manta-groups-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let path = |name: &str| scratch.join(name).display().to_string();
+    let board = Switchboard::remote().unwrap();
+    // A full group (compute, 1 slot) holds back its own calls only.
+    let first = board.crunch(path("release"));
+    wait_until_running(&scratch.join("release"));
+    let second = board.crunch(path("release"));
+    assert!(board.ping().get_timeout(Duration::from_secs(60)).is_ok(), "io runs while compute is full");
+    assert!(board.plain().get_timeout(Duration::from_secs(60)).is_ok(), "the default group too");
+    // Two io calls run at once (the group has 2 slots): each waits for the other.
+    let (one, two) = (board.meet(path("one"), path("two")), board.meet(path("two"), path("one")));
+    assert!(one.get_timeout(Duration::from_secs(150)).unwrap() && two.get().unwrap());
+    assert!(!second.is_ready(), "the second compute call waits for the first");
+    std::fs::write(scratch.join("release"), b"go").unwrap();
+    assert!(
+        first.get_timeout(Duration::from_secs(60)).unwrap()
+            && second.get_timeout(Duration::from_secs(60)).unwrap()
+    );
+    // An exit from a group's method ends the actor.
+    assert!(matches!(board.quit().get_timeout(Duration::from_secs(60)), Err(TaskError::ActorDied { .. })));
+    assert!(matches!(board.plain().get_timeout(Duration::from_secs(60)), Err(TaskError::ActorDied { .. })));
+
+    // The options give the groups in place of the class's: every group a method uses must be
+    // there, and sizes are at least 1.
+    let missing = Switchboard::options().concurrency_groups([("io", 4)]).remote();
+    assert!(
+        matches!(&missing, Err(ActorError::Invalid(reason)) if reason.contains("compute")),
+        "{missing:?}"
+    );
+    let empty = Switchboard::options().concurrency_groups([("io", 0), ("compute", 1)]).remote();
+    assert!(matches!(empty, Err(ActorError::Invalid(_))));
+    let resized = Switchboard::options().concurrency_groups([("io", 3), ("compute", 2)]).remote().unwrap();
+    assert!(resized.ping().get_timeout(Duration::from_secs(60)).is_ok());
+    let _ = std::fs::remove_dir_all(&scratch);
+}

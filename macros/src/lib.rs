@@ -107,11 +107,12 @@ fn tuple_elements(ty: &Type, count: usize) -> syn::Result<Vec<Type>> {
 /// one), and its handle method one ref per value, as `#[manta::remote(num_returns = N)]`.
 #[proc_macro_attribute]
 pub fn actor(attribute: TokenStream, item: TokenStream) -> TokenStream {
-    if !attribute.is_empty() {
-        let error = syn::Error::new(proc_macro2::Span::call_site(), "#[manta::actor] takes no arguments");
+    let item = parse_macro_input!(item as Item);
+    let attribute = proc_macro2::TokenStream::from(attribute);
+    if !attribute.is_empty() && !matches!(item, Item::Impl(_)) {
+        let error = syn::Error::new_spanned(attribute, "arguments of #[manta::actor] go on the impl block");
         return error.to_compile_error().into();
     }
-    let item = parse_macro_input!(item as Item);
     let expanded = match &item {
         Item::Struct(structure) => {
             if !structure.generics.params.is_empty() {
@@ -127,7 +128,9 @@ pub fn actor(attribute: TokenStream, item: TokenStream) -> TokenStream {
                 })
             }
         }
-        Item::Impl(block) => expand_actor_impl(block),
+        Item::Impl(block) => {
+            concurrency_groups(attribute).and_then(|groups| expand_actor_impl(block, &groups))
+        }
         other => Err(syn::Error::new_spanned(other, "#[manta::actor] goes on a struct and its impl block")),
     };
     match expanded {
@@ -357,7 +360,79 @@ fn expand_remote(function: &ItemFn, returns: Option<usize>) -> syn::Result<proc_
     })
 }
 
-fn expand_actor_impl(block: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
+/// The arguments of `#[manta::actor(...)]` on an impl block: `concurrency_groups(name = N, ...)`.
+fn concurrency_groups(attribute: proc_macro2::TokenStream) -> syn::Result<Vec<(String, u32)>> {
+    if attribute.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: syn::MetaList = syn::parse2(attribute)?;
+    if !list.path.is_ident("concurrency_groups") {
+        return Err(syn::Error::new_spanned(
+            &list.path,
+            "#[manta::actor] takes only `concurrency_groups(name = N, ...)`",
+        ));
+    }
+    let groups = list.parse_args_with(
+        syn::punctuated::Punctuated::<syn::MetaNameValue, syn::Token![,]>::parse_terminated,
+    )?;
+    let mut parsed: Vec<(String, u32)> = Vec::new();
+    for group in groups {
+        let name = group.path.require_ident()?.to_string();
+        let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(size), .. }) = &group.value else {
+            return Err(syn::Error::new_spanned(
+                &group.value,
+                "a concurrency group's size is a whole number, at least 1",
+            ));
+        };
+        let size = size.base10_parse::<u32>()?;
+        if size == 0 {
+            return Err(syn::Error::new_spanned(
+                &group.value,
+                "a concurrency group runs at least 1 call at once",
+            ));
+        }
+        if parsed.iter().any(|(known, _)| *known == name) {
+            return Err(syn::Error::new_spanned(&group.path, "this concurrency group is declared twice"));
+        }
+        parsed.push((name, size));
+    }
+    Ok(parsed)
+}
+
+/// What `#[manta(...)]` on an actor method says: `num_returns = N`, `concurrency_group = "name"`.
+#[derive(Default)]
+struct MethodOptions {
+    returns: Option<usize>,
+    group: Option<String>,
+}
+
+fn method_options(attribute: &syn::Attribute) -> syn::Result<MethodOptions> {
+    let arguments = attribute.meta.require_list()?.parse_args_with(
+        syn::punctuated::Punctuated::<syn::MetaNameValue, syn::Token![,]>::parse_terminated,
+    )?;
+    let mut options = MethodOptions::default();
+    for argument in arguments {
+        if argument.path.is_ident("concurrency_group") {
+            let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(group), .. }) = &argument.value else {
+                return Err(syn::Error::new_spanned(
+                    &argument.value,
+                    "a concurrency group is named by a string",
+                ));
+            };
+            options.group = Some(group.value());
+        } else if argument.path.is_ident("num_returns") {
+            options.returns = remote_arguments(quote!(#argument))?;
+        } else {
+            return Err(syn::Error::new_spanned(
+                &argument.path,
+                "#[manta(...)] on a method takes `num_returns = N` and `concurrency_group = \"name\"`",
+            ));
+        }
+    }
+    Ok(options)
+}
+
+fn expand_actor_impl(block: &ItemImpl, groups: &[(String, u32)]) -> syn::Result<proc_macro2::TokenStream> {
     if block.trait_.is_some() || !block.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
             block,
@@ -373,9 +448,10 @@ fn expand_actor_impl(block: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> 
     let registration = format_ident!("__manta_actor_{}", class);
     let class_name = class.to_string();
 
-    // `#[manta(num_returns = N)]` on a method: read here, and left out of the emitted block.
+    // `#[manta(...)]` on a method: read here, and left out of the emitted block.
     let mut block = block.clone();
     let mut method_returns = std::collections::HashMap::new();
+    let mut method_groups = Vec::new();
     for item in &mut block.items {
         let ImplItem::Fn(method) = item else { continue };
         let mut kept = Vec::new();
@@ -384,19 +460,32 @@ fn expand_actor_impl(block: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> 
                 kept.push(attribute);
                 continue;
             }
-            let arguments = attribute.meta.require_list()?.tokens.clone();
-            if let Some(count) = remote_arguments(arguments)? {
+            if method.sig.ident == "new" {
+                return Err(syn::Error::new_spanned(
+                    attribute,
+                    "#[manta(...)] goes on methods, not the constructor",
+                ));
+            }
+            let options = method_options(&attribute)?;
+            if let Some(count) = options.returns {
                 method_returns.insert(method.sig.ident.to_string(), count);
+            }
+            if let Some(group) = options.group {
+                if !groups.iter().any(|(name, _)| *name == group) {
+                    return Err(syn::Error::new_spanned(
+                        attribute,
+                        format!("concurrency group {group:?} is not declared: #[manta::actor(concurrency_groups({group} = N))] on the impl block"),
+                    ));
+                }
+                method_groups.push((method.sig.ident.to_string(), group));
             }
         }
         method.attrs = kept;
     }
-    if method_returns.contains_key("new") {
-        return Err(syn::Error::new_spanned(
-            &block.self_ty,
-            "the constructor returns the actor: no num_returns",
-        ));
-    }
+    let group_names = groups.iter().map(|(name, _)| name);
+    let group_sizes = groups.iter().map(|(_, size)| size);
+    let grouped_methods = method_groups.iter().map(|(method, _)| method);
+    let grouped_in = method_groups.iter().map(|(_, group)| group);
     let block = &block;
     let mut constructor = None;
     let mut handle_methods = Vec::new();
@@ -522,6 +611,8 @@ fn expand_actor_impl(block: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> 
         impl ::manta::ActorClass for #class {
             const NAME: &'static str = concat!(module_path!(), "::", #class_name);
             const ASYNC: bool = #any_async;
+            const CONCURRENCY_GROUPS: &'static [(&'static str, u32)] = &[#((#group_names, #group_sizes)),*];
+            const METHOD_GROUPS: &'static [(&'static str, &'static str)] = &[#((#grouped_methods, #grouped_in)),*];
             type Methods = #methods_type;
             fn methods(raw: ::manta::RawActorHandle) -> #methods_type {
                 #methods_type { raw }
@@ -601,6 +692,7 @@ fn expand_actor_impl(block: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> 
                     name: <#class as ::manta::ActorClass>::NAME,
                     construct,
                     dispatch,
+                    method_groups: <#class as ::manta::ActorClass>::METHOD_GROUPS,
                 }
             }
         }

@@ -260,8 +260,11 @@ pub struct StartActor {
     pub class: String,
     /// Constructor arguments.
     pub args: Vec<TaskArg>,
-    /// Calls running at once at most.
+    /// Calls running at once at most (in the default concurrency group).
     pub max_concurrency: u32,
+    /// Named concurrency groups and how many calls each runs at once.
+    #[serde(default)]
+    pub concurrency_groups: Vec<(String, u32)>,
     /// What the actor holds for its life (name, amount).
     #[serde(default)]
     pub resources: Vec<(String, f64)>,
@@ -309,8 +312,11 @@ pub struct ActorSpec {
     /// CPUs that must be free to place it (1 when no resource was given, as in Ray).
     #[serde(default)]
     pub placement_cpus: f64,
-    /// Calls running at once at most.
+    /// Calls running at once at most (in the default concurrency group).
     pub max_concurrency: u32,
+    /// Named concurrency groups and how many calls each runs at once.
+    #[serde(default)]
+    pub concurrency_groups: Vec<(String, u32)>,
 }
 
 /// Creates an actor: registers it (claiming its name) and starts it in the background.

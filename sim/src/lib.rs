@@ -567,6 +567,7 @@ impl World {
                 // Ray's default actor: a CPU to be placed, none held.
                 placement_cpus: 1.0,
                 max_concurrency: 1,
+                concurrency_groups: Vec::new(),
                 scheduling_strategy: SchedulingStrategy::Hybrid,
             };
             self.actor_ids.push(actor);

@@ -56,6 +56,11 @@ pub trait ActorClass: Send + Sync + 'static {
     /// Whether any method is `async` (then calls default to running concurrently, up to 1000,
     /// as Ray's async actors; otherwise one at a time).
     const ASYNC: bool;
+    /// The concurrency groups the class declares (`#[manta::actor(concurrency_groups(io = 2))]`),
+    /// with how many calls each runs at once.
+    const CONCURRENCY_GROUPS: &'static [(&'static str, u32)] = &[];
+    /// The methods placed in a group (`#[manta(concurrency_group = "io")]`): (method, group).
+    const METHOD_GROUPS: &'static [(&'static str, &'static str)] = &[];
     /// The generated type with one method per actor method.
     type Methods: Clone + Send + Sync;
     /// Wraps an untyped handle.
@@ -75,8 +80,12 @@ pub struct ActorOptions {
     pub max_restarts: i64,
     /// Retries of a call whose actor died and restarted (default 0; -1 for unlimited).
     pub max_task_retries: i64,
-    /// Calls running at once (default 1; 1000 for classes with `async` methods).
+    /// Calls running at once (default 1; 1000 for classes with `async` methods), in the
+    /// default concurrency group (the methods not placed in a named group).
     pub max_concurrency: Option<u32>,
+    /// The named concurrency groups and their sizes, in place of the ones the class declares
+    /// (Ray's `concurrency_groups` option). Every group a method is placed in must be there.
+    pub concurrency_groups: Option<Vec<(String, u32)>>,
     /// CPUs held for the actor's life. `None` (the default): as in Ray, 1 CPU must be free to
     /// place the actor, and it holds none while it runs (unless GPUs or custom resources are
     /// given, which then decide its placement alone).
@@ -203,6 +212,34 @@ impl<'de, A: ActorClass> Deserialize<'de> for ActorHandle<A> {
     }
 }
 
+/// The concurrency groups an actor of class `A` gets: `given` (the options') or the class's,
+/// checked: sizes of at least 1, names unique and not blank, and every group a method is placed
+/// in among them.
+fn concurrency_groups<A: ActorClass>(
+    given: Option<&[(String, u32)]>,
+) -> Result<Vec<(String, u32)>, ActorError> {
+    let groups: Vec<(String, u32)> = match given {
+        Some(groups) => groups.to_vec(),
+        None => A::CONCURRENCY_GROUPS.iter().map(|(name, size)| ((*name).to_owned(), *size)).collect(),
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (name, size) in &groups {
+        check_name("concurrency group", name)?;
+        if *size == 0 {
+            return Err(ActorError::Invalid(format!("concurrency group {name:?} must run at least 1 call")));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(ActorError::Invalid(format!("concurrency group {name:?} is given twice")));
+        }
+    }
+    if let Some((method, group)) = A::METHOD_GROUPS.iter().find(|(_, group)| !seen.contains(group)) {
+        return Err(ActorError::Invalid(format!(
+            "method {method} is in concurrency group {group:?}, which the actor's concurrency groups lack"
+        )));
+    }
+    Ok(groups)
+}
+
 /// Creates an actor of class `A` (what `A::remote(...)` and `A::options()...remote(...)` call).
 /// Returns once the actor is registered (its name claimed); it starts in the background, and
 /// calls made meanwhile wait for it.
@@ -224,6 +261,7 @@ pub fn create_actor<A: ActorClass>(
             return Err(ActorError::Invalid(format!("{what} must be -1 (unlimited) or more, got {count}")));
         }
     }
+    let concurrency_groups = concurrency_groups::<A>(options.concurrency_groups.as_deref())?;
     let amounts = [("num_cpus", options.num_cpus.unwrap_or(0.0)), ("num_gpus", options.num_gpus)];
     let custom = options.resources.iter().map(|(name, amount)| (name.as_str(), *amount));
     crate::submit::check_amounts(amounts.into_iter().chain(custom)).map_err(ActorError::Invalid)?;
@@ -270,6 +308,7 @@ pub fn create_actor<A: ActorClass>(
             resources: options.resources.clone(),
             placement_cpus: if defaults { 1.0 } else { 0.0 },
             max_concurrency,
+            concurrency_groups,
             scheduling_strategy: options.scheduling_strategy,
         };
         let created =

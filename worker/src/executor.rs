@@ -8,6 +8,11 @@
 //! blocking pool under the instance's lock (`&mut self`: exclusive, `&self`: shared); `async`
 //! methods run on the actor's thread; at most `max_concurrency` calls run at once, a caller's
 //! calls start in their `seq` order, and the actor's thread writes each answer.
+//!
+//! Concurrency groups (Ray's): a method placed in a named group takes a slot of that group's
+//! own, in a queue of the group's own, so a full group holds back no other group's calls. The
+//! groups share the actor's thread (Ray gives each its own event loop or thread pool): `async`
+//! methods that block the thread block every group, as they would block the default group.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -323,11 +328,14 @@ impl Handler<StartActor> for Executor {
         let (ready, started) = oneshot::channel();
         let (calls, receiver) = mpsc::unbounded_channel();
         let core = self.core.upgrade();
-        let max_concurrency = request.max_concurrency.max(1) as usize;
+        let concurrency = Concurrency {
+            default: request.max_concurrency.max(1) as usize,
+            groups: request.concurrency_groups,
+        };
         let (args, actor_id, held) = (request.args, request.actor_id, request.resources);
         let spawned = std::thread::Builder::new()
             .name(format!("manta-actor-{}", class.name.rsplit("::").next().unwrap_or(class.name)))
-            .spawn(move || host_actor(core, (actor_id, held), class, args, max_concurrency, ready, receiver));
+            .spawn(move || host_actor(core, (actor_id, held), class, args, concurrency, ready, receiver));
         if let Err(error) = spawned {
             return Box::pin(std::future::ready(Err(failure(format!("no thread for the actor: {error}")))));
         }
@@ -409,13 +417,77 @@ fn hand_over_answering(hosts: &Hosts, call: ActorCall, reply: Replier) {
     }
 }
 
+/// How many calls of an actor run at once: `default` in the default group (the methods not
+/// placed in a named group), and the named groups' own sizes.
+struct Concurrency {
+    default: usize,
+    groups: Vec<(String, u32)>,
+}
+
+/// What every running call of a hosted actor shares (on the actor's thread).
+struct Host {
+    core: Arc<CoreWorker>,
+    class: &'static ActorClassEntry,
+    cell: registry::ActorCell,
+    /// Signalled by the call that called `exit_actor`.
+    exiting: tokio::sync::Notify,
+    exited: std::cell::Cell<bool>,
+    /// A method called `exit_actor`: its caller's answer is held (never sent), and so are the
+    /// answers of the calls that never start, so that callers learn of the actor's death, not
+    /// of a value (Ray's semantics).
+    held: std::cell::RefCell<Vec<Replier>>,
+}
+
+impl Host {
+    /// Starts `call`, which holds `slot` while it runs; `false` (the call never starts) once
+    /// the actor has exited.
+    fn start(self: &std::rc::Rc<Self>, call: HostedCall, slot: tokio::sync::OwnedSemaphorePermit) -> bool {
+        if self.exited.get() {
+            self.held.borrow_mut().push(call.reply);
+            return false;
+        }
+        let host = self.clone();
+        tokio::task::spawn_local(async move {
+            let HostedCall { method, args, return_id, returns, reply, .. } = call;
+            let outcome =
+                run_call(&host.core, host.class, &host.cell, method, args, (return_id, returns)).await;
+            drop(slot);
+            match outcome {
+                Some(outcome) => reply.send(outcome),
+                None => {
+                    host.held.borrow_mut().push(reply);
+                    host.exited.set(true);
+                    host.exiting.notify_one();
+                }
+            }
+        });
+        true
+    }
+}
+
+/// Starts the calls of one named concurrency group in the order they come, each once the
+/// group has room: a full group holds back only its own calls.
+async fn run_group(
+    host: std::rc::Rc<Host>,
+    slots: Arc<Semaphore>,
+    mut queue: mpsc::UnboundedReceiver<HostedCall>,
+) {
+    while let Some(call) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        if !host.start(call, slot) {
+            // The actor exited: the calls still queued are never answered.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// The life of one hosted actor, on its own thread.
 fn host_actor(
     core: Option<Arc<CoreWorker>>,
     (actor_id, held): (ActorId, Vec<(String, f64)>),
     class: &'static ActorClassEntry,
     args: Vec<TaskArg>,
-    max_concurrency: usize,
+    concurrency: Concurrency,
     ready: oneshot::Sender<Result<(), TaskFailure>>,
     mut calls: mpsc::UnboundedReceiver<HostedCall>,
 ) {
@@ -434,7 +506,7 @@ fn host_actor(
         }
     };
     let local = tokio::task::LocalSet::new();
-    registry::run_inline_on_this_thread(max_concurrency == 1);
+    registry::run_inline_on_this_thread(concurrency.default == 1 && concurrency.groups.is_empty());
     local.block_on(&runtime, async move {
         let Some(core) = core else {
             let _ = ready.send(Err(failure(RunError::ShuttingDown.to_string())));
@@ -473,18 +545,38 @@ fn host_actor(
         core.register_borrows(decoded).await;
         let _ = ready.send(Ok(()));
 
-        let slots = Arc::new(Semaphore::new(max_concurrency));
+        let host = std::rc::Rc::new(Host {
+            core: core.clone(),
+            class,
+            cell,
+            exiting: tokio::sync::Notify::new(),
+            exited: std::cell::Cell::new(false),
+            held: Default::default(),
+        });
+        // The default group's slots, taken here in call order; each named group's calls go to
+        // the group's own queue (its slots taken there), so that a full group holds back no
+        // other group's calls.
+        let slots = Arc::new(Semaphore::new(concurrency.default));
+        let mut groups: HashMap<&str, mpsc::UnboundedSender<HostedCall>> = HashMap::new();
+        let mut group_slots = Vec::new();
+        for (name, size) in &concurrency.groups {
+            let (queue, queued) = mpsc::unbounded_channel();
+            let group = Arc::new(Semaphore::new(*size as usize));
+            group_slots.push((group.clone(), *size));
+            tokio::task::spawn_local(run_group(host.clone(), group, queued));
+            groups.insert(name.as_str(), queue);
+        }
+        let group_of: HashMap<&str, &mpsc::UnboundedSender<HostedCall>> = class
+            .method_groups
+            .iter()
+            .filter_map(|(method, group)| Some((*method, groups.get(group)?)))
+            .collect();
         let mut next_seq: HashMap<u64, u64> = HashMap::new();
         let mut parked: HashMap<u64, BTreeMap<u64, HostedCall>> = HashMap::new();
-        // A method called `exit_actor`: its caller's answer is held (never sent), so that the
-        // caller learns of the actor's death, not of a value (Ray's semantics).
-        let exiting = std::rc::Rc::new(tokio::sync::Notify::new());
-        let exited = std::rc::Rc::new(std::cell::Cell::new(false));
-        let held: std::rc::Rc<std::cell::RefCell<Vec<Replier>>> = Default::default();
         'calls: loop {
             let call = tokio::select! {
                 biased;
-                () = exiting.notified() => break,
+                () = host.exiting.notified() => break,
                 call = calls.recv() => match call {
                     Some(call) => call,
                     None => return,
@@ -498,43 +590,35 @@ fn host_actor(
                     break;
                 };
                 *expected += 1;
+                if let Some(queue) = group_of.get(call.method.as_str()) {
+                    // Its group's queue lives as long as this loop.
+                    let _ = queue.send(call);
+                    continue;
+                }
                 let Ok(slot) = slots.clone().acquire_owned().await else { return };
-                if exited.get() {
-                    // The call it waited behind ended the actor: this one never starts.
-                    held.borrow_mut().push(call.reply);
+                // `false`: the call it waited behind ended the actor; this one never starts.
+                if !host.start(call, slot) {
                     break 'calls;
                 }
-                let (cell, core) = (cell.clone(), core.clone());
-                let (exiting, exited, held) = (exiting.clone(), exited.clone(), held.clone());
-                tokio::task::spawn_local(async move {
-                    let HostedCall { method, args, return_id, returns, reply, .. } = call;
-                    let outcome = run_call(&core, class, &cell, method, args, (return_id, returns)).await;
-                    drop(slot);
-                    match outcome {
-                        Some(outcome) => reply.send(outcome),
-                        None => {
-                            held.borrow_mut().push(reply);
-                            exited.set(true);
-                            exiting.notify_one();
-                        }
-                    }
-                });
             }
             if parked.get(&caller).is_some_and(BTreeMap::is_empty) {
                 parked.remove(&caller);
             }
         }
         // The actor exits: the calls running finish, the ones not started are never answered
-        // (`parked`, `calls` and `held` stay alive), and the actor manager records the exit
-        // (no restart) and returns the lease, whose end stops this process; every caller then
-        // sees `ActorDied` with the cause.
-        let _running = slots.acquire_many(max_concurrency as u32).await;
+        // (`parked`, `calls`, the groups' queues and `held` stay alive), and the actor manager
+        // records the exit (no restart) and returns the lease, whose end stops this process;
+        // every caller then sees `ActorDied` with the cause.
+        let _running = slots.acquire_many(concurrency.default as u32).await;
+        for (group, size) in &group_slots {
+            let _running = group.acquire_many(*size).await;
+        }
         let cause = "the actor exited: manta::exit_actor() was called".to_owned();
         if let Err(error) = core.actor_manager.ask(KillActor { actor_id, cause }).await {
             warn!(class = class.name, %error, "an exiting actor could not tell the actor manager");
         }
         std::future::pending::<()>().await;
-        drop((parked, calls, held));
+        drop((parked, calls, groups, host));
     });
     warn!(class = class.name, "actor host ended");
 }

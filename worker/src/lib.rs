@@ -157,9 +157,21 @@ macro_rules! actor_option_methods {
             self
         }
 
-        /// Calls running at once at most.
+        /// Calls running at once at most (in the default concurrency group).
         pub fn max_concurrency(mut self, calls: u32) -> Self {
             self.options.max_concurrency = ::core::option::Option::Some(calls);
+            self
+        }
+
+        /// Named concurrency groups and how many calls each runs at once, in place of the
+        /// ones the class declares (Ray's `concurrency_groups`).
+        pub fn concurrency_groups<N: ::core::convert::Into<::std::string::String>>(
+            mut self,
+            groups: impl ::core::iter::IntoIterator<Item = (N, u32)>,
+        ) -> Self {
+            self.options.concurrency_groups = ::core::option::Option::Some(
+                groups.into_iter().map(|(name, size)| (name.into(), size)).collect(),
+            );
             self
         }
 

@@ -40,6 +40,8 @@ pub struct ActorClassEntry {
     pub construct: fn(&mut Invocation) -> Result<ActorCell, InvokeError>,
     /// Starts method `method` on the instance; `None` for an unknown method.
     pub dispatch: fn(&ActorCell, &str, Invocation) -> Option<MethodFuture>,
+    /// The methods placed in a named concurrency group: (method, group).
+    pub method_groups: &'static [(&'static str, &'static str)],
 }
 
 inventory::collect!(ActorClassEntry);

@@ -186,6 +186,7 @@ impl ManagerCore {
                     class: entry.spec.info.class.clone(),
                     args: entry.spec.args.clone(),
                     max_concurrency: entry.spec.max_concurrency,
+                    concurrency_groups: entry.spec.concurrency_groups.clone(),
                     resources: held_resources(&entry.spec),
                 };
                 entry.phase = Phase::Starting { lease, address: address.clone(), pid };
@@ -347,6 +348,7 @@ mod tests {
             resources: Vec::new(),
             placement_cpus: 1.0,
             max_concurrency: 1,
+            concurrency_groups: Vec::new(),
         }
     }
 
