@@ -42,11 +42,11 @@ pub use manta_macros::{actor, main, remote};
 pub use manta_transport as transport;
 pub use manta_worker::registry;
 pub use manta_worker::{
-    cancel, cancel_force, create_actor, exit_actor, free, get_actor, get_actor_in, get_all,
+    cancel, cancel_force, cancel_with, create_actor, exit_actor, free, get_actor, get_actor_in, get_all,
     get_runtime_context, is_cancelled, is_in_object_store, is_worker_process, kill, local_object_counts,
-    object_store_stats, put, wait, ActorClass, ActorError, ActorHandle, ActorOptions, Arg, Buffer, Cluster,
-    Config, Element, InitError, IntoArg, ObjectRef, RawActorHandle, RawRef, RuntimeContext,
-    SchedulingStrategy, StoreStats, TaskError, TaskOptions,
+    object_store_stats, put, wait, ActorClass, ActorError, ActorHandle, ActorOptions, Arg, Buffer,
+    CancelOptions, Cluster, Config, Element, InitError, IntoArg, ObjectRef, RawActorHandle, RawRef,
+    RuntimeContext, SchedulingStrategy, StoreStats, TaskError, TaskOptions,
 };
 
 /// Whether `main` is marked `#[manta::main]` (which calls [`enter_worker_if_spawned`] first).

@@ -140,6 +140,86 @@ fn a_running_task_is_cancelled_without_force_and_can_see_it() {
     let _ = std::fs::remove_file(&saw);
 }
 
+/// Runs until cancelled or until `release` exists (says it runs by creating
+/// `<marker>.running`); returns whether it saw a cancel.
+#[manta::remote]
+fn child_until(marker: String, release: String) -> bool {
+    std::fs::write(format!("{marker}.running"), b"").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !manta::is_cancelled() && !std::path::Path::new(&release).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    manta::is_cancelled()
+}
+
+/// Submits `child_until` and writes what its `get` gave into `<marker>.outcome`.
+#[manta::remote]
+fn parent_of_child(marker: String, release: String) -> bool {
+    let child = child_until::remote(format!("{marker}.child"), release);
+    let outcome = child.get();
+    std::fs::write(format!("{marker}.outcome"), format!("{outcome:?}")).unwrap();
+    true
+}
+
+/// Cancels the task making `target[0]`, a ref it borrows (nested, so not resolved).
+#[manta::remote]
+fn cancel_borrowed(target: Vec<ObjectRef<bool>>) -> bool {
+    manta::cancel(&target[0])
+}
+
+fn read_when_written(path: &std::path::Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{} was never written", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_cancel_reaches_the_tasks_the_task_submitted_unless_not_recursive() {
+    cluster();
+    let dir = std::env::temp_dir().join(format!("manta-cancel-tree-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for recursive in [true, false] {
+        let marker = dir.join(format!("parent-{recursive}")).display().to_string();
+        let release = dir.join(format!("release-{recursive}"));
+        let parent = parent_of_child::remote(marker.clone(), release.display().to_string());
+        wait_until_running(std::path::Path::new(&format!("{marker}.child")));
+        let options = manta::CancelOptions { recursive, ..manta::CancelOptions::default() };
+        assert!(manta::cancel_with(&parent, options));
+        assert!(matches!(parent.get_timeout(Duration::from_secs(60)), Err(TaskError::Cancelled { .. })));
+        if !recursive {
+            // The child runs on, uncancelled, until it is let go.
+            std::fs::write(&release, b"").unwrap();
+        }
+        let outcome = read_when_written(std::path::Path::new(&format!("{marker}.outcome")));
+        if recursive {
+            assert!(outcome.contains("Cancelled"), "the child was cancelled with its parent: {outcome}");
+        } else {
+            assert_eq!(outcome, "Ok(false)", "the child ran to its end, never cancelled");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_borrower_can_cancel_a_task_through_its_owner() {
+    cluster();
+    let marker = std::env::temp_dir().join(format!("manta-cancel-borrowed-{}", std::process::id()));
+    let running = run_until_cancelled::remote(marker.display().to_string());
+    wait_until_running(&marker);
+    let cancelled = cancel_borrowed::remote(vec![running.clone()]);
+    assert_eq!(cancelled.get_timeout(Duration::from_secs(60)), Ok(true));
+    assert!(matches!(running.get_timeout(Duration::from_secs(60)), Err(TaskError::Cancelled { .. })));
+    // Once the task is over, there is nothing to cancel.
+    assert_eq!(cancel_borrowed::remote(vec![running]).get_timeout(Duration::from_secs(60)), Ok(false));
+    let _ = std::fs::remove_file(format!("{}.saw", marker.display()));
+    let _ = std::fs::remove_file(format!("{}.running", marker.display()));
+}
+
 /// Holds `orphan_gate` (writing its pid to `marker` once it does) until `release` exists.
 #[manta::remote]
 fn hold_orphan_gate(marker: String, release: String) -> bool {

@@ -570,8 +570,21 @@ pub struct RefWire {
 
 crate::service::protocol!(
     /// A process's owner service (`process/owner`): the objects it owns.
-    Owner = "owner": GetObject, AddBorrower, RemoveBorrower, FreeObject,
+    Owner = "owner": GetObject, AddBorrower, RemoveBorrower, FreeObject, CancelObject,
 );
+
+/// Asks an object's owner to cancel the task that makes it (`manta::cancel` of a borrowed ref);
+/// answered with whether it was cancelled.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CancelObject {
+    /// The object (any return of the task).
+    pub id: ObjectId,
+    /// Kill the task's worker if it runs.
+    pub force: bool,
+    /// Cancel the tasks it submitted too.
+    pub recursive: bool,
+}
+wire_message!(CancelObject => bool, id = 308);
 
 /// Asks an object's owner to free it now (`manta::free` of a borrowed ref).
 #[derive(Debug, Serialize, Deserialize)]
@@ -602,6 +615,13 @@ crate::service::protocol!(
 pub struct CancelTask {
     /// The task (the id its result goes to).
     pub return_id: WireId,
+    /// Cancel the tasks it submitted too (Ray's `recursive`, its default).
+    #[serde(default = "yes")]
+    pub recursive: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 wire_message!(CancelTask => (), id = 331);
 

@@ -139,20 +139,42 @@ pub fn wait<T>(
     Ok((done, rest))
 }
 
-/// Cancels the task producing `reference` (Ray's `ray.cancel`): its `get` fails with
-/// [`TaskError::Cancelled`] at once, and tasks that take it fail too. One not running yet never
-/// runs; a running one goes on on its worker, which is told ([`is_cancelled`](crate::is_cancelled)
-/// turns true there, so a long task may stop early), and its result is dropped. Returns
-/// whether it was cancelled (`false` once the task is over). Not yet: cancelling the tasks it
-/// submitted (`recursive`), or a cancel from a process that only borrows the ref.
+/// Cancels the task producing `reference` (Ray's `ray.cancel`, with its defaults: not forced,
+/// recursive): its `get` fails with [`TaskError::Cancelled`] at once, and tasks that take it
+/// fail too. One not running yet never runs; a running one goes on on its worker, which is
+/// told ([`is_cancelled`](crate::is_cancelled) turns true there, so a long task may stop
+/// early), and its result is dropped; the tasks it submitted are cancelled the same way (and
+/// any it submits after). Works from any process holding the ref (a borrower asks the owner).
+/// Returns whether it was cancelled (`false` once the task is over).
 pub fn cancel<T>(reference: &ObjectRef<T>) -> bool {
-    crate::submit::cancel(&reference.raw, false)
+    cancel_with(reference, CancelOptions::default())
 }
 
 /// Cancels the task producing `reference`, killing its worker if it is running (Ray's
-/// `force=True`). Returns whether it was cancelled.
+/// `force=True`); the tasks it submitted lose their owner with it and end too. Returns whether
+/// it was cancelled.
 pub fn cancel_force<T>(reference: &ObjectRef<T>) -> bool {
-    crate::submit::cancel(&reference.raw, true)
+    cancel_with(reference, CancelOptions { force: true, ..CancelOptions::default() })
+}
+
+/// How [`cancel_with`] cancels (Ray's `ray.cancel` arguments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelOptions {
+    /// Kill the task's worker if it is running (default `false`).
+    pub force: bool,
+    /// Cancel the tasks it submitted too (default `true`).
+    pub recursive: bool,
+}
+
+impl Default for CancelOptions {
+    fn default() -> Self {
+        CancelOptions { force: false, recursive: true }
+    }
+}
+
+/// [`cancel`] with Ray's `force` and `recursive` given.
+pub fn cancel_with<T>(reference: &ObjectRef<T>, options: CancelOptions) -> bool {
+    crate::submit::cancel(&reference.raw, options.force, options.recursive)
 }
 
 /// The node's object store figures (in the process that hosts it: the driver of an embedded

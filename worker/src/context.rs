@@ -8,6 +8,7 @@
 //! their own), handed to the blocking pool's thread for a threaded actor's method.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 
 use manta_proto::{ActorId, JobId, NodeId, ObjectId};
@@ -69,6 +70,10 @@ pub(crate) fn as_task<T>(task: ObjectId, resources: Assigned, body: impl FnOnce(
     TASK.with(|current| *current.borrow_mut() = Some((task, resources)));
     let output = body();
     TASK.with(|current| *current.borrow_mut() = None);
+    // Its children outlive it as they may; a cancel of it now reaches none of them (Ray).
+    if let Some(children) = CHILDREN.lock().as_mut() {
+        children.remove(&task);
+    }
     output
 }
 
@@ -100,31 +105,56 @@ pub(crate) fn in_blocking_call<T>(call: Option<ObjectId>, body: impl FnOnce() ->
     output
 }
 
-/// Tasks of this worker cancelled while they ran (the most recent ones: a cancel that arrives
-/// after its task ended stays here until pushed out).
-static CANCELLED: parking_lot::Mutex<std::collections::VecDeque<ObjectId>> =
+/// Tasks of this worker cancelled while they ran, with whether recursively (the most recent
+/// ones: a cancel that arrives after its task ended stays here until pushed out).
+static CANCELLED: parking_lot::Mutex<std::collections::VecDeque<(ObjectId, bool)>> =
     parking_lot::Mutex::new(std::collections::VecDeque::new());
 
 /// How many cancelled tasks are remembered.
 const CANCELLED_KEPT: usize = 4096;
 
-/// The caller cancelled task `task` while it runs here.
-pub(crate) fn cancelled(task: ObjectId) {
+/// The tasks each running task of this worker submitted (by their first return's id), for a
+/// recursive cancel. An entry goes when its task ends.
+static CHILDREN: parking_lot::Mutex<Option<HashMap<ObjectId, Vec<ObjectId>>>> = parking_lot::Mutex::new(None);
+
+/// The caller cancelled task `task` while it runs here; with `recursive`, the tasks it
+/// submitted so far are returned, to be cancelled too (and any it submits later is cancelled
+/// at once, see [`child_submitted`]).
+pub(crate) fn cancelled(task: ObjectId, recursive: bool) -> Vec<ObjectId> {
     let mut cancelled = CANCELLED.lock();
     if cancelled.len() == CANCELLED_KEPT {
         cancelled.pop_front();
     }
-    cancelled.push_back(task);
+    cancelled.push_back((task, recursive));
+    drop(cancelled);
+    if !recursive {
+        return Vec::new();
+    }
+    CHILDREN.lock().as_mut().and_then(|children| children.remove(&task)).unwrap_or_default()
+}
+
+/// The running task submitted task `child`: remembered for a recursive cancel. `true` when the
+/// running task was cancelled recursively already: the child is to be cancelled at once.
+pub(crate) fn child_submitted(child: ObjectId) -> bool {
+    let Some(parent) = current_task() else { return false };
+    if CANCELLED.lock().contains(&(parent, true)) {
+        return true;
+    }
+    CHILDREN.lock().get_or_insert_with(HashMap::new).entry(parent).or_default().push(child);
+    false
+}
+
+/// The task running on this thread (not an actor call).
+fn current_task() -> Option<ObjectId> {
+    TASK.with(|current| current.borrow().as_ref().map(|(task, _)| *task))
 }
 
 /// Whether the running task was cancelled by its caller (`manta::cancel` without force, Ray's
 /// cooperative cancel): a long task may check it and stop; its result is discarded anyway.
 /// `false` outside a task.
 pub fn is_cancelled() -> bool {
-    let Some(task) = TASK.with(|current| current.borrow().as_ref().map(|(task, _)| *task)) else {
-        return false;
-    };
-    CANCELLED.lock().contains(&task)
+    let Some(task) = current_task() else { return false };
+    CANCELLED.lock().iter().any(|(cancelled, _)| *cancelled == task)
 }
 
 /// Where the calling code runs: its job, node, process, task or actor call, actor, and the

@@ -37,8 +37,8 @@ use crate::objects::{FreeHook, ObjectTable, RawRef, RefWire, Released, State, Va
 use crate::registry;
 use crate::submit::Submitter;
 use crate::wire::{
-    AddBorrower, CreateStoreObject, DeleteStoreObject, FreeObject, GetObject, ObjectReply, RemoveBorrower,
-    SealStoreObject, StoreRefusal,
+    AddBorrower, CancelObject, CreateStoreObject, DeleteStoreObject, FreeObject, GetObject, ObjectReply,
+    RemoveBorrower, SealStoreObject, StoreRefusal,
 };
 use manta_actor::ServiceRef;
 use manta_proto::gcs::Gcs;
@@ -725,6 +725,16 @@ impl Handler<FreeObject> for OwnerService {
     }
 }
 
+impl Handler<CancelObject> for OwnerService {
+    type Result = bool;
+
+    /// A borrower cancels the task that makes one of this process's objects.
+    fn handle(&mut self, request: CancelObject, _: &mut Context<Self>) -> bool {
+        let Some(core) = self.core.upgrade() else { return false };
+        crate::submit::cancel_task(&core, request.id, request.force, request.recursive)
+    }
+}
+
 impl Handler<RemoveBorrower> for OwnerService {
     type Result = ();
 
@@ -873,7 +883,8 @@ fn start_core(core: CoreWorker) -> Result<Arc<CoreWorker>, InitError> {
                 .message::<GetObject>()
                 .message::<AddBorrower>()
                 .message::<RemoveBorrower>()
-                .message::<FreeObject>(),
+                .message::<FreeObject>()
+                .message::<CancelObject>(),
         )
         .map_err(InitError::Register)?;
     Ok(core)

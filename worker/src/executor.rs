@@ -352,7 +352,12 @@ impl Handler<CancelTask> for Executor {
     type Result = ();
 
     fn handle(&mut self, request: CancelTask, _: &mut Context<Self>) {
-        crate::context::cancelled(request.return_id);
+        let children = crate::context::cancelled(request.return_id, request.recursive);
+        if let (Some(core), false) = (self.core.upgrade(), children.is_empty()) {
+            for child in children {
+                crate::submit::cancel_task(&core, child, false, true);
+            }
+        }
     }
 }
 

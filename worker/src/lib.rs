@@ -25,8 +25,8 @@ pub use actors::{
     RawActorHandle, ACTOR_MANAGER_NAME,
 };
 pub use api::{
-    cancel, cancel_force, free, get_all, is_in_object_store, local_object_counts, object_store_stats, put,
-    wait, WaitResult,
+    cancel, cancel_force, cancel_with, free, get_all, is_in_object_store, local_object_counts,
+    object_store_stats, put, wait, CancelOptions, WaitResult,
 };
 pub use buffer::{Buffer, Element};
 pub use codec::CodecError;

@@ -37,7 +37,7 @@ use crate::core::{self, CoreWorker};
 use crate::error::TaskError;
 use crate::executor::{Executor, EXECUTOR_NAME};
 use crate::objects::{RawRef, State, Value};
-use crate::wire::{PushTask, ReturnValue, TaskArg, TaskFailure, TaskOutput};
+use crate::wire::{CancelObject, PushTask, ReturnValue, TaskArg, TaskFailure, TaskOutput};
 
 pub mod state;
 
@@ -144,7 +144,7 @@ enum Effect {
     Return { lease: u64, reusable: bool },
     Complete { task: ObjectId, result: Result<Vec<Part>, TaskError>, _payload: Option<Payload> },
     Discard { task: ObjectId, output: TaskOutput },
-    Interrupt { executor: ActorRef<Executor>, task: ObjectId },
+    Interrupt { executor: ActorRef<Executor>, task: ObjectId, recursive: bool },
     WakeAt(Duration),
 }
 
@@ -219,7 +219,11 @@ impl Inner {
                     }
                     Command::Interrupt { request, task } => {
                         if let Some(link) = self.links.get(&request) {
-                            effects.push(Effect::Interrupt { executor: link.executor.clone(), task });
+                            effects.push(Effect::Interrupt {
+                                executor: link.executor.clone(),
+                                task,
+                                recursive: true,
+                            });
                         }
                     }
                 }
@@ -314,9 +318,9 @@ fn perform(core: &Arc<CoreWorker>, effect: Effect) {
         Effect::Push { request, message, executor, death } => {
             tokio::spawn(push(core.clone(), request, message, executor, death));
         }
-        Effect::Interrupt { executor, task } => {
+        Effect::Interrupt { executor, task, recursive } => {
             tokio::spawn(async move {
-                let _ = executor.tell(crate::wire::CancelTask { return_id: task }).await;
+                let _ = executor.tell(crate::wire::CancelTask { return_id: task, recursive }).await;
             });
         }
         Effect::Return { lease, reusable } => {
@@ -377,6 +381,11 @@ pub fn submit_returning<const N: usize>(
     let id = refs[0].id;
     if returns > 1 {
         core.submitter.returns.lock().insert(id, returns);
+    }
+    // Submitted by a task whose caller cancelled it recursively: cancelled at once.
+    if crate::context::child_submitted(id) {
+        complete_task(&core, id, Err(TaskError::Cancelled { function: function.to_owned() }));
+        return refs;
     }
     let amounts =
         [("num_cpus", options.num_cpus.unwrap_or(1.0)), ("num_gpus", options.num_gpus.unwrap_or(0.0))];
@@ -777,15 +786,28 @@ fn owned_value(value: ReturnValue) -> Value {
 
 /// Cancels the task that produces `reference`, at once: a task not yet running never runs; a
 /// running one is told (its result dropped), or with `force` its worker is killed (as Ray's
-/// `force=True`). Returns whether the task was cancelled. Its `get` then fails with
-/// [`TaskError::Cancelled`].
-pub(crate) fn cancel(reference: &RawRef, force: bool) -> bool {
+/// `force=True`); with `recursive`, the tasks it submitted are cancelled too. A borrowed ref's
+/// cancel is asked of its owner. Returns whether the task was cancelled. Its `get` then fails
+/// with [`TaskError::Cancelled`].
+pub(crate) fn cancel(reference: &RawRef, force: bool, recursive: bool) -> bool {
     let Some(core) = reference.core() else { return false };
+    match reference.owner {
+        None => cancel_task(core, reference.id, force, recursive),
+        Some(owner) => {
+            let owner = core.owner_of(owner);
+            let request = CancelObject { id: reference.id, force, recursive };
+            core.block_on(async move { owner.ask(request).await.unwrap_or(false) })
+        }
+    }
+}
+
+/// Cancels this process's task that returns `id` (see [`cancel`]).
+pub(crate) fn cancel_task(core: &Arc<CoreWorker>, id: ObjectId, force: bool, recursive: bool) -> bool {
     let now = core.submitter.now();
     let mut unqueued = None;
     // Any return of a task names it (its first return is its id).
-    let task = core.submitter.task_of(reference.id);
-    let (cancelled, effects) = {
+    let task = core.submitter.task_of(id);
+    let (cancelled, mut effects) = {
         let mut inner = core.submitter.inner.lock();
         let cancelled = inner.core.cancel(now, task, force);
         if !cancelled {
@@ -797,6 +819,12 @@ pub(crate) fn cancel(reference: &RawRef, force: bool) -> bool {
         }
         (cancelled || unqueued.is_some(), inner.effects(now))
     };
+    // The running task this cancel interrupts is told whether to cancel its own tasks.
+    for effect in &mut effects {
+        if let Effect::Interrupt { recursive: interrupt_recursive, .. } = effect {
+            *interrupt_recursive = recursive;
+        }
+    }
     if let Some(unqueued) = unqueued {
         let function = unqueued.function.to_owned();
         drop(unqueued);
