@@ -45,6 +45,24 @@ fn free_them(refs: Vec<ObjectRef<u64>>) -> bool {
     manta::free(&refs).is_ok()
 }
 
+/// Keeps the refs it is given (borrowing their objects) for its life.
+#[manta::actor]
+struct Keeper {
+    kept: Vec<ObjectRef<Buffer<u8>>>,
+}
+
+#[manta::actor]
+impl Keeper {
+    fn new() -> Self {
+        Keeper { kept: Vec::new() }
+    }
+
+    fn keep(&mut self, refs: Vec<ObjectRef<Buffer<u8>>>) -> usize {
+        self.kept.extend(refs);
+        self.kept.len()
+    }
+}
+
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !condition() {
@@ -162,6 +180,22 @@ fn objects_live_exactly_as_long_as_their_references() {
     drop(from_worker);
     wait_until("every owned object is freed", || manta::local_object_counts().0 == owned_baseline);
     assert_eq!(manta::local_object_counts().1, 0, "no borrowed entry is left");
+
+    // A dead borrower's borrows end with it (Ray): an actor keeps a ref it was given and is
+    // killed; the object goes once this driver's own ref does (it stayed for ever before).
+    let kept = manta::put(Buffer::from(vec![4u8; 32 << 20])).unwrap();
+    let keeper = Keeper::options().detached(true).remote().unwrap();
+    assert_eq!(keeper.keep(vec![kept.clone()]).get().unwrap(), 1);
+    drop(kept);
+    assert!(
+        manta::object_store_stats().unwrap().used_bytes >= baseline.used_bytes + (32 << 20),
+        "the actor borrows it"
+    );
+    manta::kill(&keeper).unwrap();
+    wait_until("the dead actor's borrow ended", || {
+        manta::object_store_stats().unwrap().used_bytes == baseline.used_bytes
+    });
+    wait_until("every owned object is freed", || manta::local_object_counts().0 == owned_baseline);
 
     // A full store is an error with the sizes, not a hang or an abort.
     match manta::put(Buffer::from(vec![0u8; 2 << 30])) {

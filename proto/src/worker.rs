@@ -158,6 +158,8 @@ pub struct PushTask {
     /// Returns past the first (`num_returns - 1`).
     #[serde(default)]
     pub more_returns: u32,
+    /// The submitter, which owns the returns: refs inside them are borrowed for it.
+    pub owner: OwnerAddress,
     /// CPUs its lease holds (what the task sees as assigned).
     #[serde(default)]
     pub cpus: f64,
@@ -196,6 +198,9 @@ pub enum ObjectReply {
 pub struct AddBorrower {
     /// The object.
     pub id: WireId,
+    /// The process the borrow is held for (the borrower itself, or the owner of an object that
+    /// contains the ref): when it dies, the owner releases the borrow.
+    pub holder: OwnerAddress,
 }
 wire_message!(AddBorrower => bool, id = 302);
 
@@ -204,8 +209,18 @@ wire_message!(AddBorrower => bool, id = 302);
 pub struct RemoveBorrower {
     /// The object.
     pub id: WireId,
+    /// The process the borrow was held for.
+    pub holder: OwnerAddress,
 }
 wire_message!(RemoveBorrower => (), id = 303);
+
+/// An owner's watch on a process that holds borrows of its objects: answered after a while
+/// (the owner asks again while the process still holds a borrow); the ask fails when the
+/// process dies, and the owner then releases every borrow held for it (Ray's
+/// `WaitForRefRemoved` long poll).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AwaitExit;
+wire_message!(AwaitExit => (), id = 309, parks);
 
 /// Why the store refused an object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,6 +305,8 @@ pub struct ActorCall {
     /// Returns past the first (`num_returns - 1`).
     #[serde(default)]
     pub more_returns: u32,
+    /// The caller, which owns the returns: refs inside them are borrowed for it.
+    pub owner: OwnerAddress,
 }
 wire_message!(ActorCall => Result<TaskOutput, TaskFailure>, id = 311);
 
@@ -570,7 +587,7 @@ pub struct RefWire {
 
 crate::service::protocol!(
     /// A process's owner service (`process/owner`): the objects it owns.
-    Owner = "owner": GetObject, AddBorrower, RemoveBorrower, FreeObject, CancelObject,
+    Owner = "owner": GetObject, AddBorrower, RemoveBorrower, FreeObject, CancelObject, AwaitExit,
 );
 
 /// Asks an object's owner to cancel the task that makes it (`manta::cancel` of a borrowed ref);

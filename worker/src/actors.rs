@@ -679,6 +679,7 @@ impl ActorClient {
                         seq,
                         return_id: payload.return_id,
                         more_returns: payload.returns - 1,
+                        owner: core.owner_address,
                     };
                     let on_answer = self.on_answer(core, epoch, seq);
                     if inner.draining {

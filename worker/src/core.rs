@@ -11,12 +11,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use manta_actor::{
-    spawn, start_arbiter, Actor, ArbiterHandle, Context, Handler, Node, ResponseFuture, Routes, SpawnOptions,
-    System,
+    spawn, start_arbiter, Actor, ArbiterHandle, AskError, Context, Handler, Node, ResponseFuture, Routes,
+    SpawnOptions, System,
 };
 use manta_gcs::requests::{AddJob, RegisterNode};
 use manta_gcs::wire::JobId;
@@ -37,8 +37,8 @@ use crate::objects::{FreeHook, ObjectTable, RawRef, RefWire, Released, State, Va
 use crate::registry;
 use crate::submit::Submitter;
 use crate::wire::{
-    AddBorrower, CancelObject, CreateStoreObject, DeleteStoreObject, FreeObject, GetObject, ObjectReply,
-    RemoveBorrower, SealStoreObject, StoreRefusal,
+    AddBorrower, AwaitExit, CancelObject, CreateStoreObject, DeleteStoreObject, FreeObject, GetObject,
+    ObjectReply, RemoveBorrower, SealStoreObject, StoreRefusal,
 };
 use manta_actor::ServiceRef;
 use manta_proto::gcs::Gcs;
@@ -48,6 +48,10 @@ use manta_proto::OwnerAddress;
 
 /// The name of every process's object service.
 pub(crate) const OWNER_NAME: &str = <manta_proto::worker::Owner as manta_proto::Protocol>::NAME;
+
+/// How long a watch on a process holding borrows waits before it is answered and asked again
+/// (its death ends it at once).
+const HOLDER_WATCH: Duration = Duration::from_secs(60);
 
 /// Environment a driver passes to its workers (besides the raylet's own).
 mod env {
@@ -500,7 +504,7 @@ impl CoreWorker {
     pub(crate) async fn register_borrows(self: &Arc<Self>, ids: Vec<ObjectId>) {
         for (id, owner) in self.objects.unregistered(&ids) {
             let service = self.owner_of(owner);
-            let added = service.ask(AddBorrower { id }).await.ok();
+            let added = service.ask(AddBorrower { id, holder: self.owner_address }).await.ok();
             match added {
                 // Given back at once if every handle was dropped meanwhile.
                 Some(true) => self.clean_up(self.objects.registered(id, owner)),
@@ -515,16 +519,50 @@ impl CoreWorker {
         }
     }
 
-    /// Takes one borrow on each ref, on behalf of an object that contains them.
-    pub(crate) async fn hold_contained(self: &Arc<Self>, refs: &[RefWire]) {
+    /// Takes one borrow on each ref, on behalf of an object that contains them, held for
+    /// `holder`: the process that owns that object.
+    pub(crate) async fn hold_contained(self: &Arc<Self>, refs: &[RefWire], holder: OwnerAddress) {
         for wire in refs {
             let id = wire.id;
             if wire.owner == self.owner_address {
-                self.objects.add_borrower(id);
+                let (_, released) = self.objects.add_borrower(id, holder);
+                self.clean_up(released);
             } else {
-                let _ = self.owner_of(wire.owner).ask(AddBorrower { id }).await;
+                let _ = self.owner_of(wire.owner).ask(AddBorrower { id, holder }).await;
             }
         }
+    }
+
+    /// Watches `holder`, a process holding borrows of objects owned here, until it holds none
+    /// (asking again after each answer) or dies (then its borrows end).
+    fn watch_holder(self: &Arc<Self>, holder: OwnerAddress) {
+        let this = self.clone();
+        self.arbiter.spawn(async move {
+            loop {
+                match this.owner_of(holder).ask_unbounded(AwaitExit).await {
+                    Ok(()) => {
+                        if !this.objects.holder_alive(holder) {
+                            return;
+                        }
+                    }
+                    Err(
+                        AskError::ActorDied { .. }
+                        | AskError::ConnectionLost(_)
+                        | AskError::Unreachable(_)
+                        | AskError::NoSuchActor { .. },
+                    ) => {
+                        debug!(%holder, "a process holding borrows died: they end");
+                        this.clean_up(this.objects.holder_died(holder));
+                        return;
+                    }
+                    // Not a death (the watch itself was refused): ask again in a while.
+                    Err(error) => {
+                        debug!(%holder, %error, "watching a holder of borrows");
+                        tokio::time::sleep(HOLDER_WATCH).await;
+                    }
+                }
+            }
+        });
     }
 
     /// Performs what the object table decided when objects were freed: store copies deleted,
@@ -534,11 +572,12 @@ impl CoreWorker {
             match command {
                 RefCommand::DeleteStored { id } => self.delete_from_store(id),
                 RefCommand::RemoveBorrow { id, owner } => {
-                    let owner = self.owner_of(owner);
+                    let (owner, holder) = (self.owner_of(owner), self.owner_address);
                     self.arbiter.spawn(async move {
-                        let _ = owner.tell(RemoveBorrower { id }).await;
+                        let _ = owner.tell(RemoveBorrower { id, holder }).await;
                     });
                 }
+                RefCommand::WatchHolder { holder } => self.watch_holder(holder),
                 RefCommand::Hook(FreeHook::KillActor(actor_id)) => {
                     crate::actors::kill_when_out_of_scope(self, actor_id);
                 }
@@ -635,7 +674,8 @@ impl CoreWorker {
         if !refs.is_empty() {
             let held = refs.clone();
             let this = self.clone();
-            self.block_on(async move { this.hold_contained(&held).await });
+            let holder = self.owner_address;
+            self.block_on(async move { this.hold_contained(&held, holder).await });
         }
         self.objects.create_owned(id, State::Ready(value), refs);
         Ok(RawRef::from_counted(self, id, None))
@@ -710,7 +750,10 @@ impl Handler<AddBorrower> for OwnerService {
     type Result = bool;
 
     fn handle(&mut self, request: AddBorrower, _: &mut Context<Self>) -> bool {
-        self.core.upgrade().is_some_and(|core| core.objects.add_borrower(request.id))
+        let Some(core) = self.core.upgrade() else { return false };
+        let (added, released) = core.objects.add_borrower(request.id, request.holder);
+        core.clean_up(released);
+        added
     }
 }
 
@@ -735,12 +778,22 @@ impl Handler<CancelObject> for OwnerService {
     }
 }
 
+impl Handler<AwaitExit> for OwnerService {
+    type Result = ResponseFuture<()>;
+
+    /// An owner watches this process (it holds borrows of the owner's objects): answered after
+    /// a while; the ask fails when this process dies.
+    fn handle(&mut self, _: AwaitExit, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(tokio::time::sleep(HOLDER_WATCH))
+    }
+}
+
 impl Handler<RemoveBorrower> for OwnerService {
     type Result = ();
 
     fn handle(&mut self, request: RemoveBorrower, _: &mut Context<Self>) {
         if let Some(core) = self.core.upgrade() {
-            core.clean_up(core.objects.remove_borrower(request.id));
+            core.clean_up(core.objects.remove_borrower(request.id, request.holder));
         }
     }
 }
@@ -884,7 +937,8 @@ fn start_core(core: CoreWorker) -> Result<Arc<CoreWorker>, InitError> {
                 .message::<AddBorrower>()
                 .message::<RemoveBorrower>()
                 .message::<FreeObject>()
-                .message::<CancelObject>(),
+                .message::<CancelObject>()
+                .message::<AwaitExit>(),
         )
         .map_err(InitError::Register)?;
     Ok(core)

@@ -24,6 +24,7 @@ use manta_actor::{
 };
 use manta_gcs::ActorId;
 use manta_objectstore::ObjectId;
+use manta_proto::OwnerAddress;
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::warn;
@@ -67,6 +68,8 @@ struct HostedCall {
     seq: u64,
     return_id: ObjectId,
     returns: usize,
+    /// The caller, which owns the returns.
+    owner: OwnerAddress,
     reply: Replier,
 }
 
@@ -205,7 +208,7 @@ async fn finish_output(
     return_id: ObjectId,
     decoded: Arc<parking_lot::Mutex<Vec<ObjectId>>>,
     run_us: u64,
-    returns: usize,
+    (returns, owner): (usize, OwnerAddress),
 ) -> Result<TaskOutput, RunError> {
     let Output { value: encoded, holds, more } = output;
     if more.len() + 1 != returns {
@@ -231,11 +234,11 @@ async fn finish_output(
     }
     let mut values = values.into_iter().map(return_value);
     let first = values.next().expect("one value per return");
-    core.hold_contained(&encoded.refs).await;
+    core.hold_contained(&encoded.refs, owner).await;
     drop(holds);
     let mut parts = Vec::with_capacity(more.len());
     for (part, value) in more.into_iter().zip(values) {
-        core.hold_contained(&part.value.refs).await;
+        core.hold_contained(&part.value.refs, owner).await;
         drop(part.holds);
         parts.push(ReturnPart { value, contains: part.value.refs });
     }
@@ -266,7 +269,7 @@ fn run_task(
     task: PushTask,
 ) -> impl std::future::Future<Output = Result<TaskOutput, TaskFailure>> + Send + 'static {
     let pid = std::process::id();
-    let PushTask { function: name, args, return_id, more_returns, cpus, gpus, custom } = task;
+    let PushTask { function: name, args, return_id, more_returns, owner, cpus, gpus, custom } = task;
     let assigned = (cpus, gpus, custom);
     // Handed to the task thread now, not when the answer is first polled: tasks run in the
     // order they arrived.
@@ -307,7 +310,7 @@ fn run_task(
             Err(_) => return Err(failure(RunError::Dropped)),
         };
         let returns = more_returns as usize + 1;
-        finish_output(&core, output, return_id, decoded, run_us, returns).await.map_err(failure)
+        finish_output(&core, output, return_id, decoded, run_us, (returns, owner)).await.map_err(failure)
     }
 }
 
@@ -413,6 +416,7 @@ fn hand_over_answering(hosts: &Hosts, call: ActorCall, reply: Replier) {
         seq: call.seq,
         return_id: call.return_id,
         returns: call.more_returns as usize + 1,
+        owner: call.owner,
         reply,
     };
     if let Err(returned) = host.send(hosted) {
@@ -453,9 +457,9 @@ impl Host {
         }
         let host = self.clone();
         tokio::task::spawn_local(async move {
-            let HostedCall { method, args, return_id, returns, reply, .. } = call;
-            let outcome =
-                run_call(&host.core, host.class, &host.cell, method, args, (return_id, returns)).await;
+            let HostedCall { method, args, return_id, returns, owner, reply, .. } = call;
+            let call = (return_id, returns, owner);
+            let outcome = run_call(&host.core, host.class, &host.cell, method, args, call).await;
             drop(slot);
             match outcome {
                 Some(outcome) => reply.send(outcome),
@@ -635,7 +639,7 @@ async fn run_call(
     cell: &registry::ActorCell,
     method: String,
     args: Vec<TaskArg>,
-    (return_id, returns): (ObjectId, usize),
+    (return_id, returns, owner): (ObjectId, usize, OwnerAddress),
 ) -> Option<Result<TaskOutput, TaskFailure>> {
     let pid = std::process::id();
     let function = format!("{}.{method}", class.name);
@@ -656,5 +660,5 @@ async fn run_call(
         Ok(Err(error)) | Err(error) => return Some(Err(failure(RunError::Invoke(error)))),
     };
     let run_us = started.elapsed().as_micros() as u64;
-    Some(finish_output(core, output, return_id, decoded, run_us, returns).await.map_err(failure))
+    Some(finish_output(core, output, return_id, decoded, run_us, (returns, owner)).await.map_err(failure))
 }

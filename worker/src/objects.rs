@@ -160,13 +160,28 @@ impl ObjectTable {
         self.with_checked(|table| table.release_local(id))
     }
 
-    /// Another process (or an object) borrows an owned object. `false` if it is gone.
-    pub(crate) fn add_borrower(&self, id: ObjectId) -> bool {
-        self.table.lock().add_borrower(id)
+    /// Another process (or an object) borrows an owned object, held for `holder`. `false` if
+    /// it is gone.
+    pub(crate) fn add_borrower(&self, id: ObjectId, holder: OwnerAddress) -> (bool, Released) {
+        let mut added = false;
+        let released = self.with(|table| added = table.add_borrower(id, holder));
+        (added, released)
     }
 
-    pub(crate) fn remove_borrower(&self, id: ObjectId) -> Released {
-        self.with_checked(|table| table.remove_borrower(id))
+    pub(crate) fn remove_borrower(&self, id: ObjectId, holder: OwnerAddress) -> Released {
+        self.with_checked(|table| table.remove_borrower(id, holder))
+    }
+
+    /// `holder` died: the borrows held for it end.
+    pub(crate) fn holder_died(&self, holder: OwnerAddress) -> Released {
+        let released = self.with(|table| table.holder_died(holder));
+        self.wake();
+        released
+    }
+
+    /// `holder` answered a watch: whether to go on watching it.
+    pub(crate) fn holder_alive(&self, holder: OwnerAddress) -> bool {
+        self.table.lock().holder_alive(holder)
     }
 
     /// A ref arrived inside a value. Returns whether this process now borrows it for the first

@@ -25,7 +25,7 @@ use futures_util::future::{BoxFuture, Shared};
 use futures_util::FutureExt;
 use manta_actor::{ActorAddress, ActorRef, AskError};
 use manta_objectstore::ObjectId;
-use manta_proto::NodeId;
+use manta_proto::{NodeId, OwnerAddress};
 use manta_raylet::requests::{LeaseOutcome, RequestLease, ReturnLease, WatchLease};
 use manta_raylet::SchedulingStrategy;
 use parking_lot::Mutex;
@@ -151,7 +151,7 @@ enum Effect {
 impl Inner {
     /// Turns the core's commands into effects (answering at once what needs no I/O), and arms
     /// the wake-up for the core's next timeout.
-    fn effects(&mut self, now: Duration) -> Vec<Effect> {
+    fn effects(&mut self, now: Duration, owner: OwnerAddress) -> Vec<Effect> {
         let mut effects = Vec::new();
         loop {
             let commands: Vec<Command<Reply>> = self.core.poll_commands().collect();
@@ -179,6 +179,7 @@ impl Inner {
                             args: payload.args.clone(),
                             return_id: task,
                             more_returns: payload.returns - 1,
+                            owner,
                             cpus: payload.assigned.0,
                             gpus: payload.assigned.1,
                             custom: payload.assigned.2.clone(),
@@ -302,7 +303,7 @@ fn drive(core: &Arc<CoreWorker>, event: impl FnOnce(&mut Inner, Duration)) {
     let effects = {
         let mut inner = core.submitter.inner.lock();
         event(&mut inner, now);
-        inner.effects(now)
+        inner.effects(now, core.owner_address)
     };
     for effect in effects {
         perform(core, effect);
@@ -817,7 +818,7 @@ pub(crate) fn cancel_task(core: &Arc<CoreWorker>, id: ObjectId, force: bool, rec
                 unqueued = Some(incoming.swap_remove(index));
             }
         }
-        (cancelled || unqueued.is_some(), inner.effects(now))
+        (cancelled || unqueued.is_some(), inner.effects(now, core.owner_address))
     };
     // The running task this cancel interrupts is told whether to cancel its own tasks.
     for effect in &mut effects {

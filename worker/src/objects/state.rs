@@ -8,11 +8,14 @@
 //! - `local`: handles alive in this process (including those a submitted task holds for its
 //!   arguments until it ends);
 //! - `borrowers` (owned entries): other processes registered as borrowers, and objects that
-//!   contain a ref to it (each holds one borrow until it is freed).
+//!   contain a ref to it (each holds one borrow until it is freed), counted per *holder*: the
+//!   process the borrow is held for (the borrower; the owner of the containing object).
 //!
 //! An owned entry is freed when both are zero; a borrowed one when `local` is zero, and then
 //! it unregisters from its owner if it had registered. A count never goes below zero: a
-//! release with nothing to release is an error ([`RefError`]), and changes nothing.
+//! release with nothing to release is an error ([`RefError`]), and changes nothing. A holder
+//! that dies gives back every borrow held for it ([`RefTable::holder_died`]): the table asks
+//! the shell to watch each other process that holds a borrow ([`RefCommand::WatchHolder`]).
 
 use std::collections::HashMap;
 
@@ -69,6 +72,12 @@ pub enum RefCommand {
     },
     /// Run a freed object's hook.
     Hook(FreeHook),
+    /// Watch `holder`, a process that now holds borrows of objects owned here, and call
+    /// [`RefTable::holder_died`] when it dies (or [`RefTable::holder_alive`] now and then).
+    WatchHolder {
+        /// The process.
+        holder: OwnerAddress,
+    },
 }
 
 /// A count asked to go below zero, or an entry that is not there.
@@ -133,7 +142,10 @@ struct Entry {
     /// `None`: owned by this process.
     owner: Option<OwnerAddress>,
     local: u32,
+    /// The borrows, in all (owned entries).
     borrowers: u32,
+    /// The borrows per holder (owned entries); they sum to `borrowers`.
+    holders: Vec<(OwnerAddress, u32)>,
     /// Borrowed entries: whether this process registered with the owner.
     registered: bool,
     /// Borrowed entries: whether a fetch from the owner is under way.
@@ -151,12 +163,22 @@ pub struct RefTable {
     own: OwnerAddress,
     entries: HashMap<ObjectId, Entry, IdHashing>,
     commands: Vec<RefCommand>,
+    /// The other processes watched as holders of borrows.
+    watched: std::collections::HashSet<OwnerAddress>,
+    /// The borrows held for each other process, in all.
+    held_for: HashMap<OwnerAddress, u64>,
 }
 
 impl RefTable {
     /// An empty table of the process at `own`.
     pub fn new(own: OwnerAddress) -> RefTable {
-        RefTable { own, entries: HashMap::default(), commands: Vec::new() }
+        RefTable {
+            own,
+            entries: HashMap::default(),
+            commands: Vec::new(),
+            watched: Default::default(),
+            held_for: HashMap::new(),
+        }
     }
 
     /// The commands to perform, oldest first.
@@ -175,6 +197,7 @@ impl RefTable {
             owner: None,
             local: 1,
             borrowers: 0,
+            holders: Vec::new(),
             registered: false,
             fetching: false,
             state,
@@ -255,27 +278,75 @@ impl RefTable {
         Ok(())
     }
 
-    /// Another process (or an object) borrows an owned object. `false` if it is gone, or not
-    /// owned here.
-    pub fn add_borrower(&mut self, id: ObjectId) -> bool {
+    /// Another process (or an object) borrows an owned object, held for `holder`. `false` if
+    /// it is gone, or not owned here.
+    pub fn add_borrower(&mut self, id: ObjectId, holder: OwnerAddress) -> bool {
         match self.entries.get_mut(&id) {
             Some(entry) if entry.owner.is_none() => {
                 entry.borrowers += 1;
+                match entry.holders.iter_mut().find(|(known, _)| *known == holder) {
+                    Some((_, count)) => *count += 1,
+                    None => entry.holders.push((holder, 1)),
+                }
+                if holder != self.own {
+                    *self.held_for.entry(holder).or_default() += 1;
+                    if self.watched.insert(holder) {
+                        self.commands.push(RefCommand::WatchHolder { holder });
+                    }
+                }
                 true
             }
             _ => false,
         }
     }
 
-    /// A borrow of an owned object ended.
-    pub fn remove_borrower(&mut self, id: ObjectId) -> Result<(), RefError> {
+    /// A borrow of an owned object held for `holder` ended.
+    pub fn remove_borrower(&mut self, id: ObjectId, holder: OwnerAddress) -> Result<(), RefError> {
         let entry = self.entries.get_mut(&id).ok_or(RefError::Unknown(id))?;
         if entry.owner.is_some() {
             return Err(RefError::Unknown(id));
         }
-        entry.borrowers = entry.borrowers.checked_sub(1).ok_or(RefError::NotBorrowed(id))?;
+        let index =
+            entry.holders.iter().position(|(known, _)| *known == holder).ok_or(RefError::NotBorrowed(id))?;
+        entry.holders[index].1 -= 1;
+        if entry.holders[index].1 == 0 {
+            entry.holders.swap_remove(index);
+        }
+        entry.borrowers -= 1;
+        if let Some(held) = self.held_for.get_mut(&holder) {
+            *held -= 1;
+        }
         self.free_if_unused(id);
         Ok(())
+    }
+
+    /// `holder` died: every borrow held for it ends (Ray releases a dead borrower's refs).
+    pub fn holder_died(&mut self, holder: OwnerAddress) {
+        self.watched.remove(&holder);
+        if self.held_for.remove(&holder).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut released = Vec::new();
+        for (id, entry) in &mut self.entries {
+            if let Some(index) = entry.holders.iter().position(|(known, _)| *known == holder) {
+                let (_, count) = entry.holders.swap_remove(index);
+                entry.borrowers -= count;
+                released.push(*id);
+            }
+        }
+        for id in released {
+            self.free_if_unused(id);
+        }
+    }
+
+    /// `holder` is alive: whether to go on watching it (it still holds a borrow here).
+    pub fn holder_alive(&mut self, holder: OwnerAddress) -> bool {
+        let holds = self.held_for.get(&holder).is_some_and(|held| *held > 0);
+        if !holds {
+            self.watched.remove(&holder);
+            self.held_for.remove(&holder);
+        }
+        holds
     }
 
     /// Frees `id`'s value now, whoever still refers to it (Ray's `ray.internal.free`): an owned
@@ -331,7 +402,8 @@ impl RefTable {
             if wire.owner == self.own {
                 // Owned here: its count is ours to lower (an error only if it was freed
                 // already, which the property tests rule out).
-                let _ = self.remove_borrower(wire.id);
+                let own = self.own;
+                let _ = self.remove_borrower(wire.id, own);
             } else {
                 self.commands.push(RefCommand::RemoveBorrow { id: wire.id, owner: wire.owner });
             }
@@ -360,6 +432,7 @@ impl RefTable {
                 owner,
                 local: 1,
                 borrowers: 0,
+                holders: Vec::new(),
                 registered: false,
                 fetching: false,
                 state,
@@ -437,6 +510,40 @@ mod tests {
         Value::Inline(Bytes::from_static(b"v"))
     }
 
+    #[test]
+    fn each_other_process_holding_borrows_is_watched_while_it_holds_one() {
+        let mut table = RefTable::new(address(0));
+        table.create_owned(id(1), State::Ready(inline()), Vec::new());
+        let watches = |table: &mut RefTable| {
+            table
+                .take_commands()
+                .iter()
+                .filter(|command| matches!(command, RefCommand::WatchHolder { .. }))
+                .count()
+        };
+        assert!(table.add_borrower(id(1), address(0)));
+        assert_eq!(watches(&mut table), 0, "this process is not watched");
+        assert!(table.add_borrower(id(1), address(2)) && table.add_borrower(id(1), address(2)));
+        assert_eq!(watches(&mut table), 1, "watched once");
+        assert_eq!(
+            table.remove_borrower(id(1), address(3)),
+            Err(RefError::NotBorrowed(id(1))),
+            "not its borrow"
+        );
+        table.remove_borrower(id(1), address(2)).unwrap();
+        assert!(table.holder_alive(address(2)), "one borrow left");
+        table.remove_borrower(id(1), address(2)).unwrap();
+        assert!(!table.holder_alive(address(2)), "none left: the watch ends");
+        assert!(table.add_borrower(id(1), address(2)));
+        assert_eq!(watches(&mut table), 1, "watched again");
+        // Its death ends its borrows, and only its.
+        table.release_local(id(1)).unwrap();
+        table.holder_died(address(2));
+        assert_eq!(table.counts_of(id(1)), Some((0, 1)), "this process's own borrow stays");
+        table.remove_borrower(id(1), address(0)).unwrap();
+        assert_eq!(table.counts(), (0, 0));
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         AddLocal(usize),
@@ -493,11 +600,11 @@ mod tests {
                         }
                     }
                     Op::AddBorrower(index) => {
-                        prop_assert_eq!(table.add_borrower(id(index as u64)), model[index].3);
+                        prop_assert_eq!(table.add_borrower(id(index as u64), address(0)), model[index].3);
                         if model[index].3 { model[index].1 += 1; }
                     }
                     Op::RemoveBorrower(index) => {
-                        let removed = table.remove_borrower(id(index as u64));
+                        let removed = table.remove_borrower(id(index as u64), address(0));
                         if model[index].3 && model[index].1 > 0 {
                             prop_assert!(removed.is_ok());
                             model[index].1 -= 1;
@@ -611,6 +718,8 @@ mod tests {
         Uncontain(usize),
         /// Deliver the message at this index (modulo those in flight).
         Deliver(usize),
+        /// A process other than the owner dies (for good).
+        Die(usize),
     }
 
     #[derive(Debug)]
@@ -621,8 +730,10 @@ mod tests {
         AddBorrower { from: usize, then: AfterAdd },
         /// From the owner: counted (or not: the object is gone).
         Added { to: usize, counted: bool, then: AfterAdd },
-        /// To the owner: a borrow ended.
-        RemoveBorrower,
+        /// To the owner: a borrow held for `holder` ended.
+        RemoveBorrower { holder: usize },
+        /// To the owner: its watch on `holder` failed (the process is dead).
+        HolderDied { holder: usize },
         /// To a sender: the task is over; its hold on the argument ends.
         Done { to: usize },
     }
@@ -646,6 +757,7 @@ mod tests {
             1 => (0..PROCESSES).prop_map(Step::Contain),
             1 => (0..PROCESSES).prop_map(Step::Uncontain),
             5 => (0..64usize).prop_map(Step::Deliver),
+            1 => (1..PROCESSES).prop_map(Step::Die),
         ]
     }
 
@@ -660,6 +772,7 @@ mod tests {
         in_flight: Vec<Message>,
         deleted: u32,
         next_container: u64,
+        dead: [bool; PROCESSES],
     }
 
     const OBJECT: u64 = 1;
@@ -678,6 +791,7 @@ mod tests {
                 in_flight: Vec::new(),
                 deleted: 0,
                 next_container: 100,
+                dead: [false; PROCESSES],
             }
         }
 
@@ -696,9 +810,17 @@ mod tests {
                         }
                         RefCommand::RemoveBorrow { owner, .. } => {
                             assert_eq!(owner, address(OWNER));
-                            self.in_flight.push(Message::RemoveBorrower);
+                            self.in_flight.push(Message::RemoveBorrower { holder: process });
                         }
                         RefCommand::Hook(_) => unreachable!("no hooks here"),
+                        RefCommand::WatchHolder { holder } => {
+                            assert_eq!(process, OWNER, "only the owner counts borrows");
+                            let holder = (0..PROCESSES).find(|index| address(*index) == holder).unwrap();
+                            // A watch on a dead process fails at once; a live one's waits.
+                            if self.dead[holder] {
+                                self.in_flight.push(Message::HolderDied { holder });
+                            }
+                        }
                     }
                 }
             }
@@ -748,8 +870,11 @@ mod tests {
                     }
                 }
                 Message::AddBorrower { from, then } => {
-                    let counted = self.tables[OWNER].add_borrower(id(OBJECT));
-                    self.in_flight.push(Message::Added { to: from, counted, then });
+                    let counted = self.tables[OWNER].add_borrower(id(OBJECT), address(from));
+                    // The answer to a dead process is lost.
+                    if !self.dead[from] {
+                        self.in_flight.push(Message::Added { to: from, counted, then });
+                    }
                 }
                 Message::Added { to, counted, then } => {
                     // The protocol keeps the object alive while a borrow is being added.
@@ -765,10 +890,81 @@ mod tests {
                         }
                     }
                 }
-                Message::RemoveBorrower => self.tables[OWNER].remove_borrower(id(OBJECT))?,
+                Message::RemoveBorrower { holder } => {
+                    let removed = self.tables[OWNER].remove_borrower(id(OBJECT), address(holder));
+                    // A dead holder's late release finds its borrows already ended.
+                    if !self.dead[holder] {
+                        removed?;
+                    }
+                }
+                Message::HolderDied { holder } => self.tables[OWNER].holder_died(address(holder)),
+                // A task's end told to a dead sender: nobody to tell.
+                Message::Done { to } if self.dead[to] => {}
                 Message::Done { to } => self.unhold(to)?,
             }
             Ok(())
+        }
+
+        /// Process `process` dies: its handles, holds and containers are gone with it; the
+        /// tasks that carried the ref to it end (their holds on the argument go); the tasks it
+        /// submitted die with it (Ray's fate sharing: a worker running a dead owner's task is
+        /// killed), so their arguments never arrive, and a process still registering for one
+        /// dies too; its other messages are still delivered; the owner's watch on it will fail.
+        fn die(&mut self, process: usize) {
+            if self.dead[process] {
+                return;
+            }
+            let running_its_task: Vec<usize> = self
+                .in_flight
+                .iter()
+                .filter_map(|message| match message {
+                    Message::AddBorrower { from: worker, then: AfterAdd::Registered { sender } }
+                    | Message::Added { to: worker, then: AfterAdd::Registered { sender }, .. }
+                        if *sender == process =>
+                    {
+                        Some(*worker)
+                    }
+                    _ => None,
+                })
+                .collect();
+            self.in_flight
+                .retain(|message| !matches!(message, Message::Carry { from, .. } if *from == process));
+            self.dead[process] = true;
+            self.tables[process] = RefTable::new(address(process));
+            self.handles[process] = 0;
+            self.holds[process] = 0;
+            self.containers[process].clear();
+            let mut ended = Vec::new();
+            self.in_flight.retain(|message| match message {
+                Message::Carry { from, to } if *to == process => {
+                    ended.push(*from);
+                    false
+                }
+                Message::Added { to, then, .. } if *to == process => {
+                    if let AfterAdd::Registered { sender } = then {
+                        ended.push(*sender);
+                    }
+                    false
+                }
+                Message::AddBorrower { from, then: AfterAdd::Registered { sender } } if *from == process => {
+                    // Its answer will be lost: the sender's task ends with the process.
+                    ended.push(*sender);
+                    true
+                }
+                Message::Done { to } => *to != process,
+                _ => true,
+            });
+            for sender in ended {
+                if !self.dead[sender] {
+                    self.in_flight.push(Message::Done { to: sender });
+                }
+            }
+            self.in_flight.push(Message::HolderDied { holder: process });
+            for worker in running_its_task {
+                if worker != OWNER {
+                    self.die(worker);
+                }
+            }
         }
 
         /// Safety: while anything holds the object, its owner has it; each process's count is
@@ -821,14 +1017,14 @@ mod tests {
                 match step {
                     Step::Clone(process) if world.handles[process] > 0 => world.take(process)?,
                     Step::Drop(process) if world.handles[process] > 0 => world.release(process)?,
-                    Step::Send(from, to) if world.handles[from] > 0 => {
+                    Step::Send(from, to) if world.handles[from] > 0 && !world.dead[to] => {
                         // The task holds the argument's ref until it is over.
                         world.hold(from)?;
                         world.in_flight.push(Message::Carry { from, to });
                     }
                     Step::Contain(process) if world.handles[process] > 0 => {
                         if process == OWNER {
-                            prop_assert!(world.tables[OWNER].add_borrower(id(OBJECT)));
+                            prop_assert!(world.tables[OWNER].add_borrower(id(OBJECT), address(OWNER)));
                             world.make_container(process);
                         } else {
                             // Held while the owner counts the container's borrow.
@@ -844,6 +1040,7 @@ mod tests {
                         let message = world.in_flight.remove(pick % world.in_flight.len());
                         world.deliver(message)?;
                     }
+                    Step::Die(process) if !world.dead[process] => world.die(process),
                     _ => {}
                 }
                 world.perform();
