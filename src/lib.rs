@@ -45,8 +45,8 @@ pub use manta_worker::{
     cancel, cancel_force, cancel_with, create_actor, exit_actor, free, get_actor, get_actor_in, get_all,
     get_runtime_context, is_cancelled, is_in_object_store, is_worker_process, kill, local_object_counts,
     object_store_stats, put, wait, ActorClass, ActorError, ActorHandle, ActorOptions, Arg, Buffer,
-    CancelOptions, Cluster, Config, Element, InitError, IntoArg, ObjectRef, RawActorHandle, RawRef,
-    RuntimeContext, SchedulingStrategy, StoreStats, TaskError, TaskOptions,
+    CancelOptions, Cluster, Config, Element, InitError, IntoArg, ObjectRef, ObjectRefGenerator,
+    RawActorHandle, RawRef, RuntimeContext, SchedulingStrategy, StoreStats, TaskError, TaskOptions,
 };
 
 /// Whether `main` is marked `#[manta::main]` (which calls [`enter_worker_if_spawned`] first).
@@ -109,6 +109,7 @@ pub mod __private {
         catch_unwind, output, outputs, run_blocking, ActorCell, ActorClassEntry, Invocation, InvokeError,
         MethodFuture, Output, RemoteFunction, Returned, ReturnedText, ReturnedValue,
     };
+    pub use manta_worker::stream::{stream, submit_streaming};
     pub use manta_worker::{actor_option_methods, arg, submit, submit_returning, task_option_methods};
 }
 

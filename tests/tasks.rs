@@ -225,3 +225,134 @@ fn any_return_of_a_task_cancels_it() {
     }
     let _ = std::fs::remove_file(&marker);
 }
+
+// ---- streaming tasks ----
+
+/// Yields `0..n`; once `gate` is named, waits for it to exist before yielding the last value,
+/// and writes `<log>.<i>` as it makes value `i` (when a log is named).
+#[manta::remote(streaming)]
+fn numbers(n: u64, gate: String, log: String) -> impl Iterator<Item = u64> {
+    (0..n).inspect(move |value| {
+        if !log.is_empty() {
+            std::fs::write(format!("{log}.{value}"), b"").unwrap();
+        }
+        if !gate.is_empty() && *value + 1 == n {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !std::path::Path::new(&gate).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    })
+}
+
+/// Parses each text: an `Err` ends the stream with it.
+#[manta::remote(streaming)]
+fn parse_each(texts: Vec<String>) -> impl Iterator<Item = Result<i64, String>> {
+    texts.into_iter().map(|text| text.parse::<i64>().map_err(|error| format!("{text:?}: {error}")))
+}
+
+/// Yields `count` buffers of `len` bytes (large ones travel through the shared store).
+#[manta::remote(streaming)]
+fn chunks(count: u8, len: usize) -> Box<dyn Iterator<Item = manta::Buffer<u8>> + Send> {
+    Box::new((0..count).map(move |fill| manta::Buffer::from(vec![fill; len])))
+}
+
+/// Yields `0..5`; the first attempt's worker dies (exits) after yielding 3 values.
+#[manta::remote(streaming)]
+fn dies_once(marker: String) -> impl Iterator<Item = u64> {
+    (0..5).inspect(move |value| {
+        if *value == 3 && !std::path::Path::new(&marker).exists() {
+            std::fs::write(&marker, b"").unwrap();
+            std::process::exit(3);
+        }
+    })
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("manta-stream-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn wait_for(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_streaming_task_gives_its_values_as_they_are_made() {
+    cluster();
+    let dir = scratch("made");
+    let gate = dir.join("gate");
+    let mut values = numbers::remote(4, gate.display().to_string(), String::new());
+    // The first values come while the task still runs (it waits for the gate before its last).
+    let first: Vec<u64> = (0..3).map(|_| values.next().unwrap().get().unwrap()).collect();
+    assert_eq!(first, vec![0, 1, 2]);
+    assert!(!values.completed().is_ready(), "the task is still running");
+    std::fs::write(&gate, b"").unwrap();
+    assert_eq!(values.next().unwrap().get().unwrap(), 3);
+    assert!(values.next().is_none(), "the stream ends with the task");
+    assert_eq!(values.completed().get().unwrap(), 4, "the task's own value: how many");
+    // Large values go through the store; each is an object of its own.
+    let buffers: Vec<_> = chunks::remote(3, 1 << 20).collect();
+    for (fill, buffer) in buffers.iter().enumerate() {
+        let view = buffer.get().unwrap();
+        assert_eq!((view.len(), view[1000]), (1 << 20, fill as u8));
+        assert!(manta::is_in_object_store(view.as_bytes()));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failing_streaming_task_ends_its_stream_with_the_error() {
+    cluster();
+    let texts = ["1", "2", "x", "4"].map(str::to_owned).to_vec();
+    let refs: Vec<_> = parse_each::remote(texts).collect();
+    assert_eq!(refs.len(), 3, "two values, then the error");
+    assert_eq!((refs[0].get().unwrap(), refs[1].get().unwrap()), (1, 2));
+    let error = refs[2].get().unwrap_err();
+    assert!(error.user_error::<String>().is_some_and(|text| text.starts_with("\"x\"")), "{error:?}");
+    // A next with a deadline on a stream that makes nothing in time says so.
+    let dir = scratch("timeout");
+    let mut slow = numbers::remote(1, dir.join("gate").display().to_string(), String::new());
+    assert!(matches!(slow.next_timeout(Duration::from_millis(50)), Err(TaskError::Timeout(_))));
+    std::fs::write(dir.join("gate"), b"").unwrap();
+    assert_eq!(slow.next_timeout(Duration::from_secs(60)).unwrap().unwrap().get().unwrap(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_streaming_task_waits_for_a_slow_consumer_and_stops_when_it_is_gone() {
+    cluster();
+    let dir = scratch("backpressure");
+    let log = dir.join("made").display().to_string();
+    let made = |index: u64| dir.join(format!("made.{index}"));
+    let mut values = numbers::options().generator_backpressure(2).remote(10, String::new(), log);
+    // Two values may wait untaken: the task pauses after making them.
+    wait_for(&made(1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!made(2).exists(), "the task ran ahead of its consumer");
+    assert_eq!(values.next().unwrap().get().unwrap(), 0);
+    wait_for(&made(2));
+    // The consumer goes: the task stops at its next value instead of making all ten.
+    let done = values.completed();
+    drop(values);
+    let count = done.get_timeout(Duration::from_secs(60)).unwrap();
+    assert!(count < 10, "it made {count} values for nobody");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_retried_streaming_task_gives_each_value_once() {
+    cluster();
+    let dir = scratch("retry");
+    let values: Vec<u64> =
+        dies_once::remote(dir.join("died").display().to_string()).map(|value| value.get().unwrap()).collect();
+    assert_eq!(values, vec![0, 1, 2, 3, 4]);
+    assert!(dir.join("died").exists(), "the first attempt died");
+    let _ = std::fs::remove_dir_all(&dir);
+}

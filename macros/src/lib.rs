@@ -40,7 +40,15 @@ use syn::{parse_macro_input, FnArg, ImplItem, Item, ItemFn, ItemImpl, Pat, Retur
 /// ```
 #[proc_macro_attribute]
 pub fn remote(attribute: TokenStream, item: TokenStream) -> TokenStream {
-    let returns = match remote_arguments(attribute.into()) {
+    let attribute = proc_macro2::TokenStream::from(attribute);
+    if syn::parse2::<syn::Ident>(attribute.clone()).is_ok_and(|ident| ident == "streaming") {
+        let function = parse_macro_input!(item as ItemFn);
+        return match expand_streaming(&function) {
+            Ok(tokens) => tokens.into(),
+            Err(error) => error.to_compile_error().into(),
+        };
+    }
+    let returns = match remote_arguments(attribute) {
         Ok(returns) => returns,
         Err(error) => return error.to_compile_error().into(),
     };
@@ -58,7 +66,10 @@ fn remote_arguments(attribute: proc_macro2::TokenStream) -> syn::Result<Option<u
     }
     let argument: syn::MetaNameValue = syn::parse2(attribute)?;
     if !argument.path.is_ident("num_returns") {
-        return Err(syn::Error::new_spanned(&argument.path, "#[manta::remote] takes only `num_returns = N`"));
+        return Err(syn::Error::new_spanned(
+            &argument.path,
+            "#[manta::remote] takes `num_returns = N` or `streaming`",
+        ));
     }
     let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(count), .. }) = &argument.value else {
         return Err(syn::Error::new_spanned(&argument.value, "num_returns is a whole number, at least 1"));
@@ -70,6 +81,135 @@ fn remote_arguments(attribute: proc_macro2::TokenStream) -> syn::Result<Option<u
         )),
         count => Ok(Some(count)),
     }
+}
+
+/// The item type of `impl Iterator<Item = T>`, `impl IntoIterator<Item = T>` or
+/// `Box<dyn Iterator<Item = T> ...>`.
+fn iterator_item(ty: &Type) -> Option<Type> {
+    let bounds = match ty {
+        Type::ImplTrait(implemented) => &implemented.bounds,
+        Type::Path(path) => {
+            let last = path.path.segments.last()?;
+            if last.ident != "Box" {
+                return None;
+            }
+            let syn::PathArguments::AngleBracketed(arguments) = &last.arguments else { return None };
+            let Some(syn::GenericArgument::Type(Type::TraitObject(object))) = arguments.args.first() else {
+                return None;
+            };
+            &object.bounds
+        }
+        Type::Paren(inner) => return iterator_item(&inner.elem),
+        _ => return None,
+    };
+    bounds.iter().find_map(|bound| {
+        let syn::TypeParamBound::Trait(bound) = bound else { return None };
+        let last = bound.path.segments.last()?;
+        if last.ident != "Iterator" && last.ident != "IntoIterator" {
+            return None;
+        }
+        let syn::PathArguments::AngleBracketed(arguments) = &last.arguments else { return None };
+        arguments.args.iter().find_map(|argument| match argument {
+            syn::GenericArgument::AssocType(item) if item.ident == "Item" => Some(item.ty.clone()),
+            _ => None,
+        })
+    })
+}
+
+/// `#[manta::remote(streaming)]`: the function returns an iterator; `remote` gives an
+/// `ObjectRefGenerator` of its items (an item `Result<T, E>` gives refs to `T`, and an `Err`
+/// ends the stream with that error).
+fn expand_streaming(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+    let signature = &function.sig;
+    if signature.asyncness.is_some() || !signature.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            signature,
+            "#[manta::remote] functions are neither async nor generic",
+        ));
+    }
+    let not_an_iterator = || {
+        syn::Error::new_spanned(
+            &signature.output,
+            "a streaming function returns `impl Iterator<Item = T>` (or `impl IntoIterator`, or a boxed `dyn Iterator`)",
+        )
+    };
+    let ReturnType::Type(_, returned) = &signature.output else { return Err(not_an_iterator()) };
+    let item = iterator_item(returned).ok_or_else(not_an_iterator)?;
+    let (value, to_result) = match result_ok_type(&item) {
+        Some(ok) => (
+            ok,
+            quote! {
+                |item| item.map_err(|error| {
+                    #[allow(unused_imports)]
+                    use ::manta::__private::{ReturnedText as _, ReturnedValue as _};
+                    (&::manta::__private::Returned(error)).invoke_error()
+                })
+            },
+        ),
+        None => (item.clone(), quote!(::core::result::Result::Ok::<_, ::manta::__private::InvokeError>)),
+    };
+    let name = &signature.ident;
+    let parameters = parameters(signature.inputs.iter())?;
+    let names: Vec<_> = parameters.iter().map(|parameter| &parameter.name).collect();
+    let types: Vec<_> = parameters.iter().map(|parameter| &parameter.ty).collect();
+    let shape = quote!(fn(#(#types),*) -> stream of #item).to_string();
+    let hash = format!("{:016x}", fnv1a(shape.as_bytes()));
+    let visibility = &function.vis;
+    Ok(quote! {
+        #function
+
+        #[doc(hidden)]
+        #[allow(non_snake_case, dead_code, clippy::too_many_arguments)]
+        #visibility mod #name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            /// The name this function is registered under.
+            pub const NAME: &str = concat!(module_path!(), "#", #hash);
+
+            /// Runs the function as a streaming task in a worker process; returns at once the
+            /// generator of its values' refs.
+            pub fn remote(#(#names: impl ::manta::IntoArg<#types>),*) -> ::manta::ObjectRefGenerator<#value> {
+                options().remote(#(#names),*)
+            }
+
+            /// Per-call options: resources, retries and backpressure.
+            pub fn options() -> Options {
+                Options { options: ::core::default::Default::default() }
+            }
+
+            /// Options of one call; finish with `remote(args)`.
+            #[derive(Debug, Clone)]
+            pub struct Options {
+                options: ::manta::TaskOptions,
+            }
+
+            impl Options {
+                ::manta::__private::task_option_methods!();
+
+                /// Runs the function with these options; returns at once.
+                pub fn remote(self, #(#names: impl ::manta::IntoArg<#types>),*) -> ::manta::ObjectRefGenerator<#value> {
+                    ::manta::ObjectRefGenerator::__from_raw(::manta::__private::submit_streaming(
+                        NAME,
+                        ::std::vec![#(::manta::__private::arg::<#types, _>(#names)),*],
+                        &self.options,
+                    ))
+                }
+            }
+
+            fn invoke(
+                invocation: &mut ::manta::__private::Invocation,
+            ) -> ::core::result::Result<::manta::__private::Output, ::manta::__private::InvokeError> {
+                #(let #names: #types = invocation.arg()?;)*
+                let values = super::#name(#(#names),*);
+                ::manta::__private::stream(NAME, ::core::iter::IntoIterator::into_iter(values).map(#to_result))
+            }
+
+            ::manta::__private::inventory::submit! {
+                ::manta::__private::RemoteFunction { name: NAME, invoke }
+            }
+        }
+    })
 }
 
 /// The types of a tuple of `count` elements; an error naming the mismatch otherwise.

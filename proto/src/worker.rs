@@ -214,6 +214,20 @@ pub struct RemoveBorrower {
 }
 wire_message!(RemoveBorrower => (), id = 303);
 
+/// One value a streaming task yielded, sent to the task's owner (its caller) as it is made;
+/// answered `true` to go on (at once, or once the consumer has room: backpressure) or `false`
+/// when nobody reads the stream any more. The value's id is `task.following(1 + index)`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StreamItem {
+    /// The streaming task (its own return's id).
+    pub task: ObjectId,
+    /// The value's place in the stream, from 0 (a retried task sends again from 0).
+    pub index: u64,
+    /// The value.
+    pub part: ReturnPart,
+}
+wire_message!(StreamItem => bool, id = 312, parks);
+
 /// An owner's watch on a process that holds borrows of its objects: answered after a while
 /// (the owner asks again while the process still holds a borrow); the ask fails when the
 /// process dies, and the owner then releases every borrow held for it (Ray's
@@ -587,7 +601,7 @@ pub struct RefWire {
 
 crate::service::protocol!(
     /// A process's owner service (`process/owner`): the objects it owns.
-    Owner = "owner": GetObject, AddBorrower, RemoveBorrower, FreeObject, CancelObject, AwaitExit,
+    Owner = "owner": GetObject, AddBorrower, RemoveBorrower, FreeObject, CancelObject, AwaitExit, StreamItem,
 );
 
 /// Asks an object's owner to cancel the task that makes it (`manta::cancel` of a borrowed ref);

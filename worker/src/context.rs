@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 
-use manta_proto::{ActorId, JobId, NodeId, ObjectId};
+use manta_proto::{ActorId, JobId, NodeId, ObjectId, OwnerAddress};
 
 use crate::core;
 use crate::error::TaskError;
@@ -54,6 +54,8 @@ fn named((cpus, gpus, custom): Assigned) -> Resources {
 thread_local! {
     /// The task running on this thread, and what its lease holds.
     static TASK: RefCell<Option<(ObjectId, Assigned)>> = const { RefCell::new(None) };
+    /// The owner of the task running on this thread (its submitter).
+    static TASK_OWNER: std::cell::Cell<Option<OwnerAddress>> = const { std::cell::Cell::new(None) };
     /// The actor whose methods this thread runs, and what it holds.
     static ACTOR: RefCell<Option<(ActorId, Resources)>> = const { RefCell::new(None) };
     /// The actor call a blocking-pool thread runs for (handed over from its async task).
@@ -66,10 +68,16 @@ tokio::task_local! {
 }
 
 /// Runs `body` as task `task` holding `resources` (on the task thread).
-pub(crate) fn as_task<T>(task: ObjectId, resources: Assigned, body: impl FnOnce() -> T) -> T {
+pub(crate) fn as_task<T>(
+    (task, owner): (ObjectId, OwnerAddress),
+    resources: Assigned,
+    body: impl FnOnce() -> T,
+) -> T {
     TASK.with(|current| *current.borrow_mut() = Some((task, resources)));
+    TASK_OWNER.with(|current| current.set(Some(owner)));
     let output = body();
     TASK.with(|current| *current.borrow_mut() = None);
+    TASK_OWNER.with(|current| current.set(None));
     // Its children outlive it as they may; a cancel of it now reaches none of them (Ray).
     if let Some(children) = CHILDREN.lock().as_mut() {
         children.remove(&task);
@@ -142,6 +150,11 @@ pub(crate) fn child_submitted(child: ObjectId) -> bool {
     }
     CHILDREN.lock().get_or_insert_with(HashMap::new).entry(parent).or_default().push(child);
     false
+}
+
+/// The task running on this thread and its owner (not an actor call).
+pub(crate) fn current_task_and_owner() -> Option<(ObjectId, OwnerAddress)> {
+    Some((current_task()?, TASK_OWNER.with(std::cell::Cell::get)?))
 }
 
 /// The task running on this thread (not an actor call).

@@ -350,6 +350,15 @@ impl CoreWorker {
         RawRef::from_counted(self, id, owner)
     }
 
+    /// A streaming task's own object, pending, with one handle; the ids after it are reserved
+    /// for its values (see [`crate::stream`]).
+    pub(crate) fn create_stream_task(self: &Arc<Self>) -> RawRef {
+        let first = self.next_id.fetch_add(1 + crate::stream::STREAM_VALUES_MAX, Ordering::Relaxed);
+        let id = ObjectId::from_parts(self.id_prefix, first);
+        self.objects.create_owned(id, State::Pending, Vec::new());
+        RawRef::from_counted(self, id, None)
+    }
+
     /// `count` new owned objects with consecutive ids (a task's returns), pending, one handle
     /// each.
     pub(crate) fn create_pending_returns(self: &Arc<Self>, count: u32) -> Vec<RawRef> {
@@ -717,7 +726,7 @@ fn write_local(
 /// Every process's object service: answers `get`s of the objects it owns and counts borrowers.
 pub(crate) struct OwnerService {
     /// Weak: the node's registry holds this service, and the core holds the node.
-    core: std::sync::Weak<CoreWorker>,
+    pub(crate) core: std::sync::Weak<CoreWorker>,
 }
 
 impl Actor for OwnerService {
@@ -938,7 +947,8 @@ fn start_core(core: CoreWorker) -> Result<Arc<CoreWorker>, InitError> {
                 .message::<RemoveBorrower>()
                 .message::<FreeObject>()
                 .message::<CancelObject>()
-                .message::<AwaitExit>(),
+                .message::<AwaitExit>()
+                .message::<manta_proto::worker::StreamItem>(),
         )
         .map_err(InitError::Register)?;
     Ok(core)

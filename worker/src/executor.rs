@@ -34,8 +34,8 @@ use crate::error::TaskError;
 use crate::objects::Value;
 use crate::registry::{self, ActorClassEntry, Invocation, InvokeError, Output};
 use crate::wire::{
-    ActorCall, CancelTask, KillActor, MayExit, PushTask, ReturnPart, ReturnValue, StartActor, TaskArg,
-    TaskFailure, TaskOutput,
+    ActorCall, CancelTask, KillActor, MayExit, PushTask, ReturnPart, StartActor, TaskArg, TaskFailure,
+    TaskOutput,
 };
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -232,7 +232,7 @@ async fn finish_output(
             }
         }
     }
-    let mut values = values.into_iter().map(return_value);
+    let mut values = values.into_iter().map(crate::submit::return_value);
     let first = values.next().expect("one value per return");
     core.hold_contained(&encoded.refs, owner).await;
     drop(holds);
@@ -245,13 +245,6 @@ async fn finish_output(
     let decoded = std::mem::take(&mut *decoded.lock());
     core.register_borrows(decoded).await;
     Ok(TaskOutput { value: first, contains: encoded.refs, run_us, more: parts })
-}
-
-fn return_value(value: Value) -> ReturnValue {
-    match value {
-        Value::Inline(bytes) => ReturnValue::Inline(serde_bytes::ByteBuf::from(bytes.to_vec())),
-        Value::Shared(location) => ReturnValue::Shared(location.into()),
-    }
 }
 
 impl Handler<PushTask> for Executor {
@@ -286,7 +279,7 @@ fn run_task(
             let mut invocation = invocation;
             let started = std::time::Instant::now();
             let ran = core::within(&runs_for, || {
-                crate::context::as_task(return_id, assigned, || {
+                crate::context::as_task((return_id, owner), assigned, || {
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         (function.invoke)(&mut invocation)
                     }))

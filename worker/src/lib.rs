@@ -16,6 +16,7 @@ mod executor;
 mod objects;
 pub mod pool;
 pub mod registry;
+pub mod stream;
 mod submit;
 pub use manta_proto::worker as wire;
 
@@ -35,6 +36,7 @@ pub use error::{ActorError, TaskError};
 pub use executor::{Executor, EXECUTOR_NAME};
 pub use manta_raylet::SchedulingStrategy;
 pub use objects::{ObjectRef, RawRef, RefWire};
+pub use stream::ObjectRefGenerator;
 pub use submit::{arg, submit, submit_returning, ArgSpec, TaskOptions, LEASE_REQUESTS_MAX, PIPELINE};
 
 mod error;
@@ -95,6 +97,13 @@ macro_rules! task_option_methods {
         /// GPUs the task needs (default 0).
         pub fn num_gpus(mut self, gpus: f64) -> Self {
             self.options.num_gpus = ::core::option::Option::Some(gpus);
+            self
+        }
+
+        /// For a streaming task: how many values may wait, made and not yet taken, before the
+        /// task pauses (Ray's `_generator_backpressure_num_objects`; default: no limit).
+        pub fn generator_backpressure(mut self, values: u64) -> Self {
+            self.options.generator_backpressure = ::core::option::Option::Some(values.max(1));
             self
         }
 

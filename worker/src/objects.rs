@@ -36,7 +36,7 @@ pub use manta_proto::worker::RefWire;
 pub mod state;
 
 pub(crate) use state::{FreeHook, State, Value};
-use state::{RefCommand, RefError, RefTable};
+use state::{RefCommand, RefError, RefTable, StreamAck, StreamNext};
 
 /// Commands from the table, to perform once its lock is released ([`CoreWorker::clean_up`]).
 ///
@@ -170,6 +170,40 @@ impl ObjectTable {
 
     pub(crate) fn remove_borrower(&self, id: ObjectId, holder: OwnerAddress) -> Released {
         self.with_checked(|table| table.remove_borrower(id, holder))
+    }
+
+    /// Opens the stream of a streaming task owned here.
+    pub(crate) fn open_stream(&self, task: ObjectId, window: Option<u64>) {
+        self.table.lock().open_stream(task, window);
+    }
+
+    /// A value of a stream arrived; its consumer wakes.
+    pub(crate) fn stream_item(
+        &self,
+        task: ObjectId,
+        index: u64,
+        value: Value,
+        contains: Vec<RefWire>,
+    ) -> (StreamAck, Released) {
+        let mut ack = StreamAck::Stop;
+        let released = self.with(|table| ack = table.stream_item(task, index, value, contains));
+        self.wake();
+        (ack, released)
+    }
+
+    /// Takes the next value of a stream, or says why there is none.
+    pub(crate) fn take_stream_item(&self, task: ObjectId) -> StreamNext {
+        self.table.lock().take_stream_item(task)
+    }
+
+    /// Whether a stream's producer may go on.
+    pub(crate) fn stream_has_room(&self, task: ObjectId) -> bool {
+        self.table.lock().stream_has_room(task)
+    }
+
+    /// A stream's consumer is gone.
+    pub(crate) fn close_stream(&self, task: ObjectId) -> Released {
+        self.with(|table| table.close_stream(task))
     }
 
     /// `holder` died: the borrows held for it end.

@@ -73,6 +73,9 @@ pub struct TaskOptions {
     pub max_retries: Option<u32>,
     /// Where it should run (default: Ray's hybrid policy).
     pub scheduling_strategy: SchedulingStrategy,
+    /// A streaming task: how many values may wait, made and not yet taken by the consumer,
+    /// before the task pauses (Ray's `_generator_backpressure_num_objects`; default: no limit).
+    pub generator_backpressure: Option<u64>,
 }
 
 /// One argument as the caller gave it (made by [`arg`]).
@@ -247,6 +250,8 @@ pub(crate) struct Submitter {
     /// The undecided tasks that return more than one value, by id (their first return's id),
     /// with how many.
     returns: Mutex<HashMap<ObjectId, u32>>,
+    /// The answer a streaming task's producer waits for while its consumer is a window behind.
+    pub(crate) stream_acks: Mutex<HashMap<ObjectId, tokio::sync::oneshot::Sender<bool>>>,
     draining: AtomicBool,
     /// The origin of the core's clock.
     origin: Instant,
@@ -271,6 +276,7 @@ impl Submitter {
             }),
             incoming: Mutex::new(Vec::new()),
             returns: Mutex::new(HashMap::new()),
+            stream_acks: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             origin: Instant::now(),
         }
@@ -379,21 +385,40 @@ pub fn submit_returning<const N: usize>(
         Ok(refs) => refs,
         Err(_) => unreachable!("create_pending_returns makes one ref per return"),
     };
-    let id = refs[0].id;
     if returns > 1 {
-        core.submitter.returns.lock().insert(id, returns);
+        core.submitter.returns.lock().insert(refs[0].id, returns);
     }
+    enqueue(&core, refs[0].id, (function, args, options), returns);
+    refs
+}
+
+/// Submits the streaming function `function`: its own ref (see [`crate::stream`]).
+pub(crate) fn submit_stream(function: &'static str, args: Vec<ArgSpec>, options: &TaskOptions) -> RawRef {
+    let Ok(core) = core::current() else { return RawRef::uninitialized() };
+    let task = core.create_stream_task();
+    core.objects.open_stream(task.id, options.generator_backpressure);
+    enqueue(&core, task.id, (function, args, options), 1);
+    task
+}
+
+/// Checks a new task and hands it to the core arbiter (or completes it at once with why not).
+fn enqueue(
+    core: &Arc<CoreWorker>,
+    id: ObjectId,
+    (function, args, options): (&'static str, Vec<ArgSpec>, &TaskOptions),
+    returns: u32,
+) {
     // Submitted by a task whose caller cancelled it recursively: cancelled at once.
     if crate::context::child_submitted(id) {
-        complete_task(&core, id, Err(TaskError::Cancelled { function: function.to_owned() }));
-        return refs;
+        complete_task(core, id, Err(TaskError::Cancelled { function: function.to_owned() }));
+        return;
     }
     let amounts =
         [("num_cpus", options.num_cpus.unwrap_or(1.0)), ("num_gpus", options.num_gpus.unwrap_or(0.0))];
     let custom = options.resources.iter().map(|(name, amount)| (name.as_str(), *amount));
     if let Err(reason) = check_amounts(amounts.into_iter().chain(custom)) {
-        complete_task(&core, id, Err(TaskError::Invalid { function: function.to_owned(), reason }));
-        return refs;
+        complete_task(core, id, Err(TaskError::Invalid { function: function.to_owned(), reason }));
+        return;
     }
     let shape = Shape::new(
         function,
@@ -407,9 +432,8 @@ pub fn submit_returning<const N: usize>(
     // submitted meanwhile, under one lock of the core.
     core.submitter.incoming.lock().push(Incoming { id, function, args, shape, retries, returns });
     if !core.submitter.draining.swap(true, Ordering::AcqRel) {
-        core.arbiter.spawn(drain(Arc::clone(&core)));
+        core.arbiter.spawn(drain(Arc::clone(core)));
     }
-    refs
 }
 
 /// A submitted task on its way to the core arbiter.
@@ -776,6 +800,19 @@ pub(crate) fn output_values(output: TaskOutput) -> Vec<Part> {
     std::iter::once((owned_value(output.value), output.contains))
         .chain(output.more.into_iter().map(|part| (owned_value(part.value), part.contains)))
         .collect()
+}
+
+/// One return as its owner keeps it.
+pub(crate) fn part_value(part: crate::wire::ReturnPart) -> Part {
+    (owned_value(part.value), part.contains)
+}
+
+/// A stored value as it travels.
+pub(crate) fn return_value(value: Value) -> ReturnValue {
+    match value {
+        Value::Inline(bytes) => ReturnValue::Inline(ByteBuf::from(bytes.to_vec())),
+        Value::Shared(location) => ReturnValue::Shared(location.into()),
+    }
 }
 
 fn owned_value(value: ReturnValue) -> Value {

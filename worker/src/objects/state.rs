@@ -156,6 +156,44 @@ struct Entry {
     on_free: Option<FreeHook>,
 }
 
+/// The values a streaming task has sent so far, as its owner keeps them until the consumer
+/// takes them.
+#[derive(Debug, Default)]
+struct Stream {
+    /// Values received: indices `0..received`.
+    received: u64,
+    /// Values taken by the consumer.
+    taken: u64,
+    /// Values received and not taken at most before the producer waits (`None`: no limit).
+    window: Option<u64>,
+    /// Received, not taken yet; each holds one local count.
+    ready: std::collections::VecDeque<ObjectId>,
+}
+
+/// What the producer of a stream is told about the value it sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamAck {
+    /// Go on.
+    Now,
+    /// Wait: the consumer is `window` values behind (answer once [`RefTable::stream_has_room`]).
+    Later,
+    /// Stop: nobody reads the stream any more.
+    Stop,
+}
+
+/// What a stream's consumer finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamNext {
+    /// The next value (taken: its one local count is the consumer's).
+    Item(ObjectId),
+    /// Nothing yet, and the task goes on.
+    Pending,
+    /// The task ended and every value was taken.
+    Ended,
+    /// The task failed after the values taken (its own object holds the error).
+    Failed,
+}
+
 /// Every object one process owns or borrows.
 #[derive(Debug)]
 pub struct RefTable {
@@ -167,6 +205,8 @@ pub struct RefTable {
     watched: std::collections::HashSet<OwnerAddress>,
     /// The borrows held for each other process, in all.
     held_for: HashMap<OwnerAddress, u64>,
+    /// The streams of this process's streaming tasks, by task.
+    streams: HashMap<ObjectId, Stream, IdHashing>,
 }
 
 impl RefTable {
@@ -178,6 +218,7 @@ impl RefTable {
             commands: Vec::new(),
             watched: Default::default(),
             held_for: HashMap::new(),
+            streams: HashMap::default(),
         }
     }
 
@@ -410,6 +451,82 @@ impl RefTable {
         }
     }
 
+    /// Opens the stream of streaming task `task` (owned here): at most `window` values
+    /// received and not yet taken before the producer waits.
+    pub fn open_stream(&mut self, task: ObjectId, window: Option<u64>) {
+        self.streams.insert(task, Stream { window, ..Stream::default() });
+    }
+
+    /// Value `index` of `task`'s stream arrived, to be owned here as `task.following(1 +
+    /// index)`. A value sent again (a retried task starts over) or to a closed stream is
+    /// released.
+    pub fn stream_item(
+        &mut self,
+        task: ObjectId,
+        index: u64,
+        value: Value,
+        contains: Vec<RefWire>,
+    ) -> StreamAck {
+        let Some(stream) = self.streams.get_mut(&task) else {
+            self.discard(task.following(1 + index), value, contains);
+            return StreamAck::Stop;
+        };
+        if index != stream.received {
+            // Received already (or, out of protocol, ahead of a value not received).
+            let ack = if index < stream.received { StreamAck::Now } else { StreamAck::Stop };
+            self.discard(task.following(1 + index), value, contains);
+            return ack;
+        }
+        let id = task.following(1 + index);
+        stream.received += 1;
+        stream.ready.push_back(id);
+        let full = stream.window.is_some_and(|window| stream.received - stream.taken >= window);
+        self.create_owned(id, State::Ready(value), contains);
+        if full {
+            StreamAck::Later
+        } else {
+            StreamAck::Now
+        }
+    }
+
+    /// The consumer's next value of `task`'s stream, taken; or why there is none.
+    pub fn take_stream_item(&mut self, task: ObjectId) -> StreamNext {
+        let next = self.peek_stream(task);
+        if let (StreamNext::Item(_), Some(stream)) = (next, self.streams.get_mut(&task)) {
+            stream.ready.pop_front();
+            stream.taken += 1;
+        }
+        next
+    }
+
+    /// What [`Self::take_stream_item`] would give, without taking it.
+    pub fn peek_stream(&self, task: ObjectId) -> StreamNext {
+        if let Some(id) = self.streams.get(&task).and_then(|stream| stream.ready.front()) {
+            return StreamNext::Item(*id);
+        }
+        match self.state(task) {
+            Some(State::Pending) => StreamNext::Pending,
+            Some(State::Ready(_)) => StreamNext::Ended,
+            Some(State::Failed(_)) | None => StreamNext::Failed,
+        }
+    }
+
+    /// Whether `task`'s producer may go on (the consumer is less than a window behind).
+    pub fn stream_has_room(&self, task: ObjectId) -> bool {
+        self.streams
+            .get(&task)
+            .is_some_and(|stream| stream.window.is_none_or(|window| stream.received - stream.taken < window))
+    }
+
+    /// The consumer is gone: the values it did not take are released, and later ones are
+    /// refused.
+    pub fn close_stream(&mut self, task: ObjectId) {
+        let Some(stream) = self.streams.remove(&task) else { return };
+        for id in stream.ready {
+            let _ = self.release_local(id);
+        }
+    }
+
     /// A ref arrived inside a value: one more handle. Returns whether this process now borrows
     /// it for the first time (the caller registers it with the owner, then calls
     /// [`Self::registered`]).
@@ -542,6 +659,42 @@ mod tests {
         assert_eq!(table.counts_of(id(1)), Some((0, 1)), "this process's own borrow stays");
         table.remove_borrower(id(1), address(0)).unwrap();
         assert_eq!(table.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_stream_keeps_each_value_once_in_order_and_releases_what_nobody_takes() {
+        let mut table = RefTable::new(address(0));
+        let task = id(100);
+        table.create_owned(task, State::Pending, Vec::new());
+        table.open_stream(task, Some(2));
+        let shared = || Value::Shared(ObjectLocation { slot: 3, generation: 1 });
+        let deleted = |table: &mut RefTable| {
+            table
+                .take_commands()
+                .iter()
+                .filter(|command| matches!(command, RefCommand::DeleteStored { .. }))
+                .count()
+        };
+        assert_eq!(table.peek_stream(task), StreamNext::Pending);
+        assert_eq!(table.stream_item(task, 0, shared(), Vec::new()), StreamAck::Now);
+        // A retried task sends its values again: the copy is released, the producer goes on.
+        assert_eq!(table.stream_item(task, 0, shared(), Vec::new()), StreamAck::Now);
+        assert_eq!(deleted(&mut table), 1);
+        assert_eq!(table.stream_item(task, 5, inline(), Vec::new()), StreamAck::Stop, "out of order");
+        assert_eq!(table.stream_item(task, 1, shared(), Vec::new()), StreamAck::Later, "a window behind");
+        assert!(!table.stream_has_room(task));
+        assert_eq!(table.take_stream_item(task), StreamNext::Item(task.following(1)));
+        assert!(table.stream_has_room(task));
+        // The consumer owns what it took; the stream keeps the rest until it closes.
+        assert_eq!(table.counts_of(task.following(1)), Some((1, 0)));
+        table.release_local(task.following(1)).unwrap();
+        assert_eq!(deleted(&mut table), 1);
+        table.close_stream(task);
+        assert_eq!(deleted(&mut table), 1, "the value nobody took");
+        assert_eq!(table.stream_item(task, 2, shared(), Vec::new()), StreamAck::Stop, "closed");
+        assert_eq!(deleted(&mut table), 1);
+        table.complete(task, Ok((inline(), Vec::new())));
+        assert_eq!(table.peek_stream(task), StreamNext::Ended);
     }
 
     #[derive(Debug, Clone)]
