@@ -183,6 +183,17 @@ impl FromStr for OwnerAddress {
 
 impl Serialize for OwnerAddress {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Formatted on the stack (every task push carries one): the longest address, an IPv6
+        // one with a scope id, is 63 bytes.
+        use std::io::Write as _;
+        let mut buffer = [0u8; 64];
+        let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+        if write!(cursor, "{}", self.0).is_ok() {
+            let len = cursor.position() as usize;
+            if let Ok(text) = std::str::from_utf8(&buffer[..len]) {
+                return serializer.serialize_str(text);
+            }
+        }
         serializer.collect_str(&self.0)
     }
 }

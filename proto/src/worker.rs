@@ -319,8 +319,10 @@ pub struct ActorCall {
     /// Returns past the first (`num_returns - 1`).
     #[serde(default)]
     pub more_returns: u32,
-    /// The caller, which owns the returns: refs inside them are borrowed for it.
-    pub owner: OwnerAddress,
+    /// The caller, which owns the returns (refs inside them are borrowed for it): sent with a
+    /// caller's first call to an incarnation (`seq` 0), which the actor runs first.
+    #[serde(default)]
+    pub owner: Option<OwnerAddress>,
 }
 wire_message!(ActorCall => Result<TaskOutput, TaskFailure>, id = 311);
 

@@ -37,7 +37,7 @@ use crate::core::{self, CoreWorker};
 use crate::error::{ActorError, TaskError};
 use crate::executor::{Executor, EXECUTOR_NAME};
 use crate::objects::{FreeHook, ObjectRef, RawRef, State, Value};
-use crate::submit::{complete_returns, output_values, resolve_args, resolve_now, ArgSpec, Part};
+use crate::submit::{complete_returns, resolve_args, resolve_now, ArgSpec};
 use crate::wire::{
     ActorCall, ActorSpec, CreateActor, CreateActorError, KillActor, TaskArg, TaskFailure, TaskOutput,
     WatchActor,
@@ -135,10 +135,7 @@ impl RawActorHandle {
         const { assert!(N >= 1 && N <= u32::MAX as usize, "a call returns at least one value") };
         // Without `manta::init` the results' `get`s report `NotInitialized`.
         let Ok(core) = core::current() else { return std::array::from_fn(|_| RawRef::uninitialized()) };
-        let refs: [RawRef; N] = match core.create_pending_returns(N as u32).try_into() {
-            Ok(refs) => refs,
-            Err(_) => unreachable!("create_pending_returns makes one ref per return"),
-        };
+        let refs: [RawRef; N] = core.create_pending_returns::<N>();
         client(&core, self).submit(
             &core,
             method,
@@ -513,7 +510,7 @@ struct Outgoing {
 enum Effect {
     Locate,
     Watch(u64),
-    Complete(ObjectId, u32, Result<Vec<Part>, TaskError>),
+    Complete(ObjectId, u32, Result<TaskOutput, TaskError>),
     Drain,
     WakeAt(Duration),
 }
@@ -679,7 +676,7 @@ impl ActorClient {
                         seq,
                         return_id: payload.return_id,
                         more_returns: payload.returns - 1,
-                        owner: core.owner_address,
+                        owner: (seq == 0).then_some(core.owner_address),
                     };
                     let on_answer = self.on_answer(core, epoch, seq);
                     if inner.draining {
@@ -737,7 +734,7 @@ impl ActorClient {
                 // `None`: decided already (its incarnation ended first).
                 let (Some(payload), idle) = client.outcome_arrived(epoch, seq) else { return };
                 let outcome = match answer {
-                    Ok(output) => Ok(output_values(output)),
+                    Ok(output) => Ok(output),
                     Err(failure) => Err(failure.into()),
                 };
                 drop(payload.holds);

@@ -79,8 +79,10 @@ pub(crate) fn as_task<T>(
     TASK.with(|current| *current.borrow_mut() = None);
     TASK_OWNER.with(|current| current.set(None));
     // Its children outlive it as they may; a cancel of it now reaches none of them (Ray).
-    if let Some(children) = CHILDREN.lock().as_mut() {
-        children.remove(&task);
+    if RUNNING_CHILDREN.with(|running| running.borrow_mut().take()).is_some() {
+        if let Some(children) = CHILDREN.lock().as_mut() {
+            children.remove(&task);
+        }
     }
     output
 }
@@ -121,14 +123,32 @@ static CANCELLED: parking_lot::Mutex<std::collections::VecDeque<(ObjectId, bool)
 /// How many cancelled tasks are remembered.
 const CANCELLED_KEPT: usize = 4096;
 
-/// The tasks each running task of this worker submitted (by their first return's id), for a
-/// recursive cancel. An entry goes when its task ends.
-static CHILDREN: parking_lot::Mutex<Option<HashMap<ObjectId, Vec<ObjectId>>>> = parking_lot::Mutex::new(None);
+/// The tasks one running task submitted, for a recursive cancel.
+#[derive(Default)]
+struct Children {
+    /// Its caller cancelled it recursively: what it submits now is cancelled at once.
+    cancelled: std::sync::atomic::AtomicBool,
+    /// By their first return's id.
+    ids: parking_lot::Mutex<Vec<ObjectId>>,
+}
+
+/// The running tasks of this worker that submitted tasks. An entry is made at a task's first
+/// submission and goes when it ends; the running task's own is also in `RUNNING_CHILDREN`, so
+/// that a submission takes no global lock but the first.
+static CHILDREN: parking_lot::Mutex<Option<HashMap<ObjectId, std::sync::Arc<Children>>>> =
+    parking_lot::Mutex::new(None);
+
+thread_local! {
+    /// The running task's entry in `CHILDREN`, once it submitted a task.
+    static RUNNING_CHILDREN: RefCell<Option<std::sync::Arc<Children>>> = const { RefCell::new(None) };
+}
 
 /// The caller cancelled task `task` while it runs here; with `recursive`, the tasks it
 /// submitted so far are returned, to be cancelled too (and any it submits later is cancelled
 /// at once, see [`child_submitted`]).
 pub(crate) fn cancelled(task: ObjectId, recursive: bool) -> Vec<ObjectId> {
+    // Under the children's lock: a first submission either sees this cancel or is seen by it.
+    let mut children = CHILDREN.lock();
     let mut cancelled = CANCELLED.lock();
     if cancelled.len() == CANCELLED_KEPT {
         cancelled.pop_front();
@@ -138,18 +158,38 @@ pub(crate) fn cancelled(task: ObjectId, recursive: bool) -> Vec<ObjectId> {
     if !recursive {
         return Vec::new();
     }
-    CHILDREN.lock().as_mut().and_then(|children| children.remove(&task)).unwrap_or_default()
+    let Some(entry) = children.as_mut().and_then(|children| children.get(&task).cloned()) else {
+        return Vec::new();
+    };
+    drop(children);
+    entry.cancelled.store(true, std::sync::atomic::Ordering::Release);
+    let ids = std::mem::take(&mut *entry.ids.lock());
+    ids
 }
 
 /// The running task submitted task `child`: remembered for a recursive cancel. `true` when the
 /// running task was cancelled recursively already: the child is to be cancelled at once.
 pub(crate) fn child_submitted(child: ObjectId) -> bool {
     let Some(parent) = current_task() else { return false };
-    if CANCELLED.lock().contains(&(parent, true)) {
-        return true;
-    }
-    CHILDREN.lock().get_or_insert_with(HashMap::new).entry(parent).or_default().push(child);
-    false
+    RUNNING_CHILDREN.with(|running| {
+        let mut running = running.borrow_mut();
+        let entry = running.get_or_insert_with(|| {
+            let entry = std::sync::Arc::new(Children::default());
+            let mut children = CHILDREN.lock();
+            if CANCELLED.lock().contains(&(parent, true)) {
+                entry.cancelled.store(true, std::sync::atomic::Ordering::Release);
+            }
+            children.get_or_insert_with(HashMap::new).insert(parent, entry.clone());
+            entry
+        });
+        // Checked under the list's lock: a cancel takes the list under it after setting the flag.
+        let mut ids = entry.ids.lock();
+        if entry.cancelled.load(std::sync::atomic::Ordering::Acquire) {
+            return true;
+        }
+        ids.push(child);
+        false
+    })
 }
 
 /// The task running on this thread and its owner (not an actor call).

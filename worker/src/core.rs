@@ -359,17 +359,14 @@ impl CoreWorker {
         RawRef::from_counted(self, id, None)
     }
 
-    /// `count` new owned objects with consecutive ids (a task's returns), pending, one handle
-    /// each.
-    pub(crate) fn create_pending_returns(self: &Arc<Self>, count: u32) -> Vec<RawRef> {
-        let first = self.next_id.fetch_add(u64::from(count), Ordering::Relaxed);
-        (0..u64::from(count))
-            .map(|index| {
-                let id = ObjectId::from_parts(self.id_prefix, first + index);
-                self.objects.create_owned(id, State::Pending, Vec::new());
-                RawRef::from_counted(self, id, None)
-            })
-            .collect()
+    /// `N` new owned objects with consecutive ids (a task's returns), pending, one handle each.
+    pub(crate) fn create_pending_returns<const N: usize>(self: &Arc<Self>) -> [RawRef; N] {
+        let first = self.next_id.fetch_add(N as u64, Ordering::Relaxed);
+        std::array::from_fn(|index| {
+            let id = ObjectId::from_parts(self.id_prefix, first + index as u64);
+            self.objects.create_owned(id, State::Pending, Vec::new());
+            RawRef::from_counted(self, id, None)
+        })
     }
 
     /// Starts fetching a borrowed object's value from its owner (once).

@@ -68,8 +68,9 @@ struct HostedCall {
     seq: u64,
     return_id: ObjectId,
     returns: usize,
-    /// The caller, which owns the returns.
-    owner: OwnerAddress,
+    /// The caller, which owns the returns (given with its first call; the host fills it in for
+    /// the later ones).
+    owner: Option<OwnerAddress>,
     reply: Replier,
 }
 
@@ -214,6 +215,15 @@ async fn finish_output(
     if more.len() + 1 != returns {
         let reason = format!("the function returned {} values where {returns} were expected", more.len() + 1);
         return Err(RunError::Output(TaskError::Invalid { function: "num_returns".into(), reason }));
+    }
+    if more.is_empty() {
+        let value = core.store_value(return_id, &encoded).await.map_err(RunError::Output)?;
+        core.hold_contained(&encoded.refs, owner).await;
+        drop(holds);
+        let decoded = std::mem::take(&mut *decoded.lock());
+        core.register_borrows(decoded).await;
+        let value = crate::submit::return_value(value);
+        return Ok(TaskOutput { value, contains: encoded.refs, run_us, more: Vec::new() });
     }
     // Every value is stored before any ref inside is held for the caller: a store that fails
     // half-way deletes what it wrote, and the task fails with nothing left behind.
@@ -451,7 +461,7 @@ impl Host {
         let host = self.clone();
         tokio::task::spawn_local(async move {
             let HostedCall { method, args, return_id, returns, owner, reply, .. } = call;
-            let call = (return_id, returns, owner);
+            let call = (return_id, returns, owner.unwrap_or(host.core.owner_address));
             let outcome = run_call(&host.core, host.class, &host.cell, method, args, call).await;
             drop(slot);
             match outcome {
@@ -573,7 +583,8 @@ fn host_actor(
             .iter()
             .filter_map(|(method, group)| Some((*method, groups.get(group)?)))
             .collect();
-        let mut next_seq: HashMap<u64, u64> = HashMap::new();
+        // Per caller: the next `seq` to run, and its address (from its first call, `seq` 0).
+        let mut next_seq: HashMap<u64, (u64, Option<OwnerAddress>)> = HashMap::new();
         let mut parked: HashMap<u64, BTreeMap<u64, HostedCall>> = HashMap::new();
         'calls: loop {
             let call = tokio::select! {
@@ -587,12 +598,18 @@ fn host_actor(
             let caller = call.caller;
             parked.entry(caller).or_default().insert(call.seq, call);
             loop {
-                let expected = next_seq.entry(caller).or_insert(0);
-                let Some(call) = parked.get_mut(&caller).and_then(|calls| calls.remove(expected)) else {
+                let (expected, owner) = next_seq.entry(caller).or_insert((0, None));
+                let Some(mut call) = parked.get_mut(&caller).and_then(|calls| calls.remove(expected)) else {
                     break;
                 };
                 *expected += 1;
-                if let Some(queue) = group_of.get(call.method.as_str()) {
+                match call.owner {
+                    Some(given) => *owner = Some(given),
+                    None => call.owner = *owner,
+                }
+                if let Some(queue) =
+                    (!group_of.is_empty()).then(|| group_of.get(call.method.as_str())).flatten()
+                {
                     // Its group's queue lives as long as this loop.
                     let _ = queue.send(call);
                     continue;

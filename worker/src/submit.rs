@@ -145,7 +145,7 @@ enum Effect {
     Ask { request: RequestId, shape: Shape },
     Push { request: RequestId, message: PushTask, executor: ActorRef<Executor>, death: Death },
     Return { lease: u64, reusable: bool },
-    Complete { task: ObjectId, result: Result<Vec<Part>, TaskError>, _payload: Option<Payload> },
+    Complete { task: ObjectId, result: Result<TaskOutput, TaskError>, _payload: Option<Payload> },
     Discard { task: ObjectId, output: TaskOutput },
     Interrupt { executor: ActorRef<Executor>, task: ObjectId, recursive: bool },
     WakeAt(Duration),
@@ -210,7 +210,7 @@ impl Inner {
                         let payload = self.payloads.remove(&task);
                         let function = payload.as_ref().map_or("a task", |payload| payload.function);
                         let result = match outcome {
-                            Ok(Ok(output)) => Ok(output_values(output)),
+                            Ok(Ok(output)) => Ok(output),
                             Ok(Err(failure)) => Err(failure.into()),
                             Err(failure) => Err(failure_error(function, failure)),
                         };
@@ -250,6 +250,9 @@ pub(crate) struct Submitter {
     /// The undecided tasks that return more than one value, by id (their first return's id),
     /// with how many.
     returns: Mutex<HashMap<ObjectId, u32>>,
+    /// Tasks with several returns ever submitted (most programs: none, and completing a task
+    /// then takes no lock).
+    several_returns: std::sync::atomic::AtomicU64,
     /// The answer a streaming task's producer waits for while its consumer is a window behind.
     pub(crate) stream_acks: Mutex<HashMap<ObjectId, tokio::sync::oneshot::Sender<bool>>>,
     draining: AtomicBool,
@@ -276,6 +279,7 @@ impl Submitter {
             }),
             incoming: Mutex::new(Vec::new()),
             returns: Mutex::new(HashMap::new()),
+            several_returns: std::sync::atomic::AtomicU64::new(0),
             stream_acks: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             origin: Instant::now(),
@@ -344,7 +348,7 @@ fn perform(core: &Arc<CoreWorker>, effect: Effect) {
         }
         Effect::Discard { task, output } => {
             // A reply nobody waits for (cancelled, or retried): release what it holds.
-            for (index, (value, contains)) in output_values(output).into_iter().enumerate() {
+            for (index, (value, contains)) in output_values(output).enumerate() {
                 core.clean_up(core.objects.discard(task.following(index as u64), value, contains));
             }
         }
@@ -381,11 +385,9 @@ pub fn submit_returning<const N: usize>(
     let returns = N as u32;
     // Without `manta::init` the results' `get`s report `NotInitialized`.
     let Ok(core) = core::current() else { return std::array::from_fn(|_| RawRef::uninitialized()) };
-    let refs: [RawRef; N] = match core.create_pending_returns(returns).try_into() {
-        Ok(refs) => refs,
-        Err(_) => unreachable!("create_pending_returns makes one ref per return"),
-    };
+    let refs: [RawRef; N] = core.create_pending_returns::<N>();
     if returns > 1 {
+        core.submitter.several_returns.fetch_add(1, Ordering::AcqRel);
         core.submitter.returns.lock().insert(refs[0].id, returns);
     }
     enqueue(&core, refs[0].id, (function, args, options), returns);
@@ -553,8 +555,11 @@ pub(crate) type Part = (Value, Vec<crate::objects::RefWire>);
 
 /// Completes each return of `task` (one, or `num_returns`): with its value, or all with the
 /// error.
-fn complete_task(core: &Arc<CoreWorker>, task: ObjectId, result: Result<Vec<Part>, TaskError>) {
-    let returns = core.submitter.returns.lock().remove(&task).unwrap_or(1);
+fn complete_task(core: &Arc<CoreWorker>, task: ObjectId, result: Result<TaskOutput, TaskError>) {
+    let returns = match core.submitter.several_returns.load(Ordering::Acquire) {
+        0 => 1,
+        _ => core.submitter.returns.lock().remove(&task).unwrap_or(1),
+    };
     complete_returns(core, task, returns, result);
 }
 
@@ -564,12 +569,12 @@ pub(crate) fn complete_returns(
     core: &Arc<CoreWorker>,
     task: ObjectId,
     returns: u32,
-    result: Result<Vec<Part>, TaskError>,
+    result: Result<TaskOutput, TaskError>,
 ) {
     match result {
-        Ok(parts) => {
-            let given = parts.len();
-            let mut parts = parts.into_iter();
+        Ok(output) => {
+            let given = output.more.len() + 1;
+            let mut parts = output_values(output);
             for index in 0..u64::from(returns) {
                 let id = task.following(index);
                 let part = parts.next().ok_or_else(|| TaskError::Invalid {
@@ -796,10 +801,9 @@ pub(crate) async fn resolve_args(
 }
 
 /// Each return of a task's output, in order.
-pub(crate) fn output_values(output: TaskOutput) -> Vec<Part> {
+fn output_values(output: TaskOutput) -> impl Iterator<Item = Part> {
     std::iter::once((owned_value(output.value), output.contains))
         .chain(output.more.into_iter().map(|part| (owned_value(part.value), part.contains)))
-        .collect()
 }
 
 /// One return as its owner keeps it.
