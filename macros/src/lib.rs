@@ -148,68 +148,22 @@ fn expand_streaming(function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> 
         ),
         None => (item.clone(), quote!(::core::result::Result::Ok::<_, ::manta::__private::InvokeError>)),
     };
-    let name = &signature.ident;
     let parameters = parameters(signature.inputs.iter())?;
     let names: Vec<_> = parameters.iter().map(|parameter| &parameter.name).collect();
     let types: Vec<_> = parameters.iter().map(|parameter| &parameter.ty).collect();
     let shape = quote!(fn(#(#types),*) -> stream of #item).to_string();
-    let hash = format!("{:016x}", fnv1a(shape.as_bytes()));
-    let visibility = &function.vis;
-    Ok(quote! {
-        #function
-
-        #[doc(hidden)]
-        #[allow(non_snake_case, dead_code, clippy::too_many_arguments)]
-        #visibility mod #name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            /// The name this function is registered under.
-            pub const NAME: &str = concat!(module_path!(), "#", #hash);
-
-            /// Runs the function as a streaming task in a worker process; returns at once the
-            /// generator of its values' refs.
-            pub fn remote(#(#names: impl ::manta::IntoArg<#types>),*) -> ::manta::ObjectRefGenerator<#value> {
-                options().remote(#(#names),*)
-            }
-
-            /// Per-call options: resources, retries and backpressure.
-            pub fn options() -> Options {
-                Options { options: ::core::default::Default::default() }
-            }
-
-            /// Options of one call; finish with `remote(args)`.
-            #[derive(Debug, Clone)]
-            pub struct Options {
-                options: ::manta::TaskOptions,
-            }
-
-            impl Options {
-                ::manta::__private::task_option_methods!();
-
-                /// Runs the function with these options; returns at once.
-                pub fn remote(self, #(#names: impl ::manta::IntoArg<#types>),*) -> ::manta::ObjectRefGenerator<#value> {
-                    ::manta::ObjectRefGenerator::__from_raw(::manta::__private::submit_streaming(
-                        NAME,
-                        ::std::vec![#(::manta::__private::arg::<#types, _>(#names)),*],
-                        &self.options,
-                    ))
-                }
-            }
-
-            fn invoke(
-                invocation: &mut ::manta::__private::Invocation,
-            ) -> ::core::result::Result<::manta::__private::Output, ::manta::__private::InvokeError> {
-                #(let #names: #types = invocation.arg()?;)*
-                let values = super::#name(#(#names),*);
-                ::manta::__private::stream(NAME, ::core::iter::IntoIterator::into_iter(values).map(#to_result))
-            }
-
-            ::manta::__private::inventory::submit! {
-                ::manta::__private::RemoteFunction { name: NAME, invoke }
-            }
-        }
-    })
+    let refs_type = quote!(::manta::ObjectRefGenerator<#value>);
+    let submit = quote! {
+        ::manta::ObjectRefGenerator::__from_raw(::manta::__private::submit_streaming(
+            NAME,
+            ::std::vec![#(::manta::__private::arg::<#types, _>(#names)),*],
+            &self.options,
+        ))
+    };
+    let encode = quote! {
+        ::manta::__private::stream(NAME, ::core::iter::IntoIterator::into_iter(output).map(#to_result))
+    };
+    Ok(function_module(function, &parameters, &shape, (refs_type, submit, encode)))
 }
 
 /// The types of a tuple of `count` elements; an error naming the mismatch otherwise.
@@ -401,7 +355,6 @@ fn expand_remote(function: &ItemFn, returns: Option<usize>) -> syn::Result<proc_
             "#[manta::remote] functions are neither async nor generic",
         ));
     }
-    let name = &signature.ident;
     let parameters = parameters(signature.inputs.iter())?;
     let names: Vec<_> = parameters.iter().map(|parameter| &parameter.name).collect();
     let types: Vec<_> = parameters.iter().map(|parameter| &parameter.ty).collect();
@@ -446,9 +399,28 @@ fn expand_remote(function: &ItemFn, returns: Option<usize>) -> syn::Result<proc_
     if let Some(count @ 2..) = returns {
         shape += &format!(" returns {count}");
     }
+    Ok(function_module(function, &parameters, &shape, (refs_type, submit, encode)))
+}
+
+/// The module `#[manta::remote]` adds beside `function`: `NAME` (its module path and a hash of
+/// `shape`), `remote`, `options` and the registration of `invoke`, which decodes the arguments,
+/// calls the function into `output`, and runs `encode`.
+fn function_module(
+    function: &ItemFn,
+    parameters: &[Parameter],
+    shape: &str,
+    (refs_type, submit, encode): (
+        proc_macro2::TokenStream,
+        proc_macro2::TokenStream,
+        proc_macro2::TokenStream,
+    ),
+) -> proc_macro2::TokenStream {
+    let name = &function.sig.ident;
+    let names: Vec<_> = parameters.iter().map(|parameter| &parameter.name).collect();
+    let types: Vec<_> = parameters.iter().map(|parameter| &parameter.ty).collect();
     let hash = format!("{:016x}", fnv1a(shape.as_bytes()));
     let visibility = &function.vis;
-    Ok(quote! {
+    quote! {
         #function
 
         #[doc(hidden)]
@@ -465,7 +437,7 @@ fn expand_remote(function: &ItemFn, returns: Option<usize>) -> syn::Result<proc_
                 options().remote(#(#names),*)
             }
 
-            /// Per-call options: resources and retries.
+            /// Per-call options: resources, retries (and a stream's backpressure).
             pub fn options() -> Options {
                 Options { options: ::core::default::Default::default() }
             }
@@ -497,7 +469,7 @@ fn expand_remote(function: &ItemFn, returns: Option<usize>) -> syn::Result<proc_
                 ::manta::__private::RemoteFunction { name: NAME, invoke }
             }
         }
-    })
+    }
 }
 
 /// The arguments of `#[manta::actor(...)]` on an impl block: `concurrency_groups(name = N, ...)`.
