@@ -1,10 +1,12 @@
-//! The `manta` command line. So far: `manta microbenchmark`, Ray's microbenchmark with the same
-//! figure names, on the embedded cluster (workers are this binary re-executed).
+//! The `manta` command line: `manta start`, `stop` and `status` (a cluster of daemons, started
+//! in the background; see docs/decisions/cluster.md), and `manta microbenchmark`, Ray's
+//! microbenchmark with the same figure names, on the embedded cluster.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cluster;
 mod microbenchmark;
 
 /// Manta: Ray, rebuilt in Rust.
@@ -25,6 +27,19 @@ enum Command {
     /// Ray's microbenchmark (same figure names and definitions) plus Manta's extra figures, on
     /// the embedded cluster. Each figure is printed once, as it completes.
     Microbenchmark(microbenchmark::Args),
+    /// Start this host's Manta daemons in the background: a new cluster (--head) or a node that
+    /// joins one (--address, --token).
+    Start(cluster::StartArgs),
+    /// Stop this host's Manta daemons (and their workers).
+    Stop(cluster::StopArgs),
+    /// The cluster's nodes and resources.
+    Status(cluster::StatusArgs),
+    /// The GCS daemon (started by `manta start --head`).
+    #[command(hide = true)]
+    Gcs(cluster::GcsArgs),
+    /// A node's daemon (started by `manta start`).
+    #[command(hide = true)]
+    Raylet(cluster::RayletArgs),
 }
 
 #[manta::main]
@@ -32,5 +47,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Microbenchmark(args) => microbenchmark::command(args),
+        Command::Start(args) => cluster::start(args),
+        Command::Stop(args) => cluster::stop(args),
+        Command::Status(args) => cluster::status(args),
+        Command::Gcs(args) => cluster::gcs(args),
+        Command::Raylet(args) => cluster::raylet(args),
     }
 }

@@ -14,6 +14,7 @@ fn node(n: u8) -> NodeInfo {
         state: NodeState::Alive,
         registered_ms: 0,
         death_cause: None,
+        labels: Vec::new(),
     }
 }
 

@@ -67,6 +67,7 @@ fn the_gcs_answers_over_the_bus_and_publishes_in_order() {
             state: NodeState::Alive,
             registered_ms: 0,
             death_cause: None,
+            labels: Vec::new(),
         };
         gcs.ask(RegisterNode(node)).await.unwrap().unwrap();
         let job = gcs.ask(AddJob { driver_address: "driver".into() }).await.unwrap().unwrap();

@@ -15,14 +15,19 @@ use manta_actor::{
 };
 use manta_gcs::{ActorManager, GcsActor, MemoryStorage};
 use manta_objectstore::{ObjectStore, StoreError, StoreReader};
-use manta_proto::gcs::wire::{NodeInfo, NodeState};
+use manta_proto::gcs::wire::NodeInfo;
 use manta_proto::gcs::Gcs;
 use manta_proto::worker::{
     CreateStoreObject, DeleteStoreObject, SealStoreObject, Store, StoreRefusal, WireLocation,
 };
 use manta_proto::{NodeId, Protocol};
 use manta_raylet::{PoolConfig, Quantity, RayletActor, ResourceError, ResourceSet, WorkerReports, CPU, GPU};
-use manta_transport::{Admission, ClusterCa, IdentityError, StartError, TokenRegistry, Transport};
+use manta_transport::{Admission, ClusterCa, IdentityError, JoinError, StartError, TokenRegistry, Transport};
+
+pub mod cluster;
+pub mod session;
+
+pub use manta_proto::gcs::wire::NodeState;
 use parking_lot::Mutex;
 
 /// How long the object store must go without a new object before freed memory goes back to
@@ -62,6 +67,17 @@ pub enum NodeError {
     /// The object store could not be created.
     #[error("creating the object store: {0}")]
     Store(#[from] StoreError),
+    /// Joining the cluster failed (a wrong token, another cluster, nobody at the address).
+    #[error("joining the cluster: {0}")]
+    Join(#[from] JoinError),
+    /// The GCS refused or could not be asked.
+    #[error("the GCS at {address}: {reason}")]
+    Gcs {
+        /// Its address.
+        address: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A head node's daemons, running on their node's transport thread.
@@ -98,45 +114,8 @@ impl Head {
             ActorRef::local(GcsActor::start(&node, MemoryStorage::default(), MemoryStorage::default)?);
         let gcs = node.service(node.local_addr());
 
-        let store = ObjectStore::create(config.object_slots, config.object_store_bytes)?;
-        let store_reader = store.reader().clone();
-        let store_path = store_reader.arena().peer_path();
-        let store = Arc::new(Mutex::new(store));
-        let service = spawn(node.arbiter(), SpawnOptions::named(Store::NAME).max_restarts(u32::MAX), {
-            let store = store.clone();
-            move || StoreService { store: store.clone() }
-        });
-        node.register(
-            Store::NAME,
-            Routes::new(service)
-                .message::<CreateStoreObject>()
-                .message::<SealStoreObject>()
-                .message::<DeleteStoreObject>(),
-        )?;
-
-        // Freed memory is kept warm while the store is busy, and given back once it has been
-        // idle for a trim period (see `ObjectStore::trim`).
-        let trimmed = Arc::downgrade(&store);
-        node.arbiter().spawn(async move {
-            let mut period = tokio::time::interval(STORE_TRIM_PERIOD);
-            period.tick().await;
-            loop {
-                period.tick().await;
-                let Some(store) = trimmed.upgrade() else { return };
-                let mut store = store.lock();
-                if store.idle_since_last_check() {
-                    store.reclaim();
-                    store.trim();
-                }
-            }
-        });
-
-        let mut total = ResourceSet::new()
-            .with(CPU, Quantity::units(config.num_cpus as u64))
-            .with(GPU, Quantity::units(config.num_gpus as u64));
-        for (name, amount) in &config.resources {
-            total.set(name, Quantity::from_f64(name, *amount)?);
-        }
+        let (store, store_reader, store_path) = start_store(&node, config)?;
+        let total = total_resources(config)?;
         Ok(Head { node, node_id, admission, store, store_reader, store_path, total, gcs, gcs_actor })
     }
 
@@ -153,6 +132,7 @@ impl Head {
             state: NodeState::Alive,
             registered_ms: now_ms,
             death_cause: None,
+            labels: Vec::new(),
         }
     }
 
@@ -172,7 +152,7 @@ impl Head {
         // services.
         RayletActor::start(
             &self.node,
-            self.admission.clone(),
+            Some(self.admission.clone()),
             self.total.clone(),
             pool,
             registry_fingerprint,
@@ -183,6 +163,56 @@ impl Head {
         ActorManager::start(&self.node, self.gcs.clone(), self.node.service(here), self.node_id)?;
         Ok(())
     }
+}
+
+/// The resources a node with `config` offers.
+pub(crate) fn total_resources(config: &NodeConfig) -> Result<ResourceSet, NodeError> {
+    let mut total = ResourceSet::new()
+        .with(CPU, Quantity::units(config.num_cpus as u64))
+        .with(GPU, Quantity::units(config.num_gpus as u64));
+    for (name, amount) in &config.resources {
+        total.set(name, Quantity::from_f64(name, *amount)?);
+    }
+    Ok(total)
+}
+
+/// Creates the node's object store, registers its service on `node`, and keeps trimming it.
+pub(crate) fn start_store(
+    node: &Node,
+    config: &NodeConfig,
+) -> Result<(Arc<Mutex<ObjectStore>>, StoreReader, PathBuf), NodeError> {
+    let store = ObjectStore::create(config.object_slots, config.object_store_bytes)?;
+    let store_reader = store.reader().clone();
+    let store_path = store_reader.arena().peer_path();
+    let store = Arc::new(Mutex::new(store));
+    let service = spawn(node.arbiter(), SpawnOptions::named(Store::NAME).max_restarts(u32::MAX), {
+        let store = store.clone();
+        move || StoreService { store: store.clone() }
+    });
+    node.register(
+        Store::NAME,
+        Routes::new(service)
+            .message::<CreateStoreObject>()
+            .message::<SealStoreObject>()
+            .message::<DeleteStoreObject>(),
+    )?;
+    // Freed memory is kept warm while the store is busy, and given back once it has been idle
+    // for a trim period (see `ObjectStore::trim`).
+    let trimmed = Arc::downgrade(&store);
+    node.arbiter().spawn(async move {
+        let mut period = tokio::time::interval(STORE_TRIM_PERIOD);
+        period.tick().await;
+        loop {
+            period.tick().await;
+            let Some(store) = trimmed.upgrade() else { return };
+            let mut store = store.lock();
+            if store.idle_since_last_check() {
+                store.reclaim();
+                store.trim();
+            }
+        }
+    });
+    Ok((store, store_reader, store_path))
 }
 
 /// The store service: lets processes other than the store's create, seal and delete objects.

@@ -71,7 +71,10 @@ struct WorkerProcess {
 /// The raylet actor.
 pub struct RayletActor {
     leases: LeaseManager<DefaultPolicy>,
-    admission: Admission,
+    /// Where its workers' join tokens come from: the cluster's CA in this process (the
+    /// embedded head). `None` on a node of a running cluster, whose workers come with jobs
+    /// (issue 12's next stage): a worker start then fails with that reason.
+    admission: Option<Admission>,
     raylet_address: String,
     registry_fingerprint: u64,
     /// Extra environment for worker processes (the store's path, the job, settings).
@@ -172,7 +175,7 @@ impl RayletActor {
     /// get `worker_env` in their environment.
     pub fn start(
         node: &Node,
-        admission: Admission,
+        admission: Option<Admission>,
         total: ResourceSet,
         pool: PoolConfig,
         registry_fingerprint: u64,
@@ -329,7 +332,14 @@ impl RayletActor {
             ctx.address().do_send(WorkerExited { worker, exit: format!("not started: {limit}") });
             return;
         }
-        let token = match self.admission.tokens.create(&self.admission.ca, TokenUse::OneTime) {
+        let Some(admission) = &self.admission else {
+            let exit =
+                "not started: this node admits no workers yet (drivers on a running cluster come with \
+                        issue 12's next stage)";
+            ctx.address().do_send(WorkerExited { worker, exit: exit.to_owned() });
+            return;
+        };
+        let token = match admission.tokens.create(&admission.ca, TokenUse::OneTime) {
             Ok(token) => token,
             Err(error) => {
                 ctx.address().do_send(WorkerExited { worker, exit: format!("not started: {error}") });

@@ -396,6 +396,7 @@ impl World {
                     state: NodeState::Alive,
                     registered_ms: 0,
                     death_cause: None,
+                    labels: Vec::new(),
                 };
                 gcs.register_node(info).expect("a fresh GCS registers every node");
                 let pool =

@@ -20,6 +20,9 @@ pub struct NodeInfo {
     pub registered_ms: u64,
     /// Why it died, once dead.
     pub death_cause: Option<String>,
+    /// Its labels (`manta start --labels k=v,...`), for label scheduling.
+    #[serde(default)]
+    pub labels: Vec<(String, String)>,
 }
 
 /// A node's state.

@@ -1,0 +1,519 @@
+//! `manta start`, `manta stop`, `manta status`, and the daemons `manta start` runs (`manta gcs`,
+//! `manta raylet`, hidden commands of the same binary). See docs/decisions/cluster.md.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use manta::transport::JoinToken;
+use manta_node::cluster::{ClusterClient, GcsDaemon, RayletDaemon};
+use manta_node::session::{self, Session};
+use manta_node::NodeConfig;
+
+/// How long `manta start` waits for a daemon to be ready.
+const READY_WAIT: Duration = Duration::from_secs(60);
+
+/// How long `manta stop` waits for a daemon to end after SIGTERM before it sends SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The session file holding the GCS's address.
+const GCS_ADDRESS: &str = "gcs_address";
+/// The session file holding the cluster's join token.
+const TOKEN: &str = "token";
+/// The session file describing this session's raylet: address, store path, node id.
+const RAYLET: &str = "raylet";
+
+/// `manta start`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct StartArgs {
+    /// Start a new cluster: its GCS and this host's node.
+    #[arg(long, conflicts_with_all = ["address", "token"])]
+    head: bool,
+    /// Join the cluster whose GCS is at HOST:PORT (printed by `manta start --head`).
+    #[arg(long, value_name = "HOST:PORT", requires = "token")]
+    address: Option<SocketAddr>,
+    /// The cluster's join token (printed by `manta start --head`).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// The address this host's daemons listen on.
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// The GCS's port (with --head; 0: any free port).
+    #[arg(long, default_value_t = 6379)]
+    port: u16,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// What a node offers (`manta start` and `manta raylet`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct NodeArgs {
+    /// CPUs this node offers (default: the machine's).
+    #[arg(long, value_name = "N")]
+    num_cpus: Option<usize>,
+    /// GPUs this node offers.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    num_gpus: usize,
+    /// Custom resources, as JSON: '{"name": amount, ...}'.
+    #[arg(long, value_name = "JSON")]
+    resources: Option<String>,
+    /// Bytes of shared memory for the object store (default: 30% of the available memory).
+    #[arg(long, value_name = "BYTES")]
+    object_store_memory: Option<u64>,
+    /// Labels of this node, for label scheduling: k=v,k2=v2.
+    #[arg(long, value_name = "K=V,...")]
+    labels: Option<String>,
+}
+
+impl NodeArgs {
+    /// The arguments as `manta raylet` takes them.
+    fn to_args(&self) -> Vec<String> {
+        let mut args = vec!["--num-gpus".to_owned(), self.num_gpus.to_string()];
+        let optional = [
+            ("--num-cpus", self.num_cpus.map(|cpus| cpus.to_string())),
+            ("--resources", self.resources.clone()),
+            ("--object-store-memory", self.object_store_memory.map(|bytes| bytes.to_string())),
+            ("--labels", self.labels.clone()),
+        ];
+        for (flag, value) in optional {
+            if let Some(value) = value {
+                args.extend([flag.to_owned(), value]);
+            }
+        }
+        args
+    }
+
+    /// The node's configuration and labels, or what is wrong with the flags.
+    fn parse(&self) -> Result<(NodeConfig, Vec<(String, String)>), String> {
+        let resources = match &self.resources {
+            None => Vec::new(),
+            Some(json) => {
+                let map: std::collections::BTreeMap<String, f64> = serde_json::from_str(json)
+                    .map_err(|error| format!("--resources is not a JSON object of numbers: {error}"))?;
+                if let Some((name, amount)) =
+                    map.iter().find(|(_, amount)| !amount.is_finite() || **amount < 0.0)
+                {
+                    return Err(format!("--resources: {name} must be a number of at least 0, got {amount}"));
+                }
+                map.into_iter().collect()
+            }
+        };
+        let labels = match &self.labels {
+            None => Vec::new(),
+            Some(text) => text
+                .split(',')
+                .filter(|pair| !pair.trim().is_empty())
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, value)) if !key.trim().is_empty() => {
+                        Ok((key.trim().to_owned(), value.trim().to_owned()))
+                    }
+                    _ => Err(format!("--labels: {pair:?} is not key=value")),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let num_cpus = self
+            .num_cpus
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |cpus| cpus.get()));
+        let object_store_bytes = match self.object_store_memory {
+            Some(0) => return Err("--object-store-memory must be above 0".to_owned()),
+            Some(bytes) => bytes,
+            None => available_memory().map_or(1 << 30, |bytes| bytes / 10 * 3),
+        };
+        let config = NodeConfig {
+            num_cpus,
+            num_gpus: self.num_gpus,
+            resources,
+            object_store_bytes,
+            object_slots: 65_536,
+        };
+        Ok((config, labels))
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `manta start`: starts this host's daemons in the background.
+pub(crate) fn start(args: StartArgs) -> ExitCode {
+    match start_daemons(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("manta start: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start_daemons(args: &StartArgs) -> Result<(), String> {
+    if !args.head && args.address.is_none() {
+        return Err(
+            "say --head to start a cluster, or --address HOST:PORT --token TOKEN to join one".to_owned()
+        );
+    }
+    // Checked here, not in a daemon's log.
+    args.node.parse()?;
+    let session = Session::create(&session::root()).map_err(|error| error.to_string())?;
+    let dir = session.dir().display().to_string();
+    let (gcs_address, token) = match args.address {
+        Some(address) => {
+            let token = args.token.clone().unwrap_or_default();
+            token.parse::<JoinToken>().map_err(|error| format!("--token: {error}"))?;
+            session.write(GCS_ADDRESS, &address.to_string()).map_err(|error| error.to_string())?;
+            session.write(TOKEN, &token).map_err(|error| error.to_string())?;
+            (address, token)
+        }
+        None => {
+            let bind = SocketAddr::new(args.host, args.port).to_string();
+            let mut gcs = spawn_daemon(&session, "gcs", &["gcs", "--session", &dir, "--bind", &bind])?;
+            wait_ready(&session, "gcs", &mut gcs, GCS_ADDRESS)?;
+            let address = read(&session, GCS_ADDRESS)?;
+            let address = address.parse().map_err(|_| format!("the GCS wrote a bad address {address:?}"))?;
+            (address, read(&session, TOKEN)?)
+        }
+    };
+    let mut raylet_args = vec![
+        "raylet".to_owned(),
+        "--session".to_owned(),
+        dir.clone(),
+        "--address".to_owned(),
+        gcs_address.to_string(),
+        "--host".to_owned(),
+        args.host.to_string(),
+    ];
+    raylet_args.extend(args.node.to_args());
+    let raylet_args: Vec<&str> = raylet_args.iter().map(String::as_str).collect();
+    let mut raylet = spawn_daemon(&session, "raylet", &raylet_args)?;
+    wait_ready(&session, "raylet", &mut raylet, RAYLET)?;
+    let raylet_info = read(&session, RAYLET)?;
+    session.mark_latest().map_err(|error| error.to_string())?;
+    let node_id = raylet_info.lines().nth(2).unwrap_or_default();
+    if args.head {
+        println!("Started a Manta cluster. GCS at {gcs_address}; this host's node {node_id}.");
+        println!("Session directory: {dir}");
+        println!();
+        println!("To add a node:    manta start --address {gcs_address} --token {token}");
+        println!("To see the nodes: manta status");
+        println!("To run a driver:  MANTA_ADDRESS=auto <your program>   (on this host)");
+        println!("To stop:          manta stop   (on each host)");
+    } else {
+        println!("Joined the Manta cluster at {gcs_address} as node {node_id}.");
+        println!("Session directory: {dir}");
+        println!("To stop: manta stop");
+    }
+    Ok(())
+}
+
+fn read(session: &Session, name: &str) -> Result<String, String> {
+    match session.read(name) {
+        Ok(Some(text)) => Ok(text.trim().to_owned()),
+        Ok(None) => Err(format!("{} has no {name} file", session.dir().display())),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Starts `manta <args>` as a daemon of `session` (its own session id, no terminal, output to
+/// the session's logs).
+fn spawn_daemon(session: &Session, name: &str, args: &[&str]) -> Result<std::process::Child, String> {
+    let exe = std::env::current_exe().map_err(|error| format!("finding this executable: {error}"))?;
+    let (out, err) = session.log_paths(name);
+    let open =
+        |path: &Path| std::fs::File::create(path).map_err(|error| format!("{}: {error}", path.display()));
+    let mut command = std::process::Command::new(exe);
+    command.args(args).stdin(Stdio::null()).stdout(open(&out)?).stderr(open(&err)?);
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: between fork and exec the closure calls only setsid, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|error| format!("starting the {name} daemon: {error}"))
+}
+
+/// Waits until daemon `name` wrote `file`, or says why it never will.
+fn wait_ready(
+    session: &Session,
+    name: &str,
+    child: &mut std::process::Child,
+    file: &str,
+) -> Result<(), String> {
+    let deadline = Instant::now() + READY_WAIT;
+    loop {
+        if matches!(session.read(file), Ok(Some(_))) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let (_, err) = session.log_paths(name);
+            let last = std::fs::read_to_string(&err).unwrap_or_default();
+            let last = last.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("").to_owned();
+            return Err(format!("the {name} daemon ended ({status}): {last}"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the {name} daemon was not ready within {READY_WAIT:?} (see {})",
+                err_log(session, name)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn err_log(session: &Session, name: &str) -> String {
+    session.log_paths(name).1.display().to_string()
+}
+
+/// `manta gcs`'s options (started by `manta start --head`).
+#[derive(Debug, Args)]
+pub(crate) struct GcsArgs {
+    /// The session directory.
+    #[arg(long)]
+    session: PathBuf,
+    /// The address to listen on.
+    #[arg(long)]
+    bind: SocketAddr,
+}
+
+/// `manta gcs`: the GCS daemon; serves until SIGTERM or SIGINT.
+pub(crate) fn gcs(args: GcsArgs) -> ExitCode {
+    manta::init_logging();
+    let run = || -> Result<(), String> {
+        let session = Session::open(&args.session).map_err(|error| error.to_string())?;
+        let daemon = GcsDaemon::start(args.bind).map_err(|error| error.to_string())?;
+        session.write_pid("gcs").map_err(|error| error.to_string())?;
+        session.write(TOKEN, &daemon.token.to_string()).map_err(|error| error.to_string())?;
+        // Last: its presence says the daemon is ready.
+        session.write(GCS_ADDRESS, &daemon.address().to_string()).map_err(|error| error.to_string())?;
+        wait_for_termination();
+        session.remove("pids/gcs.pid");
+        Ok(())
+    };
+    exit(run(), "gcs")
+}
+
+/// `manta raylet`'s options (started by `manta start`).
+#[derive(Debug, Args)]
+pub(crate) struct RayletArgs {
+    /// The session directory (holds the token).
+    #[arg(long)]
+    session: PathBuf,
+    /// The GCS's address.
+    #[arg(long)]
+    address: SocketAddr,
+    /// The address to listen on.
+    #[arg(long)]
+    host: IpAddr,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// `manta raylet`: a node's daemon; serves until SIGTERM or SIGINT, then leaves the cluster.
+pub(crate) fn raylet(args: RayletArgs) -> ExitCode {
+    manta::init_logging();
+    let run = || -> Result<(), String> {
+        let session = Session::open(&args.session).map_err(|error| error.to_string())?;
+        let token: JoinToken =
+            read(&session, TOKEN)?.parse().map_err(|error| format!("the session's token: {error}"))?;
+        let (config, labels) = args.node.parse()?;
+        let daemon = RayletDaemon::start(args.address, &token, args.host, &config, labels)
+            .map_err(|error| error.to_string())?;
+        session.write_pid("raylet").map_err(|error| error.to_string())?;
+        let description =
+            format!("{}\n{}\n{}\n", daemon.info.address, daemon.store_path.display(), daemon.info.node_id);
+        session.write(RAYLET, &description).map_err(|error| error.to_string())?;
+        wait_for_termination();
+        if let Err(error) = daemon.deregister("stopped by manta stop") {
+            eprintln!("manta raylet: leaving the cluster: {error}");
+        }
+        session.remove(RAYLET);
+        session.remove("pids/raylet.pid");
+        Ok(())
+    };
+    exit(run(), "raylet")
+}
+
+fn exit(outcome: Result<(), String>, name: &str) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("manta {name}: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Blocks until SIGTERM or SIGINT arrives.
+fn wait_for_termination() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let Ok(runtime) = runtime else {
+        // No runtime: the process can still be stopped (SIGTERM's default ends it).
+        loop {
+            std::thread::park();
+        }
+    };
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut terminate), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    });
+}
+
+/// `manta stop`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct StopArgs {
+    /// Send SIGKILL at once instead of letting the daemons leave the cluster.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `manta stop`: stops every daemon of this host's sessions.
+pub(crate) fn stop(args: StopArgs) -> ExitCode {
+    let root = session::root();
+    let mut daemons = Vec::new();
+    for session in Session::all(&root) {
+        let pids = match session.pids() {
+            Ok(pids) => pids,
+            Err(error) => {
+                eprintln!("manta stop: {error}");
+                continue;
+            }
+        };
+        for (name, pid) in pids {
+            if is_daemon_of(pid, &session) {
+                daemons.push((session.clone(), name, pid));
+            } else {
+                // Gone (or the id now names another process): the record is stale.
+                session.remove(&format!("pids/{name}.pid"));
+            }
+        }
+    }
+    if daemons.is_empty() {
+        println!("No Manta daemons are running on this host.");
+        return ExitCode::SUCCESS;
+    }
+    let signal = if args.force { libc::SIGKILL } else { libc::SIGTERM };
+    for (_, _, pid) in &daemons {
+        // SAFETY: a signal to a process this user started (checked by its command line).
+        unsafe { libc::kill(*pid as libc::pid_t, signal) };
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while daemons.iter().any(|(session, _, pid)| is_daemon_of(*pid, session)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut killed = 0;
+    for (session, name, pid) in &daemons {
+        if is_daemon_of(*pid, session) {
+            // SAFETY: as above.
+            unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
+            killed += 1;
+        }
+        session.remove(&format!("pids/{name}.pid"));
+    }
+    let count = daemons.len();
+    match killed {
+        0 => println!("Stopped {count} Manta daemon{}.", if count == 1 { "" } else { "s" }),
+        _ => println!("Stopped {count} Manta daemons ({killed} killed after {STOP_GRACE:?})."),
+    }
+    ExitCode::SUCCESS
+}
+
+/// Whether `pid` is alive and is a daemon of `session` (its command line names the session).
+fn is_daemon_of(pid: u32, session: &Session) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')));
+    let dir = session.dir().as_os_str().as_encoded_bytes();
+    !zombie && cmdline.split(|byte| *byte == 0).any(|arg| arg == dir)
+}
+
+/// `manta status`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The GCS's address (default: this host's newest session).
+    #[arg(long, value_name = "HOST:PORT", requires = "token")]
+    address: Option<SocketAddr>,
+    /// The cluster's join token (default: this host's newest session).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+/// `manta status`: the cluster's nodes and resources.
+pub(crate) fn status(args: StatusArgs) -> ExitCode {
+    match print_status(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("manta status: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_status(args: &StatusArgs) -> Result<(), String> {
+    let (address, token) = match (&args.address, &args.token) {
+        (Some(address), Some(token)) => (*address, token.clone()),
+        _ => {
+            let session = Session::latest(&session::root()).map_err(|error| error.to_string())?;
+            // Stopped here: say so now, not after a connection attempt's timeout.
+            let pids = session.pids().map_err(|error| error.to_string())?;
+            if !pids.iter().any(|(_, pid)| is_daemon_of(*pid, &session)) {
+                return Err(format!(
+                    "this host's Manta daemons are not running (session {}); start them with `manta start`",
+                    session.dir().display()
+                ));
+            }
+            let address = read(&session, GCS_ADDRESS)?;
+            (address.parse().map_err(|_| format!("bad GCS address {address:?}"))?, read(&session, TOKEN)?)
+        }
+    };
+    let token: JoinToken = token.parse().map_err(|error| format!("the token: {error}"))?;
+    let client = ClusterClient::connect(address, &token).map_err(|error| error.to_string())?;
+    let nodes = client.nodes().map_err(|error| error.to_string())?;
+    let alive: Vec<_> = nodes.iter().filter(|node| node.state == manta_node::NodeState::Alive).collect();
+    println!("Manta cluster at {address}: {} node(s) alive, {} dead", alive.len(), nodes.len() - alive.len());
+    println!();
+    println!("{:<34} {:<22} {:<6} {:<30} LABELS", "NODE", "ADDRESS", "STATE", "RESOURCES");
+    for node in &nodes {
+        let state = match node.state {
+            manta_node::NodeState::Alive => "alive",
+            manta_node::NodeState::Dead => "dead",
+        };
+        let labels: Vec<String> = node.labels.iter().map(|(key, value)| format!("{key}={value}")).collect();
+        println!(
+            "{:<34} {:<22} {:<6} {:<30} {}",
+            node.node_id.to_string(),
+            node.address,
+            state,
+            resources(&node.resources),
+            labels.join(",")
+        );
+    }
+    let mut total: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    for node in &alive {
+        for (name, amount) in &node.resources {
+            *total.entry(name.clone()).or_default() += amount;
+        }
+    }
+    println!();
+    println!("Resources (alive nodes): {}", resources(&total.into_iter().collect::<Vec<_>>()));
+    Ok(())
+}
+
+fn resources(amounts: &[(String, f64)]) -> String {
+    amounts.iter().map(|(name, amount)| format!("{name} {amount}")).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,152 @@
+//! `manta start`, `status` and `stop` as a user runs them: a head and a second node as daemons
+//! (real processes, QUIC between them on loopback), the nodes listed with their resources and
+//! labels, a wrong token and bad flags refused with a one-line reason, and `stop` leaving no
+//! daemon behind. Each test has a session root of its own (`MANTA_TEMP_DIR`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+struct Root(PathBuf);
+
+impl Root {
+    fn new(name: &str) -> Root {
+        let root = std::env::temp_dir().join(format!("manta-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        Root(root)
+    }
+
+    fn manta(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_manta"))
+            .args(args)
+            .env("MANTA_TEMP_DIR", &self.0)
+            .output()
+            .expect("the manta binary runs")
+    }
+
+    /// Every daemon pid recorded under the root.
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        let sessions = std::fs::read_dir(&self.0).into_iter().flatten().filter_map(Result::ok);
+        for session in sessions.filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir())) {
+            for file in
+                std::fs::read_dir(session.path().join("pids")).into_iter().flatten().filter_map(Result::ok)
+            {
+                if let Some(pid) =
+                    std::fs::read_to_string(file.path()).ok().and_then(|text| text.trim().parse().ok())
+                {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    fn latest(&self, file: &str) -> String {
+        std::fs::read_to_string(self.0.join("session_latest").join(file)).unwrap().trim().to_owned()
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        // Whatever a failed test left running goes with it.
+        let _ = self.manta(&["stop", "--force"]);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'))
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_head_and_a_node_form_a_cluster_that_status_lists_and_stop_ends() {
+    let root = Root::new("cluster");
+    let head =
+        root.manta(&["start", "--head", "--port", "0", "--num-cpus", "2", "--labels", "zone=a,disk=ssd"]);
+    assert!(head.status.success(), "{}", text(&head.stderr));
+    let printed = text(&head.stdout);
+    let (address, token) = (root.latest("gcs_address"), root.latest("token"));
+    assert!(printed.contains(&format!("manta start --address {address} --token {token}")), "{printed}");
+
+    let node = root.manta(&[
+        "start",
+        "--address",
+        &address,
+        "--token",
+        &token,
+        "--num-cpus",
+        "1",
+        "--resources",
+        r#"{"node2": 1}"#,
+    ]);
+    assert!(node.status.success(), "{}", text(&node.stderr));
+
+    let status = root.manta(&["status"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let listed = text(&status.stdout);
+    assert!(listed.contains("2 node(s) alive, 0 dead"), "{listed}");
+    assert!(listed.contains("zone=a,disk=ssd") || listed.contains("disk=ssd,zone=a"), "{listed}");
+    assert!(listed.contains("node2 1"), "{listed}");
+    assert!(listed.contains("Resources (alive nodes): CPU 3"), "{listed}");
+
+    // A node with a token of another cluster (or a forged one) is refused, and says why.
+    let forged = format!("{}.{}", token.rsplit_once('.').unwrap().0, "ab".repeat(32));
+    let refused = root.manta(&["start", "--address", &address, "--token", &forged, "--num-cpus", "1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let reason = text(&refused.stderr);
+    assert!(reason.contains("token is not valid"), "{reason}");
+    assert_eq!(reason.trim().lines().count(), 1, "one line: {reason}");
+    // The cluster goes on, and a failed start is not the session local clients find.
+    let again = text(&root.manta(&["status"]).stdout);
+    assert!(again.contains("2 node(s) alive"), "{again}");
+
+    let pids = root.pids();
+    assert_eq!(pids.len(), 3, "gcs and two raylets: {pids:?}");
+    let stopped = root.manta(&["stop"]);
+    assert!(stopped.status.success());
+    assert!(text(&stopped.stdout).contains("Stopped 3 Manta daemons"), "{}", text(&stopped.stdout));
+    wait_until("every daemon is gone", || pids.iter().all(|pid| !alive(*pid)));
+    assert!(text(&root.manta(&["stop"]).stdout).contains("No Manta daemons"));
+    let gone = root.manta(&["status"]);
+    assert_eq!(gone.status.code(), Some(1), "{}", text(&gone.stdout));
+    assert!(text(&gone.stderr).contains("not running"), "{}", text(&gone.stderr));
+}
+
+#[test]
+fn bad_flags_are_refused_before_anything_starts() {
+    let root = Root::new("flags");
+    for (args, expected) in [
+        (&["start"][..], "say --head"),
+        (&["start", "--head", "--resources", "[1]"][..], "--resources"),
+        (&["start", "--head", "--resources", r#"{"x": -1}"#][..], "at least 0"),
+        (&["start", "--head", "--labels", "novalue"][..], "--labels"),
+        (&["start", "--head", "--object-store-memory", "0"][..], "above 0"),
+        (&["start", "--address", "127.0.0.1:1", "--token", "nonsense"][..], "--token"),
+    ] {
+        let run = root.manta(args);
+        assert_eq!(run.status.code(), Some(1), "{args:?}");
+        assert!(text(&run.stderr).contains(expected), "{args:?}: {}", text(&run.stderr));
+    }
+    assert!(root.pids().is_empty(), "nothing was started");
+    // Usage errors are clap's: exit code 2.
+    assert_eq!(root.manta(&["start", "--head", "--address", "127.0.0.1:1"]).status.code(), Some(2));
+    assert_eq!(root.manta(&["start", "--address", "127.0.0.1:1"]).status.code(), Some(2), "needs --token");
+    let status = root.manta(&["status"]);
+    assert_eq!(status.status.code(), Some(1));
+    assert!(text(&status.stderr).contains("no Manta session"), "{}", text(&status.stderr));
+    assert!(Path::new(&root.0).exists());
+}

@@ -1,0 +1,171 @@
+//! The daemons of a running cluster, each in a process of its own (`manta gcs`, `manta raylet`,
+//! started by `manta start`): the GCS holds the cluster's CA and admits newcomers with a
+//! long-lived join token; a raylet joins with that token, starts its node's store and raylet,
+//! and registers the node. See docs/decisions/cluster.md.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use manta_actor::{LocalRef, Node, ServiceRef};
+use manta_gcs::{GcsActor, MemoryStorage};
+use manta_objectstore::{ObjectStore, StoreReader};
+use manta_proto::gcs::requests::{GetAllNodes, MarkNodeDead, RegisterNode};
+use manta_proto::gcs::wire::{NodeInfo, NodeState};
+use manta_proto::gcs::Gcs;
+use manta_proto::NodeId;
+use manta_raylet::{PoolConfig, RayletActor};
+use manta_transport::{
+    join_blocking, Admission, ClusterCa, IdentityError, JoinToken, TokenRegistry, TokenUse, Transport,
+    TransportConfig,
+};
+use parking_lot::Mutex;
+
+use crate::{start_store, total_resources, NodeConfig, NodeError};
+
+/// The GCS daemon: the cluster's CA, the GCS, and the token that admits its nodes and clients.
+pub struct GcsDaemon {
+    /// The node (transport and registry) the GCS is registered on.
+    pub node: Node,
+    /// The long-lived join token of this cluster's nodes, drivers and CLI.
+    pub token: JoinToken,
+    _gcs: LocalRef<GcsActor<MemoryStorage>>,
+}
+
+impl GcsDaemon {
+    /// Starts a new cluster's GCS listening on `bind` (port 0: any free port).
+    pub fn start(bind: SocketAddr) -> Result<GcsDaemon, NodeError> {
+        let ca = Arc::new(ClusterCa::generate("manta")?);
+        let admission = Admission { ca: ca.clone(), tokens: Arc::new(TokenRegistry::default()) };
+        let node_id = NodeId::random().map_err(IdentityError::from)?;
+        let identity = ca.issue(node_id)?;
+        let node = Node::start(Transport::builder(identity).bind(bind).admission(admission.clone()))?;
+        let gcs = GcsActor::start(&node, MemoryStorage::default(), MemoryStorage::default)?;
+        let token = admission.tokens.create(&ca, TokenUse::LongLived)?;
+        Ok(GcsDaemon { node, token, _gcs: gcs })
+    }
+
+    /// Where nodes and clients reach it.
+    pub fn address(&self) -> SocketAddr {
+        self.node.local_addr()
+    }
+}
+
+/// A node of a running cluster: its transport, store and raylet, registered with the GCS.
+pub struct RayletDaemon {
+    /// The node (transport and registry).
+    pub node: Node,
+    /// Its record, as registered with the GCS.
+    pub info: NodeInfo,
+    /// Where other processes of this host map its store.
+    pub store_path: std::path::PathBuf,
+    /// The GCS.
+    pub gcs: ServiceRef<Gcs>,
+    gcs_address: SocketAddr,
+    _store: (Arc<Mutex<ObjectStore>>, StoreReader),
+}
+
+impl RayletDaemon {
+    /// Joins the cluster whose GCS is at `gcs_address` with `token`, listens on `ip` (any free
+    /// port), starts the store and the raylet, and registers the node with `labels`.
+    pub fn start(
+        gcs_address: SocketAddr,
+        token: &JoinToken,
+        ip: IpAddr,
+        config: &NodeConfig,
+        labels: Vec<(String, String)>,
+    ) -> Result<RayletDaemon, NodeError> {
+        let transport_config = TransportConfig::default();
+        let identity = join_blocking(gcs_address, token, &transport_config)?;
+        let node_id = identity.node_id();
+        let node = Node::start(Transport::builder(identity).bind(SocketAddr::new(ip, 0)))?;
+        let (store, reader, store_path) = start_store(&node, config)?;
+        let total = total_resources(config)?;
+        let pool = PoolConfig {
+            workers_max: config.num_cpus.max(1) * 2,
+            start_concurrency_max: config.num_cpus.max(1),
+            wait_when_infeasible: true,
+            ..PoolConfig::default()
+        };
+        RayletActor::start(&node, None, total.clone(), pool, 0, Vec::new(), None)?;
+        let info = NodeInfo {
+            node_id,
+            address: node.local_addr().to_string(),
+            resources: total.iter().map(|(name, quantity)| (name.to_owned(), quantity.as_f64())).collect(),
+            state: NodeState::Alive,
+            registered_ms: now_ms(),
+            death_cause: None,
+            labels,
+        };
+        let gcs: ServiceRef<Gcs> = node.service(gcs_address);
+        let refused = |reason: String| NodeError::Gcs { address: gcs_address, reason };
+        let registration = RegisterNode(info.clone());
+        let (ask, answer) = std::sync::mpsc::sync_channel(1);
+        let asking = gcs.clone();
+        node.arbiter().spawn(async move {
+            let _ = ask.send(asking.ask(registration).await);
+        });
+        match answer.recv() {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => return Err(refused(error.to_string())),
+            Ok(Err(error)) => return Err(refused(error.to_string())),
+            Err(_) => return Err(refused("the node's arbiter stopped".to_owned())),
+        }
+        Ok(RayletDaemon { node, info, store_path, gcs, gcs_address, _store: (store, reader) })
+    }
+
+    /// Tells the GCS this node is leaving (`manta stop`); bounded by the ask's timeout.
+    pub fn deregister(&self, cause: &str) -> Result<(), NodeError> {
+        let refused = |reason: String| NodeError::Gcs { address: self.gcs_address, reason };
+        let request = MarkNodeDead { node_id: self.info.node_id, cause: cause.to_owned() };
+        let (ask, answer) = std::sync::mpsc::sync_channel(1);
+        let gcs = self.gcs.clone();
+        self.node.arbiter().spawn(async move {
+            let _ = ask.send(gcs.ask(request).await);
+        });
+        match answer.recv() {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(error))) => Err(refused(error.to_string())),
+            Ok(Err(error)) => Err(refused(error.to_string())),
+            Err(_) => Err(refused("the node's arbiter stopped".to_owned())),
+        }
+    }
+}
+
+/// A client of a running cluster (`manta status`): joins with the token and asks the GCS.
+pub struct ClusterClient {
+    node: Node,
+    gcs: ServiceRef<Gcs>,
+    address: SocketAddr,
+}
+
+impl ClusterClient {
+    /// Joins the cluster whose GCS is at `address` with `token`.
+    pub fn connect(address: SocketAddr, token: &JoinToken) -> Result<ClusterClient, NodeError> {
+        let identity = join_blocking(address, token, &TransportConfig::default())?;
+        let node = Node::start(Transport::builder(identity))?;
+        let gcs = node.service(address);
+        Ok(ClusterClient { node, gcs, address })
+    }
+
+    /// Every node the GCS knows, alive or dead.
+    pub fn nodes(&self) -> Result<Vec<NodeInfo>, NodeError> {
+        let refused = |reason: String| NodeError::Gcs { address: self.address, reason };
+        let (ask, answer) = std::sync::mpsc::sync_channel(1);
+        let gcs = self.gcs.clone();
+        self.node.arbiter().spawn(async move {
+            let _ = ask.send(gcs.ask(GetAllNodes).await);
+        });
+        match answer.recv() {
+            Ok(Ok(Ok(nodes))) => Ok(nodes),
+            Ok(Ok(Err(error))) => Err(refused(error.to_string())),
+            Ok(Err(error)) => Err(refused(error.to_string())),
+            Err(_) => Err(refused("the client's arbiter stopped".to_owned())),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
