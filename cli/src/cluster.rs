@@ -44,7 +44,47 @@ pub(crate) struct StartArgs {
     #[arg(long, default_value_t = 6379)]
     port: u16,
     #[command(flatten)]
+    health: HealthArgs,
+    #[command(flatten)]
     node: NodeArgs,
+}
+
+/// How the GCS checks its nodes (with --head; Ray's `health_check_*` settings).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HealthArgs {
+    /// Between two health checks of a node, ms.
+    #[arg(long, value_name = "MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..))]
+    health_check_period_ms: u64,
+    /// How long one health check may take, ms.
+    #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    health_check_timeout_ms: u64,
+    /// Health checks missed in a row that make a node dead.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    health_check_failure_threshold: u32,
+}
+
+impl HealthArgs {
+    fn to_args(&self) -> Vec<String> {
+        vec![
+            "--health-check-period-ms".to_owned(),
+            self.health_check_period_ms.to_string(),
+            "--health-check-timeout-ms".to_owned(),
+            self.health_check_timeout_ms.to_string(),
+            "--health-check-failure-threshold".to_owned(),
+            self.health_check_failure_threshold.to_string(),
+        ]
+    }
+
+    fn checks(&self) -> manta_node::cluster::HealthChecks {
+        let period = Duration::from_millis(self.health_check_period_ms);
+        manta_node::cluster::HealthChecks {
+            // Ray waits 5 s before the first round; never longer than a period here.
+            initial_delay: period.min(Duration::from_secs(5)),
+            period,
+            timeout: Duration::from_millis(self.health_check_timeout_ms),
+            failure_threshold: self.health_check_failure_threshold,
+        }
+    }
 }
 
 /// What a node offers (`manta start` and `manta raylet`).
@@ -171,7 +211,11 @@ fn start_daemons(args: &StartArgs) -> Result<(), String> {
         }
         None => {
             let bind = SocketAddr::new(args.host, args.port).to_string();
-            let mut gcs = spawn_daemon(&session, "gcs", &["gcs", "--session", &dir, "--bind", &bind])?;
+            let mut gcs_args =
+                vec!["gcs".to_owned(), "--session".to_owned(), dir.clone(), "--bind".to_owned(), bind];
+            gcs_args.extend(args.health.to_args());
+            let gcs_args: Vec<&str> = gcs_args.iter().map(String::as_str).collect();
+            let mut gcs = spawn_daemon(&session, "gcs", &gcs_args)?;
             wait_ready(&session, "gcs", &mut gcs, GCS_ADDRESS)?;
             let address = read(&session, GCS_ADDRESS)?;
             let address = address.parse().map_err(|_| format!("the GCS wrote a bad address {address:?}"))?;
@@ -281,6 +325,8 @@ pub(crate) struct GcsArgs {
     /// The address to listen on.
     #[arg(long)]
     bind: SocketAddr,
+    #[command(flatten)]
+    health: HealthArgs,
 }
 
 /// `manta gcs`: the GCS daemon; serves until SIGTERM or SIGINT.
@@ -288,7 +334,7 @@ pub(crate) fn gcs(args: GcsArgs) -> ExitCode {
     manta::init_logging();
     let run = || -> Result<(), String> {
         let session = Session::open(&args.session).map_err(|error| error.to_string())?;
-        let daemon = GcsDaemon::start(args.bind).map_err(|error| error.to_string())?;
+        let daemon = GcsDaemon::start(args.bind, args.health.checks()).map_err(|error| error.to_string())?;
         session.write_pid("gcs").map_err(|error| error.to_string())?;
         session.write(TOKEN, &daemon.token.to_string()).map_err(|error| error.to_string())?;
         // Last: its presence says the daemon is ready.
@@ -502,6 +548,9 @@ fn print_status(args: &StatusArgs) -> Result<(), String> {
             resources(&node.resources),
             labels.join(",")
         );
+        if let Some(cause) = &node.death_cause {
+            println!("    died: {cause}");
+        }
     }
     let mut total: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
     for node in &alive {

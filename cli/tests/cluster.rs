@@ -150,3 +150,29 @@ fn bad_flags_are_refused_before_anything_starts() {
     assert!(text(&status.stderr).contains("no Manta session"), "{}", text(&status.stderr));
     assert!(Path::new(&root.0).exists());
 }
+
+#[test]
+fn a_node_that_dies_is_marked_dead_by_the_health_checks() {
+    let root = Root::new("health");
+    let fast = [
+        "--health-check-period-ms",
+        "100",
+        "--health-check-timeout-ms",
+        "500",
+        "--health-check-failure-threshold",
+        "3",
+    ];
+    let head = root.manta(&[&["start", "--head", "--port", "0", "--num-cpus", "1"][..], &fast].concat());
+    assert!(head.status.success(), "{}", text(&head.stderr));
+    let (address, token) = (root.latest("gcs_address"), root.latest("token"));
+    let head_pids = root.pids();
+    let node = root.manta(&["start", "--address", &address, "--token", &token, "--num-cpus", "1"]);
+    assert!(node.status.success(), "{}", text(&node.stderr));
+    let victim = *root.pids().iter().find(|pid| !head_pids.contains(pid)).expect("the new node's raylet");
+    // SAFETY: a signal to a daemon this test started.
+    unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) };
+    let status = || text(&root.manta(&["status", "--address", &address, "--token", &token]).stdout);
+    wait_until("the dead node is marked dead", || status().contains("1 node(s) alive, 1 dead"));
+    let listed = status();
+    assert!(listed.contains("died: missed 3 health checks in a row"), "{listed}");
+}

@@ -3,8 +3,10 @@
 //! long-lived join token; a raylet joins with that token, starts its node's store and raylet,
 //! and registers the node. See docs/decisions/cluster.md.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use manta_actor::{LocalRef, Node, ServiceRef};
 use manta_gcs::{GcsActor, MemoryStorage};
@@ -12,6 +14,8 @@ use manta_objectstore::{ObjectStore, StoreReader};
 use manta_proto::gcs::requests::{GetAllNodes, MarkNodeDead, RegisterNode};
 use manta_proto::gcs::wire::{NodeInfo, NodeState};
 use manta_proto::gcs::Gcs;
+use manta_proto::raylet::requests::HealthCheck;
+use manta_proto::raylet::Raylet;
 use manta_proto::NodeId;
 use manta_raylet::{PoolConfig, RayletActor};
 use manta_transport::{
@@ -31,9 +35,34 @@ pub struct GcsDaemon {
     _gcs: LocalRef<GcsActor<MemoryStorage>>,
 }
 
+/// How the GCS checks that its nodes live (Ray's `health_check_*` settings and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthChecks {
+    /// Before the first round.
+    pub initial_delay: Duration,
+    /// Between rounds.
+    pub period: Duration,
+    /// How long one check may take.
+    pub timeout: Duration,
+    /// Misses in a row that make a node dead.
+    pub failure_threshold: u32,
+}
+
+impl Default for HealthChecks {
+    fn default() -> Self {
+        HealthChecks {
+            initial_delay: Duration::from_secs(5),
+            period: Duration::from_secs(3),
+            timeout: Duration::from_secs(10),
+            failure_threshold: 5,
+        }
+    }
+}
+
 impl GcsDaemon {
-    /// Starts a new cluster's GCS listening on `bind` (port 0: any free port).
-    pub fn start(bind: SocketAddr) -> Result<GcsDaemon, NodeError> {
+    /// Starts a new cluster's GCS listening on `bind` (port 0: any free port), checking its
+    /// nodes' health as `health` says.
+    pub fn start(bind: SocketAddr, health: HealthChecks) -> Result<GcsDaemon, NodeError> {
         let ca = Arc::new(ClusterCa::generate("manta")?);
         let admission = Admission { ca: ca.clone(), tokens: Arc::new(TokenRegistry::default()) };
         let node_id = NodeId::random().map_err(IdentityError::from)?;
@@ -41,6 +70,7 @@ impl GcsDaemon {
         let node = Node::start(Transport::builder(identity).bind(bind).admission(admission.clone()))?;
         let gcs = GcsActor::start(&node, MemoryStorage::default(), MemoryStorage::default)?;
         let token = admission.tokens.create(&ca, TokenUse::LongLived)?;
+        node.arbiter().spawn(check_health(node.clone(), health));
         Ok(GcsDaemon { node, token, _gcs: gcs })
     }
 
@@ -161,6 +191,48 @@ impl ClusterClient {
             Ok(Err(error)) => Err(refused(error.to_string())),
             Err(_) => Err(refused("the client's arbiter stopped".to_owned())),
         }
+    }
+}
+
+/// Checks every alive node's raylet each period; a node that misses `failure_threshold` checks
+/// in a row is marked dead (the GCS publishes it).
+async fn check_health(node: Node, health: HealthChecks) {
+    let gcs: ServiceRef<Gcs> = node.service(node.local_addr());
+    let mut misses: HashMap<NodeId, u32> = HashMap::new();
+    tokio::time::sleep(health.initial_delay).await;
+    let mut rounds = tokio::time::interval(health.period);
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        rounds.tick().await;
+        let Ok(Ok(nodes)) = gcs.ask(GetAllNodes).await else { continue };
+        let mut checks = tokio::task::JoinSet::new();
+        for info in nodes.into_iter().filter(|info| info.state == NodeState::Alive) {
+            let Ok(address) = info.address.parse::<SocketAddr>() else { continue };
+            let raylet: ServiceRef<Raylet> = node.service(address);
+            checks.spawn(async move {
+                (info.node_id, raylet.ask_timeout(HealthCheck, health.timeout).await.is_ok())
+            });
+        }
+        let mut checked = std::collections::HashSet::new();
+        while let Some(Ok((node_id, answered))) = checks.join_next().await {
+            checked.insert(node_id);
+            if answered {
+                misses.remove(&node_id);
+                continue;
+            }
+            let missed = misses.entry(node_id).or_default();
+            *missed += 1;
+            if *missed >= health.failure_threshold {
+                misses.remove(&node_id);
+                let cause = format!(
+                    "missed {} health checks in a row ({:?} apart, {:?} each)",
+                    health.failure_threshold, health.period, health.timeout
+                );
+                tracing::warn!(%node_id, %cause, "a node is dead");
+                let _ = gcs.ask(MarkNodeDead { node_id, cause }).await;
+            }
+        }
+        misses.retain(|node_id, _| checked.contains(node_id));
     }
 }
 

@@ -26,5 +26,5 @@ pub enum SchedulingStrategy {
 
 crate::service::protocol!(
     /// A node's raylet (`node/raylet`): leases and the workers that serve them.
-    Raylet = "raylet": RequestLease, ReturnLease, RegisterWorker, WatchLease, WorkerBlocked,
+    Raylet = "raylet": RequestLease, ReturnLease, RegisterWorker, WatchLease, WorkerBlocked, HealthCheck,
 );

@@ -217,7 +217,8 @@ impl RayletActor {
                 .message::<ReturnLease>()
                 .message::<WatchLease>()
                 .message::<WorkerBlocked>()
-                .message::<RegisterWorker>(),
+                .message::<RegisterWorker>()
+                .message::<crate::requests::HealthCheck>(),
         )?;
         Ok(raylet)
     }
@@ -611,6 +612,12 @@ impl Handler<WorkerExited> for RayletActor {
             self.perform(ctx);
         }
     }
+}
+
+impl Handler<crate::requests::HealthCheck> for RayletActor {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::requests::HealthCheck, _: &mut Context<Self>) {}
 }
 
 impl Handler<WorkerBlocked> for RayletActor {

@@ -107,3 +107,9 @@ pub struct WorkerBlocked {
     pub blocked: bool,
 }
 wire_message!(WorkerBlocked => (), id = 204);
+
+/// The GCS's health check of a raylet: answered at once while the raylet lives (Ray's
+/// `CheckAlive`; the GCS marks a node dead after `failure threshold` misses in a row).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HealthCheck;
+wire_message!(HealthCheck => (), id = 205);
