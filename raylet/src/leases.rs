@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use manta_proto::JobId;
 use manta_transport::NodeId;
 
 use crate::policy::{ClusterView, Decision, NodeView, RandomSource, SchedulingPolicy, SchedulingStrategy};
@@ -61,10 +62,13 @@ impl Default for PoolConfig {
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Start a worker process, which will register as `worker`.
+    /// Start a worker process of job `job` (its binary, its settings), which will register
+    /// as `worker`.
     StartWorker {
         /// The id it registers under.
         worker: WorkerId,
+        /// The job it will serve (a worker serves one job for its life, as in Ray).
+        job: JobId,
     },
     /// Kill a worker process (it may exit, or never registered).
     KillWorker {
@@ -144,6 +148,7 @@ struct Queued {
     placement: ResourceSet,
     strategy: SchedulingStrategy,
     dedicated: bool,
+    job: JobId,
 }
 
 /// A lease request as [`LeaseManager::request_lease_placed`] takes it.
@@ -158,6 +163,8 @@ pub struct LeaseRequest {
     pub strategy: SchedulingStrategy,
     /// An actor's lease: held for the actor's life, its worker never reused.
     pub dedicated: bool,
+    /// The job whose work it runs: only a worker of that job is granted.
+    pub job: JobId,
 }
 
 /// The worker pool and leases of one node.
@@ -170,6 +177,8 @@ pub struct LeaseManager<P: SchedulingPolicy> {
     /// Other nodes as last reported (by the GCS); the local one is `resources`.
     peers: Vec<NodeView>,
     workers: BTreeMap<WorkerId, WorkerState>,
+    /// The job each worker serves.
+    jobs: BTreeMap<WorkerId, JobId>,
     next_worker: u64,
     /// Granted leases: their worker and the resources they hold.
     granted: BTreeMap<LeaseId, (WorkerId, ResourceSet)>,
@@ -196,6 +205,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             resources: NodeResources::idle(total),
             peers: Vec::new(),
             workers: BTreeMap::new(),
+            jobs: BTreeMap::new(),
             next_worker: 1,
             granted: BTreeMap::new(),
             queue: VecDeque::new(),
@@ -265,8 +275,8 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         ClusterView { local: self.node, nodes }
     }
 
-    /// A submitter asks for a worker for tasks needing `demand`. A `dedicated` lease (an
-    /// actor's, held for its whole life) may start a worker beyond `workers_max`, as Ray's
+    /// A submitter of job 0 asks for a worker for tasks needing `demand`. A `dedicated` lease
+    /// (an actor's, held for its whole life) may start a worker beyond `workers_max`, as Ray's
     /// actors do not count against the pool's soft limit.
     pub fn request_lease(
         &mut self,
@@ -281,7 +291,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         self.request_lease_placed(
             now_ms,
             lease,
-            LeaseRequest { demand, placement, strategy, dedicated },
+            LeaseRequest { demand, placement, strategy, dedicated, job: JobId(0) },
             random,
         );
     }
@@ -295,16 +305,17 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         request: LeaseRequest,
         random: &mut dyn RandomSource,
     ) {
-        let LeaseRequest { demand, placement, strategy, dedicated } = request;
+        let LeaseRequest { demand, placement, strategy, dedicated, job } = request;
         let decision = self.policy.schedule(&placement, strategy, &self.cluster(), random);
+        let queued = Queued { lease, demand, placement, strategy, dedicated, job };
         match decision {
             Decision::Scheduled(node) if node != self.node => {
                 self.reply(lease, LeaseReply::Spillback { node });
             }
-            Decision::Infeasible => self.infeasible(Queued { lease, demand, placement, strategy, dedicated }),
+            Decision::Infeasible => self.infeasible(queued),
             // Local, or nobody has room now: wait here, in order.
             Decision::Scheduled(_) | Decision::Retry => {
-                self.queue.push_back(Queued { lease, demand, placement, strategy, dedicated });
+                self.queue.push_back(queued);
                 self.dispatch(now_ms);
             }
         }
@@ -365,6 +376,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     pub fn worker_exited(&mut self, now_ms: u64, worker: WorkerId, exit: &str) {
         self.dedicated.remove(&worker);
         self.blocked.remove(&worker);
+        self.jobs.remove(&worker);
         match self.workers.remove(&worker) {
             Some(WorkerState::Leased { lease }) => {
                 let (_, held) = self.granted.remove(&lease).expect("a leased worker's lease is granted");
@@ -407,6 +419,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         } else {
             self.dedicated.remove(&worker);
             self.workers.remove(&worker);
+            self.jobs.remove(&worker);
             self.commands.push(Command::KillWorker { worker });
         }
         self.dispatch(now_ms);
@@ -453,6 +466,8 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
                 self.commands.push(Command::RetireWorker { worker });
             } else {
                 self.workers.remove(&worker);
+                self.jobs.remove(&worker);
+                self.jobs.remove(&worker);
                 self.commands.push(Command::KillWorker { worker });
             }
         }
@@ -467,6 +482,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         }
         if may_exit {
             self.workers.remove(&worker);
+            self.jobs.remove(&worker);
             self.commands.push(Command::KillWorker { worker });
         } else {
             self.workers.insert(worker, WorkerState::Idle { since_ms: now_ms });
@@ -497,21 +513,24 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         self.workers.insert(worker, next);
     }
 
-    /// Grants queued requests in order while resources and idle workers allow, and starts
-    /// workers for the ones that only lack a worker.
+    /// Grants queued requests in order while resources and idle workers of their job allow,
+    /// and starts workers (of their jobs) for the ones that only lack a worker.
     fn dispatch(&mut self, now_ms: u64) {
-        let mut waiting_for_workers: usize = 0;
-        let mut dedicated_waiting = false;
+        // Per job: requests that fit but lack a worker, and whether one is an actor's.
+        let mut waiting: BTreeMap<JobId, (usize, bool)> = BTreeMap::new();
         let mut index = 0;
         while index < self.queue.len() {
             if !self.resources.available.contains(&self.queue[index].placement) {
                 index += 1;
                 continue;
             }
+            let job = self.queue[index].job;
             let idle = self
                 .workers
                 .iter()
-                .find(|(_, state)| matches!(state, WorkerState::Idle { .. }))
+                .find(|(worker, state)| {
+                    matches!(state, WorkerState::Idle { .. }) && self.jobs.get(worker) == Some(&job)
+                })
                 .map(|(worker, _)| *worker);
             match idle {
                 Some(worker) => {
@@ -526,28 +545,47 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
                     self.reply(request.lease, LeaseReply::Granted { worker });
                 }
                 None => {
-                    waiting_for_workers += 1;
-                    dedicated_waiting |= self.queue[index].dedicated;
+                    let entry = waiting.entry(job).or_default();
+                    entry.0 += 1;
+                    entry.1 |= self.queue[index].dedicated;
                     index += 1;
                 }
             }
         }
-        let starting =
-            self.workers.values().filter(|state| matches!(state, WorkerState::Starting { .. })).count();
-        // Workers held by actors do not count against the pool's limit.
-        let pooled = self.workers.len() - self.dedicated.len() - self.blocked.len();
-        let room =
-            if dedicated_waiting { usize::MAX } else { self.config.workers_max.saturating_sub(pooled) };
-        let to_start = waiting_for_workers
-            .saturating_sub(starting)
-            .min(self.config.start_concurrency_max.saturating_sub(starting))
-            .min(room);
-        for _ in 0..to_start {
-            let worker = WorkerId(self.next_worker);
-            self.next_worker += 1;
-            self.workers.insert(worker, WorkerState::Starting { since_ms: now_ms });
-            self.commands.push(Command::StartWorker { worker });
+        let starting_of =
+            |workers: &BTreeMap<WorkerId, WorkerState>, jobs: &BTreeMap<WorkerId, JobId>, job| {
+                workers
+                    .iter()
+                    .filter(|(worker, state)| {
+                        matches!(state, WorkerState::Starting { .. }) && jobs.get(worker) == Some(&job)
+                    })
+                    .count()
+            };
+        for (job, (waiting, dedicated_waiting)) in waiting {
+            let starting_all =
+                self.workers.values().filter(|state| matches!(state, WorkerState::Starting { .. })).count();
+            let starting = starting_of(&self.workers, &self.jobs, job);
+            // Workers held by actors do not count against the pool's limit.
+            let pooled = self.workers.len() - self.dedicated.len() - self.blocked.len();
+            let room =
+                if dedicated_waiting { usize::MAX } else { self.config.workers_max.saturating_sub(pooled) };
+            let to_start = waiting
+                .saturating_sub(starting)
+                .min(self.config.start_concurrency_max.saturating_sub(starting_all))
+                .min(room);
+            for _ in 0..to_start {
+                let worker = WorkerId(self.next_worker);
+                self.next_worker += 1;
+                self.workers.insert(worker, WorkerState::Starting { since_ms: now_ms });
+                self.jobs.insert(worker, job);
+                self.commands.push(Command::StartWorker { worker, job });
+            }
         }
+    }
+
+    /// The job worker `worker` serves.
+    pub fn job_of(&self, worker: WorkerId) -> Option<JobId> {
+        self.jobs.get(&worker).copied()
     }
 }
 
@@ -581,7 +619,7 @@ mod tests {
     fn a_lease_starts_a_worker_and_is_granted_when_it_registers_then_reused() {
         let mut leases = manager(2);
         request(&mut leases, 0, 1, 1);
-        assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(1) }]);
+        assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(1), job: JobId(0) }]);
         assert!(leases.worker_registered(5, WorkerId(1)));
         assert_eq!(
             leases.poll_commands(),
@@ -624,7 +662,7 @@ mod tests {
         assert!(leases.poll_commands().iter().any(|command| matches!(command, Command::KillWorker { .. })));
         // A pooled request still respects the limit: two dedicated workers do not count.
         request(&mut leases, 3, 9, 1);
-        assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(4) }]);
+        assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(4), job: JobId(0) }]);
     }
 
     /// Ray's default actor: placed only where a CPU is free, holding none once placed.
@@ -634,8 +672,42 @@ mod tests {
             placement: cpus(1),
             strategy: SchedulingStrategy::Hybrid,
             dedicated: true,
+            job: JobId(0),
         };
         manager.request_lease_placed(now, LeaseId(lease), request, &mut SplitMix64(1));
+    }
+
+    #[test]
+    fn a_worker_serves_one_job_and_is_granted_only_to_its_leases() {
+        let mut leases = manager(2);
+        let ask = |leases: &mut LeaseManager<DefaultPolicy>, lease: u64, job: u32| {
+            let request = LeaseRequest {
+                demand: cpus(1),
+                placement: cpus(1),
+                strategy: SchedulingStrategy::Hybrid,
+                dedicated: false,
+                job: JobId(job),
+            };
+            leases.request_lease_placed(0, LeaseId(lease), request, &mut SplitMix64(1));
+        };
+        ask(&mut leases, 1, 7);
+        assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(1), job: JobId(7) }]);
+        assert!(leases.worker_registered(1, WorkerId(1)));
+        leases.poll_commands();
+        assert!(leases.return_lease(2, LeaseId(1), true));
+        // Job 8's lease does not get job 7's idle worker: it starts one of its own.
+        ask(&mut leases, 2, 8);
+        assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(2), job: JobId(8) }]);
+        assert_eq!(
+            (leases.job_of(WorkerId(1)), leases.job_of(WorkerId(2))),
+            (Some(JobId(7)), Some(JobId(8)))
+        );
+        // Job 7's next lease reuses its idle worker at once.
+        ask(&mut leases, 3, 7);
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply { lease: LeaseId(3), reply: LeaseReply::Granted { worker: WorkerId(1) } }]
+        );
     }
 
     #[test]
@@ -756,7 +828,7 @@ mod tests {
         leases.worker_blocked(3, WorkerId(1), true);
         assert_eq!(
             leases.poll_commands(),
-            vec![Command::StartWorker { worker: WorkerId(2) }],
+            vec![Command::StartWorker { worker: WorkerId(2), job: JobId(0) }],
             "the CPU is free, and the blocked worker does not count against workers_max"
         );
         leases.worker_registered(4, WorkerId(2));
@@ -815,7 +887,7 @@ mod tests {
         for now in 1..20 {
             for command in leases.poll_commands() {
                 match command {
-                    Command::StartWorker { worker } => {
+                    Command::StartWorker { worker, .. } => {
                         exits += 1;
                         leases.worker_exited(now, worker, "not started: No such file or directory");
                     }
@@ -836,7 +908,9 @@ mod tests {
         );
         // A later request tries again; a worker that registers resets the count.
         request(&mut leases, 30, 2, 1);
-        let Some(Command::StartWorker { worker }) = leases.poll_commands().pop() else { panic!("a start") };
+        let Some(Command::StartWorker { worker, .. }) = leases.poll_commands().pop() else {
+            panic!("a start")
+        };
         assert!(leases.worker_registered(31, worker));
         assert!(matches!(
             leases.poll_commands()[..],
@@ -848,7 +922,7 @@ mod tests {
     fn a_cancelled_request_leaves_the_queue_and_a_cancelled_lease_kills_its_worker() {
         let mut leases = manager(1);
         request(&mut leases, 0, 1, 1);
-        assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(1) }]);
+        assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(1), job: JobId(0) }]);
         assert!(leases.worker_registered(1, WorkerId(1)));
         leases.poll_commands();
         request(&mut leases, 2, 2, 1);
@@ -999,7 +1073,7 @@ mod tests {
                 }
                 for command in leases.poll_commands() {
                     match command {
-                        Command::StartWorker { worker } => started.push(worker),
+                        Command::StartWorker { worker, .. } => started.push(worker),
                         Command::KillWorker { worker } => started.retain(|known| *known != worker),
                         Command::WaitingInfeasible { .. } => {}
                         // An idle worker owns nothing in this model: it may always exit.

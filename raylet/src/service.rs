@@ -231,7 +231,8 @@ impl RayletActor {
     fn perform(&mut self, ctx: &mut Context<Self>) {
         for command in self.leases.poll_commands() {
             match command {
-                Command::StartWorker { worker } => self.start_worker(worker, ctx),
+                // One job per raylet until jobs register with it (issue 12, stage 2).
+                Command::StartWorker { worker, job: _ } => self.start_worker(worker, ctx),
                 Command::RetireWorker { worker } => {
                     let address = self.workers.get(&worker).and_then(|process| process.address.clone());
                     let executor = address
@@ -508,8 +509,13 @@ impl Handler<RequestLease> for RayletActor {
             self.requested_by.insert(lease, WorkerId(requester));
         }
         let now = self.now_ms();
-        let request_kind =
-            LeaseRequest { demand, placement, strategy: request.strategy, dedicated: request.dedicated };
+        let request_kind = LeaseRequest {
+            demand,
+            placement,
+            strategy: request.strategy,
+            dedicated: request.dedicated,
+            job: request.job.unwrap_or(manta_proto::JobId(0)),
+        };
         self.leases.request_lease_placed(now, lease, request_kind, &mut self.random);
         self.perform(ctx);
         Box::pin(async move {

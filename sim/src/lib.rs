@@ -606,7 +606,15 @@ impl World {
                 let placement = cpus(request.cpus.max(request.placement_cpus) as u64);
                 self.nodes[HEAD].demands.insert(lease, demand.clone());
                 let SimNode { leases, .. } = &mut self.nodes[HEAD];
-                let request = LeaseRequest { demand, placement, strategy: request.strategy, dedicated: true };
+                let request = LeaseRequest {
+                    demand,
+                    placement,
+                    strategy: request.strategy,
+                    dedicated: true,
+                    // The simulation's one driver: its tasks (leased as job 0) and its actors
+                    // are one job, sharing one pool of workers.
+                    job: manta_proto::JobId(0),
+                };
                 leases.request_lease_placed(now, lease, request, &mut self.random);
                 self.perform(HEAD);
             }
@@ -996,7 +1004,7 @@ impl World {
             }
             for command in commands {
                 match command {
-                    Command::StartWorker { worker } => {
+                    Command::StartWorker { worker, .. } => {
                         let fails = self.chance(self.config.start_failure_per_mille);
                         let delay = 20 + self.random.below(100) as u64;
                         self.schedule(delay, Event::WorkerUp { node, worker, fails });

@@ -608,6 +608,7 @@ async fn request_lease(core: Arc<CoreWorker>, request: RequestId, shape: Shape) 
         strategy: shape.strategy,
         requester: core.worker_id,
         placement_cpus: 0.0,
+        job: Some(core.job),
     };
     let mut link = None;
     let answer = match core.raylet.ask_unbounded(ask).await {

@@ -160,6 +160,7 @@ impl ManagerCore {
             // The manager lives with the GCS: its requests outlive any worker.
             requester: None,
             placement_cpus: spec.placement_cpus,
+            job: Some(spec.info.job_id),
         };
         self.commands.push(Command::RequestLease { actor, request });
     }

@@ -28,6 +28,10 @@ pub struct RequestLease {
     /// holds none while it runs).
     #[serde(default)]
     pub placement_cpus: f64,
+    /// The job whose work the lease runs: its worker is one of that job's (its binary, its
+    /// settings). `None`: the raylet's own job (an embedded cluster's driver).
+    #[serde(default)]
+    pub job: Option<crate::JobId>,
 }
 wire_message!(RequestLease => LeaseOutcome, id = 200, parks);
 
