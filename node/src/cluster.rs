@@ -8,15 +8,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use manta_actor::{LocalRef, Node, ServiceRef};
+use manta_actor::{spawn, Actor, Context, Handler, LocalRef, Node, Routes, ServiceRef, SpawnOptions};
 use manta_gcs::{GcsActor, MemoryStorage};
 use manta_objectstore::{ObjectStore, StoreReader};
-use manta_proto::gcs::requests::{GetAllNodes, MarkNodeDead, RegisterNode};
+use manta_proto::gcs::requests::{GetAllNodes, IssueJoinTokens, MarkNodeDead, RegisterNode};
 use manta_proto::gcs::wire::{NodeInfo, NodeState};
 use manta_proto::gcs::Gcs;
+use manta_proto::gcs::{Admission as AdmissionProtocol, GcsError};
 use manta_proto::raylet::requests::HealthCheck;
 use manta_proto::raylet::Raylet;
 use manta_proto::NodeId;
+use manta_proto::Protocol as _;
 use manta_raylet::{PoolConfig, RayletActor};
 use manta_transport::{
     join_blocking, Admission, ClusterCa, IdentityError, JoinToken, TokenRegistry, TokenUse, Transport,
@@ -70,6 +72,12 @@ impl GcsDaemon {
         let node = Node::start(Transport::builder(identity).bind(bind).admission(admission.clone()))?;
         let gcs = GcsActor::start(&node, MemoryStorage::default(), MemoryStorage::default)?;
         let token = admission.tokens.create(&ca, TokenUse::LongLived)?;
+        let issuer =
+            spawn(node.arbiter(), SpawnOptions::named(AdmissionProtocol::NAME).max_restarts(u32::MAX), {
+                let admission = admission.clone();
+                move || AdmissionService { admission: admission.clone() }
+            });
+        node.register(AdmissionProtocol::NAME, Routes::new(issuer).message::<IssueJoinTokens>())?;
         node.arbiter().spawn(check_health(node.clone(), health));
         Ok(GcsDaemon { node, token, _gcs: gcs })
     }
@@ -77,6 +85,32 @@ impl GcsDaemon {
     /// Where nodes and clients reach it.
     pub fn address(&self) -> SocketAddr {
         self.node.local_addr()
+    }
+}
+
+/// Issues one-time join tokens for the workers raylets start (beside the GCS, which holds the
+/// CA).
+struct AdmissionService {
+    admission: Admission,
+}
+
+impl Actor for AdmissionService {
+    type Context = Context<Self>;
+}
+
+impl Handler<IssueJoinTokens> for AdmissionService {
+    type Result = Result<Vec<String>, GcsError>;
+
+    fn handle(&mut self, request: IssueJoinTokens, _: &mut Context<Self>) -> Self::Result {
+        (0..request.count.min(IssueJoinTokens::MAX))
+            .map(|_| {
+                self.admission
+                    .tokens
+                    .create(&self.admission.ca, TokenUse::OneTime)
+                    .map(|token| token.to_string())
+                    .map_err(|error| GcsError::Token(error.to_string()))
+            })
+            .collect()
     }
 }
 
@@ -116,7 +150,8 @@ impl RayletDaemon {
             wait_when_infeasible: true,
             ..PoolConfig::default()
         };
-        RayletActor::start(&node, None, total.clone(), pool, 0, Vec::new(), None)?;
+        let admission = manta_raylet::WorkerAdmission::Cluster { gcs: gcs_address };
+        RayletActor::start(&node, admission, total.clone(), pool, 0, Vec::new(), None)?;
         let info = NodeInfo {
             node_id,
             address: node.local_addr().to_string(),

@@ -152,7 +152,7 @@ impl Head {
         // services.
         RayletActor::start(
             &self.node,
-            Some(self.admission.clone()),
+            manta_raylet::WorkerAdmission::Local(self.admission.clone()),
             self.total.clone(),
             pool,
             registry_fingerprint,

@@ -53,6 +53,9 @@ pub enum GcsError {
     /// No such job.
     #[error("unknown job {0:?}")]
     UnknownJob(JobId),
+    /// A join token could not be made (the system's random source failed).
+    #[error("no join token: {0}")]
+    Token(String),
     /// The job has finished.
     #[error("job {0:?} has finished")]
     JobFinished(JobId),
@@ -73,4 +76,10 @@ crate::service::protocol!(
     Gcs = "gcs": RegisterNode, MarkNodeDead, GetAllNodes, AddJob, FinishJob, RegisterActor, ActorStarted,
     ActorFailed, KillActor, GetActor, GetNamedActor, ListNamedActors, KvPut, KvGet, KvDelete, KvKeys,
     Subscribe, Unsubscribe, ReportWorker, ReportWorkerExit, GetAllWorkers, ListActors,
+);
+
+crate::service::protocol!(
+    /// The cluster's admission (`node/admission`, beside the GCS, which holds the cluster CA):
+    /// one-time join tokens for the workers a raylet starts.
+    Admission = "admission": requests::IssueJoinTokens,
 );

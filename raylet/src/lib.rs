@@ -20,4 +20,4 @@ pub use policy::{
     SchedulingStrategy, SplitMix64,
 };
 pub use resources::{NodeResources, Quantity, ResourceError, ResourceSet, CPU, GPU, MEMORY};
-pub use service::{worker_env, RayletActor, WorkerReports, RAYLET_NAME};
+pub use service::{worker_env, RayletActor, WorkerAdmission, WorkerReports, RAYLET_NAME};

@@ -18,6 +18,7 @@ use manta_actor::{
 };
 use manta_gcs::requests::{ReportWorker, ReportWorkerExit};
 use manta_gcs::wire::WorkerInfo;
+use manta_proto::gcs::requests::IssueJoinTokens;
 use manta_transport::{Admission, TokenUse};
 use std::os::unix::process::CommandExt;
 use std::process::Command as Process;
@@ -43,7 +44,28 @@ pub mod worker_env {
     pub const JOIN_TOKEN: &str = "MANTA_JOIN_TOKEN";
     /// The raylet's process id: the worker's parent, whose death ends the worker.
     pub const RAYLET_PID: &str = "MANTA_RAYLET_PID";
+    /// Where the worker joins with its token (default: the raylet's address).
+    pub const JOIN_ADDRESS: &str = "MANTA_JOIN_ADDRESS";
+    /// The GCS's (and the actor manager's) address (default: the raylet's address).
+    pub const GCS_ADDRESS: &str = "MANTA_GCS_ADDRESS";
 }
+
+/// Where a raylet's workers get the one-time join tokens for their certificates.
+#[derive(Debug, Clone)]
+pub enum WorkerAdmission {
+    /// The cluster's CA is in this process (an embedded head): tokens are made on the spot,
+    /// and workers join at the raylet's own address.
+    Local(Admission),
+    /// A node of a running cluster: tokens come from the admission service beside the GCS at
+    /// this address, in batches, and workers join there.
+    Cluster {
+        /// The GCS's address.
+        gcs: std::net::SocketAddr,
+    },
+}
+
+/// Tokens asked of the cluster's admission service at once (more when more workers wait).
+const TOKEN_BATCH: u32 = 8;
 
 /// Where a raylet reports its workers' starts and exits (the GCS's worker table).
 #[derive(Debug, Clone)]
@@ -71,10 +93,12 @@ struct WorkerProcess {
 /// The raylet actor.
 pub struct RayletActor {
     leases: LeaseManager<DefaultPolicy>,
-    /// Where its workers' join tokens come from: the cluster's CA in this process (the
-    /// embedded head). `None` on a node of a running cluster, whose workers come with jobs
-    /// (issue 12's next stage): a worker start then fails with that reason.
-    admission: Option<Admission>,
+    /// Where its workers' join tokens come from.
+    admission: WorkerAdmission,
+    /// Tokens from the cluster's admission service not used yet.
+    tokens: std::collections::VecDeque<manta_transport::JoinToken>,
+    /// Workers waiting for a token while a batch is asked for.
+    awaiting_tokens: Vec<WorkerId>,
     raylet_address: String,
     registry_fingerprint: u64,
     /// Extra environment for worker processes (the store's path, the job, settings).
@@ -112,6 +136,36 @@ struct WorkerExited {
 
 impl Message for WorkerExited {
     type Result = ();
+}
+
+/// A batch of join tokens arrived from the cluster's admission service (or why not).
+struct TokensArrived(Result<Vec<String>, String>);
+
+impl Message for TokensArrived {
+    type Result = ();
+}
+
+impl Handler<TokensArrived> for RayletActor {
+    type Result = ();
+
+    fn handle(&mut self, TokensArrived(answer): TokensArrived, ctx: &mut Context<Self>) {
+        let waiting = std::mem::take(&mut self.awaiting_tokens);
+        match answer {
+            Ok(tokens) => {
+                self.tokens.extend(tokens.iter().filter_map(|token| token.parse().ok()));
+                for worker in waiting {
+                    self.start_worker(worker, ctx);
+                }
+            }
+            Err(error) => {
+                warn!(%error, "no join tokens for new workers");
+                for worker in waiting {
+                    let exit = format!("not started: no join token: {error}");
+                    ctx.address().do_send(WorkerExited { worker, exit });
+                }
+            }
+        }
+    }
 }
 
 /// A child process changed state (`SIGCHLD`): reap those that exited.
@@ -175,7 +229,7 @@ impl RayletActor {
     /// get `worker_env` in their environment.
     pub fn start(
         node: &Node,
-        admission: Option<Admission>,
+        admission: WorkerAdmission,
         total: ResourceSet,
         pool: PoolConfig,
         registry_fingerprint: u64,
@@ -191,6 +245,8 @@ impl RayletActor {
             spawn(node.arbiter(), SpawnOptions::named(RAYLET_NAME).max_restarts(0), move || RayletActor {
                 leases: LeaseManager::new(node_id, total.clone(), DefaultPolicy::default(), pool.clone()),
                 admission: admission.clone(),
+                tokens: Default::default(),
+                awaiting_tokens: Vec::new(),
                 raylet_address: raylet_address.clone(),
                 registry_fingerprint,
                 worker_env: worker_env.clone(),
@@ -334,19 +390,25 @@ impl RayletActor {
             ctx.address().do_send(WorkerExited { worker, exit: format!("not started: {limit}") });
             return;
         }
-        let Some(admission) = &self.admission else {
-            let exit =
-                "not started: this node admits no workers yet (drivers on a running cluster come with \
-                        issue 12's next stage)";
-            ctx.address().do_send(WorkerExited { worker, exit: exit.to_owned() });
-            return;
-        };
-        let token = match admission.tokens.create(&admission.ca, TokenUse::OneTime) {
-            Ok(token) => token,
-            Err(error) => {
-                ctx.address().do_send(WorkerExited { worker, exit: format!("not started: {error}") });
-                return;
+        let (token, join_address, gcs_address) = match &self.admission {
+            WorkerAdmission::Local(admission) => {
+                match admission.tokens.create(&admission.ca, TokenUse::OneTime) {
+                    Ok(token) => (token, self.raylet_address.clone(), self.raylet_address.clone()),
+                    Err(error) => {
+                        ctx.address().do_send(WorkerExited { worker, exit: format!("not started: {error}") });
+                        return;
+                    }
+                }
             }
+            WorkerAdmission::Cluster { gcs } => match self.tokens.pop_front() {
+                Some(token) => (token, gcs.to_string(), gcs.to_string()),
+                None => {
+                    // Started once a batch of tokens arrives.
+                    self.awaiting_tokens.push(worker);
+                    self.ask_for_tokens(*gcs, ctx);
+                    return;
+                }
+            },
         };
         let raylet_pid = std::process::id();
         let mut command = Process::new(exe);
@@ -356,6 +418,8 @@ impl RayletActor {
             .env(worker_env::WORKER_ID, worker.0.to_string())
             .env(worker_env::RAYLET_ADDRESS, &self.raylet_address)
             .env(worker_env::JOIN_TOKEN, token.to_string())
+            .env(worker_env::JOIN_ADDRESS, join_address)
+            .env(worker_env::GCS_ADDRESS, gcs_address)
             .env(worker_env::RAYLET_PID, raylet_pid.to_string())
             .stdin(Stdio::null());
         // SAFETY: between fork and exec the closure makes only async-signal-safe calls (prctl,
@@ -393,6 +457,24 @@ impl RayletActor {
 }
 
 impl RayletActor {
+    /// Asks the cluster's admission service for a batch of join tokens (once at a time).
+    fn ask_for_tokens(&mut self, gcs: std::net::SocketAddr, ctx: &mut Context<Self>) {
+        if self.awaiting_tokens.len() > 1 {
+            return; // a batch is on its way: the first waiting worker asked for it
+        }
+        let count = TOKEN_BATCH.max(self.awaiting_tokens.len() as u32);
+        let service: manta_actor::ServiceRef<manta_proto::gcs::Admission> = self.node.service(gcs);
+        let raylet = ctx.address();
+        tokio::spawn(async move {
+            let answer = match service.ask(IssueJoinTokens { count }).await {
+                Ok(Ok(tokens)) => Ok(tokens),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            raylet.do_send(TokensArrived(answer));
+        });
+    }
+
     /// Tells the GCS a worker's record (no-op without reports).
     fn report(&self, worker: u64, pid: u32, address: Option<String>) {
         let Some(reports) = &self.reports else { return };

@@ -968,20 +968,32 @@ fn worker_main(fingerprint: u64) -> ! {
     let outcome = (|| -> Result<(), WorkerStartError> {
         let worker: u64 = parsed(worker_env::WORKER_ID)?;
         let raylet_address: std::net::SocketAddr = parsed(worker_env::RAYLET_ADDRESS)?;
+        // On a node of a running cluster the worker joins at the GCS's admission, and talks to
+        // the GCS there; in an embedded cluster all three are the raylet's address.
+        let join_address: std::net::SocketAddr = if std::env::var_os(worker_env::JOIN_ADDRESS).is_some() {
+            parsed(worker_env::JOIN_ADDRESS)?
+        } else {
+            raylet_address
+        };
+        let gcs_address: std::net::SocketAddr = if std::env::var_os(worker_env::GCS_ADDRESS).is_some() {
+            parsed(worker_env::GCS_ADDRESS)?
+        } else {
+            raylet_address
+        };
         let token = variable(worker_env::JOIN_TOKEN)?.parse()?;
         let job = JobId(parsed(env::JOB_ID)?);
         let inline_bytes_max = parsed(env::INLINE_MAX)?;
         let max_retries = parsed("MANTA_MAX_RETRIES")?;
         let in_flight: usize = parsed("MANTA_TASKS_IN_FLIGHT")?;
         let reader = StoreReader::open(std::path::Path::new(&variable(env::STORE_PATH)?))?;
-        let identity = join_blocking(raylet_address, &token, &TransportConfig::default())?;
+        let identity = join_blocking(join_address, &token, &TransportConfig::default())?;
         let node_id = identity.node_id();
         let node = Node::start_local(identity)?;
         let core = CoreWorker {
             owner_address: OwnerAddress(node.local_addr()),
             raylet: node.service(raylet_address),
-            gcs: node.service(raylet_address),
-            actor_manager: node.service(raylet_address),
+            gcs: node.service(gcs_address),
+            actor_manager: node.service(gcs_address),
             objects: ObjectTable::new(OwnerAddress(node.local_addr())),
             store: StoreAccess::Remote(node.service(raylet_address), reader),
             arbiter: core_arbiter,

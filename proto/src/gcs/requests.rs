@@ -197,3 +197,18 @@ wire_message!(GetAllWorkers => Result<Vec<WorkerInfo>, GcsError>, id = 123);
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ListActors;
 wire_message!(ListActors => Result<Vec<ActorInfo>, GcsError>, id = 124);
+
+/// One-time join tokens for `count` worker processes about to start (at most
+/// [`IssueJoinTokens::MAX`]); the answer is their text form. Only a member of the cluster can
+/// ask (the connection is mutually authenticated).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IssueJoinTokens {
+    /// How many.
+    pub count: u32,
+}
+wire_message!(IssueJoinTokens => Result<Vec<String>, GcsError>, id = 130);
+
+impl IssueJoinTokens {
+    /// The most tokens one request gets.
+    pub const MAX: u32 = 64;
+}
