@@ -47,6 +47,7 @@ pub use manta_worker::{
     object_store_stats, put, wait, ActorClass, ActorError, ActorHandle, ActorOptions, Arg, Buffer,
     CancelOptions, Cluster, Config, Element, InitError, IntoArg, ObjectRef, ObjectRefGenerator,
     RawActorHandle, RawRef, RuntimeContext, SchedulingStrategy, StoreStats, TaskError, TaskOptions,
+    ADDRESS_ENV, TOKEN_ENV,
 };
 
 /// Whether `main` is marked `#[manta::main]` (which calls [`enter_worker_if_spawned`] first).

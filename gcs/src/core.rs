@@ -203,6 +203,16 @@ impl<S: Storage> GcsCore<S> {
 
     /// Starts a job for the driver at `driver_address`.
     pub fn add_job(&mut self, driver_address: &str, now_ms: u64) -> Result<JobInfo, GcsError> {
+        self.add_job_launched(driver_address, None, now_ms)
+    }
+
+    /// Registers a job whose workers start as `launch` says (a driver on a running cluster).
+    pub fn add_job_launched(
+        &mut self,
+        driver_address: &str,
+        launch: Option<crate::wire::JobLaunch>,
+        now_ms: u64,
+    ) -> Result<JobInfo, GcsError> {
         let last = self.storage.scan(Table::Jobs, b"").last().map(|(key, _)| key.clone());
         let next = match last {
             None => 1,
@@ -220,6 +230,7 @@ impl<S: Storage> GcsCore<S> {
             finished: false,
             start_ms: now_ms,
             end_ms: None,
+            launch,
         };
         self.storage.put(Table::Jobs, &next.to_be_bytes(), encode(&job));
         self.publish(Change::Job(job.clone()));

@@ -72,6 +72,7 @@ impl<S: Storage + 'static> GcsActor<S> {
             .message::<GetAllWorkers>()
             .message::<ListActors>()
             .message::<AddJob>()
+            .message::<GetJob>()
             .message::<FinishJob>()
             .message::<RegisterActor>()
             .message::<ActorStarted>()
@@ -138,7 +139,8 @@ handle!(ReportWorkerExit, |core, request| core.worker_exited(
 ));
 handle!(GetAllWorkers, |core, _request| core.workers());
 handle!(ListActors, |core, _request| core.actors());
-handle!(AddJob, |core, request| core.add_job(&request.driver_address, now_ms()));
+handle!(AddJob, |core, request| core.add_job_launched(&request.driver_address, request.launch, now_ms()));
+handle!(GetJob, |core, request| core.job(request.0));
 handle!(FinishJob, |core, request| core.finish_job(request.job_id, now_ms()));
 handle!(RegisterActor, |core, request| core.register_actor(request.0));
 handle!(ActorStarted, |core, request| core.actor_started(

@@ -70,7 +70,7 @@ fn the_gcs_answers_over_the_bus_and_publishes_in_order() {
             labels: Vec::new(),
         };
         gcs.ask(RegisterNode(node)).await.unwrap().unwrap();
-        let job = gcs.ask(AddJob { driver_address: "driver".into() }).await.unwrap().unwrap();
+        let job = gcs.ask(AddJob { driver_address: "driver".into(), launch: None }).await.unwrap().unwrap();
         let actor = ActorInfo {
             actor_id: ActorId([7; 16]),
             job_id: job.job_id,

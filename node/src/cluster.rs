@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use manta_actor::{spawn, Actor, Context, Handler, LocalRef, Node, Routes, ServiceRef, SpawnOptions};
-use manta_gcs::{GcsActor, MemoryStorage};
+use manta_gcs::{ActorManager, GcsActor, MemoryStorage};
 use manta_objectstore::{ObjectStore, StoreReader};
 use manta_proto::gcs::requests::{GetAllNodes, IssueJoinTokens, MarkNodeDead, RegisterNode};
 use manta_proto::gcs::wire::{NodeInfo, NodeState};
@@ -19,7 +19,7 @@ use manta_proto::raylet::requests::HealthCheck;
 use manta_proto::raylet::Raylet;
 use manta_proto::NodeId;
 use manta_proto::Protocol as _;
-use manta_raylet::{PoolConfig, RayletActor};
+use manta_raylet::{worker_env, PoolConfig, RayletActor};
 use manta_transport::{
     join_blocking, Admission, ClusterCa, IdentityError, JoinToken, TokenRegistry, TokenUse, Transport,
     TransportConfig,
@@ -79,6 +79,7 @@ impl GcsDaemon {
             });
         node.register(AdmissionProtocol::NAME, Routes::new(issuer).message::<IssueJoinTokens>())?;
         node.arbiter().spawn(check_health(node.clone(), health));
+        node.arbiter().spawn(start_actor_manager(node.clone()));
         Ok(GcsDaemon { node, token, _gcs: gcs })
     }
 
@@ -151,7 +152,11 @@ impl RayletDaemon {
             ..PoolConfig::default()
         };
         let admission = manta_raylet::WorkerAdmission::Cluster { gcs: gcs_address };
-        RayletActor::start(&node, admission, total.clone(), pool, 0, Vec::new(), None)?;
+        let node_env = vec![
+            (worker_env::STORE_PATH.to_owned(), store_path.display().to_string()),
+            (worker_env::NODE_ID.to_owned(), node_id.to_string()),
+        ];
+        RayletActor::start(&node, admission, total.clone(), pool, None, node_env, None)?;
         let info = NodeInfo {
             node_id,
             address: node.local_addr().to_string(),
@@ -226,6 +231,26 @@ impl ClusterClient {
             Ok(Err(error)) => Err(refused(error.to_string())),
             Err(_) => Err(refused("the client's arbiter stopped".to_owned())),
         }
+    }
+}
+
+/// Starts the actor manager beside the GCS once a node has registered: it places actors on
+/// that node's raylet (placing them across nodes comes with the cluster's resource view,
+/// docs/decisions/cluster.md).
+async fn start_actor_manager(node: Node) {
+    let gcs: ServiceRef<Gcs> = node.service(node.local_addr());
+    loop {
+        if let Ok(Ok(nodes)) = gcs.ask(GetAllNodes).await {
+            let first = nodes.into_iter().find(|info| info.state == NodeState::Alive);
+            if let Some((info, address)) = first.and_then(|info| Some((info.clone(), info.address.parse().ok()?))) {
+                let raylet: ServiceRef<Raylet> = node.service(address);
+                if let Err(error) = ActorManager::start(&node, gcs.clone(), raylet, info.node_id) {
+                    tracing::error!(%error, "the actor manager could not start");
+                }
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -155,8 +155,8 @@ impl Head {
             manta_raylet::WorkerAdmission::Local(self.admission.clone()),
             self.total.clone(),
             pool,
-            registry_fingerprint,
-            worker_env,
+            Some(manta_raylet::Launch::this_binary(registry_fingerprint, worker_env)),
+            Vec::new(),
             Some(reports),
         )?;
         let here = self.node.local_addr();

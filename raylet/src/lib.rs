@@ -6,6 +6,7 @@
 //! processes (this binary, re-executed from `/proc/self/exe`), reaps them through the runtime,
 //! refuses a start that would cross an OS limit, and answers lease requests.
 
+pub mod binary;
 mod leases;
 mod limits;
 mod policy;
@@ -20,4 +21,4 @@ pub use policy::{
     SchedulingStrategy, SplitMix64,
 };
 pub use resources::{NodeResources, Quantity, ResourceError, ResourceSet, CPU, GPU, MEMORY};
-pub use service::{worker_env, RayletActor, WorkerAdmission, WorkerReports, RAYLET_NAME};
+pub use service::{worker_env, Launch, RayletActor, WorkerAdmission, WorkerReports, RAYLET_NAME};

@@ -48,6 +48,35 @@ pub mod worker_env {
     pub const JOIN_ADDRESS: &str = "MANTA_JOIN_ADDRESS";
     /// The GCS's (and the actor manager's) address (default: the raylet's address).
     pub const GCS_ADDRESS: &str = "MANTA_GCS_ADDRESS";
+    /// The path of the node's object store, which the worker maps.
+    pub const STORE_PATH: &str = "MANTA_STORE_PATH";
+    /// The job the worker serves.
+    pub const JOB_ID: &str = "MANTA_JOB_ID";
+    /// The id of the node (raylet) the worker belongs to, as hex.
+    pub const NODE_ID: &str = "MANTA_NODE_ID";
+}
+
+/// How one job's workers start.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The executable: `/proc/self/exe` for the raylet's own job (it reaches the binary even
+    /// after its file was replaced by a rebuild), the driver's `/proc/<pid>/exe` on its host.
+    pub exe: std::path::PathBuf,
+    /// The workers' `argv[0]`.
+    pub name: std::path::PathBuf,
+    /// The registry fingerprint its workers must report (the same code as the driver).
+    pub fingerprint: u64,
+    /// Environment for its workers.
+    pub env: Vec<(String, String)>,
+}
+
+impl Launch {
+    /// The raylet's own job: workers run this very executable with `env`.
+    pub fn this_binary(fingerprint: u64, env: Vec<(String, String)>) -> Launch {
+        let exe = std::path::PathBuf::from("/proc/self/exe");
+        let name = std::env::current_exe().unwrap_or_else(|_| exe.clone());
+        Launch { exe, name, fingerprint, env }
+    }
 }
 
 /// Where a raylet's workers get the one-time join tokens for their certificates.
@@ -98,11 +127,16 @@ pub struct RayletActor {
     /// Tokens from the cluster's admission service not used yet.
     tokens: std::collections::VecDeque<manta_transport::JoinToken>,
     /// Workers waiting for a token while a batch is asked for.
-    awaiting_tokens: Vec<WorkerId>,
+    awaiting_tokens: Vec<(WorkerId, manta_proto::JobId)>,
     raylet_address: String,
-    registry_fingerprint: u64,
-    /// Extra environment for worker processes (the store's path, the job, settings).
-    worker_env: Vec<(String, String)>,
+    /// The job whose workers start from this process's own binary (an embedded driver's).
+    own_job: Option<Launch>,
+    /// The jobs of a running cluster's drivers, learnt from the GCS.
+    launches: HashMap<manta_proto::JobId, Launch>,
+    /// Workers waiting for their job's launch to be learnt.
+    awaiting_launch: HashMap<manta_proto::JobId, Vec<WorkerId>>,
+    /// Environment every worker of this node gets (the store's path, the node's id).
+    node_env: Vec<(String, String)>,
     reports: Option<WorkerReports>,
     node_id: manta_transport::NodeId,
     /// This node's presence on the bus (to ask workers).
@@ -138,6 +172,39 @@ impl Message for WorkerExited {
     type Result = ();
 }
 
+/// How a job's workers start, learnt from the GCS (or why they cannot start here).
+struct LaunchLearnt {
+    job: manta_proto::JobId,
+    launch: Result<Launch, String>,
+}
+
+impl Message for LaunchLearnt {
+    type Result = ();
+}
+
+impl Handler<LaunchLearnt> for RayletActor {
+    type Result = ();
+
+    fn handle(&mut self, LaunchLearnt { job, launch }: LaunchLearnt, ctx: &mut Context<Self>) {
+        let waiting = self.awaiting_launch.remove(&job).unwrap_or_default();
+        match launch {
+            Ok(launch) => {
+                info!(%job, exe = %launch.exe.display(), "a job's workers start here");
+                self.launches.insert(job, launch);
+                for worker in waiting {
+                    self.start_worker(worker, job, ctx);
+                }
+            }
+            Err(reason) => {
+                warn!(%job, %reason, "a job's workers cannot start here");
+                for worker in waiting {
+                    ctx.address().do_send(WorkerExited { worker, exit: format!("not started: {reason}") });
+                }
+            }
+        }
+    }
+}
+
 /// A batch of join tokens arrived from the cluster's admission service (or why not).
 struct TokensArrived(Result<Vec<String>, String>);
 
@@ -153,13 +220,13 @@ impl Handler<TokensArrived> for RayletActor {
         match answer {
             Ok(tokens) => {
                 self.tokens.extend(tokens.iter().filter_map(|token| token.parse().ok()));
-                for worker in waiting {
-                    self.start_worker(worker, ctx);
+                for (worker, job) in waiting {
+                    self.start_worker(worker, job, ctx);
                 }
             }
             Err(error) => {
                 warn!(%error, "no join tokens for new workers");
-                for worker in waiting {
+                for (worker, _) in waiting {
                     let exit = format!("not started: no join token: {error}");
                     ctx.address().do_send(WorkerExited { worker, exit });
                 }
@@ -225,15 +292,16 @@ impl Handler<Reap> for RayletActor {
 
 impl RayletActor {
     /// Starts the raylet of `node` with `total` resources on the node's arbiter and registers it
-    /// as [`RAYLET_NAME`]. Workers it starts join with one-time tokens from `admission`, and
-    /// get `worker_env` in their environment.
+    /// as [`RAYLET_NAME`]. Workers it starts join with one-time tokens from `admission`; those
+    /// of `own_job` start from this binary, those of other jobs as the GCS says (a driver on a
+    /// running cluster), each with `node_env` too.
     pub fn start(
         node: &Node,
         admission: WorkerAdmission,
         total: ResourceSet,
         pool: PoolConfig,
-        registry_fingerprint: u64,
-        worker_env: Vec<(String, String)>,
+        own_job: Option<Launch>,
+        node_env: Vec<(String, String)>,
         reports: Option<WorkerReports>,
     ) -> Result<LocalRef<RayletActor>, RegisterError> {
         crate::limits::raise_open_files_limit();
@@ -248,8 +316,10 @@ impl RayletActor {
                 tokens: Default::default(),
                 awaiting_tokens: Vec::new(),
                 raylet_address: raylet_address.clone(),
-                registry_fingerprint,
-                worker_env: worker_env.clone(),
+                own_job: own_job.clone(),
+                launches: HashMap::new(),
+                awaiting_launch: HashMap::new(),
+                node_env: node_env.clone(),
                 reports: reports.clone(),
                 node_id,
                 node: bus.clone(),
@@ -287,8 +357,7 @@ impl RayletActor {
     fn perform(&mut self, ctx: &mut Context<Self>) {
         for command in self.leases.poll_commands() {
             match command {
-                // One job per raylet until jobs register with it (issue 12, stage 2).
-                Command::StartWorker { worker, job: _ } => self.start_worker(worker, ctx),
+                Command::StartWorker { worker, job } => self.start_worker(worker, job, ctx),
                 Command::RetireWorker { worker } => {
                     let address = self.workers.get(&worker).and_then(|process| process.address.clone());
                     let executor = address
@@ -380,11 +449,21 @@ impl RayletActor {
         }
     }
 
-    fn start_worker(&mut self, worker: WorkerId, ctx: &mut Context<Self>) {
-        // Workers run this very executable: `/proc/self/exe` reaches it even after its file was
-        // replaced (a rebuild while the driver runs), where its path names a deleted file.
-        let exe = std::path::Path::new("/proc/self/exe");
-        let name = std::env::current_exe().unwrap_or_else(|_| exe.to_owned());
+    /// The launch of `job`'s workers, if known here.
+    fn launch_of(&self, job: manta_proto::JobId) -> Option<&Launch> {
+        self.launches.get(&job).or(self.own_job.as_ref())
+    }
+
+    fn start_worker(&mut self, worker: WorkerId, job: manta_proto::JobId, ctx: &mut Context<Self>) {
+        let Some(launch) = self.launch_of(job).cloned() else {
+            // A job of a running cluster: its launch is asked of the GCS once.
+            let waiting = self.awaiting_launch.entry(job).or_default();
+            waiting.push(worker);
+            if waiting.len() == 1 {
+                self.learn_launch(job, ctx);
+            }
+            return;
+        };
         if let Some(limit) = crate::limits::worker_start_refusal() {
             warn!(%limit, "not starting a worker");
             ctx.address().do_send(WorkerExited { worker, exit: format!("not started: {limit}") });
@@ -404,17 +483,19 @@ impl RayletActor {
                 Some(token) => (token, gcs.to_string(), gcs.to_string()),
                 None => {
                     // Started once a batch of tokens arrives.
-                    self.awaiting_tokens.push(worker);
+                    self.awaiting_tokens.push((worker, job));
                     self.ask_for_tokens(*gcs, ctx);
                     return;
                 }
             },
         };
         let raylet_pid = std::process::id();
-        let mut command = Process::new(exe);
+        let mut command = Process::new(&launch.exe);
         command
-            .arg0(&name)
-            .envs(self.worker_env.iter().map(|(key, value)| (key, value)))
+            .arg0(&launch.name)
+            .envs(self.node_env.iter().map(|(key, value)| (key, value)))
+            .envs(launch.env.iter().map(|(key, value)| (key, value)))
+            .env(worker_env::JOB_ID, job.0.to_string())
             .env(worker_env::WORKER_ID, worker.0.to_string())
             .env(worker_env::RAYLET_ADDRESS, &self.raylet_address)
             .env(worker_env::JOIN_TOKEN, token.to_string())
@@ -457,6 +538,33 @@ impl RayletActor {
 }
 
 impl RayletActor {
+    /// Learns how `job`'s workers start from the GCS, and checks the driver's binary here.
+    fn learn_launch(&mut self, job: manta_proto::JobId, ctx: &mut Context<Self>) {
+        let raylet = ctx.address();
+        let WorkerAdmission::Cluster { gcs } = &self.admission else {
+            let reason = format!("job {job} is not this raylet's, and it belongs to no cluster to ask");
+            raylet.do_send(LaunchLearnt { job, launch: Err(reason) });
+            return;
+        };
+        let gcs: manta_actor::ServiceRef<manta_proto::gcs::Gcs> = self.node.service(*gcs);
+        tokio::spawn(async move {
+            let launch = match gcs.ask(manta_proto::gcs::requests::GetJob(job)).await {
+                Ok(Ok(Some(info))) => match info.launch {
+                    Some(launch) => {
+                        tokio::task::spawn_blocking(move || crate::binary::find_driver_binary(job, launch))
+                            .await
+                            .unwrap_or_else(|error| Err(format!("checking job {job}'s binary: {error}")))
+                    }
+                    None => Err(format!("job {job} has no launch (its driver is embedded elsewhere)")),
+                },
+                Ok(Ok(None)) => Err(format!("the GCS knows no job {job}")),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(error) => Err(format!("the GCS could not be asked about job {job}: {error}")),
+            };
+            raylet.do_send(LaunchLearnt { job, launch });
+        });
+    }
+
     /// Asks the cluster's admission service for a batch of join tokens (once at a time).
     fn ask_for_tokens(&mut self, gcs: std::net::SocketAddr, ctx: &mut Context<Self>) {
         if self.awaiting_tokens.len() > 1 {
@@ -643,7 +751,9 @@ impl Handler<RegisterWorker> for RayletActor {
 
     fn handle(&mut self, request: RegisterWorker, ctx: &mut Context<Self>) -> bool {
         let worker = WorkerId(request.worker);
-        if request.registry_fingerprint != self.registry_fingerprint {
+        let expected =
+            self.leases.job_of(worker).and_then(|job| self.launch_of(job)).map(|launch| launch.fingerprint);
+        if expected != Some(request.registry_fingerprint) {
             warn!(
                 worker = request.worker,
                 "refusing a worker built from other code (registry fingerprint differs)"

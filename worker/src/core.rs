@@ -55,12 +55,11 @@ const HOLDER_WATCH: Duration = Duration::from_secs(60);
 
 /// Environment a driver passes to its workers (besides the raylet's own).
 mod env {
-    pub(super) const STORE_PATH: &str = "MANTA_STORE_PATH";
-    pub(super) const JOB_ID: &str = "MANTA_JOB_ID";
+    pub(super) use manta_raylet::worker_env::{JOB_ID, NODE_ID, STORE_PATH};
     pub(super) const INLINE_MAX: &str = "MANTA_INLINE_BYTES_MAX";
     pub(super) const NAMESPACE: &str = "MANTA_NAMESPACE";
-    /// The id of the node (raylet) the worker belongs to, as hex.
-    pub(super) const NODE_ID: &str = "MANTA_NODE_ID";
+    pub(super) const MAX_RETRIES: &str = "MANTA_MAX_RETRIES";
+    pub(super) const TASKS_IN_FLIGHT: &str = "MANTA_TASKS_IN_FLIGHT";
 }
 
 /// Starting the runtime failed.
@@ -87,6 +86,15 @@ pub enum InitError {
     /// `init` was called twice.
     #[error("manta::init was already called in this process")]
     AlreadyInitialized,
+    /// The running cluster named by `MANTA_ADDRESS` (or `Config::address`) could not be
+    /// joined: why.
+    #[error("joining the cluster at {address}: {reason}")]
+    Cluster {
+        /// The address as given.
+        address: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Why a worker process could not start serving (printed by the worker, whose exit the raylet
@@ -163,6 +171,14 @@ pub struct Config {
     ///
     /// [`PIPELINE`]: crate::PIPELINE
     pub max_tasks_in_flight_per_worker: Option<usize>,
+    /// A running cluster to join instead of starting the embedded one: `"auto"` (the cluster
+    /// this host's `manta start` daemons belong to) or the GCS's `HOST:PORT`. `None` (the
+    /// default): the `MANTA_ADDRESS` environment variable if set, else the embedded cluster.
+    /// The node resources above are then the cluster's, not this process's to set.
+    pub address: Option<String>,
+    /// The cluster's join token, with a `HOST:PORT` address (default: `MANTA_TOKEN`, else the
+    /// token of this host's session for that cluster).
+    pub token: Option<String>,
 }
 
 impl Default for Config {
@@ -180,6 +196,8 @@ impl Default for Config {
             inline_bytes_max: 100 * 1024,
             namespace: "default".to_owned(),
             max_tasks_in_flight_per_worker: None,
+            address: None,
+            token: None,
         }
     }
 }
@@ -836,6 +854,11 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
     if DEFAULT.get().is_some() {
         return Err(InitError::AlreadyInitialized);
     }
+    let address =
+        config.address.clone().or_else(|| std::env::var(ADDRESS_ENV).ok().filter(|text| !text.is_empty()));
+    if let Some(address) = address {
+        return connect(&config, &address, fingerprint);
+    }
     // The head's daemons (GCS, actor manager, store, raylet), composed by `manta-node`.
     let node_config = manta_node::NodeConfig {
         num_cpus: config.num_cpus,
@@ -853,7 +876,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         let driver = address.clone();
         run_on(&core_arbiter, async move {
             gcs.ask(RegisterNode(info)).await??;
-            Ok::<_, InitError>(gcs.ask(AddJob { driver_address: driver }).await??.job_id)
+            Ok::<_, InitError>(gcs.ask(AddJob { driver_address: driver, launch: None }).await??.job_id)
         })?
     };
     let worker_env = vec![
@@ -862,8 +885,8 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         (env::INLINE_MAX.to_owned(), config.inline_bytes_max.to_string()),
         (env::NAMESPACE.to_owned(), config.namespace.clone()),
         (env::NODE_ID.to_owned(), head.node_id.to_string()),
-        ("MANTA_MAX_RETRIES".to_owned(), config.max_retries.to_string()),
-        ("MANTA_TASKS_IN_FLIGHT".to_owned(), config.max_tasks_in_flight_per_worker.unwrap_or(0).to_string()),
+        (env::MAX_RETRIES.to_owned(), config.max_retries.to_string()),
+        (env::TASKS_IN_FLIGHT.to_owned(), config.max_tasks_in_flight_per_worker.unwrap_or(0).to_string()),
     ];
     head.start_raylet(pool_config(&config), fingerprint, worker_env)?;
     let manta_node::Head { node, node_id, store, store_reader, gcs, .. } = head;
@@ -889,6 +912,127 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
     };
     let _core = start_core(core)?;
     info!(%address, "embedded cluster started");
+    Ok(Cluster { _private: () })
+}
+
+/// The environment variable naming a running cluster for `init` (Ray's `RAY_ADDRESS`).
+pub const ADDRESS_ENV: &str = "MANTA_ADDRESS";
+/// The environment variable holding that cluster's join token.
+pub const TOKEN_ENV: &str = "MANTA_TOKEN";
+
+/// What a driver on a running cluster needs to know of its host's node.
+struct LocalNode {
+    gcs: std::net::SocketAddr,
+    token: manta_transport::JoinToken,
+    raylet: std::net::SocketAddr,
+    store_path: std::path::PathBuf,
+    node_id: NodeId,
+}
+
+/// This host's node of the cluster at `address` (`auto`: the newest session's), from the
+/// session directories `manta start` keeps.
+fn local_node(config: &Config, address: &str) -> Result<LocalNode, String> {
+    use manta_node::session::{self, Session};
+    let root = session::root();
+    let read = |session: &Session, name: &str| -> Result<String, String> {
+        match session.read(name) {
+            Ok(Some(text)) => Ok(text.trim().to_owned()),
+            Ok(None) => Err(format!("{} has no {name} file (is its node running?)", session.dir().display())),
+            Err(error) => Err(error.to_string()),
+        }
+    };
+    let session = if address == "auto" {
+        Session::latest(&root).map_err(|error| error.to_string())?
+    } else {
+        let wanted: std::net::SocketAddr =
+            address.parse().map_err(|_| "the address is neither `auto` nor HOST:PORT".to_owned())?;
+        Session::all(&root)
+            .into_iter()
+            .rev()
+            .find(|session| read(session, "gcs_address").is_ok_and(|text| text.parse() == Ok(wanted)))
+            .ok_or_else(|| {
+                format!(
+                    "no node of that cluster runs on this host (in {}); start one with `manta start --address {wanted} --token ...`",
+                    root.display()
+                )
+            })?
+    };
+    let gcs = read(&session, "gcs_address")?
+        .parse()
+        .map_err(|_| "the session's GCS address does not parse".to_owned())?;
+    let token = match config.token.clone().or_else(|| std::env::var(TOKEN_ENV).ok()) {
+        Some(token) => token,
+        None => read(&session, "token")?,
+    };
+    let token = token.parse().map_err(|error| format!("the join token: {error}"))?;
+    let raylet = read(&session, "raylet")?;
+    let mut lines = raylet.lines();
+    let mut next = |what: &str| {
+        lines.next().map(str::to_owned).ok_or_else(|| format!("the session's raylet file lacks {what}"))
+    };
+    let raylet = next("an address")?.parse().map_err(|_| "the raylet's address does not parse".to_owned())?;
+    let store_path = std::path::PathBuf::from(next("a store path")?);
+    let node_id = next("a node id")?.parse().map_err(|_| "the node id does not parse".to_owned())?;
+    Ok(LocalNode { gcs, token, raylet, store_path, node_id })
+}
+
+/// Joins the running cluster at `address` as a driver: registers a job (with how its workers
+/// start: this binary, checked by its hash) and uses this host's node's raylet and store.
+fn connect(config: &Config, address: &str, fingerprint: u64) -> Result<Cluster, InitError> {
+    let failed = |reason: String| InitError::Cluster { address: address.to_owned(), reason };
+    let local = local_node(config, address).map_err(failed)?;
+    let identity = join_blocking(local.gcs, &local.token, &TransportConfig::default())
+        .map_err(|error| failed(error.to_string()))?;
+    let node = Node::start(manta_transport::Transport::builder(identity))
+        .map_err(|error| failed(format!("starting the transport: {error}")))?;
+    let reader = StoreReader::open(&local.store_path)
+        .map_err(|error| failed(format!("mapping the store: {error}")))?;
+    let (binary_sha256, binary_len) = manta_raylet::binary::sha256_of(std::path::Path::new("/proc/self/exe"))
+        .map_err(|error| failed(format!("hashing this program's binary: {error}")))?;
+    let launch = manta_proto::gcs::wire::JobLaunch {
+        binary_sha256,
+        binary_len,
+        driver_pid: std::process::id(),
+        registry_fingerprint: fingerprint,
+        env: vec![
+            (env::INLINE_MAX.to_owned(), config.inline_bytes_max.to_string()),
+            (env::NAMESPACE.to_owned(), config.namespace.clone()),
+            (env::MAX_RETRIES.to_owned(), config.max_retries.to_string()),
+            (env::TASKS_IN_FLIGHT.to_owned(), config.max_tasks_in_flight_per_worker.unwrap_or(0).to_string()),
+        ],
+    };
+    let core_arbiter = start_arbiter("manta-core")?;
+    let gcs: manta_actor::ServiceRef<manta_proto::gcs::Gcs> = node.service(local.gcs);
+    let job = {
+        let (gcs, driver) = (gcs.clone(), node.local_addr().to_string());
+        run_on(&core_arbiter, async move {
+            Ok::<_, InitError>(
+                gcs.ask(AddJob { driver_address: driver, launch: Some(launch) }).await??.job_id,
+            )
+        })?
+    };
+    let core = CoreWorker {
+        owner_address: OwnerAddress(node.local_addr()),
+        raylet: node.service(local.raylet),
+        gcs,
+        actor_manager: node.service(local.gcs),
+        objects: ObjectTable::new(OwnerAddress(node.local_addr())),
+        store: StoreAccess::Remote(node.service(local.raylet), reader),
+        arbiter: core_arbiter,
+        submitter: Submitter::new(config.max_tasks_in_flight_per_worker),
+        actor_clients: Default::default(),
+        job,
+        namespace: config.namespace.clone(),
+        inline_bytes_max: config.inline_bytes_max,
+        max_retries: config.max_retries,
+        worker_id: None,
+        id_prefix: id_prefix(&local.node_id),
+        node_id: local.node_id,
+        next_id: AtomicU64::new(1),
+        node,
+    };
+    let _core = start_core(core)?;
+    info!(%address, %job, "joined a running cluster");
     Ok(Cluster { _private: () })
 }
 
@@ -983,8 +1127,8 @@ fn worker_main(fingerprint: u64) -> ! {
         let token = variable(worker_env::JOIN_TOKEN)?.parse()?;
         let job = JobId(parsed(env::JOB_ID)?);
         let inline_bytes_max = parsed(env::INLINE_MAX)?;
-        let max_retries = parsed("MANTA_MAX_RETRIES")?;
-        let in_flight: usize = parsed("MANTA_TASKS_IN_FLIGHT")?;
+        let max_retries = parsed(env::MAX_RETRIES)?;
+        let in_flight: usize = parsed(env::TASKS_IN_FLIGHT)?;
         let reader = StoreReader::open(std::path::Path::new(&variable(env::STORE_PATH)?))?;
         let identity = join_blocking(join_address, &token, &TransportConfig::default())?;
         let node_id = identity.node_id();

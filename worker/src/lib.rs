@@ -20,7 +20,9 @@ pub mod stream;
 mod submit;
 pub use manta_proto::worker as wire;
 
-pub use crate::core::{init, init_with, is_worker_process, Cluster, Config, InitError, StoreStats};
+pub use crate::core::{
+    init, init_with, is_worker_process, Cluster, Config, InitError, StoreStats, ADDRESS_ENV, TOKEN_ENV,
+};
 pub use actors::{
     create_actor, exit_actor, get_actor, get_actor_in, kill, ActorClass, ActorHandle, ActorOptions,
     RawActorHandle, ACTOR_MANAGER_NAME,

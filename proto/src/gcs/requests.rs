@@ -34,8 +34,16 @@ wire_message!(GetAllNodes => Result<Vec<NodeInfo>, GcsError>, id = 102);
 pub struct AddJob {
     /// The driver's address.
     pub driver_address: String,
+    /// How its workers start on the nodes of a running cluster.
+    #[serde(default)]
+    pub launch: Option<super::wire::JobLaunch>,
 }
 wire_message!(AddJob => Result<JobInfo, GcsError>, id = 103);
+
+/// A job's record.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetJob(pub JobId);
+wire_message!(GetJob => Result<Option<JobInfo>, GcsError>, id = 125);
 
 /// Ends a job; replies with the actors it took down.
 #[derive(Debug, Serialize, Deserialize)]

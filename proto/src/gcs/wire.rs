@@ -47,6 +47,27 @@ pub struct JobInfo {
     pub start_ms: u64,
     /// End, ms since the epoch, once finished.
     pub end_ms: Option<u64>,
+    /// How its workers start, for a driver on a running cluster (`None`: an embedded driver,
+    /// whose raylet starts them itself).
+    #[serde(default)]
+    pub launch: Option<JobLaunch>,
+}
+
+/// How a job's workers start on a node: from the driver's own binary, which the node checks by
+/// its hash, with the job's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLaunch {
+    /// SHA-256 of the driver's executable, hex.
+    pub binary_sha256: String,
+    /// Its length in bytes.
+    pub binary_len: u64,
+    /// The driver's process id: a node on the driver's host starts workers from
+    /// `/proc/<pid>/exe` once its hash matches.
+    pub driver_pid: u32,
+    /// The registry fingerprint its workers must have (the same code).
+    pub registry_fingerprint: u64,
+    /// Environment for its workers (namespace, settings).
+    pub env: Vec<(String, String)>,
 }
 
 /// An actor's lifecycle, as the GCS tracks it (Ray's states):

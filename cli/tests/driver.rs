@@ -1,0 +1,85 @@
+//! A driver on a running cluster: `manta start --head` starts the daemons, then this test's
+//! process joins with `MANTA_ADDRESS=auto` and runs tasks and an actor there. The node's raylet
+//! starts the workers from this test binary (found by its hash under the driver's pid), and they
+//! join the cluster with tokens from the GCS's admission service.
+//!
+//! One test in this file: a worker re-executes this binary, and must only become a worker.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[manta::remote]
+fn square(x: i64) -> i64 {
+    x * x
+}
+
+/// Where it ran: its process and node.
+#[manta::remote]
+fn whereabouts() -> (u32, String) {
+    let context = manta::get_runtime_context().unwrap();
+    (context.worker_pid, context.node_id.to_string())
+}
+
+#[manta::actor]
+struct Tally {
+    total: i64,
+}
+
+#[manta::actor]
+impl Tally {
+    fn new(start: i64) -> Self {
+        Tally { total: start }
+    }
+
+    fn add(&mut self, by: i64) -> i64 {
+        self.total += by;
+        self.total
+    }
+}
+
+struct Cluster(PathBuf);
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_manta")).args(["stop"]).env("MANTA_TEMP_DIR", &self.0).output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_driver_joins_a_running_cluster_and_its_tasks_and_actors_run_there() {
+    if manta::is_worker_process() {
+        let _ = manta::init();
+        unreachable!("init never returns in a worker");
+    }
+    let root = std::env::temp_dir().join(format!("manta-cli-driver-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let cluster = Cluster(root.clone());
+    let started = Command::new(env!("CARGO_BIN_EXE_manta"))
+        .args(["start", "--head", "--port", "0", "--num-cpus", "2"])
+        .env("MANTA_TEMP_DIR", &root)
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let node_id = std::fs::read_to_string(root.join("session_latest/raylet")).unwrap();
+    let node_id = node_id.lines().nth(2).unwrap().to_owned();
+
+    // SAFETY (of the environment): set before any other thread of this test reads it.
+    std::env::set_var("MANTA_TEMP_DIR", &root);
+    let config = manta::Config { address: Some("auto".to_owned()), ..manta::Config::default() };
+    let _driver = manta::init_with(config).unwrap();
+
+    let squares: Vec<_> = (0..20).map(square::remote).collect();
+    assert_eq!(manta::get_all(&squares).unwrap().iter().sum::<i64>(), 2470);
+    let (pid, node) = whereabouts::remote().get().unwrap();
+    assert_ne!(pid, std::process::id(), "the task ran in a worker process");
+    assert_eq!(node, node_id, "on the cluster's node");
+    assert_eq!(manta::get_runtime_context().unwrap().node_id.to_string(), node_id, "the driver's node");
+
+    let tally = Tally::remote(10).unwrap();
+    assert_eq!(tally.add(5).get().unwrap(), 15);
+    assert_eq!(tally.add(&squares[3]).get().unwrap(), 24, "a ref argument from the driver");
+    let big = manta::put(vec![7u8; 1 << 20]).unwrap();
+    assert_eq!(big.get().unwrap().len(), 1 << 20, "a large object through the node's store");
+    drop(cluster);
+}
