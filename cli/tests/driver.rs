@@ -81,5 +81,19 @@ fn a_driver_joins_a_running_cluster_and_its_tasks_and_actors_run_there() {
     assert_eq!(tally.add(&squares[3]).get().unwrap(), 24, "a ref argument from the driver");
     let big = manta::put(vec![7u8; 1 << 20]).unwrap();
     assert_eq!(big.get().unwrap().len(), 1 << 20, "a large object through the node's store");
+
+    // A second driver, another program (this CLI's microbenchmark), joins meanwhile: its job's
+    // workers start from its binary, and neither job is given the other's workers.
+    let second = Command::new(env!("CARGO_BIN_EXE_manta"))
+        .args(["microbenchmark", "--no-cold-start", "--repeat", "1", "--scale", "0.01"])
+        .args(["--filter", "single_client_tasks_sync"])
+        .env("MANTA_TEMP_DIR", &root)
+        .env("MANTA_ADDRESS", "auto")
+        .output()
+        .unwrap();
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(String::from_utf8_lossy(&second.stdout).contains("single_client_tasks_sync:"));
+    let again: Vec<_> = (0..20).map(square::remote).collect();
+    assert_eq!(manta::get_all(&again).unwrap().iter().sum::<i64>(), 2470, "this job's tasks still run");
     drop(cluster);
 }
