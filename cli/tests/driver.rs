@@ -41,7 +41,8 @@ struct Cluster(PathBuf);
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_manta")).args(["stop"]).env("MANTA_TEMP_DIR", &self.0).output();
+        let _ =
+            Command::new(env!("CARGO_BIN_EXE_manta")).args(["stop"]).env("MANTA_TEMP_DIR", &self.0).output();
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -242,7 +242,9 @@ async fn start_actor_manager(node: Node) {
     loop {
         if let Ok(Ok(nodes)) = gcs.ask(GetAllNodes).await {
             let first = nodes.into_iter().find(|info| info.state == NodeState::Alive);
-            if let Some((info, address)) = first.and_then(|info| Some((info.clone(), info.address.parse().ok()?))) {
+            if let Some((info, address)) =
+                first.and_then(|info| Some((info.clone(), info.address.parse().ok()?)))
+            {
                 let raylet: ServiceRef<Raylet> = node.service(address);
                 if let Err(error) = ActorManager::start(&node, gcs.clone(), raylet, info.node_id) {
                     tracing::error!(%error, "the actor manager could not start");
