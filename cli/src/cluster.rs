@@ -529,40 +529,58 @@ fn print_status(args: &StatusArgs) -> Result<(), String> {
     };
     let token: JoinToken = token.parse().map_err(|error| format!("the token: {error}"))?;
     let client = ClusterClient::connect(address, &token).map_err(|error| error.to_string())?;
-    let nodes = client.nodes().map_err(|error| error.to_string())?;
+    let mut nodes = client.view().map_err(|error| error.to_string())?;
+    // Alive first, then by registration order as the GCS keeps them.
+    nodes.sort_by_key(|node| node.state != manta_node::NodeState::Alive);
     let alive: Vec<_> = nodes.iter().filter(|node| node.state == manta_node::NodeState::Alive).collect();
     println!("Manta cluster at {address}: {} node(s) alive, {} dead", alive.len(), nodes.len() - alive.len());
     println!();
-    println!("{:<34} {:<22} {:<6} {:<30} LABELS", "NODE", "ADDRESS", "STATE", "RESOURCES");
+    println!("{:<34} {:<22} {:<6} {:<30} LABELS", "NODE", "ADDRESS", "STATE", "RESOURCES (USED/TOTAL)");
+    let mut used_in_all: std::collections::BTreeMap<String, (f64, f64)> = std::collections::BTreeMap::new();
     for node in &nodes {
-        let state = match node.state {
-            manta_node::NodeState::Alive => "alive",
-            manta_node::NodeState::Dead => "dead",
-        };
+        let alive = node.state == manta_node::NodeState::Alive;
+        let usage = usage(&node.total, &node.available);
+        if alive {
+            for (name, used, total) in &usage {
+                let entry = used_in_all.entry(name.clone()).or_default();
+                entry.0 += used;
+                entry.1 += total;
+            }
+        }
         let labels: Vec<String> = node.labels.iter().map(|(key, value)| format!("{key}={value}")).collect();
         println!(
             "{:<34} {:<22} {:<6} {:<30} {}",
             node.node_id.to_string(),
             node.address,
-            state,
-            resources(&node.resources),
+            if alive { "alive" } else { "dead" },
+            usage
+                .iter()
+                .map(|(name, used, total)| format!("{name} {used}/{total}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             labels.join(",")
         );
-        if let Some(cause) = &node.death_cause {
-            println!("    died: {cause}");
-        }
     }
-    let mut total: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
-    for node in &alive {
-        for (name, amount) in &node.resources {
-            *total.entry(name.clone()).or_default() += amount;
+    // Why the dead died, from the node table.
+    for node in client.nodes().map_err(|error| error.to_string())? {
+        if let Some(cause) = &node.death_cause {
+            println!("{} died: {cause}", node.node_id);
         }
     }
     println!();
-    println!("Resources (alive nodes): {}", resources(&total.into_iter().collect::<Vec<_>>()));
+    let totals: Vec<String> =
+        used_in_all.iter().map(|(name, (used, total))| format!("{name} {used}/{total}")).collect();
+    println!("Resources in use (alive nodes): {}", totals.join(", "));
     Ok(())
 }
 
-fn resources(amounts: &[(String, f64)]) -> String {
-    amounts.iter().map(|(name, amount)| format!("{name} {amount}")).collect::<Vec<_>>().join(", ")
+/// (name, used, total) for each resource a node offers.
+fn usage(total: &[(String, f64)], available: &[(String, f64)]) -> Vec<(String, f64, f64)> {
+    total
+        .iter()
+        .map(|(name, total)| {
+            let free = available.iter().find(|(other, _)| other == name).map_or(0.0, |(_, free)| *free);
+            (name.clone(), (total - free).max(0.0), *total)
+        })
+        .collect()
 }

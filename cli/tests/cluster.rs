@@ -100,8 +100,8 @@ fn a_head_and_a_node_form_a_cluster_that_status_lists_and_stop_ends() {
     let listed = text(&status.stdout);
     assert!(listed.contains("2 node(s) alive, 0 dead"), "{listed}");
     assert!(listed.contains("zone=a,disk=ssd") || listed.contains("disk=ssd,zone=a"), "{listed}");
-    assert!(listed.contains("node2 1"), "{listed}");
-    assert!(listed.contains("Resources (alive nodes): CPU 3"), "{listed}");
+    assert!(listed.contains("node2 0/1"), "{listed}");
+    assert!(listed.contains("Resources in use (alive nodes): CPU 0/3"), "{listed}");
 
     // A node with a token of another cluster (or a forged one) is refused, and says why.
     let forged = format!("{}.{}", token.rsplit_once('.').unwrap().0, "ab".repeat(32));
@@ -175,6 +175,10 @@ fn a_node_that_dies_is_marked_dead_by_the_health_checks() {
     wait_until("the dead node is marked dead", || status().contains("1 node(s) alive, 1 dead"));
     let listed = status();
     assert!(listed.contains("died: missed 3 health checks in a row"), "{listed}");
+    assert!(
+        listed.contains("Resources in use (alive nodes): CPU 0/1"),
+        "the dead node's are not counted: {listed}"
+    );
 }
 
 #[test]
@@ -193,7 +197,7 @@ fn thirty_two_nodes_register_and_stop_leaves_no_process_behind() {
     }
     let status = text(&root.manta(&["status"]).stdout);
     assert!(status.contains("32 node(s) alive, 0 dead"), "{status}");
-    assert!(status.contains("Resources (alive nodes): CPU 32"), "{status}");
+    assert!(status.contains("Resources in use (alive nodes): CPU 0/32"), "{status}");
     let pids = root.pids();
     assert_eq!(pids.len(), 33, "a GCS and 32 raylets");
     let stopped = text(&root.manta(&["stop"]).stdout);

@@ -77,8 +77,19 @@ fn a_driver_joins_a_running_cluster_and_its_tasks_and_actors_run_there() {
     assert_eq!(node, node_id, "on the cluster's node");
     assert_eq!(manta::get_runtime_context().unwrap().node_id.to_string(), node_id, "the driver's node");
 
-    let tally = Tally::remote(10).unwrap();
+    let tally = Tally::options().num_cpus(1.0).remote(10).unwrap();
     assert_eq!(tally.add(5).get().unwrap(), 15);
+    // The actor holds a CPU for its life: the node reports it, and `manta status` shows it.
+    let status = || {
+        let run =
+            Command::new(env!("CARGO_BIN_EXE_manta")).arg("status").env("MANTA_TEMP_DIR", &root).output();
+        String::from_utf8_lossy(&run.unwrap().stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !status().contains("Resources in use (alive nodes): CPU 1/2") {
+        assert!(std::time::Instant::now() < deadline, "the actor's CPU never showed: {}", status());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_eq!(tally.add(&squares[3]).get().unwrap(), 24, "a ref argument from the driver");
     let big = manta::put(vec![7u8; 1 << 20]).unwrap();
     assert_eq!(big.get().unwrap().len(), 1 << 20, "a large object through the node's store");

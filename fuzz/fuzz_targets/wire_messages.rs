@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     use manta_raylet::requests as raylet;
     use manta_worker::wire as worker;
     let Some((&which, body)) = data.split_first() else { return };
-    match which % 32 {
+    match which % 44 {
         0 => check::<gcs::RegisterNode>(body),
         1 => check::<gcs::RegisterActor>(body),
         2 => check::<gcs::ActorStarted>(body),
@@ -50,6 +50,18 @@ fuzz_target!(|data: &[u8]| {
         28 => check::<gcs::ReportWorkerExit>(body),
         29 => check::<raylet::ReturnLease>(body),
         30 => check::<raylet::WorkerBlocked>(body),
+        31 => check::<worker::CancelTask>(body),
+        32 => check::<worker::CancelObject>(body),
+        33 => check::<worker::FreeObject>(body),
+        34 => check::<worker::StreamItem>(body),
+        35 => check::<gcs::AddJob>(body),
+        36 => check::<gcs::GetJob>(body),
+        37 => check::<Result<Option<manta_gcs::wire::JobInfo>, manta_gcs::GcsError>>(body),
+        38 => check::<gcs::IssueJoinTokens>(body),
+        39 => check::<Result<Vec<String>, manta_gcs::GcsError>>(body),
+        40 => check::<raylet::HealthCheck>(body),
+        41 => check::<Result<Vec<manta_gcs::wire::NodeInfo>, manta_gcs::GcsError>>(body),
+        42 => check::<worker::ActorSpec>(body),
         _ => check::<worker::RemoveBorrower>(body),
     }
 });

@@ -30,6 +30,9 @@ pub struct GcsCore<S: Storage> {
     storage: S,
     subscriptions: BTreeMap<Channel, BTreeSet<SubscriberId>>,
     outbox: Vec<Publication>,
+    /// Each node's free resources as it last reported them (not stored: a restarted GCS hears
+    /// them again within a report period).
+    loads: BTreeMap<NodeId, Vec<(String, f64)>>,
 }
 
 fn encode<T: Serialize>(record: &T) -> Vec<u8> {
@@ -64,7 +67,7 @@ fn joined_key(namespace: &str, name: &str) -> Result<Vec<u8>, GcsError> {
 impl<S: Storage> GcsCore<S> {
     /// A core over `storage` (empty, or left by a previous core).
     pub fn new(storage: S) -> Self {
-        GcsCore { storage, subscriptions: BTreeMap::new(), outbox: Vec::new() }
+        GcsCore { storage, subscriptions: BTreeMap::new(), outbox: Vec::new(), loads: BTreeMap::new() }
     }
 
     /// Gives the storage back (to rebuild a core over it, as after a restart).
@@ -128,6 +131,7 @@ impl<S: Storage> GcsCore<S> {
             return Ok(Vec::new());
         }
         info.state = NodeState::Dead;
+        self.loads.remove(&node_id);
         info.death_cause = Some(cause.to_owned());
         self.storage.put(Table::Nodes, &node_id.0, encode(&info));
         self.publish(Change::Node(info));
@@ -151,6 +155,38 @@ impl<S: Storage> GcsCore<S> {
     /// Every node's record, alive or dead.
     pub fn nodes(&self) -> Result<Vec<NodeInfo>, GcsError> {
         self.read_all(Table::Nodes)
+    }
+
+    /// A node's free resources now.
+    pub fn report_resources(
+        &mut self,
+        node_id: NodeId,
+        available: Vec<(String, f64)>,
+    ) -> Result<(), GcsError> {
+        match self.node(node_id)? {
+            None => Err(GcsError::UnknownNode(node_id)),
+            Some(info) if info.state == NodeState::Dead => Err(GcsError::NodeDead(node_id)),
+            Some(_) => {
+                self.loads.insert(node_id, available);
+                Ok(())
+            }
+        }
+    }
+
+    /// Every node with its resources now (a node that never reported: all free).
+    pub fn cluster_view(&self) -> Result<Vec<crate::wire::NodeLoad>, GcsError> {
+        Ok(self
+            .nodes()?
+            .into_iter()
+            .map(|info| crate::wire::NodeLoad {
+                available: self.loads.get(&info.node_id).cloned().unwrap_or_else(|| info.resources.clone()),
+                node_id: info.node_id,
+                address: info.address,
+                state: info.state,
+                total: info.resources,
+                labels: info.labels,
+            })
+            .collect())
     }
 
     // ---- workers ----

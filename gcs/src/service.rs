@@ -73,6 +73,8 @@ impl<S: Storage + 'static> GcsActor<S> {
             .message::<ListActors>()
             .message::<AddJob>()
             .message::<GetJob>()
+            .message::<ReportResources>()
+            .message::<GetClusterView>()
             .message::<FinishJob>()
             .message::<RegisterActor>()
             .message::<ActorStarted>()
@@ -141,6 +143,8 @@ handle!(GetAllWorkers, |core, _request| core.workers());
 handle!(ListActors, |core, _request| core.actors());
 handle!(AddJob, |core, request| core.add_job_launched(&request.driver_address, request.launch, now_ms()));
 handle!(GetJob, |core, request| core.job(request.0));
+handle!(ReportResources, |core, request| core.report_resources(request.node_id, request.available));
+handle!(GetClusterView, |core, _request| core.cluster_view());
 handle!(FinishJob, |core, request| core.finish_job(request.job_id, now_ms()));
 handle!(RegisterActor, |core, request| core.register_actor(request.0));
 handle!(ActorStarted, |core, request| core.actor_started(

@@ -217,6 +217,22 @@ impl ClusterClient {
         Ok(ClusterClient { node, gcs, address })
     }
 
+    /// Every node with its resources now (total and free), alive or dead.
+    pub fn view(&self) -> Result<Vec<manta_proto::gcs::wire::NodeLoad>, NodeError> {
+        let refused = |reason: String| NodeError::Gcs { address: self.address, reason };
+        let (ask, answer) = std::sync::mpsc::sync_channel(1);
+        let gcs = self.gcs.clone();
+        self.node.arbiter().spawn(async move {
+            let _ = ask.send(gcs.ask(manta_proto::gcs::requests::GetClusterView).await);
+        });
+        match answer.recv() {
+            Ok(Ok(Ok(nodes))) => Ok(nodes),
+            Ok(Ok(Err(error))) => Err(refused(error.to_string())),
+            Ok(Err(error)) => Err(refused(error.to_string())),
+            Err(_) => Err(refused("the client's arbiter stopped".to_owned())),
+        }
+    }
+
     /// Every node the GCS knows, alive or dead.
     pub fn nodes(&self) -> Result<Vec<NodeInfo>, NodeError> {
         let refused = |reason: String| NodeError::Gcs { address: self.address, reason };

@@ -75,7 +75,8 @@ crate::service::protocol!(
     /// The global control store (`node/gcs` on the head node).
     Gcs = "gcs": RegisterNode, MarkNodeDead, GetAllNodes, AddJob, FinishJob, RegisterActor, ActorStarted,
     ActorFailed, KillActor, GetActor, GetNamedActor, ListNamedActors, KvPut, KvGet, KvDelete, KvKeys,
-    Subscribe, Unsubscribe, ReportWorker, ReportWorkerExit, GetAllWorkers, ListActors, GetJob,
+    Subscribe, Unsubscribe, ReportWorker, ReportWorkerExit, GetAllWorkers, ListActors, GetJob, ReportResources,
+    GetClusterView,
 );
 
 crate::service::protocol!(

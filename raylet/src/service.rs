@@ -96,6 +96,13 @@ pub enum WorkerAdmission {
 /// Tokens asked of the cluster's admission service at once (more when more workers wait).
 const TOKEN_BATCH: u32 = 8;
 
+/// How often a node of a running cluster tells the GCS its free resources, when they changed
+/// (Ray: 100 ms).
+const RESOURCE_REPORT: Duration = Duration::from_millis(100);
+
+/// A report is sent this often even when nothing changed.
+const RESOURCE_REPORT_FORCED: Duration = Duration::from_secs(1);
+
 /// Where a raylet reports its workers' starts and exits (the GCS's worker table).
 #[derive(Debug, Clone)]
 pub struct WorkerReports {
@@ -128,6 +135,8 @@ pub struct RayletActor {
     tokens: std::collections::VecDeque<manta_transport::JoinToken>,
     /// Workers waiting for a token while a batch is asked for.
     awaiting_tokens: Vec<(WorkerId, manta_proto::JobId)>,
+    /// The free resources last reported to the GCS, and when (ms).
+    reported: (Option<Vec<(String, f64)>>, u64),
     raylet_address: String,
     /// The job whose workers start from this process's own binary (an embedded driver's).
     own_job: Option<Launch>,
@@ -315,6 +324,7 @@ impl RayletActor {
                 admission: admission.clone(),
                 tokens: Default::default(),
                 awaiting_tokens: Vec::new(),
+                reported: (None, 0),
                 raylet_address: raylet_address.clone(),
                 own_job: own_job.clone(),
                 launches: HashMap::new(),
@@ -538,6 +548,31 @@ impl RayletActor {
 }
 
 impl RayletActor {
+    /// Tells the GCS this node's free resources when they changed (and every
+    /// [`RESOURCE_REPORT_FORCED`] regardless, so a restarted GCS hears them).
+    fn report_resources(&mut self, gcs: &manta_actor::ServiceRef<manta_proto::gcs::Gcs>) {
+        let available: Vec<(String, f64)> = self
+            .leases
+            .resources()
+            .available
+            .iter()
+            .map(|(name, quantity)| (name.to_owned(), quantity.as_f64()))
+            .collect();
+        let now = self.now_ms();
+        let due = now.saturating_sub(self.reported.1) >= RESOURCE_REPORT_FORCED.as_millis() as u64;
+        if self.reported.0.as_ref() == Some(&available) && !due {
+            return;
+        }
+        self.reported = (Some(available.clone()), now);
+        let request = manta_proto::gcs::requests::ReportResources { node_id: self.node_id, available };
+        let gcs = gcs.clone();
+        tokio::spawn(async move {
+            if let Ok(Err(error)) = gcs.ask(request).await {
+                debug!(%error, "the GCS refused this node's resource report");
+            }
+        });
+    }
+
     /// Learns how `job`'s workers start from the GCS, and checks the driver's binary here.
     fn learn_launch(&mut self, job: manta_proto::JobId, ctx: &mut Context<Self>) {
         let raylet = ctx.address();
@@ -647,6 +682,10 @@ impl Actor for RayletActor {
             raylet.leases.tick(now);
             raylet.perform(ctx);
         });
+        if let WorkerAdmission::Cluster { gcs } = self.admission {
+            let gcs: manta_actor::ServiceRef<manta_proto::gcs::Gcs> = self.node.service(gcs);
+            ctx.run_interval(RESOURCE_REPORT, move |raylet, _| raylet.report_resources(&gcs));
+        }
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

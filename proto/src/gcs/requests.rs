@@ -6,7 +6,9 @@ use crate::NodeId;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use super::wire::{ActorId, ActorInfo, ActorState, Change, Channel, JobId, JobInfo, NodeInfo, WorkerInfo};
+use super::wire::{
+    ActorId, ActorInfo, ActorState, Change, Channel, JobId, JobInfo, NodeInfo, NodeLoad, WorkerInfo,
+};
 use super::{GcsError, SubscriberId};
 
 /// Registers a live node.
@@ -220,3 +222,19 @@ impl IssueJoinTokens {
     /// The most tokens one request gets.
     pub const MAX: u32 = 64;
 }
+
+/// A node's free resources now: a raylet reports them when they change (at most every 100 ms,
+/// and every second regardless, as Ray's resource reports).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReportResources {
+    /// The node.
+    pub node_id: NodeId,
+    /// Free now, by name.
+    pub available: Vec<(String, f64)>,
+}
+wire_message!(ReportResources => Result<(), GcsError>, id = 126);
+
+/// Every node with its resources now.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetClusterView;
+wire_message!(GetClusterView => Result<Vec<NodeLoad>, GcsError>, id = 127);

@@ -25,6 +25,24 @@ pub struct NodeInfo {
     pub labels: Vec<(String, String)>,
 }
 
+/// A node and its resources now: the cluster's resource view (`manta status`; the raylets'
+/// policies read it once spillback lands).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// The node.
+    pub node_id: NodeId,
+    /// Its transport address.
+    pub address: String,
+    /// Alive or dead.
+    pub state: NodeState,
+    /// What it offers.
+    pub total: Vec<(String, f64)>,
+    /// What is free, as it last reported (its total until it reports).
+    pub available: Vec<(String, f64)>,
+    /// Its labels.
+    pub labels: Vec<(String, String)>,
+}
+
 /// A node's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeState {
