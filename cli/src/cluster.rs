@@ -105,12 +105,21 @@ pub(crate) struct NodeArgs {
     /// Labels of this node, for label scheduling: k=v,k2=v2.
     #[arg(long, value_name = "K=V,...")]
     labels: Option<String>,
+    /// The node leaves the cluster (its daemon ends) once the GCS has not checked its health
+    /// for this long, ms (Ray's `gcs_rpc_server_reconnect_timeout_s`: 60 s).
+    #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    gcs_timeout_ms: u64,
 }
 
 impl NodeArgs {
     /// The arguments as `manta raylet` takes them.
     fn to_args(&self) -> Vec<String> {
-        let mut args = vec!["--num-gpus".to_owned(), self.num_gpus.to_string()];
+        let mut args = vec![
+            "--num-gpus".to_owned(),
+            self.num_gpus.to_string(),
+            "--gcs-timeout-ms".to_owned(),
+            self.gcs_timeout_ms.to_string(),
+        ];
         let optional = [
             ("--num-cpus", self.num_cpus.map(|cpus| cpus.to_string())),
             ("--resources", self.resources.clone()),
@@ -370,7 +379,8 @@ pub(crate) fn raylet(args: RayletArgs) -> ExitCode {
         let token: JoinToken =
             read(&session, TOKEN)?.parse().map_err(|error| format!("the session's token: {error}"))?;
         let (config, labels) = args.node.parse()?;
-        let daemon = RayletDaemon::start(args.address, &token, args.host, &config, labels)
+        let gcs_timeout = Duration::from_millis(args.node.gcs_timeout_ms);
+        let daemon = RayletDaemon::start((args.address, gcs_timeout), &token, args.host, &config, labels)
             .map_err(|error| error.to_string())?;
         session.write_pid("raylet").map_err(|error| error.to_string())?;
         let description =

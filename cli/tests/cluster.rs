@@ -204,3 +204,20 @@ fn thirty_two_nodes_register_and_stop_leaves_no_process_behind() {
     assert!(stopped.contains("Stopped 33 Manta daemons"), "{stopped}");
     wait_until("every daemon is gone", || pids.iter().all(|pid| !alive(*pid)));
 }
+
+#[test]
+fn a_node_whose_gcs_is_gone_leaves_instead_of_serving_nothing() {
+    let root = Root::new("orphan");
+    let fast = ["--health-check-period-ms", "100", "--gcs-timeout-ms", "1500"];
+    let head = root.manta(&[&["start", "--head", "--port", "0", "--num-cpus", "1"][..], &fast].concat());
+    assert!(head.status.success(), "{}", text(&head.stderr));
+    let pid = |name: &str| -> u32 {
+        let path = root.0.join(format!("session_latest/pids/{name}.pid"));
+        std::fs::read_to_string(path).unwrap().trim().parse().unwrap()
+    };
+    let (gcs_pid, raylet_pid) = (pid("gcs"), pid("raylet"));
+    // SAFETY: a signal to a daemon this test started.
+    unsafe { libc::kill(gcs_pid as libc::pid_t, libc::SIGKILL) };
+    wait_until("the raylet leaves", || !alive(raylet_pid));
+    assert!(text(&root.manta(&["stop"]).stdout).contains("No Manta daemons"), "nothing is left to stop");
+}

@@ -131,9 +131,10 @@ pub struct RayletDaemon {
 
 impl RayletDaemon {
     /// Joins the cluster whose GCS is at `gcs_address` with `token`, listens on `ip` (any free
-    /// port), starts the store and the raylet, and registers the node with `labels`.
+    /// port), starts the store and the raylet, and registers the node with `labels`. The node
+    /// leaves (its process ends) once the GCS has been silent for `gcs_timeout`.
     pub fn start(
-        gcs_address: SocketAddr,
+        (gcs_address, gcs_timeout): (SocketAddr, Duration),
         token: &JoinToken,
         ip: IpAddr,
         config: &NodeConfig,
@@ -151,7 +152,7 @@ impl RayletDaemon {
             wait_when_infeasible: true,
             ..PoolConfig::default()
         };
-        let admission = manta_raylet::WorkerAdmission::Cluster { gcs: gcs_address };
+        let admission = manta_raylet::WorkerAdmission::Cluster { gcs: gcs_address, gcs_timeout };
         let node_env = vec![
             (worker_env::STORE_PATH.to_owned(), store_path.display().to_string()),
             (worker_env::NODE_ID.to_owned(), node_id.to_string()),

@@ -90,6 +90,10 @@ pub enum WorkerAdmission {
     Cluster {
         /// The GCS's address.
         gcs: std::net::SocketAddr,
+        /// With no health check from the GCS for this long, the node gives up on the cluster:
+        /// the raylet ends its process (SIGTERM to itself), and its workers with it (Ray's
+        /// `gcs_rpc_server_reconnect_timeout_s`, 60 s).
+        gcs_timeout: Duration,
     },
 }
 
@@ -137,6 +141,8 @@ pub struct RayletActor {
     awaiting_tokens: Vec<(WorkerId, manta_proto::JobId)>,
     /// The free resources last reported to the GCS, and when (ms).
     reported: (Option<Vec<(String, f64)>>, u64),
+    /// When the GCS was last heard (a health check), and whether the node gave up on it.
+    heard_gcs: (Instant, bool),
     raylet_address: String,
     /// The job whose workers start from this process's own binary (an embedded driver's).
     own_job: Option<Launch>,
@@ -325,6 +331,7 @@ impl RayletActor {
                 tokens: Default::default(),
                 awaiting_tokens: Vec::new(),
                 reported: (None, 0),
+                heard_gcs: (Instant::now(), false),
                 raylet_address: raylet_address.clone(),
                 own_job: own_job.clone(),
                 launches: HashMap::new(),
@@ -489,7 +496,7 @@ impl RayletActor {
                     }
                 }
             }
-            WorkerAdmission::Cluster { gcs } => match self.tokens.pop_front() {
+            WorkerAdmission::Cluster { gcs, .. } => match self.tokens.pop_front() {
                 Some(token) => (token, gcs.to_string(), gcs.to_string()),
                 None => {
                     // Started once a batch of tokens arrives.
@@ -548,6 +555,20 @@ impl RayletActor {
 }
 
 impl RayletActor {
+    /// On a node of a running cluster: ends this process once the GCS has been silent (no
+    /// health check) for its timeout, rather than serving a cluster that is gone.
+    fn give_up_on_a_silent_gcs(&mut self) {
+        let WorkerAdmission::Cluster { gcs, gcs_timeout } = self.admission else { return };
+        let (heard, gave_up) = self.heard_gcs;
+        if gave_up || heard.elapsed() < gcs_timeout {
+            return;
+        }
+        self.heard_gcs.1 = true;
+        tracing::error!(%gcs, ?gcs_timeout, "the GCS has not checked this node's health for its timeout: leaving");
+        // SAFETY: a signal to this very process; its handler (the daemon's) ends it in order.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    }
+
     /// Tells the GCS this node's free resources when they changed (and every
     /// [`RESOURCE_REPORT_FORCED`] regardless, so a restarted GCS hears them).
     fn report_resources(&mut self, gcs: &manta_actor::ServiceRef<manta_proto::gcs::Gcs>) {
@@ -576,7 +597,7 @@ impl RayletActor {
     /// Learns how `job`'s workers start from the GCS, and checks the driver's binary here.
     fn learn_launch(&mut self, job: manta_proto::JobId, ctx: &mut Context<Self>) {
         let raylet = ctx.address();
-        let WorkerAdmission::Cluster { gcs } = &self.admission else {
+        let WorkerAdmission::Cluster { gcs, .. } = &self.admission else {
             let reason = format!("job {job} is not this raylet's, and it belongs to no cluster to ask");
             raylet.do_send(LaunchLearnt { job, launch: Err(reason) });
             return;
@@ -681,8 +702,9 @@ impl Actor for RayletActor {
             let now = raylet.now_ms();
             raylet.leases.tick(now);
             raylet.perform(ctx);
+            raylet.give_up_on_a_silent_gcs();
         });
-        if let WorkerAdmission::Cluster { gcs } = self.admission {
+        if let WorkerAdmission::Cluster { gcs, .. } = self.admission {
             let gcs: manta_actor::ServiceRef<manta_proto::gcs::Gcs> = self.node.service(gcs);
             ctx.run_interval(RESOURCE_REPORT, move |raylet, _| raylet.report_resources(&gcs));
         }
@@ -854,7 +876,9 @@ impl Handler<WorkerExited> for RayletActor {
 impl Handler<crate::requests::HealthCheck> for RayletActor {
     type Result = ();
 
-    fn handle(&mut self, _: crate::requests::HealthCheck, _: &mut Context<Self>) {}
+    fn handle(&mut self, _: crate::requests::HealthCheck, _: &mut Context<Self>) {
+        self.heard_gcs.0 = Instant::now();
+    }
 }
 
 impl Handler<WorkerBlocked> for RayletActor {
