@@ -20,6 +20,45 @@ fn whereabouts() -> (u32, String) {
     (context.worker_pid, context.node_id.to_string())
 }
 
+/// Prints `marker` on its stdout and `marker-err` on its stderr (through the handles: the test
+/// harness captures `println!` in the worker, which is this test binary).
+#[manta::remote]
+fn shout(marker: String) -> bool {
+    use std::io::Write as _;
+    writeln!(std::io::stdout(), "{marker}").is_ok() && writeln!(std::io::stderr(), "{marker}-err").is_ok()
+}
+
+/// Everything written to this process's stderr (fd 2) from now on, as it comes (still written
+/// to the real stderr too).
+fn capture_stderr() -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::{BufRead as _, Write as _};
+    use std::os::fd::FromRawFd as _;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut fds = [0; 2];
+    // SAFETY: plain descriptor calls on fresh descriptors; fd 2 is replaced by the pipe's write
+    // end, and the original is kept to echo into.
+    let original = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        let original = libc::dup(2);
+        assert!(libc::dup2(fds[1], 2) >= 0);
+        libc::close(fds[1]);
+        std::fs::File::from_raw_fd(original)
+    };
+    // SAFETY: the read end is this function's, handed to the thread.
+    let reader = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        let mut original = original;
+        for line in std::io::BufReader::new(reader).lines().map_while(Result::ok) {
+            let _ = writeln!(original, "{line}");
+            let mut seen = sink.lock().unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+    });
+    seen
+}
+
 #[manta::actor]
 struct Tally {
     total: i64,
@@ -67,6 +106,7 @@ fn a_driver_joins_a_running_cluster_and_its_tasks_and_actors_run_there() {
 
     // SAFETY (of the environment): set before any other thread of this test reads it.
     std::env::set_var("MANTA_TEMP_DIR", &root);
+    let stderr = capture_stderr();
     let config = manta::Config { address: Some("auto".to_owned()), ..manta::Config::default() };
     let _driver = manta::init_with(config).unwrap();
 
@@ -76,6 +116,20 @@ fn a_driver_joins_a_running_cluster_and_its_tasks_and_actors_run_there() {
     assert_ne!(pid, std::process::id(), "the task ran in a worker process");
     assert_eq!(node, node_id, "on the cluster's node");
     assert_eq!(manta::get_runtime_context().unwrap().node_id.to_string(), node_id, "the driver's node");
+
+    // What a worker prints reaches this driver's stderr, with its origin.
+    let marker = format!("marker-{}", std::process::id());
+    assert!(shout::remote(marker.clone()).get().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let seen = stderr.lock().unwrap().clone();
+        let printed = |text: &str| seen.lines().any(|line| line.starts_with("(pid=") && line.ends_with(text));
+        if printed(&format!(") {marker}")) && printed(&format!(") {marker}-err")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the worker's lines never reached the driver: {seen}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 
     let tally = Tally::options().num_cpus(1.0).remote(10).unwrap();
     assert_eq!(tally.add(5).get().unwrap(), 15);

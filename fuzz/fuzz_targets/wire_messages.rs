@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     use manta_raylet::requests as raylet;
     use manta_worker::wire as worker;
     let Some((&which, body)) = data.split_first() else { return };
-    match which % 44 {
+    match which % 45 {
         0 => check::<gcs::RegisterNode>(body),
         1 => check::<gcs::RegisterActor>(body),
         2 => check::<gcs::ActorStarted>(body),
@@ -62,6 +62,7 @@ fuzz_target!(|data: &[u8]| {
         40 => check::<raylet::HealthCheck>(body),
         41 => check::<Result<Vec<manta_gcs::wire::NodeInfo>, manta_gcs::GcsError>>(body),
         42 => check::<worker::ActorSpec>(body),
+        43 => check::<worker::WorkerOutput>(body),
         _ => check::<worker::RemoveBorrower>(body),
     }
 });

@@ -228,6 +228,21 @@ pub struct StreamItem {
 }
 wire_message!(StreamItem => bool, id = 312, parks);
 
+/// Lines a worker of the driver's job printed, forwarded by its node to the driver, which
+/// prints them on its stderr with their origin (Ray's `log_to_driver`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkerOutput {
+    /// The worker's node.
+    pub node_id: crate::NodeId,
+    /// The worker's process id.
+    pub pid: u32,
+    /// From its stderr (else its stdout).
+    pub stderr: bool,
+    /// The lines, without their line ends.
+    pub lines: Vec<String>,
+}
+wire_message!(WorkerOutput => (), id = 313);
+
 /// An owner's watch on a process that holds borrows of its objects: answered after a while
 /// (the owner asks again while the process still holds a borrow); the ask fails when the
 /// process dies, and the owner then releases every borrow held for it (Ray's
@@ -604,6 +619,7 @@ pub struct RefWire {
 crate::service::protocol!(
     /// A process's owner service (`process/owner`): the objects it owns.
     Owner = "owner": GetObject, AddBorrower, RemoveBorrower, FreeObject, CancelObject, AwaitExit, StreamItem,
+    WorkerOutput,
 );
 
 /// Asks an object's owner to cancel the task that makes it (`manta::cancel` of a borrowed ref);

@@ -47,7 +47,7 @@ pub(crate) fn find_driver_binary(job: JobId, launch: JobLaunch) -> Result<Launch
         return Err(not_here(format!("{} is another binary (sha256 {sha256})", exe.display())));
     }
     let name = std::fs::read_link(&exe).unwrap_or_else(|_| exe.clone());
-    Ok(Launch { exe, name, fingerprint: launch.registry_fingerprint, env: launch.env })
+    Ok(Launch { exe, name, fingerprint: launch.registry_fingerprint, env: launch.env, output_to: None })
 }
 
 #[cfg(test)]
@@ -63,6 +63,7 @@ mod tests {
             driver_pid: std::process::id(),
             registry_fingerprint: 7,
             env: vec![("K".into(), "V".into())],
+            log_to_driver: true,
         };
         let found = find_driver_binary(JobId(1), launch(sha256.clone())).unwrap();
         assert_eq!(found.exe, PathBuf::from(format!("/proc/{}/exe", std::process::id())));

@@ -9,6 +9,7 @@
 pub mod binary;
 mod leases;
 mod limits;
+mod output;
 mod policy;
 pub use manta_proto::raylet::requests;
 mod resources;

@@ -68,6 +68,9 @@ pub struct Launch {
     pub fingerprint: u64,
     /// Environment for its workers.
     pub env: Vec<(String, String)>,
+    /// Where its workers' output goes, line by line (the driver's owner service), if anywhere;
+    /// else the workers write to this raylet's own output.
+    pub output_to: Option<std::net::SocketAddr>,
 }
 
 impl Launch {
@@ -75,7 +78,7 @@ impl Launch {
     pub fn this_binary(fingerprint: u64, env: Vec<(String, String)>) -> Launch {
         let exe = std::path::PathBuf::from("/proc/self/exe");
         let name = std::env::current_exe().unwrap_or_else(|_| exe.clone());
-        Launch { exe, name, fingerprint, env }
+        Launch { exe, name, fingerprint, env, output_to: None }
     }
 }
 
@@ -520,6 +523,9 @@ impl RayletActor {
             .env(worker_env::GCS_ADDRESS, gcs_address)
             .env(worker_env::RAYLET_PID, raylet_pid.to_string())
             .stdin(Stdio::null());
+        if launch.output_to.is_some() {
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
         // SAFETY: between fork and exec the closure makes only async-signal-safe calls (prctl,
         // getppid, _exit) and touches no lock or allocation.
         unsafe {
@@ -537,7 +543,7 @@ impl RayletActor {
                 Ok(())
             });
         }
-        let child = match command.spawn() {
+        let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
                 ctx.address().do_send(WorkerExited { worker, exit: format!("not started: {error}") });
@@ -545,6 +551,21 @@ impl RayletActor {
             }
         };
         let pid = child.id();
+        if let Some(driver) = launch.output_to {
+            let owner: manta_actor::ServiceRef<manta_proto::worker::Owner> = self.node.service(driver);
+            let stdout = child.stdout.take().map(std::os::fd::OwnedFd::from);
+            let stderr = child.stderr.take().map(std::os::fd::OwnedFd::from);
+            for (stream, is_stderr) in [(stdout, false), (stderr, true)] {
+                if let Some(stream) = stream {
+                    tokio::spawn(crate::output::forward(
+                        stream,
+                        is_stderr,
+                        (self.node_id, pid),
+                        owner.clone(),
+                    ));
+                }
+            }
+        }
         // Reaped on SIGCHLD by `Reap`; the handle itself holds nothing.
         drop(child);
         info!(worker = worker.0, pid, "started a worker process");
@@ -607,7 +628,12 @@ impl RayletActor {
             let launch = match gcs.ask(manta_proto::gcs::requests::GetJob(job)).await {
                 Ok(Ok(Some(info))) => match info.launch {
                     Some(launch) => {
-                        tokio::task::spawn_blocking(move || crate::binary::find_driver_binary(job, launch))
+                        let driver = info.driver_address.parse().ok().filter(|_| launch.log_to_driver);
+                        let find = move || {
+                            crate::binary::find_driver_binary(job, launch)
+                                .map(|found| Launch { output_to: driver, ..found })
+                        };
+                        tokio::task::spawn_blocking(find)
                             .await
                             .unwrap_or_else(|error| Err(format!("checking job {job}'s binary: {error}")))
                     }

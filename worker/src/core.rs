@@ -38,7 +38,7 @@ use crate::registry;
 use crate::submit::Submitter;
 use crate::wire::{
     AddBorrower, AwaitExit, CancelObject, CreateStoreObject, DeleteStoreObject, FreeObject, GetObject,
-    ObjectReply, RemoveBorrower, SealStoreObject, StoreRefusal,
+    ObjectReply, RemoveBorrower, SealStoreObject, StoreRefusal, WorkerOutput,
 };
 use manta_actor::ServiceRef;
 use manta_proto::gcs::Gcs;
@@ -179,6 +179,10 @@ pub struct Config {
     /// The cluster's join token, with a `HOST:PORT` address (default: `MANTA_TOKEN`, else the
     /// token of this host's session for that cluster).
     pub token: Option<String>,
+    /// On a running cluster: each line this job's workers print appears on this process's
+    /// stderr, prefixed with its worker and node (Ray's `log_to_driver`, default on). The
+    /// embedded cluster's workers write to this process's terminal directly.
+    pub log_to_driver: bool,
 }
 
 impl Default for Config {
@@ -198,6 +202,7 @@ impl Default for Config {
             max_tasks_in_flight_per_worker: None,
             address: None,
             token: None,
+            log_to_driver: true,
         }
     }
 }
@@ -802,6 +807,21 @@ impl Handler<CancelObject> for OwnerService {
     }
 }
 
+impl Handler<WorkerOutput> for OwnerService {
+    type Result = ();
+
+    /// Lines a worker of this driver's job printed: on this process's stderr, with their origin.
+    fn handle(&mut self, output: WorkerOutput, _: &mut Context<Self>) {
+        use std::io::Write as _;
+        let node = output.node_id.to_string();
+        let origin = format!("(pid={}, node={})", output.pid, &node[..node.len().min(8)]);
+        let mut stderr = std::io::stderr().lock();
+        for line in output.lines {
+            let _ = writeln!(stderr, "{origin} {line}");
+        }
+    }
+}
+
 impl Handler<AwaitExit> for OwnerService {
     type Result = ResponseFuture<()>;
 
@@ -1000,6 +1020,7 @@ fn connect(config: &Config, address: &str, fingerprint: u64) -> Result<Cluster, 
             (env::MAX_RETRIES.to_owned(), config.max_retries.to_string()),
             (env::TASKS_IN_FLIGHT.to_owned(), config.max_tasks_in_flight_per_worker.unwrap_or(0).to_string()),
         ],
+        log_to_driver: config.log_to_driver,
     };
     let core_arbiter = start_arbiter("manta-core")?;
     let gcs: manta_actor::ServiceRef<manta_proto::gcs::Gcs> = node.service(local.gcs);
@@ -1089,7 +1110,8 @@ fn start_core(core: CoreWorker) -> Result<Arc<CoreWorker>, InitError> {
                 .message::<FreeObject>()
                 .message::<CancelObject>()
                 .message::<AwaitExit>()
-                .message::<manta_proto::worker::StreamItem>(),
+                .message::<manta_proto::worker::StreamItem>()
+                .message::<WorkerOutput>(),
         )
         .map_err(InitError::Register)?;
     Ok(core)

@@ -86,6 +86,13 @@ pub struct JobLaunch {
     pub registry_fingerprint: u64,
     /// Environment for its workers (namespace, settings).
     pub env: Vec<(String, String)>,
+    /// Whether its workers' output goes to the driver (Ray's `log_to_driver`).
+    #[serde(default = "yes")]
+    pub log_to_driver: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An actor's lifecycle, as the GCS tracks it (Ray's states):
