@@ -191,13 +191,7 @@ fn available_memory() -> Option<u64> {
 
 /// `manta start`: starts this host's daemons in the background.
 pub(crate) fn start(args: StartArgs) -> ExitCode {
-    match start_daemons(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(reason) => {
-            eprintln!("manta start: {reason}");
-            ExitCode::FAILURE
-        }
-    }
+    exit(start_daemons(&args), "start")
 }
 
 fn start_daemons(args: &StartArgs) -> Result<(), String> {
@@ -511,13 +505,7 @@ pub(crate) struct StatusArgs {
 
 /// `manta status`: the cluster's nodes and resources.
 pub(crate) fn status(args: StatusArgs) -> ExitCode {
-    match print_status(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(reason) => {
-            eprintln!("manta status: {reason}");
-            ExitCode::FAILURE
-        }
-    }
+    exit(print_status(&args), "status")
 }
 
 fn print_status(args: &StatusArgs) -> Result<(), String> {

@@ -910,26 +910,15 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
     ];
     head.start_raylet(pool_config(&config), fingerprint, worker_env)?;
     let manta_node::Head { node, node_id, store, store_reader, gcs, .. } = head;
-    let core = CoreWorker {
-        owner_address: OwnerAddress(node.local_addr()),
-        raylet: node.service(node.local_addr()),
-        gcs,
-        actor_manager: node.service(node.local_addr()),
-        objects: ObjectTable::new(OwnerAddress(node.local_addr())),
-        store: StoreAccess::Local(store, store_reader),
-        arbiter: core_arbiter,
-        submitter: Submitter::new(config.max_tasks_in_flight_per_worker),
-        actor_clients: Default::default(),
-        job,
-        namespace: config.namespace.clone(),
-        inline_bytes_max: config.inline_bytes_max,
-        max_retries: config.max_retries,
-        worker_id: None,
-        id_prefix: id_prefix(&node_id),
-        node_id,
-        next_id: AtomicU64::new(1),
+    let here = node.local_addr();
+    let services = (node.service(here), gcs, node.service(here));
+    let core = driver_core(
+        &config,
         node,
-    };
+        services,
+        StoreAccess::Local(store, store_reader),
+        (core_arbiter, job, node_id),
+    );
     let _core = start_core(core)?;
     info!(%address, "embedded cluster started");
     Ok(Cluster { _private: () })
@@ -1032,14 +1021,31 @@ fn connect(config: &Config, address: &str, fingerprint: u64) -> Result<Cluster, 
             )
         })?
     };
-    let core = CoreWorker {
+    let services = (node.service(local.raylet), gcs, node.service(local.gcs));
+    let store = StoreAccess::Remote(node.service(local.raylet), reader);
+    let core = driver_core(config, node, services, store, (core_arbiter, job, local.node_id));
+    let _core = start_core(core)?;
+    info!(%address, %job, "joined a running cluster");
+    Ok(Cluster { _private: () })
+}
+
+/// A driver's core worker on `node`, reaching the raylet, the GCS and the actor manager through
+/// `services` and the node's store through `store`.
+fn driver_core(
+    config: &Config,
+    node: Node,
+    (raylet, gcs, actor_manager): (ServiceRef<Raylet>, ServiceRef<Gcs>, ServiceRef<ActorManagerProtocol>),
+    store: StoreAccess,
+    (arbiter, job, node_id): (ArbiterHandle, JobId, NodeId),
+) -> CoreWorker {
+    CoreWorker {
         owner_address: OwnerAddress(node.local_addr()),
-        raylet: node.service(local.raylet),
+        raylet,
         gcs,
-        actor_manager: node.service(local.gcs),
+        actor_manager,
         objects: ObjectTable::new(OwnerAddress(node.local_addr())),
-        store: StoreAccess::Remote(node.service(local.raylet), reader),
-        arbiter: core_arbiter,
+        store,
+        arbiter,
         submitter: Submitter::new(config.max_tasks_in_flight_per_worker),
         actor_clients: Default::default(),
         job,
@@ -1047,14 +1053,11 @@ fn connect(config: &Config, address: &str, fingerprint: u64) -> Result<Cluster, 
         inline_bytes_max: config.inline_bytes_max,
         max_retries: config.max_retries,
         worker_id: None,
-        id_prefix: id_prefix(&local.node_id),
-        node_id: local.node_id,
+        id_prefix: id_prefix(&node_id),
+        node_id,
         next_id: AtomicU64::new(1),
         node,
-    };
-    let _core = start_core(core)?;
-    info!(%address, %job, "joined a running cluster");
-    Ok(Cluster { _private: () })
+    }
 }
 
 /// Whether this process was started by a raylet as a worker.
