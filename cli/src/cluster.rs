@@ -569,6 +569,21 @@ fn print_status(args: &StatusArgs) -> Result<(), String> {
     let totals: Vec<String> =
         used_in_all.iter().map(|(name, (used, total))| format!("{name} {used}/{total}")).collect();
     println!("Resources in use (alive nodes): {}", totals.join(", "));
+    let mut pending: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+    for node in &alive {
+        for (demand, count) in &node.pending {
+            *pending.entry(demand.as_str()).or_default() += count;
+        }
+    }
+    let pending: Vec<String> =
+        pending.iter().map(|(demand, count)| format!("{count}x {{{demand}}}")).collect();
+    println!("Pending demand: {}", if pending.is_empty() { "none".to_owned() } else { pending.join(", ") });
+    let mut actors: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for actor in client.actors().map_err(|error| error.to_string())? {
+        *actors.entry(format!("{:?}", actor.state)).or_default() += 1;
+    }
+    let actors: Vec<String> = actors.iter().map(|(state, count)| format!("{count} {state}")).collect();
+    println!("Actors: {}", if actors.is_empty() { "none".to_owned() } else { actors.join(", ") });
     Ok(())
 }
 

@@ -102,6 +102,7 @@ fn a_head_and_a_node_form_a_cluster_that_status_lists_and_stop_ends() {
     assert!(listed.contains("zone=a,disk=ssd") || listed.contains("disk=ssd,zone=a"), "{listed}");
     assert!(listed.contains("node2 0/1"), "{listed}");
     assert!(listed.contains("Resources in use (alive nodes): CPU 0/3"), "{listed}");
+    assert!(listed.contains("Pending demand: none") && listed.contains("Actors: none"), "{listed}");
 
     // A node with a token of another cluster (or a forged one) is refused, and says why.
     let forged = format!("{}.{}", token.rsplit_once('.').unwrap().0, "ab".repeat(32));

@@ -140,11 +140,24 @@ fn a_driver_joins_a_running_cluster_and_its_tasks_and_actors_run_there() {
         String::from_utf8_lossy(&run.unwrap().stdout).into_owned()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !status().contains("Resources in use (alive nodes): CPU 1/2") {
+    while !(status().contains("Resources in use (alive nodes): CPU 1/2")
+        && status().contains("Actors: 1 Alive"))
+    {
         assert!(std::time::Instant::now() < deadline, "the actor's CPU never showed: {}", status());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(tally.add(&squares[3]).get().unwrap(), 24, "a ref argument from the driver");
+    // Work no node can run waits, and `manta status` shows it as pending demand.
+    let stuck = square::options().resources([("gpu_farm", 1.0)]).remote(3);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !status()
+        .lines()
+        .any(|line| line.starts_with("Pending demand: 1x {") && line.contains("1 gpu_farm"))
+    {
+        assert!(std::time::Instant::now() < deadline, "the demand never showed: {}", status());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(manta::cancel(&stuck));
     let big = manta::put(vec![7u8; 1 << 20]).unwrap();
     assert_eq!(big.get().unwrap().len(), 1 << 20, "a large object through the node's store");
 

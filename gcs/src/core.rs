@@ -32,7 +32,7 @@ pub struct GcsCore<S: Storage> {
     outbox: Vec<Publication>,
     /// Each node's free resources as it last reported them (not stored: a restarted GCS hears
     /// them again within a report period).
-    loads: BTreeMap<NodeId, Vec<(String, f64)>>,
+    loads: BTreeMap<NodeId, (Vec<(String, f64)>, Vec<(String, u32)>)>,
 }
 
 fn encode<T: Serialize>(record: &T) -> Vec<u8> {
@@ -162,12 +162,13 @@ impl<S: Storage> GcsCore<S> {
         &mut self,
         node_id: NodeId,
         available: Vec<(String, f64)>,
+        pending: Vec<(String, u32)>,
     ) -> Result<(), GcsError> {
         match self.node(node_id)? {
             None => Err(GcsError::UnknownNode(node_id)),
             Some(info) if info.state == NodeState::Dead => Err(GcsError::NodeDead(node_id)),
             Some(_) => {
-                self.loads.insert(node_id, available);
+                self.loads.insert(node_id, (available, pending));
                 Ok(())
             }
         }
@@ -179,7 +180,15 @@ impl<S: Storage> GcsCore<S> {
             .nodes()?
             .into_iter()
             .map(|info| crate::wire::NodeLoad {
-                available: self.loads.get(&info.node_id).cloned().unwrap_or_else(|| info.resources.clone()),
+                available: self
+                    .loads
+                    .get(&info.node_id)
+                    .map_or_else(|| info.resources.clone(), |(available, _)| available.clone()),
+                pending: self
+                    .loads
+                    .get(&info.node_id)
+                    .map(|(_, pending)| pending.clone())
+                    .unwrap_or_default(),
                 node_id: info.node_id,
                 address: info.address,
                 state: info.state,

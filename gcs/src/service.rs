@@ -143,7 +143,11 @@ handle!(GetAllWorkers, |core, _request| core.workers());
 handle!(ListActors, |core, _request| core.actors());
 handle!(AddJob, |core, request| core.add_job_launched(&request.driver_address, request.launch, now_ms()));
 handle!(GetJob, |core, request| core.job(request.0));
-handle!(ReportResources, |core, request| core.report_resources(request.node_id, request.available));
+handle!(ReportResources, |core, request| core.report_resources(
+    request.node_id,
+    request.available,
+    request.pending
+));
 handle!(GetClusterView, |core, _request| core.cluster_view());
 handle!(FinishJob, |core, request| core.finish_job(request.job_id, now_ms()));
 handle!(RegisterActor, |core, request| core.register_actor(request.0));

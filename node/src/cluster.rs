@@ -218,32 +218,36 @@ impl ClusterClient {
         Ok(ClusterClient { node, gcs, address })
     }
 
-    /// Every node with its resources now (total and free), alive or dead.
+    /// Every node with its resources now (total, free, pending demand), alive or dead.
     pub fn view(&self) -> Result<Vec<manta_proto::gcs::wire::NodeLoad>, NodeError> {
-        let refused = |reason: String| NodeError::Gcs { address: self.address, reason };
-        let (ask, answer) = std::sync::mpsc::sync_channel(1);
-        let gcs = self.gcs.clone();
-        self.node.arbiter().spawn(async move {
-            let _ = ask.send(gcs.ask(manta_proto::gcs::requests::GetClusterView).await);
-        });
-        match answer.recv() {
-            Ok(Ok(Ok(nodes))) => Ok(nodes),
-            Ok(Ok(Err(error))) => Err(refused(error.to_string())),
-            Ok(Err(error)) => Err(refused(error.to_string())),
-            Err(_) => Err(refused("the client's arbiter stopped".to_owned())),
-        }
+        self.ask(manta_proto::gcs::requests::GetClusterView)
     }
 
     /// Every node the GCS knows, alive or dead.
     pub fn nodes(&self) -> Result<Vec<NodeInfo>, NodeError> {
+        self.ask(GetAllNodes)
+    }
+
+    /// Every actor the GCS knows, in any state.
+    pub fn actors(&self) -> Result<Vec<manta_gcs::ActorInfo>, NodeError> {
+        self.ask(manta_proto::gcs::requests::ListActors)
+    }
+
+    /// Asks the GCS, blocking this thread for the answer.
+    fn ask<M, T>(&self, request: M) -> Result<T, NodeError>
+    where
+        M: manta_proto::WireMessage<Result = Result<T, GcsError>>,
+        Gcs: manta_proto::Accepts<M>,
+        T: Send + 'static,
+    {
         let refused = |reason: String| NodeError::Gcs { address: self.address, reason };
         let (ask, answer) = std::sync::mpsc::sync_channel(1);
         let gcs = self.gcs.clone();
         self.node.arbiter().spawn(async move {
-            let _ = ask.send(gcs.ask(GetAllNodes).await);
+            let _ = ask.send(gcs.ask(request).await);
         });
         match answer.recv() {
-            Ok(Ok(Ok(nodes))) => Ok(nodes),
+            Ok(Ok(Ok(answer))) => Ok(answer),
             Ok(Ok(Err(error))) => Err(refused(error.to_string())),
             Ok(Err(error)) => Err(refused(error.to_string())),
             Err(_) => Err(refused("the client's arbiter stopped".to_owned())),

@@ -142,8 +142,8 @@ pub struct RayletActor {
     tokens: std::collections::VecDeque<manta_transport::JoinToken>,
     /// Workers waiting for a token while a batch is asked for.
     awaiting_tokens: Vec<(WorkerId, manta_proto::JobId)>,
-    /// The free resources last reported to the GCS, and when (ms).
-    reported: (Option<Vec<(String, f64)>>, u64),
+    /// The free resources and pending demand last reported to the GCS, and when (ms).
+    reported: (Option<(Vec<(String, f64)>, Vec<(String, u32)>)>, u64),
     /// When the GCS was last heard (a health check), and whether the node gave up on it.
     heard_gcs: (Instant, bool),
     raylet_address: String,
@@ -600,13 +600,21 @@ impl RayletActor {
             .iter()
             .map(|(name, quantity)| (name.to_owned(), quantity.as_f64()))
             .collect();
+        let mut pending: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
+        for (_, demand) in self.waiting.values() {
+            *pending.entry(demand.clone()).or_default() += 1;
+        }
+        let pending: Vec<(String, u32)> = pending.into_iter().collect();
         let now = self.now_ms();
         let due = now.saturating_sub(self.reported.1) >= RESOURCE_REPORT_FORCED.as_millis() as u64;
-        if self.reported.0.as_ref() == Some(&available) && !due {
+        let report = (available, pending);
+        if self.reported.0.as_ref() == Some(&report) && !due {
             return;
         }
-        self.reported = (Some(available.clone()), now);
-        let request = manta_proto::gcs::requests::ReportResources { node_id: self.node_id, available };
+        self.reported = (Some(report.clone()), now);
+        let (available, pending) = report;
+        let request =
+            manta_proto::gcs::requests::ReportResources { node_id: self.node_id, available, pending };
         let gcs = gcs.clone();
         tokio::spawn(async move {
             if let Ok(Err(error)) = gcs.ask(request).await {

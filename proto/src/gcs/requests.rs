@@ -231,6 +231,9 @@ pub struct ReportResources {
     pub node_id: NodeId,
     /// Free now, by name.
     pub available: Vec<(String, f64)>,
+    /// Lease requests waiting here, by demand: (what they ask for, how many).
+    #[serde(default)]
+    pub pending: Vec<(String, u32)>,
 }
 wire_message!(ReportResources => Result<(), GcsError>, id = 126);
 

@@ -41,6 +41,9 @@ pub struct NodeLoad {
     pub available: Vec<(String, f64)>,
     /// Its labels.
     pub labels: Vec<(String, String)>,
+    /// Lease requests waiting there, by demand: (what they ask for, how many).
+    #[serde(default)]
+    pub pending: Vec<(String, u32)>,
 }
 
 /// A node's state.
