@@ -32,8 +32,11 @@ pub struct GcsCore<S: Storage> {
     outbox: Vec<Publication>,
     /// Each node's free resources as it last reported them (not stored: a restarted GCS hears
     /// them again within a report period).
-    loads: BTreeMap<NodeId, (Vec<(String, f64)>, Vec<(String, u32)>)>,
+    loads: BTreeMap<NodeId, Load>,
 }
+
+/// A node's last report: its free resources, and its waiting lease requests by demand.
+type Load = (Vec<(String, f64)>, Vec<(String, u32)>);
 
 fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     // Records are plain data; encoding into memory cannot fail.

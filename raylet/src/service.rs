@@ -103,6 +103,9 @@ pub enum WorkerAdmission {
 /// Tokens asked of the cluster's admission service at once (more when more workers wait).
 const TOKEN_BATCH: u32 = 8;
 
+/// What a node reports: its free resources, and its waiting lease requests by demand.
+type Report = (Vec<(String, f64)>, Vec<(String, u32)>);
+
 /// How often a node of a running cluster tells the GCS its free resources, when they changed
 /// (Ray: 100 ms).
 const RESOURCE_REPORT: Duration = Duration::from_millis(100);
@@ -143,7 +146,7 @@ pub struct RayletActor {
     /// Workers waiting for a token while a batch is asked for.
     awaiting_tokens: Vec<(WorkerId, manta_proto::JobId)>,
     /// The free resources and pending demand last reported to the GCS, and when (ms).
-    reported: (Option<(Vec<(String, f64)>, Vec<(String, u32)>)>, u64),
+    reported: (Option<Report>, u64),
     /// When the GCS was last heard (a health check), and whether the node gave up on it.
     heard_gcs: (Instant, bool),
     raylet_address: String,
