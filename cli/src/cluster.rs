@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use manta::transport::JoinToken;
 use manta_node::cluster::{ClusterClient, GcsDaemon, RayletDaemon};
-use manta_node::session::{self, Session};
+use manta_node::session::{self, RayletRecord, Session, GCS_ADDRESS, RAYLET, TOKEN};
 use manta_node::NodeConfig;
 
 /// How long `manta start` waits for a daemon to be ready.
@@ -17,13 +17,6 @@ const READY_WAIT: Duration = Duration::from_secs(60);
 
 /// How long `manta stop` waits for a daemon to end after SIGTERM before it sends SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// The session file holding the GCS's address.
-const GCS_ADDRESS: &str = "gcs_address";
-/// The session file holding the cluster's join token.
-const TOKEN: &str = "token";
-/// The session file describing this session's raylet: address, store path, node id.
-const RAYLET: &str = "raylet";
 
 /// `manta start`'s options.
 #[derive(Debug, Args)]
@@ -220,9 +213,7 @@ fn start_daemons(args: &StartArgs) -> Result<(), String> {
             let gcs_args: Vec<&str> = gcs_args.iter().map(String::as_str).collect();
             let mut gcs = spawn_daemon(&session, "gcs", &gcs_args)?;
             wait_ready(&session, "gcs", &mut gcs, GCS_ADDRESS)?;
-            let address = read(&session, GCS_ADDRESS)?;
-            let address = address.parse().map_err(|_| format!("the GCS wrote a bad address {address:?}"))?;
-            (address, read(&session, TOKEN)?)
+            (session.gcs_address().map_err(|error| error.to_string())?, read(&session, TOKEN)?)
         }
     };
     let mut raylet_args = vec![
@@ -238,9 +229,8 @@ fn start_daemons(args: &StartArgs) -> Result<(), String> {
     let raylet_args: Vec<&str> = raylet_args.iter().map(String::as_str).collect();
     let mut raylet = spawn_daemon(&session, "raylet", &raylet_args)?;
     wait_ready(&session, "raylet", &mut raylet, RAYLET)?;
-    let raylet_info = read(&session, RAYLET)?;
+    let node_id = session.raylet().map_err(|error| error.to_string())?.node_id;
     session.mark_latest().map_err(|error| error.to_string())?;
-    let node_id = raylet_info.lines().nth(2).unwrap_or_default();
     if args.head {
         println!("Started a Manta cluster. GCS at {gcs_address}; this host's node {node_id}.");
         println!("Session directory: {dir}");
@@ -258,11 +248,7 @@ fn start_daemons(args: &StartArgs) -> Result<(), String> {
 }
 
 fn read(session: &Session, name: &str) -> Result<String, String> {
-    match session.read(name) {
-        Ok(Some(text)) => Ok(text.trim().to_owned()),
-        Ok(None) => Err(format!("{} has no {name} file", session.dir().display())),
-        Err(error) => Err(error.to_string()),
-    }
+    session.required(name).map_err(|error| error.to_string())
 }
 
 /// Starts `manta <args>` as a daemon of `session` (its own session id, no terminal, output to
@@ -377,9 +363,10 @@ pub(crate) fn raylet(args: RayletArgs) -> ExitCode {
         let daemon = RayletDaemon::start((args.address, gcs_timeout), &token, args.host, &config, labels)
             .map_err(|error| error.to_string())?;
         session.write_pid("raylet").map_err(|error| error.to_string())?;
-        let description =
-            format!("{}\n{}\n{}\n", daemon.info.address, daemon.store_path.display(), daemon.info.node_id);
-        session.write(RAYLET, &description).map_err(|error| error.to_string())?;
+        let address = daemon.node.local_addr();
+        let record =
+            RayletRecord { address, store_path: daemon.store_path.clone(), node_id: daemon.info.node_id };
+        session.write_raylet(&record).map_err(|error| error.to_string())?;
         wait_for_termination();
         if let Err(error) = daemon.deregister("stopped by manta stop") {
             eprintln!("manta raylet: leaving the cluster: {error}");
@@ -521,8 +508,7 @@ fn print_status(args: &StatusArgs) -> Result<(), String> {
                     session.dir().display()
                 ));
             }
-            let address = read(&session, GCS_ADDRESS)?;
-            (address.parse().map_err(|_| format!("bad GCS address {address:?}"))?, read(&session, TOKEN)?)
+            (session.gcs_address().map_err(|error| error.to_string())?, read(&session, TOKEN)?)
         }
     };
     let token: JoinToken = token.parse().map_err(|error| format!("the token: {error}"))?;

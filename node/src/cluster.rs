@@ -168,37 +168,14 @@ impl RayletDaemon {
             labels,
         };
         let gcs: ServiceRef<Gcs> = node.service(gcs_address);
-        let refused = |reason: String| NodeError::Gcs { address: gcs_address, reason };
-        let registration = RegisterNode(info.clone());
-        let (ask, answer) = std::sync::mpsc::sync_channel(1);
-        let asking = gcs.clone();
-        node.arbiter().spawn(async move {
-            let _ = ask.send(asking.ask(registration).await);
-        });
-        match answer.recv() {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => return Err(refused(error.to_string())),
-            Ok(Err(error)) => return Err(refused(error.to_string())),
-            Err(_) => return Err(refused("the node's arbiter stopped".to_owned())),
-        }
+        ask_gcs(&node, &gcs, gcs_address, RegisterNode(info.clone()))?;
         Ok(RayletDaemon { node, info, store_path, gcs, gcs_address, _store: (store, reader) })
     }
 
     /// Tells the GCS this node is leaving (`manta stop`); bounded by the ask's timeout.
     pub fn deregister(&self, cause: &str) -> Result<(), NodeError> {
-        let refused = |reason: String| NodeError::Gcs { address: self.gcs_address, reason };
         let request = MarkNodeDead { node_id: self.info.node_id, cause: cause.to_owned() };
-        let (ask, answer) = std::sync::mpsc::sync_channel(1);
-        let gcs = self.gcs.clone();
-        self.node.arbiter().spawn(async move {
-            let _ = ask.send(gcs.ask(request).await);
-        });
-        match answer.recv() {
-            Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err(error))) => Err(refused(error.to_string())),
-            Ok(Err(error)) => Err(refused(error.to_string())),
-            Err(_) => Err(refused("the node's arbiter stopped".to_owned())),
-        }
+        ask_gcs(&self.node, &self.gcs, self.gcs_address, request).map(drop)
     }
 }
 
@@ -240,18 +217,29 @@ impl ClusterClient {
         Gcs: manta_proto::Accepts<M>,
         T: Send + 'static,
     {
-        let refused = |reason: String| NodeError::Gcs { address: self.address, reason };
-        let (ask, answer) = std::sync::mpsc::sync_channel(1);
-        let gcs = self.gcs.clone();
-        self.node.arbiter().spawn(async move {
-            let _ = ask.send(gcs.ask(request).await);
-        });
-        match answer.recv() {
-            Ok(Ok(Ok(answer))) => Ok(answer),
-            Ok(Ok(Err(error))) => Err(refused(error.to_string())),
-            Ok(Err(error)) => Err(refused(error.to_string())),
-            Err(_) => Err(refused("the client's arbiter stopped".to_owned())),
-        }
+        ask_gcs(&self.node, &self.gcs, self.address, request)
+    }
+}
+
+/// Asks the GCS at `address` from `node`'s arbiter, blocking this (non-arbiter) thread for the
+/// answer; a refusal or an unanswered ask (bounded by the ask's timeout) is the error.
+fn ask_gcs<M, T>(node: &Node, gcs: &ServiceRef<Gcs>, address: SocketAddr, request: M) -> Result<T, NodeError>
+where
+    M: manta_proto::WireMessage<Result = Result<T, GcsError>>,
+    Gcs: manta_proto::Accepts<M>,
+    T: Send + 'static,
+{
+    let refused = |reason: String| NodeError::Gcs { address, reason };
+    let (ask, answer) = std::sync::mpsc::sync_channel(1);
+    let gcs = gcs.clone();
+    node.arbiter().spawn(async move {
+        let _ = ask.send(gcs.ask(request).await);
+    });
+    match answer.recv() {
+        Ok(Ok(Ok(answer))) => Ok(answer),
+        Ok(Ok(Err(error))) => Err(refused(error.to_string())),
+        Ok(Err(error)) => Err(refused(error.to_string())),
+        Err(_) => Err(refused("the node's arbiter stopped".to_owned())),
     }
 }
 

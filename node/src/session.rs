@@ -16,6 +16,24 @@ pub const TEMP_DIR_ENV: &str = "MANTA_TEMP_DIR";
 /// The link to the newest session in the root.
 pub const LATEST: &str = "session_latest";
 
+/// The session file holding the GCS's address.
+pub const GCS_ADDRESS: &str = "gcs_address";
+/// The session file holding the cluster's join token.
+pub const TOKEN: &str = "token";
+/// The session file describing its raylet (see [`RayletRecord`]).
+pub const RAYLET: &str = "raylet";
+
+/// A session's node, as its raylet records it for local drivers: one line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RayletRecord {
+    /// The raylet's transport address.
+    pub address: std::net::SocketAddr,
+    /// Where its store is mapped from.
+    pub store_path: PathBuf,
+    /// The node's id.
+    pub node_id: manta_proto::NodeId,
+}
+
 /// A session directory could not be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -30,6 +48,9 @@ pub enum SessionError {
     /// The root has no session (nothing was started on this host).
     #[error("no Manta session in {0} (start one with `manta start --head`)")]
     NoSession(PathBuf),
+    /// A session file is missing (its daemon is not running, or never started).
+    #[error("{0} is missing (is this session's node running?)")]
+    Missing(PathBuf),
     /// A session file holds something else than expected.
     #[error("{path}: {reason}")]
     Bad {
@@ -153,6 +174,44 @@ impl Session {
         }
     }
 
+    /// The contents of `name`, trimmed; missing is an error.
+    pub fn required(&self, name: &str) -> Result<String, SessionError> {
+        match self.read(name)? {
+            Some(text) => Ok(text.trim().to_owned()),
+            None => Err(SessionError::Missing(self.dir.join(name))),
+        }
+    }
+
+    /// The GCS's address, as the session recorded it.
+    pub fn gcs_address(&self) -> Result<std::net::SocketAddr, SessionError> {
+        let text = self.required(GCS_ADDRESS)?;
+        text.parse().map_err(|_| self.bad(GCS_ADDRESS, format!("not an address: {text:?}")))
+    }
+
+    /// Records the session's raylet.
+    pub fn write_raylet(&self, record: &RayletRecord) -> Result<(), SessionError> {
+        let RayletRecord { address, store_path, node_id } = record;
+        self.write(RAYLET, &format!("{address}\n{}\n{node_id}\n", store_path.display()))
+    }
+
+    /// The session's raylet, as it recorded itself.
+    pub fn raylet(&self) -> Result<RayletRecord, SessionError> {
+        let text = self.required(RAYLET)?;
+        let mut lines = text.lines();
+        let mut next = |what: &str| lines.next().ok_or_else(|| self.bad(RAYLET, format!("no {what}")));
+        let address = next("address")?;
+        let address =
+            address.parse().map_err(|_| self.bad(RAYLET, format!("not an address: {address:?}")))?;
+        let store_path = PathBuf::from(next("store path")?);
+        let node_id = next("node id")?;
+        let node_id = node_id.parse().map_err(|_| self.bad(RAYLET, format!("not a node id: {node_id:?}")))?;
+        Ok(RayletRecord { address, store_path, node_id })
+    }
+
+    fn bad(&self, name: &str, reason: String) -> SessionError {
+        SessionError::Bad { path: self.dir.join(name), reason }
+    }
+
     /// Removes `name` from the session (gone already is fine).
     pub fn remove(&self, name: &str) {
         let _ = std::fs::remove_file(self.dir.join(name));
@@ -205,6 +264,16 @@ mod tests {
         assert_eq!(std::fs::metadata(first.dir().join("token")).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(first.read("token").unwrap().as_deref(), Some("secret"));
         assert_eq!(first.read("missing").unwrap(), None);
+        assert!(matches!(first.raylet(), Err(SessionError::Missing(_))));
+        let record = RayletRecord {
+            address: "127.0.0.1:7000".parse().unwrap(),
+            store_path: PathBuf::from("/proc/1/fd/3"),
+            node_id: manta_proto::NodeId([5; 16]),
+        };
+        first.write_raylet(&record).unwrap();
+        assert_eq!(first.raylet().unwrap(), record);
+        first.write(RAYLET, "not an address\n").unwrap();
+        assert!(matches!(first.raylet(), Err(SessionError::Bad { .. })));
         first.write_pid("gcs").unwrap();
         assert_eq!(first.pids().unwrap(), vec![("gcs".to_owned(), std::process::id())]);
         std::fs::write(first.dir().join("pids/bad.pid"), "x").unwrap();

@@ -376,8 +376,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     pub fn worker_exited(&mut self, now_ms: u64, worker: WorkerId, exit: &str) {
         self.dedicated.remove(&worker);
         self.blocked.remove(&worker);
-        self.jobs.remove(&worker);
-        match self.workers.remove(&worker) {
+        match self.forget(worker) {
             Some(WorkerState::Leased { lease }) => {
                 let (_, held) = self.granted.remove(&lease).expect("a leased worker's lease is granted");
                 self.release(&held);
@@ -393,6 +392,12 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             _ => {}
         }
         self.dispatch(now_ms);
+    }
+
+    /// Drops a worker from the pool (and the job it served); its last state, if it was known.
+    fn forget(&mut self, worker: WorkerId) -> Option<WorkerState> {
+        self.jobs.remove(&worker);
+        self.workers.remove(&worker)
     }
 
     /// Fails the queued requests that only wait for a worker (their resources are free): no
@@ -418,8 +423,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             self.transition(worker, WorkerState::Idle { since_ms: now_ms });
         } else {
             self.dedicated.remove(&worker);
-            self.workers.remove(&worker);
-            self.jobs.remove(&worker);
+            self.forget(worker);
             self.commands.push(Command::KillWorker { worker });
         }
         self.dispatch(now_ms);
@@ -465,9 +469,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
                 self.workers.insert(worker, WorkerState::Retiring);
                 self.commands.push(Command::RetireWorker { worker });
             } else {
-                self.workers.remove(&worker);
-                self.jobs.remove(&worker);
-                self.jobs.remove(&worker);
+                self.forget(worker);
                 self.commands.push(Command::KillWorker { worker });
             }
         }
@@ -481,8 +483,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             return;
         }
         if may_exit {
-            self.workers.remove(&worker);
-            self.jobs.remove(&worker);
+            self.forget(worker);
             self.commands.push(Command::KillWorker { worker });
         } else {
             self.workers.insert(worker, WorkerState::Idle { since_ms: now_ms });

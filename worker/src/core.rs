@@ -941,15 +941,8 @@ struct LocalNode {
 /// This host's node of the cluster at `address` (`auto`: the newest session's), from the
 /// session directories `manta start` keeps.
 fn local_node(config: &Config, address: &str) -> Result<LocalNode, String> {
-    use manta_node::session::{self, Session};
+    use manta_node::session::{self, Session, TOKEN};
     let root = session::root();
-    let read = |session: &Session, name: &str| -> Result<String, String> {
-        match session.read(name) {
-            Ok(Some(text)) => Ok(text.trim().to_owned()),
-            Ok(None) => Err(format!("{} has no {name} file (is its node running?)", session.dir().display())),
-            Err(error) => Err(error.to_string()),
-        }
-    };
     let session = if address == "auto" {
         Session::latest(&root).map_err(|error| error.to_string())?
     } else {
@@ -958,7 +951,7 @@ fn local_node(config: &Config, address: &str) -> Result<LocalNode, String> {
         Session::all(&root)
             .into_iter()
             .rev()
-            .find(|session| read(session, "gcs_address").is_ok_and(|text| text.parse() == Ok(wanted)))
+            .find(|session| session.gcs_address().is_ok_and(|gcs| gcs == wanted))
             .ok_or_else(|| {
                 format!(
                     "no node of that cluster runs on this host (in {}); start one with `manta start --address {wanted} --token ...`",
@@ -966,23 +959,20 @@ fn local_node(config: &Config, address: &str) -> Result<LocalNode, String> {
                 )
             })?
     };
-    let gcs = read(&session, "gcs_address")?
-        .parse()
-        .map_err(|_| "the session's GCS address does not parse".to_owned())?;
+    let gcs = session.gcs_address().map_err(|error| error.to_string())?;
     let token = match config.token.clone().or_else(|| std::env::var(TOKEN_ENV).ok()) {
         Some(token) => token,
-        None => read(&session, "token")?,
+        None => session.required(TOKEN).map_err(|error| error.to_string())?,
     };
     let token = token.parse().map_err(|error| format!("the join token: {error}"))?;
-    let raylet = read(&session, "raylet")?;
-    let mut lines = raylet.lines();
-    let mut next = |what: &str| {
-        lines.next().map(str::to_owned).ok_or_else(|| format!("the session's raylet file lacks {what}"))
-    };
-    let raylet = next("an address")?.parse().map_err(|_| "the raylet's address does not parse".to_owned())?;
-    let store_path = std::path::PathBuf::from(next("a store path")?);
-    let node_id = next("a node id")?.parse().map_err(|_| "the node id does not parse".to_owned())?;
-    Ok(LocalNode { gcs, token, raylet, store_path, node_id })
+    let raylet = session.raylet().map_err(|error| error.to_string())?;
+    Ok(LocalNode {
+        gcs,
+        token,
+        raylet: raylet.address,
+        store_path: raylet.store_path,
+        node_id: raylet.node_id,
+    })
 }
 
 /// Joins the running cluster at `address` as a driver: registers a job (with how its workers
