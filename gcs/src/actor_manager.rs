@@ -90,6 +90,17 @@ struct Shell {
 }
 
 impl Shell {
+    /// The raylet at `address` (`None`: the manager's own).
+    fn raylet_at(&self, address: Option<&str>) -> Result<ServiceRef<Raylet>, String> {
+        match address {
+            None => Ok(self.raylet.clone()),
+            Some(address) => address
+                .parse()
+                .map(|socket| self.node.service(socket))
+                .map_err(|_| format!("the raylet address {address:?} does not parse")),
+        }
+    }
+
     /// Publishes the GCS's record of `actor` to its watchers.
     async fn refresh(&self, actor_id: ActorId) {
         let Some(info) = self.gcs.ask(GetActor(actor_id)).await.ok().and_then(Result::ok).flatten() else {
@@ -112,9 +123,12 @@ impl Shell {
 
     async fn run(&self, command: Command) {
         match command {
-            Command::RequestLease { actor, request } => {
-                let outcome = self.raylet.ask_unbounded(request).await.map_err(|error| error.to_string());
-                self.core.lock().lease_outcome(actor, outcome);
+            Command::RequestLease { actor, request, raylet } => {
+                let outcome = match self.raylet_at(raylet.as_deref()) {
+                    Ok(to) => to.ask_unbounded(request).await.map_err(|error| error.to_string()),
+                    Err(error) => Err(error),
+                };
+                self.core.lock().lease_outcome(actor, raylet, outcome);
             }
             Command::StartActor { lease, address, start } => {
                 let actor = start.actor_id;
@@ -127,15 +141,21 @@ impl Shell {
                 };
                 self.core.lock().start_outcome(actor, lease, outcome);
             }
-            Command::WatchLease { actor, lease } => {
-                let exit = match self.raylet.ask_unbounded(WatchLease { lease }).await {
+            Command::WatchLease { actor, lease, raylet } => {
+                let asked = match self.raylet_at(raylet.as_deref()) {
+                    Ok(to) => to.ask_unbounded(WatchLease { lease }).await.map_err(|error| error.to_string()),
+                    Err(error) => Err(error),
+                };
+                let exit = match asked {
                     Ok(exit) => exit,
                     Err(error) => Some(format!("the raylet could not be asked: {error}")),
                 };
                 self.core.lock().lease_ended(actor, lease, exit);
             }
-            Command::ReturnLease { lease } => {
-                let _ = self.raylet.tell(ReturnLease { lease, reusable: false }).await;
+            Command::ReturnLease { lease, raylet } => {
+                if let Ok(to) = self.raylet_at(raylet.as_deref()) {
+                    let _ = to.tell(ReturnLease { lease, reusable: false }).await;
+                }
             }
             Command::ReportStarted { actor, address } => {
                 let _ = self.gcs.ask(ActorStarted { actor_id: actor, node_id: self.node_id, address }).await;

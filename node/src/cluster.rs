@@ -140,10 +140,13 @@ impl RayletDaemon {
         config: &NodeConfig,
         labels: Vec<(String, String)>,
     ) -> Result<RayletDaemon, NodeError> {
-        let transport_config = TransportConfig::default();
-        let identity = join_blocking(gcs_address, token, &transport_config)?;
+        let identity = join_blocking(gcs_address, token, &TransportConfig::default())?;
         let node_id = identity.node_id();
-        let node = Node::start(Transport::builder(identity).bind(SocketAddr::new(ip, 0)))?;
+        let scope = manta_raylet::local_scope(node_id);
+        let transport_config =
+            TransportConfig { local_scope: Some(scope.clone()), ..TransportConfig::default() };
+        let node =
+            Node::start(Transport::builder(identity).bind(SocketAddr::new(ip, 0)).config(transport_config))?;
         let (store, reader, store_path) = start_store(&node, config)?;
         let total = total_resources(config)?;
         let pool = PoolConfig {
@@ -156,6 +159,7 @@ impl RayletDaemon {
         let node_env = vec![
             (worker_env::STORE_PATH.to_owned(), store_path.display().to_string()),
             (worker_env::NODE_ID.to_owned(), node_id.to_string()),
+            (worker_env::LOCAL_SCOPE.to_owned(), scope),
         ];
         RayletActor::start(&node, admission, total.clone(), pool, None, node_env, None)?;
         let info = NodeInfo {

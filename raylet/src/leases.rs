@@ -149,6 +149,7 @@ struct Queued {
     strategy: SchedulingStrategy,
     dedicated: bool,
     job: JobId,
+    spilled: bool,
 }
 
 /// A lease request as [`LeaseManager::request_lease_placed`] takes it.
@@ -165,6 +166,9 @@ pub struct LeaseRequest {
     pub dedicated: bool,
     /// The job whose work it runs: only a worker of that job is granted.
     pub job: JobId,
+    /// Another node spilled it here: it waits here when this node could ever hold it, and is
+    /// never spilled on (Ray keeps a spilled request from bouncing the same way).
+    pub spilled: bool,
 }
 
 /// The worker pool and leases of one node.
@@ -239,14 +243,12 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         let cluster = self.cluster();
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for request in std::mem::take(&mut self.queue) {
-            if self.resources.available.contains(&request.placement) {
+            if self.resources.available.contains(&request.placement) || request.spilled {
                 kept.push_back(request);
                 continue;
             }
             match self.policy.schedule(&request.placement, request.strategy, &cluster, random) {
-                Decision::Scheduled(node) if node != self.node => {
-                    self.reply(request.lease, LeaseReply::Spillback { node })
-                }
+                Decision::Scheduled(node) if node != self.node => self.spill(request, node),
                 Decision::Infeasible => self.infeasible(request),
                 Decision::Scheduled(_) | Decision::Retry => kept.push_back(request),
             }
@@ -254,9 +256,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         // Those waiting for a node that fits: one may have joined.
         for request in std::mem::take(&mut self.infeasible) {
             match self.policy.schedule(&request.placement, request.strategy, &cluster, random) {
-                Decision::Scheduled(node) if node != self.node => {
-                    self.reply(request.lease, LeaseReply::Spillback { node })
-                }
+                Decision::Scheduled(node) if node != self.node => self.spill(request, node),
                 Decision::Infeasible => self.infeasible.push_back(request),
                 Decision::Scheduled(_) | Decision::Retry => kept.push_back(request),
             }
@@ -291,7 +291,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         self.request_lease_placed(
             now_ms,
             lease,
-            LeaseRequest { demand, placement, strategy, dedicated, job: JobId(0) },
+            LeaseRequest { demand, placement, strategy, dedicated, job: JobId(0), spilled: false },
             random,
         );
     }
@@ -305,13 +305,16 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         request: LeaseRequest,
         random: &mut dyn RandomSource,
     ) {
-        let LeaseRequest { demand, placement, strategy, dedicated, job } = request;
-        let decision = self.policy.schedule(&placement, strategy, &self.cluster(), random);
-        let queued = Queued { lease, demand, placement, strategy, dedicated, job };
+        let LeaseRequest { demand, placement, strategy, dedicated, job, spilled } = request;
+        let queued = Queued { lease, demand, placement, strategy, dedicated, job, spilled };
+        // Spilled here by a node that judged this one best: wait here if it could ever fit.
+        let decision = if spilled && self.resources.total.contains(&queued.placement) {
+            Decision::Retry
+        } else {
+            self.policy.schedule(&queued.placement, strategy, &self.cluster(), random)
+        };
         match decision {
-            Decision::Scheduled(node) if node != self.node => {
-                self.reply(lease, LeaseReply::Spillback { node });
-            }
+            Decision::Scheduled(node) if node != self.node => self.spill(queued, node),
             Decision::Infeasible => self.infeasible(queued),
             // Local, or nobody has room now: wait here, in order.
             Decision::Scheduled(_) | Decision::Retry => {
@@ -319,6 +322,16 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
                 self.dispatch(now_ms);
             }
         }
+    }
+
+    /// Sends `request` to `node`, and counts its resources as taken there until the next view
+    /// (Ray's remote allocation): a burst of requests spreads instead of all going to the node
+    /// that looked freest.
+    fn spill(&mut self, request: Queued, node: NodeId) {
+        if let Some(peer) = self.peers.iter_mut().find(|peer| peer.id == node) {
+            peer.resources.available.saturating_take(&request.placement);
+        }
+        self.reply(request.lease, LeaseReply::Spillback { node });
     }
 
     /// No node could ever meet `request`: it fails, or waits for one that fits (a request
@@ -674,6 +687,7 @@ mod tests {
             strategy: SchedulingStrategy::Hybrid,
             dedicated: true,
             job: JobId(0),
+            spilled: false,
         };
         manager.request_lease_placed(now, LeaseId(lease), request, &mut SplitMix64(1));
     }
@@ -688,6 +702,7 @@ mod tests {
                 strategy: SchedulingStrategy::Hybrid,
                 dedicated: false,
                 job: JobId(job),
+                spilled: false,
             };
             leases.request_lease_placed(0, LeaseId(lease), request, &mut SplitMix64(1));
         };
@@ -783,6 +798,55 @@ mod tests {
         assert_eq!(leases.poll_commands(), vec![Command::KillWorker { worker: WorkerId(1) }]);
         leases.retire_answered(4_005, WorkerId(1), false);
         assert!(leases.poll_commands().is_empty(), "a late answer changes nothing");
+    }
+
+    #[test]
+    fn a_burst_spreads_over_peers_and_a_spilled_request_waits_where_it_was_sent() {
+        // A full local node (1 CPU, taken) and two idle peers of 2 CPUs each.
+        let mut leases = manager(1);
+        request(&mut leases, 0, 1, 1);
+        assert!(leases.worker_registered(1, WorkerId(1)));
+        leases.poll_commands();
+        let peer = |byte: u8| NodeView {
+            id: NodeId([byte; 16]),
+            resources: crate::resources::NodeResources::idle(cpus(2)),
+            alive: true,
+        };
+        leases.set_peers(vec![peer(2), peer(3)]);
+        // Four more requests: each spill counts as taken on its peer until the next view, so
+        // the burst spreads two and two instead of all going to the node that looked freest.
+        for lease in 2..=5 {
+            request(&mut leases, 1, lease, 1);
+        }
+        let mut sent: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for command in leases.poll_commands() {
+            if let Command::Reply { reply: LeaseReply::Spillback { node }, .. } = command {
+                *sent.entry(node).or_default() += 1;
+            }
+        }
+        assert_eq!(sent.into_values().collect::<Vec<_>>(), vec![2, 2]);
+        // A spilled request waits here (this node could hold it), even with idle peers: no
+        // request bounces between nodes on stale views.
+        leases.set_peers(vec![peer(2), peer(3)]);
+        let spilled = LeaseRequest {
+            demand: cpus(1),
+            placement: cpus(1),
+            strategy: SchedulingStrategy::Hybrid,
+            dedicated: false,
+            job: JobId(0),
+            spilled: true,
+        };
+        leases.request_lease_placed(2, LeaseId(9), spilled.clone(), &mut SplitMix64(1));
+        leases.reconsider_queue(&mut SplitMix64(1));
+        assert!(leases.poll_commands().is_empty());
+        assert_eq!(leases.queued(), 1);
+        // One this node could never hold goes on to a node that can.
+        let big = LeaseRequest { demand: cpus(2), placement: cpus(2), ..spilled };
+        leases.request_lease_placed(2, LeaseId(10), big, &mut SplitMix64(1));
+        assert!(matches!(
+            leases.poll_commands()[..],
+            [Command::Reply { lease: LeaseId(10), reply: LeaseReply::Spillback { .. } }]
+        ));
     }
 
     #[test]

@@ -22,4 +22,6 @@ pub use policy::{
     SchedulingStrategy, SplitMix64,
 };
 pub use resources::{NodeResources, Quantity, ResourceError, ResourceSet, CPU, GPU, MEMORY};
-pub use service::{worker_env, Launch, RayletActor, WorkerAdmission, WorkerReports, RAYLET_NAME};
+pub use service::{
+    local_scope, worker_env, Launch, RayletActor, WorkerAdmission, WorkerReports, RAYLET_NAME,
+};

@@ -139,6 +139,15 @@ impl ResourceSet {
         true
     }
 
+    /// Takes `demand` out as far as there is any (what another node is believed to hold
+    /// until its next report); never below zero.
+    pub fn saturating_take(&mut self, demand: &ResourceSet) {
+        for (name, quantity) in demand.iter() {
+            let left = Quantity(self.get(name).0.saturating_sub(quantity.0));
+            self.set(name, left);
+        }
+    }
+
     /// Puts `demand` back, never beyond `total`.
     pub fn release(&mut self, demand: &ResourceSet, total: &ResourceSet) -> Result<(), ResourceError> {
         for (name, quantity) in demand.iter() {

@@ -54,6 +54,15 @@ pub mod worker_env {
     pub const JOB_ID: &str = "MANTA_JOB_ID";
     /// The id of the node (raylet) the worker belongs to, as hex.
     pub const NODE_ID: &str = "MANTA_NODE_ID";
+    /// The local channel's scope of the worker's node (`TransportConfig::local_scope`), on a
+    /// node of a running cluster.
+    pub const LOCAL_SCOPE: &str = "MANTA_LOCAL_SCOPE";
+}
+
+/// The local channel's scope of a cluster node's processes: the raylet's node id, so that
+/// processes of two nodes on one host talk QUIC, as nodes on two hosts do.
+pub fn local_scope(node: manta_transport::NodeId) -> String {
+    node.to_string()
 }
 
 /// How one job's workers start.
@@ -179,8 +188,54 @@ pub struct RayletActor {
     deaths: std::collections::VecDeque<(LeaseId, String)>,
     /// The worker that asked for each lease, when a worker asked.
     requested_by: HashMap<LeaseId, WorkerId>,
+    /// The other nodes' raylets, by node, as the last cluster view gave them (where a spilled
+    /// request is sent).
+    peers: HashMap<manta_transport::NodeId, String>,
+    /// Whether a cluster view was asked for and not answered yet.
+    view_asked: bool,
     random: SplitMix64,
     started: Instant,
+}
+
+/// The cluster's resource view, from the GCS (`None`: the ask failed; the last view stays).
+struct ViewArrived(Option<Vec<manta_proto::gcs::wire::NodeLoad>>);
+
+impl Message for ViewArrived {
+    type Result = ();
+}
+
+impl Handler<ViewArrived> for RayletActor {
+    type Result = ();
+
+    fn handle(&mut self, ViewArrived(view): ViewArrived, ctx: &mut Context<Self>) {
+        self.view_asked = false;
+        let Some(view) = view else { return };
+        let amounts = |pairs: &[(String, f64)]| {
+            let mut set = ResourceSet::new();
+            for (name, amount) in pairs {
+                if let Ok(quantity) = Quantity::from_f64(name, *amount) {
+                    set.set(name, quantity);
+                }
+            }
+            set
+        };
+        let mut peers = Vec::with_capacity(view.len());
+        self.peers.clear();
+        for node in view.into_iter().filter(|node| node.node_id != self.node_id) {
+            let alive = node.state == manta_proto::gcs::wire::NodeState::Alive;
+            if alive {
+                self.peers.insert(node.node_id, node.address.clone());
+            }
+            let resources = crate::resources::NodeResources {
+                total: amounts(&node.total),
+                available: amounts(&node.available),
+            };
+            peers.push(crate::policy::NodeView { id: node.node_id, resources, alive });
+        }
+        self.leases.set_peers(peers);
+        self.leases.reconsider_queue(&mut self.random);
+        self.perform(ctx);
+    }
 }
 
 /// A worker process ended (found by [`Reap`]).
@@ -356,6 +411,8 @@ impl RayletActor {
                 live_leases: std::collections::HashSet::new(),
                 deaths: std::collections::VecDeque::new(),
                 requested_by: HashMap::new(),
+                peers: HashMap::new(),
+                view_asked: false,
                 random: SplitMix64(u64::from(std::process::id())),
                 started: Instant::now(),
             });
@@ -446,7 +503,15 @@ impl RayletActor {
                             // A registered worker always has an address.
                             _ => unreachable!("granted worker {worker:?} has no address"),
                         },
-                        LeaseReply::Spillback { node } => LeaseOutcome::Spillback { node: node.to_string() },
+                        LeaseReply::Spillback { node } => match self.peers.get(&node) {
+                            Some(address) => {
+                                LeaseOutcome::Spillback { node: node.to_string(), address: address.clone() }
+                            }
+                            // The policy chose from the view, which names every live node.
+                            None => LeaseOutcome::Invalid {
+                                reason: format!("spilled back to node {node}, whose address is unknown"),
+                            },
+                        },
                         LeaseReply::Infeasible => LeaseOutcome::Infeasible {
                             demand: self
                                 .waiting
@@ -626,6 +691,30 @@ impl RayletActor {
         });
     }
 
+    /// Asks the GCS for the cluster's resource view (the other nodes' policies' input), unless
+    /// an ask is still out.
+    fn ask_for_view(
+        &mut self,
+        gcs: &manta_actor::ServiceRef<manta_proto::gcs::Gcs>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.view_asked {
+            return;
+        }
+        self.view_asked = true;
+        let (gcs, raylet) = (gcs.clone(), ctx.address());
+        tokio::spawn(async move {
+            match gcs.ask(manta_proto::gcs::requests::GetClusterView).await {
+                Ok(Ok(view)) => raylet.do_send(ViewArrived(Some(view))),
+                outcome => {
+                    debug!(?outcome, "no cluster view from the GCS this time");
+                    // Asked again at the next report.
+                    raylet.do_send(ViewArrived(None));
+                }
+            }
+        });
+    }
+
     /// Learns how `job`'s workers start from the GCS, and checks the driver's binary here.
     fn learn_launch(&mut self, job: manta_proto::JobId, ctx: &mut Context<Self>) {
         let raylet = ctx.address();
@@ -743,7 +832,10 @@ impl Actor for RayletActor {
         });
         if let WorkerAdmission::Cluster { gcs, .. } = self.admission {
             let gcs: manta_actor::ServiceRef<manta_proto::gcs::Gcs> = self.node.service(gcs);
-            ctx.run_interval(RESOURCE_REPORT, move |raylet, _| raylet.report_resources(&gcs));
+            ctx.run_interval(RESOURCE_REPORT, move |raylet, ctx| {
+                raylet.report_resources(&gcs);
+                raylet.ask_for_view(&gcs, ctx);
+            });
         }
     }
 
@@ -803,6 +895,7 @@ impl Handler<RequestLease> for RayletActor {
             strategy: request.strategy,
             dedicated: request.dedicated,
             job: request.job.unwrap_or(manta_proto::JobId(0)),
+            spilled: request.spilled,
         };
         self.leases.request_lease_placed(now, lease, request_kind, &mut self.random);
         self.perform(ctx);

@@ -218,7 +218,7 @@ enum Event {
 /// An answer for the actor manager's core.
 #[derive(Debug, Clone)]
 enum ManagerAnswer {
-    Lease { actor: ActorId, outcome: LeaseOutcome },
+    Lease { actor: ActorId, from: Option<String>, outcome: Result<LeaseOutcome, String> },
     Started { actor: ActorId, lease: LeaseId, outcome: Result<(), TaskFailure> },
     LeaseEnded { actor: ActorId, lease: LeaseId, exit: Option<String> },
     Verdict { actor: ActorId, state: Option<ActorState> },
@@ -598,7 +598,14 @@ impl World {
         const HEAD: Node = 0;
         let now = self.now;
         match command {
-            ManagerCommand::RequestLease { actor, request } => {
+            ManagerCommand::RequestLease { actor, raylet: Some(raylet), .. } => {
+                // The simulated manager leases from the head's raylet only (its actors' workers
+                // are the head's); a spilled request fails as an unreachable raylet would, and
+                // the actor dies of it, which the checks accept.
+                let outcome = Err(format!("the simulation's manager cannot reach raylet {raylet}"));
+                self.answer_manager(ManagerAnswer::Lease { actor, from: Some(raylet), outcome });
+            }
+            ManagerCommand::RequestLease { actor, request, raylet: None } => {
                 let lease = LeaseId(self.next_lease);
                 self.next_lease += 1;
                 self.manager_leases.insert(lease, actor);
@@ -614,6 +621,7 @@ impl World {
                     // The simulation's one driver: its tasks (leased as job 0) and its actors
                     // are one job, sharing one pool of workers.
                     job: manta_proto::JobId(0),
+                    spilled: request.spilled,
                 };
                 leases.request_lease_placed(now, lease, request, &mut self.random);
                 self.perform(HEAD);
@@ -646,7 +654,7 @@ impl World {
                     }
                 }
             }
-            ManagerCommand::WatchLease { actor, lease } => {
+            ManagerCommand::WatchLease { actor, lease, .. } => {
                 let lease = LeaseId(lease);
                 if self.nodes[HEAD].held.contains_key(&lease) {
                     self.watched.insert(lease, actor);
@@ -656,7 +664,7 @@ impl World {
                     self.answer_manager(ManagerAnswer::LeaseEnded { actor, lease, exit });
                 }
             }
-            ManagerCommand::ReturnLease { lease } => {
+            ManagerCommand::ReturnLease { lease, .. } => {
                 let lease = LeaseId(lease);
                 if self.nodes[HEAD].leases.return_lease(now, lease, false) {
                     self.nodes[HEAD].held.remove(&lease);
@@ -699,7 +707,7 @@ impl World {
 
     fn manager_receives(&mut self, answer: ManagerAnswer) {
         match answer {
-            ManagerAnswer::Lease { actor, outcome } => self.manager.lease_outcome(actor, Ok(outcome)),
+            ManagerAnswer::Lease { actor, from, outcome } => self.manager.lease_outcome(actor, from, outcome),
             ManagerAnswer::Started { actor, lease, outcome } => {
                 self.manager.start_outcome(actor, lease.0, Ok(outcome))
             }
@@ -1073,7 +1081,9 @@ impl World {
                 address: format!("node{node}/worker{}", worker.0),
                 pid: worker.0 as u32,
             },
-            LeaseReply::Spillback { node } => LeaseOutcome::Spillback { node: node.to_string() },
+            LeaseReply::Spillback { node } => {
+                LeaseOutcome::Spillback { node: node.to_string(), address: format!("sim-node-{node}") }
+            }
             LeaseReply::Infeasible => LeaseOutcome::Infeasible { demand: "its resources".into() },
             LeaseReply::WorkerStartFailed { exit } => LeaseOutcome::WorkerStartFailed { exit },
             LeaseReply::WorkerDied { exit, .. } => {
@@ -1084,7 +1094,7 @@ impl World {
                 return;
             }
         };
-        self.answer_manager(ManagerAnswer::Lease { actor, outcome });
+        self.answer_manager(ManagerAnswer::Lease { actor, from: None, outcome: Ok(outcome) });
     }
 
     // ---- events ----

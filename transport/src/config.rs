@@ -33,6 +33,12 @@ pub struct TransportConfig {
     /// Serve and prefer the local channel (a Unix socket, see `local.rs`) for peers on this
     /// host that run as the same user; `false` makes every connection QUIC with mutual TLS.
     pub local_channel: bool,
+    /// The group of processes the local channel joins (a node of a cluster: its raylet, its
+    /// workers and its drivers): only peers of the same scope meet over it, so that processes
+    /// of two nodes on one host still talk QUIC, as nodes on two hosts would. `None`: this
+    /// user's processes on this host (the embedded default). At most 32 ASCII letters, digits,
+    /// `-` or `_`; any other value turns the local channel off, with a warning.
+    pub local_scope: Option<String>,
 }
 
 impl Default for TransportConfig {
@@ -51,6 +57,7 @@ impl Default for TransportConfig {
             keep_alive_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             local_channel: true,
+            local_scope: None,
         }
     }
 }

@@ -93,7 +93,7 @@ impl TransportBuilder {
         let (endpoint, arbiter, system) = ready_rx.recv().map_err(|_| StartError::Thread)??;
         let local_addr = endpoint.local_addr()?;
         let local = if config.local_channel {
-            match LocalListener::bind(local_addr) {
+            match LocalListener::bind(local_addr, config.local_scope.as_deref()) {
                 Ok(listener) => Some(listener),
                 Err(error) => {
                     warn!(%error, "the local channel is off: its socket could not be bound");
@@ -365,7 +365,8 @@ pub(crate) async fn read_handshake(
 /// then the hello/ack.
 async fn dial(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Connection, ConnectError> {
     if shared.config.local_channel {
-        if let Some((path, bound)) = crate::local::socket_for_peer(addr) {
+        if let Some((path, bound)) = crate::local::socket_for_peer(addr, shared.config.local_scope.as_deref())
+        {
             match dial_local(shared, addr, path.clone()).await {
                 Ok(connection) => return Ok(connection),
                 Err(reason) => {
@@ -646,7 +647,7 @@ mod tests {
         // What a killed process leaves behind: a socket file nobody listens on, and a free port.
         let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let stale = crate::local::socket_path(addr).unwrap();
+        let stale = crate::local::socket_path(addr, None).unwrap();
         drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
         let config = TransportConfig { connect_attempts_max: 1, ..TransportConfig::default() };
         let client =
@@ -679,7 +680,7 @@ mod tests {
         let ca = ClusterCa::generate("test").unwrap();
         let server = transport(&ca, false);
         // What a killed process leaves behind: a socket file nobody listens on.
-        let stale = crate::local::socket_path(server.local_addr()).unwrap();
+        let stale = crate::local::socket_path(server.local_addr(), None).unwrap();
         drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
         assert!(stale.exists());
         let client = transport(&ca, true);
@@ -688,7 +689,7 @@ mod tests {
         let _ = std::fs::remove_file(&stale);
 
         let local = transport(&ca, true);
-        let path = crate::local::socket_path(local.local_addr()).unwrap();
+        let path = crate::local::socket_path(local.local_addr(), None).unwrap();
         assert!(path.exists());
         drop(local);
         assert!(!path.exists(), "the socket file goes with its transport");

@@ -11,7 +11,9 @@
 //! `<dir>/<netns>-<ip>-<port>.sock`, named after its UDP address, where `<dir>` is
 //! `$XDG_RUNTIME_DIR/manta` or `<tmp>/manta-<uid>` (created 0700, refused unless it belongs to
 //! this user and no one else may enter it) and `<netns>` the inode of the process's network
-//! namespace, so two namespaces that reuse an address never meet. `connect(addr)` tries the socket
+//! namespace, so two namespaces that reuse an address never meet; a transport with a
+//! `local_scope` (a node of a cluster) binds and looks in `<dir>/<scope>/` instead, so that two
+//! nodes on one host talk QUIC, as on two hosts. `connect(addr)` tries the socket
 //! named after `addr` first and falls back to QUIC if there is none or nobody answers (a stale
 //! file of a dead process).
 //!
@@ -199,22 +201,43 @@ pub(crate) fn current_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
-/// The directory of this user's local sockets, created if missing; `None` if it cannot be made
-/// private to this user.
-fn socket_dir() -> Option<PathBuf> {
+/// Whether `scope` may name a local channel's scope (it becomes a directory name).
+pub(crate) fn valid_scope(scope: &str) -> bool {
+    (1..=32).contains(&scope.len())
+        && scope.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+/// The directory of this user's local sockets of `scope`, created if missing; `None` if it
+/// cannot be made private to this user (or the scope is not a valid name).
+fn socket_dir(scope: Option<&str>) -> Option<PathBuf> {
     let uid = current_uid();
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+    let mut dir = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         Some(runtime) if runtime.is_absolute() && runtime.is_dir() => runtime.join("manta"),
         _ => std::env::temp_dir().join(format!("manta-{uid}")),
     };
-    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(_) => return None,
+    let private = |dir: &Path| {
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(_) => return false,
+        }
+        std::fs::symlink_metadata(dir).is_ok_and(|metadata| {
+            metadata.is_dir() && metadata.uid() == uid && metadata.permissions().mode() & 0o077 == 0
+        })
+    };
+    if !private(&dir) {
+        return None;
     }
-    let metadata = std::fs::symlink_metadata(&dir).ok()?;
-    let private = metadata.is_dir() && metadata.uid() == uid && metadata.permissions().mode() & 0o077 == 0;
-    private.then_some(dir)
+    if let Some(scope) = scope {
+        if !valid_scope(scope) {
+            return None;
+        }
+        dir = dir.join(scope);
+        if !private(&dir) {
+            return None;
+        }
+    }
+    Some(dir)
 }
 
 /// The inode of this process's network namespace ("0" where /proc does not say).
@@ -233,16 +256,16 @@ fn socket_name(ip: IpAddr, port: u16) -> String {
     format!("{}-{ip}-{port}.sock", network_namespace())
 }
 
-/// Where the transport bound at `addr` serves its local channel.
-pub(crate) fn socket_path(addr: SocketAddr) -> Option<PathBuf> {
-    Some(socket_dir()?.join(socket_name(addr.ip(), addr.port())))
+/// Where the transport bound at `addr` serves its local channel of `scope`.
+pub(crate) fn socket_path(addr: SocketAddr, scope: Option<&str>) -> Option<PathBuf> {
+    Some(socket_dir(scope)?.join(socket_name(addr.ip(), addr.port())))
 }
 
 /// The socket to try for a peer at `addr`, if one exists, with the UDP address its transport
 /// bound: the one named after `addr`, or for a loopback address the one of a transport bound to
 /// the unspecified address on that port.
-pub(crate) fn socket_for_peer(addr: SocketAddr) -> Option<(PathBuf, SocketAddr)> {
-    let dir = socket_dir()?;
+pub(crate) fn socket_for_peer(addr: SocketAddr, scope: Option<&str>) -> Option<(PathBuf, SocketAddr)> {
+    let dir = socket_dir(scope)?;
     let exact = dir.join(socket_name(addr.ip(), addr.port()));
     if exact.exists() {
         return Some((exact, addr));
@@ -311,8 +334,8 @@ pub(crate) struct LocalListener {
 impl LocalListener {
     /// Binds the socket of the transport at `addr`. The UDP port is ours, so a file already at
     /// that path belongs to a dead process and is replaced.
-    pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        let path = socket_path(addr).ok_or_else(|| {
+    pub(crate) fn bind(addr: SocketAddr, scope: Option<&str>) -> std::io::Result<Self> {
+        let path = socket_path(addr, scope).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no private socket directory")
         })?;
         let _ = std::fs::remove_file(&path);
@@ -424,8 +447,8 @@ mod tests {
 
     #[test]
     fn sockets_are_named_per_namespace_address_and_port() {
-        let a = socket_path("127.0.0.1:4000".parse().unwrap()).unwrap();
-        let b = socket_path("127.0.0.2:4000".parse().unwrap()).unwrap();
+        let a = socket_path("127.0.0.1:4000".parse().unwrap(), None).unwrap();
+        let b = socket_path("127.0.0.2:4000".parse().unwrap(), None).unwrap();
         assert_ne!(a, b);
         assert!(a.file_name().unwrap().to_string_lossy().ends_with("-127.0.0.1-4000.sock"));
         let dir = a.parent().unwrap();
@@ -437,9 +460,9 @@ mod tests {
     #[test]
     fn stale_sockets_are_swept_and_live_ones_kept() {
         let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let live = LocalListener::bind(held.local_addr().unwrap()).unwrap();
+        let live = LocalListener::bind(held.local_addr().unwrap(), None).unwrap();
         let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let stale = socket_path(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+        let stale = socket_path(SocketAddr::from(([127, 0, 0, 1], port)), None).unwrap();
         drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
         sweep_stale(stale.parent().unwrap(), usize::MAX);
         assert!(!stale.exists(), "nobody holds its port");
@@ -449,11 +472,23 @@ mod tests {
     #[test]
     fn a_bound_listener_is_found_and_its_file_removed_on_drop() {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let listener = LocalListener::bind(addr).unwrap();
-        assert_eq!(socket_for_peer(addr), Some((listener.path.clone(), addr)));
+        let listener = LocalListener::bind(addr, None).unwrap();
+        assert_eq!(socket_for_peer(addr, None), Some((listener.path.clone(), addr)));
+        assert_eq!(socket_for_peer(addr, Some("other-node")), None, "another scope does not see it");
         let path = listener.path.clone();
         drop(listener);
         assert!(!path.exists());
-        assert_eq!(socket_for_peer(addr), None);
+        assert_eq!(socket_for_peer(addr, None), None);
+    }
+
+    #[test]
+    fn a_scoped_listener_is_found_only_in_its_scope() {
+        let addr: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let listener = LocalListener::bind(addr, Some("node-a")).unwrap();
+        assert_eq!(socket_for_peer(addr, Some("node-a")), Some((listener.path.clone(), addr)));
+        assert_eq!(socket_for_peer(addr, None), None);
+        assert_eq!(socket_for_peer(addr, Some("node-b")), None);
+        assert!(socket_path(addr, Some("../escape")).is_none(), "a scope is a plain name");
+        assert!(!valid_scope("") && !valid_scope(&"x".repeat(33)) && valid_scope("node_1-A"));
     }
 }

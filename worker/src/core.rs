@@ -982,7 +982,13 @@ fn connect(config: &Config, address: &str, fingerprint: u64) -> Result<Cluster, 
     let local = local_node(config, address).map_err(failed)?;
     let identity = join_blocking(local.gcs, &local.token, &TransportConfig::default())
         .map_err(|error| failed(error.to_string()))?;
-    let node = Node::start(manta_transport::Transport::builder(identity))
+    // In the scope of this host's node: its raylet and workers are reached over the local
+    // channel, other nodes over QUIC.
+    let transport = TransportConfig {
+        local_scope: Some(manta_raylet::local_scope(local.node_id)),
+        ..TransportConfig::default()
+    };
+    let node = Node::start(manta_transport::Transport::builder(identity).config(transport))
         .map_err(|error| failed(format!("starting the transport: {error}")))?;
     let reader = StoreReader::open(&local.store_path)
         .map_err(|error| failed(format!("mapping the store: {error}")))?;
@@ -1147,7 +1153,11 @@ fn worker_main(fingerprint: u64) -> ! {
         let reader = StoreReader::open(std::path::Path::new(&variable(env::STORE_PATH)?))?;
         let identity = join_blocking(join_address, &token, &TransportConfig::default())?;
         let node_id = identity.node_id();
-        let node = Node::start_local(identity)?;
+        let transport = TransportConfig {
+            local_scope: std::env::var(worker_env::LOCAL_SCOPE).ok(),
+            ..TransportConfig::default()
+        };
+        let node = Node::start(manta_transport::Transport::builder(identity).config(transport))?;
         let core = CoreWorker {
             owner_address: OwnerAddress(node.local_addr()),
             raylet: node.service(raylet_address),

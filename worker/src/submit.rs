@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, Shared};
 use futures_util::FutureExt;
-use manta_actor::{ActorAddress, ActorRef, AskError};
+use manta_actor::{ActorAddress, ActorRef, AskError, ServiceRef};
 use manta_objectstore::ObjectId;
+use manta_proto::raylet::Raylet;
 use manta_proto::{NodeId, OwnerAddress};
 use manta_raylet::requests::{LeaseOutcome, RequestLease, ReturnLease, WatchLease};
 use manta_raylet::SchedulingStrategy;
@@ -123,6 +124,8 @@ struct Payload {
 /// How pushes reach a leased worker, and how its death is learnt.
 struct LeaseLink {
     executor: ActorRef<Executor>,
+    /// The raylet that granted the lease (this node's, or the one a spillback named).
+    raylet: ServiceRef<Raylet>,
     /// Resolves with the worker's exit when it died; with `None` when the lease ended otherwise
     /// (a push still waiting then fails as on a killed worker: only a kill ends a busy lease).
     death: Death,
@@ -136,18 +139,45 @@ struct Inner {
     core: SubmitterCore<Reply>,
     payloads: HashMap<ObjectId, Payload>,
     links: HashMap<RequestId, LeaseLink>,
+    /// Other nodes' raylets, as spillbacks named them.
+    raylets: HashMap<NodeId, std::net::SocketAddr>,
     /// The core's next timeout a wake-up is armed for.
     timer: Option<Duration>,
 }
 
 /// What the shell does outside the lock for a command of the core.
 enum Effect {
-    Ask { request: RequestId, shape: Shape },
-    Push { request: RequestId, message: PushTask, executor: ActorRef<Executor>, death: Death },
-    Return { lease: u64, reusable: bool },
-    Complete { task: ObjectId, result: Result<TaskOutput, TaskError>, _payload: Option<Payload> },
-    Discard { task: ObjectId, output: TaskOutput },
-    Interrupt { executor: ActorRef<Executor>, task: ObjectId, recursive: bool },
+    /// Ask for a lease: this node's raylet (`None`), or another node's after a spillback.
+    Ask {
+        request: RequestId,
+        shape: Shape,
+        raylet: Option<std::net::SocketAddr>,
+    },
+    Push {
+        request: RequestId,
+        message: PushTask,
+        executor: ActorRef<Executor>,
+        death: Death,
+    },
+    Return {
+        lease: u64,
+        reusable: bool,
+        raylet: ServiceRef<Raylet>,
+    },
+    Complete {
+        task: ObjectId,
+        result: Result<TaskOutput, TaskError>,
+        _payload: Option<Payload>,
+    },
+    Discard {
+        task: ObjectId,
+        output: TaskOutput,
+    },
+    Interrupt {
+        executor: ActorRef<Executor>,
+        task: ObjectId,
+        recursive: bool,
+    },
     WakeAt(Duration),
 }
 
@@ -163,18 +193,24 @@ impl Inner {
             }
             for command in commands {
                 match command {
-                    Command::RequestLease { request, node: Some(node), .. } => {
-                        // Spilled back to another node: this process reaches only its own raylet
-                        // (the multi-node cluster is issue 12's).
-                        let refusal = Refusal::Unreachable {
-                            target: format!("node {node}"),
-                            reason: "it was spilled back there, and a single-node cluster cannot reach another node"
-                                .to_owned(),
-                        };
-                        self.core.lease_answered(now, request, LeaseAnswer::Refused(refusal));
+                    Command::RequestLease { request, shape, node: Some(node) } => {
+                        // Spilled back to another node: ask its raylet, whose address came
+                        // with the spillback.
+                        match self.raylets.get(&node) {
+                            Some(&raylet) => {
+                                effects.push(Effect::Ask { request, shape, raylet: Some(raylet) })
+                            }
+                            None => {
+                                let refusal = Refusal::Unreachable {
+                                    target: format!("node {node}"),
+                                    reason: "it was spilled back there with no address".to_owned(),
+                                };
+                                self.core.lease_answered(now, request, LeaseAnswer::Refused(refusal));
+                            }
+                        }
                     }
                     Command::RequestLease { request, shape, node: None } => {
-                        effects.push(Effect::Ask { request, shape })
+                        effects.push(Effect::Ask { request, shape, raylet: None })
                     }
                     Command::Push { request, task, .. } => {
                         let message = self.payloads.get(&task).map(|payload| PushTask {
@@ -203,8 +239,9 @@ impl Inner {
                         }
                     }
                     Command::ReturnLease { request, lease, reusable, .. } => {
-                        self.links.remove(&request);
-                        effects.push(Effect::Return { lease, reusable });
+                        if let Some(link) = self.links.remove(&request) {
+                            effects.push(Effect::Return { lease, reusable, raylet: link.raylet });
+                        }
                     }
                     Command::Complete { task, outcome } => {
                         let payload = self.payloads.remove(&task);
@@ -275,6 +312,7 @@ impl Submitter {
                 core: SubmitterCore::new(config),
                 payloads: HashMap::new(),
                 links: HashMap::new(),
+                raylets: HashMap::new(),
                 timer: None,
             }),
             incoming: Mutex::new(Vec::new()),
@@ -323,8 +361,8 @@ fn drive(core: &Arc<CoreWorker>, event: impl FnOnce(&mut Inner, Duration)) {
 /// Performs one effect. On the core arbiter.
 fn perform(core: &Arc<CoreWorker>, effect: Effect) {
     match effect {
-        Effect::Ask { request, shape } => {
-            tokio::spawn(request_lease(core.clone(), request, shape));
+        Effect::Ask { request, shape, raylet } => {
+            tokio::spawn(request_lease(core.clone(), request, shape, raylet));
         }
         Effect::Push { request, message, executor, death } => {
             tokio::spawn(push(core.clone(), request, message, executor, death));
@@ -334,8 +372,7 @@ fn perform(core: &Arc<CoreWorker>, effect: Effect) {
                 let _ = executor.tell(crate::wire::CancelTask { return_id: task, recursive }).await;
             });
         }
-        Effect::Return { lease, reusable } => {
-            let raylet = core.raylet.clone();
+        Effect::Return { lease, reusable, raylet } => {
             tokio::spawn(async move {
                 let _ = raylet.tell(ReturnLease { lease, reusable }).await;
             });
@@ -597,25 +634,38 @@ pub(crate) fn complete_returns(
     }
 }
 
-/// Asks the local raylet for a lease and hands the answer to the core.
-async fn request_lease(core: Arc<CoreWorker>, request: RequestId, shape: Shape) {
+/// Asks a raylet for a lease (this node's, or `spilled_to` after a spillback) and hands the
+/// answer to the core.
+async fn request_lease(
+    core: Arc<CoreWorker>,
+    request: RequestId,
+    shape: Shape,
+    spilled_to: Option<std::net::SocketAddr>,
+) {
     let (cpus, gpus, resources) = shape.amounts();
+    let asked: ServiceRef<Raylet> = match spilled_to {
+        Some(address) => core.node.service(address),
+        None => core.raylet.clone(),
+    };
     let ask = RequestLease {
         cpus,
         gpus,
         resources,
         dedicated: false,
         strategy: shape.strategy,
-        requester: core.worker_id,
+        // A worker id means something to its own raylet only.
+        requester: core.worker_id.filter(|_| spilled_to.is_none()),
         placement_cpus: 0.0,
         job: Some(core.job),
+        spilled: spilled_to.is_some(),
     };
     let mut link = None;
-    let answer = match core.raylet.ask_unbounded(ask).await {
+    let mut spilled_raylet = None;
+    let answer = match asked.ask_unbounded(ask).await {
         Ok(LeaseOutcome::Granted { lease, address, pid }) => match address.parse() {
             Ok(socket) => {
                 let executor: ActorRef<Executor> = core.node.actor(ActorAddress::new(socket, EXECUTOR_NAME));
-                let raylet = core.raylet.clone();
+                let raylet = asked.clone();
                 // `None` once the lease ended otherwise (returned): the watch then ends too,
                 // instead of waiting for ever (one parked task per lease, for the process's life).
                 let death: Death =
@@ -630,36 +680,49 @@ async fn request_lease(core: Arc<CoreWorker>, request: RequestId, shape: Shape) 
                         drive(&watcher, |inner, now| inner.core.worker_died(now, request, &exit));
                     }
                 });
-                link = Some(LeaseLink { executor, death });
+                link = Some(LeaseLink { executor, raylet: asked.clone(), death });
                 LeaseAnswer::Granted { lease, pid }
             }
             Err(_) => {
                 // Not a worker anyone can reach: give it back, and say why.
-                let _ = core.raylet.tell(ReturnLease { lease, reusable: false }).await;
+                let _ = asked.tell(ReturnLease { lease, reusable: false }).await;
                 LeaseAnswer::Refused(Refusal::Invalid {
                     reason: format!("the raylet granted a worker at `{address}`, which is not an address"),
                 })
             }
         },
-        Ok(LeaseOutcome::Spillback { node }) => match node.parse::<NodeId>() {
-            Ok(node) => LeaseAnswer::Spillback { node },
-            Err(error) => LeaseAnswer::Refused(Refusal::Invalid {
-                reason: format!("the raylet spilled it back to `{node}`, which is not a node id: {error}"),
-            }),
-        },
+        Ok(LeaseOutcome::Spillback { node, address }) => {
+            match (node.parse::<NodeId>(), address.parse::<std::net::SocketAddr>()) {
+                (Ok(node), Ok(address)) => {
+                    spilled_raylet = Some((node, address));
+                    LeaseAnswer::Spillback { node }
+                }
+                _ => LeaseAnswer::Refused(Refusal::Invalid {
+                    reason: format!(
+                        "the raylet spilled it back to node `{node}` at `{address}`, which do not parse"
+                    ),
+                }),
+            }
+        }
         Ok(LeaseOutcome::Infeasible { demand }) => LeaseAnswer::Refused(Refusal::Infeasible { demand }),
         Ok(LeaseOutcome::Invalid { reason }) => LeaseAnswer::Refused(Refusal::Invalid { reason }),
         Ok(LeaseOutcome::WorkerStartFailed { exit }) => {
             LeaseAnswer::Refused(Refusal::WorkerStartFailed { exit })
         }
         Err(error) => LeaseAnswer::Refused(Refusal::Unreachable {
-            target: "the raylet".to_owned(),
+            target: match spilled_to {
+                Some(address) => format!("the raylet at {address}"),
+                None => "the raylet".to_owned(),
+            },
             reason: error.to_string(),
         }),
     };
     drive(&core, |inner, now| {
         if let Some(link) = link {
             inner.links.insert(request, link);
+        }
+        if let Some((node, address)) = spilled_raylet {
+            inner.raylets.insert(node, address);
         }
         inner.core.lease_answered(now, request, answer);
     });

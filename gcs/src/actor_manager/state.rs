@@ -50,12 +50,14 @@ pub enum Phase {
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Ask the raylet for a dedicated lease; answer with [`ManagerCore::lease_outcome`].
+    /// Ask a raylet for a dedicated lease; answer with [`ManagerCore::lease_outcome`].
     RequestLease {
         /// For whom.
         actor: ActorId,
         /// The request.
         request: RequestLease,
+        /// The raylet to ask: the manager's own (`None`), or the one a spillback named.
+        raylet: Option<String>,
     },
     /// Construct the actor in the leased worker; answer with [`ManagerCore::start_outcome`].
     StartActor {
@@ -72,11 +74,15 @@ pub enum Command {
         actor: ActorId,
         /// The lease.
         lease: u64,
+        /// The raylet that granted it (`None`: the manager's own).
+        raylet: Option<String>,
     },
     /// Give a lease back; its worker is killed, never reused (it held the actor's state).
     ReturnLease {
         /// The lease.
         lease: u64,
+        /// The raylet that granted it (`None`: the manager's own).
+        raylet: Option<String>,
     },
     /// Tell the GCS the actor is alive at `address`.
     ReportStarted {
@@ -116,6 +122,9 @@ struct Entry {
     spec: ActorSpec,
     phase: Phase,
     killed: bool,
+    /// The raylet its lease is asked of or held from (`None`: the manager's own); a spillback
+    /// moves it, and each new incarnation starts again from the manager's own.
+    raylet: Option<String>,
 }
 
 /// The actor manager's state: every actor it started, and the commands not yet taken.
@@ -144,12 +153,14 @@ impl ManagerCore {
     /// The GCS registered the actor (its name is claimed): start its first incarnation.
     pub fn registered(&mut self, spec: ActorSpec) {
         let actor = spec.info.actor_id;
-        self.actors.insert(actor, Entry { spec, phase: Phase::Leasing, killed: false });
-        self.request_lease(actor);
+        self.actors.insert(actor, Entry { spec, phase: Phase::Leasing, killed: false, raylet: None });
+        self.request_lease(actor, None);
     }
 
-    fn request_lease(&mut self, actor: ActorId) {
-        let Some(entry) = self.actors.get(&actor) else { return };
+    fn request_lease(&mut self, actor: ActorId, spilled_to: Option<String>) {
+        let Some(entry) = self.actors.get_mut(&actor) else { return };
+        let spilled = spilled_to.is_some();
+        entry.raylet = spilled_to;
         let spec = &entry.spec;
         let request = RequestLease {
             cpus: spec.num_cpus,
@@ -161,22 +172,31 @@ impl ManagerCore {
             requester: None,
             placement_cpus: spec.placement_cpus,
             job: Some(spec.info.job_id),
+            spilled,
         };
-        self.commands.push(Command::RequestLease { actor, request });
+        let raylet = entry.raylet.clone();
+        self.commands.push(Command::RequestLease { actor, request, raylet });
     }
 
-    /// The raylet answered a lease request (`Err`: it could not be asked).
-    pub fn lease_outcome(&mut self, actor: ActorId, outcome: Result<LeaseOutcome, String>) {
+    /// The raylet `from` (`None`: the manager's own) answered a lease request (`Err`: it could
+    /// not be asked).
+    pub fn lease_outcome(
+        &mut self,
+        actor: ActorId,
+        from: Option<String>,
+        outcome: Result<LeaseOutcome, String>,
+    ) {
         let Some(entry) = self.actors.get_mut(&actor) else {
             if let Ok(LeaseOutcome::Granted { lease, .. }) = outcome {
-                self.commands.push(Command::ReturnLease { lease });
+                self.commands.push(Command::ReturnLease { lease, raylet: from });
             }
             return;
         };
-        if entry.phase != Phase::Leasing || entry.killed {
-            // Killed (or dead) while it waited: nobody will use this worker.
+        if entry.phase != Phase::Leasing || entry.killed || entry.raylet != from {
+            // Killed (or dead) while it waited, or an answer of a raylet no longer asked:
+            // nobody will use this worker.
             if let Ok(LeaseOutcome::Granted { lease, .. }) = outcome {
-                self.commands.push(Command::ReturnLease { lease });
+                self.commands.push(Command::ReturnLease { lease, raylet: from });
             }
             return;
         }
@@ -192,14 +212,19 @@ impl ManagerCore {
                 };
                 entry.phase = Phase::Starting { lease, address: address.clone(), pid };
                 self.commands.push(Command::StartActor { lease, address, start });
-                self.commands.push(Command::WatchLease { actor, lease });
+                self.commands.push(Command::WatchLease { actor, lease, raylet: from });
+                return;
+            }
+            // Another node fits better (at most once: a spilled request waits where it went).
+            Ok(LeaseOutcome::Spillback { address, .. }) if from.is_none() => {
+                self.request_lease(actor, Some(address));
                 return;
             }
             Ok(LeaseOutcome::Infeasible { demand }) => format!("infeasible: no node has {demand}"),
             Ok(LeaseOutcome::WorkerStartFailed { exit }) => format!("no worker could be started ({exit})"),
             Ok(LeaseOutcome::Invalid { reason }) => format!("its resources are invalid: {reason}"),
-            Ok(LeaseOutcome::Spillback { node }) => {
-                format!("spilled back to node {node}, which this manager cannot lease from yet")
+            Ok(LeaseOutcome::Spillback { node, .. }) => {
+                format!("spilled back twice (last to node {node}): the cluster's view keeps changing")
             }
             Err(error) => format!("the raylet could not be asked: {error}"),
         };
@@ -219,6 +244,7 @@ impl ManagerCore {
             return;
         }
         let (address, pid) = (address.clone(), *pid);
+        let raylet = entry.raylet.clone();
         match outcome {
             Ok(Ok(())) => {
                 entry.phase = Phase::Alive { lease, pid };
@@ -226,11 +252,11 @@ impl ManagerCore {
             }
             Ok(Err(failure)) => {
                 // The constructor returned an error or panicked: a permanent death (Ray).
-                self.commands.push(Command::ReturnLease { lease });
+                self.commands.push(Command::ReturnLease { lease, raylet });
                 self.die(actor, format!("its constructor failed: {}", failure.message));
             }
             Err(error) => {
-                self.commands.push(Command::ReturnLease { lease });
+                self.commands.push(Command::ReturnLease { lease, raylet });
                 self.failed(actor, format!("its worker pid {pid} was lost while it started ({error})"));
             }
         }
@@ -264,7 +290,7 @@ impl ManagerCore {
         }
         if state == Some(ActorState::Restarting) {
             entry.phase = Phase::Leasing;
-            self.request_lease(actor);
+            self.request_lease(actor, None);
         } else {
             entry.phase = Phase::Dead;
         }
@@ -278,7 +304,7 @@ impl ManagerCore {
         }
         entry.killed = true;
         if let Phase::Starting { lease, .. } | Phase::Alive { lease, .. } = entry.phase {
-            self.commands.push(Command::ReturnLease { lease });
+            self.commands.push(Command::ReturnLease { lease, raylet: entry.raylet.clone() });
         }
         let dead = entry.phase == Phase::Dead;
         entry.phase = Phase::Dead;
@@ -368,13 +394,15 @@ mod tests {
         let mut core = ManagerCore::new();
         core.registered(spec(1));
         let commands = core.poll_commands();
-        let [Command::RequestLease { actor: A, request }] = &commands[..] else { panic!("{commands:?}") };
+        let [Command::RequestLease { actor: A, request, raylet: None }] = &commands[..] else {
+            panic!("{commands:?}")
+        };
         assert_eq!((request.cpus, request.placement_cpus), (0.0, 1.0), "placed on a CPU, holding none");
-        core.lease_outcome(A, granted(7));
+        core.lease_outcome(A, None, granted(7));
         let commands = core.poll_commands();
         assert!(matches!(
             commands[..],
-            [Command::StartActor { lease: 7, .. }, Command::WatchLease { actor: A, lease: 7 }]
+            [Command::StartActor { lease: 7, .. }, Command::WatchLease { actor: A, lease: 7, raylet: None }]
         ));
         core.start_outcome(A, 7, Ok(Ok(())));
         assert_eq!(
@@ -397,17 +425,56 @@ mod tests {
     }
 
     #[test]
+    fn a_spillback_moves_the_lease_to_the_named_raylet_once() {
+        let mut core = ManagerCore::new();
+        core.registered(spec(1));
+        core.poll_commands();
+        let elsewhere = "127.0.0.2:7000".to_owned();
+        let spillback =
+            |node: &str| Ok(LeaseOutcome::Spillback { node: node.into(), address: "127.0.0.2:7000".into() });
+        core.lease_outcome(A, None, spillback("b"));
+        let commands = core.poll_commands();
+        let [Command::RequestLease { actor: A, request, raylet: Some(raylet) }] = &commands[..] else {
+            panic!("{commands:?}")
+        };
+        assert!(request.spilled, "the raylet it goes to keeps it");
+        assert_eq!(raylet, &elsewhere);
+        // A late grant from the manager's own raylet is given back to it.
+        core.lease_outcome(A, None, granted(4));
+        assert_eq!(core.poll_commands(), vec![Command::ReturnLease { lease: 4, raylet: None }]);
+        // The named raylet's grant is watched and, at a kill, returned there.
+        core.lease_outcome(A, Some(elsewhere.clone()), granted(5));
+        let commands = core.poll_commands();
+        assert!(commands.contains(&Command::WatchLease {
+            actor: A,
+            lease: 5,
+            raylet: Some(elsewhere.clone())
+        }));
+        core.kill(A, "killed".into());
+        assert!(core.poll_commands().contains(&Command::ReturnLease { lease: 5, raylet: Some(elsewhere) }));
+
+        // A second spillback (the spilled-to raylet spills again) is a death that says so.
+        const B: ActorId = ActorId([2; 16]);
+        let mut spec_b = spec(1);
+        spec_b.info.actor_id = B;
+        core.registered(spec_b);
+        core.lease_outcome(B, None, spillback("b"));
+        core.lease_outcome(B, Some("127.0.0.2:7000".into()), spillback("c"));
+        assert_eq!(core.phase(B), Some(&Phase::Dead));
+    }
+
+    #[test]
     fn a_constructor_that_fails_is_a_permanent_death_and_its_worker_is_returned() {
         let mut core = ManagerCore::new();
         core.registered(spec(1));
-        core.lease_outcome(A, granted(3));
+        core.lease_outcome(A, None, granted(3));
         core.poll_commands();
         let failure = TaskFailure::new("tests::Counter.new".into(), 103, "boom".into());
         core.start_outcome(A, 3, Ok(Err(failure)));
         assert_eq!(
             core.poll_commands(),
             vec![
-                Command::ReturnLease { lease: 3 },
+                Command::ReturnLease { lease: 3, raylet: None },
                 Command::MarkDead { actor: A, cause: "its constructor failed: boom".into() }
             ]
         );
@@ -424,8 +491,8 @@ mod tests {
             core.poll_commands(),
             vec![Command::MarkDead { actor: A, cause: "killed by manta::kill".into() }]
         );
-        core.lease_outcome(A, granted(5));
-        assert_eq!(core.poll_commands(), vec![Command::ReturnLease { lease: 5 }]);
+        core.lease_outcome(A, None, granted(5));
+        assert_eq!(core.poll_commands(), vec![Command::ReturnLease { lease: 5, raylet: None }]);
         assert_eq!(core.kill(A, "again".into()), Killed::Already);
         assert_eq!(core.kill(ActorId([9; 16]), "who".into()), Killed::Unknown);
     }
@@ -435,7 +502,7 @@ mod tests {
         let mut core = ManagerCore::new();
         core.registered(spec(1));
         core.poll_commands();
-        core.lease_outcome(A, Ok(LeaseOutcome::Infeasible { demand: "1 GPU".into() }));
+        core.lease_outcome(A, None, Ok(LeaseOutcome::Infeasible { demand: "1 GPU".into() }));
         assert_eq!(
             core.poll_commands(),
             vec![Command::MarkDead { actor: A, cause: "infeasible: no node has 1 GPU".into() }]
@@ -485,10 +552,10 @@ mod tests {
                         lease_requests -= 1;
                         if grant {
                             granted.insert(next_lease);
-                            core.lease_outcome(A, self::granted(next_lease));
+                            core.lease_outcome(A, None, self::granted(next_lease));
                             next_lease += 1;
                         } else {
-                            core.lease_outcome(A, Err("unreachable".into()));
+                            core.lease_outcome(A, None, Err("unreachable".into()));
                         }
                     }
                     Event::AnswerStart(kind) if !starts.is_empty() => {
@@ -525,7 +592,7 @@ mod tests {
                             starts.push(lease);
                         }
                         Command::WatchLease { lease, .. } => watches.push(lease),
-                        Command::ReturnLease { lease } => {
+                        Command::ReturnLease { lease, .. } => {
                             prop_assert!(granted.contains(&lease), "returned a lease never granted");
                             prop_assert!(ended.insert(lease, "returned").is_none(), "lease {} ended twice", lease);
                         }

@@ -32,6 +32,11 @@ pub struct RequestLease {
     /// settings). `None`: the raylet's own job (an embedded cluster's driver).
     #[serde(default)]
     pub job: Option<crate::JobId>,
+    /// Another node's raylet spilled this request here: it waits here for room (if this node
+    /// could ever hold it) instead of being spilled again on a view that may be as stale as the
+    /// one that sent it (no request bounces between nodes).
+    #[serde(default)]
+    pub spilled: bool,
 }
 wire_message!(RequestLease => LeaseOutcome, id = 200, parks);
 
@@ -47,10 +52,12 @@ pub enum LeaseOutcome {
         /// The worker's process id (for error messages).
         pid: u32,
     },
-    /// Ask another node instead (its address is in the GCS's node table).
+    /// Ask another node instead.
     Spillback {
         /// The better node's id.
         node: String,
+        /// Its raylet's transport address (`host:port`).
+        address: String,
     },
     /// No node can ever run this shape.
     Infeasible {
