@@ -11,6 +11,7 @@
 //! re-exported here and nothing else of actix.
 
 mod address;
+mod bulk;
 mod error;
 mod local;
 mod node;
@@ -26,6 +27,7 @@ pub use actix::{
 };
 pub use actix_rt::{Arbiter, ArbiterHandle, System};
 pub use address::{ActorAddress, ParseAddressError};
+pub use bulk::OutgoingBulk;
 pub use error::{AskError, RegisterError};
 pub use local::{panic_message, spawn, Admitted, LocalRef, SpawnOptions};
 pub use manta_proto::wire_message;

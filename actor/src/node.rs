@@ -268,6 +268,8 @@ fn answer<R: Serialize>(
 #[derive(Default)]
 pub(crate) struct Registry {
     routes: RwLock<HashMap<String, Arc<dyn Route>>>,
+    /// Handlers of bulk transfers, by target name.
+    bulk: RwLock<HashMap<String, crate::bulk::BulkRoute>>,
 }
 
 impl Registry {
@@ -278,6 +280,17 @@ impl Registry {
 }
 
 impl Dispatcher for Registry {
+    fn dispatch_bulk(&self, incoming: Incoming, body: manta_transport::BulkBody) -> DispatchFuture {
+        let route = self.bulk.read().get(&incoming.target).cloned();
+        match route {
+            Some(route) => route(incoming, body),
+            None => Box::pin(std::future::ready(Err(RemoteError::new(
+                RemoteErrorKind::NoSuchTarget,
+                format!("nothing named {:?} takes bulk transfers", incoming.target),
+            )))),
+        }
+    }
+
     fn dispatch_answering(&self, incoming: Incoming, answer: Answer) -> Result<(), (Dispatched, Answer)> {
         let route = self.routes.read().get(&incoming.target).cloned();
         match route {
@@ -364,6 +377,35 @@ impl Node {
         }
         table.insert(name.to_owned(), Arc::new(routes));
         Ok(())
+    }
+
+    /// Takes bulk transfers described by `M` for `name` on this node: `handler` gets the
+    /// sender's node, the metadata and the body (read it through), and its answer goes back to
+    /// the sender. It runs on the transport's thread: it must only await, never block.
+    pub fn register_bulk<M, F, Fut>(&self, name: &str, handler: F) -> Result<(), RegisterError>
+    where
+        M: WireMessage,
+        F: Fn(NodeId, M, manta_transport::BulkBody) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = M::Result> + Send + 'static,
+    {
+        let mut table = self.inner.registry.bulk.write();
+        if table.contains_key(name) {
+            return Err(RegisterError::NameTaken(name.to_owned()));
+        }
+        table.insert(name.to_owned(), crate::bulk::route(handler));
+        Ok(())
+    }
+
+    /// Opens a bulk transfer of `len` bytes described by `meta` to `name` on the node at
+    /// `node` (always over the transport, even to this very node).
+    pub async fn open_bulk<M: WireMessage>(
+        &self,
+        node: SocketAddr,
+        name: &str,
+        meta: &M,
+        len: u64,
+    ) -> Result<crate::bulk::OutgoingBulk<M>, AskError> {
+        crate::bulk::OutgoingBulk::open(&self.inner.transport, node, name, meta, len).await
     }
 
     /// Removes a registration; returns whether there was one.

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     use manta_raylet::requests as raylet;
     use manta_worker::wire as worker;
     let Some((&which, body)) = data.split_first() else { return };
-    match which % 45 {
+    match which % 52 {
         0 => check::<gcs::RegisterNode>(body),
         1 => check::<gcs::RegisterActor>(body),
         2 => check::<gcs::ActorStarted>(body),
@@ -63,6 +63,13 @@ fuzz_target!(|data: &[u8]| {
         41 => check::<Result<Vec<manta_gcs::wire::NodeInfo>, manta_gcs::GcsError>>(body),
         42 => check::<worker::ActorSpec>(body),
         43 => check::<worker::WorkerOutput>(body),
+        44 => check::<worker::PullObject>(body),
+        45 => check::<Result<worker::WireLocation, worker::PullError>>(body),
+        46 => check::<worker::SendObject>(body),
+        47 => check::<worker::ObjectTransfer>(body),
+        48 => check::<worker::AddObjectCopy>(body),
+        49 => check::<Result<Vec<manta_gcs::wire::NodeLoad>, manta_gcs::GcsError>>(body),
+        50 => check::<worker::StoreFigures>(body),
         _ => check::<worker::RemoveBorrower>(body),
     }
 });

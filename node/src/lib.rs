@@ -10,21 +10,18 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use manta_actor::{
-    spawn, Actor, ActorRef, Context, Handler, Node, RegisterError, Routes, ServiceRef, SpawnOptions,
-};
+use manta_actor::{ActorRef, Node, RegisterError, ServiceRef};
 use manta_gcs::{ActorManager, GcsActor, MemoryStorage};
 use manta_objectstore::{ObjectStore, StoreError, StoreReader};
 use manta_proto::gcs::wire::NodeInfo;
 use manta_proto::gcs::Gcs;
-use manta_proto::worker::{
-    CreateStoreObject, DeleteStoreObject, SealStoreObject, Store, StoreRefusal, WireLocation,
-};
-use manta_proto::{NodeId, Protocol};
+use manta_proto::NodeId;
 use manta_raylet::{PoolConfig, Quantity, RayletActor, ResourceError, ResourceSet, WorkerReports, CPU, GPU};
 use manta_transport::{Admission, ClusterCa, IdentityError, JoinError, StartError, TokenRegistry, Transport};
+pub use objects::refusal;
 
 pub mod cluster;
+pub mod objects;
 pub mod session;
 
 pub use manta_proto::gcs::wire::NodeState;
@@ -185,17 +182,7 @@ pub(crate) fn start_store(
     let store_reader = store.reader().clone();
     let store_path = store_reader.arena().peer_path();
     let store = Arc::new(Mutex::new(store));
-    let service = spawn(node.arbiter(), SpawnOptions::named(Store::NAME).max_restarts(u32::MAX), {
-        let store = store.clone();
-        move || StoreService { store: store.clone() }
-    });
-    node.register(
-        Store::NAME,
-        Routes::new(service)
-            .message::<CreateStoreObject>()
-            .message::<SealStoreObject>()
-            .message::<DeleteStoreObject>(),
-    )?;
+    objects::start(node, store.clone())?;
     // Freed memory is kept warm while the store is busy, and given back once it has been idle
     // for a trim period (see `ObjectStore::trim`).
     let trimmed = Arc::downgrade(&store);
@@ -213,47 +200,4 @@ pub(crate) fn start_store(
         }
     });
     Ok((store, store_reader, store_path))
-}
-
-/// The store service: lets processes other than the store's create, seal and delete objects.
-struct StoreService {
-    store: Arc<Mutex<ObjectStore>>,
-}
-
-impl Actor for StoreService {
-    type Context = Context<Self>;
-}
-
-/// A store error as it travels to the writer that asked.
-pub fn refusal(error: StoreError) -> StoreRefusal {
-    match error {
-        StoreError::Full { requested, free, largest_free, capacity } => {
-            StoreRefusal::Full { requested, free, largest_free, capacity }
-        }
-        other => StoreRefusal::Other(other.to_string()),
-    }
-}
-
-impl Handler<CreateStoreObject> for StoreService {
-    type Result = Result<WireLocation, StoreRefusal>;
-
-    fn handle(&mut self, request: CreateStoreObject, _: &mut Context<Self>) -> Self::Result {
-        self.store.lock().create_for_peer(request.id, request.len).map(Into::into).map_err(refusal)
-    }
-}
-
-impl Handler<SealStoreObject> for StoreService {
-    type Result = Result<WireLocation, StoreRefusal>;
-
-    fn handle(&mut self, request: SealStoreObject, _: &mut Context<Self>) -> Self::Result {
-        self.store.lock().seal_id(request.id).map(Into::into).map_err(refusal)
-    }
-}
-
-impl Handler<DeleteStoreObject> for StoreService {
-    type Result = ();
-
-    fn handle(&mut self, request: DeleteStoreObject, _: &mut Context<Self>) {
-        let _ = self.store.lock().delete(request.id);
-    }
 }

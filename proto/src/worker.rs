@@ -20,17 +20,31 @@ pub struct WireLocation {
     pub generation: u32,
 }
 
+/// Where a sealed object is in the cluster: which node's store, and where in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLocation {
+    /// The node whose store holds it.
+    pub node: crate::NodeId,
+    /// That node's store service (its object manager), where a copy is pulled from.
+    pub store: std::net::SocketAddr,
+    /// Where in that store.
+    pub at: WireLocation,
+}
+
 /// One resolved argument of a task or actor call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TaskArg {
     /// The encoded value, inline.
     Inline(ByteBuf),
-    /// An object in the node's store (a large value, or a resolved ref).
+    /// An object in a node's store (a large value, or a resolved ref): read in place on that
+    /// node, pulled into the executing node's store first elsewhere.
     Shared {
         /// The object.
         id: WireId,
         /// Where it is.
-        location: WireLocation,
+        location: NodeLocation,
+        /// Its owner, who learns of a copy pulled for the call (and deletes it with the object).
+        owner: OwnerAddress,
     },
     /// A ref argument whose object failed: the call must not run.
     Failed(TaskError),
@@ -41,8 +55,8 @@ pub enum TaskArg {
 pub enum ReturnValue {
     /// Inline (at most the inline limit).
     Inline(ByteBuf),
-    /// Written into the node's store under the return id.
-    Shared(WireLocation),
+    /// Written into the executing node's store under the return id.
+    Shared(NodeLocation),
 }
 
 /// What a task or actor call produced.
@@ -185,8 +199,8 @@ wire_message!(GetObject => ObjectReply, id = 301, parks);
 pub enum ObjectReply {
     /// The encoded value.
     Inline(ByteBuf),
-    /// In the node's store.
-    Shared(WireLocation),
+    /// In a node's store (pulled into the reader's node's store when it is another's).
+    Shared(NodeLocation),
     /// Its task failed.
     Failed(TaskError),
     /// The owner does not have it (freed).
@@ -294,6 +308,93 @@ pub struct DeleteStoreObject {
     pub id: WireId,
 }
 wire_message!(DeleteStoreObject => (), id = 306);
+
+/// Asks this node's object manager for a copy of an object another node's store holds:
+/// answered with its location in this node's store once it is there (pulls of one object are
+/// merged, and an object already here is answered at once).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PullObject {
+    /// The object.
+    pub id: WireId,
+    /// Where a copy is.
+    pub from: NodeLocation,
+    /// Its owner, told of the new copy (which it deletes with the object).
+    pub owner: OwnerAddress,
+}
+wire_message!(PullObject => Result<WireLocation, PullError>, id = 314, parks);
+
+/// Why a pull failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum PullError {
+    /// The holder no longer has it (freed, or its node's store lost it).
+    #[error("node {node} no longer holds it")]
+    Gone {
+        /// The holder.
+        node: crate::NodeId,
+    },
+    /// This node's store has no room for it.
+    #[error("this node's store has no room: {0:?}")]
+    NoRoom(StoreRefusal),
+    /// The holder could not be reached, or the transfer broke.
+    #[error("the transfer from node {node} failed: {reason}")]
+    Transfer {
+        /// The holder.
+        node: crate::NodeId,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// Asks the object manager holding an object to send it to the node at `to` (sent by the
+/// puller's object manager): the bytes go over a bulk stream of their own, straight into the
+/// puller's store, and the answer is the copy's location there.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SendObject {
+    /// The object.
+    pub id: WireId,
+    /// Where it is in this node's store.
+    pub at: WireLocation,
+    /// The puller's object manager.
+    pub to: std::net::SocketAddr,
+}
+wire_message!(SendObject => Result<WireLocation, PullError>, id = 315);
+
+/// The metadata of a bulk transfer of an object's bytes into a store (what the body is).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ObjectTransfer {
+    /// The object.
+    pub id: WireId,
+}
+wire_message!(ObjectTransfer => Result<WireLocation, StoreRefusal>, id = 316);
+
+/// Asks a node's store service for its figures.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetStoreStats;
+wire_message!(GetStoreStats => StoreFigures, id = 318);
+
+/// A node's store figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreFigures {
+    /// Bytes in use (objects, and deleted ones a reader still holds).
+    pub used_bytes: u64,
+    /// The store's size.
+    pub capacity: u64,
+    /// Objects stored.
+    pub objects: u64,
+    /// Bytes of shared memory the store holds now.
+    pub resident_bytes: u64,
+}
+
+/// Tells an object's owner that a node's store now holds a copy (a pull); answered `false` when
+/// the owner no longer has the object, and the copy is then deleted.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddObjectCopy {
+    /// The object.
+    pub id: WireId,
+    /// The copy.
+    pub copy: NodeLocation,
+}
+wire_message!(AddObjectCopy => bool, id = 317);
 
 /// Starts an actor in a leased worker: constructs it from `args`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -619,7 +720,7 @@ pub struct RefWire {
 crate::service::protocol!(
     /// A process's owner service (`process/owner`): the objects it owns.
     Owner = "owner": GetObject, AddBorrower, RemoveBorrower, FreeObject, CancelObject, AwaitExit, StreamItem,
-    WorkerOutput,
+    WorkerOutput, AddObjectCopy,
 );
 
 /// Asks an object's owner to cancel the task that makes it (`manta::cancel` of a borrowed ref);
@@ -644,8 +745,10 @@ pub struct FreeObject {
 wire_message!(FreeObject => (), id = 307);
 
 crate::service::protocol!(
-    /// A node's object store service (`node/store`), for writers in other processes.
-    Store = "store": CreateStoreObject, SealStoreObject, DeleteStoreObject,
+    /// A node's object store service and object manager (`node/store`): writers in other
+    /// processes, deletions, and pulls between nodes.
+    Store = "store": CreateStoreObject, SealStoreObject, DeleteStoreObject, PullObject, SendObject,
+    GetStoreStats,
 );
 
 crate::service::protocol!(

@@ -177,8 +177,9 @@ pub fn cancel_with<T>(reference: &ObjectRef<T>, options: CancelOptions) -> bool 
     crate::submit::cancel(&reference.raw, options.force, options.recursive)
 }
 
-/// The node's object store figures (in the process that hosts it: the driver of an embedded
-/// cluster); `None` elsewhere.
+/// The figures of this process's node's object store (asked of the store's process when it is
+/// another); `None` before `init` or when the store cannot be asked. Never call it on the core
+/// worker's own thread.
 pub fn object_store_stats() -> Option<StoreStats> {
     core::try_current()?.store_stats()
 }

@@ -43,8 +43,12 @@ use crate::wire::{
 use manta_actor::ServiceRef;
 use manta_proto::gcs::Gcs;
 use manta_proto::raylet::Raylet;
-use manta_proto::worker::{ActorManager as ActorManagerProtocol, Owner, Store};
+use manta_proto::worker::{
+    ActorManager as ActorManagerProtocol, AddObjectCopy, GetStoreStats, NodeLocation, Owner, PullError,
+    PullObject, Store,
+};
 use manta_proto::OwnerAddress;
+use std::collections::HashMap;
 
 /// The name of every process's object service.
 pub(crate) const OWNER_NAME: &str = <manta_proto::worker::Owner as manta_proto::Protocol>::NAME;
@@ -273,6 +277,10 @@ pub(crate) struct CoreWorker {
     pub(crate) actor_manager: ServiceRef<ActorManagerProtocol>,
     pub(crate) objects: ObjectTable,
     pub(crate) store: StoreAccess,
+    /// The address of this node's store service (its object manager).
+    pub(crate) store_at: std::net::SocketAddr,
+    /// Copies of objects owned here that other nodes pulled (deleted with the object).
+    pub(crate) copies: Mutex<HashMap<ObjectId, Vec<NodeLocation>>>,
     /// Where submission, fetching and reference-counting messages run.
     pub(crate) arbiter: ArbiterHandle,
     pub(crate) submitter: Submitter,
@@ -403,7 +411,7 @@ impl CoreWorker {
             let reply = this.owner_of(owner).ask_unbounded(GetObject { id }).await;
             let state = match reply {
                 Ok(ObjectReply::Inline(bytes)) => State::Ready(Value::Inline(Bytes::from(bytes.into_vec()))),
-                Ok(ObjectReply::Shared(location)) => State::Ready(Value::Shared(location.into())),
+                Ok(ObjectReply::Shared(location)) => State::Ready(this.value_at(location)),
                 Ok(ObjectReply::Failed(error)) => State::Failed(error),
                 Ok(ObjectReply::Unknown) => State::Failed(TaskError::ObjectLost {
                     object: id.to_string(),
@@ -476,6 +484,10 @@ impl CoreWorker {
                     reason: "it is no longer in the object store".into(),
                 })
             }
+            Value::Remote(location) => Err(TaskError::ObjectLost {
+                object: id.to_string(),
+                reason: format!("it is in node {}'s store and was not pulled here", location.node),
+            }),
         }
     }
 
@@ -504,6 +516,13 @@ impl CoreWorker {
         id: ObjectId,
         state: State,
     ) -> Result<T, TaskError> {
+        let state = match state {
+            State::Ready(Value::Remote(_)) => {
+                let this = self.clone();
+                self.block_on(async move { this.localize_state(id, state).await })?
+            }
+            other => other,
+        };
         let (value, refs) = self.decode_state(id, state)?;
         self.register_blocking(refs);
         Ok(value)
@@ -514,6 +533,7 @@ impl CoreWorker {
         id: ObjectId,
         state: State,
     ) -> Result<T, TaskError> {
+        let state = self.localize_state(id, state).await?;
         let (value, refs) = self.decode_state(id, state)?;
         self.register_borrows(refs.iter().map(|raw| raw.id).collect()).await;
         Ok(value)
@@ -599,7 +619,7 @@ impl CoreWorker {
     pub(crate) fn clean_up(self: &Arc<Self>, released: Released) {
         for command in released.0 {
             match command {
-                RefCommand::DeleteStored { id } => self.delete_from_store(id),
+                RefCommand::DeleteStored { id, at } => self.delete_stored(id, at),
                 RefCommand::RemoveBorrow { id, owner } => {
                     let (owner, holder) = (self.owner_of(owner), self.owner_address);
                     self.arbiter.spawn(async move {
@@ -611,6 +631,73 @@ impl CoreWorker {
                     crate::actors::kill_when_out_of_scope(self, actor_id);
                 }
             }
+        }
+    }
+
+    /// Deletes a freed object's stored copies: its primary (in this node's store, or `at`
+    /// another's) and every copy other nodes pulled.
+    pub(crate) fn delete_stored(self: &Arc<Self>, id: ObjectId, at: Option<NodeLocation>) {
+        let mut elsewhere = self.copies.lock().remove(&id).unwrap_or_default();
+        match at {
+            None => self.delete_from_store(id),
+            Some(at) => elsewhere.push(at),
+        }
+        for copy in elsewhere {
+            if copy.node == self.node_id {
+                self.delete_from_store(id);
+                continue;
+            }
+            let store: ServiceRef<Store> = self.node.service(copy.store);
+            self.arbiter.spawn(async move {
+                let _ = store.tell(DeleteStoreObject { id }).await;
+            });
+        }
+    }
+
+    /// Where a location in this node's store is, as other nodes name it.
+    pub(crate) fn here(&self, at: ObjectLocation) -> NodeLocation {
+        NodeLocation { node: self.node_id, store: self.store_at, at: at.into() }
+    }
+
+    /// A stored value at `location`: in this node's store, or another's.
+    pub(crate) fn value_at(&self, location: NodeLocation) -> Value {
+        if location.node == self.node_id {
+            Value::Shared(location.at.into())
+        } else {
+            Value::Remote(location)
+        }
+    }
+
+    /// A value readable here: one in another node's store is pulled into this node's first
+    /// (by the node's object manager, which merges pulls and keeps the copy for later readers).
+    pub(crate) async fn localize(&self, id: ObjectId, value: Value) -> Result<Value, TaskError> {
+        let Value::Remote(from) = value else { return Ok(value) };
+        let owner = self.objects.owner(id).unwrap_or(self.owner_address);
+        self.pull(id, from, owner).await.map(Value::Shared)
+    }
+
+    /// Pulls `id` from `from` into this node's store (its owner is `owner`).
+    pub(crate) async fn pull(
+        &self,
+        id: ObjectId,
+        from: NodeLocation,
+        owner: OwnerAddress,
+    ) -> Result<ObjectLocation, TaskError> {
+        let manager: ServiceRef<Store> = self.node.service(self.store_at);
+        let lost = |reason: String| TaskError::ObjectLost { object: id.to_string(), reason };
+        match manager.ask_unbounded(PullObject { id, from, owner }).await {
+            Ok(Ok(location)) => Ok(location.into()),
+            Ok(Err(PullError::NoRoom(refusal))) => Err(refusal_error(refusal)),
+            Ok(Err(error)) => Err(lost(format!("pulling it from node {}: {error}", from.node))),
+            Err(error) => Err(lost(format!("this node's object manager could not be asked: {error}"))),
+        }
+    }
+
+    /// A ready state whose value is readable here (see [`CoreWorker::localize`]).
+    async fn localize_state(&self, id: ObjectId, state: State) -> Result<State, TaskError> {
+        match state {
+            State::Ready(value @ Value::Remote(_)) => self.localize(id, value).await.map(State::Ready),
+            other => Ok(other),
         }
     }
 
@@ -710,7 +797,7 @@ impl CoreWorker {
         Ok(RawRef::from_counted(self, id, None))
     }
 
-    /// The node store's use (on the node hosting it; `None` elsewhere).
+    /// The node store's use (asked of its process when that is another).
     pub(crate) fn store_stats(&self) -> Option<StoreStats> {
         match &self.store {
             StoreAccess::Local(store, _) => {
@@ -723,7 +810,16 @@ impl CoreWorker {
                     resident_bytes: store.reader().arena().resident_bytes(),
                 })
             }
-            StoreAccess::Remote(..) => None,
+            StoreAccess::Remote(service, _) => {
+                let service = service.clone();
+                let figures = self.block_on(async move { service.ask(GetStoreStats).await }).ok()?;
+                Some(StoreStats {
+                    used_bytes: figures.used_bytes,
+                    capacity: figures.capacity,
+                    objects: figures.objects as usize,
+                    resident_bytes: figures.resident_bytes,
+                })
+            }
         }
     }
 }
@@ -766,7 +862,8 @@ impl Handler<GetObject> for OwnerService {
             }
             match core.objects.wait_async(id).await {
                 State::Ready(Value::Inline(bytes)) => ObjectReply::Inline(ByteBuf::from(bytes.to_vec())),
-                State::Ready(Value::Shared(location)) => ObjectReply::Shared(location.into()),
+                State::Ready(Value::Shared(location)) => ObjectReply::Shared(core.here(location)),
+                State::Ready(Value::Remote(location)) => ObjectReply::Shared(location),
                 State::Failed(TaskError::ObjectLost { .. }) => ObjectReply::Unknown,
                 State::Failed(error) => ObjectReply::Failed(error),
                 State::Pending => unreachable!("wait_async returns settled states"),
@@ -783,6 +880,22 @@ impl Handler<AddBorrower> for OwnerService {
         let (added, released) = core.objects.add_borrower(request.id, request.holder);
         core.clean_up(released);
         added
+    }
+}
+
+impl Handler<AddObjectCopy> for OwnerService {
+    type Result = bool;
+
+    /// A node's object manager pulled a copy of an object owned here: it is deleted with the
+    /// object, or at once (`false`) when the object is gone.
+    fn handle(&mut self, request: AddObjectCopy, _: &mut Context<Self>) -> bool {
+        let Some(core) = self.core.upgrade() else { return false };
+        let alive = matches!(core.objects.state(request.id), Some(State::Ready(_)))
+            && core.objects.owner(request.id) == Some(core.owner_address);
+        if alive {
+            core.copies.lock().entry(request.id).or_default().push(request.copy);
+        }
+        alive
     }
 }
 
@@ -916,7 +1029,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         &config,
         node,
         services,
-        StoreAccess::Local(store, store_reader),
+        (StoreAccess::Local(store, store_reader), here),
         (core_arbiter, job, node_id),
     );
     let _core = start_core(core)?;
@@ -1019,7 +1132,7 @@ fn connect(config: &Config, address: &str, fingerprint: u64) -> Result<Cluster, 
     };
     let services = (node.service(local.raylet), gcs, node.service(local.gcs));
     let store = StoreAccess::Remote(node.service(local.raylet), reader);
-    let core = driver_core(config, node, services, store, (core_arbiter, job, local.node_id));
+    let core = driver_core(config, node, services, (store, local.raylet), (core_arbiter, job, local.node_id));
     let _core = start_core(core)?;
     info!(%address, %job, "joined a running cluster");
     Ok(Cluster { _private: () })
@@ -1031,7 +1144,7 @@ fn driver_core(
     config: &Config,
     node: Node,
     (raylet, gcs, actor_manager): (ServiceRef<Raylet>, ServiceRef<Gcs>, ServiceRef<ActorManagerProtocol>),
-    store: StoreAccess,
+    (store, store_at): (StoreAccess, std::net::SocketAddr),
     (arbiter, job, node_id): (ArbiterHandle, JobId, NodeId),
 ) -> CoreWorker {
     CoreWorker {
@@ -1041,6 +1154,8 @@ fn driver_core(
         actor_manager,
         objects: ObjectTable::new(OwnerAddress(node.local_addr())),
         store,
+        store_at,
+        copies: Default::default(),
         arbiter,
         submitter: Submitter::new(config.max_tasks_in_flight_per_worker),
         actor_clients: Default::default(),
@@ -1110,7 +1225,8 @@ fn start_core(core: CoreWorker) -> Result<Arc<CoreWorker>, InitError> {
                 .message::<CancelObject>()
                 .message::<AwaitExit>()
                 .message::<manta_proto::worker::StreamItem>()
-                .message::<WorkerOutput>(),
+                .message::<WorkerOutput>()
+                .message::<AddObjectCopy>(),
         )
         .map_err(InitError::Register)?;
     Ok(core)
@@ -1165,6 +1281,8 @@ fn worker_main(fingerprint: u64) -> ! {
             actor_manager: node.service(gcs_address),
             objects: ObjectTable::new(OwnerAddress(node.local_addr())),
             store: StoreAccess::Remote(node.service(raylet_address), reader),
+            store_at: raylet_address,
+            copies: Default::default(),
             arbiter: core_arbiter,
             submitter: Submitter::new((in_flight > 0).then_some(in_flight)),
             actor_clients: Default::default(),

@@ -168,15 +168,42 @@ enum RunError {
     Output(TaskError),
 }
 
+/// Whether an argument is in another node's store (to be pulled here before the call runs).
+fn is_remote(core: &CoreWorker, argument: &TaskArg) -> bool {
+    matches!(argument, TaskArg::Shared { location, .. } if location.node != core.node_id)
+}
+
+/// Pulls the arguments other nodes' stores hold into this node's (in parallel); one that
+/// cannot be pulled becomes a failed argument, and the call fails naming it.
+async fn localize_args(core: &CoreWorker, args: Vec<TaskArg>) -> Vec<TaskArg> {
+    if !args.iter().any(|argument| is_remote(core, argument)) {
+        return args;
+    }
+    let pulls = args.into_iter().map(|argument| async move {
+        match argument {
+            TaskArg::Shared { id, location, owner } if location.node != core.node_id => {
+                match core.pull(id, location, owner).await {
+                    Ok(local) => TaskArg::Shared { id, location: core.here(local), owner },
+                    Err(error) => TaskArg::Failed(error),
+                }
+            }
+            other => other,
+        }
+    });
+    futures_util::future::join_all(pulls).await
+}
+
 /// The bytes of each argument: inline ones as they are, stored ones pinned in place.
 fn materialize(core: &CoreWorker, args: Vec<TaskArg>) -> Result<Vec<Bytes>, RunError> {
     args.into_iter()
         .enumerate()
         .map(|(index, argument)| match argument {
             TaskArg::Inline(bytes) => Ok(Bytes::from(bytes.into_vec())),
-            TaskArg::Shared { id, location } => {
-                core.store.reader().pin(location.into()).ok_or(RunError::ArgumentGone { index, id })
+            TaskArg::Shared { id, location, .. } if location.node == core.node_id => {
+                core.store.reader().pin(location.at.into()).ok_or(RunError::ArgumentGone { index, id })
             }
+            // Not pulled here (`localize_args` pulls every argument another node holds).
+            TaskArg::Shared { id, .. } => Err(RunError::ArgumentGone { index, id }),
             TaskArg::Failed(error) => Err(RunError::ArgumentFailed { index, error }),
         })
         .collect()
@@ -222,7 +249,7 @@ async fn finish_output(
         drop(holds);
         let decoded = std::mem::take(&mut *decoded.lock());
         core.register_borrows(decoded).await;
-        let value = crate::submit::return_value(value);
+        let value = crate::submit::return_value(core, value);
         return Ok(TaskOutput { value, contains: encoded.refs, run_us, more: Vec::new() });
     }
     // Every value is stored before any ref inside is held for the caller: a store that fails
@@ -242,7 +269,7 @@ async fn finish_output(
             }
         }
     }
-    let mut values = values.into_iter().map(crate::submit::return_value);
+    let mut values = values.into_iter().map(|value| crate::submit::return_value(core, value));
     let first = values.next().expect("one value per return");
     core.hold_contained(&encoded.refs, owner).await;
     drop(holds);
@@ -266,8 +293,27 @@ impl Handler<PushTask> for Executor {
     }
 }
 
-/// Runs a pushed task on the task thread; resolves to its outcome.
+/// Runs a pushed task on the task thread; resolves to its outcome. A task whose arguments
+/// other nodes hold waits for them to be pulled here first (tasks with all their arguments
+/// here are queued in the order they arrived, at once).
 fn run_task(
+    core: Option<Arc<CoreWorker>>,
+    mut task: PushTask,
+) -> impl std::future::Future<Output = Result<TaskOutput, TaskFailure>> + Send + 'static {
+    use futures_util::future::Either;
+    match core {
+        Some(core) if task.args.iter().any(|argument| is_remote(&core, argument)) => {
+            Either::Left(async move {
+                task.args = localize_args(&core, std::mem::take(&mut task.args)).await;
+                run_task_here(Some(core), task).await
+            })
+        }
+        core => Either::Right(run_task_here(core, task)),
+    }
+}
+
+/// [`run_task`] with every argument in this node's store (or inline).
+fn run_task_here(
     core: Option<Arc<CoreWorker>>,
     task: PushTask,
 ) -> impl std::future::Future<Output = Result<TaskOutput, TaskFailure>> + Send + 'static {
@@ -526,6 +572,7 @@ fn host_actor(
         };
         // This thread works for the core that hosts its actor.
         core::enter(&core);
+        let args = localize_args(&core, args).await;
         let args = match materialize(&core, args) {
             Ok(args) => args,
             Err(error) => {
@@ -654,6 +701,7 @@ async fn run_call(
     let pid = std::process::id();
     let function = format!("{}.{method}", class.name);
     let failure = |error: RunError| error.into_failure(function.clone(), pid);
+    let args = localize_args(core, args).await;
     let args = match materialize(core, args) {
         Ok(args) => args,
         Err(error) => return Some(Err(failure(error))),

@@ -238,6 +238,11 @@ impl ObjectTable {
         self.table.lock().state(id).cloned()
     }
 
+    /// Who owns `id` (this process included), if it is here.
+    pub(crate) fn owner(&self, id: ObjectId) -> Option<OwnerAddress> {
+        self.table.lock().owner(id)
+    }
+
     /// For a borrowed pending entry not being fetched: marks it fetching and returns its owner.
     pub(crate) fn start_fetch(&self, id: ObjectId) -> Option<OwnerAddress> {
         self.table.lock().start_fetch(id)

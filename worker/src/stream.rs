@@ -177,7 +177,8 @@ where
             let stored = core.store_value(id, &encoded).await?;
             core.hold_contained(&encoded.refs, owner).await;
             drop(holds);
-            let part = ReturnPart { value: crate::submit::return_value(stored), contains: encoded.refs };
+            let part =
+                ReturnPart { value: crate::submit::return_value(&core, stored), contains: encoded.refs };
             // Parked by the caller while its consumer is a window behind.
             Ok::<_, TaskError>(service.ask_unbounded(StreamItem { task, index, part }).await.unwrap_or(false))
         });
@@ -199,7 +200,7 @@ impl Handler<StreamItem> for OwnerService {
     fn handle(&mut self, item: StreamItem, _: &mut Context<Self>) -> Self::Result {
         let Some(core) = self.core.upgrade() else { return Box::pin(std::future::ready(false)) };
         let StreamItem { task, index, part } = item;
-        let (value, contains) = crate::submit::part_value(part);
+        let (value, contains) = crate::submit::part_value(&core, part);
         let (ack, released) = core.objects.stream_item(task, index, value, contains);
         core.clean_up(released);
         match ack {

@@ -385,7 +385,7 @@ fn perform(core: &Arc<CoreWorker>, effect: Effect) {
         }
         Effect::Discard { task, output } => {
             // A reply nobody waits for (cancelled, or retried): release what it holds.
-            for (index, (value, contains)) in output_values(output).enumerate() {
+            for (index, (value, contains)) in output_values(core, output).enumerate() {
                 core.clean_up(core.objects.discard(task.following(index as u64), value, contains));
             }
         }
@@ -611,7 +611,7 @@ pub(crate) fn complete_returns(
     match result {
         Ok(output) => {
             let given = output.more.len() + 1;
-            let mut parts = output_values(output);
+            let mut parts = output_values(core, output);
             for index in 0..u64::from(returns) {
                 let id = task.following(index);
                 let part = parts.next().ok_or_else(|| TaskError::Invalid {
@@ -836,7 +836,8 @@ pub(crate) async fn resolve_args(
                     let location = core.write_to_store(id, &encoded).await?;
                     core.objects.create_owned(id, State::Ready(Value::Shared(location)), Vec::new());
                     holds.push(RawRef::from_counted(core, id, None));
-                    resolved.push(TaskArg::Shared { id, location: location.into() });
+                    let owner = core.owner_address;
+                    resolved.push(TaskArg::Shared { id, location: core.here(location), owner });
                 }
             }
             ArgKind::Ref(reference) => {
@@ -845,9 +846,17 @@ pub(crate) async fn resolve_args(
                     State::Ready(Value::Inline(bytes)) => {
                         resolved.push(TaskArg::Inline(ByteBuf::from(bytes.to_vec())))
                     }
-                    State::Ready(Value::Shared(location)) => {
-                        resolved.push(TaskArg::Shared { id: reference.id, location: location.into() })
-                    }
+                    State::Ready(Value::Shared(location)) => resolved.push(TaskArg::Shared {
+                        id: reference.id,
+                        location: core.here(location),
+                        owner: reference.owner.unwrap_or(core.owner_address),
+                    }),
+                    // In another node's store: the executing node pulls it (unless it is there).
+                    State::Ready(Value::Remote(location)) => resolved.push(TaskArg::Shared {
+                        id: reference.id,
+                        location,
+                        owner: reference.owner.unwrap_or(core.owner_address),
+                    }),
                     State::Failed(error) => {
                         return Err(TaskError::ArgumentFailed {
                             function: function.to_owned(),
@@ -865,28 +874,29 @@ pub(crate) async fn resolve_args(
 }
 
 /// Each return of a task's output, in order.
-fn output_values(output: TaskOutput) -> impl Iterator<Item = Part> {
-    std::iter::once((owned_value(output.value), output.contains))
-        .chain(output.more.into_iter().map(|part| (owned_value(part.value), part.contains)))
+fn output_values(core: &CoreWorker, output: TaskOutput) -> impl Iterator<Item = Part> + '_ {
+    std::iter::once((owned_value(core, output.value), output.contains))
+        .chain(output.more.into_iter().map(|part| (owned_value(core, part.value), part.contains)))
 }
 
 /// One return as its owner keeps it.
-pub(crate) fn part_value(part: crate::wire::ReturnPart) -> Part {
-    (owned_value(part.value), part.contains)
+pub(crate) fn part_value(core: &CoreWorker, part: crate::wire::ReturnPart) -> Part {
+    (owned_value(core, part.value), part.contains)
 }
 
-/// A stored value as it travels.
-pub(crate) fn return_value(value: Value) -> ReturnValue {
+/// A value this process made, as it travels (`Value::Remote` is only ever an owner's).
+pub(crate) fn return_value(core: &CoreWorker, value: Value) -> ReturnValue {
     match value {
         Value::Inline(bytes) => ReturnValue::Inline(ByteBuf::from(bytes.to_vec())),
-        Value::Shared(location) => ReturnValue::Shared(location.into()),
+        Value::Shared(location) => ReturnValue::Shared(core.here(location)),
+        Value::Remote(location) => ReturnValue::Shared(location),
     }
 }
 
-fn owned_value(value: ReturnValue) -> Value {
+fn owned_value(core: &CoreWorker, value: ReturnValue) -> Value {
     match value {
         ReturnValue::Inline(bytes) => Value::Inline(Bytes::from(bytes.into_vec())),
-        ReturnValue::Shared(location) => Value::Shared(location.into()),
+        ReturnValue::Shared(location) => core.value_at(location),
     }
 }
 

@@ -31,8 +31,22 @@ use manta_proto::worker::RefWire;
 pub enum Value {
     /// In this process's memory (small objects, or fetched copies).
     Inline(Bytes),
-    /// In the node's shared-memory store.
+    /// In this node's shared-memory store.
     Shared(ObjectLocation),
+    /// In another node's store: pulled into this node's before it is read.
+    Remote(manta_proto::worker::NodeLocation),
+}
+
+impl Value {
+    /// The stored copy a freed object's owner deletes: `Some(None)` in this node's store,
+    /// `Some(Some(at))` in another's, `None` for an inline value.
+    fn stored(&self) -> Option<Option<manta_proto::worker::NodeLocation>> {
+        match self {
+            Value::Inline(_) => None,
+            Value::Shared(_) => Some(None),
+            Value::Remote(at) => Some(Some(*at)),
+        }
+    }
 }
 
 /// An object's state as this process knows it.
@@ -57,10 +71,12 @@ pub enum FreeHook {
 /// What the shell must do.
 #[derive(Debug, Clone)]
 pub enum RefCommand {
-    /// Delete an object's copy in the node's store.
+    /// Delete an object's stored copy (and every copy pulled to other nodes).
     DeleteStored {
         /// The object.
         id: ObjectId,
+        /// Where its primary copy is: this node's store (`None`), or another node's.
+        at: Option<manta_proto::worker::NodeLocation>,
     },
     /// Tell `owner` that one borrow of `id` held here ended (this process's registration, or
     /// an object here that contained the ref).
@@ -288,8 +304,8 @@ impl RefTable {
     /// A value nobody owns any more (a late or duplicate result): its store copy and the
     /// borrows its refs hold are released.
     pub fn discard(&mut self, id: ObjectId, value: Value, contains: Vec<RefWire>) {
-        if matches!(value, Value::Shared(_)) {
-            self.commands.push(RefCommand::DeleteStored { id });
+        if let Some(at) = value.stored() {
+            self.commands.push(RefCommand::DeleteStored { id, at });
         }
         self.release_contained(contains);
     }
@@ -399,8 +415,10 @@ impl RefTable {
         let freed = State::Failed(TaskError::ObjectFreed { object: id.to_string() });
         match entry.owner {
             None => {
-                if matches!(entry.state, State::Ready(Value::Shared(_))) {
-                    self.commands.push(RefCommand::DeleteStored { id });
+                if let State::Ready(value) = &entry.state {
+                    if let Some(at) = value.stored() {
+                        self.commands.push(RefCommand::DeleteStored { id, at });
+                    }
                 }
                 // A task still running finishes into a freed object: its value is dropped.
                 entry.state = freed;
@@ -423,8 +441,10 @@ impl RefTable {
         let Some(entry) = self.entries.remove(&id) else { return };
         match entry.owner {
             None => {
-                if matches!(entry.state, State::Ready(Value::Shared(_))) {
-                    self.commands.push(RefCommand::DeleteStored { id });
+                if let State::Ready(value) = &entry.state {
+                    if let Some(at) = value.stored() {
+                        self.commands.push(RefCommand::DeleteStored { id, at });
+                    }
                 }
                 self.release_contained(entry.contains);
                 if let Some(hook) = entry.on_free {
@@ -585,6 +605,11 @@ impl RefTable {
     /// The state of `id`, if it is here.
     pub fn state(&self, id: ObjectId) -> Option<&State> {
         self.entries.get(&id).map(|entry| &entry.state)
+    }
+
+    /// Who owns `id` (this process included), if it is here.
+    pub fn owner(&self, id: ObjectId) -> Option<OwnerAddress> {
+        self.entries.get(&id).map(|entry| entry.owner.unwrap_or(self.own))
     }
 
     /// For a borrowed pending entry not being fetched: marks it fetching and returns its owner.
@@ -814,14 +839,14 @@ mod tests {
         table.create_owned(id(2), State::Pending, Vec::new());
         assert_eq!(table.free(id(1)), Ok(None));
         assert!(
-            matches!(table.take_commands()[..], [RefCommand::DeleteStored { id: deleted }] if deleted == id(1))
+            matches!(table.take_commands()[..], [RefCommand::DeleteStored { id: deleted, .. }] if deleted == id(1))
         );
         assert!(matches!(table.state(id(1)), Some(State::Failed(TaskError::ObjectFreed { .. }))));
         // A task still running finishes into the freed object: its value is dropped.
         assert_eq!(table.free(id(2)), Ok(None));
         table.complete(id(2), Ok((Value::Shared(location), Vec::new())));
         assert!(
-            matches!(table.take_commands()[..], [RefCommand::DeleteStored { id: deleted }] if deleted == id(2))
+            matches!(table.take_commands()[..], [RefCommand::DeleteStored { id: deleted, .. }] if deleted == id(2))
         );
         assert!(matches!(table.state(id(2)), Some(State::Failed(TaskError::ObjectFreed { .. }))));
         // The entries stay until their refs go, and then nothing is deleted twice.
@@ -957,7 +982,7 @@ mod tests {
             for process in 0..PROCESSES {
                 for command in self.tables[process].take_commands() {
                     match command {
-                        RefCommand::DeleteStored { id: deleted } => {
+                        RefCommand::DeleteStored { id: deleted, .. } => {
                             assert_eq!(deleted, id(OBJECT), "only the object is stored");
                             self.deleted += 1;
                         }

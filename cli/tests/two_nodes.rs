@@ -1,0 +1,194 @@
+//! Two nodes on one host, each its own `manta start` (its own session directory and local
+//! channel scope, so everything between them goes over QUIC): tasks spill back to the other
+//! node, pinned work runs where its resource is, objects move between the nodes' stores in both
+//! directions (and their copies go with the object), and actors live on either node.
+//!
+//! One test in this file: a worker re-executes this binary, and must only become a worker.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Where it ran.
+#[manta::remote]
+fn node_of() -> String {
+    manta::get_runtime_context().unwrap().node_id.to_string()
+}
+
+/// Where it ran, after a pause (so that one worker cannot run them all back to back).
+#[manta::remote]
+fn node_after(pause_ms: u64) -> String {
+    std::thread::sleep(Duration::from_millis(pause_ms));
+    node_of_here()
+}
+
+/// Sums a large byte array (an argument that lives in some node's store), and says where.
+#[manta::remote]
+fn weigh(bytes: Vec<u8>) -> (u64, String) {
+    (bytes.iter().map(|byte| u64::from(*byte)).sum(), node_of_here())
+}
+
+fn node_of_here() -> String {
+    manta::get_runtime_context().unwrap().node_id.to_string()
+}
+
+/// A large value made where the task runs.
+#[manta::remote]
+fn make(len: usize, fill: u8) -> Vec<u8> {
+    vec![fill; len]
+}
+
+/// One step of a chain whose value is large enough to live in a store.
+#[manta::remote]
+fn inc(mut value: Vec<u8>) -> Vec<u8> {
+    value[0] = value[0].wrapping_add(1);
+    value
+}
+
+/// The object count of the store of the node this task runs on.
+#[manta::remote]
+fn stored_objects() -> u64 {
+    manta::object_store_stats().map_or(u64::MAX, |stats| stats.objects as u64)
+}
+
+#[manta::actor]
+struct Keeper {
+    kept: Vec<u8>,
+}
+
+#[manta::actor]
+impl Keeper {
+    fn new(kept: Vec<u8>) -> Self {
+        Keeper { kept }
+    }
+
+    fn sum(&self) -> u64 {
+        self.kept.iter().map(|byte| u64::from(*byte)).sum()
+    }
+
+    fn node(&self) -> String {
+        node_of_here()
+    }
+}
+
+/// A node started by `manta start`, stopped (with its session directory removed) on drop.
+struct Daemons(PathBuf);
+
+impl Daemons {
+    fn start(root: &Path, args: &[&str]) -> Daemons {
+        let _ = std::fs::remove_dir_all(root);
+        let started = Command::new(env!("CARGO_BIN_EXE_manta"))
+            .arg("start")
+            .args(args)
+            .env("MANTA_TEMP_DIR", root)
+            .output();
+        let started = started.unwrap();
+        assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+        Daemons(root.to_owned())
+    }
+
+    fn session_file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.0.join("session_latest").join(name)).unwrap().trim().to_owned()
+    }
+
+    /// The node's id (the third line of its raylet record).
+    fn node_id(&self) -> String {
+        self.session_file("raylet").lines().nth(2).unwrap().to_owned()
+    }
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        let _ =
+            Command::new(env!("CARGO_BIN_EXE_manta")).args(["stop"]).env("MANTA_TEMP_DIR", &self.0).output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within a minute");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_nodes_share_tasks_objects_and_actors_over_quic() {
+    if manta::is_worker_process() {
+        let _ = manta::init();
+        unreachable!("init never returns in a worker");
+    }
+    let base = std::env::temp_dir().join(format!("manta-two-nodes-{}", std::process::id()));
+    let head = Daemons::start(&base.join("head"), &["--head", "--port", "0", "--num-cpus", "1"]);
+    let (address, token) = (head.session_file("gcs_address"), head.session_file("token"));
+    let other = Daemons::start(
+        &base.join("other"),
+        &["--address", &address, "--token", &token, "--num-cpus", "1", "--resources", r#"{"other": 4}"#],
+    );
+    let (head_id, other_id) = (head.node_id(), other.node_id());
+    assert_ne!(head_id, other_id);
+
+    // SAFETY (of the environment): set before any other thread of this test reads it.
+    std::env::set_var("MANTA_TEMP_DIR", &head.0);
+    let config = manta::Config { address: Some("auto".to_owned()), ..manta::Config::default() };
+    let _driver = manta::init_with(config).unwrap();
+
+    // Pinned by a resource only the other node has: it runs there, leased from that node's
+    // raylet after the head's spilled it back (once the head has heard of the other node).
+    let pinned = || node_of::options().resources([("other", 1.0)]).remote();
+    assert_eq!(pinned().get().unwrap(), other_id);
+    // Spread over the nodes: both run some.
+    let spread: Vec<_> = (0..20)
+        .map(|_| node_after::options().scheduling_strategy(manta::SchedulingStrategy::Spread).remote(20))
+        .collect();
+    let ran: std::collections::BTreeSet<String> = manta::get_all(&spread).unwrap().into_iter().collect();
+    assert_eq!(ran, [head_id.clone(), other_id.clone()].into_iter().collect());
+
+    // An object put here (the head's store) read by a task on the other node: pulled there.
+    let len = 8 << 20;
+    let data = manta::put(vec![3u8; len]).unwrap();
+    let (sum, at) = weigh::options().resources([("other", 1.0)]).remote(&data).get().unwrap();
+    assert_eq!((sum, at), (3 * len as u64, other_id.clone()));
+    // Read again there: the copy pulled before serves it.
+    let (sum, _) = weigh::options().resources([("other", 1.0)]).remote(&data).get().unwrap();
+    assert_eq!(sum, 3 * len as u64);
+    // A value made on the other node, read here: pulled into the head's store.
+    let made = make::options().resources([("other", 1.0)]).remote(len, 5);
+    let value = made.get().unwrap();
+    assert_eq!((value.len(), value[len - 1]), (len, 5));
+    // And read by a task on the head (its own node holds the copy now).
+    let (sum, at) = weigh::options()
+        .resources([("CPU", 1.0)])
+        .scheduling_strategy(manta::SchedulingStrategy::NodeAffinity {
+            node: head_id.parse().unwrap(),
+            soft: false,
+        })
+        .remote(&made)
+        .get()
+        .unwrap();
+    assert_eq!((sum, at), (5 * len as u64, head_id.clone()));
+
+    // A chain whose value crosses between the nodes at every step.
+    let on_head = manta::SchedulingStrategy::NodeAffinity { node: head_id.parse().unwrap(), soft: false };
+    let mut value = manta::put(vec![0u8; 200 * 1024]).unwrap();
+    for step in 0..20 {
+        value = if step % 2 == 0 {
+            inc::options().resources([("other", 1.0)]).remote(&value)
+        } else {
+            inc::options().scheduling_strategy(on_head).remote(&value)
+        };
+    }
+    assert_eq!(value.get().unwrap()[0], 20);
+
+    // An actor on the other node, built from an argument this node's store holds.
+    let keeper = Keeper::options().resources([("other", 1.0)]).remote(&data).unwrap();
+    assert_eq!(keeper.node().get().unwrap(), other_id);
+    assert_eq!(keeper.sum().get().unwrap(), 3 * len as u64);
+
+    // Every copy goes with its object: once the refs are dropped, both stores empty out.
+    drop((data, made, value, keeper));
+    let on_other = || stored_objects::options().resources([("other", 1.0)]).remote().get().unwrap();
+    eventually("the other node's store emptied", || on_other() == 0);
+    eventually("the head's store emptied", || manta::object_store_stats().unwrap().objects == 0);
+}
