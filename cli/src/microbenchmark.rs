@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use manta::{ActorHandle, Buffer, ObjectRef};
 
+mod cluster;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
@@ -643,6 +645,10 @@ pub(crate) struct Args {
     /// Skip the cold-start figure (which starts this binary again several times).
     #[arg(long)]
     no_cold_start: bool,
+    /// The two-node figures instead: a head and a second node, each started with `manta start`
+    /// on this host (QUIC between them), this process the driver on the head.
+    #[arg(long)]
+    cluster: bool,
     /// Internal: the process the cold-start figure times.
     #[arg(long, hide = true)]
     cold_start_probe: bool,
@@ -675,6 +681,16 @@ pub(crate) fn command(args: Args) -> std::process::ExitCode {
         }
     };
     let mut figures = Vec::new();
+    if args.cluster {
+        match cluster::run(options.clone(), &report) {
+            Ok(measured) => figures = measured,
+            Err(error) => {
+                eprintln!("manta microbenchmark --cluster: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return finish(&args, figures);
+    }
     let wanted = |name: &str| options.filter.as_deref().is_none_or(|filter| name.contains(filter));
     if !args.no_cold_start && wanted("cold_start") {
         match std::env::current_exe().and_then(|exe| cold_starts(&exe, options.repeat)) {
@@ -713,6 +729,12 @@ pub(crate) fn command(args: Args) -> std::process::ExitCode {
         }
     }
     figures.extend(run(options, &report));
+    finish(&args, figures)
+}
+
+/// Prints the figures as JSON when asked; the exit code.
+fn finish(args: &Args, figures: Vec<Figure>) -> std::process::ExitCode {
+    use std::process::ExitCode;
     if figures.is_empty() {
         eprintln!(
             "manta microbenchmark: no figure matches --filter {:?}",

@@ -69,7 +69,12 @@ impl GcsDaemon {
         let admission = Admission { ca: ca.clone(), tokens: Arc::new(TokenRegistry::default()) };
         let node_id = NodeId::random().map_err(IdentityError::from)?;
         let identity = ca.issue(node_id)?;
-        let node = Node::start(Transport::builder(identity).bind(bind).admission(admission.clone()))?;
+        let node = Node::start(
+            Transport::builder(identity)
+                .bind(bind)
+                .admission(admission.clone())
+                .config(TransportConfig::cluster(None)),
+        )?;
         let gcs = GcsActor::start(&node, MemoryStorage::default(), MemoryStorage::default)?;
         let token = admission.tokens.create(&ca, TokenUse::LongLived)?;
         let issuer =
@@ -143,8 +148,7 @@ impl RayletDaemon {
         let identity = join_blocking(gcs_address, token, &TransportConfig::default())?;
         let node_id = identity.node_id();
         let scope = manta_raylet::local_scope(node_id);
-        let transport_config =
-            TransportConfig { local_scope: Some(scope.clone()), ..TransportConfig::default() };
+        let transport_config = TransportConfig::cluster(Some(scope.clone()));
         let node =
             Node::start(Transport::builder(identity).bind(SocketAddr::new(ip, 0)).config(transport_config))?;
         let (store, reader, store_path) = start_store(&node, config)?;

@@ -41,6 +41,22 @@ pub struct TransportConfig {
     pub local_scope: Option<String>,
 }
 
+impl TransportConfig {
+    /// The settings of a running cluster's processes, in `local_scope`: a peer that vanished
+    /// without closing (its process killed, its host gone) is found within 8 s by keep-alives
+    /// each second, which ends the calls, leases and watches waiting on a dead node (Ray's gRPC
+    /// keep-alives play this part). The defaults' 30 s suit one host, where the local channel
+    /// sees a dead peer at once.
+    pub fn cluster(local_scope: Option<String>) -> Self {
+        TransportConfig {
+            keep_alive_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(8),
+            local_scope,
+            ..TransportConfig::default()
+        }
+    }
+}
+
 impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {

@@ -1097,10 +1097,7 @@ fn connect(config: &Config, address: &str, fingerprint: u64) -> Result<Cluster, 
         .map_err(|error| failed(error.to_string()))?;
     // In the scope of this host's node: its raylet and workers are reached over the local
     // channel, other nodes over QUIC.
-    let transport = TransportConfig {
-        local_scope: Some(manta_raylet::local_scope(local.node_id)),
-        ..TransportConfig::default()
-    };
+    let transport = TransportConfig::cluster(Some(manta_raylet::local_scope(local.node_id)));
     let node = Node::start(manta_transport::Transport::builder(identity).config(transport))
         .map_err(|error| failed(format!("starting the transport: {error}")))?;
     let reader = StoreReader::open(&local.store_path)

@@ -709,6 +709,12 @@ async fn request_lease(
         Ok(LeaseOutcome::WorkerStartFailed { exit }) => {
             LeaseAnswer::Refused(Refusal::WorkerStartFailed { exit })
         }
+        // The node it was spilled to is gone (or unreachable): ask this node's raylet again,
+        // whose view will have moved on.
+        Err(error) if spilled_to.is_some() => {
+            debug!(%error, "a spilled lease request found its node unreachable; asking here again");
+            LeaseAnswer::Lost
+        }
         Err(error) => LeaseAnswer::Refused(Refusal::Unreachable {
             target: match spilled_to {
                 Some(address) => format!("the raylet at {address}"),

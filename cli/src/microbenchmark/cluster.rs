@@ -1,0 +1,166 @@
+//! `manta microbenchmark --cluster`: figures of a two-node cluster on this host, each node its
+//! own `manta start` (daemons in their own processes, QUIC between the nodes), the driver on the
+//! head. The shape of Ray's `bench_h_two_node_transfer.py` (`ray.cluster_utils.Cluster`, a
+//! second node with the custom resource `node2`), so the figures compare.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use manta::Buffer;
+
+use super::{get, get_all, small_value, Figure, Runner};
+
+/// Bytes of the transfer figures (Ray's: 5 * 10^8).
+const TRANSFER_BYTES: usize = 500_000_000;
+
+/// Each node's store: room for the transfer's object and its copy (Ray's run: 2.5 GB).
+const STORE_BYTES: u64 = 2_500_000_000;
+
+/// Makes `len` bytes of `fill` on the second node.
+#[manta::remote]
+fn make_on_node2(len: usize, fill: u8) -> Buffer<u8> {
+    Buffer::from(vec![fill; len])
+}
+
+/// The length of an argument, on the second node.
+#[manta::remote]
+fn consume_on_node2(bytes: Buffer<u8>) -> usize {
+    bytes.len()
+}
+
+/// The two nodes' session roots, stopped and removed on drop.
+struct TwoNodes {
+    root: PathBuf,
+    exe: PathBuf,
+}
+
+impl Drop for TwoNodes {
+    fn drop(&mut self) {
+        for node in ["node2", "head"] {
+            let _ = Command::new(&self.exe).arg("stop").env("MANTA_TEMP_DIR", self.root.join(node)).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn start(exe: &Path, root: &Path, args: &[&str]) -> Result<(), String> {
+    let output = Command::new(exe)
+        .arg("start")
+        .args(args)
+        .env("MANTA_TEMP_DIR", root)
+        .output()
+        .map_err(|error| format!("running `manta start`: {error}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("`manta start {}`: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+fn session_file(root: &Path, name: &str) -> Result<String, String> {
+    std::fs::read_to_string(root.join("session_latest").join(name))
+        .map(|text| text.trim().to_owned())
+        .map_err(|error| format!("reading the session's {name}: {error}"))
+}
+
+/// Starts the two nodes, joins the head as this process's driver, and measures. Returns the
+/// figures (each also reported as it completes), or why the cluster could not be set up.
+pub(crate) fn run(options: super::Options, report: &dyn Fn(&Figure)) -> Result<Vec<Figure>, String> {
+    let exe = std::env::current_exe().map_err(|error| format!("this program's path: {error}"))?;
+    let root = std::env::temp_dir().join(format!("manta-bench-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let nodes = TwoNodes { root: root.clone(), exe: exe.clone() };
+    let (head, node2) = (root.join("head"), root.join("node2"));
+    let store = STORE_BYTES.to_string();
+
+    let started = Instant::now();
+    start(&exe, &head, &["--head", "--port", "0", "--num-cpus", "1", "--object-store-memory", &store])?;
+    // SAFETY (of the environment): set before this process starts any thread that reads it.
+    std::env::set_var("MANTA_TEMP_DIR", &head);
+    let config = manta::Config { address: Some("auto".to_owned()), ..manta::Config::default() };
+    let cluster = manta::init_with(config).map_err(|error| format!("joining the cluster: {error}"))?;
+    get(&small_value::remote());
+    let cluster_start = started.elapsed().as_secs_f64();
+
+    let (address, token) = (session_file(&head, "gcs_address")?, session_file(&head, "token")?);
+    let joined = Instant::now();
+    let node2_args = [
+        "--address",
+        &address,
+        "--token",
+        &token,
+        "--num-cpus",
+        "1",
+        "--object-store-memory",
+        &store,
+        "--resources",
+        r#"{"node2": 1000000}"#,
+    ];
+    start(&exe, &node2, &node2_args)?;
+    get(&small_value::options().num_cpus(0.0).resources([("node2", 1.0)]).remote());
+    let node_join = joined.elapsed().as_secs_f64();
+
+    let mut runner = Runner { options, figures: Vec::new(), report };
+    if runner.wanted("cluster_start_seconds") {
+        runner.value("cluster_start_seconds", "s", vec![cluster_start]);
+    }
+    if runner.wanted("node_join_seconds") {
+        runner.value("node_join_seconds", "s", vec![node_join]);
+    }
+    let n = runner.count(1000);
+    runner.rate("two_node_tasks_async", "ops/s", n as f64, || {
+        let refs: Vec<_> = (0..n)
+            .map(|_| small_value::options().num_cpus(0.0).resources([("node2", 1.0)]).remote())
+            .collect();
+        get_all(&refs);
+    });
+    let bytes = ((TRANSFER_BYTES as f64 * runner.options.scale.min(1.0)) as usize).max(1 << 20);
+    let repeat = runner.options.repeat;
+    if runner.wanted("two_node_transfer_500mb_gigabytes") {
+        // Made on node 2, read by the driver on the head: timed from the object being ready
+        // (Ray: `ray.wait(fetch_local=False)`) to the driver holding its bytes. One warm-up.
+        let mut values = Vec::new();
+        for round in 0..=repeat {
+            let fill = round as u8;
+            let made = make_on_node2::options().num_cpus(0.0).resources([("node2", 1.0)]).remote(bytes, fill);
+            manta::wait(std::slice::from_ref(&made), 1, None).map_err(|error| error.to_string())?;
+            let began = Instant::now();
+            let value = get(&made);
+            let seconds = began.elapsed().as_secs_f64();
+            if value.len() != bytes || value[bytes - 1] != fill {
+                return Err("the transferred bytes differ from those made".to_owned());
+            }
+            if round > 0 {
+                values.push(bytes as f64 / seconds / 1e9);
+            }
+            drop((value, made));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        runner.value("two_node_transfer_500mb_gigabytes", "GB/s", values);
+    }
+    if runner.wanted("two_node_transfer_500mb_to_task_gigabytes") {
+        // Put on the head, taken as an argument by a task on node 2 (its round trip timed).
+        let mut values = Vec::new();
+        for round in 0..=repeat {
+            let put =
+                manta::put(Buffer::from(vec![round as u8; bytes])).map_err(|error| error.to_string())?;
+            let began = Instant::now();
+            let consumed = consume_on_node2::options().num_cpus(0.0).resources([("node2", 1.0)]).remote(&put);
+            let len = get(&consumed);
+            let seconds = began.elapsed().as_secs_f64();
+            if len != bytes {
+                return Err(format!("the task saw {len} bytes of {bytes}"));
+            }
+            if round > 0 {
+                values.push(bytes as f64 / seconds / 1e9);
+            }
+            drop(put);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        runner.value("two_node_transfer_500mb_to_task_gigabytes", "GB/s", values);
+    }
+    drop(cluster);
+    drop(nodes);
+    Ok(runner.figures)
+}
