@@ -79,7 +79,7 @@ pub(crate) fn run(options: super::Options, report: &dyn Fn(&Figure)) -> Result<V
     // SAFETY (of the environment): set before this process starts any thread that reads it.
     std::env::set_var("MANTA_TEMP_DIR", &head);
     let config = manta::Config { address: Some("auto".to_owned()), ..manta::Config::default() };
-    let cluster = manta::init_with(config).map_err(|error| format!("joining the cluster: {error}"))?;
+    let _cluster = manta::init_with(config).map_err(|error| format!("joining the cluster: {error}"))?;
     get(&small_value::remote());
     let cluster_start = started.elapsed().as_secs_f64();
 
@@ -160,7 +160,6 @@ pub(crate) fn run(options: super::Options, report: &dyn Fn(&Figure)) -> Result<V
         }
         runner.value("two_node_transfer_500mb_to_task_gigabytes", "GB/s", values);
     }
-    drop(cluster);
     drop(nodes);
     Ok(runner.figures)
 }
