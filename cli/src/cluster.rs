@@ -102,6 +102,14 @@ pub(crate) struct NodeArgs {
     /// for this long, ms (Ray's `gcs_rpc_server_reconnect_timeout_s`: 60 s).
     #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     gcs_timeout_ms: u64,
+    /// Where the node keeps the drivers' binaries it was sent, by SHA-256 (default: the
+    /// session's `binaries/`); a container image can hold them there already.
+    #[arg(long, value_name = "DIR")]
+    binary_cache: Option<PathBuf>,
+    /// Fetch every job's binary from its driver (or the cache), as a node on another host
+    /// must, even when the driver runs on this host.
+    #[arg(long)]
+    fetch_binaries: bool,
 }
 
 impl NodeArgs {
@@ -113,7 +121,11 @@ impl NodeArgs {
             "--gcs-timeout-ms".to_owned(),
             self.gcs_timeout_ms.to_string(),
         ];
+        if self.fetch_binaries {
+            args.push("--fetch-binaries".to_owned());
+        }
         let optional = [
+            ("--binary-cache", self.binary_cache.as_ref().map(|dir| dir.display().to_string())),
             ("--num-cpus", self.num_cpus.map(|cpus| cpus.to_string())),
             ("--resources", self.resources.clone()),
             ("--object-store-memory", self.object_store_memory.map(|bytes| bytes.to_string())),
@@ -360,7 +372,12 @@ pub(crate) fn raylet(args: RayletArgs) -> ExitCode {
             read(&session, TOKEN)?.parse().map_err(|error| format!("the session's token: {error}"))?;
         let (config, labels) = args.node.parse()?;
         let gcs_timeout = Duration::from_millis(args.node.gcs_timeout_ms);
-        let daemon = RayletDaemon::start((args.address, gcs_timeout), &token, args.host, &config, labels)
+        let binaries = manta_node::cluster::Binaries {
+            cache: args.node.binary_cache.clone().unwrap_or_else(|| session.dir().join("binaries")),
+            local: !args.node.fetch_binaries,
+        };
+        let gcs = (args.address, gcs_timeout);
+        let daemon = RayletDaemon::start(gcs, &token, args.host, (&config, binaries), labels)
             .map_err(|error| error.to_string())?;
         session.write_pid("raylet").map_err(|error| error.to_string())?;
         let address = daemon.node.local_addr();

@@ -1,7 +1,9 @@
 //! Two nodes on one host, each its own `manta start` (its own session directory and local
 //! channel scope, so everything between them goes over QUIC): tasks spill back to the other
 //! node, pinned work runs where its resource is, objects move between the nodes' stores in both
-//! directions (and their copies go with the object), and actors live on either node.
+//! directions (and their copies go with the object), and actors live on either node. The other
+//! node fetches the driver's binary as a node on another host must (`--fetch-binaries`), keeps
+//! it in its cache, and fetches it again for a later job when the cached copy was tampered with.
 //!
 //! One test in this file: a worker re-executes this binary, and must only become a worker.
 
@@ -119,12 +121,23 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
         let _ = manta::init();
         unreachable!("init never returns in a worker");
     }
+    if std::env::var_os(SECOND_DRIVER).is_some() {
+        // A later job of the same program, started by the test below.
+        let config = manta::Config { address: Some("auto".to_owned()), ..manta::Config::default() };
+        let _driver = manta::init_with(config).unwrap();
+        let ran = node_of::options().resources([("other", 1.0)]).remote().get().unwrap();
+        println!("second driver ran on {ran}");
+        std::process::exit(0);
+    }
     let base = std::env::temp_dir().join(format!("manta-two-nodes-{}", std::process::id()));
     let head = Daemons::start(&base.join("head"), &["--head", "--port", "0", "--num-cpus", "1"]);
     let (address, token) = (head.session_file("gcs_address"), head.session_file("token"));
     let other = Daemons::start(
         &base.join("other"),
-        &["--address", &address, "--token", &token, "--num-cpus", "1", "--resources", r#"{"other": 4}"#],
+        &["--address", &address, "--token", &token, "--num-cpus", "1", "--resources", r#"{"other": 4}"#]
+            .into_iter()
+            .chain(["--fetch-binaries"])
+            .collect::<Vec<_>>(),
     );
     let (head_id, other_id) = (head.node_id(), other.node_id());
     assert_ne!(head_id, other_id);
@@ -191,4 +204,26 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
     let on_other = || stored_objects::options().resources([("other", 1.0)]).remote().get().unwrap();
     eventually("the other node's store emptied", || on_other() == 0);
     eventually("the head's store emptied", || manta::object_store_stats().unwrap().objects == 0);
+
+    // The other node runs this program from the copy it was sent, kept under its hash.
+    let cache = other.0.join("session_latest/binaries");
+    let kept: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|entry| entry.unwrap().path()).collect();
+    let [binary] = &kept[..] else { panic!("one binary in the cache: {kept:?}") };
+    assert_eq!(std::fs::read(binary).unwrap(), std::fs::read("/proc/self/exe").unwrap());
+    // Tampered with (replaced: the running workers keep the file busy), the copy is found out
+    // at the next job and fetched again.
+    std::fs::remove_file(binary).unwrap();
+    std::fs::write(binary, b"#!/bin/sh\necho tampered\n").unwrap();
+    let second = Command::new(std::env::current_exe().unwrap())
+        .args(["two_nodes_share_tasks_objects_and_actors_over_quic", "--exact", "--nocapture"])
+        .env(SECOND_DRIVER, "1")
+        .env("MANTA_TEMP_DIR", &head.0)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success() && said.contains(&format!("second driver ran on {other_id}")), "{said}");
+    assert_eq!(std::fs::read(binary).unwrap(), std::fs::read("/proc/self/exe").unwrap(), "fetched again");
 }
+
+/// Set for the second driver this test starts.
+const SECOND_DRIVER: &str = "MANTA_TEST_SECOND_DRIVER";

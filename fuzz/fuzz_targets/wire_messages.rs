@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     use manta_raylet::requests as raylet;
     use manta_worker::wire as worker;
     let Some((&which, body)) = data.split_first() else { return };
-    match which % 52 {
+    match which % 55 {
         0 => check::<gcs::RegisterNode>(body),
         1 => check::<gcs::RegisterActor>(body),
         2 => check::<gcs::ActorStarted>(body),
@@ -70,6 +70,9 @@ fuzz_target!(|data: &[u8]| {
         48 => check::<worker::AddObjectCopy>(body),
         49 => check::<Result<Vec<manta_gcs::wire::NodeLoad>, manta_gcs::GcsError>>(body),
         50 => check::<worker::StoreFigures>(body),
+        51 => check::<worker::SendBinary>(body),
+        52 => check::<worker::BinaryTransfer>(body),
+        53 => check::<gcs::AddJob>(body),
         _ => check::<worker::RemoveBorrower>(body),
     }
 });

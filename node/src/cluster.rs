@@ -8,6 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use manta_raylet::binary::Binaries;
+
 use manta_actor::{spawn, Actor, Context, Handler, LocalRef, Node, Routes, ServiceRef, SpawnOptions};
 use manta_gcs::{ActorManager, GcsActor, MemoryStorage};
 use manta_objectstore::{ObjectStore, StoreReader};
@@ -142,7 +144,7 @@ impl RayletDaemon {
         (gcs_address, gcs_timeout): (SocketAddr, Duration),
         token: &JoinToken,
         ip: IpAddr,
-        config: &NodeConfig,
+        (config, binaries): (&NodeConfig, Binaries),
         labels: Vec<(String, String)>,
     ) -> Result<RayletDaemon, NodeError> {
         let identity = join_blocking(gcs_address, token, &TransportConfig::default())?;
@@ -159,7 +161,7 @@ impl RayletDaemon {
             wait_when_infeasible: true,
             ..PoolConfig::default()
         };
-        let admission = manta_raylet::WorkerAdmission::Cluster { gcs: gcs_address, gcs_timeout };
+        let admission = manta_raylet::WorkerAdmission::Cluster { gcs: gcs_address, gcs_timeout, binaries };
         let node_env = vec![
             (worker_env::STORE_PATH.to_owned(), store_path.display().to_string()),
             (worker_env::NODE_ID.to_owned(), node_id.to_string()),

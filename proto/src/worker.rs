@@ -367,6 +367,27 @@ pub struct ObjectTransfer {
 }
 wire_message!(ObjectTransfer => Result<WireLocation, StoreRefusal>, id = 316);
 
+/// Asks a driver for its binary (sent by a raylet that must start the job's workers and has no
+/// copy): the driver writes it over a bulk stream ([`BinaryTransfer`]) to the raylet at `to`,
+/// and answers once the raylet has checked and kept it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SendBinary {
+    /// The binary's SHA-256, hex (the job's).
+    pub sha256: String,
+    /// The raylet's transport address.
+    pub to: std::net::SocketAddr,
+}
+wire_message!(SendBinary => Result<(), String>, id = 319);
+
+/// The metadata of a bulk transfer of a driver's binary to a raylet; the answer says whether
+/// the bytes had the announced hash and were kept.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BinaryTransfer {
+    /// The binary's SHA-256, hex.
+    pub sha256: String,
+}
+wire_message!(BinaryTransfer => Result<(), String>, id = 320);
+
 /// Asks a node's store service for its figures.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GetStoreStats;
@@ -720,7 +741,7 @@ pub struct RefWire {
 crate::service::protocol!(
     /// A process's owner service (`process/owner`): the objects it owns.
     Owner = "owner": GetObject, AddBorrower, RemoveBorrower, FreeObject, CancelObject, AwaitExit, StreamItem,
-    WorkerOutput, AddObjectCopy,
+    WorkerOutput, AddObjectCopy, SendBinary,
 );
 
 /// Asks an object's owner to cancel the task that makes it (`manta::cancel` of a borrowed ref);

@@ -19,6 +19,7 @@ use manta_actor::{
 use manta_gcs::requests::{ReportWorker, ReportWorkerExit};
 use manta_gcs::wire::WorkerInfo;
 use manta_proto::gcs::requests::IssueJoinTokens;
+use manta_proto::worker::{BinaryTransfer, SendBinary};
 use manta_transport::{Admission, TokenUse};
 use std::os::unix::process::CommandExt;
 use std::process::Command as Process;
@@ -106,6 +107,8 @@ pub enum WorkerAdmission {
         /// the raylet ends its process (SIGTERM to itself), and its workers with it (Ray's
         /// `gcs_rpc_server_reconnect_timeout_s`, 60 s).
         gcs_timeout: Duration,
+        /// Where its jobs' binaries come from.
+        binaries: crate::binary::Binaries,
     },
 }
 
@@ -385,6 +388,10 @@ impl RayletActor {
         let raylet_address = node.local_addr().to_string();
         // Held as the actor manager holds it: the node lives as long as its services.
         let bus = node.clone();
+        let binary_cache = match &admission {
+            WorkerAdmission::Cluster { binaries, .. } => Some(binaries.cache.clone()),
+            WorkerAdmission::Local(_) => None,
+        };
         let raylet =
             spawn(node.arbiter(), SpawnOptions::named(RAYLET_NAME).max_restarts(0), move || RayletActor {
                 leases: LeaseManager::new(node_id, total.clone(), DefaultPolicy::default(), pool.clone()),
@@ -416,6 +423,11 @@ impl RayletActor {
                 random: SplitMix64(u64::from(std::process::id())),
                 started: Instant::now(),
             });
+        if let Some(cache) = binary_cache {
+            node.register_bulk(RAYLET_NAME, move |peer, transfer: BinaryTransfer, body| {
+                receive_binary(cache.clone(), peer, transfer.sha256, body)
+            })?;
+        }
         node.register(
             RAYLET_NAME,
             Routes::new(raylet.clone())
@@ -647,7 +659,7 @@ impl RayletActor {
     /// On a node of a running cluster: ends this process once the GCS has been silent (no
     /// health check) for its timeout, rather than serving a cluster that is gone.
     fn give_up_on_a_silent_gcs(&mut self) {
-        let WorkerAdmission::Cluster { gcs, gcs_timeout } = self.admission else { return };
+        let WorkerAdmission::Cluster { gcs, gcs_timeout, .. } = self.admission else { return };
         let (heard, gave_up) = self.heard_gcs;
         if gave_up || heard.elapsed() < gcs_timeout {
             return;
@@ -718,26 +730,26 @@ impl RayletActor {
     /// Learns how `job`'s workers start from the GCS, and checks the driver's binary here.
     fn learn_launch(&mut self, job: manta_proto::JobId, ctx: &mut Context<Self>) {
         let raylet = ctx.address();
-        let WorkerAdmission::Cluster { gcs, .. } = &self.admission else {
+        let WorkerAdmission::Cluster { gcs, binaries, .. } = &self.admission else {
             let reason = format!("job {job} is not this raylet's, and it belongs to no cluster to ask");
             raylet.do_send(LaunchLearnt { job, launch: Err(reason) });
             return;
         };
         let gcs: manta_actor::ServiceRef<manta_proto::gcs::Gcs> = self.node.service(*gcs);
+        let (node, binaries, here) = (self.node.clone(), binaries.clone(), self.node.local_addr());
         tokio::spawn(async move {
             let launch = match gcs.ask(manta_proto::gcs::requests::GetJob(job)).await {
-                Ok(Ok(Some(info))) => match info.launch {
-                    Some(launch) => {
-                        let driver = info.driver_address.parse().ok().filter(|_| launch.log_to_driver);
-                        let find = move || {
-                            crate::binary::find_driver_binary(job, launch)
-                                .map(|found| Launch { output_to: driver, ..found })
-                        };
-                        tokio::task::spawn_blocking(find)
+                Ok(Ok(Some(info))) => match (info.launch, info.driver_address.parse()) {
+                    (Some(launch), Ok(driver)) => {
+                        let output_to = Some(driver).filter(|_| launch.log_to_driver);
+                        find_binary(&node, job, launch, (driver, here), binaries)
                             .await
-                            .unwrap_or_else(|error| Err(format!("checking job {job}'s binary: {error}")))
+                            .map(|found| Launch { output_to, ..found })
                     }
-                    None => Err(format!("job {job} has no launch (its driver is embedded elsewhere)")),
+                    (None, _) => Err(format!("job {job} has no launch (its driver is embedded elsewhere)")),
+                    (_, Err(_)) => {
+                        Err(format!("job {job}'s driver address {:?} does not parse", info.driver_address))
+                    }
                 },
                 Ok(Ok(None)) => Err(format!("the GCS knows no job {job}")),
                 Ok(Err(error)) => Err(error.to_string()),
@@ -800,6 +812,86 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
         (None, Some(signal)) => format!("killed by signal {signal}"),
         (None, None) => "ended".to_owned(),
     }
+}
+
+/// How long a driver has to send its binary.
+const BINARY_FETCH_WAIT: Duration = Duration::from_secs(600);
+
+/// Where `job`'s workers start from on this node: the driver's own binary on this host, else the
+/// cache, else fetched from the driver (at `driver`) into the cache. Off the raylet's thread.
+async fn find_binary(
+    node: &Node,
+    job: manta_proto::JobId,
+    launch: manta_proto::gcs::wire::JobLaunch,
+    (driver, here): (std::net::SocketAddr, std::net::SocketAddr),
+    binaries: crate::binary::Binaries,
+) -> Result<Launch, String> {
+    let platform = manta_proto::gcs::wire::this_platform();
+    if !launch.platform.is_empty() && launch.platform != platform {
+        return Err(format!("job {job}'s binary is built for {}; this node is {platform}", launch.platform));
+    }
+    let blocking = |work: Box<dyn FnOnce() -> Result<Option<Launch>, String> + Send>| async move {
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|error| Err(format!("checking a binary: {error}")))
+    };
+    let mut not_local = String::new();
+    if binaries.local {
+        let launch = launch.clone();
+        match blocking(Box::new(move || crate::binary::find_driver_binary(job, launch).map(Some))).await {
+            Ok(found) => return found.ok_or_else(String::new),
+            Err(why) => not_local = why,
+        }
+    }
+    let cached = {
+        let (cache, launch) = (binaries.cache.clone(), launch.clone());
+        move || {
+            Ok(crate::binary::cached_binary(&cache, &launch)?
+                .map(|exe| crate::binary::launch_from(exe, launch)))
+        }
+    };
+    if let Some(found) = blocking(Box::new(cached.clone())).await? {
+        return Ok(found);
+    }
+    debug!(%job, %not_local, "fetching the job's binary from its driver");
+    let owner: manta_actor::ServiceRef<manta_proto::worker::Owner> = node.service(driver);
+    let request = SendBinary { sha256: launch.binary_sha256.clone(), to: here };
+    match owner.ask_timeout(request, BINARY_FETCH_WAIT).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(format!("job {job}'s driver could not send its binary: {error}")),
+        Err(error) => return Err(format!("job {job}'s driver could not be asked for its binary: {error}")),
+    }
+    blocking(Box::new(cached))
+        .await?
+        .ok_or_else(|| format!("job {job}'s binary was sent but is not in {}", binaries.cache.display()))
+}
+
+/// Takes a driver's binary sent to this node: at most [`crate::binary::BINARY_BYTES_MAX`],
+/// checked against its hash before it is kept in `cache`.
+async fn receive_binary(
+    cache: std::path::PathBuf,
+    peer: manta_transport::NodeId,
+    sha256: String,
+    mut body: manta_transport::BulkBody,
+) -> Result<(), String> {
+    let len = body.remaining();
+    if len > crate::binary::BINARY_BYTES_MAX {
+        return Err(format!(
+            "a binary of {len} bytes is over the limit of {}",
+            crate::binary::BINARY_BYTES_MAX
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    while let Some(chunk) =
+        body.next_chunk().await.map_err(|error| format!("receiving the binary: {error}"))?
+    {
+        bytes.extend_from_slice(&chunk);
+    }
+    let kept = tokio::task::spawn_blocking(move || crate::binary::keep_binary(&cache, &sha256, &bytes))
+        .await
+        .unwrap_or_else(|error| Err(format!("keeping the binary: {error}")))?;
+    info!(%peer, path = %kept.display(), "a job's binary arrived");
+    Ok(())
 }
 
 impl Actor for RayletActor {

@@ -45,7 +45,7 @@ use manta_proto::gcs::Gcs;
 use manta_proto::raylet::Raylet;
 use manta_proto::worker::{
     ActorManager as ActorManagerProtocol, AddObjectCopy, GetStoreStats, NodeLocation, Owner, PullError,
-    PullObject, Store,
+    PullObject, SendBinary, Store,
 };
 use manta_proto::OwnerAddress;
 use std::collections::HashMap;
@@ -899,6 +899,59 @@ impl Handler<AddObjectCopy> for OwnerService {
     }
 }
 
+impl Handler<SendBinary> for OwnerService {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    /// A node must start this job's workers and has no copy of this program: send it, read from
+    /// `/proc/self/exe` (the running binary, even if its file was replaced since) in 5 MiB
+    /// chunks, off the core's thread.
+    fn handle(&mut self, request: SendBinary, _: &mut Context<Self>) -> Self::Result {
+        let Some(core) = self.core.upgrade() else {
+            return Box::pin(std::future::ready(Err("this driver is shutting down".to_owned())));
+        };
+        Box::pin(async move { send_binary(&core, request).await })
+    }
+}
+
+/// Sends this process's binary to the raylet that asked for it (see [`SendBinary`]).
+async fn send_binary(core: &CoreWorker, request: SendBinary) -> Result<(), String> {
+    use std::io::Read as _;
+    const CHUNK: usize = 5 * 1024 * 1024;
+    let exe = std::path::Path::new("/proc/self/exe");
+    let (file, len) = tokio::task::spawn_blocking(move || {
+        let (sha256, len) = manta_raylet::binary::sha256_of(exe)?;
+        Ok::<_, std::io::Error>((std::fs::File::open(exe)?, len, sha256))
+    })
+    .await
+    .map_err(|error| error.to_string())?
+    .map_err(|error| format!("reading this program's binary: {error}"))
+    .and_then(|(file, len, sha256)| {
+        if sha256 == request.sha256 {
+            Ok((file, len))
+        } else {
+            Err(format!("this driver's binary has sha256 {sha256}, not {}", request.sha256))
+        }
+    })?;
+    let meta = manta_proto::worker::BinaryTransfer { sha256: request.sha256 };
+    let raylet = <manta_proto::raylet::Raylet as manta_proto::Protocol>::NAME;
+    let mut transfer =
+        core.node.open_bulk(request.to, raylet, &meta, len).await.map_err(|error| error.to_string())?;
+    let file = std::sync::Arc::new(parking_lot::Mutex::new(file));
+    while transfer.remaining() > 0 {
+        let want = usize::try_from(transfer.remaining()).unwrap_or(CHUNK).min(CHUNK);
+        let file = file.clone();
+        let chunk = tokio::task::spawn_blocking(move || {
+            let mut chunk = vec![0u8; want];
+            file.lock().read_exact(&mut chunk).map(|()| Bytes::from(chunk))
+        })
+        .await
+        .map_err(|error| error.to_string())?
+        .map_err(|error| format!("reading this program's binary: {error}"))?;
+        transfer.write(chunk).await.map_err(|error| error.to_string())?;
+    }
+    transfer.finish().await.map_err(|error| error.to_string())?
+}
+
 impl Handler<FreeObject> for OwnerService {
     type Result = ();
 
@@ -1116,6 +1169,7 @@ fn connect(config: &Config, address: &str, fingerprint: u64) -> Result<Cluster, 
             (env::TASKS_IN_FLIGHT.to_owned(), config.max_tasks_in_flight_per_worker.unwrap_or(0).to_string()),
         ],
         log_to_driver: config.log_to_driver,
+        platform: manta_proto::gcs::wire::this_platform(),
     };
     let core_arbiter = start_arbiter("manta-core")?;
     let gcs: manta_actor::ServiceRef<manta_proto::gcs::Gcs> = node.service(local.gcs);
@@ -1223,7 +1277,8 @@ fn start_core(core: CoreWorker) -> Result<Arc<CoreWorker>, InitError> {
                 .message::<AwaitExit>()
                 .message::<manta_proto::worker::StreamItem>()
                 .message::<WorkerOutput>()
-                .message::<AddObjectCopy>(),
+                .message::<AddObjectCopy>()
+                .message::<SendBinary>(),
         )
         .map_err(InitError::Register)?;
     Ok(core)

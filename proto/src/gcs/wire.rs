@@ -92,10 +92,19 @@ pub struct JobLaunch {
     /// Whether its workers' output goes to the driver (Ray's `log_to_driver`).
     #[serde(default = "yes")]
     pub log_to_driver: bool,
+    /// The architecture and OS the binary runs on (`x86_64-linux`): a node of another refuses
+    /// the job with the reason instead of starting workers that cannot run.
+    #[serde(default)]
+    pub platform: String,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// This build's platform, as [`JobLaunch::platform`] names it.
+pub fn this_platform() -> String {
+    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
 }
 
 /// An actor's lifecycle, as the GCS tracks it (Ray's states):
