@@ -1151,7 +1151,10 @@ fn connect(config: &Config, address: &str, fingerprint: u64) -> Result<Cluster, 
     // In the scope of this host's node: its raylet and workers are reached over the local
     // channel, other nodes over QUIC.
     let transport = TransportConfig::cluster(Some(manta_raylet::local_scope(local.node_id)));
-    let node = Node::start(manta_transport::Transport::builder(identity).config(transport))
+    // On the node's address: workers of other hosts reach this driver (its objects, its binary,
+    // its workers' output) where they reach its node.
+    let bind = std::net::SocketAddr::new(local.raylet.ip(), 0);
+    let node = Node::start(manta_transport::Transport::builder(identity).bind(bind).config(transport))
         .map_err(|error| failed(format!("starting the transport: {error}")))?;
     let reader = StoreReader::open(&local.store_path)
         .map_err(|error| failed(format!("mapping the store: {error}")))?;
@@ -1321,11 +1324,15 @@ fn worker_main(fingerprint: u64) -> ! {
         let reader = StoreReader::open(std::path::Path::new(&variable(env::STORE_PATH)?))?;
         let identity = join_blocking(join_address, &token, &TransportConfig::default())?;
         let node_id = identity.node_id();
-        let transport = TransportConfig {
-            local_scope: std::env::var(worker_env::LOCAL_SCOPE).ok(),
-            ..TransportConfig::default()
+        // A worker of a running cluster's node (which names its scope), or of an embedded one.
+        let transport = match std::env::var(worker_env::LOCAL_SCOPE) {
+            Ok(scope) => TransportConfig::cluster(Some(scope)),
+            Err(_) => TransportConfig::default(),
         };
-        let node = Node::start(manta_transport::Transport::builder(identity).config(transport))?;
+        // On the raylet's address: other nodes' processes reach this worker where they reach
+        // its node.
+        let bind = std::net::SocketAddr::new(raylet_address.ip(), 0);
+        let node = Node::start(manta_transport::Transport::builder(identity).bind(bind).config(transport))?;
         let core = CoreWorker {
             owner_address: OwnerAddress(node.local_addr()),
             raylet: node.service(raylet_address),
