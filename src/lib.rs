@@ -33,9 +33,13 @@
 //! - [`actor`](mod@actor) (the module) and [`transport`]: the location-transparent actor bus and QUIC
 //!   transport every component talks over.
 //! - [`init_logging`]: the logging set-up every Manta process shares.
+//! - [`cluster_utils`]: a cluster of real processes on this host, for tests (Ray's
+//!   `ray.cluster_utils.Cluster`).
 
 // The macros name `::manta::...`; this lets the crate use them on itself.
 extern crate self as manta;
+
+pub mod cluster_utils;
 
 pub use manta_actor as actor;
 pub use manta_macros::{actor, main, remote};
@@ -44,7 +48,7 @@ pub use manta_worker::registry;
 pub use manta_worker::{
     cancel, cancel_force, cancel_with, create_actor, exit_actor, free, get_actor, get_actor_in, get_all,
     get_runtime_context, is_cancelled, is_in_object_store, is_worker_process, kill, local_object_counts,
-    object_store_stats, put, wait, ActorClass, ActorError, ActorHandle, ActorOptions, Arg, Buffer,
+    nodes, object_store_stats, put, wait, ActorClass, ActorError, ActorHandle, ActorOptions, Arg, Buffer,
     CancelOptions, Cluster, Config, Element, InitError, IntoArg, ObjectRef, ObjectRefGenerator,
     RawActorHandle, RawRef, RuntimeContext, SchedulingStrategy, StoreStats, TaskError, TaskOptions,
     ADDRESS_ENV, TOKEN_ENV,

@@ -8,8 +8,9 @@
 //! One test in this file: a worker (and the driver, run inside a namespace) re-execute this
 //! binary.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use manta::cluster_utils::{Cluster, NodeSpec};
 
 /// Sums a large byte array where it runs.
 #[manta::remote]
@@ -37,10 +38,9 @@ fn run(command: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Two namespaces joined by a veth pair, removed (with the daemons in them) on drop.
+/// Two namespaces joined by a veth pair, removed on drop.
 struct Link {
     namespaces: [String; 2],
-    roots: Vec<PathBuf>,
 }
 
 impl Link {
@@ -48,7 +48,7 @@ impl Link {
     /// the kernel lacks netem, limited to 400 Mbit/s). Returns the link and the shaping used.
     fn create(tag: u32, netem: &[&str]) -> Result<(Link, String), String> {
         let namespaces = [format!("manta-a-{tag}"), format!("manta-b-{tag}")];
-        let link = Link { namespaces: namespaces.clone(), roots: Vec::new() };
+        let link = Link { namespaces: namespaces.clone() };
         let [a, b] = &namespaces;
         let (veth_a, veth_b) = (format!("mva{}", tag % 100_000), format!("mvb{}", tag % 100_000));
         let subnet = tag % 250 + 1;
@@ -82,31 +82,14 @@ impl Link {
         format!("10.213.{}.{host}", tag % 250 + 1)
     }
 
-    /// Runs `manta start` in namespace `index` with its session under `root`.
-    fn start(&mut self, index: usize, root: &Path, args: &[&str]) -> Result<(), String> {
-        let _ = std::fs::remove_dir_all(root);
-        self.roots.push(root.to_owned());
-        let output = Command::new("ip")
-            .args(["netns", "exec", &self.namespaces[index], env!("CARGO_BIN_EXE_manta"), "start"])
-            .args(args)
-            .env("MANTA_TEMP_DIR", root)
-            .output()
-            .map_err(|error| error.to_string())?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!("manta start {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr)))
-        }
+    /// `manta start` inside namespace `index`.
+    fn inside(&self, index: usize) -> [&str; 4] {
+        ["ip", "netns", "exec", &self.namespaces[index]]
     }
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
-        for root in self.roots.iter().rev() {
-            let _ =
-                Command::new(env!("CARGO_BIN_EXE_manta")).arg("stop").env("MANTA_TEMP_DIR", root).output();
-            let _ = std::fs::remove_dir_all(root);
-        }
         for namespace in &self.namespaces {
             let _ = run("ip", &["netns", "del", namespace]);
         }
@@ -139,7 +122,7 @@ fn a_large_object_crosses_a_slow_lossy_link_both_ways() {
         return;
     }
     let tag = std::process::id();
-    let mut link = match Link::create(tag, &["delay", "5ms", "loss", "1%"]) {
+    let link = match Link::create(tag, &["delay", "5ms", "loss", "1%"]) {
         Ok((link, shaped)) => {
             eprintln!("the link between the nodes: {shaped}");
             link
@@ -149,21 +132,19 @@ fn a_large_object_crosses_a_slow_lossy_link_both_ways() {
             return;
         }
     };
-    let base = std::env::temp_dir().join(format!("manta-netns-{tag}"));
     let (head_ip, far_ip) = (link.address(1, tag), link.address(2, tag));
-    let head = base.join("head");
-    link.start(0, &head, &["--head", "--host", &head_ip, "--port", "0", "--num-cpus", "1"]).unwrap();
-    let gcs = std::fs::read_to_string(head.join("session_latest/gcs_address")).unwrap();
-    let token = std::fs::read_to_string(head.join("session_latest/token")).unwrap();
-    let far_args = ["--address", gcs.trim(), "--token", token.trim(), "--host", &far_ip, "--num-cpus", "1"];
-    link.start(1, &base.join("far"), &[&far_args[..], &["--resources", r#"{"far": 2}"#]].concat()).unwrap();
+    let head = NodeSpec::new().num_cpus(1).args(["--host", &head_ip]).wrapped(link.inside(0));
+    let mut cluster = Cluster::start(env!("CARGO_BIN_EXE_manta"), head).unwrap();
+    let far =
+        NodeSpec::new().num_cpus(1).resource("far", 2.0).args(["--host", &far_ip]).wrapped(link.inside(1));
+    cluster.add_node(far).unwrap();
 
     let driver = Command::new("ip")
         .args(["netns", "exec", &link.namespaces[0]])
         .arg(std::env::current_exe().unwrap())
         .args(["a_large_object_crosses_a_slow_lossy_link_both_ways", "--exact", "--nocapture"])
         .env(DRIVER, "1")
-        .env("MANTA_TEMP_DIR", &head)
+        .env("MANTA_TEMP_DIR", &cluster.head().root)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&driver.stdout);
@@ -172,6 +153,7 @@ fn a_large_object_crosses_a_slow_lossy_link_both_ways() {
         "{said}\n{}",
         String::from_utf8_lossy(&driver.stderr)
     );
+    // The daemons go before the namespaces they run in.
+    drop(cluster);
     drop(link);
-    let _ = std::fs::remove_dir_all(&base);
 }

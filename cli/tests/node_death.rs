@@ -5,9 +5,9 @@
 //!
 //! One test in this file: a worker re-executes this binary, and must only become a worker.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
+
+use manta::cluster_utils::{Cluster, NodeSpec, Removal};
 
 /// Doubles `x` after a pause (long enough that the node dies with some of them running).
 #[manta::remote]
@@ -49,64 +49,21 @@ impl Counter {
     }
 }
 
-/// A node started by `manta start`, stopped (with its session directory removed) on drop.
-struct Daemons(PathBuf);
-
-impl Daemons {
-    fn start(root: &Path, args: &[&str]) -> Daemons {
-        let _ = std::fs::remove_dir_all(root);
-        let started = Command::new(env!("CARGO_BIN_EXE_manta"))
-            .arg("start")
-            .args(args)
-            .env("MANTA_TEMP_DIR", root)
-            .output();
-        let started = started.unwrap();
-        assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
-        Daemons(root.to_owned())
-    }
-
-    fn session_file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.0.join("session_latest").join(name)).unwrap().trim().to_owned()
-    }
-
-    fn node_id(&self) -> String {
-        self.session_file("raylet").lines().nth(2).unwrap().to_owned()
-    }
-}
-
-impl Drop for Daemons {
-    fn drop(&mut self) {
-        let _ =
-            Command::new(env!("CARGO_BIN_EXE_manta")).args(["stop"]).env("MANTA_TEMP_DIR", &self.0).output();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn a_killed_node_loses_no_retriable_work_and_its_losses_are_errors() {
     if manta::is_worker_process() {
         let _ = manta::init();
         unreachable!("init never returns in a worker");
     }
-    let base = std::env::temp_dir().join(format!("manta-node-death-{}", std::process::id()));
     // Quick health checks: the node is declared dead about a second after its death.
-    let head = Daemons::start(
-        &base.join("head"),
-        &["--head", "--port", "0", "--num-cpus", "2", "--health-check-period-ms", "200"]
-            .into_iter()
-            .chain(["--health-check-timeout-ms", "200", "--health-check-failure-threshold", "3"])
-            .collect::<Vec<_>>(),
-    );
-    let (address, token) = (head.session_file("gcs_address"), head.session_file("token"));
-    let doomed = Daemons::start(
-        &base.join("doomed"),
-        &["--address", &address, "--token", &token, "--num-cpus", "2", "--resources", r#"{"doomed": 100}"#],
-    );
-    let doomed_id = doomed.node_id();
-    let raylet_pid: i32 = doomed.session_file("pids/raylet.pid").parse().unwrap();
+    let quick = ["--health-check-period-ms", "200", "--health-check-timeout-ms", "200"];
+    let head = NodeSpec::new().num_cpus(2).args(quick).args(["--health-check-failure-threshold", "3"]);
+    let mut cluster = Cluster::start(env!("CARGO_BIN_EXE_manta"), head).unwrap();
+    let doomed = cluster.add_node(NodeSpec::new().num_cpus(2).resource("doomed", 100.0)).unwrap();
+    let doomed_id = doomed.id.to_string();
 
     // SAFETY (of the environment): set before any other thread of this test reads it.
-    std::env::set_var("MANTA_TEMP_DIR", &head.0);
+    std::env::set_var("MANTA_TEMP_DIR", &cluster.head().root);
     let config = manta::Config { address: Some("auto".to_owned()), ..manta::Config::default() };
     let _driver = manta::init_with(config).unwrap();
 
@@ -127,8 +84,9 @@ fn a_killed_node_loses_no_retriable_work_and_its_losses_are_errors() {
     let ran_there = node_of::options().resources([("doomed", 1.0)]).remote().get().unwrap();
     assert_eq!(ran_there, doomed_id);
 
-    // SAFETY: a signal to the raylet process this test's `manta start` started.
-    unsafe { libc::kill(raylet_pid, libc::SIGKILL) };
+    cluster.remove_node(&doomed.id, Removal::Kill).unwrap();
+    // The GCS finds out by its health checks.
+    cluster.wait_for_nodes(1, Duration::from_secs(60)).unwrap();
 
     let results = manta::get_all(&doubled).expect("every retriable task finishes");
     assert_eq!(results, (0..200u64).map(|x| x * 2).collect::<Vec<_>>());

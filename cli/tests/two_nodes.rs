@@ -7,8 +7,10 @@
 //!
 //! One test in this file: a worker re-executes this binary, and must only become a worker.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+
+use manta::cluster_utils::{Cluster, NodeSpec};
 use std::time::{Duration, Instant};
 
 /// Where it ran.
@@ -73,40 +75,6 @@ impl Keeper {
     }
 }
 
-/// A node started by `manta start`, stopped (with its session directory removed) on drop.
-struct Daemons(PathBuf);
-
-impl Daemons {
-    fn start(root: &Path, args: &[&str]) -> Daemons {
-        let _ = std::fs::remove_dir_all(root);
-        let started = Command::new(env!("CARGO_BIN_EXE_manta"))
-            .arg("start")
-            .args(args)
-            .env("MANTA_TEMP_DIR", root)
-            .output();
-        let started = started.unwrap();
-        assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
-        Daemons(root.to_owned())
-    }
-
-    fn session_file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.0.join("session_latest").join(name)).unwrap().trim().to_owned()
-    }
-
-    /// The node's id (the third line of its raylet record).
-    fn node_id(&self) -> String {
-        self.session_file("raylet").lines().nth(2).unwrap().to_owned()
-    }
-}
-
-impl Drop for Daemons {
-    fn drop(&mut self) {
-        let _ =
-            Command::new(env!("CARGO_BIN_EXE_manta")).args(["stop"]).env("MANTA_TEMP_DIR", &self.0).output();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
@@ -129,23 +97,25 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
         println!("second driver ran on {ran}");
         std::process::exit(0);
     }
-    let base = std::env::temp_dir().join(format!("manta-two-nodes-{}", std::process::id()));
-    let head = Daemons::start(&base.join("head"), &["--head", "--port", "0", "--num-cpus", "1"]);
-    let (address, token) = (head.session_file("gcs_address"), head.session_file("token"));
-    let other = Daemons::start(
-        &base.join("other"),
-        &["--address", &address, "--token", &token, "--num-cpus", "1", "--resources", r#"{"other": 4}"#]
-            .into_iter()
-            .chain(["--fetch-binaries"])
-            .collect::<Vec<_>>(),
-    );
-    let (head_id, other_id) = (head.node_id(), other.node_id());
+    let mut cluster = Cluster::start(env!("CARGO_BIN_EXE_manta"), NodeSpec::new().num_cpus(1)).unwrap();
+    let other = cluster
+        .add_node(NodeSpec::new().num_cpus(1).resource("other", 4.0).args(["--fetch-binaries"]))
+        .unwrap();
+    let (head_id, other_id) = (cluster.head().id.to_string(), other.id.to_string());
     assert_ne!(head_id, other_id);
+    cluster.wait_for_nodes(2, Duration::from_secs(60)).unwrap();
 
     // SAFETY (of the environment): set before any other thread of this test reads it.
-    std::env::set_var("MANTA_TEMP_DIR", &head.0);
+    std::env::set_var("MANTA_TEMP_DIR", &cluster.head().root);
     let config = manta::Config { address: Some("auto".to_owned()), ..manta::Config::default() };
     let _driver = manta::init_with(config).unwrap();
+    let alive: std::collections::BTreeSet<String> = manta::nodes()
+        .unwrap()
+        .into_iter()
+        .filter(|node| node.state == manta::state::NodeState::Alive)
+        .map(|node| node.node_id.to_string())
+        .collect();
+    assert_eq!(alive, [head_id.clone(), other_id.clone()].into_iter().collect(), "manta::nodes()");
 
     // Pinned by a resource only the other node has: it runs there, leased from that node's
     // raylet after the head's spilled it back (once the head has heard of the other node).
@@ -206,7 +176,7 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
     eventually("the head's store emptied", || manta::object_store_stats().unwrap().objects == 0);
 
     // The other node runs this program from the copy it was sent, kept under its hash.
-    let cache = other.0.join("session_latest/binaries");
+    let cache = other.root.join("session_latest/binaries");
     let kept: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|entry| entry.unwrap().path()).collect();
     let [binary] = &kept[..] else { panic!("one binary in the cache: {kept:?}") };
     assert_eq!(std::fs::read(binary).unwrap(), std::fs::read("/proc/self/exe").unwrap());
@@ -217,7 +187,7 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
     let second = Command::new(std::env::current_exe().unwrap())
         .args(["two_nodes_share_tasks_objects_and_actors_over_quic", "--exact", "--nocapture"])
         .env(SECOND_DRIVER, "1")
-        .env("MANTA_TEMP_DIR", &head.0)
+        .env("MANTA_TEMP_DIR", &cluster.head().root)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&second.stdout);

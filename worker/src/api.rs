@@ -204,6 +204,16 @@ pub fn list_workers() -> Result<Vec<manta_gcs::wire::WorkerInfo>, TaskError> {
         .map_err(|error| TaskError::unreachable("list_workers", "the GCS", error))
 }
 
+/// Every node of the cluster, alive or dead, with its address, resources and labels (Ray's
+/// `ray.nodes()`).
+pub fn nodes() -> Result<Vec<manta_gcs::wire::NodeInfo>, TaskError> {
+    let core = core::current()?;
+    let gcs = core.gcs.clone();
+    core.block_on(async move { gcs.ask(manta_gcs::requests::GetAllNodes).await })
+        .map_err(|error| TaskError::unreachable("nodes", "the GCS", error))?
+        .map_err(|error| TaskError::unreachable("nodes", "the GCS", error))
+}
+
 /// Every actor's record in the GCS (Ray's `ray.util.state.list_actors`).
 pub fn list_actors() -> Result<Vec<manta_gcs::wire::ActorInfo>, TaskError> {
     list_actors_as("list_actors")

@@ -28,7 +28,7 @@ pub use actors::{
     RawActorHandle, ACTOR_MANAGER_NAME,
 };
 pub use api::{
-    cancel, cancel_force, cancel_with, free, get_all, is_in_object_store, local_object_counts,
+    cancel, cancel_force, cancel_with, free, get_all, is_in_object_store, local_object_counts, nodes,
     object_store_stats, put, wait, CancelOptions, WaitResult,
 };
 pub use buffer::{Buffer, Element};
@@ -258,6 +258,6 @@ pub mod __export {
 /// The cluster's state, from the GCS (Ray's `ray.util.state`).
 pub mod state {
     pub use crate::api::{list_actors, list_named_actors, list_workers, NamedActor};
-    pub use manta_gcs::wire::{ActorInfo, ActorState, WorkerInfo};
+    pub use manta_gcs::wire::{ActorInfo, ActorState, NodeInfo, NodeState, WorkerInfo};
     pub use manta_proto::{ActorId, JobId, NodeId, ObjectId};
 }
