@@ -49,6 +49,13 @@ fn inc(mut value: Vec<u8>) -> Vec<u8> {
     value
 }
 
+/// Finds the named keeper (wherever it lives) and asks it for its sum, from where this runs.
+#[manta::remote]
+fn ask_keeper(name: String) -> (u64, String) {
+    let keeper = manta::get_actor::<Keeper>(&name).unwrap();
+    (keeper.sum().get().unwrap(), node_of_here())
+}
+
 /// The object count of the store of the node this task runs on.
 #[manta::remote]
 fn stored_objects() -> u64 {
@@ -155,14 +162,14 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
     // A chain whose value crosses between the nodes at every step.
     let on_head = manta::SchedulingStrategy::NodeAffinity { node: head_id.parse().unwrap(), soft: false };
     let mut value = manta::put(vec![0u8; 200 * 1024]).unwrap();
-    for step in 0..20 {
+    for step in 0..100 {
         value = if step % 2 == 0 {
             inc::options().resources([("other", 1.0)]).remote(&value)
         } else {
             inc::options().scheduling_strategy(on_head).remote(&value)
         };
     }
-    assert_eq!(value.get().unwrap()[0], 20);
+    assert_eq!(value.get().unwrap()[0], 100);
 
     // An actor on the other node, built from an argument this node's store holds.
     let keeper = Keeper::options().resources([("other", 1.0)]).remote(&data).unwrap();
@@ -174,6 +181,30 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
     let on_other = || stored_objects::options().resources([("other", 1.0)]).remote().get().unwrap();
     eventually("the other node's store emptied", || on_other() == 0);
     eventually("the head's store emptied", || manta::object_store_stats().unwrap().objects == 0);
+
+    // A third node. An object made here and read there and on the other node at once: one copy
+    // is pulled to each, and every copy goes with the object.
+    let third = cluster.add_node(NodeSpec::new().num_cpus(1).resource("third", 4.0)).unwrap();
+    cluster.wait_for_nodes(3, Duration::from_secs(60)).unwrap();
+    let big = 200_000_000;
+    let data = manta::put(vec![1u8; big]).unwrap();
+    let readers: Vec<_> = ["other", "third", "other", "third"]
+        .into_iter()
+        .map(|node| weigh::options().resources([(node, 1.0)]).remote(&data))
+        .collect();
+    let sums: Vec<u64> = manta::get_all(&readers).unwrap().into_iter().map(|(sum, _)| sum).collect();
+    assert_eq!(sums, vec![big as u64; 4]);
+    let on_third = || stored_objects::options().resources([("third", 1.0)]).remote().get().unwrap();
+    assert_eq!((on_other(), on_third()), (1, 1), "one copy on each node");
+    // A named actor on the other node, found and called from a task on the third.
+    let keeper = Keeper::options().name("keeper").resources([("other", 1.0)]).remote(vec![2u8; 10]).unwrap();
+    let (sum, asked_from) =
+        ask_keeper::options().resources([("third", 1.0)]).remote("keeper".to_owned()).get().unwrap();
+    assert_eq!((sum, asked_from), (20, third.id.to_string()));
+    drop((data, readers, keeper));
+    eventually("every node's store emptied", || {
+        (on_other(), on_third(), manta::object_store_stats().unwrap().objects) == (0, 0, 0)
+    });
 
     // The other node runs this program from the copy it was sent, kept under its hash.
     let cache = other.root.join("session_latest/binaries");

@@ -250,7 +250,11 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             match self.policy.schedule(&request.placement, request.strategy, &cluster, random) {
                 Decision::Scheduled(node) if node != self.node => self.spill(request, node),
                 Decision::Infeasible => self.infeasible(request),
-                Decision::Scheduled(_) | Decision::Retry => kept.push_back(request),
+                Decision::Retry => match self.waits_elsewhere(&request) {
+                    Some(node) => self.spill(request, node),
+                    None => kept.push_back(request),
+                },
+                Decision::Scheduled(_) => kept.push_back(request),
             }
         }
         // Those waiting for a node that fits: one may have joined.
@@ -316,12 +320,41 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         match decision {
             Decision::Scheduled(node) if node != self.node => self.spill(queued, node),
             Decision::Infeasible => self.infeasible(queued),
+            // Nobody has room now, and this node never will: wait at a node that could.
+            Decision::Retry if !spilled => match self.waits_elsewhere(&queued) {
+                Some(node) => self.spill(queued, node),
+                None => {
+                    self.queue.push_back(queued);
+                    self.dispatch(now_ms);
+                }
+            },
             // Local, or nobody has room now: wait here, in order.
             Decision::Scheduled(_) | Decision::Retry => {
                 self.queue.push_back(queued);
                 self.dispatch(now_ms);
             }
         }
+    }
+
+    /// For a request no node has room for now: the node it should wait at when this one could
+    /// never hold it (Ray queues such work at a feasible node, where it runs as soon as room
+    /// frees, instead of where it was asked): the node a hard affinity names, else the least
+    /// used live node that could hold it. `None`: wait here.
+    fn waits_elsewhere(&self, request: &Queued) -> Option<NodeId> {
+        if self.resources.total.contains(&request.placement) {
+            return None;
+        }
+        let fits = |peer: &&NodeView| peer.alive && peer.resources.total.contains(&request.placement);
+        if let SchedulingStrategy::NodeAffinity { node, soft: false } = request.strategy {
+            return self.peers.iter().filter(fits).find(|peer| peer.id == node).map(|peer| peer.id);
+        }
+        self.peers
+            .iter()
+            .filter(fits)
+            .min_by(|a, b| {
+                a.resources.utilization().total_cmp(&b.resources.utilization()).then(a.id.cmp(&b.id))
+            })
+            .map(|peer| peer.id)
     }
 
     /// Sends `request` to `node`, and counts its resources as taken there until the next view
@@ -840,6 +873,23 @@ mod tests {
         leases.reconsider_queue(&mut SplitMix64(1));
         assert!(leases.poll_commands().is_empty());
         assert_eq!(leases.queued(), 1);
+        // Work this node could never hold waits at a node that could, even while it is full
+        // (Ray queues it there), rather than here until a view shows room.
+        let busy = NodeView {
+            id: NodeId([4; 16]),
+            resources: crate::resources::NodeResources { total: cpus(4), available: cpus(0) },
+            alive: true,
+        };
+        leases.set_peers(vec![busy]);
+        request(&mut leases, 2, 11, 3);
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply {
+                lease: LeaseId(11),
+                reply: LeaseReply::Spillback { node: NodeId([4; 16]) }
+            }]
+        );
+        leases.set_peers(vec![peer(2), peer(3)]);
         // One this node could never hold goes on to a node that can.
         let big = LeaseRequest { demand: cpus(2), placement: cpus(2), ..spilled };
         leases.request_lease_placed(2, LeaseId(10), big, &mut SplitMix64(1));
