@@ -1,7 +1,8 @@
 //! A node killed (`kill -9` of its raylet, whose workers die with it) while a driver on the
 //! head uses it: retriable tasks finish elsewhere with the right results, an actor with a
-//! restart left answers again from the head, one without restarts fails, and an object whose
-//! only copy was there is lost (an error, not a hang).
+//! restart left answers again from the head, one without restarts fails naming the node, the
+//! GCS declares the node dead, and an object whose only copy was there is lost (an error, not a
+//! hang).
 //!
 //! One test in this file: a worker re-executes this binary, and must only become a worker.
 
@@ -103,9 +104,10 @@ fn a_killed_node_loses_no_retriable_work_and_its_losses_are_errors() {
     };
     assert_eq!(answered, 1, "a new incarnation");
     assert_ne!(restartable.node().get().unwrap(), doomed_id);
-    // The one without restarts fails.
+    // The one without restarts fails, naming the node it died with.
     let error = mortal.bump().get_timeout(Duration::from_secs(60)).unwrap_err();
     assert!(matches!(error, manta::TaskError::ActorDied { .. }), "{error:?}");
+    assert!(error.to_string().contains(&doomed_id), "{error}");
     // The stranded object is lost, and saying so does not hang.
     let error = stranded.get_timeout(Duration::from_secs(60)).unwrap_err();
     assert!(matches!(error, manta::TaskError::ObjectLost { .. }), "{error:?}");

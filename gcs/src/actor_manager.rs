@@ -21,7 +21,7 @@ use manta_proto::gcs::requests::{
 };
 use manta_proto::gcs::wire::{ActorInfo, ActorState};
 use manta_proto::gcs::Gcs;
-use manta_proto::raylet::requests::{ReturnLease, WatchLease};
+use manta_proto::raylet::requests::{LeaseOutcome, ReturnLease, WatchLease};
 use manta_proto::raylet::Raylet;
 use manta_proto::worker::{CreateActor, CreateActorError, Executor, KillActor, WatchActor};
 use manta_proto::{ActorId, NodeId, Protocol};
@@ -60,6 +60,8 @@ impl ActorManager {
             node_id,
             core: Arc::new(Mutex::new(ManagerCore::new())),
             watches: Arc::default(),
+            nodes: Arc::default(),
+            incarnations: Arc::default(),
         };
         let manager = spawn(
             node.arbiter(),
@@ -87,9 +89,31 @@ struct Shell {
     node_id: NodeId,
     core: Arc<Mutex<ManagerCore>>,
     watches: Arc<Mutex<HashMap<ActorId, watch::Sender<ActorInfo>>>>,
+    /// Other nodes' raylets, as spillbacks named them: address to node.
+    nodes: Arc<Mutex<HashMap<String, NodeId>>>,
+    /// Each started actor's incarnation (its restart count when it started), until it fails.
+    incarnations: Arc<Mutex<HashMap<ActorId, u64>>>,
 }
 
 impl Shell {
+    /// The node of the raylet at `address` (`None`: the manager's own).
+    fn node_of(&self, address: Option<&str>) -> Option<NodeId> {
+        match address {
+            None => Some(self.node_id),
+            Some(address) => self.nodes.lock().get(address).copied(),
+        }
+    }
+
+    /// How to name the raylet at `address` in an error: its node, where known.
+    fn describe(&self, address: Option<&str>) -> String {
+        match (self.node_of(address), address) {
+            (Some(node), Some(address)) => format!("node {node} (raylet at {address})"),
+            (Some(node), None) => format!("node {node}"),
+            (None, Some(address)) => format!("the raylet at {address}"),
+            (None, None) => "the raylet".to_owned(),
+        }
+    }
+
     /// The raylet at `address` (`None`: the manager's own).
     fn raylet_at(&self, address: Option<&str>) -> Result<ServiceRef<Raylet>, String> {
         match address {
@@ -102,13 +126,12 @@ impl Shell {
     }
 
     /// Publishes the GCS's record of `actor` to its watchers.
-    async fn refresh(&self, actor_id: ActorId) {
-        let Some(info) = self.gcs.ask(GetActor(actor_id)).await.ok().and_then(Result::ok).flatten() else {
-            return;
-        };
+    async fn refresh(&self, actor_id: ActorId) -> Option<ActorInfo> {
+        let info = self.gcs.ask(GetActor(actor_id)).await.ok().and_then(Result::ok).flatten()?;
         if let Some(watch) = self.watches.lock().get(&actor_id) {
-            watch.send_replace(info);
+            watch.send_replace(info.clone());
         }
+        Some(info)
     }
 
     /// Performs the commands the core produced, each in a task of its own; their answers go
@@ -128,6 +151,11 @@ impl Shell {
                     Ok(to) => to.ask_unbounded(request).await.map_err(|error| error.to_string()),
                     Err(error) => Err(error),
                 };
+                if let Ok(LeaseOutcome::Spillback { node, address }) = &outcome {
+                    if let Ok(node) = node.parse() {
+                        self.nodes.lock().insert(address.clone(), node);
+                    }
+                }
                 self.core.lock().lease_outcome(actor, raylet, outcome);
             }
             Command::StartActor { lease, address, start } => {
@@ -148,7 +176,9 @@ impl Shell {
                 };
                 let exit = match asked {
                     Ok(exit) => exit,
-                    Err(error) => Some(format!("the raylet could not be asked: {error}")),
+                    Err(error) => {
+                        Some(format!("{} could not be asked: {error}", self.describe(raylet.as_deref())))
+                    }
                 };
                 self.core.lock().lease_ended(actor, lease, exit);
             }
@@ -157,13 +187,17 @@ impl Shell {
                     let _ = to.tell(ReturnLease { lease, reusable: false }).await;
                 }
             }
-            Command::ReportStarted { actor, address } => {
-                let _ = self.gcs.ask(ActorStarted { actor_id: actor, node_id: self.node_id, address }).await;
-                self.refresh(actor).await;
+            Command::ReportStarted { actor, address, raylet } => {
+                let node_id = self.node_of(raylet.as_deref()).unwrap_or(self.node_id);
+                let _ = self.gcs.ask(ActorStarted { actor_id: actor, node_id, address }).await;
+                if let Some(info) = self.refresh(actor).await {
+                    self.incarnations.lock().insert(actor, info.restarts);
+                }
                 debug!(actor = ?actor, "actor started");
             }
             Command::ReportFailed { actor, cause } => {
-                let verdict = self.gcs.ask(ActorFailed { actor_id: actor, cause }).await;
+                let incarnation = self.incarnations.lock().remove(&actor);
+                let verdict = self.gcs.ask(ActorFailed { actor_id: actor, cause, incarnation }).await;
                 let state = match verdict {
                     Ok(Ok(state)) => Some(state),
                     _ => None,
@@ -175,6 +209,7 @@ impl Shell {
                 self.core.lock().verdict(actor, state);
             }
             Command::MarkDead { actor, cause } => {
+                self.incarnations.lock().remove(&actor);
                 let _ = self.gcs.ask(GcsKillActor { actor_id: actor, cause }).await;
                 self.refresh(actor).await;
             }

@@ -363,7 +363,22 @@ impl<S: Storage> GcsCore<S> {
     /// has restarts left (each attempt counts, as in Ray), else it is dead. Returns the state it
     /// is in now.
     pub fn actor_failed(&mut self, actor_id: ActorId, cause: &str) -> Result<ActorState, GcsError> {
+        self.incarnation_failed(actor_id, cause, None)
+    }
+
+    /// [`actor_failed`](Self::actor_failed) for incarnation `incarnation` (the restart count it
+    /// started with): when the actor has restarted since (its node's death was counted first),
+    /// the failure is not counted again, and the state it is in now is the verdict.
+    pub fn incarnation_failed(
+        &mut self,
+        actor_id: ActorId,
+        cause: &str,
+        incarnation: Option<u64>,
+    ) -> Result<ActorState, GcsError> {
         let info = self.actor(actor_id)?.ok_or(GcsError::UnknownActor(actor_id))?;
+        if incarnation.is_some_and(|started| info.restarts > started) {
+            return Ok(info.state);
+        }
         let may_restart = info.max_restarts < 0 || info.restarts < info.max_restarts as u64;
         if may_restart && info.state != ActorState::Dead {
             self.set_actor_state(actor_id, ActorState::Restarting, Some(cause))?;

@@ -156,7 +156,9 @@ handle!(ActorStarted, |core, request| core.actor_started(
     request.node_id,
     &request.address
 ));
-handle!(ActorFailed, |core, request| core.actor_failed(request.actor_id, &request.cause));
+handle!(ActorFailed, |core, request| {
+    core.incarnation_failed(request.actor_id, &request.cause, request.incarnation)
+});
 handle!(KillActor, |core, request| core.kill_actor(request.actor_id, &request.cause));
 handle!(GetActor, |core, request| core.actor(request.0));
 handle!(GetNamedActor, |core, request| core.named_actor(&request.namespace, &request.name));

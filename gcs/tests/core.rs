@@ -126,8 +126,21 @@ fn a_dead_node_takes_its_actors_and_never_comes_back() {
         gcs.actor_started(ActorId([1; 16]), NodeId([1; 16]), "a"),
         Err(GcsError::NodeDead(NodeId([1; 16])))
     );
+    // The actor manager learns of the same death from its lease: that incarnation's failure was
+    // counted already, and is not counted again (one restart of the three, not two).
+    assert_eq!(
+        gcs.incarnation_failed(ActorId([1; 16]), "its worker died", Some(0)),
+        Ok(ActorState::Restarting)
+    );
+    assert_eq!(gcs.actor(ActorId([1; 16])).unwrap().unwrap().restarts, 1);
     gcs.actor_started(ActorId([1; 16]), NodeId([2; 16]), "c").unwrap();
     assert_eq!(gcs.nodes().unwrap().iter().filter(|node| node.state == NodeState::Alive).count(), 1);
+    // A failure of the incarnation now running counts.
+    assert_eq!(
+        gcs.incarnation_failed(ActorId([1; 16]), "its worker died", Some(1)),
+        Ok(ActorState::Restarting)
+    );
+    assert_eq!(gcs.actor(ActorId([1; 16])).unwrap().unwrap().restarts, 2);
 }
 
 #[test]

@@ -675,7 +675,7 @@ impl World {
                 }
                 self.perform(HEAD);
             }
-            ManagerCommand::ReportStarted { actor, address } => {
+            ManagerCommand::ReportStarted { actor, address, .. } => {
                 let head_id = self.nodes[HEAD].id;
                 match self.gcs.actor_started(actor, head_id, &address) {
                     // Killed meanwhile: the GCS refuses to revive it, and the shell moves on.

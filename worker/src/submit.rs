@@ -151,7 +151,7 @@ enum Effect {
     Ask {
         request: RequestId,
         shape: Shape,
-        raylet: Option<std::net::SocketAddr>,
+        raylet: Option<(NodeId, std::net::SocketAddr)>,
     },
     Push {
         request: RequestId,
@@ -198,7 +198,7 @@ impl Inner {
                         // with the spillback.
                         match self.raylets.get(&node) {
                             Some(&raylet) => {
-                                effects.push(Effect::Ask { request, shape, raylet: Some(raylet) })
+                                effects.push(Effect::Ask { request, shape, raylet: Some((node, raylet)) })
                             }
                             None => {
                                 let refusal = Refusal::Unreachable {
@@ -634,15 +634,16 @@ pub(crate) fn complete_returns(
     }
 }
 
-/// Asks a raylet for a lease (this node's, or `spilled_to` after a spillback) and hands the
+/// Asks a raylet for a lease (this node's, or another's after a spillback) and hands the
 /// answer to the core.
 async fn request_lease(
     core: Arc<CoreWorker>,
     request: RequestId,
     shape: Shape,
-    spilled_to: Option<std::net::SocketAddr>,
+    spilled: Option<(NodeId, std::net::SocketAddr)>,
 ) {
     let (cpus, gpus, resources) = shape.amounts();
+    let spilled_to = spilled.map(|(_, address)| address);
     let asked: ServiceRef<Raylet> = match spilled_to {
         Some(address) => core.node.service(address),
         None => core.raylet.clone(),
@@ -668,10 +669,16 @@ async fn request_lease(
                 let raylet = asked.clone();
                 // `None` once the lease ended otherwise (returned): the watch then ends too,
                 // instead of waiting for ever (one parked task per lease, for the process's life).
-                let death: Death =
-                    async move { raylet.ask_unbounded(WatchLease { lease }).await.ok().flatten() }
-                        .boxed()
-                        .shared();
+                // Another node's raylet that cannot be asked any more is that node's death.
+                let node = spilled.map(|(node, _)| node);
+                let death: Death = async move {
+                    match raylet.ask_unbounded(WatchLease { lease }).await {
+                        Ok(exit) => exit,
+                        Err(error) => node.map(|node| format!("its node {node} is gone ({error})")),
+                    }
+                }
+                .boxed()
+                .shared();
                 // The watch runs from the start: a death is learnt even with no push waiting.
                 let watch = death.clone();
                 let watcher = core.clone();

@@ -90,6 +90,8 @@ pub enum Command {
         actor: ActorId,
         /// Its worker's address.
         address: String,
+        /// The raylet whose node it runs on (`None`: the manager's own).
+        raylet: Option<String>,
     },
     /// Tell the GCS the actor's worker died; answer with [`ManagerCore::verdict`].
     ReportFailed {
@@ -248,7 +250,7 @@ impl ManagerCore {
         match outcome {
             Ok(Ok(())) => {
                 entry.phase = Phase::Alive { lease, pid };
-                self.commands.push(Command::ReportStarted { actor, address });
+                self.commands.push(Command::ReportStarted { actor, address, raylet });
             }
             Ok(Err(failure)) => {
                 // The constructor returned an error or panicked: a permanent death (Ray).
@@ -407,7 +409,7 @@ mod tests {
         core.start_outcome(A, 7, Ok(Ok(())));
         assert_eq!(
             core.poll_commands(),
-            vec![Command::ReportStarted { actor: A, address: "127.0.0.1:9007".into() }]
+            vec![Command::ReportStarted { actor: A, address: "127.0.0.1:9007".into(), raylet: None }]
         );
         core.lease_ended(A, 7, Some("killed by signal 9".into()));
         assert_eq!(

@@ -79,6 +79,10 @@ pub struct ActorFailed {
     pub actor_id: ActorId,
     /// Why.
     pub cause: String,
+    /// The incarnation that failed (the actor's restart count when it started), if it started:
+    /// a failure the GCS has counted already (its node's death) is not counted again.
+    #[serde(default)]
+    pub incarnation: Option<u64>,
 }
 wire_message!(ActorFailed => Result<ActorState, GcsError>, id = 107);
 
