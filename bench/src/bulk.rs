@@ -6,7 +6,6 @@
 //! windows, MTU discovery up to 64 KiB).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_rt::System;
@@ -37,19 +36,8 @@ impl Options {
 
 const CHUNK: usize = 5 * 1024 * 1024;
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 fn serve(identity: &NodeIdentity) -> anyhow::Result<SocketAddr> {
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(identity.private_key_pkcs8().to_vec().into());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(identity.cert_chain().to_vec(), key)?;
-    tls.alpn_protocols = vec![b"raw".to_vec()];
-    let config =
-        quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(tls)?));
+    let config = crate::bus::raw::server_config(identity)?;
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         System::new().block_on(async move {
@@ -78,14 +66,7 @@ fn serve(identity: &NodeIdentity) -> anyhow::Result<SocketAddr> {
 
 /// Sends `bytes` over one stream `repeat + 1` times (the first a warm-up); GB/s of each.
 fn send(identity: &NodeIdentity, server: SocketAddr, options: &Options) -> anyhow::Result<Vec<f64>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(identity.ca_cert().clone())?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"raw".to_vec()];
-    let config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?));
+    let config = crate::bus::raw::client_config(identity)?;
     let payload = bytes::Bytes::from(vec![7u8; options.bytes]);
     System::new().block_on(async move {
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;

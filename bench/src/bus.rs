@@ -261,23 +261,40 @@ async fn tell_throughput(sink: ActorRef<Sink>, messages: u64) -> anyhow::Result<
 }
 
 /// The floor: quinn alone, same TLS identities, one long-lived stream, 8-byte ping-pong.
-mod raw {
+pub(crate) mod raw {
     use super::*;
 
     fn provider() -> Arc<rustls::crypto::CryptoProvider> {
         Arc::new(rustls::crypto::ring::default_provider())
     }
 
-    pub(super) fn serve(identity: &NodeIdentity) -> anyhow::Result<SocketAddr> {
+    /// A quinn server with `identity`'s certificate, TLS 1.3 and the transport's crypto.
+    pub(crate) fn server_config(identity: &NodeIdentity) -> anyhow::Result<quinn::ServerConfig> {
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(identity.private_key_pkcs8().to_vec().into());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
             .with_single_cert(identity.cert_chain().to_vec(), key)?;
         tls.alpn_protocols = vec![b"raw".to_vec()];
-        let config = quinn::ServerConfig::with_crypto(Arc::new(
-            quinn::crypto::rustls::QuicServerConfig::try_from(tls)?,
-        ));
+        Ok(quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(
+            tls,
+        )?)))
+    }
+
+    /// A quinn client that trusts `identity`'s CA.
+    pub(crate) fn client_config(identity: &NodeIdentity) -> anyhow::Result<quinn::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(identity.ca_cert().clone())?;
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"raw".to_vec()];
+        Ok(quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?)))
+    }
+
+    pub(super) fn serve(identity: &NodeIdentity) -> anyhow::Result<SocketAddr> {
+        let config = server_config(identity)?;
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             System::new().block_on(async move {
@@ -308,15 +325,7 @@ mod raw {
         server: SocketAddr,
         rounds: u32,
     ) -> anyhow::Result<(f64, f64)> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(identity.ca_cert().clone())?;
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"raw".to_vec()];
-        let config =
-            quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?));
+        let config = client_config(identity)?;
         System::new().block_on(async move {
             let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
             let connection = endpoint.connect_with(config, server, "cluster.manta")?.await?;

@@ -3,10 +3,9 @@
 //! head. The shape of Ray's `bench_h_two_node_transfer.py` (`ray.cluster_utils.Cluster`, a
 //! second node with the custom resource `node2`), so the figures compare.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use manta::cluster_utils::{Cluster, NodeSpec};
 use manta::Buffer;
 
 use super::{get, get_all, small_value, Figure, Runner};
@@ -29,75 +28,26 @@ fn consume_on_node2(bytes: Buffer<u8>) -> usize {
     bytes.len()
 }
 
-/// The two nodes' session roots, stopped and removed on drop.
-struct TwoNodes {
-    root: PathBuf,
-    exe: PathBuf,
-}
-
-impl Drop for TwoNodes {
-    fn drop(&mut self) {
-        for node in ["node2", "head"] {
-            let _ = Command::new(&self.exe).arg("stop").env("MANTA_TEMP_DIR", self.root.join(node)).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-fn start(exe: &Path, root: &Path, args: &[&str]) -> Result<(), String> {
-    let output = Command::new(exe)
-        .arg("start")
-        .args(args)
-        .env("MANTA_TEMP_DIR", root)
-        .output()
-        .map_err(|error| format!("running `manta start`: {error}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!("`manta start {}`: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
-    }
-}
-
-fn session_file(root: &Path, name: &str) -> Result<String, String> {
-    std::fs::read_to_string(root.join("session_latest").join(name))
-        .map(|text| text.trim().to_owned())
-        .map_err(|error| format!("reading the session's {name}: {error}"))
-}
-
 /// Starts the two nodes, joins the head as this process's driver, and measures. Returns the
 /// figures (each also reported as it completes), or why the cluster could not be set up.
 pub(crate) fn run(options: super::Options, report: &dyn Fn(&Figure)) -> Result<Vec<Figure>, String> {
     let exe = std::env::current_exe().map_err(|error| format!("this program's path: {error}"))?;
-    let root = std::env::temp_dir().join(format!("manta-bench-cluster-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let nodes = TwoNodes { root: root.clone(), exe: exe.clone() };
-    let (head, node2) = (root.join("head"), root.join("node2"));
     let store = STORE_BYTES.to_string();
 
     let started = Instant::now();
-    start(&exe, &head, &["--head", "--port", "0", "--num-cpus", "1", "--object-store-memory", &store])?;
+    let head = NodeSpec::new().num_cpus(1).args(["--object-store-memory", &store]);
+    let mut cluster = Cluster::start(&exe, head)?;
     // SAFETY (of the environment): set before this process starts any thread that reads it.
-    std::env::set_var("MANTA_TEMP_DIR", &head);
+    std::env::set_var("MANTA_TEMP_DIR", &cluster.head().root);
     let config = manta::Config { address: Some("auto".to_owned()), ..manta::Config::default() };
-    let _cluster = manta::init_with(config).map_err(|error| format!("joining the cluster: {error}"))?;
+    let _driver = manta::init_with(config).map_err(|error| format!("joining the cluster: {error}"))?;
     get(&small_value::remote());
     let cluster_start = started.elapsed().as_secs_f64();
 
-    let (address, token) = (session_file(&head, "gcs_address")?, session_file(&head, "token")?);
     let joined = Instant::now();
-    let node2_args = [
-        "--address",
-        &address,
-        "--token",
-        &token,
-        "--num-cpus",
-        "1",
-        "--object-store-memory",
-        &store,
-        "--resources",
-        r#"{"node2": 1000000}"#,
-    ];
-    start(&exe, &node2, &node2_args)?;
+    let node2 =
+        NodeSpec::new().num_cpus(1).resource("node2", 1_000_000.0).args(["--object-store-memory", &store]);
+    cluster.add_node(node2)?;
     get(&small_value::options().num_cpus(0.0).resources([("node2", 1.0)]).remote());
     let node_join = joined.elapsed().as_secs_f64();
 
@@ -160,6 +110,6 @@ pub(crate) fn run(options: super::Options, report: &dyn Fn(&Figure)) -> Result<V
         }
         runner.value("two_node_transfer_500mb_to_task_gigabytes", "GB/s", values);
     }
-    drop(nodes);
+    drop(cluster);
     Ok(runner.figures)
 }
