@@ -1,12 +1,12 @@
 //! Batch prediction with actors (the seed's second program): each actor loads the model once in
 //! its constructor, and an `ActorPool` hands the shards to whichever actor is free.
 //!
-//! `cargo run --release --example batch_actors`
+//! `cargo run --release --example batch_actors` (on a running cluster: `MANTA_ADDRESS=auto`)
 
 #[path = "batch_common/mod.rs"]
 mod batch_common;
 
-use batch_common::{check, shards, Model};
+use batch_common::{check, report_nodes, shards, this_node, Model};
 
 #[manta::actor]
 struct Predictor {
@@ -20,8 +20,8 @@ impl Predictor {
         Predictor { model: Model::load() }
     }
 
-    fn predict(&self, shard: manta::Buffer<f32>) -> Vec<u8> {
-        self.model.predict(&shard)
+    fn predict(&self, shard: manta::Buffer<f32>) -> (Vec<u8>, String) {
+        (self.model.predict(&shard), this_node())
     }
 }
 
@@ -34,8 +34,10 @@ fn main() -> anyhow::Result<()> {
     let actors =
         (0..2).map(|_| Predictor::options().num_cpus(1.0).remote()).collect::<Result<Vec<_>, _>>()?;
     let mut pool = manta::util::ActorPool::new(actors);
-    let predictions: Vec<Vec<u8>> =
+    let results: Vec<(Vec<u8>, String)> =
         pool.map(|actor, shard| actor.predict(shard), shards).into_iter().collect::<Result<_, _>>()?;
+    let (predictions, nodes): (Vec<Vec<u8>>, Vec<String>) = results.into_iter().unzip();
     check("batch_actors", &predictions, started.elapsed());
+    report_nodes("batch_actors", &nodes);
     Ok(())
 }

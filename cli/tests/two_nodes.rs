@@ -102,6 +102,9 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
         let _driver = manta::init_with(config).unwrap();
         let ran = node_of::options().resources([("other", 1.0)]).remote().get().unwrap();
         println!("second driver ran on {ran}");
+        // Its objects are its own, even on the node where the first driver's live.
+        let first = manta::put(vec![4u8; 1 << 20]).unwrap();
+        println!("second driver's first object: {}", first.id());
         std::process::exit(0);
     }
     let mut cluster = Cluster::start(env!("CARGO_BIN_EXE_manta"), NodeSpec::new().num_cpus(1)).unwrap();
@@ -215,6 +218,7 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
     // at the next job and fetched again.
     std::fs::remove_file(binary).unwrap();
     std::fs::write(binary, b"#!/bin/sh\necho tampered\n").unwrap();
+    let held = manta::put(vec![5u8; 1 << 20]).unwrap();
     let second = Command::new(std::env::current_exe().unwrap())
         .args(["two_nodes_share_tasks_objects_and_actors_over_quic", "--exact", "--nocapture"])
         .env(SECOND_DRIVER, "1")
@@ -224,6 +228,10 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
     let said = String::from_utf8_lossy(&second.stdout);
     assert!(second.status.success() && said.contains(&format!("second driver ran on {other_id}")), "{said}");
     assert_eq!(std::fs::read(binary).unwrap(), std::fs::read("/proc/self/exe").unwrap(), "fetched again");
+    // Two drivers of one node never make the same object ids (each its own id prefix).
+    let theirs = said.lines().find_map(|line| line.strip_prefix("second driver's first object: ")).unwrap();
+    assert_ne!(theirs[..24], held.id()[..24], "{theirs} and {}", held.id());
+    assert_eq!(held.get().unwrap()[0], 5);
 }
 
 /// Set for the second driver this test starts.

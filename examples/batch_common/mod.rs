@@ -99,6 +99,22 @@ pub(crate) fn shards() -> Vec<manta::Buffer<f32>> {
 }
 
 /// Checks distributed predictions against one process computing them all; prints a summary.
+/// The node this code runs on (a task's or an actor's), as its short name.
+pub(crate) fn this_node() -> String {
+    manta::get_runtime_context()
+        .map_or_else(|_| "?".to_owned(), |context| context.node_id.to_string()[..8].to_owned())
+}
+
+/// Prints where the shards were predicted: on a cluster, the work spreads over its nodes.
+pub(crate) fn report_nodes(label: &str, nodes: &[String]) {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for node in nodes {
+        *counts.entry(node.as_str()).or_default() += 1;
+    }
+    let spread: Vec<String> = counts.iter().map(|(node, shards)| format!("{node}: {shards}")).collect();
+    println!("{label}: shards per node ({} node(s)): {}", counts.len(), spread.join(", "));
+}
+
 pub(crate) fn check(label: &str, predictions: &[Vec<u8>], elapsed: std::time::Duration) {
     let model = Model::load();
     let expected: Vec<Vec<u8>> = shards().iter().map(|shard| model.predict(shard)).collect();

@@ -1218,7 +1218,9 @@ fn driver_core(
         inline_bytes_max: config.inline_bytes_max,
         max_retries: config.max_retries,
         worker_id: None,
-        id_prefix: id_prefix(&node_id),
+        // From this process's own identity, not its node's: two drivers of one node never
+        // make the same object id.
+        id_prefix: id_prefix(&node.node_id()),
         node_id,
         next_id: AtomicU64::new(1),
         node,
