@@ -183,30 +183,6 @@ fn a_node_that_dies_is_marked_dead_by_the_health_checks() {
 }
 
 #[test]
-fn thirty_two_nodes_register_and_stop_leaves_no_process_behind() {
-    let root = Root::new("many");
-    let small = ["--num-cpus", "1", "--object-store-memory", "16777216"];
-    let head = root.manta(&[&["start", "--head", "--port", "0"][..], &small].concat());
-    assert!(head.status.success(), "{}", text(&head.stderr));
-    let (address, token) = (root.latest("gcs_address"), root.latest("token"));
-    for node in 1..32 {
-        let label = format!("index={node}");
-        let joined = root.manta(
-            &[&["start", "--address", &address, "--token", &token, "--labels", &label][..], &small].concat(),
-        );
-        assert!(joined.status.success(), "node {node}: {}", text(&joined.stderr));
-    }
-    let status = text(&root.manta(&["status"]).stdout);
-    assert!(status.contains("32 node(s) alive, 0 dead"), "{status}");
-    assert!(status.contains("Resources in use (alive nodes): CPU 0/32"), "{status}");
-    let pids = root.pids();
-    assert_eq!(pids.len(), 33, "a GCS and 32 raylets");
-    let stopped = text(&root.manta(&["stop"]).stdout);
-    assert!(stopped.contains("Stopped 33 Manta daemons"), "{stopped}");
-    wait_until("every daemon is gone", || pids.iter().all(|pid| !alive(*pid)));
-}
-
-#[test]
 fn a_node_whose_gcs_is_gone_leaves_instead_of_serving_nothing() {
     let root = Root::new("orphan");
     let fast = ["--health-check-period-ms", "100", "--gcs-timeout-ms", "1500"];

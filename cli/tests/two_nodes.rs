@@ -4,6 +4,7 @@
 //! directions (and their copies go with the object), and actors live on either node. The other
 //! node fetches the driver's binary as a node on another host must (`--fetch-binaries`), keeps
 //! it in its cache, and fetches it again for a later job when the cached copy was tampered with.
+//! A driver that dies holding a lease on the other node does not keep its resources.
 //!
 //! One test in this file: a worker re-executes this binary, and must only become a worker.
 
@@ -106,6 +107,14 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
         let first = manta::put(vec![4u8; 1 << 20]).unwrap();
         println!("second driver's first object: {}", first.id());
         std::process::exit(0);
+    }
+    if std::env::var_os(ORPHANING_DRIVER).is_some() {
+        // A driver that dies holding a lease on the other node (its task runs for minutes).
+        let config = manta::Config { address: Some("auto".to_owned()), ..manta::Config::default() };
+        let _driver = manta::init_with(config).unwrap();
+        let _long = node_after::options().resources([("other", 4.0)]).remote(600_000);
+        std::thread::sleep(Duration::from_secs(3));
+        std::process::abort();
     }
     let mut cluster = Cluster::start(env!("CARGO_BIN_EXE_manta"), NodeSpec::new().num_cpus(1)).unwrap();
     let other = cluster
@@ -232,7 +241,23 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
     let theirs = said.lines().find_map(|line| line.strip_prefix("second driver's first object: ")).unwrap();
     assert_ne!(theirs[..24], held.id()[..24], "{theirs} and {}", held.id());
     assert_eq!(held.get().unwrap()[0], 5);
+
+    // A driver dies holding a lease of every `other` the other node has: that node's raylet
+    // watches requesters of other nodes, ends the dead one's lease, and the resources serve
+    // the next task.
+    let orphaning = Command::new(std::env::current_exe().unwrap())
+        .args(["two_nodes_share_tasks_objects_and_actors_over_quic", "--exact", "--nocapture"])
+        .env(ORPHANING_DRIVER, "1")
+        .env("MANTA_TEMP_DIR", &cluster.head().root)
+        .output()
+        .unwrap();
+    assert!(!orphaning.status.success(), "the orphaning driver aborts");
+    let next = node_of::options().resources([("other", 4.0)]).remote();
+    assert_eq!(next.get_timeout(Duration::from_secs(60)).unwrap(), other_id, "the dead driver's lease ended");
 }
+
+/// Set for the driver that dies holding a lease.
+const ORPHANING_DRIVER: &str = "MANTA_TEST_ORPHANING_DRIVER";
 
 /// Set for the second driver this test starts.
 const SECOND_DRIVER: &str = "MANTA_TEST_SECOND_DRIVER";

@@ -191,6 +191,10 @@ pub struct RayletActor {
     deaths: std::collections::VecDeque<(LeaseId, String)>,
     /// The worker that asked for each lease, when a worker asked.
     requested_by: HashMap<LeaseId, WorkerId>,
+    /// The process of another node that asked for each lease, when one did.
+    requested_from: HashMap<LeaseId, std::net::SocketAddr>,
+    /// Processes of other nodes watched as requesters (until they die).
+    watched_requesters: std::collections::HashSet<std::net::SocketAddr>,
     /// The other nodes' raylets, by node, as the last cluster view gave them (where a spilled
     /// request is sent).
     peers: HashMap<manta_transport::NodeId, String>,
@@ -418,6 +422,8 @@ impl RayletActor {
                 live_leases: std::collections::HashSet::new(),
                 deaths: std::collections::VecDeque::new(),
                 requested_by: HashMap::new(),
+                requested_from: HashMap::new(),
+                watched_requesters: Default::default(),
                 peers: HashMap::new(),
                 view_asked: false,
                 random: SplitMix64(u64::from(std::process::id())),
@@ -534,12 +540,14 @@ impl RayletActor {
                         LeaseReply::WorkerStartFailed { exit } => LeaseOutcome::WorkerStartFailed { exit },
                         LeaseReply::WorkerDied { exit, .. } => {
                             self.requested_by.remove(&lease);
+                            self.requested_from.remove(&lease);
                             self.end_lease(lease, Some(exit));
                             continue;
                         }
                     };
                     if !matches!(outcome, LeaseOutcome::Granted { .. }) {
                         self.requested_by.remove(&lease);
+                        self.requested_from.remove(&lease);
                     }
                     if let Some((waiter, _)) = self.waiting.remove(&lease) {
                         let _ = waiter.send(outcome);
@@ -980,6 +988,10 @@ impl Handler<RequestLease> for RayletActor {
         if let Some(requester) = request.requester {
             self.requested_by.insert(lease, WorkerId(requester));
         }
+        if let Some(requester) = request.remote_requester {
+            self.requested_from.insert(lease, requester);
+            self.watch_requester(requester, ctx);
+        }
         let now = self.now_ms();
         let request_kind = LeaseRequest {
             demand,
@@ -1004,6 +1016,7 @@ impl Handler<ReturnLease> for RayletActor {
 
     fn handle(&mut self, request: ReturnLease, ctx: &mut Context<Self>) {
         self.requested_by.remove(&LeaseId(request.lease));
+        self.requested_from.remove(&LeaseId(request.lease));
         self.end_lease(LeaseId(request.lease), None);
         let now = self.now_ms();
         self.leases.return_lease(now, LeaseId(request.lease), request.reusable);
@@ -1082,16 +1095,63 @@ impl Handler<WorkerExited> for RayletActor {
             .filter(|(_, requester)| **requester == message.worker)
             .map(|(lease, _)| *lease)
             .collect();
+        self.end_orphans(orphans, ctx);
+    }
+}
+
+/// A process of another node that asked this raylet for leases died.
+struct RequesterGone(std::net::SocketAddr);
+
+impl Message for RequesterGone {
+    type Result = ();
+}
+
+impl Handler<RequesterGone> for RayletActor {
+    type Result = ();
+
+    fn handle(&mut self, RequesterGone(requester): RequesterGone, ctx: &mut Context<Self>) {
+        self.watched_requesters.remove(&requester);
+        let orphans: Vec<LeaseId> = self
+            .requested_from
+            .iter()
+            .filter(|(_, from)| **from == requester)
+            .map(|(lease, _)| *lease)
+            .collect();
+        if !orphans.is_empty() {
+            info!(%requester, leases = orphans.len(), "a requester on another node died: its leases end");
+        }
+        self.end_orphans(orphans, ctx);
+    }
+}
+
+impl RayletActor {
+    /// Ends the requests and leases of a requester that died: nobody will use or return them.
+    fn end_orphans(&mut self, orphans: Vec<LeaseId>, ctx: &mut Context<Self>) {
         for lease in orphans {
             self.requested_by.remove(&lease);
+            self.requested_from.remove(&lease);
             self.waiting.remove(&lease);
             let now = self.now_ms();
             if self.leases.cancel(now, lease) {
-                debug!(lease = lease.0, worker = message.worker.0, "ended a lease whose requester died");
+                debug!(lease = lease.0, "ended a lease whose requester died");
                 self.end_lease(lease, None);
             }
             self.perform(ctx);
         }
+    }
+
+    /// Watches a requester of another node (once): a parked `AwaitExit` it answers now and
+    /// then, asked again while it lives; the ask fails when it dies.
+    fn watch_requester(&mut self, requester: std::net::SocketAddr, ctx: &mut Context<Self>) {
+        if !self.watched_requesters.insert(requester) {
+            return;
+        }
+        let owner: manta_actor::ServiceRef<manta_proto::worker::Owner> = self.node.service(requester);
+        let raylet = ctx.address();
+        tokio::spawn(async move {
+            while owner.ask_unbounded(manta_proto::worker::AwaitExit).await.is_ok() {}
+            raylet.do_send(RequesterGone(requester));
+        });
     }
 }
 

@@ -659,6 +659,8 @@ async fn request_lease(
         placement_cpus: 0.0,
         job: Some(core.job),
         spilled: spilled_to.is_some(),
+        // Another node's raylet watches this process instead, and ends its leases at its death.
+        remote_requester: spilled_to.map(|_| core.owner_address.0),
     };
     let mut link = None;
     let mut spilled_raylet = None;

@@ -175,6 +175,7 @@ impl ManagerCore {
             placement_cpus: spec.placement_cpus,
             job: Some(spec.info.job_id),
             spilled,
+            remote_requester: None,
         };
         let raylet = entry.raylet.clone();
         self.commands.push(Command::RequestLease { actor, request, raylet });

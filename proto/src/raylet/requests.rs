@@ -37,6 +37,10 @@ pub struct RequestLease {
     /// one that sent it (no request bounces between nodes).
     #[serde(default)]
     pub spilled: bool,
+    /// The requesting process's owner service, when it is on another node (its worker id
+    /// means nothing here): the raylet watches it, and its requests and leases end with it.
+    #[serde(default)]
+    pub remote_requester: Option<std::net::SocketAddr>,
 }
 wire_message!(RequestLease => LeaseOutcome, id = 200, parks);
 
