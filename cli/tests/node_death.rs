@@ -2,7 +2,7 @@
 //! head uses it: retriable tasks finish elsewhere with the right results, an actor with a
 //! restart left answers again from the head, one without restarts fails naming the node, the
 //! GCS declares the node dead, and an object whose only copy was there is lost (an error, not a
-//! hang).
+//! hang). Work that needed the dead node's resource waits until a node that has it joins.
 //!
 //! One test in this file: a worker re-executes this binary, and must only become a worker.
 
@@ -111,4 +111,11 @@ fn a_killed_node_loses_no_retriable_work_and_its_losses_are_errors() {
     // The stranded object is lost, and saying so does not hang.
     let error = stranded.get_timeout(Duration::from_secs(60)).unwrap_err();
     assert!(matches!(error, manta::TaskError::ObjectLost { .. }), "{error:?}");
+
+    // Work no node can run waits (the node it needed is gone, and none other has it), and
+    // runs as soon as a node that has what it needs joins.
+    let waiting = node_of::options().resources([("doomed", 1.0)]).remote();
+    assert!(matches!(waiting.get_timeout(Duration::from_millis(500)), Err(manta::TaskError::Timeout(_))));
+    let newcomer = cluster.add_node(NodeSpec::new().num_cpus(1).resource("doomed", 1.0)).unwrap();
+    assert_eq!(waiting.get_timeout(Duration::from_secs(60)).unwrap(), newcomer.id.to_string());
 }
