@@ -27,6 +27,15 @@ fn node_after(pause_ms: u64) -> String {
     node_of_here()
 }
 
+/// Says it runs (creates `marker`), then holds its lease for minutes.
+#[manta::remote]
+fn hold(marker: String) -> bool {
+    std::fs::write(&marker, b"running").is_ok() && {
+        std::thread::sleep(Duration::from_secs(600));
+        true
+    }
+}
+
 /// Sums a large byte array (an argument that lives in some node's store), and says where.
 #[manta::remote]
 fn weigh(bytes: Vec<u8>) -> (u64, String) {
@@ -112,8 +121,11 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
         // A driver that dies holding a lease on the other node (its task runs for minutes).
         let config = manta::Config { address: Some("auto".to_owned()), ..manta::Config::default() };
         let _driver = manta::init_with(config).unwrap();
-        let _long = node_after::options().resources([("other", 4.0)]).remote(600_000);
-        std::thread::sleep(Duration::from_secs(3));
+        let marker = std::env::temp_dir().join(format!("manta-orphaning-{}", std::process::id()));
+        let _long = hold::options().resources([("other", 4.0)]).remote(marker.display().to_string());
+        eventually("the held task runs", || marker.exists());
+        let _ = std::fs::remove_file(&marker);
+        println!("orphaning driver: holding the lease");
         std::process::abort();
     }
     let mut cluster = Cluster::start(env!("CARGO_BIN_EXE_manta"), NodeSpec::new().num_cpus(1)).unwrap();
@@ -251,7 +263,8 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
         .env("MANTA_TEMP_DIR", &cluster.head().root)
         .output()
         .unwrap();
-    assert!(!orphaning.status.success(), "the orphaning driver aborts");
+    let said = String::from_utf8_lossy(&orphaning.stdout);
+    assert!(!orphaning.status.success() && said.contains("holding the lease"), "{said}");
     let next = node_of::options().resources([("other", 4.0)]).remote();
     assert_eq!(next.get_timeout(Duration::from_secs(60)).unwrap(), other_id, "the dead driver's lease ended");
 }

@@ -31,8 +31,7 @@ pub fn sha256_of(path: &std::path::Path) -> std::io::Result<(String, u64)> {
         len += read as u64;
         context.update(&buffer[..read]);
     }
-    let hex = context.finish().as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
-    Ok((hex, len))
+    Ok((manta_proto::hex::encode(context.finish().as_ref()), len))
 }
 
 /// Where a node of a running cluster gets its jobs' binaries.
@@ -48,18 +47,20 @@ pub struct Binaries {
 /// The largest binary a node takes.
 pub const BINARY_BYTES_MAX: u64 = 4 << 30;
 
+/// A SHA-256 as the cache names files: 64 lower-case hex digits (either case taken), or why not.
+fn sha256_name(text: &str) -> Result<String, String> {
+    manta_proto::hex::decode_array::<32>(text)
+        .map(|digest| manta_proto::hex::encode(&digest))
+        .ok_or_else(|| format!("{text:?} is not a SHA-256"))
+}
+
 /// The cached binary of `launch`, if the cache holds it with the right hash; a file of another
 /// hash under its name (tampered, or cut short) is removed, and `Ok(None)` says to fetch it.
 pub(crate) fn cached_binary(cache: &std::path::Path, launch: &JobLaunch) -> Result<Option<PathBuf>, String> {
-    if !launch.binary_sha256.bytes().all(|byte| byte.is_ascii_hexdigit()) || launch.binary_sha256.len() != 64
-    {
-        return Err(format!("{:?} is not a SHA-256", launch.binary_sha256));
-    }
-    let path = cache.join(&launch.binary_sha256);
+    let wanted = sha256_name(&launch.binary_sha256)?;
+    let path = cache.join(&wanted);
     match sha256_of(&path) {
-        Ok((sha256, len)) if (sha256.as_str(), len) == (launch.binary_sha256.as_str(), launch.binary_len) => {
-            Ok(Some(path))
-        }
+        Ok((sha256, len)) if (&sha256, len) == (&wanted, launch.binary_len) => Ok(Some(path)),
         Ok((sha256, _)) => {
             tracing::warn!(path = %path.display(), %sha256, "a cached binary does not have its hash: removed, fetched again");
             std::fs::remove_file(&path).map_err(|error| format!("removing {}: {error}", path.display()))?;
@@ -75,16 +76,13 @@ pub(crate) fn cached_binary(cache: &std::path::Path, launch: &JobLaunch) -> Resu
 pub(crate) fn keep_binary(cache: &std::path::Path, sha256: &str, bytes: &[u8]) -> Result<PathBuf, String> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    if sha256.len() != 64 || !sha256.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-        return Err(format!("{sha256:?} is not a SHA-256"));
-    }
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let actual: String = digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
-    if actual != sha256.to_ascii_lowercase() {
+    let sha256 = sha256_name(sha256)?;
+    let actual = manta_proto::hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    if actual != sha256 {
         return Err(format!("the binary sent has sha256 {actual}, not {sha256}"));
     }
     std::fs::create_dir_all(cache).map_err(|error| format!("creating {}: {error}", cache.display()))?;
-    let path = cache.join(sha256);
+    let path = cache.join(&sha256);
     let temporary = cache.join(format!(".{sha256}.{}.part", std::process::id()));
     let written = std::fs::OpenOptions::new()
         .write(true)
@@ -158,7 +156,7 @@ mod tests {
         let cache = std::env::temp_dir().join(format!("manta-binaries-{}", std::process::id()));
         let bytes = b"#!/bin/sh\nexit 0\n".to_vec();
         let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-        let hash: String = digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
+        let hash = manta_proto::hex::encode(digest.as_ref());
         assert!(keep_binary(&cache, &"0".repeat(64), &bytes).unwrap_err().contains("not 0000"));
         assert!(keep_binary(&cache, "../../etc/passwd", &bytes).unwrap_err().contains("not a SHA-256"));
         let kept = keep_binary(&cache, &hash, &bytes).unwrap();
