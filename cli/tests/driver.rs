@@ -74,6 +74,11 @@ impl Tally {
         self.total += by;
         self.total
     }
+
+    fn say(&self, marker: String) -> bool {
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), "{marker}").is_ok()
+    }
 }
 
 struct Cluster(PathBuf);
@@ -117,13 +122,15 @@ fn a_driver_joins_a_running_cluster_and_its_tasks_and_actors_run_there() {
     assert_eq!(node, node_id, "on the cluster's node");
     assert_eq!(manta::get_runtime_context().unwrap().node_id.to_string(), node_id, "the driver's node");
 
-    // What a worker prints reaches this driver's stderr, with its origin.
+    // What a worker prints reaches this driver's stderr, with its origin (the function, the
+    // worker's pid, its node).
     let marker = format!("marker-{}", std::process::id());
     assert!(shout::remote(marker.clone()).get().unwrap());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let seen = stderr.lock().unwrap().clone();
-        let printed = |text: &str| seen.lines().any(|line| line.starts_with("(pid=") && line.ends_with(text));
+        let printed =
+            |text: &str| seen.lines().any(|line| line.starts_with("(shout pid=") && line.ends_with(text));
         if printed(&format!(") {marker}")) && printed(&format!(") {marker}-err")) {
             break;
         }
@@ -147,6 +154,23 @@ fn a_driver_joins_a_running_cluster_and_its_tasks_and_actors_run_there() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(tally.add(&squares[3]).get().unwrap(), 24, "a ref argument from the driver");
+    // An actor's lines name its class.
+    let marker = format!("tally-{}", std::process::id());
+    assert!(tally.say(marker.clone()).get().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !stderr
+        .lock()
+        .unwrap()
+        .lines()
+        .any(|line| line.starts_with("(Tally pid=") && line.ends_with(&marker))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the actor's line never came: {}",
+            stderr.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     // Work no node can run waits, and `manta status` shows it as pending demand.
     let stuck = square::options().resources([("gpu_farm", 1.0)]).remote(3);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

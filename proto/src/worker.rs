@@ -252,10 +252,19 @@ pub struct WorkerOutput {
     pub pid: u32,
     /// From its stderr (else its stdout).
     pub stderr: bool,
+    /// What the worker ran when it printed them: a task's function or an actor's class (short
+    /// name), empty before its first task.
+    pub origin: String,
     /// The lines, without their line ends.
     pub lines: Vec<String>,
 }
 wire_message!(WorkerOutput => (), id = 313);
+
+/// The start of a line a worker whose output is piped to its raylet writes when what it runs
+/// changes (Ray's `:task_name:` lines): the rest of the line names the task's function or the
+/// actor's class. The raylet takes such lines as the origin of the lines after them, and
+/// forwards no such line.
+pub const OUTPUT_ORIGIN_MARK: &str = "\u{1e}manta-origin:";
 
 /// An owner's watch on a process that holds borrows of its objects: answered after a while
 /// (the owner asks again while the process still holds a borrow); the ask fails when the

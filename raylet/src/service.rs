@@ -58,6 +58,9 @@ pub mod worker_env {
     /// The local channel's scope of the worker's node (`TransportConfig::local_scope`), on a
     /// node of a running cluster.
     pub const LOCAL_SCOPE: &str = "MANTA_LOCAL_SCOPE";
+    /// Set when the worker's stdout and stderr go to its raylet, which forwards them to the
+    /// driver: the worker then marks what it runs (`manta_proto::worker::OUTPUT_ORIGIN_MARK`).
+    pub const OUTPUT_PIPED: &str = "MANTA_OUTPUT_PIPED";
 }
 
 /// The local channel's scope of a cluster node's processes: the raylet's node id, so that
@@ -612,7 +615,7 @@ impl RayletActor {
             .env(worker_env::RAYLET_PID, raylet_pid.to_string())
             .stdin(Stdio::null());
         if launch.output_to.is_some() {
-            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+            command.stdout(Stdio::piped()).stderr(Stdio::piped()).env(worker_env::OUTPUT_PIPED, "1");
         }
         // SAFETY: between fork and exec the closure makes only async-signal-safe calls (prctl,
         // getppid, _exit) and touches no lock or allocation.

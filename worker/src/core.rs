@@ -976,11 +976,19 @@ impl Handler<CancelObject> for OwnerService {
 impl Handler<WorkerOutput> for OwnerService {
     type Result = ();
 
-    /// Lines a worker of this driver's job printed: on this process's stderr, with their origin.
+    /// Lines a worker of this driver's job printed: on this process's stderr, with their origin
+    /// (what the worker ran, its pid and node).
     fn handle(&mut self, output: WorkerOutput, _: &mut Context<Self>) {
         use std::io::Write as _;
         let node = output.node_id.to_string();
-        let origin = format!("(pid={}, node={})", output.pid, &node[..node.len().min(8)]);
+        let node = &node[..node.len().min(8)];
+        // Ray's form: `(square pid=123, ip=..)`; the node's id stands for its address.
+        let what: String = output.origin.chars().filter(|c| !c.is_control()).collect();
+        let origin = if what.is_empty() {
+            format!("(pid={}, node={node})", output.pid)
+        } else {
+            format!("({what} pid={}, node={node})", output.pid)
+        };
         let mut stderr = std::io::stderr().lock();
         for line in output.lines {
             let _ = writeln!(stderr, "{origin} {line}");

@@ -333,6 +333,7 @@ fn run_task_here(
         let runs_for = core.clone();
         let job: Job = Box::new(move || {
             let mut invocation = invocation;
+            crate::origin::mark(function.name);
             let started = std::time::Instant::now();
             let ran = core::within(&runs_for, || {
                 crate::context::as_task((return_id, owner), assigned, || {
@@ -582,6 +583,7 @@ fn host_actor(
         };
         let mut invocation = Invocation::new(class.name, args);
         let decoded = invocation.decoded.clone();
+        crate::origin::mark(class.name);
         let constructed =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (class.construct)(&mut invocation)));
         drop(invocation);

@@ -14,6 +14,7 @@ mod context;
 mod core;
 mod executor;
 mod objects;
+mod origin;
 pub mod pool;
 pub mod registry;
 pub mod stream;
