@@ -1,6 +1,7 @@
 //! A node killed (`kill -9` of its raylet, whose workers die with it) while a driver on the
 //! head uses it: retriable tasks finish elsewhere with the right results, an actor with a
-//! restart left answers again from the head, one without restarts fails naming the node, the
+//! restart left answers again from the head, one without restarts fails naming the node, a
+//! task without retries fails with `NodeDied` naming it, the
 //! GCS declares the node dead, and an object whose only copy was there is lost (an error, not a
 //! hang). Work that needed the dead node's resource waits until a node that has it joins.
 //!
@@ -15,6 +16,14 @@ use manta::cluster_utils::{Cluster, NodeSpec, Removal};
 fn double_later(x: u64, pause_ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(pause_ms));
     x * 2
+}
+
+/// Says it runs (a file at `mark`), then runs longer than the test.
+#[manta::remote]
+fn mark_and_hang(mark: String) -> u64 {
+    std::fs::write(mark, b"running").unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+    0
 }
 
 /// Where it ran.
@@ -85,12 +94,28 @@ fn a_killed_node_loses_no_retriable_work_and_its_losses_are_errors() {
     let ran_there = node_of::options().resources([("doomed", 1.0)]).remote().get().unwrap();
     assert_eq!(ran_there, doomed_id);
 
+    // A task without retries, running there when the node dies.
+    let mark = cluster.head().root.join(format!("running-{}", std::process::id()));
+    let unretried = mark_and_hang::options()
+        .resources([("doomed", 1.0)])
+        .max_retries(0)
+        .remote(mark.to_string_lossy().into_owned());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mark.exists() {
+        assert!(Instant::now() < deadline, "the unretried task never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     cluster.remove_node(&doomed.id, Removal::Kill).unwrap();
     // The GCS finds out by its health checks.
     cluster.wait_for_nodes(1, Duration::from_secs(60)).unwrap();
 
     let results = manta::get_all(&doubled).expect("every retriable task finishes");
     assert_eq!(results, (0..200u64).map(|x| x * 2).collect::<Vec<_>>());
+    match unretried.get_timeout(Duration::from_secs(60)) {
+        Err(manta::TaskError::NodeDied { node, attempts: 1, .. }) => assert_eq!(node, doomed_id),
+        other => panic!("a task without retries on the dead node: {other:?}"),
+    }
     // The restartable actor answers again, from the head (its state begins anew).
     let deadline = Instant::now() + Duration::from_secs(60);
     let answered = loop {

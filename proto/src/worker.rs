@@ -565,6 +565,21 @@ pub enum TaskError {
         /// Attempts made.
         attempts: u32,
     },
+    /// The node of the worker running it died (or could not be reached any more), and retries
+    /// (`max_retries`) ran out (Ray's `NodeDiedError`).
+    #[error("task {function}: its node {node} died ({reason}) after {attempts} attempts; its worker was pid {pid}")]
+    NodeDied {
+        /// The function's registered name.
+        function: String,
+        /// The node's id.
+        node: String,
+        /// The last worker's process id.
+        pid: u32,
+        /// What was seen of the death.
+        reason: String,
+        /// Attempts made.
+        attempts: u32,
+    },
     /// The actor is dead (killed, or its worker died with no restarts or retries left).
     #[error("actor {actor} died: {cause}")]
     ActorDied {

@@ -49,7 +49,7 @@ use manta_raylet::{
 };
 use manta_transport::NodeId;
 use manta_worker::cores::submitter::{
-    Command as SubmitCommand, Failure as SubmitFailure, LeaseAnswer, Refusal, RequestId, Shape,
+    Command as SubmitCommand, Ending, Failure as SubmitFailure, LeaseAnswer, Refusal, RequestId, Shape,
     SubmitterConfig, SubmitterCore,
 };
 
@@ -836,6 +836,12 @@ impl World {
                         }
                         Err(format!("worker died: {exit} after {attempts} attempts"))
                     }
+                    Err(SubmitFailure::NodeDied { node, reason, attempts, .. }) => {
+                        if attempts > self.config.max_retries + 1 {
+                            self.violation = Some(format!("task {submitter}.{task} ran {attempts} times"));
+                        }
+                        Err(format!("node {node} died: {reason} after {attempts} attempts"))
+                    }
                     Err(SubmitFailure::Refused(refusal)) => Err(format!("refused: {refusal:?}")),
                 });
             }
@@ -874,7 +880,7 @@ impl World {
                     }
                     LeaseReply::WorkerDied { exit, .. } => {
                         // The core gives the lease back (`ReturnLease`), which ends the books' entry.
-                        books.core.worker_died(now, request, &exit);
+                        books.core.worker_died(now, request, &Ending::Worker(exit));
                         return self.drive(submitter);
                     }
                     LeaseReply::Spillback { node: target } => LeaseAnswer::Spillback { node: target },
@@ -896,7 +902,7 @@ impl World {
                 if ok {
                     core.task_replied(now, request, task_id(task), Some(100), task);
                 } else {
-                    core.worker_died(now, request, "its worker is gone");
+                    core.worker_died(now, request, &Ending::worker("its worker is gone"));
                 }
             }
             other => unreachable!("a node never sends {other:?} (from {node})"),
@@ -917,7 +923,7 @@ impl World {
         for (request, granted) in lost {
             if granted {
                 // The core gives the lease back, which ends the books' entry.
-                books.core.worker_died(now, request, "the connection to its node broke");
+                books.core.worker_died(now, request, &Ending::worker("the connection to its node broke"));
             } else {
                 books.requests.remove(&request);
                 books.core.lease_answered(now, request, LeaseAnswer::Lost);

@@ -42,7 +42,9 @@ use crate::wire::{CancelObject, PushTask, ReturnValue, TaskArg, TaskFailure, Tas
 
 pub mod state;
 
-use state::{Command, Failure, LeaseAnswer, Refusal, RequestId, Shape, SubmitterConfig, SubmitterCore};
+use state::{
+    Command, Ending, Failure, LeaseAnswer, Refusal, RequestId, Shape, SubmitterConfig, SubmitterCore,
+};
 
 /// The most tasks a leased worker may be given ahead of their turn (`Config::
 /// max_tasks_in_flight_per_worker` is capped by it); the adaptive default uses it for short tasks.
@@ -131,7 +133,7 @@ struct LeaseLink {
     death: Death,
 }
 
-type Death = Shared<BoxFuture<'static, Option<String>>>;
+type Death = Shared<BoxFuture<'static, Option<Ending>>>;
 
 /// The core and what the shell keeps beside it, under one lock: each event takes it once, and
 /// turns the core's commands into [`Effect`]s performed after it is released.
@@ -234,7 +236,7 @@ impl Inner {
                             _ => self.core.worker_died(
                                 now,
                                 request,
-                                "its lease ended before the task was pushed",
+                                &Ending::worker("its lease ended before the task was pushed"),
                             ),
                         }
                     }
@@ -561,6 +563,9 @@ fn failure_error(function: &str, failure: Failure) -> TaskError {
         Failure::WorkerDied { pid, exit, attempts } => {
             TaskError::WorkerDied { function, pid, exit, attempts }
         }
+        Failure::NodeDied { node, pid, reason, attempts } => {
+            TaskError::NodeDied { function, node: node.to_string(), pid, reason, attempts }
+        }
         Failure::Refused(Refusal::Infeasible { demand }) => TaskError::Infeasible { function, demand },
         Failure::Refused(Refusal::Invalid { reason }) => TaskError::Invalid { function, reason },
         Failure::Refused(Refusal::WorkerStartFailed { exit }) => {
@@ -675,8 +680,8 @@ async fn request_lease(
                 let node = spilled.map(|(node, _)| node);
                 let death: Death = async move {
                     match raylet.ask_unbounded(WatchLease { lease }).await {
-                        Ok(exit) => exit,
-                        Err(error) => node.map(|node| format!("its node {node} is gone ({error})")),
+                        Ok(exit) => exit.map(Ending::Worker),
+                        Err(error) => node.map(|node| Ending::Node { node, reason: error.to_string() }),
                     }
                 }
                 .boxed()
@@ -753,20 +758,21 @@ async fn push(
 ) {
     let task = message.return_id;
     let reply = tokio::select! {
-        reply = executor.ask_unbounded(message) => reply,
-        exit = death.clone() => Err(AskError::ActorDied {
-            actor: "the leased worker".to_owned(),
-            cause: exit.unwrap_or_else(|| "its lease ended".to_owned()),
-        }),
+        reply = executor.ask_unbounded(message) => Ok(reply),
+        exit = death.clone() => Err(exit.unwrap_or_else(|| Ending::worker("its lease ended"))),
     };
     match reply {
-        Ok(reply) => {
+        Ok(Ok(reply)) => {
             let run_us = reply.as_ref().ok().map(|output| output.run_us);
             drive(&core, |inner, now| inner.core.task_replied(now, request, task, run_us, reply));
         }
-        Err(error) => {
+        Err(exit) => {
+            debug!(%task, ?exit, "a leased worker is gone");
+            drive(&core, |inner, now| inner.core.worker_died(now, request, &exit));
+        }
+        Ok(Err(error)) => {
             let exit = match error {
-                AskError::ActorDied { cause, .. } => cause,
+                AskError::ActorDied { cause, .. } => Ending::Worker(cause),
                 broken @ (AskError::ConnectionLost(_) | AskError::Unreachable(_)) => {
                     // A local connection breaks the moment the worker dies, usually before the
                     // raylet's word on how it died: wait for that word (bounded), unless the
@@ -777,11 +783,11 @@ async fn push(
                     } else {
                         None
                     };
-                    verdict.unwrap_or_else(|| broken.to_string())
+                    verdict.unwrap_or_else(|| Ending::Worker(broken.to_string()))
                 }
-                other => other.to_string(),
+                other => Ending::Worker(other.to_string()),
             };
-            debug!(%task, %exit, "a leased worker is gone");
+            debug!(%task, ?exit, "a leased worker is gone");
             drive(&core, |inner, now| inner.core.worker_died(now, request, &exit));
         }
     }

@@ -153,6 +153,27 @@ pub enum Refusal {
     },
 }
 
+/// How a leased worker was lost.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    /// The worker process ended: how (its exit status or signal, or what broke), when known.
+    Worker(String),
+    /// The node it ran on died, or cannot be reached any more.
+    Node {
+        /// The node.
+        node: NodeId,
+        /// What was seen.
+        reason: String,
+    },
+}
+
+impl Ending {
+    /// A worker's end, described.
+    pub fn worker(exit: impl Into<String>) -> Ending {
+        Ending::Worker(exit.into())
+    }
+}
+
 /// Why a task failed, as far as submission is concerned (a task that ran and returned an error
 /// completes with the shell's output instead).
 #[derive(Debug, Clone, PartialEq)]
@@ -165,6 +186,17 @@ pub enum Failure {
         pid: u32,
         /// How it ended.
         exit: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The node of its worker died on its last allowed attempt.
+    NodeDied {
+        /// The node.
+        node: NodeId,
+        /// The last worker's process id.
+        pid: u32,
+        /// What was seen.
+        reason: String,
         /// Attempts made.
         attempts: u32,
     },
@@ -468,7 +500,7 @@ impl<O> SubmitterCore<O> {
 
     /// A leased worker died (or its connection is gone for good): its tasks are retried while
     /// they have retries, and fail otherwise. Repeated reports are ignored.
-    pub fn worker_died(&mut self, now: Duration, request: RequestId, exit: &str) {
+    pub fn worker_died(&mut self, now: Duration, request: RequestId, ending: &Ending) {
         let Some(lease) = self.leases.remove(&request) else { return };
         let shape = lease.shape;
         let LeasePhase::Granted { lease: id, pid, running, .. } = lease.phase else {
@@ -490,7 +522,10 @@ impl<O> SubmitterCore<O> {
             if entry.retries_left == 0 {
                 let attempts = entry.attempts;
                 self.tasks.remove(&task);
-                let outcome = Err(Failure::WorkerDied { pid, exit: exit.to_owned(), attempts });
+                let outcome = Err(match ending.clone() {
+                    Ending::Worker(exit) => Failure::WorkerDied { pid, exit, attempts },
+                    Ending::Node { node, reason } => Failure::NodeDied { node, pid, reason, attempts },
+                });
                 self.commands.push_back(Command::Complete { task, outcome });
             } else {
                 entry.retries_left -= 1;
@@ -520,7 +555,7 @@ impl<O> SubmitterCore<O> {
                 }
                 self.tasks.remove(&task);
                 self.commands.push_back(Command::Complete { task, outcome: Err(Failure::Cancelled) });
-                self.worker_died(now, request, "killed by a forced cancel");
+                self.worker_died(now, request, &Ending::worker("killed by a forced cancel"));
                 return true;
             }
             TaskState::Running { request } => {
@@ -761,7 +796,7 @@ mod tests {
         assert_eq!(pushes(&drain(&mut core)).len(), 1);
         core.lease_answered(ms(0), asked[1], LeaseAnswer::Granted { lease: 2, pid: 42 });
         assert_eq!(pushes(&drain(&mut core)), vec![(asked[1], task(1))]);
-        core.worker_died(ms(1), asked[1], "killed by signal 9");
+        core.worker_died(ms(1), asked[1], &Ending::worker("killed by signal 9"));
         let commands = drain(&mut core);
         assert!(commands.contains(&Command::ReturnLease {
             request: asked[1],
@@ -773,13 +808,41 @@ mod tests {
             task: task(1),
             outcome: Err(Failure::WorkerDied { pid: 42, exit: "killed by signal 9".into(), attempts: 1 })
         }));
-        core.worker_died(ms(1), asked[0], "killed by signal 9");
+        core.worker_died(ms(1), asked[0], &Ending::worker("killed by signal 9"));
         let commands = drain(&mut core);
         let again = requests(&commands);
         assert_eq!(again.len(), 1, "task 0 has a retry left: {commands:?}");
         core.lease_answered(ms(2), again[0], LeaseAnswer::Granted { lease: 3, pid: 43 });
         let commands = drain(&mut core);
         assert!(commands.contains(&Command::Push { request: again[0], task: task(0), attempt: 2 }));
+    }
+
+    #[test]
+    fn a_task_whose_node_died_on_its_last_attempt_fails_naming_the_node() {
+        let mut core = SubmitterCore::<u32>::new(SubmitterConfig::default());
+        core.submit(task(0), shape("f"), 0);
+        core.resolved(ms(0), task(0));
+        let asked = requests(&drain(&mut core));
+        let far = NodeId([7; 16]);
+        core.lease_answered(ms(0), asked[0], LeaseAnswer::Spillback { node: far });
+        let again = requests(&drain(&mut core));
+        core.lease_answered(ms(1), again[0], LeaseAnswer::Granted { lease: 1, pid: 41 });
+        assert_eq!(pushes(&drain(&mut core)), vec![(again[0], task(0))]);
+        let ending = Ending::Node { node: far, reason: "connection lost".into() };
+        core.worker_died(ms(2), again[0], &ending);
+        let commands = drain(&mut core);
+        assert!(
+            commands.contains(&Command::Complete {
+                task: task(0),
+                outcome: Err(Failure::NodeDied {
+                    node: far,
+                    pid: 41,
+                    reason: "connection lost".into(),
+                    attempts: 1
+                })
+            }),
+            "{commands:?}"
+        );
     }
 
     #[test]
@@ -1073,7 +1136,7 @@ mod tests {
                         held.sort();
                         let request = held[pick % held.len()];
                         world.pushed.retain(|(lease, _)| *lease != request);
-                        core.worker_died(now, request, "killed by signal 9");
+                        core.worker_died(now, request, &Ending::worker("killed by signal 9"));
                     }
                     Step::Cancel { pick, force } if !world.submitted.is_empty() => {
                         let id = world.submitted[pick % world.submitted.len()];
