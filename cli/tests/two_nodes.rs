@@ -167,6 +167,14 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
     // Read again there: the copy pulled before serves it.
     let (sum, _) = weigh::options().resources([("other", 1.0)]).remote(&data).get().unwrap();
     assert_eq!(sum, 3 * len as u64);
+    // A task with no placement of its own goes where its arguments are: a value only the other
+    // node holds draws it there (Ray's locality-aware leases), with no pull. (Made with no CPU,
+    // so that the other node's one CPU is free for the task even while the maker's lease
+    // lingers: a busy node would rightly spill the task back.)
+    let far = make::options().resources([("other", 1.0)]).num_cpus(0.0).remote(len, 6);
+    manta::wait(std::slice::from_ref(&far), 1, None).unwrap();
+    let (sum, at) = weigh::remote(&far).get().unwrap();
+    assert_eq!((sum, at), (6 * len as u64, other_id.clone()), "the task ran where its argument is");
     // A value made on the other node, read here: pulled into the head's store.
     let made = make::options().resources([("other", 1.0)]).remote(len, 5);
     let value = made.get().unwrap();
@@ -201,7 +209,7 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
     assert_eq!(keeper.sum().get().unwrap(), 3 * len as u64);
 
     // Every copy goes with its object: once the refs are dropped, both stores empty out.
-    drop((data, made, value, keeper));
+    drop((data, made, far, value, keeper));
     let on_other = || stored_objects::options().resources([("other", 1.0)]).remote().get().unwrap();
     eventually("the other node's store emptied", || on_other() == 0);
     eventually("the head's store emptied", || manta::object_store_stats().unwrap().objects == 0);

@@ -209,7 +209,8 @@ impl Handler<Pulled> for ObjectManager {
         if let Ok(at) = outcome {
             // The owner deletes the copy with the object; if it has none any more (or is gone,
             // and its objects with it), the copy goes.
-            let copy = NodeLocation { node: self.node.node_id(), store: self.node.local_addr(), at };
+            let size = self.store.lock().reader().pin(at.into()).map_or(0, |bytes| bytes.len() as u64);
+            let copy = NodeLocation { node: self.node.node_id(), store: self.node.local_addr(), at, size };
             let owner_service: ServiceRef<Owner> = self.node.service(owner.0);
             let store = self.store.clone();
             tokio::spawn(async move {

@@ -29,6 +29,9 @@ pub struct NodeLocation {
     pub store: std::net::SocketAddr,
     /// Where in that store.
     pub at: WireLocation,
+    /// The object's size in bytes (what a task that takes it as an argument weighs when it
+    /// prefers the node holding most of its arguments).
+    pub size: u64,
 }
 
 /// One resolved argument of a task or actor call.

@@ -770,7 +770,7 @@ impl World {
     fn perform_submit(&mut self, submitter: Submitter, command: SubmitCommand<TaskId>) {
         let now = self.time();
         match command {
-            SubmitCommand::RequestLease { request, shape, node } => {
+            SubmitCommand::RequestLease { request, shape, node, .. } => {
                 let target = match node {
                     None => Some(self.home(submitter)),
                     Some(id) => self.nodes.iter().position(|candidate| candidate.id == id),

@@ -656,7 +656,9 @@ impl CoreWorker {
 
     /// Where a location in this node's store is, as other nodes name it.
     pub(crate) fn here(&self, at: ObjectLocation) -> NodeLocation {
-        NodeLocation { node: self.node_id, store: self.store_at, at: at.into() }
+        // A location just handed out is sealed and held: it pins.
+        let size = self.store.reader().pin(at).map_or(0, |bytes| bytes.len() as u64);
+        NodeLocation { node: self.node_id, store: self.store_at, at: at.into(), size }
     }
 
     /// A stored value at `location`: in this node's store, or another's.

@@ -147,13 +147,22 @@ struct Inner {
     timer: Option<Duration>,
 }
 
+/// Another node's raylet that a lease request goes to.
+#[derive(Debug, Clone, Copy)]
+struct RemoteRaylet {
+    node: NodeId,
+    address: std::net::SocketAddr,
+    /// A raylet spilled the request back there (else the task's arguments are there).
+    spilled: bool,
+}
+
 /// What the shell does outside the lock for a command of the core.
 enum Effect {
-    /// Ask for a lease: this node's raylet (`None`), or another node's after a spillback.
+    /// Ask for a lease: this node's raylet (`None`), or another node's.
     Ask {
         request: RequestId,
         shape: Shape,
-        raylet: Option<(NodeId, std::net::SocketAddr)>,
+        raylet: Option<RemoteRaylet>,
     },
     Push {
         request: RequestId,
@@ -195,13 +204,16 @@ impl Inner {
             }
             for command in commands {
                 match command {
-                    Command::RequestLease { request, shape, node: Some(node) } => {
-                        // Spilled back to another node: ask its raylet, whose address came
-                        // with the spillback.
+                    Command::RequestLease { request, shape, node: Some(node), spilled } => {
+                        // Spilled back to another node, or asked where the task's arguments
+                        // are: ask its raylet, whose address came with the spillback or with
+                        // the arguments' locations.
                         match self.raylets.get(&node) {
-                            Some(&raylet) => {
-                                effects.push(Effect::Ask { request, shape, raylet: Some((node, raylet)) })
-                            }
+                            Some(&address) => effects.push(Effect::Ask {
+                                request,
+                                shape,
+                                raylet: Some(RemoteRaylet { node, address, spilled }),
+                            }),
                             None => {
                                 let refusal = Refusal::Unreachable {
                                     target: format!("node {node}"),
@@ -211,7 +223,7 @@ impl Inner {
                             }
                         }
                     }
-                    Command::RequestLease { request, shape, node: None } => {
+                    Command::RequestLease { request, shape, node: None, .. } => {
                         effects.push(Effect::Ask { request, shape, raylet: None })
                     }
                     Command::Push { request, task, .. } => {
@@ -500,13 +512,16 @@ async fn drain(core: Arc<CoreWorker>) {
         let batch = std::mem::take(&mut *core.submitter.incoming.lock());
         for Incoming { id, function, args, shape, retries, returns } in batch {
             let assigned = shape.amounts();
-            inner.core.submit(id, shape, retries);
             if !args.iter().all(|ArgSpec(argument)| argument.is_small_value(core.inline_bytes_max)) {
+                // Ray's locality-aware leases are for the default strategy only.
+                let local_first = shape.strategy == SchedulingStrategy::Hybrid;
+                inner.core.submit(id, shape, retries);
                 let payload = Payload { function, args: Vec::new(), _holds: Vec::new(), assigned, returns };
                 inner.payloads.insert(id, payload);
-                waiting.push((id, function, args));
+                waiting.push((id, function, args, local_first));
                 continue;
             }
+            inner.core.submit(id, shape, retries);
             // Small values only: resolving does not wait.
             match resolve_args(&core, function, args).now_or_never() {
                 Some(Ok((args, holds))) => {
@@ -521,7 +536,7 @@ async fn drain(core: Arc<CoreWorker>) {
             }
         }
     });
-    for (id, function, args) in waiting {
+    for (id, function, args, local_first) in waiting {
         let core = core.clone();
         tokio::spawn(async move {
             let resolved = resolve_args(&core, function, args).await;
@@ -530,9 +545,13 @@ async fn drain(core: Arc<CoreWorker>) {
                 // Cancelled meanwhile: its payload went with its completion; the arguments drop.
                 Ok((args, holds)) => {
                     if let Some(payload) = inner.payloads.get_mut(&id) {
+                        let near = if local_first { heaviest_elsewhere(core.node_id, &args) } else { None };
+                        if let Some((node, raylet)) = near {
+                            inner.raylets.insert(node, raylet);
+                        }
                         payload.args = args;
                         payload._holds = holds;
-                        inner.core.resolved(now, id);
+                        inner.core.resolved_near(now, id, near.map(|(node, _)| node));
                     }
                 }
                 Err(error) => {
@@ -547,6 +566,26 @@ async fn drain(core: Arc<CoreWorker>) {
             }
         });
     }
+}
+
+/// The node whose store holds most of `args`' bytes, and its raylet's address (a node's store
+/// service and its raylet share the node's address), when that is not `here` and it holds
+/// more than `here` does (Ray's locality-aware lease policy; a tie stays here).
+fn heaviest_elsewhere(here: NodeId, args: &[TaskArg]) -> Option<(NodeId, std::net::SocketAddr)> {
+    let mut weights: Vec<(NodeId, std::net::SocketAddr, u64)> = Vec::new();
+    let mut local = 0u64;
+    for argument in args {
+        let TaskArg::Shared { location, .. } = argument else { continue };
+        if location.node == here {
+            local = local.saturating_add(location.size);
+        } else if let Some(weight) = weights.iter_mut().find(|(node, ..)| *node == location.node) {
+            weight.2 = weight.2.saturating_add(location.size);
+        } else {
+            weights.push((location.node, location.store, location.size));
+        }
+    }
+    let (node, raylet, bytes) = weights.into_iter().max_by_key(|(.., bytes)| *bytes)?;
+    (bytes > local).then_some((node, raylet))
 }
 
 /// A task whose arguments do not resolve fails with that error (outside the core's lock).
@@ -639,17 +678,17 @@ pub(crate) fn complete_returns(
     }
 }
 
-/// Asks a raylet for a lease (this node's, or another's after a spillback) and hands the
-/// answer to the core.
+/// Asks a raylet for a lease (this node's, or another's: after a spillback, or where the
+/// task's arguments are) and hands the answer to the core.
 async fn request_lease(
     core: Arc<CoreWorker>,
     request: RequestId,
     shape: Shape,
-    spilled: Option<(NodeId, std::net::SocketAddr)>,
+    remote: Option<RemoteRaylet>,
 ) {
     let (cpus, gpus, resources) = shape.amounts();
-    let spilled_to = spilled.map(|(_, address)| address);
-    let asked: ServiceRef<Raylet> = match spilled_to {
+    let remote_at = remote.map(|raylet| raylet.address);
+    let asked: ServiceRef<Raylet> = match remote_at {
         Some(address) => core.node.service(address),
         None => core.raylet.clone(),
     };
@@ -660,12 +699,12 @@ async fn request_lease(
         dedicated: false,
         strategy: shape.strategy,
         // A worker id means something to its own raylet only.
-        requester: core.worker_id.filter(|_| spilled_to.is_none()),
+        requester: core.worker_id.filter(|_| remote_at.is_none()),
         placement_cpus: 0.0,
         job: Some(core.job),
-        spilled: spilled_to.is_some(),
+        spilled: remote.is_some_and(|raylet| raylet.spilled),
         // Another node's raylet watches this process instead, and ends its leases at its death.
-        remote_requester: spilled_to.map(|_| core.owner_address.0),
+        remote_requester: remote_at.map(|_| core.owner_address.0),
     };
     let mut link = None;
     let mut spilled_raylet = None;
@@ -677,7 +716,7 @@ async fn request_lease(
                 // `None` once the lease ended otherwise (returned): the watch then ends too,
                 // instead of waiting for ever (one parked task per lease, for the process's life).
                 // Another node's raylet that cannot be asked any more is that node's death.
-                let node = spilled.map(|(node, _)| node);
+                let node = remote.map(|raylet| raylet.node);
                 let death: Death = async move {
                     match raylet.ask_unbounded(WatchLease { lease }).await {
                         Ok(exit) => exit.map(Ending::Worker),
@@ -723,14 +762,14 @@ async fn request_lease(
         Ok(LeaseOutcome::WorkerStartFailed { exit }) => {
             LeaseAnswer::Refused(Refusal::WorkerStartFailed { exit })
         }
-        // The node it was spilled to is gone (or unreachable): ask this node's raylet again,
+        // The node it was sent to is gone (or unreachable): ask this node's raylet again,
         // whose view will have moved on.
-        Err(error) if spilled_to.is_some() => {
-            debug!(%error, "a spilled lease request found its node unreachable; asking here again");
+        Err(error) if remote_at.is_some() => {
+            debug!(%error, "a lease request found its node unreachable; asking here again");
             LeaseAnswer::Lost
         }
         Err(error) => LeaseAnswer::Refused(Refusal::Unreachable {
-            target: match spilled_to {
+            target: match remote_at {
                 Some(address) => format!("the raylet at {address}"),
                 None => "the raylet".to_owned(),
             },
@@ -976,4 +1015,42 @@ pub(crate) fn cancel_task(core: &Arc<CoreWorker>, id: ObjectId, force: bool, rec
         });
     }
     cancelled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use manta_proto::worker::{NodeLocation, WireLocation};
+
+    fn shared(node: u8, size: u64) -> TaskArg {
+        let location = NodeLocation {
+            node: NodeId([node; 16]),
+            store: format!("127.0.0.{node}:7000").parse().unwrap(),
+            at: WireLocation { slot: 0, generation: 0 },
+            size,
+        };
+        TaskArg::Shared {
+            id: ObjectId::from_parts([node; 12], 1),
+            location,
+            owner: OwnerAddress("127.0.0.9:1".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_heaviest_node_wins_only_when_it_outweighs_this_one() {
+        let here = NodeId([1; 16]);
+        let inline = TaskArg::Inline(ByteBuf::from(vec![0; 100]));
+        assert_eq!(
+            heaviest_elsewhere(here, std::slice::from_ref(&inline)),
+            None,
+            "inline arguments weigh nothing"
+        );
+        let args = [shared(1, 10), shared(2, 6), shared(2, 6), shared(3, 11), inline];
+        assert_eq!(
+            heaviest_elsewhere(here, &args),
+            Some((NodeId([2; 16]), "127.0.0.2:7000".parse().unwrap())),
+            "two arguments on node 2 weigh 12 bytes"
+        );
+        assert_eq!(heaviest_elsewhere(here, &[shared(1, 12), shared(2, 12)]), None, "a tie stays here");
+    }
 }

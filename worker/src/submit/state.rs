@@ -216,6 +216,9 @@ pub enum Command<O> {
         shape: Shape,
         /// Which raylet.
         node: Option<NodeId>,
+        /// Whether a raylet spilled it back to `node` (which then keeps it if it ever can),
+        /// rather than the submitter choosing `node` for its arguments (which may spill again).
+        spilled: bool,
     },
     /// Push a task to the leased worker; answer with [`SubmitterCore::task_replied`], or
     /// [`SubmitterCore::worker_died`] if the worker is gone.
@@ -273,6 +276,9 @@ enum TaskState {
 #[derive(Debug)]
 struct Task {
     shape: usize,
+    /// The node holding most of its arguments' bytes, when that is not this one: a lease
+    /// request made for it asks that node's raylet first (Ray's locality-aware lease policy).
+    near: Option<NodeId>,
     state: TaskState,
     retries_left: u32,
     attempts: u32,
@@ -381,7 +387,13 @@ impl<O> SubmitterCore<O> {
         };
         self.tasks.insert(
             task,
-            Task { shape: index, state: TaskState::Resolving, retries_left: retries, attempts: 0 },
+            Task {
+                shape: index,
+                near: None,
+                state: TaskState::Resolving,
+                retries_left: retries,
+                attempts: 0,
+            },
         );
         true
     }
@@ -389,11 +401,19 @@ impl<O> SubmitterCore<O> {
     /// The task's arguments are resolved: it joins its shape's queue. `false` if it is no
     /// longer waiting for that (cancelled meanwhile): the caller drops its arguments.
     pub fn resolved(&mut self, now: Duration, task: TaskId) -> bool {
+        self.resolved_near(now, task, None)
+    }
+
+    /// [`SubmitterCore::resolved`], for a task whose arguments are mostly (by bytes) on another
+    /// node, `near`: a lease request made for it goes to that node's raylet, which may grant it
+    /// or spill it back.
+    pub fn resolved_near(&mut self, now: Duration, task: TaskId, near: Option<NodeId>) -> bool {
         let Some(entry) = self.tasks.get_mut(&task) else { return false };
         if entry.state != TaskState::Resolving {
             return false;
         }
         entry.state = TaskState::Queued;
+        entry.near = near;
         let shape = entry.shape;
         self.shapes[shape].queue.push_back(task);
         self.dispatch(now, shape);
@@ -449,7 +469,13 @@ impl<O> SubmitterCore<O> {
         if state.queue.len() > state.waiting {
             state.waiting += 1;
             lease.node = node;
-            self.commands.push_back(Command::RequestLease { request, shape: state.shape.clone(), node });
+            let spilled = node.is_some();
+            self.commands.push_back(Command::RequestLease {
+                request,
+                shape: state.shape.clone(),
+                node,
+                spilled,
+            });
         } else {
             self.leases.remove(&request);
         }
@@ -621,14 +647,18 @@ impl<O> SubmitterCore<O> {
         // leases in use: a lease busy with a long task must not keep a queued task from a
         // lease of its own.
         while state.waiting < self.config.lease_requests_max && state.waiting + idle < state.queue.len() {
+            // The request is for the first queued task no idle lease or earlier request
+            // stands for: it asks where that task's arguments are.
+            let near = state.queue.get(idle + state.waiting).and_then(|task| self.tasks[task].near);
             state.waiting += 1;
             let request = RequestId(self.next_request);
             self.next_request += 1;
-            self.leases.insert(request, Lease { shape, node: None, phase: LeasePhase::Requested });
+            self.leases.insert(request, Lease { shape, node: near, phase: LeasePhase::Requested });
             self.commands.push_back(Command::RequestLease {
                 request,
                 shape: state.shape.clone(),
-                node: None,
+                node: near,
+                spilled: false,
             });
         }
         let depth = self.config.fixed_depth.unwrap_or_else(|| {
@@ -818,6 +848,31 @@ mod tests {
     }
 
     #[test]
+    fn a_task_near_its_arguments_asks_their_node_first_and_here_when_that_node_is_gone() {
+        let mut core = SubmitterCore::<u32>::new(SubmitterConfig::default());
+        let far = NodeId([5; 16]);
+        core.submit(task(0), shape("f"), 0);
+        core.resolved_near(ms(0), task(0), Some(far));
+        let commands = drain(&mut core);
+        let asked = requests(&commands);
+        assert_eq!(
+            commands,
+            vec![Command::RequestLease {
+                request: asked[0],
+                shape: shape("f"),
+                node: Some(far),
+                spilled: false
+            }],
+            "asked where the arguments are, free to spill back"
+        );
+        core.lease_answered(ms(1), asked[0], LeaseAnswer::Lost);
+        assert_eq!(
+            drain(&mut core),
+            vec![Command::RequestLease { request: asked[0], shape: shape("f"), node: None, spilled: false }]
+        );
+    }
+
+    #[test]
     fn a_task_whose_node_died_on_its_last_attempt_fails_naming_the_node() {
         let mut core = SubmitterCore::<u32>::new(SubmitterConfig::default());
         core.submit(task(0), shape("f"), 0);
@@ -885,12 +940,17 @@ mod tests {
         core.lease_answered(ms(1), asked[0], LeaseAnswer::Spillback { node: elsewhere });
         assert_eq!(
             drain(&mut core),
-            vec![Command::RequestLease { request: asked[0], shape: shape("f"), node: Some(elsewhere) }]
+            vec![Command::RequestLease {
+                request: asked[0],
+                shape: shape("f"),
+                node: Some(elsewhere),
+                spilled: true
+            }]
         );
         core.lease_answered(ms(2), asked[0], LeaseAnswer::Lost);
         assert_eq!(
             drain(&mut core),
-            vec![Command::RequestLease { request: asked[0], shape: shape("f"), node: None }]
+            vec![Command::RequestLease { request: asked[0], shape: shape("f"), node: None, spilled: false }]
         );
         core.lease_answered(ms(3), asked[0], LeaseAnswer::Granted { lease: 5, pid: 5 });
         assert_eq!(pushes(&drain(&mut core)), vec![(asked[0], task(0))]);
