@@ -8,6 +8,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use support::capture_stderr;
+
+mod support;
+
 #[manta::remote]
 fn square(x: i64) -> i64 {
     x * x
@@ -26,37 +30,6 @@ fn whereabouts() -> (u32, String) {
 fn shout(marker: String) -> bool {
     use std::io::Write as _;
     writeln!(std::io::stdout(), "{marker}").is_ok() && writeln!(std::io::stderr(), "{marker}-err").is_ok()
-}
-
-/// Everything written to this process's stderr (fd 2) from now on, as it comes (still written
-/// to the real stderr too).
-fn capture_stderr() -> std::sync::Arc<std::sync::Mutex<String>> {
-    use std::io::{BufRead as _, Write as _};
-    use std::os::fd::FromRawFd as _;
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut fds = [0; 2];
-    // SAFETY: plain descriptor calls on fresh descriptors; fd 2 is replaced by the pipe's write
-    // end, and the original is kept to echo into.
-    let original = unsafe {
-        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
-        let original = libc::dup(2);
-        assert!(libc::dup2(fds[1], 2) >= 0);
-        libc::close(fds[1]);
-        std::fs::File::from_raw_fd(original)
-    };
-    // SAFETY: the read end is this function's, handed to the thread.
-    let reader = unsafe { std::fs::File::from_raw_fd(fds[0]) };
-    let sink = seen.clone();
-    std::thread::spawn(move || {
-        let mut original = original;
-        for line in std::io::BufReader::new(reader).lines().map_while(Result::ok) {
-            let _ = writeln!(original, "{line}");
-            let mut seen = sink.lock().unwrap();
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-    });
-    seen
 }
 
 #[manta::actor]

@@ -243,7 +243,9 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         let cluster = self.cluster();
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for request in std::mem::take(&mut self.queue) {
-            if self.resources.available.contains(&request.placement) || request.spilled {
+            let runs_here =
+                !self.pinned_elsewhere(&request) && self.resources.available.contains(&request.placement);
+            if runs_here || request.spilled {
                 kept.push_back(request);
                 continue;
             }
@@ -341,12 +343,15 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     /// frees, instead of where it was asked): the node a hard affinity names, else the least
     /// used live node that could hold it. `None`: wait here.
     fn waits_elsewhere(&self, request: &Queued) -> Option<NodeId> {
+        let fits = |peer: &&NodeView| peer.alive && peer.resources.total.contains(&request.placement);
+        // Pinned to another node: it waits there, whatever room this one has.
+        if let SchedulingStrategy::NodeAffinity { node, soft: false } = request.strategy {
+            if node != self.node {
+                return self.peers.iter().filter(fits).find(|peer| peer.id == node).map(|peer| peer.id);
+            }
+        }
         if self.resources.total.contains(&request.placement) {
             return None;
-        }
-        let fits = |peer: &&NodeView| peer.alive && peer.resources.total.contains(&request.placement);
-        if let SchedulingStrategy::NodeAffinity { node, soft: false } = request.strategy {
-            return self.peers.iter().filter(fits).find(|peer| peer.id == node).map(|peer| peer.id);
         }
         self.peers
             .iter()
@@ -355,6 +360,11 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
                 a.resources.utilization().total_cmp(&b.resources.utilization()).then(a.id.cmp(&b.id))
             })
             .map(|peer| peer.id)
+    }
+
+    /// Whether `request` is pinned (hard node affinity) to a node other than this one.
+    fn pinned_elsewhere(&self, request: &Queued) -> bool {
+        matches!(request.strategy, SchedulingStrategy::NodeAffinity { node, soft: false } if node != self.node)
     }
 
     /// Sends `request` to `node`, and counts its resources as taken there until the next view
@@ -567,7 +577,11 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         let mut waiting: BTreeMap<JobId, (usize, bool)> = BTreeMap::new();
         let mut index = 0;
         while index < self.queue.len() {
-            if !self.resources.available.contains(&self.queue[index].placement) {
+            // A request pinned to another node waits here only while that node is out of
+            // sight (it goes there once a view shows it); it never runs here.
+            if !self.resources.available.contains(&self.queue[index].placement)
+                || self.pinned_elsewhere(&self.queue[index])
+            {
                 index += 1;
                 continue;
             }
@@ -897,6 +911,36 @@ mod tests {
             leases.poll_commands()[..],
             [Command::Reply { lease: LeaseId(10), reply: LeaseReply::Spillback { .. } }]
         ));
+    }
+
+    #[test]
+    fn work_pinned_to_a_busy_peer_waits_there_never_here() {
+        // An idle local node, and a peer whose one CPU is taken (as the last view showed it).
+        let mut leases = manager(2);
+        let busy = NodeView {
+            id: NodeId([4; 16]),
+            resources: crate::resources::NodeResources { total: cpus(1), available: cpus(0) },
+            alive: true,
+        };
+        leases.set_peers(vec![busy]);
+        let pinned = LeaseRequest {
+            demand: cpus(1),
+            placement: cpus(1),
+            strategy: SchedulingStrategy::NodeAffinity { node: NodeId([4; 16]), soft: false },
+            dedicated: false,
+            job: JobId(0),
+            spilled: false,
+        };
+        leases.request_lease_placed(0, LeaseId(1), pinned, &mut SplitMix64(1));
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply {
+                lease: LeaseId(1),
+                reply: LeaseReply::Spillback { node: NodeId([4; 16]) }
+            }],
+            "it waits at its node, though this one is idle"
+        );
+        assert_eq!(leases.queued(), 0);
     }
 
     #[test]

@@ -182,9 +182,9 @@ pub struct RayletActor {
     children: HashMap<u32, WorkerId>,
     /// Without a `SIGCHLD` stream, children are reaped at each tick instead.
     reap_each_tick: bool,
-    waiting: HashMap<LeaseId, (oneshot::Sender<LeaseOutcome>, String)>,
+    waiting: HashMap<LeaseId, (oneshot::Sender<LeaseOutcome>, String, Option<std::net::SocketAddr>)>,
     /// Demands already warned about as waiting for a node that fits.
-    warned_infeasible: std::collections::HashSet<String>,
+    warned_infeasible: std::collections::HashSet<(String, Option<std::net::SocketAddr>)>,
     next_lease: u64,
     /// Submitters waiting to hear if a granted lease's worker dies.
     watchers: HashMap<LeaseId, Vec<oneshot::Sender<Option<String>>>>,
@@ -478,18 +478,21 @@ impl RayletActor {
                     });
                 }
                 Command::WaitingInfeasible { lease } => {
-                    let demand =
-                        self.waiting.get(&lease).map(|(_, demand)| demand.clone()).unwrap_or_default();
-                    // Once per kind of demand (a thousand such tasks warn once), as Ray's
-                    // "cannot be scheduled right now" warning.
+                    let Some((_, demand, tell)) = self.waiting.get(&lease) else { continue };
+                    let (demand, tell) = (demand.clone(), *tell);
+                    // Once per kind of demand and requester (a thousand such tasks warn once), as
+                    // Ray's "cannot be scheduled right now" warning.
                     if self.warned_infeasible.len() < WARNED_INFEASIBLE_MAX
-                        && self.warned_infeasible.insert(demand.clone())
+                        && self.warned_infeasible.insert((demand.clone(), tell))
                     {
                         warn!(
                             %demand,
                             "a request no node can meet is waiting for a node that has {demand} to join \
                              (set Config::fail_infeasible to fail such requests at once)"
                         );
+                        if let Some(requester) = tell {
+                            self.warn_requester(requester, &demand);
+                        }
                     }
                 }
                 Command::KillWorker { worker } => {
@@ -537,7 +540,7 @@ impl RayletActor {
                             demand: self
                                 .waiting
                                 .get(&lease)
-                                .map(|(_, demand)| demand.clone())
+                                .map(|(_, demand, _)| demand.clone())
                                 .unwrap_or_default(),
                         },
                         LeaseReply::WorkerStartFailed { exit } => LeaseOutcome::WorkerStartFailed { exit },
@@ -552,7 +555,7 @@ impl RayletActor {
                         self.requested_by.remove(&lease);
                         self.requested_from.remove(&lease);
                     }
-                    if let Some((waiter, _)) = self.waiting.remove(&lease) {
+                    if let Some((waiter, ..)) = self.waiting.remove(&lease) {
                         let _ = waiter.send(outcome);
                     }
                 }
@@ -667,6 +670,25 @@ impl RayletActor {
 }
 
 impl RayletActor {
+    /// Tells a requester, on its stderr, that its request waits for a node that has
+    /// `demand` (best effort: a requester that is gone or of an older build misses it).
+    fn warn_requester(&self, requester: std::net::SocketAddr, demand: &str) {
+        let owner: manta_actor::ServiceRef<manta_proto::worker::Owner> = self.node.service(requester);
+        let warning = manta_proto::worker::WorkerOutput {
+            node_id: self.node_id,
+            pid: std::process::id(),
+            stderr: true,
+            origin: "scheduler".to_owned(),
+            lines: vec![format!(
+                "Warning: the following resource request cannot be scheduled right now: {{{demand}}}. \
+                 No node of the cluster has these resources: it waits for a node that has them to join."
+            )],
+        };
+        tokio::spawn(async move {
+            let _ = owner.tell(warning).await;
+        });
+    }
+
     /// On a node of a running cluster: ends this process once the GCS has been silent (no
     /// health check) for its timeout, rather than serving a cluster that is gone.
     fn give_up_on_a_silent_gcs(&mut self) {
@@ -692,7 +714,7 @@ impl RayletActor {
             .map(|(name, quantity)| (name.to_owned(), quantity.as_f64()))
             .collect();
         let mut pending: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
-        for (_, demand) in self.waiting.values() {
+        for (_, demand, _) in self.waiting.values() {
             *pending.entry(demand.clone()).or_default() += 1;
         }
         let pending: Vec<(String, u32)> = pending.into_iter().collect();
@@ -987,7 +1009,7 @@ impl Handler<RequestLease> for RayletActor {
         for (name, amount) in &request.resources {
             description.push_str(&format!(", {amount} {name}"));
         }
-        self.waiting.insert(lease, (waiter, description.clone()));
+        self.waiting.insert(lease, (waiter, description.clone(), request.warn));
         if let Some(requester) = request.requester {
             self.requested_by.insert(lease, WorkerId(requester));
         }

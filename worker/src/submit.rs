@@ -705,6 +705,7 @@ async fn request_lease(
         spilled: remote.is_some_and(|raylet| raylet.spilled),
         // Another node's raylet watches this process instead, and ends its leases at its death.
         remote_requester: remote_at.map(|_| core.owner_address.0),
+        warn: Some(core.owner_address.0),
     };
     let mut link = None;
     let mut spilled_raylet = None;

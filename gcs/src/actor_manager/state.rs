@@ -176,6 +176,7 @@ impl ManagerCore {
             job: Some(spec.info.job_id),
             spilled,
             remote_requester: None,
+            warn: None,
         };
         let raylet = entry.raylet.clone();
         self.commands.push(Command::RequestLease { actor, request, raylet });

@@ -41,6 +41,11 @@ pub struct RequestLease {
     /// means nothing here): the raylet watches it, and its requests and leases end with it.
     #[serde(default)]
     pub remote_requester: Option<std::net::SocketAddr>,
+    /// The owner service of the driver or worker to tell (on its stderr, once per kind of
+    /// demand) when the request waits for a node that does not exist yet (Ray's "cannot be
+    /// scheduled right now" warning, seen by the user, not only in a log).
+    #[serde(default)]
+    pub warn: Option<std::net::SocketAddr>,
 }
 wire_message!(RequestLease => LeaseOutcome, id = 200, parks);
 

@@ -1,0 +1,101 @@
+//! Scheduling on four nodes, as Ray's tests check it: 2,000 `SPREAD` tasks run on every node;
+//! hard node affinity runs only on its node, soft affinity to a dead node runs elsewhere and
+//! hard affinity to it fails at once; a task needing `{"node2": 1}` runs on node 2; a task
+//! needing what no node has waits, the driver is warned with the demand named, and it runs as
+//! soon as a node that has it joins.
+//!
+//! One test in this file: a worker re-executes this binary, and must only become a worker.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use manta::cluster_utils::{Cluster, NodeSpec, Removal};
+use manta::SchedulingStrategy;
+
+mod support;
+
+/// Where it ran.
+#[manta::remote]
+fn node_of() -> String {
+    manta::get_runtime_context().unwrap().node_id.to_string()
+}
+
+#[test]
+fn four_nodes_spread_pin_and_wait_as_ray_does() {
+    if manta::is_worker_process() {
+        let _ = manta::init();
+        unreachable!("init never returns in a worker");
+    }
+    let stderr = support::capture_stderr();
+    // Quick health checks: a killed node is declared dead about a second after its death.
+    let quick = ["--health-check-period-ms", "200", "--health-check-timeout-ms", "200"];
+    let head = NodeSpec::new().num_cpus(1).args(quick).args(["--health-check-failure-threshold", "3"]);
+    let mut cluster = Cluster::start(env!("CARGO_BIN_EXE_manta"), head).unwrap();
+    let mut ids = vec![cluster.head().id.to_string()];
+    for index in 1..=3 {
+        let node =
+            cluster.add_node(NodeSpec::new().num_cpus(1).resource(&format!("node{index}"), 1.0)).unwrap();
+        ids.push(node.id.to_string());
+    }
+    cluster.wait_for_nodes(4, Duration::from_secs(60)).unwrap();
+
+    // SAFETY (of the environment): set before any other thread of this test reads it.
+    std::env::set_var("MANTA_TEMP_DIR", &cluster.head().root);
+    let config = manta::Config { address: Some("auto".to_owned()), ..manta::Config::default() };
+    let _driver = manta::init_with(config).unwrap();
+
+    // 2,000 spread tasks: every node runs some.
+    let spread: Vec<_> = (0..2_000)
+        .map(|_| node_of::options().scheduling_strategy(SchedulingStrategy::Spread).remote())
+        .collect();
+    let mut ran: BTreeMap<String, usize> = BTreeMap::new();
+    for node in manta::get_all(&spread).unwrap() {
+        *ran.entry(node).or_default() += 1;
+    }
+    assert_eq!(ran.values().sum::<usize>(), 2_000);
+    assert_eq!(ran.keys().cloned().collect::<Vec<_>>(), sorted(&ids), "every node runs some: {ran:?}");
+
+    // Hard affinity: only there.
+    let on = |index: usize, soft: bool| SchedulingStrategy::NodeAffinity {
+        node: ids[index].parse().unwrap(),
+        soft,
+    };
+    let pinned: Vec<_> =
+        (0..50).map(|_| node_of::options().scheduling_strategy(on(1, false)).remote()).collect();
+    let places = manta::get_all(&pinned).unwrap();
+    assert!(places.iter().all(|node| *node == ids[1]), "hard affinity to {}: {places:?} ({ids:?})", ids[1]);
+    // A custom resource only node 2 has.
+    let needs: Vec<_> = (0..20).map(|_| node_of::options().resources([("node2", 1.0)]).remote()).collect();
+    assert!(manta::get_all(&needs).unwrap().iter().all(|node| *node == ids[2]));
+
+    // Node 3 dies: soft affinity to it runs elsewhere; hard affinity to it fails at once.
+    let dead = ids[3].parse().unwrap();
+    cluster.remove_node(&dead, Removal::Kill).unwrap();
+    cluster.wait_for_nodes(3, Duration::from_secs(60)).unwrap();
+    let elsewhere = node_of::options().scheduling_strategy(on(3, true)).remote().get().unwrap();
+    assert!(ids[..3].contains(&elsewhere), "soft affinity to a dead node ran on {elsewhere}");
+    match node_of::options().scheduling_strategy(on(3, false)).remote().get_timeout(Duration::from_secs(60)) {
+        Err(manta::TaskError::Infeasible { .. }) => {}
+        other => panic!("hard affinity to a dead node: {other:?}"),
+    }
+
+    // What no node has: the task waits, and the driver is told what it waits for.
+    let waiting = node_of::options().resources([("gpu_farm", 2.0)]).remote();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stderr.lock().unwrap().lines().any(|line| {
+        line.contains("Warning: the following resource request cannot be scheduled")
+            && line.contains("2 gpu_farm")
+    }) {
+        assert!(Instant::now() < deadline, "no warning came: {}", stderr.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(matches!(waiting.get_timeout(Duration::from_millis(200)), Err(manta::TaskError::Timeout(_))));
+    let farm = cluster.add_node(NodeSpec::new().num_cpus(1).resource("gpu_farm", 4.0)).unwrap();
+    assert_eq!(waiting.get_timeout(Duration::from_secs(60)).unwrap(), farm.id.to_string());
+}
+
+fn sorted(ids: &[String]) -> Vec<String> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids
+}
