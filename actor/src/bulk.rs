@@ -90,6 +90,18 @@ impl<M: WireMessage> OutgoingBulk<M> {
         })
     }
 
+    /// After a [`write`](OutgoingBulk::write) failed: the handler's answer, if it gave one
+    /// before reading the whole body (a handler that refuses a transfer answers at once).
+    pub async fn early_answer(self) -> Result<M::Result, AskError> {
+        let target = self.target;
+        let answer = self
+            .sender
+            .early_answer()
+            .await
+            .map_err(|error| AskError::from_call(error, "the bulk peer", &target))?;
+        wire::decode(&answer)
+    }
+
     /// Ends the body and waits for the handler's answer.
     pub async fn finish(self) -> Result<M::Result, AskError> {
         let target = self.target;

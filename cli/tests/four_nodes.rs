@@ -2,7 +2,8 @@
 //! hard node affinity runs only on its node, soft affinity to a dead node runs elsewhere and
 //! hard affinity to it fails at once; a task needing `{"node2": 1}` runs on node 2; a task
 //! needing what no node has waits, the driver is warned with the demand named, and it runs as
-//! soon as a node that has it joins.
+//! soon as a node that has it joins. A node whose store is too small for all the copies it
+//! pulls evicts the least recently used (secondary copies only) and reads on.
 //!
 //! One test in this file: a worker re-executes this binary, and must only become a worker.
 
@@ -18,6 +19,18 @@ mod support;
 #[manta::remote]
 fn node_of() -> String {
     manta::get_runtime_context().unwrap().node_id.to_string()
+}
+
+/// The sum of the bytes (read where the task runs: a copy is pulled there).
+#[manta::remote]
+fn weigh(bytes: Vec<u8>) -> u64 {
+    bytes.iter().map(|byte| u64::from(*byte)).sum()
+}
+
+/// Copies evicted from the store of the node this task runs on.
+#[manta::remote]
+fn evicted_here() -> u64 {
+    manta::object_store_stats().map_or(0, |stats| stats.evicted)
 }
 
 #[test]
@@ -92,6 +105,22 @@ fn four_nodes_spread_pin_and_wait_as_ray_does() {
     assert!(matches!(waiting.get_timeout(Duration::from_millis(200)), Err(manta::TaskError::Timeout(_))));
     let farm = cluster.add_node(NodeSpec::new().num_cpus(1).resource("gpu_farm", 4.0)).unwrap();
     assert_eq!(waiting.get_timeout(Duration::from_secs(60)).unwrap(), farm.id.to_string());
+
+    // A node with a 64 MiB store reads five 24 MB objects (their primaries here, all alive):
+    // the copies pulled there do not all fit, and the least recently used make room.
+    let small =
+        NodeSpec::new().num_cpus(1).resource("small", 1.0).args(["--object-store-memory", "67108864"]);
+    cluster.add_node(small).unwrap();
+    let len = 24_000_000;
+    let objects: Vec<_> = (1..=5u8).map(|fill| manta::put(vec![fill; len]).unwrap()).collect();
+    for (index, object) in objects.iter().enumerate() {
+        let sum = weigh::options().resources([("small", 1.0)]).remote(object).get().unwrap();
+        assert_eq!(sum, (index as u64 + 1) * len as u64);
+    }
+    let evicted = evicted_here::options().resources([("small", 1.0)]).remote().get().unwrap();
+    assert!(evicted >= 3, "copies evicted: {evicted}");
+    // The first, evicted, is pulled again from its primary.
+    assert_eq!(weigh::options().resources([("small", 1.0)]).remote(&objects[0]).get().unwrap(), len as u64);
 }
 
 fn sorted(ids: &[String]) -> Vec<String> {

@@ -9,7 +9,9 @@
 //! bounding the bytes in flight) straight into a new object of this store, which the receiving
 //! end seals. The copy is secondary: its owner is told ([`AddObjectCopy`]) and deletes it with
 //! the object; an owner that no longer has the object answers `false` (or cannot be asked: it
-//! died, and its objects with it), and the copy goes at once.
+//! died, and its objects with it), and the copy goes at once. The store evicts secondary
+//! copies no reader pins, least recently used first, when an allocation needs their room (a
+//! later reader here pulls the object again from its primary).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -100,7 +102,12 @@ async fn receive(
     };
     let mut store = store.lock();
     match outcome {
-        Ok(()) => store.seal(writer).map(Into::into).map_err(refusal),
+        Ok(()) => {
+            let sealed = store.seal(writer).map_err(refusal)?;
+            // A copy pulled here: secondary, evictable when the store needs its room.
+            store.mark_secondary(id);
+            Ok(sealed.into())
+        }
         Err(error) => {
             debug!(%peer, %id, %error, "an object transfer broke off");
             let _ = store.abort(writer);
@@ -144,6 +151,7 @@ impl Handler<GetStoreStats> for ObjectManager {
             capacity: store.capacity(),
             objects: store.len() as u64,
             resident_bytes: store.reader().arena().resident_bytes(),
+            evicted: store.evicted(),
         })
     }
 }
@@ -164,10 +172,13 @@ impl Handler<PullObject> for ObjectManager {
 
     fn handle(&mut self, request: PullObject, ctx: &mut Context<Self>) -> Self::Result {
         let PullObject { id, from, owner } = request;
-        // Here already: the primary copy, or one pulled before.
-        if let Some(location) = self.store.lock().locate(id) {
+        // Here already: the primary copy, or one pulled before (used now: evicted last).
+        let mut store = self.store.lock();
+        if let Some(location) = store.locate(id) {
+            store.touch(id);
             return Box::pin(std::future::ready(Ok(location.into())));
         }
+        drop(store);
         if from.node == self.node.node_id() {
             return Box::pin(std::future::ready(Err(PullError::Gone { node: from.node })));
         }
@@ -255,7 +266,14 @@ async fn send(
     let mut offset = 0;
     while offset < bytes.len() {
         let end = (offset + CHUNK_BYTES).min(bytes.len());
-        transfer.write(bytes.slice(offset..end)).await.map_err(broke)?;
+        if let Err(error) = transfer.write(bytes.slice(offset..end)).await {
+            // The receiver may have refused the object (no room) before reading it: its
+            // answer says why, better than the broken stream does.
+            return match transfer.early_answer().await {
+                Ok(Err(refusal)) => Err(PullError::NoRoom(refusal)),
+                _ => Err(broke(error)),
+            };
+        }
         offset = end;
     }
     match transfer.finish().await.map_err(broke)? {

@@ -182,8 +182,7 @@ impl Slot {
             .is_ok()
     }
 
-    /// Readers holding the object now.
-    #[cfg(any(test, manta_loom))]
+    /// Readers holding the object now (a snapshot: a reader may pin right after).
     pub(crate) fn pins(&self) -> u64 {
         self.word.load(Ordering::Acquire) & PINS_MASK
     }

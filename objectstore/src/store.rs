@@ -105,6 +105,15 @@ pub struct ObjectStore {
     freed_since_trim: u64,
     /// Objects created since the store was last asked whether it was idle.
     created_since_check: u64,
+    /// Secondary copies (pulled from another node's store, whose primary stays there), by
+    /// object, with the tick of their last use: an allocation that does not fit evicts the
+    /// least recently used of them that no reader pins (Ray's object manager evicts
+    /// secondary copies the same way; primaries are never evicted).
+    secondary: HashMap<ObjectId, u64>,
+    /// The clock of `secondary` (one tick per use).
+    ticks: u64,
+    /// Secondary copies evicted so far.
+    evicted: u64,
 }
 
 impl fmt::Debug for ObjectStore {
@@ -156,6 +165,9 @@ impl ObjectStore {
             deleting: Vec::new(),
             freed_since_trim: 0,
             created_since_check: 0,
+            secondary: HashMap::new(),
+            ticks: 0,
+            evicted: 0,
             reader: StoreReader { arena },
         })
     }
@@ -173,16 +185,29 @@ impl ObjectStore {
             return Err(StoreError::AlreadyExists(id));
         }
         self.reclaim();
-        let block = self.allocator.allocate(len).ok_or_else(|| StoreError::Full {
-            requested: len,
-            free: self.allocator.capacity() - self.allocator.used_bytes(),
-            largest_free: self.allocator.largest_free(),
-            capacity: self.allocator.capacity(),
-        })?;
-        let Some(slot) = self.free_slots.pop() else {
-            self.allocator.free(block.offset);
-            return Err(StoreError::OutOfSlots { slots: self.reader.arena.slot_count() });
+        // Room (memory and a slot) is made by evicting secondary copies, least recently used
+        // first, while any can go.
+        let block = loop {
+            match self.allocator.allocate(len) {
+                Some(block) if !self.free_slots.is_empty() => break block,
+                Some(block) => {
+                    self.allocator.free(block.offset);
+                    if !self.evict_one() {
+                        return Err(StoreError::OutOfSlots { slots: self.reader.arena.slot_count() });
+                    }
+                }
+                None if self.evict_one() => {}
+                None => {
+                    return Err(StoreError::Full {
+                        requested: len,
+                        free: self.allocator.capacity() - self.allocator.used_bytes(),
+                        largest_free: self.allocator.largest_free(),
+                        capacity: self.allocator.capacity(),
+                    })
+                }
+            }
         };
+        let slot = self.free_slots.pop().expect("a free slot was checked for");
         let index = &self.reader.arena.slots()[slot as usize];
         let Some(generation) = index.claim() else {
             // Free on the owner's list but not in shared memory: quarantined (not pushed back).
@@ -252,6 +277,62 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// Marks a sealed object as a secondary copy (pulled from another node's store): the
+    /// store may evict it to make room when no reader pins it.
+    pub fn mark_secondary(&mut self, id: ObjectId) {
+        if self.objects.get(&id).is_some_and(|entry| entry.sealed) {
+            self.ticks += 1;
+            self.secondary.insert(id, self.ticks);
+        }
+    }
+
+    /// Records a use of a secondary copy (it is evicted after those used less recently).
+    pub fn touch(&mut self, id: ObjectId) {
+        if let Some(tick) = self.secondary.get_mut(&id) {
+            self.ticks += 1;
+            *tick = self.ticks;
+        }
+    }
+
+    /// Secondary copies evicted to make room so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Evicts the least recently used secondary copy that no reader pins, freeing its memory
+    /// and slot at once. `false` if none can go.
+    fn evict_one(&mut self) -> bool {
+        let mut candidates: Vec<(u64, ObjectId)> =
+            self.secondary.iter().map(|(id, tick)| (*tick, *id)).collect();
+        candidates.sort_unstable();
+        for (_, id) in candidates {
+            let Some(entry) = self.objects.get(&id) else {
+                self.secondary.remove(&id);
+                continue;
+            };
+            if self.reader.arena.slots()[entry.location.slot as usize].pins() > 0 {
+                continue;
+            }
+            let entry = self.objects.remove(&id).expect("looked up just above");
+            self.secondary.remove(&id);
+            match self.reader.arena.slots()[entry.location.slot as usize].delete(entry.location.generation) {
+                Some(true) => {
+                    self.release(entry);
+                    self.evicted += 1;
+                    return true;
+                }
+                // A reader pinned it in between: its memory goes once the reader is done.
+                Some(false) => {
+                    self.deleting.push(entry);
+                    self.evicted += 1;
+                }
+                // Quarantined, as `delete` does.
+                None => {}
+            }
+        }
+        false
+    }
+
     /// Where a sealed object is.
     pub fn locate(&self, id: ObjectId) -> Option<ObjectLocation> {
         self.objects.get(&id).filter(|entry| entry.sealed).map(|entry| entry.location)
@@ -265,6 +346,7 @@ impl ObjectStore {
     /// Deletes an object. Its bytes are reused once the last reader's view is dropped.
     pub fn delete(&mut self, id: ObjectId) -> Result<(), StoreError> {
         let entry = self.objects.remove(&id).ok_or(StoreError::NotFound(id))?;
+        self.secondary.remove(&id);
         let slot = &self.reader.arena.slots()[entry.location.slot as usize];
         if !entry.sealed {
             // An unsealed object's writer is gone (else it would be passed to `abort`).
@@ -451,5 +533,52 @@ mod tests {
             assert!(location.slot != sealed.slot && location.slot != unsealed.slot);
         }
         assert_eq!(&store.get(ObjectId([8; 20])).unwrap()[..], b"fine");
+    }
+
+    #[test]
+    fn room_is_made_by_evicting_unpinned_secondary_copies_least_recently_used_first() {
+        let mb = 1u64 << 20;
+        let mut store = ObjectStore::create(16, 4 * mb).unwrap();
+        let object = |n: u8| ObjectId([n; 20]);
+        let fill = |store: &mut ObjectStore, n: u8| {
+            let mut writer = store.create_object(object(n), mb).unwrap();
+            writer.as_mut_slice().fill(n);
+            store.seal(writer).unwrap();
+        };
+        // A primary and three copies fill the store.
+        fill(&mut store, 1);
+        for n in 2..=4 {
+            fill(&mut store, n);
+            store.mark_secondary(object(n));
+        }
+        store.touch(object(2));
+        let pinned = store.get(object(3)).unwrap();
+        // Copy 3 is pinned, copy 2 was used after copy 4: copy 4 goes.
+        fill(&mut store, 5);
+        assert_eq!(store.evicted(), 1);
+        assert!(store.locate(object(4)).is_none());
+        assert!(store.locate(object(2)).is_some() && store.locate(object(3)).is_some());
+        // Then copy 2; then nothing can go (the primaries stay, copy 3 is pinned).
+        fill(&mut store, 6);
+        assert!(store.locate(object(2)).is_none());
+        assert!(matches!(store.create_object(object(7), mb), Err(StoreError::Full { .. })));
+        assert_eq!(&pinned[..8], &[3; 8], "a pinned copy is read whole");
+        drop(pinned);
+        fill(&mut store, 7);
+        assert_eq!((store.evicted(), store.len()), (3, 4));
+        for n in [1, 5, 6, 7] {
+            assert_eq!(store.get(object(n)).unwrap()[0], n, "primaries are never evicted");
+        }
+    }
+
+    #[test]
+    fn a_slot_is_made_by_evicting_a_secondary_copy() {
+        let mut store = ObjectStore::create(2, 1 << 20).unwrap();
+        store.put(ObjectId([1; 20]), b"primary").unwrap();
+        store.put(ObjectId([2; 20]), b"copy").unwrap();
+        store.mark_secondary(ObjectId([2; 20]));
+        store.put(ObjectId([3; 20]), b"new").unwrap();
+        assert!(store.locate(ObjectId([2; 20])).is_none());
+        assert!(matches!(store.put(ObjectId([4; 20]), b"x"), Err(StoreError::OutOfSlots { .. })));
     }
 }

@@ -416,6 +416,9 @@ pub struct StoreFigures {
     pub objects: u64,
     /// Bytes of shared memory the store holds now.
     pub resident_bytes: u64,
+    /// Secondary copies evicted to make room so far.
+    #[serde(default)]
+    pub evicted: u64,
 }
 
 /// Tells an object's owner that a node's store now holds a copy (a pull); answered `false` when

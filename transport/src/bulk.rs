@@ -51,16 +51,14 @@ impl BulkSender {
         Ok(())
     }
 
-    /// Ends the body and waits for the receiver's answer.
-    pub async fn finish(mut self) -> Result<Bytes, CallError> {
-        if self.remaining != 0 {
-            self.send.reset();
-            return Err(CallError::Bulk(format!(
-                "finished with {} announced bytes unwritten",
-                self.remaining
-            )));
-        }
-        self.send.finish().await?;
+    /// After a write failed: the receiver's answer, if it gave one before reading the whole
+    /// body (a handler that refuses a transfer answers at once and stops the body's stream).
+    pub async fn early_answer(mut self) -> Result<Bytes, CallError> {
+        self.send.reset();
+        self.read_answer().await
+    }
+
+    async fn read_answer(&mut self) -> Result<Bytes, CallError> {
         let timeout = self.config.call_timeout;
         let mut decoder = FrameDecoder::new(self.config.frame_bytes_max);
         let frame = tokio::time::timeout(timeout, read_frame(&mut self.recv, &mut decoder))
@@ -71,6 +69,19 @@ impl BulkSender {
             Header::Response { status: Status::Err(error), .. } => Err(CallError::Remote(error)),
             _ => Err(CallError::ConnectionLost("the bulk answer is not a response frame".to_owned())),
         }
+    }
+
+    /// Ends the body and waits for the receiver's answer.
+    pub async fn finish(mut self) -> Result<Bytes, CallError> {
+        if self.remaining != 0 {
+            self.send.reset();
+            return Err(CallError::Bulk(format!(
+                "finished with {} announced bytes unwritten",
+                self.remaining
+            )));
+        }
+        self.send.finish().await?;
+        self.read_answer().await
     }
 }
 

@@ -267,6 +267,8 @@ pub struct StoreStats {
     /// Bytes of shared memory the store holds now (freed memory stays until the store has
     /// been idle a moment, then goes back to the kernel).
     pub resident_bytes: u64,
+    /// Secondary copies (pulled from other nodes) evicted to make room so far.
+    pub evicted: u64,
 }
 
 /// The core worker of this process.
@@ -675,7 +677,33 @@ impl CoreWorker {
     pub(crate) async fn localize(&self, id: ObjectId, value: Value) -> Result<Value, TaskError> {
         let Value::Remote(from) = value else { return Ok(value) };
         let owner = self.objects.owner(id).unwrap_or(self.owner_address);
-        self.pull(id, from, owner).await.map(Value::Shared)
+        // Read through the pin (a view of the store, not a copy).
+        self.pull_pinned(id, from, owner).await.map(|(_, pinned)| Value::Inline(pinned))
+    }
+
+    /// [`CoreWorker::pull`], and a pin of the copy taken at once: the store evicts secondary
+    /// copies no reader pins when it needs room, and a copy evicted before it was pinned is
+    /// pulled again (a few times: a store too small for the work on its node ends in an error).
+    pub(crate) async fn pull_pinned(
+        &self,
+        id: ObjectId,
+        from: NodeLocation,
+        owner: OwnerAddress,
+    ) -> Result<(ObjectLocation, Bytes), TaskError> {
+        const ATTEMPTS: usize = 3;
+        for _ in 0..ATTEMPTS {
+            let at = self.pull(id, from, owner).await?;
+            if let Some(pinned) = self.store.reader().pin(at) {
+                return Ok((at, pinned));
+            }
+        }
+        Err(TaskError::ObjectLost {
+            object: id.to_string(),
+            reason: format!(
+                "{ATTEMPTS} copies pulled into this node's store were evicted before they could be read \
+                 (the store is too small for the work on this node)"
+            ),
+        })
     }
 
     /// Pulls `id` from `from` into this node's store (its owner is `owner`).
@@ -810,6 +838,7 @@ impl CoreWorker {
                     capacity: store.capacity(),
                     objects: store.len(),
                     resident_bytes: store.reader().arena().resident_bytes(),
+                    evicted: store.evicted(),
                 })
             }
             StoreAccess::Remote(service, _) => {
@@ -820,6 +849,7 @@ impl CoreWorker {
                     capacity: figures.capacity,
                     objects: figures.objects as usize,
                     resident_bytes: figures.resident_bytes,
+                    evicted: figures.evicted,
                 })
             }
         }

@@ -174,23 +174,30 @@ fn is_remote(core: &CoreWorker, argument: &TaskArg) -> bool {
 }
 
 /// Pulls the arguments other nodes' stores hold into this node's (in parallel); one that
-/// cannot be pulled becomes a failed argument, and the call fails naming it.
-async fn localize_args(core: &CoreWorker, args: Vec<TaskArg>) -> Vec<TaskArg> {
+/// cannot be pulled becomes a failed argument, and the call fails naming it. Each pulled copy
+/// is pinned at once, and the pins are returned: hold them until the arguments are
+/// materialized (the store may evict an unpinned copy when it needs room; one evicted before
+/// it was pinned is pulled again).
+async fn localize_args(core: &CoreWorker, args: Vec<TaskArg>) -> (Vec<TaskArg>, Vec<Bytes>) {
     if !args.iter().any(|argument| is_remote(core, argument)) {
-        return args;
+        return (args, Vec::new());
     }
     let pulls = args.into_iter().map(|argument| async move {
         match argument {
             TaskArg::Shared { id, location, owner } if location.node != core.node_id => {
-                match core.pull(id, location, owner).await {
-                    Ok(local) => TaskArg::Shared { id, location: core.here(local), owner },
-                    Err(error) => TaskArg::Failed(error),
+                match core.pull_pinned(id, location, owner).await {
+                    Ok((local, pin)) => {
+                        (TaskArg::Shared { id, location: core.here(local), owner }, Some(pin))
+                    }
+                    Err(error) => (TaskArg::Failed(error), None),
                 }
             }
-            other => other,
+            other => (other, None),
         }
     });
-    futures_util::future::join_all(pulls).await
+    let (args, pins): (Vec<TaskArg>, Vec<Option<Bytes>>) =
+        futures_util::future::join_all(pulls).await.into_iter().unzip();
+    (args, pins.into_iter().flatten().collect())
 }
 
 /// The bytes of each argument: inline ones as they are, stored ones pinned in place.
@@ -304,8 +311,12 @@ fn run_task(
     match core {
         Some(core) if task.args.iter().any(|argument| is_remote(&core, argument)) => {
             Either::Left(async move {
-                task.args = localize_args(&core, std::mem::take(&mut task.args)).await;
-                run_task_here(Some(core), task).await
+                let (args, pins) = localize_args(&core, std::mem::take(&mut task.args)).await;
+                task.args = args;
+                // The arguments are pinned for the run once it is queued.
+                let running = run_task_here(Some(core), task);
+                drop(pins);
+                running.await
             })
         }
         core => Either::Right(run_task_here(core, task)),
@@ -573,8 +584,10 @@ fn host_actor(
         };
         // This thread works for the core that hosts its actor.
         core::enter(&core);
-        let args = localize_args(&core, args).await;
-        let args = match materialize(&core, args) {
+        let (args, pins) = localize_args(&core, args).await;
+        let args = materialize(&core, args);
+        drop(pins);
+        let args = match args {
             Ok(args) => args,
             Err(error) => {
                 let _ = ready.send(Err(failure(error.to_string())));
@@ -703,8 +716,10 @@ async fn run_call(
     let pid = std::process::id();
     let function = format!("{}.{method}", class.name);
     let failure = |error: RunError| error.into_failure(function.clone(), pid);
-    let args = localize_args(core, args).await;
-    let args = match materialize(core, args) {
+    let (args, pins) = localize_args(core, args).await;
+    let args = materialize(core, args);
+    drop(pins);
+    let args = match args {
         Ok(args) => args,
         Err(error) => return Some(Err(failure(error))),
     };
