@@ -1005,10 +1005,15 @@ impl Handler<RequestLease> for RayletActor {
         let lease = LeaseId(self.next_lease);
         self.next_lease += 1;
         let (waiter, answer) = oneshot::channel();
-        let mut description = format!("{} CPU, {} GPU", request.cpus, request.gpus);
-        for (name, amount) in &request.resources {
-            description.push_str(&format!(", {amount} {name}"));
-        }
+        // What it asks for, as `manta status` and the warnings show it: "1 CPU, 2 gpu_farm"
+        // (amounts of zero left out).
+        let amounts = [(CPU, request.cpus), (GPU, request.gpus)].into_iter();
+        let parts: Vec<String> = amounts
+            .chain(request.resources.iter().map(|(name, amount)| (name.as_str(), *amount)))
+            .filter(|(_, amount)| *amount != 0.0)
+            .map(|(name, amount)| format!("{amount} {name}"))
+            .collect();
+        let description = if parts.is_empty() { "nothing".to_owned() } else { parts.join(", ") };
         self.waiting.insert(lease, (waiter, description.clone(), request.warn));
         if let Some(requester) = request.requester {
             self.requested_by.insert(lease, WorkerId(requester));
