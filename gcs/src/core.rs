@@ -35,8 +35,9 @@ pub struct GcsCore<S: Storage> {
     loads: BTreeMap<NodeId, Load>,
 }
 
-/// A node's last report: its free resources, and its waiting lease requests by demand.
-type Load = (Vec<(String, f64)>, Vec<(String, u32)>);
+/// A node's last report: its free resources, its waiting lease requests by demand, and its
+/// total when that changed since it registered.
+type Load = (Vec<(String, f64)>, Vec<(String, u32)>, Option<Vec<(String, f64)>>);
 
 fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     // Records are plain data; encoding into memory cannot fail.
@@ -166,12 +167,13 @@ impl<S: Storage> GcsCore<S> {
         node_id: NodeId,
         available: Vec<(String, f64)>,
         pending: Vec<(String, u32)>,
+        total: Option<Vec<(String, f64)>>,
     ) -> Result<(), GcsError> {
         match self.node(node_id)? {
             None => Err(GcsError::UnknownNode(node_id)),
             Some(info) if info.state == NodeState::Dead => Err(GcsError::NodeDead(node_id)),
             Some(_) => {
-                self.loads.insert(node_id, (available, pending));
+                self.loads.insert(node_id, (available, pending, total));
                 Ok(())
             }
         }
@@ -186,16 +188,19 @@ impl<S: Storage> GcsCore<S> {
                 available: self
                     .loads
                     .get(&info.node_id)
-                    .map_or_else(|| info.resources.clone(), |(available, _)| available.clone()),
+                    .map_or_else(|| info.resources.clone(), |(available, ..)| available.clone()),
                 pending: self
                     .loads
                     .get(&info.node_id)
-                    .map(|(_, pending)| pending.clone())
+                    .map(|(_, pending, _)| pending.clone())
                     .unwrap_or_default(),
+                total: match self.loads.get(&info.node_id) {
+                    Some((_, _, Some(total))) => total.clone(),
+                    _ => info.resources,
+                },
                 node_id: info.node_id,
                 address: info.address,
                 state: info.state,
-                total: info.resources,
                 labels: info.labels,
             })
             .collect())

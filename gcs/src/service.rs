@@ -146,7 +146,8 @@ handle!(GetJob, |core, request| core.job(request.0));
 handle!(ReportResources, |core, request| core.report_resources(
     request.node_id,
     request.available,
-    request.pending
+    request.pending,
+    request.total
 ));
 handle!(GetClusterView, |core, _request| core.cluster_view());
 handle!(FinishJob, |core, request| core.finish_job(request.job_id, now_ms()));

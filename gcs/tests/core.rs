@@ -291,18 +291,25 @@ fn the_resource_view_shows_what_each_node_last_reported() {
     let view = gcs.cluster_view().unwrap();
     assert_eq!(view.len(), 2);
     assert_eq!(view[0].available, view[0].total, "a node that never reported is all free");
-    gcs.report_resources(NodeId([1; 16]), vec![("CPU".into(), 0.5)], vec![("2 CPU".into(), 3)]).unwrap();
+    gcs.report_resources(NodeId([1; 16]), vec![("CPU".into(), 0.5)], vec![("2 CPU".into(), 3)], None)
+        .unwrap();
     let view = gcs.cluster_view().unwrap();
     let first = view.iter().find(|load| load.node_id == NodeId([1; 16])).unwrap();
     assert_eq!(first.available, vec![("CPU".to_owned(), 0.5)]);
     assert_eq!(first.pending, vec![("2 CPU".to_owned(), 3)]);
+    assert_eq!(first.total, view[1].total, "as registered");
+    // A total that changed (a placement group's bundle committed there) is the view's.
+    let grown = vec![("CPU".to_owned(), 4.0), ("CPU_group_x".to_owned(), 1.0)];
+    gcs.report_resources(NodeId([1; 16]), Vec::new(), Vec::new(), Some(grown.clone())).unwrap();
+    let view = gcs.cluster_view().unwrap();
+    assert_eq!(view.iter().find(|load| load.node_id == NodeId([1; 16])).unwrap().total, grown);
     assert_eq!(
-        gcs.report_resources(NodeId([9; 16]), Vec::new(), Vec::new()),
+        gcs.report_resources(NodeId([9; 16]), Vec::new(), Vec::new(), None),
         Err(GcsError::UnknownNode(NodeId([9; 16])))
     );
     gcs.mark_node_dead(NodeId([2; 16]), "gone").unwrap();
     assert_eq!(
-        gcs.report_resources(NodeId([2; 16]), Vec::new(), Vec::new()),
+        gcs.report_resources(NodeId([2; 16]), Vec::new(), Vec::new(), None),
         Err(GcsError::NodeDead(NodeId([2; 16])))
     );
     let dead = gcs.cluster_view().unwrap().into_iter().find(|load| load.node_id == NodeId([2; 16])).unwrap();

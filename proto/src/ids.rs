@@ -111,6 +111,10 @@ byte_id!(
     ActorId, 16, "actor id (32 hex digits)"
 );
 byte_id!(
+    /// A placement group's id; 32 hex digits.
+    PlacementGroupId, 16, "placement group id (32 hex digits)"
+);
+byte_id!(
     /// An object's id: its owner's prefix and a counter; 40 hex digits.
     ObjectId, 20, "object id (40 hex digits)"
 );

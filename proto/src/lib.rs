@@ -8,10 +8,14 @@ pub mod gcs;
 pub mod hex;
 mod ids;
 mod message;
+pub mod placement;
 pub mod raylet;
 pub mod service;
 pub mod worker;
 
-pub use ids::{ActorId, JobId, LeaseId, NodeId, ObjectId, OwnerAddress, ParseIdError, RandomError, WorkerId};
+pub use ids::{
+    ActorId, JobId, LeaseId, NodeId, ObjectId, OwnerAddress, ParseIdError, PlacementGroupId, RandomError,
+    WorkerId,
+};
 pub use message::{Message, WireMessage};
 pub use service::{Accepts, Protocol};

@@ -27,4 +27,5 @@ pub enum SchedulingStrategy {
 crate::service::protocol!(
     /// A node's raylet (`node/raylet`): leases and the workers that serve them.
     Raylet = "raylet": RequestLease, ReturnLease, RegisterWorker, WatchLease, WorkerBlocked, HealthCheck,
+    crate::placement::PrepareBundles, crate::placement::CommitBundles, crate::placement::CancelBundles,
 );

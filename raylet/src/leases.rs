@@ -24,6 +24,9 @@ use manta_transport::NodeId;
 use crate::policy::{ClusterView, Decision, NodeView, RandomSource, SchedulingPolicy, SchedulingStrategy};
 use crate::resources::{NodeResources, ResourceSet};
 
+mod bundles;
+use bundles::Bundles;
+
 pub use manta_proto::{LeaseId, WorkerId};
 
 /// Limits of the worker pool (Ray's defaults where it has them).
@@ -123,6 +126,12 @@ pub enum LeaseReply {
         /// How it ended.
         exit: String,
     },
+    /// The request can never be met, and says why (it asks for the resources of a placement
+    /// group that was removed).
+    Refused {
+        /// Why.
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +206,8 @@ pub struct LeaseManager<P: SchedulingPolicy> {
     /// Workers that ended before registering since the last one registered.
     start_failures: u32,
     commands: Vec<Command>,
+    /// Placement groups' bundles held here, and the groups removed.
+    bundles: Bundles,
 }
 
 impl<P: SchedulingPolicy> LeaseManager<P> {
@@ -218,6 +229,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             blocked: BTreeMap::new(),
             start_failures: 0,
             commands: Vec::new(),
+            bundles: Bundles::default(),
         }
     }
 
@@ -312,6 +324,10 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         random: &mut dyn RandomSource,
     ) {
         let LeaseRequest { demand, placement, strategy, dedicated, job, spilled } = request;
+        if let Some(reason) = self.bundles.refusal(&placement) {
+            self.reply(lease, LeaseReply::Refused { reason });
+            return;
+        }
         let queued = Queued { lease, demand, placement, strategy, dedicated, job, spilled };
         // Spilled here by a node that judged this one best: wait here if it could ever fit.
         let decision = if spilled && self.resources.total.contains(&queued.placement) {
@@ -378,11 +394,20 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     }
 
     /// No node could ever meet `request`: it fails, or waits for one that fits (a request
-    /// pinned to a node the cluster lacks fails either way, as in Ray).
+    /// pinned to a node the cluster lacks fails either way, as in Ray; one in a placement group
+    /// always waits for the group).
     fn infeasible(&mut self, request: Queued) {
         let pinned = matches!(request.strategy, SchedulingStrategy::NodeAffinity { soft: false, .. });
-        if self.config.wait_when_infeasible && !pinned {
-            self.commands.push(Command::WaitingInfeasible { lease: request.lease });
+        // Work in a placement group waits for the group to be placed, whatever the setting
+        // (its resources exist once its bundles are committed; a removed group's work is
+        // refused, not kept).
+        let in_group =
+            request.placement.any_named(|name| manta_proto::placement::group_of_resource(name).is_some());
+        if (self.config.wait_when_infeasible || in_group) && !pinned {
+            // A group not placed yet is no cause for a warning.
+            if !in_group {
+                self.commands.push(Command::WaitingInfeasible { lease: request.lease });
+            }
             self.infeasible.push_back(request);
         } else {
             self.reply(request.lease, LeaseReply::Infeasible);
@@ -1250,6 +1275,7 @@ mod tests {
                             }
                             LeaseReply::Spillback { .. }
                             | LeaseReply::Infeasible
+                            | LeaseReply::Refused { .. }
                             | LeaseReply::WorkerStartFailed { .. } => {
                                 prop_assert!(answered.insert(lease), "answered twice");
                             }

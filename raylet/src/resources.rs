@@ -163,6 +163,29 @@ impl ResourceSet {
         Ok(())
     }
 
+    /// A set from amounts by name, as the wire carries them (a name given twice counts
+    /// twice).
+    pub fn from_amounts(amounts: &[(String, f64)]) -> Result<ResourceSet, ResourceError> {
+        let mut set = ResourceSet::new();
+        for (name, amount) in amounts {
+            set.add(&ResourceSet::new().with(name, Quantity::from_f64(name, *amount)?));
+        }
+        Ok(set)
+    }
+
+    /// Adds `more` (new capacity: a committed bundle's resources).
+    pub fn add(&mut self, more: &ResourceSet) {
+        for (name, quantity) in more.iter() {
+            let sum = Quantity(self.get(name).0.saturating_add(quantity.0));
+            self.set(name, sum);
+        }
+    }
+
+    /// Whether any resource named here satisfies `test`.
+    pub fn any_named(&self, mut test: impl FnMut(&str) -> bool) -> bool {
+        self.amounts.keys().any(|name| test(name))
+    }
+
     /// Whether no resource is named.
     pub fn is_empty(&self) -> bool {
         self.amounts.is_empty()

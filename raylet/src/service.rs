@@ -16,9 +16,9 @@ use manta_actor::{
     spawn, Actor, AsyncContext, Context, Handler, LocalRef, Message, Node, Recipient, RegisterError,
     ResponseFuture, Routes, SpawnOptions,
 };
-use manta_gcs::requests::{ReportWorker, ReportWorkerExit};
-use manta_gcs::wire::WorkerInfo;
 use manta_proto::gcs::requests::IssueJoinTokens;
+use manta_proto::gcs::requests::{ReportWorker, ReportWorkerExit};
+use manta_proto::gcs::wire::WorkerInfo;
 use manta_proto::worker::{BinaryTransfer, SendBinary};
 use manta_transport::{Admission, TokenUse};
 use std::os::unix::process::CommandExt;
@@ -118,8 +118,8 @@ pub enum WorkerAdmission {
 /// Tokens asked of the cluster's admission service at once (more when more workers wait).
 const TOKEN_BATCH: u32 = 8;
 
-/// What a node reports: its free resources, and its waiting lease requests by demand.
-type Report = (Vec<(String, f64)>, Vec<(String, u32)>);
+/// What a node reports: its free resources, its waiting lease requests by demand, its total.
+type Report = (Vec<(String, f64)>, Vec<(String, u32)>, Vec<(String, f64)>);
 
 /// How often a node of a running cluster tells the GCS its free resources, when they changed
 /// (Ray: 100 ms).
@@ -544,6 +544,7 @@ impl RayletActor {
                                 .unwrap_or_default(),
                         },
                         LeaseReply::WorkerStartFailed { exit } => LeaseOutcome::WorkerStartFailed { exit },
+                        LeaseReply::Refused { reason } => LeaseOutcome::Invalid { reason },
                         LeaseReply::WorkerDied { exit, .. } => {
                             self.requested_by.remove(&lease);
                             self.requested_from.remove(&lease);
@@ -718,16 +719,28 @@ impl RayletActor {
             *pending.entry(demand.clone()).or_default() += 1;
         }
         let pending: Vec<(String, u32)> = pending.into_iter().collect();
+        // The total changes too: placement groups' committed bundles add their resources.
+        let total: Vec<(String, f64)> = self
+            .leases
+            .resources()
+            .total
+            .iter()
+            .map(|(name, quantity)| (name.to_owned(), quantity.as_f64()))
+            .collect();
         let now = self.now_ms();
         let due = now.saturating_sub(self.reported.1) >= RESOURCE_REPORT_FORCED.as_millis() as u64;
-        let report = (available, pending);
+        let report = (available, pending, total);
         if self.reported.0.as_ref() == Some(&report) && !due {
             return;
         }
         self.reported = (Some(report.clone()), now);
-        let (available, pending) = report;
-        let request =
-            manta_proto::gcs::requests::ReportResources { node_id: self.node_id, available, pending };
+        let (available, pending, total) = report;
+        let request = manta_proto::gcs::requests::ReportResources {
+            node_id: self.node_id,
+            available,
+            pending,
+            total: Some(total),
+        };
         let gcs = gcs.clone();
         tokio::spawn(async move {
             if let Ok(Err(error)) = gcs.ask(request).await {

@@ -890,6 +890,7 @@ impl World {
                     LeaseReply::WorkerStartFailed { exit } => {
                         LeaseAnswer::Refused(Refusal::WorkerStartFailed { exit })
                     }
+                    LeaseReply::Refused { reason } => LeaseAnswer::Refused(Refusal::Invalid { reason }),
                 };
                 if !matches!(answer, LeaseAnswer::Granted { .. }) {
                     books.requests.remove(&request);
@@ -1092,6 +1093,7 @@ impl World {
             }
             LeaseReply::Infeasible => LeaseOutcome::Infeasible { demand: "its resources".into() },
             LeaseReply::WorkerStartFailed { exit } => LeaseOutcome::WorkerStartFailed { exit },
+            LeaseReply::Refused { reason } => LeaseOutcome::Invalid { reason },
             LeaseReply::WorkerDied { exit, .. } => {
                 self.manager_leases.remove(&lease);
                 if let Some(actor) = self.watched.remove(&lease) {

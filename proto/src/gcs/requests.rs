@@ -238,6 +238,10 @@ pub struct ReportResources {
     /// Lease requests waiting here, by demand: (what they ask for, how many).
     #[serde(default)]
     pub pending: Vec<(String, u32)>,
+    /// Its total now, when it changed since registration (placement groups' bundles add
+    /// resources of their own); `None`: as registered.
+    #[serde(default)]
+    pub total: Option<Vec<(String, f64)>>,
 }
 wire_message!(ReportResources => Result<(), GcsError>, id = 126);
 
