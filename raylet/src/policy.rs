@@ -73,6 +73,82 @@ pub trait SchedulingPolicy {
         cluster: &ClusterView,
         random: &mut dyn RandomSource,
     ) -> Decision;
+
+    /// Places a placement group's `bundles` (those not placed yet) under `strategy`: the node
+    /// of each, in order, or `None` when they cannot all be placed on the free resources now.
+    /// `placed` are the nodes already holding the group's other bundles (after a node's death,
+    /// only its bundles are placed again). The default is [`place_bundles`].
+    fn place_bundles(
+        &mut self,
+        bundles: &[ResourceSet],
+        strategy: PlacementStrategy,
+        placed: &[NodeId],
+        cluster: &ClusterView,
+    ) -> Option<Vec<NodeId>> {
+        place_bundles(bundles, strategy, placed, cluster)
+    }
+}
+
+pub use manta_proto::placement::PlacementStrategy;
+
+/// Ray's bundle placement: `STRICT_PACK` on one node that fits them all (the one already
+/// holding the group's bundles, if any); `PACK` on as few nodes as possible (a node already
+/// used first, else the least used that fits); `STRICT_SPREAD` each on a node of its own, none
+/// shared with the group's other bundles; `SPREAD` on a node the group does not use yet when
+/// one fits, else on any that fits. Ties go to the least used node, then the lowest id, so a
+/// placement is the same for the same view.
+pub fn place_bundles(
+    bundles: &[ResourceSet],
+    strategy: PlacementStrategy,
+    placed: &[NodeId],
+    cluster: &ClusterView,
+) -> Option<Vec<NodeId>> {
+    // Each live node's free resources, taken from as bundles are placed.
+    let mut free: Vec<NodeResources> = Vec::new();
+    let mut ids: Vec<NodeId> = Vec::new();
+    for node in cluster.nodes.iter().filter(|node| node.alive) {
+        ids.push(node.id);
+        free.push(node.resources.clone());
+    }
+    let mut used: Vec<NodeId> = placed.to_vec();
+    let least_used = |free: &[NodeResources], candidates: &mut dyn Iterator<Item = usize>| {
+        candidates.min_by(|a, b| {
+            free[*a].utilization().total_cmp(&free[*b].utilization()).then(ids[*a].cmp(&ids[*b]))
+        })
+    };
+    if strategy == PlacementStrategy::StrictPack {
+        let mut sum = ResourceSet::new();
+        bundles.iter().for_each(|bundle| sum.add(bundle));
+        let fits = |index: &usize| free[*index].available.contains(&sum);
+        let node = match used.first() {
+            Some(node) => ids.iter().position(|id| id == node).filter(fits)?,
+            None => least_used(&free, &mut (0..ids.len()).filter(fits))?,
+        };
+        return Some(vec![ids[node]; bundles.len()]);
+    }
+    let mut chosen = Vec::with_capacity(bundles.len());
+    for bundle in bundles {
+        let fits: Vec<usize> =
+            (0..ids.len()).filter(|index| free[*index].available.contains(bundle)).collect();
+        let fresh = || fits.iter().copied().filter(|index| !used.contains(&ids[*index]));
+        let node = match strategy {
+            PlacementStrategy::Pack => {
+                // The first node the group already uses that fits, else the least used.
+                used.iter()
+                    .find_map(|node| fits.iter().copied().find(|index| ids[*index] == *node))
+                    .or_else(|| least_used(&free, &mut fits.iter().copied()))
+            }
+            PlacementStrategy::StrictSpread => least_used(&free, &mut fresh()),
+            PlacementStrategy::Spread => {
+                least_used(&free, &mut fresh()).or_else(|| least_used(&free, &mut fits.iter().copied()))
+            }
+            PlacementStrategy::StrictPack => unreachable!("placed above"),
+        }?;
+        free[node].available.saturating_take(bundle);
+        used.push(ids[node]);
+        chosen.push(ids[node]);
+    }
+    Some(chosen)
 }
 
 /// Settings of [`DefaultPolicy`] (Ray's names and defaults).
@@ -258,6 +334,38 @@ mod tests {
         assert_eq!(decide(soft, &cpus(1), nodes.clone()), Decision::Scheduled(id(1)));
         let gone = SchedulingStrategy::NodeAffinity { node: id(9), soft: false };
         assert_eq!(decide(gone, &cpus(1), nodes), Decision::Infeasible);
+    }
+
+    #[test]
+    fn bundles_are_placed_by_ray_s_four_strategies() {
+        // Three nodes: 4, 2 and 2 CPUs free.
+        let cluster =
+            ClusterView { local: id(1), nodes: vec![node(1, 4, 4, 0), node(2, 2, 2, 0), node(3, 2, 2, 0)] };
+        let one = [cpus(1), cpus(1)];
+        let place = |bundles: &[ResourceSet], strategy, placed: &[NodeId]| {
+            place_bundles(bundles, strategy, placed, &cluster)
+        };
+        // PACK: one node while it fits; STRICT_PACK: one node or none.
+        assert_eq!(place(&one, PlacementStrategy::Pack, &[]), Some(vec![id(1), id(1)]));
+        assert_eq!(place(&[cpus(3), cpus(2)], PlacementStrategy::Pack, &[]), Some(vec![id(1), id(2)]));
+        assert_eq!(place(&[cpus(2), cpus(2)], PlacementStrategy::StrictPack, &[]), Some(vec![id(1), id(1)]));
+        assert_eq!(place(&[cpus(3), cpus(2)], PlacementStrategy::StrictPack, &[]), None, "no node has 5");
+        // SPREAD: a node each while there are nodes; then shared. STRICT_SPREAD: or none.
+        let three = [cpus(1), cpus(1), cpus(1)];
+        let mut spread = place(&three, PlacementStrategy::Spread, &[]).unwrap();
+        spread.sort();
+        assert_eq!(spread, vec![id(1), id(2), id(3)]);
+        assert_eq!(place(&vec![cpus(1); 4], PlacementStrategy::Spread, &[]).map(|nodes| nodes.len()), Some(4));
+        assert_eq!(place(&vec![cpus(1); 4], PlacementStrategy::StrictSpread, &[]), None, "4 bundles, 3 nodes");
+        // A lost bundle of a STRICT_SPREAD group goes to a node the group does not use.
+        assert_eq!(place(&[cpus(1)], PlacementStrategy::StrictSpread, &[id(1), id(2)]), Some(vec![id(3)]));
+        // One of a STRICT_PACK group goes where the others are, or waits.
+        assert_eq!(place(&[cpus(3)], PlacementStrategy::StrictPack, &[id(2)]), None);
+        assert_eq!(place(&[cpus(1)], PlacementStrategy::StrictPack, &[id(2)]), Some(vec![id(2)]));
+        // Dead nodes are never chosen.
+        let mut dead = cluster.clone();
+        dead.nodes[0].alive = false;
+        assert_eq!(place_bundles(&[cpus(3)], PlacementStrategy::Pack, &[], &dead), None);
     }
 
     #[test]

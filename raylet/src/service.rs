@@ -31,6 +31,7 @@ use crate::leases::{Command, LeaseId, LeaseManager, LeaseReply, PoolConfig, Work
 use crate::policy::{DefaultPolicy, SplitMix64};
 use crate::requests::{LeaseOutcome, RegisterWorker, RequestLease, ReturnLease, WatchLease, WorkerBlocked};
 use crate::resources::{Quantity, ResourceSet, CPU, GPU};
+use manta_proto::placement::{CancelBundles, CommitBundles, PrepareBundles};
 
 /// The name the raylet is registered under on its node.
 pub const RAYLET_NAME: &str = <manta_proto::raylet::Raylet as manta_proto::Protocol>::NAME;
@@ -445,7 +446,10 @@ impl RayletActor {
                 .message::<WatchLease>()
                 .message::<WorkerBlocked>()
                 .message::<RegisterWorker>()
-                .message::<crate::requests::HealthCheck>(),
+                .message::<crate::requests::HealthCheck>()
+                .message::<PrepareBundles>()
+                .message::<CommitBundles>()
+                .message::<CancelBundles>(),
         )?;
         Ok(raylet)
     }
@@ -1203,6 +1207,41 @@ impl Handler<crate::requests::HealthCheck> for RayletActor {
 
     fn handle(&mut self, _: crate::requests::HealthCheck, _: &mut Context<Self>) {
         self.heard_gcs.0 = Instant::now();
+    }
+}
+
+impl Handler<PrepareBundles> for RayletActor {
+    type Result = Result<(), String>;
+
+    /// Phase one of a placement group's two-phase commit (see `leases/bundles.rs`).
+    fn handle(&mut self, request: PrepareBundles, ctx: &mut Context<Self>) -> Self::Result {
+        let prepared = self.leases.prepare_bundles(request.group, &request.bundles);
+        info!(group = %request.group, bundles = request.bundles.len(), ok = prepared.is_ok(), "prepare bundles");
+        self.perform(ctx);
+        prepared
+    }
+}
+
+impl Handler<CommitBundles> for RayletActor {
+    type Result = Result<(), String>;
+
+    /// Phase two: the prepared bundles become the group's resources here.
+    fn handle(&mut self, request: CommitBundles, ctx: &mut Context<Self>) -> Self::Result {
+        let now = self.now_ms();
+        let committed = self.leases.commit_bundles(now, request.group, &request.indices);
+        self.perform(ctx);
+        committed
+    }
+}
+
+impl Handler<CancelBundles> for RayletActor {
+    type Result = ();
+
+    /// A failed round's bundles, or a removed group's, go back.
+    fn handle(&mut self, request: CancelBundles, ctx: &mut Context<Self>) {
+        let now = self.now_ms();
+        self.leases.cancel_bundles(now, request.group, &request.indices);
+        self.perform(ctx);
     }
 }
 

@@ -126,6 +126,12 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             }
         }
         // Work waiting for these resources may run now.
+        let total = self.resources.total.clone();
+        let (fits, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.infeasible)
+            .into_iter()
+            .partition(|queued| total.contains(&queued.placement));
+        self.infeasible = rest.into();
+        self.queue.extend(fits);
         self.dispatch(now_ms);
         Ok(())
     }
@@ -289,6 +295,7 @@ mod tests {
         );
         // Work for a bundle that is not here waits (another node may hold it).
         ask(&mut leases, 2, &demand_in_group(&[(CPU.to_owned(), 1.0)], GROUP, Some(5)));
+        assert!(leases.poll_commands().is_empty());
         // The group is removed: its lease ends (worker killed), waiting work is refused, and
         // every resource is back.
         leases.cancel_bundles(0, GROUP, &[]);
@@ -310,6 +317,17 @@ mod tests {
             leases.poll_commands()[..],
             [Command::Reply { lease: LeaseId(3), reply: LeaseReply::Refused { .. } }]
         ));
+    }
+
+    #[test]
+    fn work_in_a_group_not_yet_placed_waits_then_runs_once_its_bundle_is_committed() {
+        let mut leases =
+            LeaseManager::new(NodeId([1; 16]), cpus(2), DefaultPolicy::default(), PoolConfig::default());
+        ask(&mut leases, 1, &demand_in_group(&[(CPU.to_owned(), 1.0)], GROUP, None));
+        assert!(leases.poll_commands().is_empty(), "no failure, no warning: it waits");
+        leases.prepare_bundles(GROUP, &[(0, bundle(1.0))]).unwrap();
+        leases.commit_bundles(0, GROUP, &[0]).unwrap();
+        assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(1), job: JobId(0) }]);
     }
 
     #[test]
