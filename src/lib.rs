@@ -46,12 +46,14 @@ pub use manta_macros::{actor, main, remote};
 pub use manta_transport as transport;
 pub use manta_worker::registry;
 pub use manta_worker::{
-    cancel, cancel_force, cancel_with, create_actor, exit_actor, free, get_actor, get_actor_in, get_all,
-    get_runtime_context, is_cancelled, is_in_object_store, is_worker_process, kill, local_object_counts,
-    nodes, object_store_stats, put, wait, ActorClass, ActorError, ActorHandle, ActorOptions, Arg, Buffer,
-    CancelOptions, Cluster, Config, Element, InitError, IntoArg, ObjectRef, ObjectRefGenerator,
-    RawActorHandle, RawRef, RuntimeContext, SchedulingStrategy, StoreStats, TaskError, TaskOptions,
-    ADDRESS_ENV, TOKEN_ENV,
+    available_resources, cancel, cancel_force, cancel_with, cluster_resources, create_actor, exit_actor,
+    free, get_actor, get_actor_in, get_all, get_placement_group, get_runtime_context, is_cancelled,
+    is_in_object_store, is_worker_process, kill, local_object_counts, nodes, object_store_stats,
+    placement_group, placement_group_with, put, remove_placement_group, wait, ActorClass, ActorError,
+    ActorHandle, ActorOptions, Arg, Buffer, CancelOptions, Cluster, Config, Element, InitError, IntoArg,
+    Lifetime, ObjectRef, ObjectRefGenerator, PlacementGroup, PlacementGroupOptions, PlacementGroupState,
+    PlacementStrategy, RawActorHandle, RawRef, RuntimeContext, SchedulingStrategy, StoreStats, TaskError,
+    TaskOptions, ADDRESS_ENV, TOKEN_ENV,
 };
 
 /// Whether `main` is marked `#[manta::main]` (which calls [`enter_worker_if_spawned`] first).

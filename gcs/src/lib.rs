@@ -4,10 +4,11 @@
 //! [`GcsCore`] is the logic as a plain state machine over a [`Storage`] backend (in memory by
 //! default); [`GcsActor`] serves it on the bus as `node/gcs`, with the [`requests`] (defined in
 //! `manta-proto`) as its wire messages. Beside it, the [`ActorManager`] creates, watches and
-//! restarts actors.
+//! restarts actors, and the [`PlacementGroupManager`] reserves placement groups' bundles.
 
 pub mod actor_manager;
 mod core;
+pub mod placement;
 pub use manta_proto::gcs::requests;
 mod service;
 mod storage;
@@ -15,6 +16,7 @@ pub use manta_proto::gcs::wire;
 
 pub use crate::core::{GcsCore, GcsError, Publication, SubscriberId};
 pub use actor_manager::{ActorManager, ACTOR_MANAGER_NAME};
+pub use placement::{PlacementGroupManager, PLACEMENT_GROUPS_NAME};
 pub use service::{GcsActor, GCS_NAME, SUBSCRIBER_QUEUE_MAX};
 pub use storage::{MemoryStorage, Storage, Table};
 pub use wire::{ActorId, ActorInfo, ActorState};

@@ -87,6 +87,7 @@ impl GcsDaemon {
         node.register(AdmissionProtocol::NAME, Routes::new(issuer).message::<IssueJoinTokens>())?;
         node.arbiter().spawn(check_health(node.clone(), health));
         node.arbiter().spawn(start_actor_manager(node.clone()));
+        manta_gcs::PlacementGroupManager::start(&node, node.service(node.local_addr()))?;
         Ok(GcsDaemon { node, token, _gcs: gcs })
     }
 

@@ -158,6 +158,7 @@ impl Head {
         )?;
         let here = self.node.local_addr();
         ActorManager::start(&self.node, self.gcs.clone(), self.node.service(here), self.node_id)?;
+        manta_gcs::PlacementGroupManager::start(&self.node, self.gcs.clone())?;
         Ok(())
     }
 }

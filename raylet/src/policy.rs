@@ -355,8 +355,15 @@ mod tests {
         let mut spread = place(&three, PlacementStrategy::Spread, &[]).unwrap();
         spread.sort();
         assert_eq!(spread, vec![id(1), id(2), id(3)]);
-        assert_eq!(place(&vec![cpus(1); 4], PlacementStrategy::Spread, &[]).map(|nodes| nodes.len()), Some(4));
-        assert_eq!(place(&vec![cpus(1); 4], PlacementStrategy::StrictSpread, &[]), None, "4 bundles, 3 nodes");
+        assert_eq!(
+            place(&vec![cpus(1); 4], PlacementStrategy::Spread, &[]).map(|nodes| nodes.len()),
+            Some(4)
+        );
+        assert_eq!(
+            place(&vec![cpus(1); 4], PlacementStrategy::StrictSpread, &[]),
+            None,
+            "4 bundles, 3 nodes"
+        );
         // A lost bundle of a STRICT_SPREAD group goes to a node the group does not use.
         assert_eq!(place(&[cpus(1)], PlacementStrategy::StrictSpread, &[id(1), id(2)]), Some(vec![id(3)]));
         // One of a STRICT_PACK group goes where the others are, or waits.

@@ -972,12 +972,23 @@ impl Actor for RayletActor {
             raylet.perform(ctx);
             raylet.give_up_on_a_silent_gcs();
         });
-        if let WorkerAdmission::Cluster { gcs, .. } = self.admission {
-            let gcs: manta_actor::ServiceRef<manta_proto::gcs::Gcs> = self.node.service(gcs);
-            ctx.run_interval(RESOURCE_REPORT, move |raylet, ctx| {
-                raylet.report_resources(&gcs);
-                raylet.ask_for_view(&gcs, ctx);
-            });
+        match self.admission {
+            WorkerAdmission::Cluster { gcs, .. } => {
+                let gcs: manta_actor::ServiceRef<manta_proto::gcs::Gcs> = self.node.service(gcs);
+                ctx.run_interval(RESOURCE_REPORT, move |raylet, ctx| {
+                    raylet.report_resources(&gcs);
+                    raylet.ask_for_view(&gcs, ctx);
+                });
+            }
+            // An embedded head's GCS is on this very node: it hears this node's resources too
+            // (`available_resources`, the placement-group manager's view); there is no other
+            // node to see.
+            WorkerAdmission::Local(_) if self.reports.is_some() => {
+                let gcs: manta_actor::ServiceRef<manta_proto::gcs::Gcs> =
+                    self.node.service(self.node.local_addr());
+                ctx.run_interval(RESOURCE_REPORT, move |raylet, _| raylet.report_resources(&gcs));
+            }
+            WorkerAdmission::Local(_) => {}
         }
     }
 

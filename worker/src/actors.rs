@@ -100,6 +100,8 @@ pub struct ActorOptions {
     /// constructor's arguments are then ignored). Atomic in the GCS: concurrent creators all
     /// get the one actor.
     pub get_if_exists: bool,
+    /// Lives in a placement group's bundle, on its resources only.
+    pub placement_group: Option<crate::placement::InGroup>,
 }
 
 /// An untyped handle to an actor.
@@ -268,6 +270,17 @@ pub fn create_actor<A: ActorClass>(
     if let Some(namespace) = &options.namespace {
         check_name("namespace", namespace)?;
     }
+    let in_group = match &options.placement_group {
+        None => None,
+        Some(group) => {
+            let mut demand = vec![
+                ("CPU".to_owned(), options.num_cpus.unwrap_or(0.0)),
+                ("GPU".to_owned(), options.num_gpus),
+            ];
+            demand.extend(options.resources.iter().cloned());
+            Some(group.demand(&demand).map_err(ActorError::Invalid)?)
+        }
+    };
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&core.new_object_id().0[..8]);
     bytes[8..].copy_from_slice(&core.new_object_id().0[12..20]);
@@ -297,13 +310,24 @@ pub fn create_actor<A: ActorClass>(
             .map_err(|error| ActorError::Invalid(error.to_string()))?;
         // Ray's default actor resources: placed as if it needed a CPU, run holding none.
         let defaults = options.num_cpus.is_none() && options.num_gpus == 0.0 && options.resources.is_empty();
+        let (num_cpus, num_gpus, resources, placement_cpus) = match in_group {
+            // In a placement group: its amounts of the group's resources (and a little of the
+            // bundle's marker, so that even an actor that holds nothing lands on the bundle).
+            Some(resources) => (0.0, 0.0, resources, 0.0),
+            None => (
+                options.num_cpus.unwrap_or(0.0),
+                options.num_gpus,
+                options.resources.clone(),
+                if defaults { 1.0 } else { 0.0 },
+            ),
+        };
         let spec = ActorSpec {
             info,
             args,
-            num_cpus: options.num_cpus.unwrap_or(0.0),
-            num_gpus: options.num_gpus,
-            resources: options.resources.clone(),
-            placement_cpus: if defaults { 1.0 } else { 0.0 },
+            num_cpus,
+            num_gpus,
+            resources,
+            placement_cpus,
             max_concurrency,
             concurrency_groups,
             scheduling_strategy: options.scheduling_strategy,

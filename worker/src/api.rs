@@ -214,6 +214,37 @@ pub fn nodes() -> Result<Vec<manta_gcs::wire::NodeInfo>, TaskError> {
         .map_err(|error| TaskError::unreachable("nodes", "the GCS", error))
 }
 
+/// The resources of the cluster's live nodes, summed by name (Ray's `ray.cluster_resources`):
+/// placement groups' bundle resources (`CPU_group_<id>`) included once committed.
+pub fn cluster_resources() -> Result<std::collections::BTreeMap<String, f64>, TaskError> {
+    summed_view("cluster_resources", |load| &load.total)
+}
+
+/// The resources free now on the cluster's live nodes, summed by name, as the nodes last
+/// reported them (Ray's `ray.available_resources`).
+pub fn available_resources() -> Result<std::collections::BTreeMap<String, f64>, TaskError> {
+    summed_view("available_resources", |load| &load.available)
+}
+
+fn summed_view(
+    function: &str,
+    amounts: impl Fn(&manta_gcs::wire::NodeLoad) -> &Vec<(String, f64)>,
+) -> Result<std::collections::BTreeMap<String, f64>, TaskError> {
+    let core = core::current()?;
+    let gcs = core.gcs.clone();
+    let view = core
+        .block_on(async move { gcs.ask(manta_gcs::requests::GetClusterView).await })
+        .map_err(|error| TaskError::unreachable(function, "the GCS", error))?
+        .map_err(|error| TaskError::unreachable(function, "the GCS", error))?;
+    let mut summed = std::collections::BTreeMap::new();
+    for load in view.iter().filter(|load| load.state == manta_gcs::wire::NodeState::Alive) {
+        for (name, amount) in amounts(load) {
+            *summed.entry(name.clone()).or_insert(0.0) += amount;
+        }
+    }
+    Ok(summed)
+}
+
 /// Every actor's record in the GCS (Ray's `ray.util.state.list_actors`).
 pub fn list_actors() -> Result<Vec<manta_gcs::wire::ActorInfo>, TaskError> {
     list_actors_as("list_actors")

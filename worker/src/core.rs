@@ -277,6 +277,8 @@ pub(crate) struct CoreWorker {
     pub(crate) raylet: ServiceRef<Raylet>,
     pub(crate) gcs: ServiceRef<Gcs>,
     pub(crate) actor_manager: ServiceRef<ActorManagerProtocol>,
+    /// The placement-group manager (beside the actor manager).
+    pub(crate) placement_groups: ServiceRef<manta_proto::placement::PlacementGroups>,
     pub(crate) objects: ObjectTable,
     pub(crate) store: StoreAccess,
     /// The address of this node's store service (its object manager).
@@ -1117,7 +1119,7 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
     head.start_raylet(pool_config(&config), fingerprint, worker_env)?;
     let manta_node::Head { node, node_id, store, store_reader, gcs, .. } = head;
     let here = node.local_addr();
-    let services = (node.service(here), gcs, node.service(here));
+    let services = (node.service(here), gcs, node.service(here), node.service(here));
     let core = driver_core(
         &config,
         node,
@@ -1224,7 +1226,7 @@ fn connect(config: &Config, address: &str, fingerprint: u64) -> Result<Cluster, 
             )
         })?
     };
-    let services = (node.service(local.raylet), gcs, node.service(local.gcs));
+    let services = (node.service(local.raylet), gcs, node.service(local.gcs), node.service(local.gcs));
     let store = StoreAccess::Remote(node.service(local.raylet), reader);
     let core = driver_core(config, node, services, (store, local.raylet), (core_arbiter, job, local.node_id));
     let _core = start_core(core)?;
@@ -1232,12 +1234,21 @@ fn connect(config: &Config, address: &str, fingerprint: u64) -> Result<Cluster, 
     Ok(Cluster { _private: () })
 }
 
+/// The services a driver's core talks to: its raylet, the GCS, the actor manager and the
+/// placement-group manager.
+type Services = (
+    ServiceRef<Raylet>,
+    ServiceRef<Gcs>,
+    ServiceRef<ActorManagerProtocol>,
+    ServiceRef<manta_proto::placement::PlacementGroups>,
+);
+
 /// A driver's core worker on `node`, reaching the raylet, the GCS and the actor manager through
 /// `services` and the node's store through `store`.
 fn driver_core(
     config: &Config,
     node: Node,
-    (raylet, gcs, actor_manager): (ServiceRef<Raylet>, ServiceRef<Gcs>, ServiceRef<ActorManagerProtocol>),
+    (raylet, gcs, actor_manager, placement_groups): Services,
     (store, store_at): (StoreAccess, std::net::SocketAddr),
     (arbiter, job, node_id): (ArbiterHandle, JobId, NodeId),
 ) -> CoreWorker {
@@ -1246,6 +1257,7 @@ fn driver_core(
         raylet,
         gcs,
         actor_manager,
+        placement_groups,
         objects: ObjectTable::new(OwnerAddress(node.local_addr())),
         store,
         store_at,
@@ -1380,6 +1392,7 @@ fn worker_main(fingerprint: u64) -> ! {
             raylet: node.service(raylet_address),
             gcs: node.service(gcs_address),
             actor_manager: node.service(gcs_address),
+            placement_groups: node.service(gcs_address),
             objects: ObjectTable::new(OwnerAddress(node.local_addr())),
             store: StoreAccess::Remote(node.service(raylet_address), reader),
             store_at: raylet_address,

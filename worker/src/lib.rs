@@ -15,6 +15,7 @@ mod core;
 mod executor;
 mod objects;
 mod origin;
+pub mod placement;
 pub mod pool;
 pub mod registry;
 pub mod stream;
@@ -29,8 +30,8 @@ pub use actors::{
     RawActorHandle, ACTOR_MANAGER_NAME,
 };
 pub use api::{
-    cancel, cancel_force, cancel_with, free, get_all, is_in_object_store, local_object_counts, nodes,
-    object_store_stats, put, wait, CancelOptions, WaitResult,
+    available_resources, cancel, cancel_force, cancel_with, cluster_resources, free, get_all,
+    is_in_object_store, local_object_counts, nodes, object_store_stats, put, wait, CancelOptions, WaitResult,
 };
 pub use buffer::{Buffer, Element};
 pub use codec::CodecError;
@@ -39,6 +40,11 @@ pub use error::{ActorError, TaskError};
 pub use executor::{Executor, EXECUTOR_NAME};
 pub use manta_raylet::SchedulingStrategy;
 pub use objects::{ObjectRef, RawRef, RefWire};
+pub use placement::{
+    get_placement_group, list_placement_groups, placement_group, placement_group_with,
+    remove_placement_group, Lifetime, PlacementGroup, PlacementGroupOptions, PlacementGroupState,
+    PlacementStrategy,
+};
 pub use stream::ObjectRefGenerator;
 pub use submit::{arg, submit, submit_returning, ArgSpec, TaskOptions, LEASE_REQUESTS_MAX, PIPELINE};
 
@@ -131,6 +137,18 @@ macro_rules! task_option_methods {
             self.options.scheduling_strategy = strategy;
             self
         }
+
+        /// Runs in `group`'s bundle `bundle` (`None`: any of its bundles), on the bundle's
+        /// resources only. A bundle index out of range fails the call.
+        pub fn placement_group(
+            mut self,
+            group: &$crate::PlacementGroup,
+            bundle: ::core::option::Option<u32>,
+        ) -> Self {
+            self.options.placement_group =
+                ::core::option::Option::Some($crate::placement::InGroup::new(group, bundle));
+            self
+        }
     };
 }
 
@@ -221,6 +239,18 @@ macro_rules! actor_option_methods {
                 resources.into_iter().map(|(name, amount)| (name.into(), amount)).collect();
             self
         }
+
+        /// Lives in `group`'s bundle `bundle` (`None`: any of its bundles), on the bundle's
+        /// resources only. A bundle index out of range fails the creation.
+        pub fn placement_group(
+            mut self,
+            group: &$crate::PlacementGroup,
+            bundle: ::core::option::Option<u32>,
+        ) -> Self {
+            self.options.placement_group =
+                ::core::option::Option::Some($crate::placement::InGroup::new(group, bundle));
+            self
+        }
     };
 }
 
@@ -259,6 +289,8 @@ pub mod __export {
 /// The cluster's state, from the GCS (Ray's `ray.util.state`).
 pub mod state {
     pub use crate::api::{list_actors, list_named_actors, list_workers, NamedActor};
+    pub use crate::placement::list_placement_groups;
     pub use manta_gcs::wire::{ActorInfo, ActorState, NodeInfo, NodeState, WorkerInfo};
-    pub use manta_proto::{ActorId, JobId, NodeId, ObjectId};
+    pub use manta_proto::placement::PlacementGroupInfo;
+    pub use manta_proto::{ActorId, JobId, NodeId, ObjectId, PlacementGroupId};
 }

@@ -79,6 +79,8 @@ pub struct TaskOptions {
     /// A streaming task: how many values may wait, made and not yet taken by the consumer,
     /// before the task pauses (Ray's `_generator_backpressure_num_objects`; default: no limit).
     pub generator_backpressure: Option<u64>,
+    /// Runs in a placement group's bundle, on its resources only.
+    pub placement_group: Option<crate::placement::InGroup>,
 }
 
 /// One argument as the caller gave it (made by [`arg`]).
@@ -473,13 +475,26 @@ fn enqueue(
         complete_task(core, id, Err(TaskError::Invalid { function: function.to_owned(), reason }));
         return;
     }
-    let shape = Shape::new(
-        function,
-        options.num_cpus.unwrap_or(1.0),
-        options.num_gpus.unwrap_or(0.0),
-        &options.resources,
-        options.scheduling_strategy,
-    );
+    let (cpus, gpus) = (options.num_cpus.unwrap_or(1.0), options.num_gpus.unwrap_or(0.0));
+    let shape = match &options.placement_group {
+        None => Shape::new(function, cpus, gpus, &options.resources, options.scheduling_strategy),
+        // In a placement group: the same amounts, of the group's (or the bundle's) resources.
+        Some(group) => {
+            let mut demand = vec![("CPU".to_owned(), cpus), ("GPU".to_owned(), gpus)];
+            demand.extend(options.resources.iter().cloned());
+            match group.demand(&demand) {
+                Ok(in_group) => Shape::new(function, 0.0, 0.0, &in_group, options.scheduling_strategy),
+                Err(reason) => {
+                    complete_task(
+                        core,
+                        id,
+                        Err(TaskError::Invalid { function: function.to_owned(), reason }),
+                    );
+                    return;
+                }
+            }
+        }
+    };
     let retries = options.max_retries.unwrap_or(core.max_retries);
     // Submissions are handed to the core arbiter in batches: one wake-up drains every task
     // submitted meanwhile, under one lock of the core.

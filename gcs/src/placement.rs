@@ -1,0 +1,342 @@
+//! The placement-group manager (Ray's `gcs_placement_group_manager`): beside the GCS, it
+//! records groups and reserves their bundles on the raylets by two-phase commit.
+//!
+//! Callers reach it as `ServiceRef<manta_proto::placement::PlacementGroups>`. The logic is the
+//! state machine in [`state`] ([`PlacementCore`]); this shell reads the GCS's cluster view
+//! every [`VIEW_PERIOD`] (nodes, their free resources, deaths), performs the core's commands
+//! (asks to the raylets) and feeds the answers back, and answers the callers parked in
+//! `WaitPlacementGroupReady`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use manta_actor::{
+    spawn, Actor, AsyncContext, Context, Handler, LocalRef, Message, MessageResult, Node, RegisterError,
+    ResponseFuture, Routes, ServiceRef, SpawnOptions,
+};
+use manta_proto::gcs::requests::GetClusterView;
+use manta_proto::gcs::wire::{NodeLoad, NodeState};
+use manta_proto::gcs::Gcs;
+use manta_proto::placement::{
+    CancelBundles, CommitBundles, CreatePlacementGroup, GetNamedPlacementGroup, GetPlacementGroup,
+    ListPlacementGroups, PlacementGroupError, PlacementGroupState, PlacementGroups, PrepareBundles,
+    RemovePlacementGroup, WaitPlacementGroupReady,
+};
+use manta_proto::raylet::Raylet;
+use manta_proto::{NodeId, PlacementGroupId, Protocol};
+use manta_raylet::{DefaultPolicy, NodeResources, NodeView, ResourceSet};
+use tokio::sync::oneshot;
+use tracing::{debug, info};
+
+pub mod state;
+
+pub use state::{Command, PlacementCore};
+
+/// The name the manager is registered under beside the GCS.
+pub const PLACEMENT_GROUPS_NAME: &str = <PlacementGroups as Protocol>::NAME;
+
+/// How often the manager reads the cluster view (Ray's resource broadcasts are 100 ms apart).
+pub const VIEW_PERIOD: Duration = Duration::from_millis(100);
+
+type Waiter = oneshot::Sender<Result<(), PlacementGroupError>>;
+
+/// The placement-group manager actor.
+pub struct PlacementGroupManager {
+    core: PlacementCore<DefaultPolicy>,
+    node: Node,
+    gcs: ServiceRef<Gcs>,
+    /// Each live node's raylet address, from the view.
+    raylets: HashMap<NodeId, SocketAddr>,
+    /// Callers parked until a group is created (or removed).
+    waiters: HashMap<PlacementGroupId, Vec<Waiter>>,
+    view_asked: bool,
+    started: Instant,
+}
+
+impl Actor for PlacementGroupManager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(VIEW_PERIOD, |manager, ctx| manager.ask_for_view(ctx));
+    }
+}
+
+impl PlacementGroupManager {
+    /// Starts the manager on `node` (beside the GCS at `gcs`) and registers it as
+    /// [`PLACEMENT_GROUPS_NAME`].
+    pub fn start(
+        node: &Node,
+        gcs: ServiceRef<Gcs>,
+    ) -> Result<LocalRef<PlacementGroupManager>, RegisterError> {
+        let actor_node = node.clone();
+        let manager =
+            spawn(node.arbiter(), SpawnOptions::named(PLACEMENT_GROUPS_NAME).max_restarts(3), move || {
+                PlacementGroupManager {
+                    core: PlacementCore::new(DefaultPolicy::default()),
+                    node: actor_node.clone(),
+                    gcs: gcs.clone(),
+                    raylets: HashMap::new(),
+                    waiters: HashMap::new(),
+                    view_asked: false,
+                    started: Instant::now(),
+                }
+            });
+        node.register(
+            PLACEMENT_GROUPS_NAME,
+            Routes::new(manager.clone())
+                .message::<CreatePlacementGroup>()
+                .message::<RemovePlacementGroup>()
+                .message::<GetPlacementGroup>()
+                .message::<GetNamedPlacementGroup>()
+                .message::<ListPlacementGroups>()
+                .message::<WaitPlacementGroupReady>(),
+        )?;
+        Ok(manager)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn ask_for_view(&mut self, ctx: &mut Context<Self>) {
+        let now = self.now_ms();
+        self.core.tick(now);
+        self.perform(ctx);
+        if self.view_asked {
+            return;
+        }
+        self.view_asked = true;
+        let (gcs, me) = (self.gcs.clone(), ctx.address());
+        tokio::spawn(async move {
+            let view = match gcs.ask(GetClusterView).await {
+                Ok(Ok(view)) => Some(view),
+                outcome => {
+                    debug!(?outcome, "no cluster view from the GCS this time");
+                    None
+                }
+            };
+            me.do_send(ViewArrived(view));
+        });
+    }
+
+    /// Performs the core's commands: asks to the raylets (answers come back as messages), and
+    /// the waiters' answers.
+    fn perform(&mut self, ctx: &mut Context<Self>) {
+        for command in self.core.poll_commands() {
+            match command {
+                Command::Prepare { group, node, bundles } => {
+                    let Some(raylet) = self.raylet(node) else {
+                        ctx.address().do_send(Answered::Prepare(
+                            group,
+                            node,
+                            Err(format!("node {node} has no known address")),
+                        ));
+                        continue;
+                    };
+                    let me = ctx.address();
+                    tokio::spawn(async move {
+                        let answer = match raylet.ask(PrepareBundles { group, bundles }).await {
+                            Ok(answer) => answer,
+                            Err(error) => Err(format!("its raylet could not be asked: {error}")),
+                        };
+                        me.do_send(Answered::Prepare(group, node, answer));
+                    });
+                }
+                Command::Commit { group, node, indices } => {
+                    let Some(raylet) = self.raylet(node) else {
+                        ctx.address().do_send(Answered::Commit(
+                            group,
+                            node,
+                            Err(format!("node {node} has no known address")),
+                        ));
+                        continue;
+                    };
+                    let me = ctx.address();
+                    tokio::spawn(async move {
+                        let answer = match raylet.ask(CommitBundles { group, indices }).await {
+                            Ok(answer) => answer,
+                            Err(error) => Err(format!("its raylet could not be asked: {error}")),
+                        };
+                        me.do_send(Answered::Commit(group, node, answer));
+                    });
+                }
+                Command::Cancel { group, node, indices } => {
+                    if let Some(raylet) = self.raylet(node) {
+                        tokio::spawn(async move {
+                            // An ask, not a tell: it is retried by nobody, so its failure is logged.
+                            if let Err(error) = raylet.ask(CancelBundles { group, indices }).await {
+                                debug!(%group, %node, %error, "a raylet could not be told to give bundles back");
+                            }
+                        });
+                    }
+                }
+                Command::Created { group } => {
+                    info!(%group, "placement group created");
+                    for waiter in self.waiters.remove(&group).unwrap_or_default() {
+                        let _ = waiter.send(Ok(()));
+                    }
+                }
+                Command::Removed { group, cause } => {
+                    info!(%group, %cause, "placement group removed");
+                    for waiter in self.waiters.remove(&group).unwrap_or_default() {
+                        let _ = waiter
+                            .send(Err(PlacementGroupError::Removed { id: group, cause: cause.clone() }));
+                    }
+                }
+            }
+        }
+    }
+
+    fn raylet(&self, node: NodeId) -> Option<ServiceRef<Raylet>> {
+        self.raylets.get(&node).map(|address| self.node.service(*address))
+    }
+}
+
+/// The view a GCS ask brought (none: the ask failed).
+struct ViewArrived(Option<Vec<NodeLoad>>);
+
+impl Message for ViewArrived {
+    type Result = ();
+}
+
+impl Handler<ViewArrived> for PlacementGroupManager {
+    type Result = ();
+
+    fn handle(&mut self, ViewArrived(view): ViewArrived, ctx: &mut Context<Self>) {
+        self.view_asked = false;
+        let Some(view) = view else { return };
+        let mut nodes = Vec::with_capacity(view.len());
+        for load in view {
+            if let Ok(address) = load.address.parse() {
+                self.raylets.insert(load.node_id, address);
+            }
+            let total = ResourceSet::from_amounts(&load.total).unwrap_or_default();
+            let available = ResourceSet::from_amounts(&load.available).unwrap_or_default();
+            nodes.push(NodeView {
+                id: load.node_id,
+                resources: NodeResources { total, available },
+                alive: load.state == NodeState::Alive,
+            });
+        }
+        let now = self.now_ms();
+        self.core.set_view(nodes, now);
+        self.perform(ctx);
+    }
+}
+
+/// A raylet's answer to a prepare or a commit.
+enum Answered {
+    Prepare(PlacementGroupId, NodeId, Result<(), String>),
+    Commit(PlacementGroupId, NodeId, Result<(), String>),
+}
+
+impl Message for Answered {
+    type Result = ();
+}
+
+impl Handler<Answered> for PlacementGroupManager {
+    type Result = ();
+
+    fn handle(&mut self, answer: Answered, ctx: &mut Context<Self>) {
+        let now = self.now_ms();
+        match answer {
+            Answered::Prepare(group, node, answer) => {
+                if let Err(reason) = &answer {
+                    debug!(%group, %node, %reason, "a bundle prepare was refused");
+                }
+                self.core.prepare_answered(group, node, answer, now);
+            }
+            Answered::Commit(group, node, answer) => self.core.commit_answered(group, node, answer, now),
+        }
+        self.perform(ctx);
+    }
+}
+
+impl Handler<CreatePlacementGroup> for PlacementGroupManager {
+    type Result = Result<(), PlacementGroupError>;
+
+    fn handle(
+        &mut self,
+        CreatePlacementGroup(spec): CreatePlacementGroup,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let now = self.now_ms();
+        let created = self.core.create(spec, now);
+        self.perform(ctx);
+        created
+    }
+}
+
+impl Handler<RemovePlacementGroup> for PlacementGroupManager {
+    type Result = Result<(), PlacementGroupError>;
+
+    fn handle(
+        &mut self,
+        RemovePlacementGroup(id): RemovePlacementGroup,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let removed = self.core.remove(id, "removed by remove_placement_group");
+        self.perform(ctx);
+        removed
+    }
+}
+
+impl Handler<GetPlacementGroup> for PlacementGroupManager {
+    type Result = MessageResult<GetPlacementGroup>;
+
+    fn handle(&mut self, GetPlacementGroup(id): GetPlacementGroup, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.info(id))
+    }
+}
+
+impl Handler<GetNamedPlacementGroup> for PlacementGroupManager {
+    type Result = MessageResult<GetNamedPlacementGroup>;
+
+    fn handle(&mut self, request: GetNamedPlacementGroup, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.named(&request.namespace, &request.name))
+    }
+}
+
+impl Handler<ListPlacementGroups> for PlacementGroupManager {
+    type Result = MessageResult<ListPlacementGroups>;
+
+    fn handle(&mut self, _: ListPlacementGroups, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.list())
+    }
+}
+
+impl Handler<WaitPlacementGroupReady> for PlacementGroupManager {
+    type Result = ResponseFuture<Result<(), PlacementGroupError>>;
+
+    /// Answered at once for a created or removed group; parked otherwise.
+    fn handle(
+        &mut self,
+        WaitPlacementGroupReady(id): WaitPlacementGroupReady,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let ready = match self.core.info(id) {
+            None => Some(Err(PlacementGroupError::Unknown(id))),
+            Some(info) => match info.state {
+                PlacementGroupState::Created => Some(Ok(())),
+                PlacementGroupState::Removed => {
+                    Some(Err(PlacementGroupError::Removed { id, cause: info.removal.unwrap_or_default() }))
+                }
+                PlacementGroupState::Pending | PlacementGroupState::Rescheduling => None,
+            },
+        };
+        if let Some(ready) = ready {
+            return Box::pin(std::future::ready(ready));
+        }
+        let (waiter, answer) = oneshot::channel();
+        self.waiters.entry(id).or_default().push(waiter);
+        Box::pin(async move {
+            answer.await.unwrap_or_else(|_| {
+                Err(PlacementGroupError::Removed {
+                    id,
+                    cause: "the placement group manager restarted".to_owned(),
+                })
+            })
+        })
+    }
+}

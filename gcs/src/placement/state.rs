@@ -1,0 +1,465 @@
+//! The placement-group manager's logic as a state machine: events in (a create, a remove, a
+//! raylet's answer, the cluster view, time), commands out (prepare, commit or cancel bundles at a
+//! raylet; tell the waiters). No clock, no socket: the shell and the simulator drive it alike.
+//! The protocol and its invariant (a group is never half reserved) are in
+//! `docs/decisions/placement_groups.md`.
+//!
+//! One round of two-phase commit is in flight at a time (Ray's manager schedules one group at
+//! a time too): the oldest group that can be placed on the view now goes first; one that
+//! cannot waits for a later view without holding back the others; one whose round failed backs
+//! off (100 ms, doubling to 5 s).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use manta_proto::placement::{
+    Bundle, PlacementGroupError, PlacementGroupInfo, PlacementGroupSpec, PlacementGroupState,
+    PlacementStrategy,
+};
+use manta_proto::{NodeId, PlacementGroupId};
+use manta_raylet::{ClusterView, NodeView, ResourceSet, SchedulingPolicy};
+
+/// The first back-off after a failed round, ms.
+pub const BACKOFF_FIRST_MS: u64 = 100;
+
+/// The longest back-off, ms.
+pub const BACKOFF_MAX_MS: u64 = 5_000;
+
+/// Removed groups kept for `list` at most (the oldest forgotten first).
+pub const REMOVED_KEPT: usize = 1_000;
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Ask `node`'s raylet to hold `bundles` of `group`; answer with
+    /// [`PlacementCore::prepare_answered`].
+    Prepare {
+        /// The group.
+        group: PlacementGroupId,
+        /// The node.
+        node: NodeId,
+        /// The bundles, with their indices.
+        bundles: Vec<(u32, Bundle)>,
+    },
+    /// Ask `node`'s raylet to commit the prepared `indices`; answer with
+    /// [`PlacementCore::commit_answered`].
+    Commit {
+        /// The group.
+        group: PlacementGroupId,
+        /// The node.
+        node: NodeId,
+        /// The bundles.
+        indices: Vec<u32>,
+    },
+    /// Tell `node`'s raylet to give back `indices` of `group` (none: the whole group, removed).
+    Cancel {
+        /// The group.
+        group: PlacementGroupId,
+        /// The node.
+        node: NodeId,
+        /// The bundles (none: all, and the group is gone).
+        indices: Vec<u32>,
+    },
+    /// Every bundle of `group` is reserved: wake its waiters.
+    Created {
+        /// The group.
+        group: PlacementGroupId,
+    },
+    /// `group` was removed: fail its waiters.
+    Removed {
+        /// The group.
+        group: PlacementGroupId,
+        /// Why.
+        cause: String,
+    },
+}
+
+#[derive(Debug)]
+struct Group {
+    info: PlacementGroupInfo,
+    /// Not placed again before this time (after a failed round), ms.
+    retry_at_ms: u64,
+    /// The next back-off, ms.
+    backoff_ms: u64,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for these nodes' prepare answers; `ok` answered yes.
+    Preparing { waiting: BTreeSet<NodeId>, ok: BTreeSet<NodeId>, failures: Vec<String> },
+    /// Waiting for these nodes' commit answers; `lost` answered no (or died).
+    Committing { waiting: BTreeSet<NodeId>, lost: BTreeSet<NodeId> },
+}
+
+/// The round of two-phase commit in flight.
+#[derive(Debug)]
+struct Round {
+    group: PlacementGroupId,
+    /// Each bundle placed in this round, and its node.
+    bundles: Vec<(u32, NodeId)>,
+    phase: Phase,
+}
+
+impl Round {
+    fn indices_on(&self, node: NodeId) -> Vec<u32> {
+        self.bundles.iter().filter(|(_, at)| *at == node).map(|(index, _)| *index).collect()
+    }
+}
+
+/// The placement-group manager's state.
+#[derive(Debug)]
+pub struct PlacementCore<P: SchedulingPolicy> {
+    policy: P,
+    groups: BTreeMap<PlacementGroupId, Group>,
+    /// Live groups by (namespace, name).
+    names: BTreeMap<(String, String), PlacementGroupId>,
+    /// Groups with bundles to place, oldest first.
+    queue: VecDeque<PlacementGroupId>,
+    round: Option<Round>,
+    /// The live nodes and their free resources, as the last view gave them, less what rounds
+    /// took since.
+    view: Vec<NodeView>,
+    /// Nodes known dead (their ids never come back).
+    dead: BTreeSet<NodeId>,
+    /// Removed groups, oldest first (to forget the oldest beyond [`REMOVED_KEPT`]).
+    removed: VecDeque<PlacementGroupId>,
+    commands: Vec<Command>,
+}
+
+impl<P: SchedulingPolicy> PlacementCore<P> {
+    /// An empty manager placing bundles with `policy`.
+    pub fn new(policy: P) -> Self {
+        PlacementCore {
+            policy,
+            groups: BTreeMap::new(),
+            names: BTreeMap::new(),
+            queue: VecDeque::new(),
+            round: None,
+            view: Vec::new(),
+            dead: BTreeSet::new(),
+            removed: VecDeque::new(),
+            commands: Vec::new(),
+        }
+    }
+
+    /// The commands made since the last call, in order.
+    pub fn poll_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
+    /// Records a new group (to be placed as soon as the view allows).
+    pub fn create(&mut self, spec: PlacementGroupSpec, now_ms: u64) -> Result<(), PlacementGroupError> {
+        validate(&spec)?;
+        if self.groups.contains_key(&spec.id) {
+            return Err(PlacementGroupError::Invalid(format!("placement group {} exists already", spec.id)));
+        }
+        if !spec.name.is_empty() {
+            let key = (spec.namespace.clone(), spec.name.clone());
+            if self.names.contains_key(&key) {
+                return Err(PlacementGroupError::NameTaken { namespace: key.0, name: key.1 });
+            }
+            self.names.insert(key, spec.id);
+        }
+        let id = spec.id;
+        let nodes = vec![None; spec.bundles.len()];
+        let info = PlacementGroupInfo { spec, state: PlacementGroupState::Pending, nodes, removal: None };
+        self.groups.insert(id, Group { info, retry_at_ms: 0, backoff_ms: BACKOFF_FIRST_MS });
+        self.queue.push_back(id);
+        self.place(now_ms);
+        Ok(())
+    }
+
+    /// Removes a group: every live node is told to give back its bundles (and to refuse its
+    /// work from now on). Removing a removed group changes nothing.
+    pub fn remove(&mut self, id: PlacementGroupId, cause: &str) -> Result<(), PlacementGroupError> {
+        let group = self.groups.get_mut(&id).ok_or(PlacementGroupError::Unknown(id))?;
+        if group.info.state == PlacementGroupState::Removed {
+            return Ok(());
+        }
+        group.info.state = PlacementGroupState::Removed;
+        group.info.removal = Some(cause.to_owned());
+        group.info.nodes.iter_mut().for_each(|node| *node = None);
+        let key = (group.info.spec.namespace.clone(), group.info.spec.name.clone());
+        if self.names.get(&key) == Some(&id) {
+            self.names.remove(&key);
+        }
+        self.queue.retain(|queued| *queued != id);
+        // Every live node, not only those holding bundles: a prepare still in flight may land
+        // anywhere the round chose, and work for the group may wait anywhere.
+        for node in self.view.iter().filter(|node| node.alive).map(|node| node.id) {
+            self.commands.push(Command::Cancel { group: id, node, indices: Vec::new() });
+        }
+        self.commands.push(Command::Removed { group: id, cause: cause.to_owned() });
+        self.removed.push_back(id);
+        if self.removed.len() > REMOVED_KEPT {
+            if let Some(oldest) = self.removed.pop_front() {
+                self.groups.remove(&oldest);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every group of `job` that is not detached (its job ended).
+    pub fn job_finished(&mut self, job: manta_proto::JobId) {
+        let owned: Vec<PlacementGroupId> = self
+            .groups
+            .values()
+            .filter(|group| group.info.spec.job == Some(job) && !group.info.spec.detached)
+            .map(|group| group.info.spec.id)
+            .collect();
+        for id in owned {
+            let _ = self.remove(id, &format!("its job {job} ended"));
+        }
+    }
+
+    /// A new view of the cluster: every node with its state and free resources. Nodes marked
+    /// dead lose their bundles (placed again elsewhere); groups that fit now are placed.
+    pub fn set_view(&mut self, nodes: Vec<NodeView>, now_ms: u64) {
+        for node in nodes.iter().filter(|node| !node.alive) {
+            self.node_died(node.id, now_ms);
+        }
+        self.view = nodes.into_iter().filter(|node| node.alive && !self.dead.contains(&node.id)).collect();
+        self.place(now_ms);
+    }
+
+    /// Time passed: groups whose back-off ended may be placed.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.place(now_ms);
+    }
+
+    /// `node` died: its bundles are placed again; a round waiting for it counts it as a no.
+    pub fn node_died(&mut self, node: NodeId, now_ms: u64) {
+        if !self.dead.insert(node) {
+            return;
+        }
+        self.view.retain(|view| view.id != node);
+        for group in self.groups.values_mut() {
+            if group.info.state == PlacementGroupState::Removed || !group.info.nodes.contains(&Some(node)) {
+                continue;
+            }
+            for at in group.info.nodes.iter_mut().filter(|at| **at == Some(node)) {
+                *at = None;
+            }
+            if group.info.state == PlacementGroupState::Created {
+                group.info.state = PlacementGroupState::Rescheduling;
+            }
+            if !self.queue.contains(&group.info.spec.id) {
+                self.queue.push_back(group.info.spec.id);
+            }
+        }
+        if let Some(round) = &self.round {
+            let group = round.group;
+            match &round.phase {
+                Phase::Preparing { waiting, .. } if waiting.contains(&node) => {
+                    self.prepare_answered(group, node, Err(format!("node {node} died")), now_ms);
+                }
+                Phase::Committing { waiting, .. } if waiting.contains(&node) => {
+                    self.commit_answered(group, node, Err(format!("node {node} died")), now_ms);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// `node`'s answer to a [`Command::Prepare`] of `group`.
+    pub fn prepare_answered(
+        &mut self,
+        group: PlacementGroupId,
+        node: NodeId,
+        answer: Result<(), String>,
+        now_ms: u64,
+    ) {
+        let Some(round) = self.round.as_mut().filter(|round| round.group == group) else { return };
+        let Phase::Preparing { waiting, ok, failures } = &mut round.phase else { return };
+        if !waiting.remove(&node) {
+            return;
+        }
+        match answer {
+            Ok(()) => {
+                ok.insert(node);
+            }
+            Err(reason) => failures.push(format!("node {node}: {reason}")),
+        }
+        if !waiting.is_empty() {
+            return;
+        }
+        let (ok, failures) = (std::mem::take(ok), std::mem::take(failures));
+        let round = self.round.take().expect("matched above");
+        let removed = self.state(group) == Some(PlacementGroupState::Removed);
+        if removed {
+            // Its removal told every node to give everything back.
+        } else if !failures.is_empty() {
+            // All or nothing: what was prepared goes back, and the group waits its turn again.
+            for node in ok.iter().filter(|node| !self.dead.contains(node)) {
+                self.commands.push(Command::Cancel { group, node: *node, indices: round.indices_on(*node) });
+            }
+            if let Some(entry) = self.groups.get_mut(&group) {
+                entry.retry_at_ms = now_ms + entry.backoff_ms;
+                entry.backoff_ms = (entry.backoff_ms * 2).min(BACKOFF_MAX_MS);
+            }
+            self.queue.push_front(group);
+        } else {
+            for node in &ok {
+                self.commands.push(Command::Commit { group, node: *node, indices: round.indices_on(*node) });
+            }
+            self.round = Some(Round {
+                group,
+                bundles: round.bundles,
+                phase: Phase::Committing { waiting: ok, lost: BTreeSet::new() },
+            });
+            return;
+        }
+        self.place(now_ms);
+    }
+
+    /// `node`'s answer to a [`Command::Commit`] of `group`.
+    pub fn commit_answered(
+        &mut self,
+        group: PlacementGroupId,
+        node: NodeId,
+        answer: Result<(), String>,
+        now_ms: u64,
+    ) {
+        let Some(round) = self.round.as_mut().filter(|round| round.group == group) else { return };
+        let Phase::Committing { waiting, lost } = &mut round.phase else { return };
+        if !waiting.remove(&node) {
+            return;
+        }
+        if answer.is_err() {
+            lost.insert(node);
+        }
+        if !waiting.is_empty() {
+            return;
+        }
+        let lost = std::mem::take(lost);
+        let round = self.round.take().expect("matched above");
+        let Some(entry) = self.groups.get_mut(&group) else { return };
+        if entry.info.state != PlacementGroupState::Removed {
+            for (index, at) in &round.bundles {
+                if !lost.contains(at) {
+                    entry.info.nodes[*index as usize] = Some(*at);
+                }
+            }
+            if entry.info.nodes.iter().all(Option::is_some) {
+                entry.info.state = PlacementGroupState::Created;
+                entry.backoff_ms = BACKOFF_FIRST_MS;
+                self.commands.push(Command::Created { group });
+            } else {
+                // A node failed to commit (it died): its bundles go again, the rest stay.
+                for node in lost.iter().filter(|node| !self.dead.contains(node)) {
+                    self.commands.push(Command::Cancel {
+                        group,
+                        node: *node,
+                        indices: round.indices_on(*node),
+                    });
+                }
+                self.queue.push_front(group);
+            }
+        }
+        self.place(now_ms);
+    }
+
+    /// Starts a round for the oldest queued group that can be placed now.
+    fn place(&mut self, now_ms: u64) {
+        if self.round.is_some() || self.view.is_empty() {
+            return;
+        }
+        let cluster = ClusterView { local: self.view[0].id, nodes: self.view.clone() };
+        for position in 0..self.queue.len() {
+            let id = self.queue[position];
+            let Some(group) = self.groups.get(&id) else { continue };
+            if group.retry_at_ms > now_ms {
+                continue;
+            }
+            let unplaced: Vec<u32> = (0..group.info.nodes.len() as u32)
+                .filter(|index| group.info.nodes[*index as usize].is_none())
+                .collect();
+            let placed: Vec<NodeId> = group.info.nodes.iter().flatten().copied().collect();
+            let bundles: Vec<ResourceSet> = unplaced
+                .iter()
+                .map(|index| {
+                    ResourceSet::from_amounts(&group.info.spec.bundles[*index as usize]).unwrap_or_default()
+                })
+                .collect();
+            let Some(nodes) =
+                self.policy.place_bundles(&bundles, group.info.spec.strategy, &placed, &cluster)
+            else {
+                continue;
+            };
+            if nodes.len() != unplaced.len() {
+                continue;
+            }
+            self.queue.remove(position);
+            let spec_bundles = group.info.spec.bundles.clone();
+            let chosen: Vec<(u32, NodeId)> = unplaced.into_iter().zip(nodes).collect();
+            let mut by_node: BTreeMap<NodeId, Vec<(u32, Bundle)>> = BTreeMap::new();
+            for ((index, node), set) in chosen.iter().zip(&bundles) {
+                by_node.entry(*node).or_default().push((*index, spec_bundles[*index as usize].clone()));
+                // Taken until the next view shows it.
+                if let Some(view) = self.view.iter_mut().find(|view| view.id == *node) {
+                    view.resources.available.saturating_take(set);
+                }
+            }
+            let waiting: BTreeSet<NodeId> = by_node.keys().copied().collect();
+            for (node, bundles) in by_node {
+                self.commands.push(Command::Prepare { group: id, node, bundles });
+            }
+            self.round = Some(Round {
+                group: id,
+                bundles: chosen,
+                phase: Phase::Preparing { waiting, ok: BTreeSet::new(), failures: Vec::new() },
+            });
+            return;
+        }
+    }
+
+    fn state(&self, id: PlacementGroupId) -> Option<PlacementGroupState> {
+        self.groups.get(&id).map(|group| group.info.state)
+    }
+
+    /// A group by id.
+    pub fn info(&self, id: PlacementGroupId) -> Option<PlacementGroupInfo> {
+        self.groups.get(&id).map(|group| group.info.clone())
+    }
+
+    /// A live group by name.
+    pub fn named(&self, namespace: &str, name: &str) -> Option<PlacementGroupInfo> {
+        let id = self.names.get(&(namespace.to_owned(), name.to_owned()))?;
+        self.info(*id)
+    }
+
+    /// Every group known (removed ones: the most recent [`REMOVED_KEPT`]).
+    pub fn list(&self) -> Vec<PlacementGroupInfo> {
+        self.groups.values().map(|group| group.info.clone()).collect()
+    }
+
+    /// The strategy of a group, for callers that place work in it.
+    pub fn strategy(&self, id: PlacementGroupId) -> Option<PlacementStrategy> {
+        self.groups.get(&id).map(|group| group.info.spec.strategy)
+    }
+}
+
+/// Refuses a malformed group before anything is recorded (Ray's checks).
+fn validate(spec: &PlacementGroupSpec) -> Result<(), PlacementGroupError> {
+    let invalid = |reason: String| Err(PlacementGroupError::Invalid(reason));
+    if spec.bundles.is_empty() {
+        return invalid("a placement group needs at least one bundle".to_owned());
+    }
+    for (index, bundle) in spec.bundles.iter().enumerate() {
+        match ResourceSet::from_amounts(bundle) {
+            Err(error) => return invalid(format!("bundle {index}: {error}")),
+            Ok(set) if set.is_empty() => {
+                return invalid(format!("bundle {index} is empty (a bundle needs some resource above 0)"))
+            }
+            Ok(_) => {}
+        }
+        if let Some((name, _)) = bundle.iter().find(|(name, _)| name.is_empty() || name.contains("_group_")) {
+            return invalid(format!("bundle {index}: {name:?} is not a resource a bundle can hold"));
+        }
+    }
+    for part in [&spec.name, &spec.namespace] {
+        if part.contains('\0') {
+            return invalid(format!("names and namespaces may not contain NUL bytes: {part:?}"));
+        }
+    }
+    Ok(())
+}
