@@ -125,7 +125,7 @@ impl PlacementGroupManager {
     fn perform(&mut self, ctx: &mut Context<Self>) {
         for command in self.core.poll_commands() {
             match command {
-                Command::Prepare { group, node, bundles } => {
+                Command::Prepare { group, round, node, bundles } => {
                     let Some(raylet) = self.raylet(node) else {
                         ctx.address().do_send(Answered::Prepare(
                             group,
@@ -136,14 +136,14 @@ impl PlacementGroupManager {
                     };
                     let me = ctx.address();
                     tokio::spawn(async move {
-                        let answer = match raylet.ask(PrepareBundles { group, bundles }).await {
+                        let answer = match raylet.ask(PrepareBundles { group, round, bundles }).await {
                             Ok(answer) => answer,
                             Err(error) => Err(format!("its raylet could not be asked: {error}")),
                         };
                         me.do_send(Answered::Prepare(group, node, answer));
                     });
                 }
-                Command::Commit { group, node, indices } => {
+                Command::Commit { group, round, node, indices } => {
                     let Some(raylet) = self.raylet(node) else {
                         ctx.address().do_send(Answered::Commit(
                             group,
@@ -154,18 +154,18 @@ impl PlacementGroupManager {
                     };
                     let me = ctx.address();
                     tokio::spawn(async move {
-                        let answer = match raylet.ask(CommitBundles { group, indices }).await {
+                        let answer = match raylet.ask(CommitBundles { group, round, indices }).await {
                             Ok(answer) => answer,
                             Err(error) => Err(format!("its raylet could not be asked: {error}")),
                         };
                         me.do_send(Answered::Commit(group, node, answer));
                     });
                 }
-                Command::Cancel { group, node, indices } => {
+                Command::Cancel { group, round, node, indices } => {
                     if let Some(raylet) = self.raylet(node) {
                         tokio::spawn(async move {
                             // An ask, not a tell: it is retried by nobody, so its failure is logged.
-                            if let Err(error) = raylet.ask(CancelBundles { group, indices }).await {
+                            if let Err(error) = raylet.ask(CancelBundles { group, round, indices }).await {
                                 debug!(%group, %node, %error, "a raylet could not be told to give bundles back");
                             }
                         });

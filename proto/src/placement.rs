@@ -150,6 +150,9 @@ wire_message!(WaitPlacementGroupReady => Result<(), PlacementGroupError>, id = 4
 pub struct PrepareBundles {
     /// The group.
     pub group: PlacementGroupId,
+    /// The round of two-phase commit (the manager's counter): a commit or a cancel names the
+    /// round it belongs to, so that a late message of an earlier round cannot undo a later one.
+    pub round: u64,
     /// The bundles to hold here, with their indices.
     pub bundles: Vec<(u32, Bundle)>,
 }
@@ -160,6 +163,8 @@ wire_message!(PrepareBundles => Result<(), String>, id = 206);
 pub struct CommitBundles {
     /// The group.
     pub group: PlacementGroupId,
+    /// The round that prepared them.
+    pub round: u64,
     /// The bundles, prepared here before.
     pub indices: Vec<u32>,
 }
@@ -171,6 +176,8 @@ wire_message!(CommitBundles => Result<(), String>, id = 207);
 pub struct CancelBundles {
     /// The group.
     pub group: PlacementGroupId,
+    /// The round whose bundles go back (ignored when `indices` is empty: all of them).
+    pub round: u64,
     /// The bundles (none: every bundle of the group held here).
     pub indices: Vec<u32>,
 }

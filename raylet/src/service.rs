@@ -1226,7 +1226,7 @@ impl Handler<PrepareBundles> for RayletActor {
 
     /// Phase one of a placement group's two-phase commit (see `leases/bundles.rs`).
     fn handle(&mut self, request: PrepareBundles, ctx: &mut Context<Self>) -> Self::Result {
-        let prepared = self.leases.prepare_bundles(request.group, &request.bundles);
+        let prepared = self.leases.prepare_bundles(request.group, request.round, &request.bundles);
         info!(group = %request.group, bundles = request.bundles.len(), ok = prepared.is_ok(), "prepare bundles");
         self.perform(ctx);
         prepared
@@ -1239,7 +1239,7 @@ impl Handler<CommitBundles> for RayletActor {
     /// Phase two: the prepared bundles become the group's resources here.
     fn handle(&mut self, request: CommitBundles, ctx: &mut Context<Self>) -> Self::Result {
         let now = self.now_ms();
-        let committed = self.leases.commit_bundles(now, request.group, &request.indices);
+        let committed = self.leases.commit_bundles(now, request.group, request.round, &request.indices);
         self.perform(ctx);
         committed
     }
@@ -1251,7 +1251,7 @@ impl Handler<CancelBundles> for RayletActor {
     /// A failed round's bundles, or a removed group's, go back.
     fn handle(&mut self, request: CancelBundles, ctx: &mut Context<Self>) {
         let now = self.now_ms();
-        self.leases.cancel_bundles(now, request.group, &request.indices);
+        self.leases.cancel_bundles(now, request.group, request.round, &request.indices);
         self.perform(ctx);
     }
 }

@@ -35,6 +35,8 @@ pub enum Command {
     Prepare {
         /// The group.
         group: PlacementGroupId,
+        /// The round (named again by its commit and its cancel).
+        round: u64,
         /// The node.
         node: NodeId,
         /// The bundles, with their indices.
@@ -45,6 +47,8 @@ pub enum Command {
     Commit {
         /// The group.
         group: PlacementGroupId,
+        /// The round.
+        round: u64,
         /// The node.
         node: NodeId,
         /// The bundles.
@@ -54,6 +58,8 @@ pub enum Command {
     Cancel {
         /// The group.
         group: PlacementGroupId,
+        /// The round whose bundles go back (any, when `indices` is empty).
+        round: u64,
         /// The node.
         node: NodeId,
         /// The bundles (none: all, and the group is gone).
@@ -93,6 +99,7 @@ enum Phase {
 /// The round of two-phase commit in flight.
 #[derive(Debug)]
 struct Round {
+    id: u64,
     group: PlacementGroupId,
     /// Each bundle placed in this round, and its node.
     bundles: Vec<(u32, NodeId)>,
@@ -122,6 +129,8 @@ pub struct PlacementCore<P: SchedulingPolicy> {
     dead: BTreeSet<NodeId>,
     /// Removed groups, oldest first (to forget the oldest beyond [`REMOVED_KEPT`]).
     removed: VecDeque<PlacementGroupId>,
+    /// The next round's id.
+    next_round: u64,
     commands: Vec<Command>,
 }
 
@@ -137,6 +146,7 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
             view: Vec::new(),
             dead: BTreeSet::new(),
             removed: VecDeque::new(),
+            next_round: 1,
             commands: Vec::new(),
         }
     }
@@ -186,7 +196,7 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
         // Every live node, not only those holding bundles: a prepare still in flight may land
         // anywhere the round chose, and work for the group may wait anywhere.
         for node in self.view.iter().filter(|node| node.alive).map(|node| node.id) {
-            self.commands.push(Command::Cancel { group: id, node, indices: Vec::new() });
+            self.commands.push(Command::Cancel { group: id, round: 0, node, indices: Vec::new() });
         }
         self.commands.push(Command::Removed { group: id, cause: cause.to_owned() });
         self.removed.push_back(id);
@@ -246,16 +256,25 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
                 self.queue.push_back(group.info.spec.id);
             }
         }
-        if let Some(round) = &self.round {
-            let group = round.group;
-            match &round.phase {
-                Phase::Preparing { waiting, .. } if waiting.contains(&node) => {
-                    self.prepare_answered(group, node, Err(format!("node {node} died")), now_ms);
-                }
-                Phase::Committing { waiting, .. } if waiting.contains(&node) => {
-                    self.commit_answered(group, node, Err(format!("node {node} died")), now_ms);
-                }
-                _ => {}
+        // The round in flight loses what it placed there, whether or not the node answered.
+        let Some(round) = self.round.as_mut().filter(|round| round.bundles.iter().any(|(_, at)| *at == node))
+        else {
+            return;
+        };
+        let (group, died) = (round.group, format!("node {node} died"));
+        match &mut round.phase {
+            Phase::Preparing { waiting, .. } if waiting.contains(&node) => {
+                self.prepare_answered(group, node, Err(died), now_ms);
+            }
+            Phase::Preparing { ok, failures, .. } => {
+                ok.remove(&node);
+                failures.push(died);
+            }
+            Phase::Committing { waiting, .. } if waiting.contains(&node) => {
+                self.commit_answered(group, node, Err(died), now_ms);
+            }
+            Phase::Committing { lost, .. } => {
+                lost.insert(node);
             }
         }
     }
@@ -290,7 +309,12 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
         } else if !failures.is_empty() {
             // All or nothing: what was prepared goes back, and the group waits its turn again.
             for node in ok.iter().filter(|node| !self.dead.contains(node)) {
-                self.commands.push(Command::Cancel { group, node: *node, indices: round.indices_on(*node) });
+                self.commands.push(Command::Cancel {
+                    group,
+                    round: round.id,
+                    node: *node,
+                    indices: round.indices_on(*node),
+                });
             }
             if let Some(entry) = self.groups.get_mut(&group) {
                 entry.retry_at_ms = now_ms + entry.backoff_ms;
@@ -299,9 +323,15 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
             self.queue.push_front(group);
         } else {
             for node in &ok {
-                self.commands.push(Command::Commit { group, node: *node, indices: round.indices_on(*node) });
+                self.commands.push(Command::Commit {
+                    group,
+                    round: round.id,
+                    node: *node,
+                    indices: round.indices_on(*node),
+                });
             }
             self.round = Some(Round {
+                id: round.id,
                 group,
                 bundles: round.bundles,
                 phase: Phase::Committing { waiting: ok, lost: BTreeSet::new() },
@@ -334,24 +364,29 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
         let round = self.round.take().expect("matched above");
         let Some(entry) = self.groups.get_mut(&group) else { return };
         if entry.info.state != PlacementGroupState::Removed {
-            for (index, at) in &round.bundles {
-                if !lost.contains(at) {
+            if lost.is_empty() {
+                for (index, at) in &round.bundles {
                     entry.info.nodes[*index as usize] = Some(*at);
                 }
-            }
-            if entry.info.nodes.iter().all(Option::is_some) {
-                entry.info.state = PlacementGroupState::Created;
-                entry.backoff_ms = BACKOFF_FIRST_MS;
-                self.commands.push(Command::Created { group });
+                if entry.info.nodes.iter().all(Option::is_some) {
+                    entry.info.state = PlacementGroupState::Created;
+                    entry.backoff_ms = BACKOFF_FIRST_MS;
+                    self.commands.push(Command::Created { group });
+                }
             } else {
-                // A node failed to commit (it died): its bundles go again, the rest stay.
-                for node in lost.iter().filter(|node| !self.dead.contains(node)) {
+                // A node failed to commit (it died): the round's bundles all go back, committed
+                // or not, and are placed again together (all or nothing, as Ray does).
+                let nodes: BTreeSet<NodeId> = round.bundles.iter().map(|(_, at)| *at).collect();
+                for node in nodes.into_iter().filter(|node| !self.dead.contains(node)) {
                     self.commands.push(Command::Cancel {
                         group,
-                        node: *node,
-                        indices: round.indices_on(*node),
+                        round: round.id,
+                        node,
+                        indices: round.indices_on(node),
                     });
                 }
+                entry.retry_at_ms = now_ms + entry.backoff_ms;
+                entry.backoff_ms = (entry.backoff_ms * 2).min(BACKOFF_MAX_MS);
                 self.queue.push_front(group);
             }
         }
@@ -400,10 +435,13 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
                 }
             }
             let waiting: BTreeSet<NodeId> = by_node.keys().copied().collect();
+            let round = self.next_round;
+            self.next_round += 1;
             for (node, bundles) in by_node {
-                self.commands.push(Command::Prepare { group: id, node, bundles });
+                self.commands.push(Command::Prepare { group: id, round, node, bundles });
             }
             self.round = Some(Round {
+                id: round,
                 group: id,
                 bundles: chosen,
                 phase: Phase::Preparing { waiting, ok: BTreeSet::new(), failures: Vec::new() },
@@ -462,4 +500,336 @@ fn validate(spec: &PlacementGroupSpec) -> Result<(), PlacementGroupError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use manta_proto::placement::{Bundle, PlacementGroupSpec, PlacementGroupState, PlacementStrategy};
+    use manta_proto::{NodeId, PlacementGroupId};
+    use manta_raylet::{DefaultPolicy, LeaseManager, NodeView, PoolConfig, Quantity, ResourceSet, CPU};
+    use proptest::prelude::*;
+
+    use super::{Command, PlacementCore};
+
+    /// A cluster of real raylet cores, each `cpus` CPUs, driven with the manager.
+    struct World {
+        core: PlacementCore<DefaultPolicy>,
+        raylets: BTreeMap<NodeId, LeaseManager<DefaultPolicy>>,
+        cpus: u64,
+        /// Commands sent and not yet delivered (the network may reorder them).
+        in_flight: Vec<Command>,
+        now: u64,
+        /// Prepares refused on purpose from now on (a stale view, a raylet going away).
+        refuse_prepares: bool,
+    }
+
+    fn node(n: u8) -> NodeId {
+        NodeId([n; 16])
+    }
+
+    fn spec(n: u8, bundles: Vec<Bundle>, strategy: PlacementStrategy) -> PlacementGroupSpec {
+        PlacementGroupSpec {
+            id: PlacementGroupId([n; 16]),
+            name: String::new(),
+            namespace: "test".into(),
+            strategy,
+            bundles,
+            job: None,
+            detached: false,
+        }
+    }
+
+    impl World {
+        fn new(nodes: u8, cpus: u64) -> World {
+            let raylets = (1..=nodes)
+                .map(|n| {
+                    let total = ResourceSet::new().with(CPU, Quantity::units(cpus));
+                    (
+                        node(n),
+                        LeaseManager::new(node(n), total, DefaultPolicy::default(), PoolConfig::default()),
+                    )
+                })
+                .collect();
+            let mut world = World {
+                core: PlacementCore::new(DefaultPolicy::default()),
+                raylets,
+                cpus,
+                in_flight: Vec::new(),
+                now: 0,
+                refuse_prepares: false,
+            };
+            world.view();
+            world
+        }
+
+        /// The GCS's view: every node's resources as its raylet has them now; the dead ones.
+        fn view(&mut self) {
+            let mut nodes: Vec<NodeView> = self
+                .raylets
+                .iter()
+                .map(|(id, raylet)| NodeView { id: *id, resources: raylet.resources().clone(), alive: true })
+                .collect();
+            for dead in (1..=4).map(node).filter(|id| !self.raylets.contains_key(id)) {
+                nodes.push(NodeView {
+                    id: dead,
+                    resources: manta_raylet::NodeResources::idle(ResourceSet::new()),
+                    alive: false,
+                });
+            }
+            self.core.set_view(nodes, self.now);
+            self.collect();
+        }
+
+        fn collect(&mut self) {
+            self.in_flight.extend(self.core.poll_commands());
+        }
+
+        /// Delivers the in-flight command at `pick` (modulo their count) and its answer.
+        fn deliver(&mut self, pick: usize) {
+            if self.in_flight.is_empty() {
+                return;
+            }
+            let command = self.in_flight.remove(pick % self.in_flight.len());
+            let now = self.now;
+            match command {
+                Command::Prepare { group, round, node, bundles } => {
+                    let answer = match self.raylets.get_mut(&node) {
+                        _ if self.refuse_prepares => Err("refused on purpose".to_owned()),
+                        Some(raylet) => raylet.prepare_bundles(group, round, &bundles),
+                        None => Err("dead".to_owned()),
+                    };
+                    self.core.prepare_answered(group, node, answer, now);
+                }
+                Command::Commit { group, round, node, indices } => {
+                    let answer = match self.raylets.get_mut(&node) {
+                        Some(raylet) => raylet.commit_bundles(now, group, round, &indices),
+                        None => Err("dead".to_owned()),
+                    };
+                    self.core.commit_answered(group, node, answer, now);
+                }
+                Command::Cancel { group, round, node, indices } => {
+                    if let Some(raylet) = self.raylets.get_mut(&node) {
+                        raylet.cancel_bundles(now, group, round, &indices);
+                    }
+                }
+                Command::Created { .. } | Command::Removed { .. } => {}
+            }
+            self.collect();
+        }
+
+        fn kill(&mut self, n: u8) {
+            if self.raylets.remove(&node(n)).is_some() {
+                self.core.node_died(node(n), self.now);
+                self.collect();
+            }
+        }
+
+        /// Delivers everything, with time passing and fresh views, until nothing moves.
+        fn settle(&mut self) {
+            for _ in 0..200 {
+                while !self.in_flight.is_empty() {
+                    self.deliver(0);
+                }
+                self.now += super::BACKOFF_MAX_MS;
+                self.view();
+                self.core.tick(self.now);
+                self.collect();
+                if self.in_flight.is_empty() {
+                    return;
+                }
+            }
+            panic!("the manager never settled: {:?}", self.in_flight);
+        }
+
+        /// Never half reserved, never leaked: what each raylet holds is exactly the created
+        /// groups' bundles placed there, and its free CPUs are the rest.
+        fn check(&self) -> Result<(), TestCaseError> {
+            let groups: BTreeMap<PlacementGroupId, _> =
+                self.core.list().into_iter().map(|info| (info.spec.id, info)).collect();
+            for (id, raylet) in &self.raylets {
+                let mut held_cpus = 0.0;
+                for (group, index, committed) in raylet.held_bundles() {
+                    let info = &groups[&group];
+                    prop_assert!(committed, "bundle {index} of {group} only prepared at {id} once settled");
+                    prop_assert!(
+                        matches!(
+                            info.state,
+                            PlacementGroupState::Created | PlacementGroupState::Rescheduling
+                        ),
+                        "{group} ({:?}) holds bundle {index} at {id}",
+                        info.state
+                    );
+                    prop_assert_eq!(info.nodes[index as usize], Some(*id));
+                    held_cpus += info.spec.bundles[index as usize].iter().map(|(_, cpus)| cpus).sum::<f64>();
+                }
+                let free = raylet.resources().available.get(CPU).as_f64();
+                prop_assert!(
+                    (free + held_cpus - self.cpus as f64).abs() < 1e-9,
+                    "{id}: {free} free + {held_cpus} held"
+                );
+            }
+            for info in groups.values() {
+                if info.state == PlacementGroupState::Created {
+                    for (index, at) in info.nodes.iter().enumerate() {
+                        let at = at.expect("a created group's bundles are all placed");
+                        let held =
+                            self.raylets.get(&at).map(|raylet| raylet.held_bundles()).unwrap_or_default();
+                        prop_assert!(
+                            held.contains(&(info.spec.id, index as u32, true)),
+                            "{} bundle {index}",
+                            info.spec.id
+                        );
+                    }
+                    if info.spec.strategy == PlacementStrategy::StrictSpread {
+                        let nodes: std::collections::BTreeSet<_> = info.nodes.iter().collect();
+                        prop_assert_eq!(nodes.len(), info.nodes.len(), "strict spread shares a node");
+                    }
+                    if info.spec.strategy == PlacementStrategy::StrictPack {
+                        prop_assert!(
+                            info.nodes.windows(2).all(|pair| pair[0] == pair[1]),
+                            "strict pack spans nodes"
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_group_is_prepared_everywhere_then_committed_and_a_failed_round_holds_nothing() {
+        let mut world = World::new(2, 2);
+        let bundles = vec![vec![(CPU.to_owned(), 2.0)], vec![(CPU.to_owned(), 2.0)]];
+        world.core.create(spec(1, bundles, PlacementStrategy::Spread), 0).unwrap();
+        world.collect();
+        let prepares =
+            world.in_flight.iter().filter(|command| matches!(command, Command::Prepare { .. })).count();
+        assert_eq!(prepares, 2, "one prepare per node: {:?}", world.in_flight);
+        // The first prepare is refused: the other node's bundle goes back, nothing is committed.
+        world.refuse_prepares = true;
+        world.deliver(0);
+        world.refuse_prepares = false;
+        world.deliver(0);
+        assert!(
+            world.in_flight.iter().any(|command| matches!(command, Command::Cancel { .. })),
+            "{:?}",
+            world.in_flight
+        );
+        assert!(!world.in_flight.iter().any(|command| matches!(command, Command::Commit { .. })));
+        // After the back-off it is placed, prepared and committed.
+        world.settle();
+        let info = world.core.info(PlacementGroupId([1; 16])).unwrap();
+        assert_eq!(info.state, PlacementGroupState::Created);
+        world.check().unwrap();
+        // A node dies: its bundle alone is placed again, when room appears.
+        world.kill(2);
+        world.settle();
+        let info = world.core.info(PlacementGroupId([1; 16])).unwrap();
+        assert_eq!(info.state, PlacementGroupState::Rescheduling, "no room for the lost bundle");
+        assert_eq!(info.nodes[0].or(info.nodes[1]), Some(node(1)));
+        world.check().unwrap();
+        world.core.remove(PlacementGroupId([1; 16]), "test").unwrap();
+        world.collect();
+        world.settle();
+        world.check().unwrap();
+        assert!(world.raylets[&node(1)].held_bundles().is_empty());
+    }
+
+    #[test]
+    fn malformed_groups_and_taken_names_are_refused() {
+        let mut core = PlacementCore::new(DefaultPolicy::default());
+        assert!(core.create(spec(1, Vec::new(), PlacementStrategy::Pack), 0).is_err());
+        assert!(core.create(spec(1, vec![Vec::new()], PlacementStrategy::Pack), 0).is_err());
+        assert!(core.create(spec(1, vec![vec![(CPU.to_owned(), 0.0)]], PlacementStrategy::Pack), 0).is_err());
+        assert!(core
+            .create(spec(1, vec![vec![(CPU.to_owned(), f64::NAN)]], PlacementStrategy::Pack), 0)
+            .is_err());
+        assert!(core
+            .create(spec(1, vec![vec![("CPU_group_x".to_owned(), 1.0)]], PlacementStrategy::Pack), 0)
+            .is_err());
+        let named = |n| PlacementGroupSpec {
+            name: "g".into(),
+            ..spec(n, vec![vec![(CPU.to_owned(), 1.0)]], PlacementStrategy::Pack)
+        };
+        core.create(named(1), 0).unwrap();
+        assert!(matches!(
+            core.create(named(2), 0),
+            Err(manta_proto::placement::PlacementGroupError::NameTaken { .. })
+        ));
+        core.remove(PlacementGroupId([1; 16]), "test").unwrap();
+        core.create(named(2), 0).unwrap();
+        assert_eq!(core.named("test", "g").map(|info| info.spec.id), Some(PlacementGroupId([2; 16])));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Create { bundles: Vec<u8>, strategy: u8 },
+        Remove(u8),
+        Deliver(usize),
+        View,
+        Tick,
+        Kill(u8),
+        Refuse(bool),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (proptest::collection::vec(1u8..=2, 1..=3), 0u8..4)
+                .prop_map(|(bundles, strategy)| Step::Create { bundles, strategy }),
+            (1u8..=8).prop_map(Step::Remove),
+            any::<usize>().prop_map(Step::Deliver),
+            any::<usize>().prop_map(Step::Deliver),
+            any::<usize>().prop_map(Step::Deliver),
+            Just(Step::View),
+            Just(Step::Tick),
+            (1u8..=4).prop_map(Step::Kill),
+            any::<bool>().prop_map(Step::Refuse),
+        ]
+    }
+
+    proptest! {
+        /// Any interleaving of creates, removals, answers in any order, refusals, node deaths,
+        /// views and time: once settled, nothing is half reserved and no resource leaked.
+        #[test]
+        fn never_half_reserved_never_leaked(steps in proptest::collection::vec(step(), 1..80)) {
+            let mut world = World::new(4, 4);
+            let mut next = 1u8;
+            for step in steps {
+                match step {
+                    Step::Create { bundles, strategy } => {
+                        let strategy = [PlacementStrategy::Pack, PlacementStrategy::Spread,
+                            PlacementStrategy::StrictPack, PlacementStrategy::StrictSpread][strategy as usize];
+                        let bundles = bundles.into_iter().map(|cpus| vec![(CPU.to_owned(), f64::from(cpus))]).collect();
+                        world.core.create(spec(next, bundles, strategy), world.now).unwrap();
+                        next = next.wrapping_add(1).max(1);
+                        world.collect();
+                    }
+                    Step::Remove(n) => {
+                        let _ = world.core.remove(PlacementGroupId([n; 16]), "test");
+                        world.collect();
+                    }
+                    Step::Deliver(pick) => world.deliver(pick),
+                    Step::View => world.view(),
+                    Step::Tick => {
+                        world.now += 50;
+                        world.core.tick(world.now);
+                        world.collect();
+                    }
+                    // Node 1 stays: the cluster is never empty.
+                    Step::Kill(n) if n > 1 => world.kill(n),
+                    Step::Kill(_) => {}
+                    Step::Refuse(refuse) => world.refuse_prepares = refuse,
+                }
+                // At every step: no raylet holds more than it has.
+                for raylet in world.raylets.values() {
+                    prop_assert!(raylet.resources().available.get(CPU).as_f64() >= 0.0);
+                }
+            }
+            world.refuse_prepares = false;
+            world.settle();
+            world.check()?;
+        }
+    }
 }

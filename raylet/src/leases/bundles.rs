@@ -28,6 +28,8 @@ const REMOVED_KEPT: usize = 10_000;
 /// One bundle held here.
 #[derive(Debug, Clone)]
 struct Held {
+    /// The round of two-phase commit that prepared it.
+    round: u64,
     /// What it took from the node's own resources.
     original: ResourceSet,
     /// What committing it added (in the group's names), once committed.
@@ -67,11 +69,12 @@ impl Bundles {
 }
 
 impl<P: SchedulingPolicy> LeaseManager<P> {
-    /// Phase one: holds `bundles` of `group` (taken from the free resources, all or none).
-    /// Preparing a bundle held already changes nothing.
+    /// Phase one of `round`: holds `bundles` of `group` (taken from the free resources, all or
+    /// none). A bundle held already is kept (and now belongs to `round`).
     pub fn prepare_bundles(
         &mut self,
         group: PlacementGroupId,
+        round: u64,
         bundles: &[(u32, Bundle)],
     ) -> Result<(), String> {
         if self.bundles.removed.contains(&group) {
@@ -80,7 +83,11 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         let mut wanted = Vec::new();
         let mut sum = ResourceSet::new();
         for (index, bundle) in bundles {
-            if self.bundles.held.contains_key(&(group, *index)) {
+            if let Some(held) = self.bundles.held.get_mut(&(group, *index)) {
+                // Held already, by this round or an earlier one whose cancel is still on its
+                // way: this round takes it over (that cancel, naming the earlier round, then
+                // changes nothing).
+                held.round = round;
                 continue;
             }
             let set =
@@ -96,21 +103,26 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             ));
         }
         for (index, original) in wanted {
-            self.bundles.held.insert((group, index), Held { original, added: None });
+            self.bundles.held.insert((group, index), Held { round, original, added: None });
         }
         Ok(())
     }
 
-    /// Phase two: the prepared bundles `indices` of `group` become its resources here.
+    /// Phase two: the bundles `indices` of `group` that `round` prepared become its resources
+    /// here.
     pub fn commit_bundles(
         &mut self,
         now_ms: u64,
         group: PlacementGroupId,
+        round: u64,
         indices: &[u32],
     ) -> Result<(), String> {
         for index in indices {
-            let Some(held) = self.bundles.held.get(&(group, *index)) else {
-                return Err(format!("bundle {index} of placement group {group} is not prepared here"));
+            let Some(held) = self.bundles.held.get(&(group, *index)).filter(|held| held.round == round)
+            else {
+                return Err(format!(
+                    "bundle {index} of placement group {group} is not prepared here by round {round}"
+                ));
             };
             if held.added.is_some() {
                 continue;
@@ -136,15 +148,21 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         Ok(())
     }
 
-    /// Gives back bundles `indices` of `group` held here, prepared or committed; no indices:
-    /// every bundle of the group, which is gone for good. Workers leased on a committed
+    /// Gives back bundles `indices` of `group` held here for `round`, prepared or committed; no
+    /// indices: every bundle of the group, which is gone for good. Workers leased on a committed
     /// bundle's resources are killed and their leases fail first, as Ray does.
-    pub fn cancel_bundles(&mut self, now_ms: u64, group: PlacementGroupId, indices: &[u32]) {
+    pub fn cancel_bundles(&mut self, now_ms: u64, group: PlacementGroupId, round: u64, indices: &[u32]) {
         let whole = indices.is_empty();
         let cancelled: Vec<u32> = if whole {
             self.bundles.held.range((group, 0)..=(group, u32::MAX)).map(|((_, index), _)| *index).collect()
         } else {
-            indices.to_vec()
+            // Only what that round holds: a later round may hold the same bundle now.
+            let held = &self.bundles.held;
+            indices
+                .iter()
+                .copied()
+                .filter(|index| held.get(&(group, *index)).is_some_and(|held| held.round == round))
+                .collect()
         };
         let reason = format!("its placement group {group} was removed");
         if cancelled
@@ -268,14 +286,17 @@ mod tests {
         let mut leases =
             LeaseManager::new(NodeId([1; 16]), cpus(4), DefaultPolicy::default(), PoolConfig::default());
         // Phase one holds the resources: all bundles or none.
-        assert!(leases.prepare_bundles(GROUP, &[(0, bundle(2.0)), (1, bundle(3.0))]).is_err(), "5 CPUs of 4");
+        assert!(
+            leases.prepare_bundles(GROUP, 1, &[(0, bundle(2.0)), (1, bundle(3.0))]).is_err(),
+            "5 CPUs of 4"
+        );
         assert_eq!(leases.resources().available, cpus(4), "a refused prepare holds nothing");
-        leases.prepare_bundles(GROUP, &[(0, bundle(2.0)), (1, bundle(1.0))]).unwrap();
+        leases.prepare_bundles(GROUP, 1, &[(0, bundle(2.0)), (1, bundle(1.0))]).unwrap();
         assert_eq!(leases.resources().available, cpus(1));
-        leases.prepare_bundles(GROUP, &[(0, bundle(2.0))]).unwrap();
+        leases.prepare_bundles(GROUP, 1, &[(0, bundle(2.0))]).unwrap();
         assert_eq!(leases.resources().available, cpus(1), "preparing again changes nothing");
         // Phase two adds the group's resources.
-        leases.commit_bundles(0, GROUP, &[0, 1]).unwrap();
+        leases.commit_bundles(0, GROUP, 1, &[0, 1]).unwrap();
         let total = &leases.resources().total;
         assert_eq!(total.get(&bundle_resource(CPU, GROUP, Some(0))), Quantity::units(2));
         assert_eq!(total.get(&bundle_resource(CPU, GROUP, None)), Quantity::units(3));
@@ -298,7 +319,7 @@ mod tests {
         assert!(leases.poll_commands().is_empty());
         // The group is removed: its lease ends (worker killed), waiting work is refused, and
         // every resource is back.
-        leases.cancel_bundles(0, GROUP, &[]);
+        leases.cancel_bundles(0, GROUP, 0, &[]);
         let commands = leases.poll_commands();
         assert!(commands.contains(&Command::KillWorker { worker: WorkerId(1) }), "{commands:?}");
         assert!(commands.iter().any(|command| matches!(command,
@@ -311,7 +332,7 @@ mod tests {
         assert_eq!(leases.resources().available, cpus(4));
         assert!(leases.held_bundles().is_empty());
         // A late prepare of the removed group, and new work for it, are refused.
-        assert!(leases.prepare_bundles(GROUP, &[(0, bundle(1.0))]).is_err());
+        assert!(leases.prepare_bundles(GROUP, 1, &[(0, bundle(1.0))]).is_err());
         ask(&mut leases, 3, &demand_in_group(&[(CPU.to_owned(), 1.0)], GROUP, None));
         assert!(matches!(
             leases.poll_commands()[..],
@@ -325,8 +346,8 @@ mod tests {
             LeaseManager::new(NodeId([1; 16]), cpus(2), DefaultPolicy::default(), PoolConfig::default());
         ask(&mut leases, 1, &demand_in_group(&[(CPU.to_owned(), 1.0)], GROUP, None));
         assert!(leases.poll_commands().is_empty(), "no failure, no warning: it waits");
-        leases.prepare_bundles(GROUP, &[(0, bundle(1.0))]).unwrap();
-        leases.commit_bundles(0, GROUP, &[0]).unwrap();
+        leases.prepare_bundles(GROUP, 1, &[(0, bundle(1.0))]).unwrap();
+        leases.commit_bundles(0, GROUP, 1, &[0]).unwrap();
         assert_eq!(leases.poll_commands(), vec![Command::StartWorker { worker: WorkerId(1), job: JobId(0) }]);
     }
 
@@ -334,13 +355,25 @@ mod tests {
     fn a_failed_round_gives_back_only_the_bundles_it_names() {
         let mut leases =
             LeaseManager::new(NodeId([1; 16]), cpus(4), DefaultPolicy::default(), PoolConfig::default());
-        leases.prepare_bundles(GROUP, &[(0, bundle(1.0)), (1, bundle(1.0))]).unwrap();
-        leases.cancel_bundles(0, GROUP, &[1]);
+        leases.prepare_bundles(GROUP, 1, &[(0, bundle(1.0)), (1, bundle(1.0))]).unwrap();
+        leases.cancel_bundles(0, GROUP, 1, &[1]);
         assert_eq!(leases.resources().available, cpus(3));
         assert_eq!(leases.held_bundles(), vec![(GROUP, 0, false)]);
         // The group is not gone: it may prepare again.
-        leases.prepare_bundles(GROUP, &[(1, bundle(1.0))]).unwrap();
+        leases.prepare_bundles(GROUP, 1, &[(1, bundle(1.0))]).unwrap();
         assert_eq!(leases.resources().available, cpus(2));
-        assert!(leases.commit_bundles(0, GROUP, &[2]).is_err(), "bundle 2 was never prepared here");
+        assert!(leases.commit_bundles(0, GROUP, 1, &[2]).is_err(), "bundle 2 was never prepared here");
+        // A later round takes over a bundle held by an earlier one, whose late cancel then
+        // changes nothing, and whose commit is refused.
+        leases.prepare_bundles(GROUP, 2, &[(0, bundle(1.0))]).unwrap();
+        leases.cancel_bundles(0, GROUP, 1, &[0, 1]);
+        assert_eq!(
+            leases.held_bundles(),
+            vec![(GROUP, 0, false)],
+            "round 1's bundle 1 went, round 2's stays"
+        );
+        assert!(leases.commit_bundles(0, GROUP, 1, &[0]).is_err());
+        leases.commit_bundles(0, GROUP, 2, &[0]).unwrap();
+        assert_eq!(leases.resources().available.get(CPU), Quantity::units(3));
     }
 }
