@@ -52,6 +52,8 @@ pub struct PlacementGroupManager {
     waiters: HashMap<PlacementGroupId, Vec<Waiter>>,
     view_asked: bool,
     started: Instant,
+    /// Jobs whose driver is watched (their groups that are not detached end with it).
+    watched_jobs: std::collections::HashSet<manta_proto::JobId>,
 }
 
 impl Actor for PlacementGroupManager {
@@ -80,6 +82,7 @@ impl PlacementGroupManager {
                     waiters: HashMap::new(),
                     view_asked: false,
                     started: Instant::now(),
+                    watched_jobs: std::collections::HashSet::new(),
                 }
             });
         node.register(
@@ -188,6 +191,27 @@ impl PlacementGroupManager {
         }
     }
 
+    /// Watches `job`'s driver (once per job): when it dies, the job's groups that are not
+    /// detached are removed (Ray removes them with their job). A driver in this very process
+    /// (the embedded cluster's) ends with it, and needs no watch.
+    fn watch_job(&mut self, job: manta_proto::JobId, ctx: &mut Context<Self>) {
+        if !self.watched_jobs.insert(job) {
+            return;
+        }
+        let (gcs, node, me) = (self.gcs.clone(), self.node.clone(), ctx.address());
+        tokio::spawn(async move {
+            let driver = match gcs.ask(manta_proto::gcs::requests::GetJob(job)).await {
+                Ok(Ok(Some(info))) => info.driver_address.parse::<SocketAddr>().ok(),
+                _ => None,
+            };
+            let Some(driver) = driver.filter(|driver| *driver != node.local_addr()) else { return };
+            let owner: ServiceRef<manta_proto::worker::Owner> = node.service(driver);
+            // Answered every so often while the driver lives; an ask that fails is its death.
+            while owner.ask_unbounded(manta_proto::worker::AwaitExit).await.is_ok() {}
+            me.do_send(JobEnded(job));
+        });
+    }
+
     fn raylet(&self, node: NodeId) -> Option<ServiceRef<Raylet>> {
         self.raylets.get(&node).map(|address| self.node.service(*address))
     }
@@ -221,6 +245,24 @@ impl Handler<ViewArrived> for PlacementGroupManager {
         }
         let now = self.now_ms();
         self.core.set_view(nodes, now);
+        self.perform(ctx);
+    }
+}
+
+/// A watched job's driver died.
+struct JobEnded(manta_proto::JobId);
+
+impl Message for JobEnded {
+    type Result = ();
+}
+
+impl Handler<JobEnded> for PlacementGroupManager {
+    type Result = ();
+
+    fn handle(&mut self, JobEnded(job): JobEnded, ctx: &mut Context<Self>) {
+        info!(%job, "a job's driver died: its placement groups that are not detached are removed");
+        self.watched_jobs.remove(&job);
+        self.core.job_finished(job);
         self.perform(ctx);
     }
 }
@@ -262,7 +304,11 @@ impl Handler<CreatePlacementGroup> for PlacementGroupManager {
         ctx: &mut Context<Self>,
     ) -> Self::Result {
         let now = self.now_ms();
+        let job = spec.job.filter(|_| !spec.detached);
         let created = self.core.create(spec, now);
+        if let (Ok(()), Some(job)) = (&created, job) {
+            self.watch_job(job, ctx);
+        }
         self.perform(ctx);
         created
     }
