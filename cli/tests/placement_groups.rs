@@ -44,7 +44,7 @@ fn state_of(name: &str) -> Option<PlacementGroupState> {
         .into_iter()
         .filter(|info| info.spec.name == name)
         .map(|info| info.state)
-        .last()
+        .next_back()
 }
 
 #[test]
