@@ -1,5 +1,5 @@
 //! Fuzzes the decoding of every wire message body and reply a process accepts from another
-//! (GCS, raylet, worker, owner, store, actor manager): the first byte picks the type, the rest
+//! (GCS, raylet, worker, owner, store, actor manager, placement groups): the first byte picks the type, the rest
 //! is the MessagePack body. Decoding must never panic, and whatever decodes must encode again.
 #![no_main]
 
@@ -17,8 +17,9 @@ fuzz_target!(|data: &[u8]| {
     use manta_gcs::requests as gcs;
     use manta_raylet::requests as raylet;
     use manta_worker::wire as worker;
+    use manta_proto::placement;
     let Some((&which, body)) = data.split_first() else { return };
-    match which % 55 {
+    match which % 63 {
         0 => check::<gcs::RegisterNode>(body),
         1 => check::<gcs::RegisterActor>(body),
         2 => check::<gcs::ActorStarted>(body),
@@ -73,6 +74,14 @@ fuzz_target!(|data: &[u8]| {
         51 => check::<worker::SendBinary>(body),
         52 => check::<worker::BinaryTransfer>(body),
         53 => check::<gcs::AddJob>(body),
+        54 => check::<placement::CreatePlacementGroup>(body),
+        55 => check::<placement::PrepareBundles>(body),
+        56 => check::<placement::CommitBundles>(body),
+        57 => check::<placement::CancelBundles>(body),
+        58 => check::<Option<placement::PlacementGroupInfo>>(body),
+        59 => check::<Vec<placement::PlacementGroupInfo>>(body),
+        60 => check::<Result<(), placement::PlacementGroupError>>(body),
+        61 => check::<gcs::ReportResources>(body),
         _ => check::<worker::RemoveBorrower>(body),
     }
 });
