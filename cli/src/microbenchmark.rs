@@ -413,7 +413,21 @@ pub(crate) fn run(options: Options, report: &dyn Fn(&Figure)) -> Vec<Figure> {
             pending = rest;
         }
     });
-    runner.skip("placement_group_create/removal", "placement groups are not built yet");
+    // Ray's definition: groups of one small bundle created, waited for together, removed.
+    let groups = runner.count(100);
+    runner.rate("placement_group_create/removal", "ops/s", groups as f64, || {
+        let created: Vec<_> = (0..groups)
+            .map(|_| {
+                manta::placement_group([[("CPU", 0.001)]], manta::PlacementStrategy::StrictPack)
+                    .expect("a placement group")
+            })
+            .collect();
+        let ready: Vec<_> = created.iter().map(|group| group.ready().expect("its ready ref")).collect();
+        manta::get_all(&ready).expect("every group ready");
+        for group in &created {
+            manta::remove_placement_group(group).expect("a removal");
+        }
+    });
 
     // Extra figures.
     if runner.wanted("task_round_trip") {
