@@ -37,7 +37,8 @@ fn local_cluster() -> anyhow::Result<Option<Cluster>> {
         return Ok(None);
     }
     let exe = std::env::current_exe()?;
-    let Some(manta_bin) = exe.parent().and_then(|examples| examples.parent()).map(|dir| dir.join("manta")) else {
+    let Some(manta_bin) = exe.parent().and_then(|examples| examples.parent()).map(|dir| dir.join("manta"))
+    else {
         return Ok(None);
     };
     if !manta_bin.exists() {

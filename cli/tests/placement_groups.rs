@@ -8,10 +8,14 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use manta::cluster_utils::{Cluster, NodeSpec, Removal};
 use manta::{PlacementGroupOptions, PlacementGroupState, PlacementStrategy};
+
+use support::eventually;
+
+mod support;
 
 #[manta::actor]
 struct Where {}
@@ -29,14 +33,6 @@ impl Where {
 
 /// Set for the second driver this test starts.
 const SECOND_DRIVER: &str = "MANTA_TEST_PG_SECOND_DRIVER";
-
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within a minute");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn state_of(name: &str) -> Option<PlacementGroupState> {
     manta::state::list_placement_groups()

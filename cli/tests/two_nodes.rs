@@ -11,8 +11,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use std::time::Duration;
+
 use manta::cluster_utils::{Cluster, NodeSpec};
-use std::time::{Duration, Instant};
+use support::eventually;
+
+mod support;
 
 /// Where it ran.
 #[manta::remote]
@@ -89,14 +93,6 @@ impl Keeper {
 
     fn node(&self) -> String {
         node_of_here()
-    }
-}
-
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within a minute");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -129,40 +129,12 @@ impl PlacementGroupManager {
         for command in self.core.poll_commands() {
             match command {
                 Command::Prepare { group, round, node, bundles } => {
-                    let Some(raylet) = self.raylet(node) else {
-                        ctx.address().do_send(Answered::Prepare(
-                            group,
-                            node,
-                            Err(format!("node {node} has no known address")),
-                        ));
-                        continue;
-                    };
-                    let me = ctx.address();
-                    tokio::spawn(async move {
-                        let answer = match raylet.ask(PrepareBundles { group, round, bundles }).await {
-                            Ok(answer) => answer,
-                            Err(error) => Err(format!("its raylet could not be asked: {error}")),
-                        };
-                        me.do_send(Answered::Prepare(group, node, answer));
-                    });
+                    let answered = move |answer| Answered::Prepare(group, node, answer);
+                    self.ask_raylet(node, PrepareBundles { group, round, bundles }, answered, ctx);
                 }
                 Command::Commit { group, round, node, indices } => {
-                    let Some(raylet) = self.raylet(node) else {
-                        ctx.address().do_send(Answered::Commit(
-                            group,
-                            node,
-                            Err(format!("node {node} has no known address")),
-                        ));
-                        continue;
-                    };
-                    let me = ctx.address();
-                    tokio::spawn(async move {
-                        let answer = match raylet.ask(CommitBundles { group, round, indices }).await {
-                            Ok(answer) => answer,
-                            Err(error) => Err(format!("its raylet could not be asked: {error}")),
-                        };
-                        me.do_send(Answered::Commit(group, node, answer));
-                    });
+                    let answered = move |answer| Answered::Commit(group, node, answer);
+                    self.ask_raylet(node, CommitBundles { group, round, indices }, answered, ctx);
                 }
                 Command::Cancel { group, round, node, indices } => {
                     if let Some(raylet) = self.raylet(node) {
@@ -209,6 +181,32 @@ impl PlacementGroupManager {
             // Answered every so often while the driver lives; an ask that fails is its death.
             while owner.ask_unbounded(manta_proto::worker::AwaitExit).await.is_ok() {}
             me.do_send(JobEnded(job));
+        });
+    }
+
+    /// Asks `node`'s raylet `message` (a prepare or a commit); its answer (or why there is
+    /// none) comes back to this actor as `answered(answer)`.
+    fn ask_raylet<M>(
+        &self,
+        node: NodeId,
+        message: M,
+        answered: impl FnOnce(Result<(), String>) -> Answered + Send + 'static,
+        ctx: &mut Context<Self>,
+    ) where
+        M: manta_proto::WireMessage<Result = Result<(), String>> + Send + 'static,
+        Raylet: manta_proto::Accepts<M>,
+    {
+        let me = ctx.address();
+        let Some(raylet) = self.raylet(node) else {
+            me.do_send(answered(Err(format!("node {node} has no known address"))));
+            return;
+        };
+        tokio::spawn(async move {
+            let answer = match raylet.ask(message).await {
+                Ok(answer) => answer,
+                Err(error) => Err(format!("its raylet could not be asked: {error}")),
+            };
+            me.do_send(answered(answer));
         });
     }
 

@@ -1,4 +1,16 @@
-//! What several cluster tests share.
+//! What several cluster tests share (each test file uses some of it).
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+/// Waits (polling) until `done`, for at most a minute; fails the test naming `what` if not.
+pub(crate) fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within a minute");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// Everything written to this process's stderr (fd 2) from now on, as it comes (still written
 /// to the real stderr too).
