@@ -51,9 +51,9 @@ pub use manta_worker::{
     is_in_object_store, is_worker_process, kill, local_object_counts, nodes, object_store_stats,
     placement_group, placement_group_with, put, remove_placement_group, wait, ActorClass, ActorError,
     ActorHandle, ActorOptions, Arg, Buffer, CancelOptions, Cluster, Config, Element, InitError, IntoArg,
-    Lifetime, ObjectRef, ObjectRefGenerator, PlacementGroup, PlacementGroupOptions, PlacementGroupState,
-    PlacementStrategy, RawActorHandle, RawRef, RuntimeContext, SchedulingStrategy, StoreStats, TaskError,
-    TaskOptions, ADDRESS_ENV, TOKEN_ENV,
+    LabelMatch, Lifetime, ObjectRef, ObjectRefGenerator, PlacementGroup, PlacementGroupOptions,
+    PlacementGroupState, PlacementStrategy, RawActorHandle, RawRef, RuntimeContext, SchedulingStrategy,
+    StoreStats, TaskError, TaskOptions, ADDRESS_ENV, TOKEN_ENV,
 };
 
 /// Whether `main` is marked `#[manta::main]` (which calls [`enter_worker_if_spawned`] first).

@@ -477,7 +477,7 @@ fn scheduling_strategies_reach_the_policy() {
     cluster();
     let elsewhere = manta::transport::NodeId([0xee; 16]);
     let hard = SchedulingStrategy::NodeAffinity { node: elsewhere, soft: false };
-    match add::options().scheduling_strategy(hard).remote(1, 1).get_timeout(Duration::from_secs(60)) {
+    match add::options().scheduling_strategy(&hard).remote(1, 1).get_timeout(Duration::from_secs(60)) {
         Err(TaskError::Infeasible { function, .. }) => assert_eq!(function, add::NAME),
         other => panic!("expected Infeasible for a node the cluster lacks, got {other:?}"),
     }

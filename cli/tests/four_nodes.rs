@@ -1,6 +1,7 @@
 //! Scheduling on four nodes, as Ray's tests check it: 2,000 `SPREAD` tasks run on every node;
 //! hard node affinity runs only on its node, soft affinity to a dead node runs elsewhere and
-//! hard affinity to it fails at once; a task needing `{"node2": 1}` runs on node 2; a task
+//! hard affinity to it fails at once; label scheduling keeps to its hard conditions and prefers
+//! its soft ones; a task needing `{"node2": 1}` runs on node 2; a task
 //! needing what no node has waits, the driver is warned with the demand named, and it runs as
 //! soon as a node that has it joins. A node whose store is too small for all the copies it
 //! pulls evicts the least recently used (secondary copies only) and reads on.
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use manta::cluster_utils::{Cluster, NodeSpec, Removal};
-use manta::SchedulingStrategy;
+use manta::{LabelMatch, SchedulingStrategy};
 
 mod support;
 
@@ -45,9 +46,13 @@ fn four_nodes_spread_pin_and_wait_as_ray_does() {
     let head = NodeSpec::new().num_cpus(1).args(quick).args(["--health-check-failure-threshold", "3"]);
     let mut cluster = Cluster::start(env!("CARGO_BIN_EXE_manta"), head).unwrap();
     let mut ids = vec![cluster.head().id.to_string()];
-    for index in 1..=3 {
-        let node =
-            cluster.add_node(NodeSpec::new().num_cpus(1).resource(&format!("node{index}"), 1.0)).unwrap();
+    // Labels: node 1 in zone a; nodes 2 and 3 in zone b, node 3 with a GPU label.
+    for (index, zone) in [(1, "a"), (2, "b"), (3, "b")] {
+        let mut spec = NodeSpec::new().num_cpus(1).resource(&format!("node{index}"), 1.0).label("zone", zone);
+        if index == 3 {
+            spec = spec.label("gpu", "h200");
+        }
+        let node = cluster.add_node(spec).unwrap();
         ids.push(node.id.to_string());
     }
     cluster.wait_for_nodes(4, Duration::from_secs(60)).unwrap();
@@ -80,6 +85,17 @@ fn four_nodes_spread_pin_and_wait_as_ray_does() {
     // A custom resource only node 2 has.
     let needs: Vec<_> = (0..20).map(|_| node_of::options().resources([("node2", 1.0)]).remote()).collect();
     assert!(manta::get_all(&needs).unwrap().iter().all(|node| *node == ids[2]));
+
+    // Label scheduling: hard conditions keep work to zone b; a soft one prefers the GPU node.
+    let zone_b =
+        SchedulingStrategy::NodeLabels { hard: vec![LabelMatch::is_in("zone", ["b"])], soft: Vec::new() };
+    let in_b: Vec<_> = (0..20).map(|_| node_of::options().scheduling_strategy(&zone_b).remote()).collect();
+    assert!(manta::get_all(&in_b).unwrap().iter().all(|node| *node == ids[2] || *node == ids[3]));
+    let prefer_gpu = SchedulingStrategy::NodeLabels {
+        hard: vec![LabelMatch::Exists { key: "zone".into() }],
+        soft: vec![LabelMatch::is_in("gpu", ["h200"])],
+    };
+    assert_eq!(node_of::options().scheduling_strategy(&prefer_gpu).remote().get().unwrap(), ids[3]);
 
     // Node 3 dies: soft affinity to it runs elsewhere; hard affinity to it fails at once.
     let dead = ids[3].parse().unwrap();

@@ -52,7 +52,7 @@ fn thirty_two_nodes_take_spread_work_and_stop_leaves_no_process_behind() {
     let started = Instant::now();
     let spread = manta::SchedulingStrategy::Spread;
     let tasks: Vec<_> =
-        (0..5_000).map(|_| node_after::options().scheduling_strategy(spread).remote(20)).collect();
+        (0..5_000).map(|_| node_after::options().scheduling_strategy(&spread).remote(20)).collect();
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for node in manta::get_all(&tasks).unwrap() {
         *per_node.entry(node).or_default() += 1;

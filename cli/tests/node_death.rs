@@ -79,7 +79,7 @@ fn a_killed_node_loses_no_retriable_work_and_its_losses_are_errors() {
 
     let on_doomed = manta::SchedulingStrategy::NodeAffinity { node: doomed_id.parse().unwrap(), soft: true };
     // Both actors live on the doomed node (soft affinity: a restart may go elsewhere).
-    let restartable = Counter::options().scheduling_strategy(on_doomed).max_restarts(1).remote().unwrap();
+    let restartable = Counter::options().scheduling_strategy(&on_doomed).max_restarts(1).remote().unwrap();
     let mortal = Counter::options().scheduling_strategy(on_doomed).max_restarts(0).remote().unwrap();
     assert_eq!(restartable.node().get().unwrap(), doomed_id);
     assert_eq!(mortal.node().get().unwrap(), doomed_id);
@@ -90,7 +90,7 @@ fn a_killed_node_loses_no_retriable_work_and_its_losses_are_errors() {
     // Work spread over both nodes, some of it running when the node dies.
     let spread = manta::SchedulingStrategy::Spread;
     let doubled: Vec<_> =
-        (0..200u64).map(|x| double_later::options().scheduling_strategy(spread).remote(x, 10)).collect();
+        (0..200u64).map(|x| double_later::options().scheduling_strategy(&spread).remote(x, 10)).collect();
     let ran_there = node_of::options().resources([("doomed", 1.0)]).remote().get().unwrap();
     assert_eq!(ran_there, doomed_id);
 

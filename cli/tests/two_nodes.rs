@@ -194,7 +194,7 @@ fn two_nodes_share_tasks_objects_and_actors_over_quic() {
         value = if step % 2 == 0 {
             inc::options().resources([("other", 1.0)]).remote(&value)
         } else {
-            inc::options().scheduling_strategy(on_head).remote(&value)
+            inc::options().scheduling_strategy(&on_head).remote(&value)
         };
     }
     assert_eq!(value.get().unwrap()[0], 100);

@@ -239,6 +239,7 @@ impl Handler<ViewArrived> for PlacementGroupManager {
                 id: load.node_id,
                 resources: NodeResources { total, available },
                 alive: load.state == NodeState::Alive,
+                labels: load.labels,
             });
         }
         let now = self.now_ms();

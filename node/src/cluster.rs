@@ -160,6 +160,7 @@ impl RayletDaemon {
             workers_max: config.num_cpus.max(1) * 2,
             start_concurrency_max: config.num_cpus.max(1),
             wait_when_infeasible: true,
+            labels: labels.clone(),
             ..PoolConfig::default()
         };
         let admission = manta_raylet::WorkerAdmission::Cluster { gcs: gcs_address, gcs_timeout, binaries };

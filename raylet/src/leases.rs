@@ -47,6 +47,9 @@ pub struct PoolConfig {
     /// that fits joins) instead of being answered `Infeasible` at once. A request pinned to a
     /// node the cluster lacks fails either way, as in Ray.
     pub wait_when_infeasible: bool,
+    /// This node's labels (`manta start --labels`): label scheduling runs work here only when
+    /// they meet its hard conditions.
+    pub labels: Vec<(String, String)>,
 }
 
 impl Default for PoolConfig {
@@ -58,6 +61,7 @@ impl Default for PoolConfig {
             register_timeout_ms: 60_000,
             start_failures_max: 3,
             wait_when_infeasible: false,
+            labels: Vec::new(),
         }
     }
 }
@@ -261,7 +265,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
                 kept.push_back(request);
                 continue;
             }
-            match self.policy.schedule(&request.placement, request.strategy, &cluster, random) {
+            match self.policy.schedule(&request.placement, &request.strategy, &cluster, random) {
                 Decision::Scheduled(node) if node != self.node => self.spill(request, node),
                 Decision::Infeasible => self.infeasible(request),
                 Decision::Retry => match self.waits_elsewhere(&request) {
@@ -273,7 +277,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         }
         // Those waiting for a node that fits: one may have joined.
         for request in std::mem::take(&mut self.infeasible) {
-            match self.policy.schedule(&request.placement, request.strategy, &cluster, random) {
+            match self.policy.schedule(&request.placement, &request.strategy, &cluster, random) {
                 Decision::Scheduled(node) if node != self.node => self.spill(request, node),
                 Decision::Infeasible => self.infeasible.push_back(request),
                 Decision::Scheduled(_) | Decision::Retry => kept.push_back(request),
@@ -288,7 +292,12 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     }
 
     fn cluster(&self) -> ClusterView {
-        let mut nodes = vec![NodeView { id: self.node, resources: self.resources.clone(), alive: true }];
+        let mut nodes = vec![NodeView {
+            id: self.node,
+            resources: self.resources.clone(),
+            alive: true,
+            labels: self.config.labels.clone(),
+        }];
         nodes.extend(self.peers.iter().cloned());
         ClusterView { local: self.node, nodes }
     }
@@ -333,7 +342,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         let decision = if spilled && self.resources.total.contains(&queued.placement) {
             Decision::Retry
         } else {
-            self.policy.schedule(&queued.placement, strategy, &self.cluster(), random)
+            self.policy.schedule(&queued.placement, &queued.strategy, &self.cluster(), random)
         };
         match decision {
             Decision::Scheduled(node) if node != self.node => self.spill(queued, node),
@@ -359,14 +368,18 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     /// frees, instead of where it was asked): the node a hard affinity names, else the least
     /// used live node that could hold it. `None`: wait here.
     fn waits_elsewhere(&self, request: &Queued) -> Option<NodeId> {
-        let fits = |peer: &&NodeView| peer.alive && peer.resources.total.contains(&request.placement);
+        let fits = |peer: &&NodeView| {
+            peer.alive
+                && peer.resources.total.contains(&request.placement)
+                && request.strategy.labels_allow(&peer.labels)
+        };
         // Pinned to another node: it waits there, whatever room this one has.
         if let SchedulingStrategy::NodeAffinity { node, soft: false } = request.strategy {
             if node != self.node {
                 return self.peers.iter().filter(fits).find(|peer| peer.id == node).map(|peer| peer.id);
             }
         }
-        if self.resources.total.contains(&request.placement) {
+        if self.resources.total.contains(&request.placement) && !self.pinned_elsewhere(request) {
             return None;
         }
         self.peers
@@ -378,9 +391,11 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             .map(|peer| peer.id)
     }
 
-    /// Whether `request` is pinned (hard node affinity) to a node other than this one.
+    /// Whether `request` may not run here: pinned (hard node affinity) to another node, or
+    /// asking for labels this node lacks.
     fn pinned_elsewhere(&self, request: &Queued) -> bool {
         matches!(request.strategy, SchedulingStrategy::NodeAffinity { node, soft: false } if node != self.node)
+            || !request.strategy.labels_allow(&self.config.labels)
     }
 
     /// Sends `request` to `node`, and counts its resources as taken there until the next view
@@ -883,6 +898,7 @@ mod tests {
             id: NodeId([byte; 16]),
             resources: crate::resources::NodeResources::idle(cpus(2)),
             alive: true,
+            labels: Vec::new(),
         };
         leases.set_peers(vec![peer(2), peer(3)]);
         // Four more requests: each spill counts as taken on its peer until the next view, so
@@ -918,6 +934,7 @@ mod tests {
             id: NodeId([4; 16]),
             resources: crate::resources::NodeResources { total: cpus(4), available: cpus(0) },
             alive: true,
+            labels: Vec::new(),
         };
         leases.set_peers(vec![busy]);
         request(&mut leases, 2, 11, 3);
@@ -946,6 +963,7 @@ mod tests {
             id: NodeId([4; 16]),
             resources: crate::resources::NodeResources { total: cpus(1), available: cpus(0) },
             alive: true,
+            labels: Vec::new(),
         };
         leases.set_peers(vec![busy]);
         let pinned = LeaseRequest {
@@ -969,6 +987,39 @@ mod tests {
     }
 
     #[test]
+    fn work_for_labels_this_node_lacks_waits_at_a_node_that_has_them() {
+        // An idle local node with no labels, and a busy peer labelled zone=b.
+        let mut leases = manager(2);
+        let busy = NodeView {
+            id: NodeId([4; 16]),
+            resources: crate::resources::NodeResources { total: cpus(1), available: cpus(0) },
+            alive: true,
+            labels: vec![("zone".into(), "b".into())],
+        };
+        leases.set_peers(vec![busy]);
+        let in_b = LeaseRequest {
+            demand: cpus(1),
+            placement: cpus(1),
+            strategy: SchedulingStrategy::NodeLabels {
+                hard: vec![crate::policy::LabelMatch::is_in("zone", ["b"])],
+                soft: Vec::new(),
+            },
+            dedicated: false,
+            job: JobId(0),
+            spilled: false,
+        };
+        leases.request_lease_placed(0, LeaseId(1), in_b, &mut SplitMix64(1));
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply {
+                lease: LeaseId(1),
+                reply: LeaseReply::Spillback { node: NodeId([4; 16]) }
+            }],
+            "it waits where the labels are, though this node is idle"
+        );
+    }
+
+    #[test]
     fn an_infeasible_request_waits_for_a_node_that_fits_when_asked_to() {
         let config = PoolConfig { wait_when_infeasible: true, ..PoolConfig::default() };
         let mut leases = LeaseManager::new(NodeId([1; 16]), cpus(1), DefaultPolicy::default(), config);
@@ -985,7 +1036,7 @@ mod tests {
         // A node that fits joins: the request goes there.
         let big = NodeId([2; 16]);
         let resources = crate::resources::NodeResources::idle(cpus(4));
-        leases.set_peers(vec![NodeView { id: big, resources, alive: true }]);
+        leases.set_peers(vec![NodeView { id: big, resources, alive: true, labels: Vec::new() }]);
         leases.reconsider_queue(&mut SplitMix64(1));
         assert_eq!(
             leases.poll_commands(),
@@ -1152,7 +1203,12 @@ mod tests {
             leases.poll_commands(),
             vec![Command::Reply { lease: LeaseId(1), reply: LeaseReply::Infeasible }]
         );
-        let peer = NodeView { id: NodeId([2; 16]), resources: NodeResources::idle(cpus(8)), alive: true };
+        let peer = NodeView {
+            id: NodeId([2; 16]),
+            resources: NodeResources::idle(cpus(8)),
+            alive: true,
+            labels: Vec::new(),
+        };
         leases.set_peers(vec![peer]);
         request(&mut leases, 0, 2, 4);
         assert_eq!(
@@ -1173,7 +1229,12 @@ mod tests {
         request(&mut leases, 2, 2, 1);
         leases.reconsider_queue(&mut SplitMix64(3));
         assert!(leases.poll_commands().is_empty(), "no other node known: it waits");
-        let peer = NodeView { id: NodeId([2; 16]), resources: NodeResources::idle(cpus(4)), alive: true };
+        let peer = NodeView {
+            id: NodeId([2; 16]),
+            resources: NodeResources::idle(cpus(4)),
+            alive: true,
+            labels: Vec::new(),
+        };
         leases.set_peers(vec![peer]);
         leases.reconsider_queue(&mut SplitMix64(3));
         assert_eq!(

@@ -18,6 +18,8 @@ pub struct NodeView {
     pub resources: NodeResources,
     /// Whether it is alive (a dead node is never chosen).
     pub alive: bool,
+    /// Its labels (`manta start --labels`), for label scheduling.
+    pub labels: Vec<(String, String)>,
 }
 
 /// The cluster as one raylet sees it.
@@ -29,7 +31,7 @@ pub struct ClusterView {
     pub nodes: Vec<NodeView>,
 }
 
-pub use manta_proto::raylet::SchedulingStrategy;
+pub use manta_proto::raylet::{LabelMatch, SchedulingStrategy};
 
 /// The outcome of a scheduling decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +71,7 @@ pub trait SchedulingPolicy {
     fn schedule(
         &mut self,
         demand: &ResourceSet,
-        strategy: SchedulingStrategy,
+        strategy: &SchedulingStrategy,
         cluster: &ClusterView,
         random: &mut dyn RandomSource,
     ) -> Decision;
@@ -249,7 +251,7 @@ impl SchedulingPolicy for DefaultPolicy {
     fn schedule(
         &mut self,
         demand: &ResourceSet,
-        strategy: SchedulingStrategy,
+        strategy: &SchedulingStrategy,
         cluster: &ClusterView,
         random: &mut dyn RandomSource,
     ) -> Decision {
@@ -257,13 +259,34 @@ impl SchedulingPolicy for DefaultPolicy {
             SchedulingStrategy::Hybrid => self.hybrid(demand, cluster, random),
             SchedulingStrategy::Spread => self.spread(demand, cluster),
             SchedulingStrategy::NodeAffinity { node, soft } => {
-                let target = cluster.nodes.iter().find(|view| view.id == node && view.alive);
+                let target = cluster.nodes.iter().find(|view| view.id == *node && view.alive);
                 match target {
-                    Some(view) if view.resources.available.contains(demand) => Decision::Scheduled(node),
+                    Some(view) if view.resources.available.contains(demand) => Decision::Scheduled(*node),
                     Some(view) if view.resources.total.contains(demand) && !soft => Decision::Retry,
-                    _ if soft => self.hybrid(demand, cluster, random),
+                    _ if *soft => self.hybrid(demand, cluster, random),
                     _ => Decision::Infeasible,
                 }
+            }
+            SchedulingStrategy::NodeLabels { hard, soft } => {
+                // Ray's label scheduling: the nodes that meet the hard conditions, those that
+                // also meet the soft ones first, each set scheduled as the default would.
+                let meets = |node: &NodeView, conditions: &[LabelMatch]| {
+                    conditions.iter().all(|condition| condition.matches(&node.labels))
+                };
+                let allowed = ClusterView {
+                    local: cluster.local,
+                    nodes: cluster.nodes.iter().filter(|node| meets(node, hard)).cloned().collect(),
+                };
+                if !soft.is_empty() {
+                    let preferred = ClusterView {
+                        local: cluster.local,
+                        nodes: allowed.nodes.iter().filter(|node| meets(node, soft)).cloned().collect(),
+                    };
+                    if let decision @ Decision::Scheduled(_) = self.hybrid(demand, &preferred, random) {
+                        return decision;
+                    }
+                }
+                self.hybrid(demand, &allowed, random)
             }
         }
     }
@@ -283,7 +306,7 @@ mod tests {
         let total = ResourceSet::new().with(CPU, Quantity::units(cpus)).with(GPU, Quantity::units(gpus));
         let mut available = total.clone();
         available.set(CPU, Quantity::units(free_cpus));
-        NodeView { id: id(n), resources: NodeResources { total, available }, alive: true }
+        NodeView { id: id(n), resources: NodeResources { total, available }, alive: true, labels: Vec::new() }
     }
 
     fn cpus(n: u64) -> ResourceSet {
@@ -292,7 +315,7 @@ mod tests {
 
     fn decide(strategy: SchedulingStrategy, demand: &ResourceSet, nodes: Vec<NodeView>) -> Decision {
         let cluster = ClusterView { local: id(1), nodes };
-        DefaultPolicy::default().schedule(demand, strategy, &cluster, &mut SplitMix64(7))
+        DefaultPolicy::default().schedule(demand, &strategy, &cluster, &mut SplitMix64(7))
     }
 
     #[test]
@@ -334,6 +357,46 @@ mod tests {
         assert_eq!(decide(soft, &cpus(1), nodes.clone()), Decision::Scheduled(id(1)));
         let gone = SchedulingStrategy::NodeAffinity { node: id(9), soft: false };
         assert_eq!(decide(gone, &cpus(1), nodes), Decision::Infeasible);
+    }
+
+    #[test]
+    fn label_scheduling_keeps_to_hard_conditions_and_prefers_soft_ones() {
+        let labelled = |n, free, zone: &str, gpu: Option<&str>| {
+            let mut view = node(n, 4, free, 0);
+            view.labels.push(("zone".into(), zone.into()));
+            if let Some(gpu) = gpu {
+                view.labels.push(("gpu".into(), gpu.into()));
+            }
+            view
+        };
+        let nodes =
+            vec![labelled(1, 4, "a", None), labelled(2, 4, "b", Some("h200")), labelled(3, 4, "b", None)];
+        let labels =
+            |hard: Vec<LabelMatch>, soft: Vec<LabelMatch>| SchedulingStrategy::NodeLabels { hard, soft };
+        let zone_b = labels(vec![LabelMatch::is_in("zone", ["b"])], Vec::new());
+        assert!(
+            matches!(decide(zone_b.clone(), &cpus(1), nodes.clone()), Decision::Scheduled(n) if n != id(1))
+        );
+        // Soft: among zone b, the node with a GPU label.
+        let prefer_gpu =
+            labels(vec![LabelMatch::is_in("zone", ["b"])], vec![LabelMatch::Exists { key: "gpu".into() }]);
+        assert_eq!(decide(prefer_gpu.clone(), &cpus(1), nodes.clone()), Decision::Scheduled(id(2)));
+        // The preferred node is full: another node meeting the hard conditions.
+        let mut busy = nodes.clone();
+        busy[1] = labelled(2, 0, "b", Some("h200"));
+        assert_eq!(decide(prefer_gpu, &cpus(1), busy), Decision::Scheduled(id(3)));
+        // NotIn, DoesNotExist; no node meets the conditions: infeasible; all busy: retry.
+        let not_b = labels(vec![LabelMatch::not_in("zone", ["b"])], Vec::new());
+        assert_eq!(decide(not_b, &cpus(1), nodes.clone()), Decision::Scheduled(id(1)));
+        let no_gpu = labels(
+            vec![LabelMatch::DoesNotExist { key: "gpu".into() }, LabelMatch::is_in("zone", ["b"])],
+            Vec::new(),
+        );
+        assert_eq!(decide(no_gpu, &cpus(1), nodes.clone()), Decision::Scheduled(id(3)));
+        let zone_c = labels(vec![LabelMatch::is_in("zone", ["c"])], Vec::new());
+        assert_eq!(decide(zone_c, &cpus(1), nodes.clone()), Decision::Infeasible);
+        let full = vec![labelled(1, 4, "a", None), labelled(2, 0, "b", None), labelled(3, 0, "b", None)];
+        assert_eq!(decide(zone_b, &cpus(1), full), Decision::Retry);
     }
 
     #[test]
@@ -382,7 +445,7 @@ mod tests {
         let mut policy = DefaultPolicy::default();
         let mut random = SplitMix64(1);
         let picks: Vec<Decision> = (0..4)
-            .map(|_| policy.schedule(&cpus(1), SchedulingStrategy::Spread, &cluster, &mut random))
+            .map(|_| policy.schedule(&cpus(1), &SchedulingStrategy::Spread, &cluster, &mut random))
             .collect();
         let expected = [1, 3, 1, 3].map(|n| Decision::Scheduled(id(n)));
         assert_eq!(picks, expected);
@@ -410,8 +473,8 @@ mod tests {
             let demand = cpus(want);
             let cluster = ClusterView { local: id(1), nodes };
             let strategy = if spread { SchedulingStrategy::Spread } else { SchedulingStrategy::Hybrid };
-            let decision = DefaultPolicy::default().schedule(&demand, strategy, &cluster, &mut SplitMix64(seed));
-            let again = DefaultPolicy::default().schedule(&demand, strategy, &cluster, &mut SplitMix64(seed));
+            let decision = DefaultPolicy::default().schedule(&demand, &strategy, &cluster, &mut SplitMix64(seed));
+            let again = DefaultPolicy::default().schedule(&demand, &strategy, &cluster, &mut SplitMix64(seed));
             prop_assert_eq!(decision, again);
             let some_node_fits_now = cluster.nodes.iter().any(|node| node.alive && node.resources.available.contains(&demand));
             let some_node_fits_ever = cluster.nodes.iter().any(|node| node.alive && node.resources.total.contains(&demand));

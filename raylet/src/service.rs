@@ -241,7 +241,7 @@ impl Handler<ViewArrived> for RayletActor {
                 total: amounts(&node.total),
                 available: amounts(&node.available),
             };
-            peers.push(crate::policy::NodeView { id: node.node_id, resources, alive });
+            peers.push(crate::policy::NodeView { id: node.node_id, resources, alive, labels: node.labels });
         }
         self.leases.set_peers(peers);
         self.leases.reconsider_queue(&mut self.random);

@@ -1251,6 +1251,7 @@ impl World {
                 id: node.id,
                 resources: NodeResources::clone(node.leases.resources()),
                 alive: alive.contains(&node.id),
+                labels: Vec::new(),
             })
             .collect();
         for node in 0..self.nodes.len() {

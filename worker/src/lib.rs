@@ -38,7 +38,7 @@ pub use codec::CodecError;
 pub use context::{get_runtime_context, is_cancelled, RuntimeContext};
 pub use error::{ActorError, TaskError};
 pub use executor::{Executor, EXECUTOR_NAME};
-pub use manta_raylet::SchedulingStrategy;
+pub use manta_raylet::{LabelMatch, SchedulingStrategy};
 pub use objects::{ObjectRef, RawRef, RefWire};
 pub use placement::{
     get_placement_group, list_placement_groups, placement_group, placement_group_with,
@@ -132,9 +132,13 @@ macro_rules! task_option_methods {
             self
         }
 
-        /// Where the task should run (Ray's `scheduling_strategy`; default: hybrid).
-        pub fn scheduling_strategy(mut self, strategy: $crate::SchedulingStrategy) -> Self {
-            self.options.scheduling_strategy = strategy;
+        /// Where the task should run (Ray's `scheduling_strategy`; default: hybrid). A strategy
+        /// or a reference to one.
+        pub fn scheduling_strategy(
+            mut self,
+            strategy: impl ::core::convert::Into<$crate::SchedulingStrategy>,
+        ) -> Self {
+            self.options.scheduling_strategy = strategy.into();
             self
         }
 
@@ -224,9 +228,13 @@ macro_rules! actor_option_methods {
             self
         }
 
-        /// Where the actor should run (Ray's `scheduling_strategy`; default: hybrid).
-        pub fn scheduling_strategy(mut self, strategy: $crate::SchedulingStrategy) -> Self {
-            self.options.scheduling_strategy = strategy;
+        /// Where the actor should run (Ray's `scheduling_strategy`; default: hybrid). A strategy
+        /// or a reference to one.
+        pub fn scheduling_strategy(
+            mut self,
+            strategy: impl ::core::convert::Into<$crate::SchedulingStrategy>,
+        ) -> Self {
+            self.options.scheduling_strategy = strategy.into();
             self
         }
 

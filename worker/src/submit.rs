@@ -477,13 +477,15 @@ fn enqueue(
     }
     let (cpus, gpus) = (options.num_cpus.unwrap_or(1.0), options.num_gpus.unwrap_or(0.0));
     let shape = match &options.placement_group {
-        None => Shape::new(function, cpus, gpus, &options.resources, options.scheduling_strategy),
+        None => Shape::new(function, cpus, gpus, &options.resources, options.scheduling_strategy.clone()),
         // In a placement group: the same amounts, of the group's (or the bundle's) resources.
         Some(group) => {
             let mut demand = vec![("CPU".to_owned(), cpus), ("GPU".to_owned(), gpus)];
             demand.extend(options.resources.iter().cloned());
             match group.demand(&demand) {
-                Ok(in_group) => Shape::new(function, 0.0, 0.0, &in_group, options.scheduling_strategy),
+                Ok(in_group) => {
+                    Shape::new(function, 0.0, 0.0, &in_group, options.scheduling_strategy.clone())
+                }
                 Err(reason) => {
                     complete_task(
                         core,

@@ -169,7 +169,7 @@ impl ManagerCore {
             gpus: spec.num_gpus,
             resources: spec.resources.clone(),
             dedicated: true,
-            strategy: spec.scheduling_strategy,
+            strategy: spec.scheduling_strategy.clone(),
             // The manager lives with the GCS: its requests outlive any worker.
             requester: None,
             placement_cpus: spec.placement_cpus,

@@ -569,13 +569,19 @@ mod tests {
             let mut nodes: Vec<NodeView> = self
                 .raylets
                 .iter()
-                .map(|(id, raylet)| NodeView { id: *id, resources: raylet.resources().clone(), alive: true })
+                .map(|(id, raylet)| NodeView {
+                    id: *id,
+                    resources: raylet.resources().clone(),
+                    alive: true,
+                    labels: Vec::new(),
+                })
                 .collect();
             for dead in (1..=4).map(node).filter(|id| !self.raylets.contains_key(id)) {
                 nodes.push(NodeView {
                     id: dead,
                     resources: manta_raylet::NodeResources::idle(ResourceSet::new()),
                     alive: false,
+                    labels: Vec::new(),
                 });
             }
             self.core.set_view(nodes, self.now);
