@@ -22,6 +22,18 @@ fn echo(x: u64) -> u64 {
     x
 }
 
+/// The names of the resources the running task holds.
+#[manta::remote]
+fn held() -> Vec<String> {
+    manta::get_runtime_context().unwrap().assigned_resources.into_iter().map(|(name, _)| name).collect()
+}
+
+/// What a child task (placed with no strategy of its own) holds.
+#[manta::remote]
+fn child_held() -> Vec<String> {
+    held::remote().get().unwrap()
+}
+
 /// Says it runs (a file at `mark`), then runs until killed.
 #[manta::remote]
 fn hang(mark: String) -> u64 {
@@ -85,6 +97,17 @@ fn a_group_is_reserved_its_work_runs_inside_and_removal_gives_everything_back() 
         Err(TaskError::Invalid { reason, .. }) => assert!(reason.contains("out of range"), "{reason}"),
         other => panic!("bundle 2 of 2: {other:?}"),
     }
+    // The strategy form (Ray's PlacementGroupSchedulingStrategy), with its index checked at
+    // the call; with capture_child_tasks, a child that names no strategy goes in the group too.
+    assert!(matches!(pg.strategy(Some(2), false), Err(TaskError::Invalid { .. })));
+    let in_group = |names: &[String]| names.iter().all(|name| name.contains(&pg.id().to_string()));
+    let captured = child_held::options().scheduling_strategy(pg.strategy(None, true).unwrap()).remote();
+    let captured = captured.get_timeout(Duration::from_secs(60)).unwrap();
+    assert!(!captured.is_empty() && in_group(&captured), "the child holds {captured:?}");
+    let free = child_held::options().scheduling_strategy(pg.strategy(Some(1), false).unwrap()).remote();
+    let free = free.get_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(free, vec!["CPU".to_owned()], "without capture the child holds plain CPUs");
+
     // The group's 3 CPUs are held (its own resources counted apart): 1 of the node's 4 is
     // left for other work.
     let actor_gone = counter.bump().get().unwrap();

@@ -22,6 +22,18 @@ pub enum SchedulingStrategy {
         /// Whether another node will do if that one cannot.
         soft: bool,
     },
+    /// In a placement group's bundle (`None`: any of its bundles), on the bundle's resources
+    /// only (Ray's `PlacementGroupSchedulingStrategy`). `capture_child_tasks`: the tasks and
+    /// actors it creates without a strategy of their own go in the group too. The submitter
+    /// turns it into the group's resources: a raylet schedules those as the default does.
+    PlacementGroup {
+        /// The group.
+        group: crate::PlacementGroupId,
+        /// The bundle, or any.
+        bundle: Option<u32>,
+        /// Its children go in the group too.
+        capture_child_tasks: bool,
+    },
     /// Nodes by their labels (`manta start --labels k=v,...`; Ray's
     /// `NodeLabelSchedulingStrategy`): only nodes that match every `hard` condition, those
     /// that also match every `soft` one first. No live node matching `hard`: infeasible.

@@ -186,6 +186,10 @@ pub struct PushTask {
     /// Custom resources its lease holds.
     #[serde(default)]
     pub custom: Vec<(String, f64)>,
+    /// The placement group whose bundles the tasks and actors it creates go in, unless they
+    /// say otherwise (`capture_child_tasks`).
+    #[serde(default)]
+    pub capture_group: Option<crate::PlacementGroupId>,
 }
 wire_message!(PushTask => Result<TaskOutput, TaskFailure>, id = 300);
 
@@ -449,6 +453,9 @@ pub struct StartActor {
     /// What the actor holds for its life (name, amount).
     #[serde(default)]
     pub resources: Vec<(String, f64)>,
+    /// The placement group its methods' children go in (`capture_child_tasks`).
+    #[serde(default)]
+    pub capture_group: Option<crate::PlacementGroupId>,
 }
 wire_message!(StartActor => Result<(), TaskFailure>, id = 310);
 
@@ -502,6 +509,9 @@ pub struct ActorSpec {
     /// Named concurrency groups and how many calls each runs at once.
     #[serde(default)]
     pub concurrency_groups: Vec<(String, u32)>,
+    /// The placement group its methods' children go in (`capture_child_tasks`).
+    #[serde(default)]
+    pub capture_group: Option<crate::PlacementGroupId>,
 }
 
 /// Creates an actor: registers it (claiming its name) and starts it in the background.

@@ -256,7 +256,11 @@ impl SchedulingPolicy for DefaultPolicy {
         random: &mut dyn RandomSource,
     ) -> Decision {
         match strategy {
-            SchedulingStrategy::Hybrid => self.hybrid(demand, cluster, random),
+            // In a placement group, the demand names the group's resources (the submitter
+            // rewrote it): only nodes holding its bundles have them.
+            SchedulingStrategy::Hybrid | SchedulingStrategy::PlacementGroup { .. } => {
+                self.hybrid(demand, cluster, random)
+            }
             SchedulingStrategy::Spread => self.spread(demand, cluster),
             SchedulingStrategy::NodeAffinity { node, soft } => {
                 let target = cluster.nodes.iter().find(|view| view.id == *node && view.alive);

@@ -570,6 +570,7 @@ impl World {
                 max_concurrency: 1,
                 concurrency_groups: Vec::new(),
                 scheduling_strategy: SchedulingStrategy::Hybrid,
+                capture_group: None,
             };
             self.actor_ids.push(actor);
             self.manager.registered(spec);

@@ -270,7 +270,9 @@ pub fn create_actor<A: ActorClass>(
     if let Some(namespace) = &options.namespace {
         check_name("namespace", namespace)?;
     }
-    let in_group = match &options.placement_group {
+    let (in_group, capture, strategy) =
+        crate::placement::resolve(options.placement_group, &options.scheduling_strategy);
+    let in_group = match &in_group {
         None => None,
         Some(group) => {
             let mut demand = vec![
@@ -330,7 +332,8 @@ pub fn create_actor<A: ActorClass>(
             placement_cpus,
             max_concurrency,
             concurrency_groups,
-            scheduling_strategy: options.scheduling_strategy,
+            scheduling_strategy: strategy,
+            capture_group: capture,
         };
         let created =
             manager.ask(CreateActor(spec)).await.map_err(|error| ActorError::Runtime(error.to_string()))?;

@@ -60,6 +60,19 @@ thread_local! {
     static ACTOR: RefCell<Option<(ActorId, Resources)>> = const { RefCell::new(None) };
     /// The actor call a blocking-pool thread runs for (handed over from its async task).
     static BLOCKING_CALL: RefCell<Option<ObjectId>> = const { RefCell::new(None) };
+    /// The placement group the task or actor running here captures its children in.
+    static CAPTURE: std::cell::Cell<Option<manta_proto::PlacementGroupId>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets the placement group the code running on this thread captures its children in (a task
+/// or actor placed with `capture_child_tasks`); `None` when it ends.
+pub(crate) fn set_capture(group: Option<manta_proto::PlacementGroupId>) {
+    CAPTURE.with(|current| current.set(group));
+}
+
+/// The placement group the running code's children go in when they name none.
+pub(crate) fn capture_group() -> Option<manta_proto::PlacementGroupId> {
+    CAPTURE.with(std::cell::Cell::get)
 }
 
 tokio::task_local! {

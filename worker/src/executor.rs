@@ -329,7 +329,8 @@ fn run_task_here(
     task: PushTask,
 ) -> impl std::future::Future<Output = Result<TaskOutput, TaskFailure>> + Send + 'static {
     let pid = std::process::id();
-    let PushTask { function: name, args, return_id, more_returns, owner, cpus, gpus, custom } = task;
+    let PushTask { function: name, args, return_id, more_returns, owner, cpus, gpus, custom, capture_group } =
+        task;
     let assigned = (cpus, gpus, custom);
     // Handed to the task thread now, not when the answer is first polled: tasks run in the
     // order they arrived.
@@ -345,6 +346,7 @@ fn run_task_here(
         let job: Job = Box::new(move || {
             let mut invocation = invocation;
             crate::origin::mark(function.name);
+            crate::context::set_capture(capture_group);
             let started = std::time::Instant::now();
             let ran = core::within(&runs_for, || {
                 crate::context::as_task((return_id, owner), assigned, || {
@@ -353,6 +355,7 @@ fn run_task_here(
                     }))
                 })
             });
+            crate::context::set_capture(None);
             // The arguments' pins go before the answer: once the caller sees the result, the
             // store can free them at once (a `put` right after the `get` must find the room).
             drop(invocation);
@@ -396,10 +399,13 @@ impl Handler<StartActor> for Executor {
             default: request.max_concurrency.max(1) as usize,
             groups: request.concurrency_groups,
         };
-        let (args, actor_id, held) = (request.args, request.actor_id, request.resources);
+        let (args, actor_id, held, capture) =
+            (request.args, request.actor_id, request.resources, request.capture_group);
         let spawned = std::thread::Builder::new()
             .name(format!("manta-actor-{}", class.name.rsplit("::").next().unwrap_or(class.name)))
-            .spawn(move || host_actor(core, (actor_id, held), class, args, concurrency, ready, receiver));
+            .spawn(move || {
+                host_actor(core, (actor_id, held, capture), class, args, concurrency, ready, receiver)
+            });
         if let Err(error) = spawned {
             return Box::pin(std::future::ready(Err(failure(format!("no thread for the actor: {error}")))));
         }
@@ -554,7 +560,7 @@ async fn run_group(
 /// The life of one hosted actor, on its own thread.
 fn host_actor(
     core: Option<Arc<CoreWorker>>,
-    (actor_id, held): (ActorId, Vec<(String, f64)>),
+    (actor_id, held, capture): (ActorId, Vec<(String, f64)>, Option<manta_proto::PlacementGroupId>),
     class: &'static ActorClassEntry,
     args: Vec<TaskArg>,
     concurrency: Concurrency,
@@ -564,9 +570,13 @@ fn host_actor(
     let pid = std::process::id();
     let failure = |message: String| TaskFailure::new(format!("{}.new", class.name), pid, message);
     crate::context::enter_actor(actor_id, held.clone());
+    crate::context::set_capture(capture);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_start(move || crate::context::enter_actor(actor_id, held.clone()))
+        .on_thread_start(move || {
+            crate::context::enter_actor(actor_id, held.clone());
+            crate::context::set_capture(capture);
+        })
         .build()
     {
         Ok(runtime) => runtime,

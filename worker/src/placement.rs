@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::{self, CoreWorker};
 use crate::objects::{ObjectRef, RawRef, State, Value};
-use crate::TaskError;
+use crate::{SchedulingStrategy, TaskError};
 
 /// A placement group: cheap to clone, and it travels inside task arguments (a task can place
 /// its own work in the group it was given).
@@ -99,7 +99,45 @@ where
     core.block_on(async move { manager.ask(CreatePlacementGroup(spec)).await })
         .map_err(|error| unreachable("placement_group", error))?
         .map_err(refused)?;
+    known(id, count);
     Ok(PlacementGroup { id, bundles: count })
+}
+
+/// Bundle counts of the groups this process made or looked up (to check a bundle index named
+/// by a `PlacementGroup` scheduling strategy at the call).
+static KNOWN: parking_lot::Mutex<Option<std::collections::HashMap<PlacementGroupId, u32>>> =
+    parking_lot::Mutex::new(None);
+
+fn known(id: PlacementGroupId, bundles: u32) {
+    KNOWN.lock().get_or_insert_with(Default::default).insert(id, bundles);
+}
+
+/// Where work goes, given its `.placement_group(..)` option and its strategy: the option; a
+/// [`SchedulingStrategy::PlacementGroup`] (then scheduled as the default would, on the group's
+/// resources); or, for work that names no strategy, the group the running task or actor
+/// captures its children in (Ray's `capture_child_tasks`). Also returns the group the work
+/// itself captures its children in, and the strategy to send.
+pub(crate) fn resolve(
+    explicit: Option<InGroup>,
+    strategy: &SchedulingStrategy,
+) -> (Option<InGroup>, Option<PlacementGroupId>, SchedulingStrategy) {
+    match (explicit, strategy) {
+        (Some(group), _) => (Some(group), None, strategy.clone()),
+        (None, SchedulingStrategy::PlacementGroup { group, bundle, capture_child_tasks }) => {
+            let bundles =
+                KNOWN.lock().as_ref().and_then(|known| known.get(group).copied()).unwrap_or(u32::MAX);
+            let in_group = InGroup { group: *group, bundle: *bundle, bundles };
+            (Some(in_group), capture_child_tasks.then_some(*group), SchedulingStrategy::Hybrid)
+        }
+        (None, SchedulingStrategy::Hybrid) => match crate::context::capture_group() {
+            Some(group) => {
+                let in_group = InGroup { group, bundle: None, bundles: u32::MAX };
+                (Some(in_group), Some(group), SchedulingStrategy::Hybrid)
+            }
+            None => (None, None, SchedulingStrategy::Hybrid),
+        },
+        (None, other) => (None, None, other.clone()),
+    }
 }
 
 /// Removes `group`: its bundles are given back on every node, the workers running in it are
@@ -121,7 +159,11 @@ pub fn get_placement_group(name: &str) -> Result<PlacementGroup, TaskError> {
         .block_on(async move { manager.ask(request).await })
         .map_err(|error| unreachable("get_placement_group", error))?;
     match info {
-        Some(info) => Ok(PlacementGroup { id: info.spec.id, bundles: info.spec.bundles.len() as u32 }),
+        Some(info) => {
+            let bundles = info.spec.bundles.len() as u32;
+            known(info.spec.id, bundles);
+            Ok(PlacementGroup { id: info.spec.id, bundles })
+        }
         None => Err(invalid(format!("no placement group named {name:?} in namespace {namespace:?}"))),
     }
 }
@@ -177,6 +219,18 @@ impl PlacementGroup {
             Err(TaskError::Timeout(_)) => Ok(false),
             Err(error) => Err(error),
         }
+    }
+
+    /// The scheduling strategy that places work in bundle `bundle` (`None`: any), its
+    /// children too when `capture_child_tasks` (Ray's `PlacementGroupSchedulingStrategy`). A
+    /// bundle index out of range is an error here.
+    pub fn strategy(
+        &self,
+        bundle: Option<u32>,
+        capture_child_tasks: bool,
+    ) -> Result<SchedulingStrategy, TaskError> {
+        InGroup::new(self, bundle).demand(&[]).map_err(invalid)?;
+        Ok(SchedulingStrategy::PlacementGroup { group: self.id, bundle, capture_child_tasks })
     }
 
     /// Its record now: state, strategy, bundles and each bundle's node.

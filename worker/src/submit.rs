@@ -123,6 +123,8 @@ struct Payload {
     assigned: (f64, f64, Vec<(String, f64)>),
     /// How many values it returns (`num_returns`).
     returns: u32,
+    /// The placement group its children go in (`capture_child_tasks`).
+    capture: Option<manta_proto::PlacementGroupId>,
 }
 
 /// How pushes reach a leased worker, and how its death is learnt.
@@ -238,6 +240,7 @@ impl Inner {
                             cpus: payload.assigned.0,
                             gpus: payload.assigned.1,
                             custom: payload.assigned.2.clone(),
+                            capture_group: payload.capture,
                         });
                         match (message, self.links.get(&request)) {
                             (Some(message), Some(link)) => effects.push(Effect::Push {
@@ -476,16 +479,16 @@ fn enqueue(
         return;
     }
     let (cpus, gpus) = (options.num_cpus.unwrap_or(1.0), options.num_gpus.unwrap_or(0.0));
-    let shape = match &options.placement_group {
-        None => Shape::new(function, cpus, gpus, &options.resources, options.scheduling_strategy.clone()),
+    let (in_group, capture, strategy) =
+        crate::placement::resolve(options.placement_group, &options.scheduling_strategy);
+    let shape = match &in_group {
+        None => Shape::new(function, cpus, gpus, &options.resources, strategy),
         // In a placement group: the same amounts, of the group's (or the bundle's) resources.
         Some(group) => {
             let mut demand = vec![("CPU".to_owned(), cpus), ("GPU".to_owned(), gpus)];
             demand.extend(options.resources.iter().cloned());
             match group.demand(&demand) {
-                Ok(in_group) => {
-                    Shape::new(function, 0.0, 0.0, &in_group, options.scheduling_strategy.clone())
-                }
+                Ok(in_group) => Shape::new(function, 0.0, 0.0, &in_group, strategy),
                 Err(reason) => {
                     complete_task(
                         core,
@@ -500,7 +503,7 @@ fn enqueue(
     let retries = options.max_retries.unwrap_or(core.max_retries);
     // Submissions are handed to the core arbiter in batches: one wake-up drains every task
     // submitted meanwhile, under one lock of the core.
-    core.submitter.incoming.lock().push(Incoming { id, function, args, shape, retries, returns });
+    core.submitter.incoming.lock().push(Incoming { id, function, args, shape, retries, returns, capture });
     if !core.submitter.draining.swap(true, Ordering::AcqRel) {
         core.arbiter.spawn(drain(Arc::clone(core)));
     }
@@ -514,6 +517,8 @@ struct Incoming {
     shape: Shape,
     retries: u32,
     returns: u32,
+    /// The placement group its children go in (`capture_child_tasks`).
+    capture: Option<manta_proto::PlacementGroupId>,
 }
 
 /// Hands the submitted tasks to the core, with their arguments when every one is a small value;
@@ -527,13 +532,14 @@ async fn drain(core: Arc<CoreWorker>) {
         // Taken under the core's lock, so that `cancel` finds each task in one place or the
         // other.
         let batch = std::mem::take(&mut *core.submitter.incoming.lock());
-        for Incoming { id, function, args, shape, retries, returns } in batch {
+        for Incoming { id, function, args, shape, retries, returns, capture } in batch {
             let assigned = shape.amounts();
             if !args.iter().all(|ArgSpec(argument)| argument.is_small_value(core.inline_bytes_max)) {
                 // Ray's locality-aware leases are for the default strategy only.
                 let local_first = shape.strategy == SchedulingStrategy::Hybrid;
                 inner.core.submit(id, shape, retries);
-                let payload = Payload { function, args: Vec::new(), _holds: Vec::new(), assigned, returns };
+                let payload =
+                    Payload { function, args: Vec::new(), _holds: Vec::new(), assigned, returns, capture };
                 inner.payloads.insert(id, payload);
                 waiting.push((id, function, args, local_first));
                 continue;
@@ -542,7 +548,9 @@ async fn drain(core: Arc<CoreWorker>) {
             // Small values only: resolving does not wait.
             match resolve_args(&core, function, args).now_or_never() {
                 Some(Ok((args, holds))) => {
-                    inner.payloads.insert(id, Payload { function, args, _holds: holds, assigned, returns });
+                    inner
+                        .payloads
+                        .insert(id, Payload { function, args, _holds: holds, assigned, returns, capture });
                     inner.core.resolved(now, id);
                 }
                 Some(Err(error)) => {

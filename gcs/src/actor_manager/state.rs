@@ -213,6 +213,7 @@ impl ManagerCore {
                     max_concurrency: entry.spec.max_concurrency,
                     concurrency_groups: entry.spec.concurrency_groups.clone(),
                     resources: held_resources(&entry.spec),
+                    capture_group: entry.spec.capture_group,
                 };
                 entry.phase = Phase::Starting { lease, address: address.clone(), pid };
                 self.commands.push(Command::StartActor { lease, address, start });
@@ -358,6 +359,7 @@ mod tests {
     fn spec(n: u8) -> ActorSpec {
         ActorSpec {
             scheduling_strategy: Default::default(),
+            capture_group: None,
             info: ActorInfo {
                 actor_id: ActorId([n; 16]),
                 job_id: JobId(1),
