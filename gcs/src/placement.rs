@@ -126,6 +126,12 @@ impl PlacementGroupManager {
     /// Performs the core's commands: asks to the raylets (answers come back as messages), and
     /// the waiters' answers.
     fn perform(&mut self, ctx: &mut Context<Self>) {
+        self.perform_cancels_awaited(ctx);
+    }
+
+    /// [`perform`](Self::perform), returning the cancels sent (a removal waits for them).
+    fn perform_cancels_awaited(&mut self, ctx: &mut Context<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut cancels = Vec::new();
         for command in self.core.poll_commands() {
             match command {
                 Command::Prepare { group, round, node, bundles } => {
@@ -138,12 +144,12 @@ impl PlacementGroupManager {
                 }
                 Command::Cancel { group, round, node, indices } => {
                     if let Some(raylet) = self.raylet(node) {
-                        tokio::spawn(async move {
+                        cancels.push(tokio::spawn(async move {
                             // An ask, not a tell: it is retried by nobody, so its failure is logged.
                             if let Err(error) = raylet.ask(CancelBundles { group, round, indices }).await {
                                 debug!(%group, %node, %error, "a raylet could not be told to give bundles back");
                             }
-                        });
+                        }));
                     }
                 }
                 Command::Created { group } => {
@@ -161,6 +167,7 @@ impl PlacementGroupManager {
                 }
             }
         }
+        cancels
     }
 
     /// Watches `job`'s driver (once per job): when it dies, the job's groups that are not
@@ -314,16 +321,23 @@ impl Handler<CreatePlacementGroup> for PlacementGroupManager {
 }
 
 impl Handler<RemovePlacementGroup> for PlacementGroupManager {
-    type Result = Result<(), PlacementGroupError>;
+    type Result = ResponseFuture<Result<(), PlacementGroupError>>;
 
+    /// Answered once every live node gave the group's bundles back (their workers killed), or
+    /// could not be asked: when `remove_placement_group` returns, the resources are free.
     fn handle(
         &mut self,
         RemovePlacementGroup(id): RemovePlacementGroup,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
         let removed = self.core.remove(id, "removed by remove_placement_group");
-        self.perform(ctx);
-        removed
+        let cancels = self.perform_cancels_awaited(ctx);
+        Box::pin(async move {
+            for cancel in cancels {
+                let _ = cancel.await;
+            }
+            removed
+        })
     }
 }
 
