@@ -102,6 +102,22 @@ fn warn_if_main_unmarked() {
 
 pub use manta_worker::state;
 
+/// Scheduling policies: the trait a policy implements, what it decides on, the policies Manta
+/// ships (`hybrid`, `binpack`, `locality`) and the registry by name that `Config::scheduler`
+/// and `manta start --scheduler` pick from. Register one's own with [`register_policy!`].
+pub mod scheduling {
+    pub use manta_raylet::policies::{
+        policy_named, policy_names, BinPackPolicy, BoxedPolicy, LocalityPolicy, PolicyEntry,
+    };
+    pub use manta_raylet::{
+        place_bundles, ClusterView, Decision, DefaultPolicy, NodeResources, NodeView, PlacementStrategy,
+        PolicyConfig, Quantity, RandomSource, Request, ResourceSet, SchedulingPolicy, SchedulingStrategy,
+        SplitMix64,
+    };
+}
+
+pub use manta_raylet::register_policy;
+
 /// Utilities over actors and tasks.
 pub mod util {
     pub use manta_worker::pool::ActorPool;

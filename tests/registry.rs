@@ -1,6 +1,7 @@
 //! The registry of remote functions and actor classes: what `#[manta::remote]` and
 //! `#[manta::actor]` register is really in the binary (this test fails if the linker dropped
-//! the registrations), runs by name, and is fingerprinted.
+//! the registrations), runs by name, and is fingerprinted. A scheduling policy registered here
+//! with `manta::register_policy!` is found by name beside the shipped ones.
 
 use manta::registry::{self, decode_value, encode_value, invoke_local};
 
@@ -106,4 +107,59 @@ fn a_task_submitted_before_init_fails_with_a_typed_error() {
 fn the_fingerprint_is_stable_and_names_the_contents() {
     assert_eq!(registry::fingerprint(), registry::fingerprint());
     assert_ne!(registry::fingerprint(), 0xcbf2_9ce4_8422_2325, "the registry is not empty");
+}
+
+/// A user's policy: every default-strategy task on the node with the lowest id that has room.
+#[derive(Debug, Default)]
+struct LowestId;
+
+impl manta::scheduling::SchedulingPolicy for LowestId {
+    fn schedule(
+        &mut self,
+        request: &manta::scheduling::Request<'_>,
+        cluster: &manta::scheduling::ClusterView,
+        random: &mut dyn manta::scheduling::RandomSource,
+    ) -> manta::scheduling::Decision {
+        let lowest = cluster
+            .nodes
+            .iter()
+            .filter(|node| node.alive && node.resources.available.contains(request.demand))
+            .min_by_key(|node| node.id);
+        match (request.strategy, lowest) {
+            (manta::scheduling::SchedulingStrategy::Hybrid, Some(node)) => {
+                manta::scheduling::Decision::Scheduled(node.id)
+            }
+            _ => manta::scheduling::DefaultPolicy::default().schedule(request, cluster, random),
+        }
+    }
+}
+
+manta::register_policy!("lowest-id", "the node with the lowest id that has room", || Box::new(LowestId));
+
+#[test]
+fn a_policy_registered_in_the_user_s_crate_is_found_by_name() {
+    assert!(manta::scheduling::policy_names().contains(&"lowest-id"));
+    let mut policy = manta::scheduling::policy_named("lowest-id").unwrap();
+    let cpu = manta::scheduling::ResourceSet::new().with("CPU", manta::scheduling::Quantity::units(1));
+    let node = |n: u8| manta::scheduling::NodeView {
+        id: manta::state::NodeId([n; 16]),
+        resources: manta::scheduling::NodeResources::idle(cpu.clone()),
+        alive: true,
+        labels: Vec::new(),
+    };
+    let cluster = manta::scheduling::ClusterView {
+        local: manta::state::NodeId([3; 16]),
+        nodes: vec![node(3), node(2)],
+    };
+    let strategy = manta::scheduling::SchedulingStrategy::Hybrid;
+    let decision = policy.schedule(
+        &manta::scheduling::Request::new(&cpu, &strategy),
+        &cluster,
+        &mut manta::scheduling::SplitMix64(1),
+    );
+    assert_eq!(decision, manta::scheduling::Decision::Scheduled(manta::state::NodeId([2; 16])));
+    // An embedded cluster refuses a name nobody registered, naming those there are.
+    let config = manta::Config { scheduler: "fastest".into(), ..manta::Config::default() };
+    let error = manta::init_with(config).expect_err("an unknown policy is refused");
+    assert!(error.to_string().contains("lowest-id"), "{error}");
 }

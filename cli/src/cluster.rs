@@ -110,6 +110,10 @@ pub(crate) struct NodeArgs {
     /// must, even when the driver runs on this host.
     #[arg(long)]
     fetch_binaries: bool,
+    /// The scheduling policy, by name: hybrid (Ray's default), binpack (fewest nodes busy),
+    /// locality (where the arguments' bytes are), or one registered in this binary.
+    #[arg(long, value_name = "NAME", default_value = "hybrid")]
+    scheduler: String,
 }
 
 impl NodeArgs {
@@ -120,6 +124,8 @@ impl NodeArgs {
             self.num_gpus.to_string(),
             "--gcs-timeout-ms".to_owned(),
             self.gcs_timeout_ms.to_string(),
+            "--scheduler".to_owned(),
+            self.scheduler.clone(),
         ];
         if self.fetch_binaries {
             args.push("--fetch-binaries".to_owned());
@@ -175,12 +181,14 @@ impl NodeArgs {
             Some(bytes) => bytes,
             None => available_memory().map_or(1 << 30, |bytes| bytes / 10 * 3),
         };
+        manta::scheduling::policy_named(&self.scheduler).map_err(|error| format!("--scheduler: {error}"))?;
         let config = NodeConfig {
             num_cpus,
             num_gpus: self.num_gpus,
             resources,
             object_store_bytes,
             object_slots: 65_536,
+            scheduler: self.scheduler.clone(),
         };
         Ok((config, labels))
     }
@@ -222,6 +230,7 @@ fn start_daemons(args: &StartArgs) -> Result<(), String> {
             let mut gcs_args =
                 vec!["gcs".to_owned(), "--session".to_owned(), dir.clone(), "--bind".to_owned(), bind];
             gcs_args.extend(args.health.to_args());
+            gcs_args.extend(["--scheduler".to_owned(), args.node.scheduler.clone()]);
             let gcs_args: Vec<&str> = gcs_args.iter().map(String::as_str).collect();
             let mut gcs = spawn_daemon(&session, "gcs", &gcs_args)?;
             wait_ready(&session, "gcs", &mut gcs, GCS_ADDRESS)?;
@@ -328,6 +337,9 @@ pub(crate) struct GcsArgs {
     bind: SocketAddr,
     #[command(flatten)]
     health: HealthArgs,
+    /// The scheduling policy that places placement groups' bundles.
+    #[arg(long, value_name = "NAME", default_value = "hybrid")]
+    scheduler: String,
 }
 
 /// `manta gcs`: the GCS daemon; serves until SIGTERM or SIGINT.
@@ -335,7 +347,8 @@ pub(crate) fn gcs(args: GcsArgs) -> ExitCode {
     manta::init_logging();
     let run = || -> Result<(), String> {
         let session = Session::open(&args.session).map_err(|error| error.to_string())?;
-        let daemon = GcsDaemon::start(args.bind, args.health.checks()).map_err(|error| error.to_string())?;
+        let daemon = GcsDaemon::start(args.bind, args.health.checks(), &args.scheduler)
+            .map_err(|error| error.to_string())?;
         session.write_pid("gcs").map_err(|error| error.to_string())?;
         session.write(TOKEN, &daemon.token.to_string()).map_err(|error| error.to_string())?;
         // Last: its presence says the daemon is ready.

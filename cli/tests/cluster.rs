@@ -136,6 +136,7 @@ fn bad_flags_are_refused_before_anything_starts() {
         (&["start", "--head", "--resources", r#"{"x": -1}"#][..], "at least 0"),
         (&["start", "--head", "--labels", "novalue"][..], "--labels"),
         (&["start", "--head", "--object-store-memory", "0"][..], "above 0"),
+        (&["start", "--head", "--scheduler", "fastest"][..], "binpack, hybrid, locality"),
         (&["start", "--address", "127.0.0.1:1", "--token", "nonsense"][..], "--token"),
     ] {
         let run = root.manta(args);

@@ -25,7 +25,8 @@ use manta_proto::placement::{
 };
 use manta_proto::raylet::Raylet;
 use manta_proto::{NodeId, PlacementGroupId, Protocol};
-use manta_raylet::{DefaultPolicy, NodeResources, NodeView, ResourceSet};
+use manta_raylet::policies::{policy_named, BoxedPolicy};
+use manta_raylet::{NodeResources, NodeView, ResourceSet};
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
@@ -43,7 +44,7 @@ type Waiter = oneshot::Sender<Result<(), PlacementGroupError>>;
 
 /// The placement-group manager actor.
 pub struct PlacementGroupManager {
-    core: PlacementCore<DefaultPolicy>,
+    core: PlacementCore<BoxedPolicy>,
     node: Node,
     gcs: ServiceRef<Gcs>,
     /// Each live node's raylet address, from the view.
@@ -65,17 +66,23 @@ impl Actor for PlacementGroupManager {
 }
 
 impl PlacementGroupManager {
-    /// Starts the manager on `node` (beside the GCS at `gcs`) and registers it as
-    /// [`PLACEMENT_GROUPS_NAME`].
+    /// Starts the manager on `node` (beside the GCS at `gcs`), placing bundles with the policy
+    /// registered as `scheduler`, and registers it as [`PLACEMENT_GROUPS_NAME`].
     pub fn start(
         node: &Node,
         gcs: ServiceRef<Gcs>,
+        scheduler: &str,
     ) -> Result<LocalRef<PlacementGroupManager>, RegisterError> {
+        // Checked by the caller; a name nobody registered places bundles as the default does.
+        let scheduler = scheduler.to_owned();
         let actor_node = node.clone();
         let manager =
             spawn(node.arbiter(), SpawnOptions::named(PLACEMENT_GROUPS_NAME).max_restarts(3), move || {
                 PlacementGroupManager {
-                    core: PlacementCore::new(DefaultPolicy::default()),
+                    core: PlacementCore::new(
+                        policy_named(&scheduler)
+                            .unwrap_or_else(|_| Box::new(manta_raylet::DefaultPolicy::default())),
+                    ),
                     node: actor_node.clone(),
                     gcs: gcs.clone(),
                     raylets: HashMap::new(),

@@ -65,8 +65,10 @@ impl Default for HealthChecks {
 
 impl GcsDaemon {
     /// Starts a new cluster's GCS listening on `bind` (port 0: any free port), checking its
-    /// nodes' health as `health` says.
-    pub fn start(bind: SocketAddr, health: HealthChecks) -> Result<GcsDaemon, NodeError> {
+    /// nodes' health as `health` says; placement groups' bundles are placed by the policy
+    /// registered as `scheduler`.
+    pub fn start(bind: SocketAddr, health: HealthChecks, scheduler: &str) -> Result<GcsDaemon, NodeError> {
+        manta_raylet::policies::policy_named(scheduler).map_err(NodeError::Scheduler)?;
         let ca = Arc::new(ClusterCa::generate("manta")?);
         let admission = Admission { ca: ca.clone(), tokens: Arc::new(TokenRegistry::default()) };
         let node_id = NodeId::random().map_err(IdentityError::from)?;
@@ -87,7 +89,7 @@ impl GcsDaemon {
         node.register(AdmissionProtocol::NAME, Routes::new(issuer).message::<IssueJoinTokens>())?;
         node.arbiter().spawn(check_health(node.clone(), health));
         node.arbiter().spawn(start_actor_manager(node.clone()));
-        manta_gcs::PlacementGroupManager::start(&node, node.service(node.local_addr()))?;
+        manta_gcs::PlacementGroupManager::start(&node, node.service(node.local_addr()), scheduler)?;
         Ok(GcsDaemon { node, token, _gcs: gcs })
     }
 
@@ -148,6 +150,7 @@ impl RayletDaemon {
         (config, binaries): (&NodeConfig, Binaries),
         labels: Vec<(String, String)>,
     ) -> Result<RayletDaemon, NodeError> {
+        manta_raylet::policies::policy_named(&config.scheduler).map_err(NodeError::Scheduler)?;
         let identity = join_blocking(gcs_address, token, &TransportConfig::default())?;
         let node_id = identity.node_id();
         let scope = manta_raylet::local_scope(node_id);
@@ -161,6 +164,7 @@ impl RayletDaemon {
             start_concurrency_max: config.num_cpus.max(1),
             wait_when_infeasible: true,
             labels: labels.clone(),
+            scheduler: config.scheduler.clone(),
             ..PoolConfig::default()
         };
         let admission = manta_raylet::WorkerAdmission::Cluster { gcs: gcs_address, gcs_timeout, binaries };

@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub object_store_bytes: u64,
     /// Object slots in the store's index.
     pub object_slots: usize,
+    /// The scheduling policy, by its registered name (`manta_raylet::policies`; `hybrid`).
+    pub scheduler: String,
 }
 
 /// Starting a node's daemons failed.
@@ -64,6 +66,9 @@ pub enum NodeError {
     /// The object store could not be created.
     #[error("creating the object store: {0}")]
     Store(#[from] StoreError),
+    /// No scheduling policy has the configured name.
+    #[error("{0}")]
+    Scheduler(String),
     /// Joining the cluster failed (a wrong token, another cluster, nobody at the address).
     #[error("joining the cluster: {0}")]
     Join(#[from] JoinError),
@@ -147,6 +152,7 @@ impl Head {
         };
         // Both are registered on the node, which keeps them alive; everyone reaches them as
         // services.
+        let scheduler = pool.scheduler.clone();
         RayletActor::start(
             &self.node,
             manta_raylet::WorkerAdmission::Local(self.admission.clone()),
@@ -158,7 +164,7 @@ impl Head {
         )?;
         let here = self.node.local_addr();
         ActorManager::start(&self.node, self.gcs.clone(), self.node.service(here), self.node_id)?;
-        manta_gcs::PlacementGroupManager::start(&self.node, self.gcs.clone())?;
+        manta_gcs::PlacementGroupManager::start(&self.node, self.gcs.clone(), &scheduler)?;
         Ok(())
     }
 }

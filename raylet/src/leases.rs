@@ -50,6 +50,8 @@ pub struct PoolConfig {
     /// This node's labels (`manta start --labels`): label scheduling runs work here only when
     /// they meet its hard conditions.
     pub labels: Vec<(String, String)>,
+    /// The scheduling policy's registered name (`crate::policies`; default `hybrid`).
+    pub scheduler: String,
 }
 
 impl Default for PoolConfig {
@@ -62,6 +64,7 @@ impl Default for PoolConfig {
             start_failures_max: 3,
             wait_when_infeasible: false,
             labels: Vec::new(),
+            scheduler: "hybrid".to_owned(),
         }
     }
 }
@@ -163,6 +166,18 @@ struct Queued {
     dedicated: bool,
     job: JobId,
     spilled: bool,
+    arguments: Vec<(NodeId, u64)>,
+}
+
+impl Queued {
+    /// What the policy decides on.
+    fn policy_request(&self) -> crate::policy::Request<'_> {
+        crate::policy::Request {
+            demand: &self.placement,
+            strategy: &self.strategy,
+            arguments: &self.arguments,
+        }
+    }
 }
 
 /// A lease request as [`LeaseManager::request_lease_placed`] takes it.
@@ -182,6 +197,9 @@ pub struct LeaseRequest {
     /// Another node spilled it here: it waits here when this node could ever hold it, and is
     /// never spilled on (Ray keeps a spilled request from bouncing the same way).
     pub spilled: bool,
+    /// The bytes of the arguments of the task it is asked for, by node (for locality-aware
+    /// policies; empty when unknown).
+    pub arguments: Vec<(NodeId, u64)>,
 }
 
 /// The worker pool and leases of one node.
@@ -265,7 +283,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
                 kept.push_back(request);
                 continue;
             }
-            match self.policy.schedule(&request.placement, &request.strategy, &cluster, random) {
+            match self.policy.schedule(&request.policy_request(), &cluster, random) {
                 Decision::Scheduled(node) if node != self.node => self.spill(request, node),
                 Decision::Infeasible => self.infeasible(request),
                 Decision::Retry => match self.waits_elsewhere(&request) {
@@ -277,7 +295,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         }
         // Those waiting for a node that fits: one may have joined.
         for request in std::mem::take(&mut self.infeasible) {
-            match self.policy.schedule(&request.placement, &request.strategy, &cluster, random) {
+            match self.policy.schedule(&request.policy_request(), &cluster, random) {
                 Decision::Scheduled(node) if node != self.node => self.spill(request, node),
                 Decision::Infeasible => self.infeasible.push_back(request),
                 Decision::Scheduled(_) | Decision::Retry => kept.push_back(request),
@@ -318,7 +336,15 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         self.request_lease_placed(
             now_ms,
             lease,
-            LeaseRequest { demand, placement, strategy, dedicated, job: JobId(0), spilled: false },
+            LeaseRequest {
+                demand,
+                placement,
+                strategy,
+                dedicated,
+                job: JobId(0),
+                spilled: false,
+                arguments: Vec::new(),
+            },
             random,
         );
     }
@@ -332,17 +358,17 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         request: LeaseRequest,
         random: &mut dyn RandomSource,
     ) {
-        let LeaseRequest { demand, placement, strategy, dedicated, job, spilled } = request;
+        let LeaseRequest { demand, placement, strategy, dedicated, job, spilled, arguments } = request;
         if let Some(reason) = self.bundles.refusal(&placement) {
             self.reply(lease, LeaseReply::Refused { reason });
             return;
         }
-        let queued = Queued { lease, demand, placement, strategy, dedicated, job, spilled };
+        let queued = Queued { lease, demand, placement, strategy, dedicated, job, spilled, arguments };
         // Spilled here by a node that judged this one best: wait here if it could ever fit.
         let decision = if spilled && self.resources.total.contains(&queued.placement) {
             Decision::Retry
         } else {
-            self.policy.schedule(&queued.placement, &queued.strategy, &self.cluster(), random)
+            self.policy.schedule(&queued.policy_request(), &self.cluster(), random)
         };
         match decision {
             Decision::Scheduled(node) if node != self.node => self.spill(queued, node),
@@ -775,6 +801,7 @@ mod tests {
             dedicated: true,
             job: JobId(0),
             spilled: false,
+            arguments: Vec::new(),
         };
         manager.request_lease_placed(now, LeaseId(lease), request, &mut SplitMix64(1));
     }
@@ -790,6 +817,7 @@ mod tests {
                 dedicated: false,
                 job: JobId(job),
                 spilled: false,
+                arguments: Vec::new(),
             };
             leases.request_lease_placed(0, LeaseId(lease), request, &mut SplitMix64(1));
         };
@@ -923,6 +951,7 @@ mod tests {
             dedicated: false,
             job: JobId(0),
             spilled: true,
+            arguments: Vec::new(),
         };
         leases.request_lease_placed(2, LeaseId(9), spilled.clone(), &mut SplitMix64(1));
         leases.reconsider_queue(&mut SplitMix64(1));
@@ -973,6 +1002,7 @@ mod tests {
             dedicated: false,
             job: JobId(0),
             spilled: false,
+            arguments: Vec::new(),
         };
         leases.request_lease_placed(0, LeaseId(1), pinned, &mut SplitMix64(1));
         assert_eq!(
@@ -1007,6 +1037,7 @@ mod tests {
             dedicated: false,
             job: JobId(0),
             spilled: false,
+            arguments: Vec::new(),
         };
         leases.request_lease_placed(0, LeaseId(1), in_b, &mut SplitMix64(1));
         assert_eq!(

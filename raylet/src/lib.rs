@@ -10,6 +10,9 @@ pub mod binary;
 mod leases;
 mod limits;
 mod output;
+pub mod policies;
+#[doc(hidden)]
+pub use inventory as __inventory;
 mod policy;
 pub use manta_proto::raylet::requests;
 mod resources;
@@ -19,7 +22,7 @@ pub use leases::{Command, LeaseId, LeaseManager, LeaseReply, LeaseRequest, PoolC
 pub use limits::raise_open_files_limit;
 pub use policy::{
     place_bundles, ClusterView, Decision, DefaultPolicy, LabelMatch, NodeView, PlacementStrategy,
-    PolicyConfig, RandomSource, SchedulingPolicy, SchedulingStrategy, SplitMix64,
+    PolicyConfig, RandomSource, Request, SchedulingPolicy, SchedulingStrategy, SplitMix64,
 };
 pub use resources::{NodeResources, Quantity, ResourceError, ResourceSet, CPU, GPU, MEMORY};
 pub use service::{

@@ -65,13 +65,34 @@ impl RandomSource for SplitMix64 {
     }
 }
 
-/// A scheduling policy.
+/// What one scheduling decision is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// What it needs where it runs.
+    pub demand: &'a ResourceSet,
+    /// Where the user asked it to run.
+    pub strategy: &'a SchedulingStrategy,
+    /// The bytes of its arguments by the node whose store holds them (what a locality-aware
+    /// policy weighs; empty when unknown, as for an actor).
+    pub arguments: &'a [(NodeId, u64)],
+}
+
+impl<'a> Request<'a> {
+    /// A request for `demand` under `strategy`, with no argument locations.
+    pub fn new(demand: &'a ResourceSet, strategy: &'a SchedulingStrategy) -> Self {
+        Request { demand, strategy, arguments: &[] }
+    }
+}
+
+/// A scheduling policy: which node runs a task or an actor, and where a placement group's
+/// bundles go. Implement it in your own crate, register it by name with
+/// [`register_policy!`](crate::register_policy), and select it with `Config::scheduler` or
+/// `manta start --scheduler NAME`; the simulator runs it unchanged.
 pub trait SchedulingPolicy {
-    /// Decides where `demand` runs under `strategy`.
+    /// Decides where `request` runs, on the cluster as this node sees it.
     fn schedule(
         &mut self,
-        demand: &ResourceSet,
-        strategy: &SchedulingStrategy,
+        request: &Request<'_>,
         cluster: &ClusterView,
         random: &mut dyn RandomSource,
     ) -> Decision;
@@ -151,6 +172,27 @@ pub fn place_bundles(
         chosen.push(ids[node]);
     }
     Some(chosen)
+}
+
+impl<P: SchedulingPolicy + ?Sized> SchedulingPolicy for Box<P> {
+    fn schedule(
+        &mut self,
+        request: &Request<'_>,
+        cluster: &ClusterView,
+        random: &mut dyn RandomSource,
+    ) -> Decision {
+        (**self).schedule(request, cluster, random)
+    }
+
+    fn place_bundles(
+        &mut self,
+        bundles: &[ResourceSet],
+        strategy: PlacementStrategy,
+        placed: &[NodeId],
+        cluster: &ClusterView,
+    ) -> Option<Vec<NodeId>> {
+        (**self).place_bundles(bundles, strategy, placed, cluster)
+    }
 }
 
 /// Settings of [`DefaultPolicy`] (Ray's names and defaults).
@@ -250,12 +292,12 @@ fn feasible(demand: &ResourceSet, cluster: &ClusterView) -> bool {
 impl SchedulingPolicy for DefaultPolicy {
     fn schedule(
         &mut self,
-        demand: &ResourceSet,
-        strategy: &SchedulingStrategy,
+        request: &Request<'_>,
         cluster: &ClusterView,
         random: &mut dyn RandomSource,
     ) -> Decision {
-        match strategy {
+        let demand = request.demand;
+        match request.strategy {
             // In a placement group, the demand names the group's resources (the submitter
             // rewrote it): only nodes holding its bundles have them.
             SchedulingStrategy::Hybrid | SchedulingStrategy::PlacementGroup { .. } => {
@@ -319,7 +361,7 @@ mod tests {
 
     fn decide(strategy: SchedulingStrategy, demand: &ResourceSet, nodes: Vec<NodeView>) -> Decision {
         let cluster = ClusterView { local: id(1), nodes };
-        DefaultPolicy::default().schedule(demand, &strategy, &cluster, &mut SplitMix64(7))
+        DefaultPolicy::default().schedule(&Request::new(demand, &strategy), &cluster, &mut SplitMix64(7))
     }
 
     #[test]
@@ -449,7 +491,9 @@ mod tests {
         let mut policy = DefaultPolicy::default();
         let mut random = SplitMix64(1);
         let picks: Vec<Decision> = (0..4)
-            .map(|_| policy.schedule(&cpus(1), &SchedulingStrategy::Spread, &cluster, &mut random))
+            .map(|_| {
+                policy.schedule(&Request::new(&cpus(1), &SchedulingStrategy::Spread), &cluster, &mut random)
+            })
             .collect();
         let expected = [1, 3, 1, 3].map(|n| Decision::Scheduled(id(n)));
         assert_eq!(picks, expected);
@@ -477,8 +521,9 @@ mod tests {
             let demand = cpus(want);
             let cluster = ClusterView { local: id(1), nodes };
             let strategy = if spread { SchedulingStrategy::Spread } else { SchedulingStrategy::Hybrid };
-            let decision = DefaultPolicy::default().schedule(&demand, &strategy, &cluster, &mut SplitMix64(seed));
-            let again = DefaultPolicy::default().schedule(&demand, &strategy, &cluster, &mut SplitMix64(seed));
+            let request = Request::new(&demand, &strategy);
+            let decision = DefaultPolicy::default().schedule(&request, &cluster, &mut SplitMix64(seed));
+            let again = DefaultPolicy::default().schedule(&request, &cluster, &mut SplitMix64(seed));
             prop_assert_eq!(decision, again);
             let some_node_fits_now = cluster.nodes.iter().any(|node| node.alive && node.resources.available.contains(&demand));
             let some_node_fits_ever = cluster.nodes.iter().any(|node| node.alive && node.resources.total.contains(&demand));

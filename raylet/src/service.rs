@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::leases::LeaseRequest;
 use crate::leases::{Command, LeaseId, LeaseManager, LeaseReply, PoolConfig, WorkerId};
+use crate::policies::BoxedPolicy;
 use crate::policy::{DefaultPolicy, SplitMix64};
 use crate::requests::{LeaseOutcome, RegisterWorker, RequestLease, ReturnLease, WatchLease, WorkerBlocked};
 use crate::resources::{Quantity, ResourceSet, CPU, GPU};
@@ -62,6 +63,15 @@ pub mod worker_env {
     /// Set when the worker's stdout and stderr go to its raylet, which forwards them to the
     /// driver: the worker then marks what it runs (`manta_proto::worker::OUTPUT_ORIGIN_MARK`).
     pub const OUTPUT_PIPED: &str = "MANTA_OUTPUT_PIPED";
+}
+
+/// The policy named `name`; the default one (and an error in the log) for a name nobody
+/// registered (callers check names before they start a raylet).
+fn policy(name: &str) -> BoxedPolicy {
+    crate::policies::policy_named(name).unwrap_or_else(|error| {
+        tracing::error!(%error, "using the default scheduling policy");
+        Box::new(DefaultPolicy::default())
+    })
 }
 
 /// The local channel's scope of a cluster node's processes: the raylet's node id, so that
@@ -154,7 +164,7 @@ struct WorkerProcess {
 
 /// The raylet actor.
 pub struct RayletActor {
-    leases: LeaseManager<DefaultPolicy>,
+    leases: LeaseManager<BoxedPolicy>,
     /// Where its workers' join tokens come from.
     admission: WorkerAdmission,
     /// Tokens from the cluster's admission service not used yet.
@@ -402,7 +412,7 @@ impl RayletActor {
         };
         let raylet =
             spawn(node.arbiter(), SpawnOptions::named(RAYLET_NAME).max_restarts(0), move || RayletActor {
-                leases: LeaseManager::new(node_id, total.clone(), DefaultPolicy::default(), pool.clone()),
+                leases: LeaseManager::new(node_id, total.clone(), policy(&pool.scheduler), pool.clone()),
                 admission: admission.clone(),
                 tokens: Default::default(),
                 awaiting_tokens: Vec::new(),
@@ -1058,6 +1068,7 @@ impl Handler<RequestLease> for RayletActor {
             dedicated: request.dedicated,
             job: request.job.unwrap_or(manta_proto::JobId(0)),
             spilled: request.spilled,
+            arguments: request.arguments,
         };
         self.leases.request_lease_placed(now, lease, request_kind, &mut self.random);
         self.perform(ctx);

@@ -623,6 +623,7 @@ impl World {
                     // are one job, sharing one pool of workers.
                     job: manta_proto::JobId(0),
                     spilled: request.spilled,
+                    arguments: Vec::new(),
                 };
                 leases.request_lease_placed(now, lease, request, &mut self.random);
                 self.perform(HEAD);

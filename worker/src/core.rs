@@ -187,6 +187,10 @@ pub struct Config {
     /// stderr, prefixed with its worker and node (Ray's `log_to_driver`, default on). The
     /// embedded cluster's workers write to this process's terminal directly.
     pub log_to_driver: bool,
+    /// The embedded cluster's scheduling policy, by its registered name: `hybrid` (Ray's
+    /// default), `binpack`, `locality`, or one registered with `manta::register_policy!`. (A
+    /// running cluster's is chosen by `manta start --scheduler`.)
+    pub scheduler: String,
 }
 
 impl Default for Config {
@@ -207,6 +211,7 @@ impl Default for Config {
             address: None,
             token: None,
             log_to_driver: true,
+            scheduler: "hybrid".to_owned(),
         }
     }
 }
@@ -217,6 +222,7 @@ fn pool_config(config: &Config) -> PoolConfig {
         workers_max: config.max_workers.unwrap_or(config.num_cpus.max(1) * 2),
         start_concurrency_max: config.worker_start_concurrency.max(1),
         wait_when_infeasible: !config.fail_infeasible,
+        scheduler: config.scheduler.clone(),
         ..PoolConfig::default()
     }
 }
@@ -1094,7 +1100,9 @@ pub fn init_with(config: Config) -> Result<Cluster, InitError> {
         resources: config.resources.clone(),
         object_store_bytes: config.object_store_bytes,
         object_slots: 65_536,
+        scheduler: config.scheduler.clone(),
     };
+    manta_raylet::policies::policy_named(&config.scheduler).map_err(manta_node::NodeError::Scheduler)?;
     let head = manta_node::Head::start(&node_config)?;
     let address = head.node.local_addr().to_string();
     let core_arbiter = start_arbiter("manta-core")?;

@@ -167,6 +167,8 @@ enum Effect {
         request: RequestId,
         shape: Shape,
         raylet: Option<RemoteRaylet>,
+        /// The task's arguments' bytes by node, for the raylet's policy.
+        arguments: Vec<(NodeId, u64)>,
     },
     Push {
         request: RequestId,
@@ -208,7 +210,7 @@ impl Inner {
             }
             for command in commands {
                 match command {
-                    Command::RequestLease { request, shape, node: Some(node), spilled } => {
+                    Command::RequestLease { request, shape, node: Some(node), spilled, arguments } => {
                         // Spilled back to another node, or asked where the task's arguments
                         // are: ask its raylet, whose address came with the spillback or with
                         // the arguments' locations.
@@ -217,6 +219,7 @@ impl Inner {
                                 request,
                                 shape,
                                 raylet: Some(RemoteRaylet { node, address, spilled }),
+                                arguments,
                             }),
                             None => {
                                 let refusal = Refusal::Unreachable {
@@ -227,8 +230,8 @@ impl Inner {
                             }
                         }
                     }
-                    Command::RequestLease { request, shape, node: None, .. } => {
-                        effects.push(Effect::Ask { request, shape, raylet: None })
+                    Command::RequestLease { request, shape, node: None, arguments, .. } => {
+                        effects.push(Effect::Ask { request, shape, raylet: None, arguments })
                     }
                     Command::Push { request, task, .. } => {
                         let message = self.payloads.get(&task).map(|payload| PushTask {
@@ -380,8 +383,8 @@ fn drive(core: &Arc<CoreWorker>, event: impl FnOnce(&mut Inner, Duration)) {
 /// Performs one effect. On the core arbiter.
 fn perform(core: &Arc<CoreWorker>, effect: Effect) {
     match effect {
-        Effect::Ask { request, shape, raylet } => {
-            tokio::spawn(request_lease(core.clone(), request, shape, raylet));
+        Effect::Ask { request, shape, raylet, arguments } => {
+            tokio::spawn(request_lease(core.clone(), request, (shape, arguments), raylet));
         }
         Effect::Push { request, message, executor, death } => {
             tokio::spawn(push(core.clone(), request, message, executor, death));
@@ -570,13 +573,16 @@ async fn drain(core: Arc<CoreWorker>) {
                 // Cancelled meanwhile: its payload went with its completion; the arguments drop.
                 Ok((args, holds)) => {
                     if let Some(payload) = inner.payloads.get_mut(&id) {
-                        let near = if local_first { heaviest_elsewhere(core.node_id, &args) } else { None };
+                        let weights = argument_weights(&args);
+                        let near =
+                            if local_first { heaviest_elsewhere(core.node_id, &weights) } else { None };
                         if let Some((node, raylet)) = near {
                             inner.raylets.insert(node, raylet);
                         }
                         payload.args = args;
                         payload._holds = holds;
-                        inner.core.resolved_near(now, id, near.map(|(node, _)| node));
+                        let bytes = weights.into_iter().map(|(node, _, bytes)| (node, bytes)).collect();
+                        inner.core.resolved_near(now, id, near.map(|(node, _)| node), bytes);
                     }
                 }
                 Err(error) => {
@@ -593,24 +599,32 @@ async fn drain(core: Arc<CoreWorker>) {
     }
 }
 
-/// The node whose store holds most of `args`' bytes, and its raylet's address (a node's store
-/// service and its raylet share the node's address), when that is not `here` and it holds
-/// more than `here` does (Ray's locality-aware lease policy; a tie stays here).
-fn heaviest_elsewhere(here: NodeId, args: &[TaskArg]) -> Option<(NodeId, std::net::SocketAddr)> {
+/// The bytes of `args` by the node whose store holds them, with that node's raylet address (a
+/// node's store service and its raylet share the node's address); inline arguments weigh
+/// nothing.
+fn argument_weights(args: &[TaskArg]) -> Vec<(NodeId, std::net::SocketAddr, u64)> {
     let mut weights: Vec<(NodeId, std::net::SocketAddr, u64)> = Vec::new();
-    let mut local = 0u64;
     for argument in args {
         let TaskArg::Shared { location, .. } = argument else { continue };
-        if location.node == here {
-            local = local.saturating_add(location.size);
-        } else if let Some(weight) = weights.iter_mut().find(|(node, ..)| *node == location.node) {
-            weight.2 = weight.2.saturating_add(location.size);
-        } else {
-            weights.push((location.node, location.store, location.size));
+        match weights.iter_mut().find(|(node, ..)| *node == location.node) {
+            Some(weight) => weight.2 = weight.2.saturating_add(location.size),
+            None => weights.push((location.node, location.store, location.size)),
         }
     }
-    let (node, raylet, bytes) = weights.into_iter().max_by_key(|(.., bytes)| *bytes)?;
-    (bytes > local).then_some((node, raylet))
+    weights
+}
+
+/// The node of `weights` that holds the most bytes, and its raylet's address, when that is
+/// not `here` and it holds more than `here` does (Ray's locality-aware lease policy; a tie
+/// stays here).
+fn heaviest_elsewhere(
+    here: NodeId,
+    weights: &[(NodeId, std::net::SocketAddr, u64)],
+) -> Option<(NodeId, std::net::SocketAddr)> {
+    let local = weights.iter().find(|(node, ..)| *node == here).map_or(0, |(.., bytes)| *bytes);
+    let (node, raylet, bytes) =
+        weights.iter().filter(|(node, ..)| *node != here).max_by_key(|(.., bytes)| *bytes)?;
+    (*bytes > local).then_some((*node, *raylet))
 }
 
 /// A task whose arguments do not resolve fails with that error (outside the core's lock).
@@ -708,7 +722,7 @@ pub(crate) fn complete_returns(
 async fn request_lease(
     core: Arc<CoreWorker>,
     request: RequestId,
-    shape: Shape,
+    (shape, arguments): (Shape, Vec<(NodeId, u64)>),
     remote: Option<RemoteRaylet>,
 ) {
     let (cpus, gpus, resources) = shape.amounts();
@@ -731,6 +745,7 @@ async fn request_lease(
         // Another node's raylet watches this process instead, and ends its leases at its death.
         remote_requester: remote_at.map(|_| core.owner_address.0),
         warn: Some(core.owner_address.0),
+        arguments,
     };
     let mut link = None;
     let mut spilled_raylet = None;
@@ -1067,16 +1082,20 @@ mod tests {
         let here = NodeId([1; 16]);
         let inline = TaskArg::Inline(ByteBuf::from(vec![0; 100]));
         assert_eq!(
-            heaviest_elsewhere(here, std::slice::from_ref(&inline)),
+            heaviest_elsewhere(here, &argument_weights(std::slice::from_ref(&inline))),
             None,
             "inline arguments weigh nothing"
         );
         let args = [shared(1, 10), shared(2, 6), shared(2, 6), shared(3, 11), inline];
         assert_eq!(
-            heaviest_elsewhere(here, &args),
+            heaviest_elsewhere(here, &argument_weights(&args)),
             Some((NodeId([2; 16]), "127.0.0.2:7000".parse().unwrap())),
             "two arguments on node 2 weigh 12 bytes"
         );
-        assert_eq!(heaviest_elsewhere(here, &[shared(1, 12), shared(2, 12)]), None, "a tie stays here");
+        assert_eq!(
+            heaviest_elsewhere(here, &argument_weights(&[shared(1, 12), shared(2, 12)])),
+            None,
+            "a tie stays here"
+        );
     }
 }

@@ -177,6 +177,7 @@ impl ManagerCore {
             spilled,
             remote_requester: None,
             warn: None,
+            arguments: Vec::new(),
         };
         let raylet = entry.raylet.clone();
         self.commands.push(Command::RequestLease { actor, request, raylet });

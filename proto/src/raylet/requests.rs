@@ -46,6 +46,10 @@ pub struct RequestLease {
     /// scheduled right now" warning, seen by the user, not only in a log).
     #[serde(default)]
     pub warn: Option<std::net::SocketAddr>,
+    /// The bytes of the arguments of the task it is asked for, by the node whose store holds
+    /// them (what a locality-aware policy weighs; empty when unknown).
+    #[serde(default)]
+    pub arguments: Vec<(crate::NodeId, u64)>,
 }
 wire_message!(RequestLease => LeaseOutcome, id = 200, parks);
 

@@ -219,6 +219,8 @@ pub enum Command<O> {
         /// Whether a raylet spilled it back to `node` (which then keeps it if it ever can),
         /// rather than the submitter choosing `node` for its arguments (which may spill again).
         spilled: bool,
+        /// The arguments' bytes by node of the task the request is made for.
+        arguments: Vec<(NodeId, u64)>,
     },
     /// Push a task to the leased worker; answer with [`SubmitterCore::task_replied`], or
     /// [`SubmitterCore::worker_died`] if the worker is gone.
@@ -279,6 +281,8 @@ struct Task {
     /// The node holding most of its arguments' bytes, when that is not this one: a lease
     /// request made for it asks that node's raylet first (Ray's locality-aware lease policy).
     near: Option<NodeId>,
+    /// Its arguments' bytes by the node whose store holds them (for the raylet's policy).
+    arguments: Vec<(NodeId, u64)>,
     state: TaskState,
     retries_left: u32,
     attempts: u32,
@@ -314,6 +318,8 @@ struct Lease {
     shape: usize,
     node: Option<NodeId>,
     phase: LeasePhase,
+    /// The arguments' bytes by node of the task it was asked for (asked again with them).
+    arguments: Vec<(NodeId, u64)>,
 }
 
 /// The submitter of one process. Time (`now`) is any monotonic clock's reading as a
@@ -390,6 +396,7 @@ impl<O> SubmitterCore<O> {
             Task {
                 shape: index,
                 near: None,
+                arguments: Vec::new(),
                 state: TaskState::Resolving,
                 retries_left: retries,
                 attempts: 0,
@@ -401,19 +408,27 @@ impl<O> SubmitterCore<O> {
     /// The task's arguments are resolved: it joins its shape's queue. `false` if it is no
     /// longer waiting for that (cancelled meanwhile): the caller drops its arguments.
     pub fn resolved(&mut self, now: Duration, task: TaskId) -> bool {
-        self.resolved_near(now, task, None)
+        self.resolved_near(now, task, None, Vec::new())
     }
 
     /// [`SubmitterCore::resolved`], for a task whose arguments are mostly (by bytes) on another
     /// node, `near`: a lease request made for it goes to that node's raylet, which may grant it
-    /// or spill it back.
-    pub fn resolved_near(&mut self, now: Duration, task: TaskId, near: Option<NodeId>) -> bool {
+    /// or spill it back. `arguments`: its arguments' bytes by node, which the request carries
+    /// to the raylet's policy.
+    pub fn resolved_near(
+        &mut self,
+        now: Duration,
+        task: TaskId,
+        near: Option<NodeId>,
+        arguments: Vec<(NodeId, u64)>,
+    ) -> bool {
         let Some(entry) = self.tasks.get_mut(&task) else { return false };
         if entry.state != TaskState::Resolving {
             return false;
         }
         entry.state = TaskState::Queued;
         entry.near = near;
+        entry.arguments = arguments;
         let shape = entry.shape;
         self.shapes[shape].queue.push_back(task);
         self.dispatch(now, shape);
@@ -475,6 +490,7 @@ impl<O> SubmitterCore<O> {
                 shape: state.shape.clone(),
                 node,
                 spilled,
+                arguments: lease.arguments.clone(),
             });
         } else {
             self.leases.remove(&request);
@@ -649,16 +665,23 @@ impl<O> SubmitterCore<O> {
         while state.waiting < self.config.lease_requests_max && state.waiting + idle < state.queue.len() {
             // The request is for the first queued task no idle lease or earlier request
             // stands for: it asks where that task's arguments are.
-            let near = state.queue.get(idle + state.waiting).and_then(|task| self.tasks[task].near);
+            let (near, arguments) = state
+                .queue
+                .get(idle + state.waiting)
+                .and_then(|task| self.tasks.get(task))
+                .map_or((None, Vec::new()), |task| (task.near, task.arguments.clone()));
             state.waiting += 1;
             let request = RequestId(self.next_request);
             self.next_request += 1;
-            self.leases.insert(request, Lease { shape, node: near, phase: LeasePhase::Requested });
+            let lease =
+                Lease { shape, node: near, phase: LeasePhase::Requested, arguments: arguments.clone() };
+            self.leases.insert(request, lease);
             self.commands.push_back(Command::RequestLease {
                 request,
                 shape: state.shape.clone(),
                 node: near,
                 spilled: false,
+                arguments,
             });
         }
         let depth = self.config.fixed_depth.unwrap_or_else(|| {
@@ -852,7 +875,8 @@ mod tests {
         let mut core = SubmitterCore::<u32>::new(SubmitterConfig::default());
         let far = NodeId([5; 16]);
         core.submit(task(0), shape("f"), 0);
-        core.resolved_near(ms(0), task(0), Some(far));
+        let weights = vec![(far, 5_000_000)];
+        core.resolved_near(ms(0), task(0), Some(far), weights.clone());
         let commands = drain(&mut core);
         let asked = requests(&commands);
         assert_eq!(
@@ -861,14 +885,22 @@ mod tests {
                 request: asked[0],
                 shape: shape("f"),
                 node: Some(far),
-                spilled: false
+                spilled: false,
+                arguments: weights.clone()
             }],
             "asked where the arguments are, free to spill back"
         );
         core.lease_answered(ms(1), asked[0], LeaseAnswer::Lost);
         assert_eq!(
             drain(&mut core),
-            vec![Command::RequestLease { request: asked[0], shape: shape("f"), node: None, spilled: false }]
+            vec![Command::RequestLease {
+                request: asked[0],
+                shape: shape("f"),
+                node: None,
+                spilled: false,
+                arguments: weights
+            }],
+            "asked here again, with the same arguments"
         );
     }
 
@@ -944,13 +976,20 @@ mod tests {
                 request: asked[0],
                 shape: shape("f"),
                 node: Some(elsewhere),
-                spilled: true
+                spilled: true,
+                arguments: Vec::new()
             }]
         );
         core.lease_answered(ms(2), asked[0], LeaseAnswer::Lost);
         assert_eq!(
             drain(&mut core),
-            vec![Command::RequestLease { request: asked[0], shape: shape("f"), node: None, spilled: false }]
+            vec![Command::RequestLease {
+                request: asked[0],
+                shape: shape("f"),
+                node: None,
+                spilled: false,
+                arguments: Vec::new()
+            }]
         );
         core.lease_answered(ms(3), asked[0], LeaseAnswer::Granted { lease: 5, pid: 5 });
         assert_eq!(pushes(&drain(&mut core)), vec![(asked[0], task(0))]);
