@@ -33,6 +33,10 @@ pub struct GcsCore<S: Storage> {
     /// Each node's free resources as it last reported them (not stored: a restarted GCS hears
     /// them again within a report period).
     loads: BTreeMap<NodeId, Load>,
+    /// The nodes' records as stored, decoded once (every raylet reads the cluster view ten
+    /// times a second, and every report names its node); `None` if the stored table did not
+    /// decode, and then read from storage each time (its error reaches the caller).
+    node_cache: Option<BTreeMap<NodeId, NodeInfo>>,
 }
 
 /// A node's last report: its free resources, its waiting lease requests by demand, and its
@@ -71,7 +75,25 @@ fn joined_key(namespace: &str, name: &str) -> Result<Vec<u8>, GcsError> {
 impl<S: Storage> GcsCore<S> {
     /// A core over `storage` (empty, or left by a previous core).
     pub fn new(storage: S) -> Self {
-        GcsCore { storage, subscriptions: BTreeMap::new(), outbox: Vec::new(), loads: BTreeMap::new() }
+        let mut core = GcsCore {
+            storage,
+            subscriptions: BTreeMap::new(),
+            outbox: Vec::new(),
+            loads: BTreeMap::new(),
+            node_cache: None,
+        };
+        core.node_cache = core
+            .read_all::<NodeInfo>(Table::Nodes)
+            .ok()
+            .map(|nodes| nodes.into_iter().map(|info| (info.node_id, info)).collect());
+        core
+    }
+
+    fn store_node(&mut self, info: &NodeInfo) {
+        self.storage.put(Table::Nodes, &info.node_id.0, encode(info));
+        if let Some(cache) = &mut self.node_cache {
+            cache.insert(info.node_id, info.clone());
+        }
     }
 
     /// Gives the storage back (to rebuild a core over it, as after a restart).
@@ -123,7 +145,7 @@ impl<S: Storage> GcsCore<S> {
         }
         info.state = NodeState::Alive;
         info.death_cause = None;
-        self.storage.put(Table::Nodes, &info.node_id.0, encode(&info));
+        self.store_node(&info);
         self.publish(Change::Node(info));
         Ok(())
     }
@@ -137,7 +159,7 @@ impl<S: Storage> GcsCore<S> {
         info.state = NodeState::Dead;
         self.loads.remove(&node_id);
         info.death_cause = Some(cause.to_owned());
-        self.storage.put(Table::Nodes, &node_id.0, encode(&info));
+        self.store_node(&info);
         self.publish(Change::Node(info));
         let affected: Vec<ActorId> = self
             .actors()?
@@ -153,12 +175,19 @@ impl<S: Storage> GcsCore<S> {
 
     /// A node's record.
     pub fn node(&self, node_id: NodeId) -> Result<Option<NodeInfo>, GcsError> {
-        self.read(Table::Nodes, &node_id.0)
+        match &self.node_cache {
+            Some(cache) => Ok(cache.get(&node_id).cloned()),
+            None => self.read(Table::Nodes, &node_id.0),
+        }
     }
 
     /// Every node's record, alive or dead.
     pub fn nodes(&self) -> Result<Vec<NodeInfo>, GcsError> {
-        self.read_all(Table::Nodes)
+        match &self.node_cache {
+            // In the storage's key order (the node id's bytes), as the table reads.
+            Some(cache) => Ok(cache.values().cloned().collect()),
+            None => self.read_all(Table::Nodes),
+        }
     }
 
     /// A node's free resources now.

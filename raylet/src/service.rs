@@ -1238,7 +1238,7 @@ impl Handler<PrepareBundles> for RayletActor {
     /// Phase one of a placement group's two-phase commit (see `leases/bundles.rs`).
     fn handle(&mut self, request: PrepareBundles, ctx: &mut Context<Self>) -> Self::Result {
         let prepared = self.leases.prepare_bundles(request.group, request.round, &request.bundles);
-        info!(group = %request.group, bundles = request.bundles.len(), ok = prepared.is_ok(), "prepare bundles");
+        debug!(group = %request.group, bundles = request.bundles.len(), ok = prepared.is_ok(), "prepare bundles");
         self.perform(ctx);
         prepared
     }

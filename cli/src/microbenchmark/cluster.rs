@@ -110,6 +110,33 @@ pub(crate) fn run(options: super::Options, report: &dyn Fn(&Figure)) -> Result<V
         }
         runner.value("two_node_transfer_500mb_to_task_gigabytes", "GB/s", values);
     }
+    // Ray's `many_pgs` release test, on a cluster of this host: groups of one small bundle
+    // created at once and waited for, over 32 nodes (fewer when scaled down).
+    if runner.wanted("many_pgs") {
+        let nodes = ((32.0 * runner.options.scale).round() as usize).clamp(4, 32);
+        let small = (64u64 << 20).to_string();
+        for _ in 1 + cluster.nodes().len()..nodes {
+            cluster.add_node(NodeSpec::new().num_cpus(1).args(["--object-store-memory", &small]))?;
+        }
+        cluster.wait_for_nodes(nodes, Duration::from_secs(120))?;
+        let groups = runner.count(1000);
+        let mut values = Vec::new();
+        for _ in 0..runner.options.repeat {
+            let began = Instant::now();
+            let created = (0..groups)
+                .map(|_| manta::placement_group([[("CPU", 0.01)]], manta::PlacementStrategy::Pack))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| format!("a placement group: {error}"))?;
+            let ready = created.iter().map(|group| group.ready()).collect::<Result<Vec<_>, _>>();
+            let ready = ready.map_err(|error| format!("a ready ref: {error}"))?;
+            manta::get_all(&ready).map_err(|error| format!("the groups were not placed: {error}"))?;
+            values.push(groups as f64 / began.elapsed().as_secs_f64());
+            for group in &created {
+                manta::remove_placement_group(group).map_err(|error| format!("a removal: {error}"))?;
+            }
+        }
+        runner.value("many_pgs", "groups/s", values);
+    }
     drop(cluster);
     Ok(runner.figures)
 }

@@ -24,6 +24,11 @@ pub const BACKOFF_FIRST_MS: u64 = 100;
 /// The longest back-off, ms.
 pub const BACKOFF_MAX_MS: u64 = 5_000;
 
+/// Rounds of two-phase commit in flight at once at most (each for another group): a round
+/// waits for its raylets' answers, and groups placed one at a time would be placed at the pace
+/// of those round trips.
+pub const ROUNDS_MAX: usize = 64;
+
 /// Removed groups kept for `list` at most (the oldest forgotten first).
 pub const REMOVED_KEPT: usize = 1_000;
 
@@ -121,7 +126,8 @@ pub struct PlacementCore<P: SchedulingPolicy> {
     names: BTreeMap<(String, String), PlacementGroupId>,
     /// Groups with bundles to place, oldest first.
     queue: VecDeque<PlacementGroupId>,
-    round: Option<Round>,
+    /// The rounds in flight, at most one per group and [`ROUNDS_MAX`] in all.
+    rounds: BTreeMap<PlacementGroupId, Round>,
     /// The live nodes and their free resources, as the last view gave them, less what rounds
     /// took since.
     view: Vec<NodeView>,
@@ -142,7 +148,7 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
             groups: BTreeMap::new(),
             names: BTreeMap::new(),
             queue: VecDeque::new(),
-            round: None,
+            rounds: BTreeMap::new(),
             view: Vec::new(),
             dead: BTreeSet::new(),
             removed: VecDeque::new(),
@@ -256,25 +262,30 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
                 self.queue.push_back(group.info.spec.id);
             }
         }
-        // The round in flight loses what it placed there, whether or not the node answered.
-        let Some(round) = self.round.as_mut().filter(|round| round.bundles.iter().any(|(_, at)| *at == node))
-        else {
-            return;
-        };
-        let (group, died) = (round.group, format!("node {node} died"));
-        match &mut round.phase {
-            Phase::Preparing { waiting, .. } if waiting.contains(&node) => {
-                self.prepare_answered(group, node, Err(died), now_ms);
-            }
-            Phase::Preparing { ok, failures, .. } => {
-                ok.remove(&node);
-                failures.push(died);
-            }
-            Phase::Committing { waiting, .. } if waiting.contains(&node) => {
-                self.commit_answered(group, node, Err(died), now_ms);
-            }
-            Phase::Committing { lost, .. } => {
-                lost.insert(node);
+        // The rounds in flight lose what they placed there, whether or not the node answered.
+        let touched: Vec<PlacementGroupId> = self
+            .rounds
+            .values()
+            .filter(|round| round.bundles.iter().any(|(_, at)| *at == node))
+            .map(|round| round.group)
+            .collect();
+        for group in touched {
+            let Some(round) = self.rounds.get_mut(&group) else { continue };
+            let died = format!("node {node} died");
+            match &mut round.phase {
+                Phase::Preparing { waiting, .. } if waiting.contains(&node) => {
+                    self.prepare_answered(group, node, Err(died), now_ms);
+                }
+                Phase::Preparing { ok, failures, .. } => {
+                    ok.remove(&node);
+                    failures.push(died);
+                }
+                Phase::Committing { waiting, .. } if waiting.contains(&node) => {
+                    self.commit_answered(group, node, Err(died), now_ms);
+                }
+                Phase::Committing { lost, .. } => {
+                    lost.insert(node);
+                }
             }
         }
     }
@@ -287,7 +298,7 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
         answer: Result<(), String>,
         now_ms: u64,
     ) {
-        let Some(round) = self.round.as_mut().filter(|round| round.group == group) else { return };
+        let Some(round) = self.rounds.get_mut(&group) else { return };
         let Phase::Preparing { waiting, ok, failures } = &mut round.phase else { return };
         if !waiting.remove(&node) {
             return;
@@ -302,7 +313,7 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
             return;
         }
         let (ok, failures) = (std::mem::take(ok), std::mem::take(failures));
-        let round = self.round.take().expect("matched above");
+        let round = self.rounds.remove(&group).expect("matched above");
         let removed = self.state(group) == Some(PlacementGroupState::Removed);
         if removed {
             // Its removal told every node to give everything back.
@@ -320,7 +331,7 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
                 entry.retry_at_ms = now_ms + entry.backoff_ms;
                 entry.backoff_ms = (entry.backoff_ms * 2).min(BACKOFF_MAX_MS);
             }
-            self.queue.push_front(group);
+            self.requeue(group);
         } else {
             for node in &ok {
                 self.commands.push(Command::Commit {
@@ -330,12 +341,13 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
                     indices: round.indices_on(*node),
                 });
             }
-            self.round = Some(Round {
+            let committing = Round {
                 id: round.id,
                 group,
                 bundles: round.bundles,
                 phase: Phase::Committing { waiting: ok, lost: BTreeSet::new() },
-            });
+            };
+            self.rounds.insert(group, committing);
             return;
         }
         self.place(now_ms);
@@ -349,7 +361,7 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
         answer: Result<(), String>,
         now_ms: u64,
     ) {
-        let Some(round) = self.round.as_mut().filter(|round| round.group == group) else { return };
+        let Some(round) = self.rounds.get_mut(&group) else { return };
         let Phase::Committing { waiting, lost } = &mut round.phase else { return };
         if !waiting.remove(&node) {
             return;
@@ -361,7 +373,7 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
             return;
         }
         let lost = std::mem::take(lost);
-        let round = self.round.take().expect("matched above");
+        let round = self.rounds.remove(&group).expect("matched above");
         let Some(entry) = self.groups.get_mut(&group) else { return };
         if entry.info.state != PlacementGroupState::Removed {
             if lost.is_empty() {
@@ -387,66 +399,92 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
                 }
                 entry.retry_at_ms = now_ms + entry.backoff_ms;
                 entry.backoff_ms = (entry.backoff_ms * 2).min(BACKOFF_MAX_MS);
-                self.queue.push_front(group);
+                self.requeue(group);
             }
         }
         self.place(now_ms);
     }
 
-    /// Starts a round for the oldest queued group that can be placed now.
+    /// Starts rounds for the queued groups that can be placed now, oldest first, while fewer
+    /// than [`ROUNDS_MAX`] are in flight.
     fn place(&mut self, now_ms: u64) {
-        if self.round.is_some() || self.view.is_empty() {
+        if self.view.is_empty() {
             return;
         }
-        let cluster = ClusterView { local: self.view[0].id, nodes: self.view.clone() };
-        for position in 0..self.queue.len() {
-            let id = self.queue[position];
-            let Some(group) = self.groups.get(&id) else { continue };
-            if group.retry_at_ms > now_ms {
+        let mut position = 0;
+        while position < self.queue.len() && self.rounds.len() < ROUNDS_MAX {
+            if self.start_round(position, now_ms) {
+                // It left the queue: the next group is at the same position now.
                 continue;
             }
-            let unplaced: Vec<u32> = (0..group.info.nodes.len() as u32)
-                .filter(|index| group.info.nodes[*index as usize].is_none())
-                .collect();
-            let placed: Vec<NodeId> = group.info.nodes.iter().flatten().copied().collect();
-            let bundles: Vec<ResourceSet> = unplaced
-                .iter()
-                .map(|index| {
-                    ResourceSet::from_amounts(&group.info.spec.bundles[*index as usize]).unwrap_or_default()
-                })
-                .collect();
-            let Some(nodes) =
-                self.policy.place_bundles(&bundles, group.info.spec.strategy, &placed, &cluster)
-            else {
-                continue;
-            };
-            if nodes.len() != unplaced.len() {
-                continue;
-            }
+            position += 1;
+        }
+    }
+
+    /// Starts a round for the queued group at `position` if it can be placed now.
+    fn start_round(&mut self, position: usize, now_ms: u64) -> bool {
+        let id = self.queue[position];
+        let Some(group) = self.groups.get(&id) else {
             self.queue.remove(position);
-            let spec_bundles = group.info.spec.bundles.clone();
-            let chosen: Vec<(u32, NodeId)> = unplaced.into_iter().zip(nodes).collect();
-            let mut by_node: BTreeMap<NodeId, Vec<(u32, Bundle)>> = BTreeMap::new();
-            for ((index, node), set) in chosen.iter().zip(&bundles) {
-                by_node.entry(*node).or_default().push((*index, spec_bundles[*index as usize].clone()));
-                // Taken until the next view shows it.
-                if let Some(view) = self.view.iter_mut().find(|view| view.id == *node) {
-                    view.resources.available.saturating_take(set);
-                }
+            return true;
+        };
+        if group.retry_at_ms > now_ms || self.rounds.contains_key(&id) {
+            return false;
+        }
+        let unplaced: Vec<u32> = (0..group.info.nodes.len() as u32)
+            .filter(|index| group.info.nodes[*index as usize].is_none())
+            .collect();
+        if unplaced.is_empty() || group.info.state == PlacementGroupState::Removed {
+            // Nothing to place (queued twice, or removed meanwhile).
+            self.queue.remove(position);
+            return true;
+        }
+        let placed: Vec<NodeId> = group.info.nodes.iter().flatten().copied().collect();
+        let bundles: Vec<ResourceSet> = unplaced
+            .iter()
+            .map(|index| {
+                ResourceSet::from_amounts(&group.info.spec.bundles[*index as usize]).unwrap_or_default()
+            })
+            .collect();
+        let cluster = ClusterView { local: self.view[0].id, nodes: self.view.clone() };
+        let Some(nodes) = self.policy.place_bundles(&bundles, group.info.spec.strategy, &placed, &cluster)
+        else {
+            return false;
+        };
+        if nodes.len() != unplaced.len() {
+            return false;
+        }
+        self.queue.remove(position);
+        let spec_bundles = group.info.spec.bundles.clone();
+        let chosen: Vec<(u32, NodeId)> = unplaced.into_iter().zip(nodes).collect();
+        let mut by_node: BTreeMap<NodeId, Vec<(u32, Bundle)>> = BTreeMap::new();
+        for ((index, node), set) in chosen.iter().zip(&bundles) {
+            by_node.entry(*node).or_default().push((*index, spec_bundles[*index as usize].clone()));
+            // Taken until the next view shows it.
+            if let Some(view) = self.view.iter_mut().find(|view| view.id == *node) {
+                view.resources.available.saturating_take(set);
             }
-            let waiting: BTreeSet<NodeId> = by_node.keys().copied().collect();
-            let round = self.next_round;
-            self.next_round += 1;
-            for (node, bundles) in by_node {
-                self.commands.push(Command::Prepare { group: id, round, node, bundles });
-            }
-            self.round = Some(Round {
-                id: round,
-                group: id,
-                bundles: chosen,
-                phase: Phase::Preparing { waiting, ok: BTreeSet::new(), failures: Vec::new() },
-            });
-            return;
+        }
+        let waiting: BTreeSet<NodeId> = by_node.keys().copied().collect();
+        let round = self.next_round;
+        self.next_round += 1;
+        for (node, bundles) in by_node {
+            self.commands.push(Command::Prepare { group: id, round, node, bundles });
+        }
+        let preparing = Round {
+            id: round,
+            group: id,
+            bundles: chosen,
+            phase: Phase::Preparing { waiting, ok: BTreeSet::new(), failures: Vec::new() },
+        };
+        self.rounds.insert(id, preparing);
+        true
+    }
+
+    /// Puts `group` back at the front of the queue (once).
+    fn requeue(&mut self, group: PlacementGroupId) {
+        if !self.queue.contains(&group) {
+            self.queue.push_front(group);
         }
     }
 
