@@ -1,9 +1,9 @@
-//! A node killed (`kill -9` of its raylet, whose workers die with it) while a driver on the
-//! head uses it: retriable tasks finish elsewhere with the right results, an actor with a
-//! restart left answers again from the head, one without restarts fails naming the node, a
-//! task without retries fails with `NodeDied` naming it, the
-//! GCS declares the node dead, and an object whose only copy was there is lost (an error, not a
-//! hang). Work that needed the dead node's resource waits until a node that has it joins.
+//! A node killed (`kill -9` of its raylet, whose workers die with it) during 500 retriable
+//! tasks of a driver on the head: the tasks finish elsewhere with the right results, an actor
+//! with a restart left answers again from the head, one without restarts fails naming the node,
+//! a task without retries fails with `NodeDied` naming it, the GCS declares the node dead, and
+//! an object whose only copy was there is lost (an error, not a hang). Work that needed the
+//! dead node's resource waits until a node that has it joins.
 //!
 //! One test in this file: a worker re-executes this binary, and must only become a worker.
 
@@ -90,7 +90,7 @@ fn a_killed_node_loses_no_retriable_work_and_its_losses_are_errors() {
     // Work spread over both nodes, some of it running when the node dies.
     let spread = manta::SchedulingStrategy::Spread;
     let doubled: Vec<_> =
-        (0..200u64).map(|x| double_later::options().scheduling_strategy(&spread).remote(x, 10)).collect();
+        (0..500u64).map(|x| double_later::options().scheduling_strategy(&spread).remote(x, 10)).collect();
     let ran_there = node_of::options().resources([("doomed", 1.0)]).remote().get().unwrap();
     assert_eq!(ran_there, doomed_id);
 
@@ -111,7 +111,7 @@ fn a_killed_node_loses_no_retriable_work_and_its_losses_are_errors() {
     cluster.wait_for_nodes(1, Duration::from_secs(60)).unwrap();
 
     let results = manta::get_all(&doubled).expect("every retriable task finishes");
-    assert_eq!(results, (0..200u64).map(|x| x * 2).collect::<Vec<_>>());
+    assert_eq!(results, (0..500u64).map(|x| x * 2).collect::<Vec<_>>());
     match unretried.get_timeout(Duration::from_secs(60)) {
         Err(manta::TaskError::NodeDied { node, attempts: 1, .. }) => assert_eq!(node, doomed_id),
         other => panic!("a task without retries on the dead node: {other:?}"),
