@@ -1,10 +1,11 @@
 //! Scheduling on four nodes, as Ray's tests check it: 2,000 `SPREAD` tasks run on every node;
 //! hard node affinity runs only on its node, soft affinity to a dead node runs elsewhere and
 //! hard affinity to it fails at once; label scheduling keeps to its hard conditions and prefers
-//! its soft ones; a task needing `{"node2": 1}` runs on node 2; a task
-//! needing what no node has waits, the driver is warned with the demand named, and it runs as
-//! soon as a node that has it joins. A node whose store is too small for all the copies it
-//! pulls evicts the least recently used (secondary copies only) and reads on.
+//! its soft ones, and a placement group's bundles keep to their label selectors; a task needing
+//! `{"node2": 1}` runs on node 2; a task needing what no node has waits, the driver is warned
+//! with the demand named, and it runs as soon as a node that has it joins. A node whose store
+//! is too small for all the copies it pulls evicts the least recently used (secondary copies
+//! only) and reads on.
 //!
 //! One test in this file: a worker re-executes this binary, and must only become a worker.
 
@@ -109,6 +110,19 @@ fn four_nodes_spread_pin_and_wait_as_ray_does() {
     support::eventually("a task runs on the preferred node", || {
         node_of::options().scheduling_strategy(&prefer_gpu).remote().get().unwrap() == ids[3]
     });
+
+    // A placement group whose bundles must be in zone b: one on each of nodes 2 and 3.
+    let in_b = vec![LabelMatch::is_in("zone", ["b"])];
+    let options =
+        manta::PlacementGroupOptions { bundle_labels: vec![in_b.clone(), in_b], ..Default::default() };
+    let bundles = [[("CPU", 0.5)], [("CPU", 0.5)]];
+    let group =
+        manta::placement_group_with(bundles, manta::PlacementStrategy::StrictSpread, options).unwrap();
+    assert!(group.wait(Duration::from_secs(60)).unwrap());
+    let nodes: std::collections::BTreeSet<String> =
+        group.info().unwrap().nodes.iter().flatten().map(|node| node.to_string()).collect();
+    assert_eq!(nodes, [ids[2].clone(), ids[3].clone()].into_iter().collect());
+    manta::remove_placement_group(&group).unwrap();
 
     // Node 3 dies: soft affinity to it runs elsewhere; hard affinity to it fails at once.
     let dead = ids[3].parse().unwrap();

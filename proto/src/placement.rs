@@ -65,6 +65,10 @@ pub struct PlacementGroupSpec {
     pub job: Option<JobId>,
     /// It outlives its job (removed only by `remove_placement_group`).
     pub detached: bool,
+    /// Conditions on the labels of each bundle's node, by bundle index (Ray's
+    /// `bundle_label_selector`; missing or empty: any node).
+    #[serde(default)]
+    pub bundle_labels: Vec<Vec<crate::raylet::LabelMatch>>,
 }
 
 /// A group as `get_placement_group` and `list_placement_groups` show it.

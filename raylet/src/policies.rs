@@ -11,8 +11,8 @@
 use manta_transport::NodeId;
 
 use crate::policy::{
-    place_bundles, ClusterView, Decision, DefaultPolicy, NodeView, PlacementStrategy, RandomSource, Request,
-    SchedulingPolicy, SchedulingStrategy,
+    place_bundles, BundleDemand, ClusterView, Decision, DefaultPolicy, NodeView, PlacementStrategy,
+    RandomSource, Request, SchedulingPolicy, SchedulingStrategy,
 };
 use crate::resources::ResourceSet;
 
@@ -115,7 +115,7 @@ impl SchedulingPolicy for BinPackPolicy {
 
     fn place_bundles(
         &mut self,
-        bundles: &[ResourceSet],
+        bundles: &[BundleDemand],
         strategy: PlacementStrategy,
         placed: &[NodeId],
         cluster: &ClusterView,
@@ -127,9 +127,9 @@ impl SchedulingPolicy for BinPackPolicy {
         let mut view = cluster.clone();
         let mut chosen = Vec::with_capacity(bundles.len());
         for bundle in bundles {
-            let node = most_used(with_room(bundle, &view))?.id;
+            let node = most_used(view.nodes.iter().filter(|node| bundle.fits(node)))?.id;
             if let Some(view) = view.nodes.iter_mut().find(|view| view.id == node) {
-                view.resources.available.saturating_take(bundle);
+                view.resources.available.saturating_take(&bundle.resources);
             }
             chosen.push(node);
         }
@@ -225,8 +225,12 @@ mod tests {
             DefaultPolicy::default().schedule(&Request::new(&cpus(1), &strategy), &view, &mut SplitMix64(1));
         assert_eq!(default, Decision::Scheduled(id(1)));
         // PACK bundles go to the busiest nodes first.
-        let placed =
-            BinPackPolicy::default().place_bundles(&[cpus(1), cpus(2)], PlacementStrategy::Pack, &[], &view);
+        let placed = BinPackPolicy::default().place_bundles(
+            &[cpus(1).into(), cpus(2).into()],
+            PlacementStrategy::Pack,
+            &[],
+            &view,
+        );
         assert_eq!(placed, Some(vec![id(3), id(2)]));
     }
 

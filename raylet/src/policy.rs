@@ -103,12 +103,37 @@ pub trait SchedulingPolicy {
     /// only its bundles are placed again). The default is [`place_bundles`].
     fn place_bundles(
         &mut self,
-        bundles: &[ResourceSet],
+        bundles: &[BundleDemand],
         strategy: PlacementStrategy,
         placed: &[NodeId],
         cluster: &ClusterView,
     ) -> Option<Vec<NodeId>> {
         place_bundles(bundles, strategy, placed, cluster)
+    }
+}
+
+/// One bundle to place: its resources, and the conditions on the labels of its node (Ray's
+/// per-bundle label selector; none: any node).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BundleDemand {
+    /// What it reserves.
+    pub resources: ResourceSet,
+    /// Conditions its node's labels must meet.
+    pub labels: Vec<LabelMatch>,
+}
+
+impl From<ResourceSet> for BundleDemand {
+    fn from(resources: ResourceSet) -> Self {
+        BundleDemand { resources, labels: Vec::new() }
+    }
+}
+
+impl BundleDemand {
+    /// Whether `node` could take this bundle now.
+    pub fn fits(&self, node: &NodeView) -> bool {
+        node.alive
+            && node.resources.available.contains(&self.resources)
+            && self.labels.iter().all(|condition| condition.matches(&node.labels))
     }
 }
 
@@ -121,7 +146,7 @@ pub use manta_proto::placement::PlacementStrategy;
 /// one fits, else on any that fits. Ties go to the least used node, then the lowest id, so a
 /// placement is the same for the same view.
 pub fn place_bundles(
-    bundles: &[ResourceSet],
+    bundles: &[BundleDemand],
     strategy: PlacementStrategy,
     placed: &[NodeId],
     cluster: &ClusterView,
@@ -129,10 +154,15 @@ pub fn place_bundles(
     // Each live node's free resources, taken from as bundles are placed.
     let mut free: Vec<NodeResources> = Vec::new();
     let mut ids: Vec<NodeId> = Vec::new();
+    let mut labels: Vec<&[(String, String)]> = Vec::new();
     for node in cluster.nodes.iter().filter(|node| node.alive) {
         ids.push(node.id);
         free.push(node.resources.clone());
+        labels.push(&node.labels);
     }
+    let labels_fit = |bundle: &BundleDemand, index: usize| {
+        bundle.labels.iter().all(|condition| condition.matches(labels[index]))
+    };
     let mut used: Vec<NodeId> = placed.to_vec();
     let least_used = |free: &[NodeResources], candidates: &mut dyn Iterator<Item = usize>| {
         candidates.min_by(|a, b| {
@@ -141,8 +171,10 @@ pub fn place_bundles(
     };
     if strategy == PlacementStrategy::StrictPack {
         let mut sum = ResourceSet::new();
-        bundles.iter().for_each(|bundle| sum.add(bundle));
-        let fits = |index: &usize| free[*index].available.contains(&sum);
+        bundles.iter().for_each(|bundle| sum.add(&bundle.resources));
+        let fits = |index: &usize| {
+            free[*index].available.contains(&sum) && bundles.iter().all(|bundle| labels_fit(bundle, *index))
+        };
         let node = match used.first() {
             Some(node) => ids.iter().position(|id| id == node).filter(fits)?,
             None => least_used(&free, &mut (0..ids.len()).filter(fits))?,
@@ -151,8 +183,9 @@ pub fn place_bundles(
     }
     let mut chosen = Vec::with_capacity(bundles.len());
     for bundle in bundles {
-        let fits: Vec<usize> =
-            (0..ids.len()).filter(|index| free[*index].available.contains(bundle)).collect();
+        let fits: Vec<usize> = (0..ids.len())
+            .filter(|index| free[*index].available.contains(&bundle.resources) && labels_fit(bundle, *index))
+            .collect();
         let fresh = || fits.iter().copied().filter(|index| !used.contains(&ids[*index]));
         let node = match strategy {
             PlacementStrategy::Pack => {
@@ -167,7 +200,7 @@ pub fn place_bundles(
             }
             PlacementStrategy::StrictPack => unreachable!("placed above"),
         }?;
-        free[node].available.saturating_take(bundle);
+        free[node].available.saturating_take(&bundle.resources);
         used.push(ids[node]);
         chosen.push(ids[node]);
     }
@@ -186,7 +219,7 @@ impl<P: SchedulingPolicy + ?Sized> SchedulingPolicy for Box<P> {
 
     fn place_bundles(
         &mut self,
-        bundles: &[ResourceSet],
+        bundles: &[BundleDemand],
         strategy: PlacementStrategy,
         placed: &[NodeId],
         cluster: &ClusterView,
@@ -452,7 +485,8 @@ mod tests {
             ClusterView { local: id(1), nodes: vec![node(1, 4, 4, 0), node(2, 2, 2, 0), node(3, 2, 2, 0)] };
         let one = [cpus(1), cpus(1)];
         let place = |bundles: &[ResourceSet], strategy, placed: &[NodeId]| {
-            place_bundles(bundles, strategy, placed, &cluster)
+            let bundles: Vec<BundleDemand> = bundles.iter().cloned().map(Into::into).collect();
+            place_bundles(&bundles, strategy, placed, &cluster)
         };
         // PACK: one node while it fits; STRICT_PACK: one node or none.
         assert_eq!(place(&one, PlacementStrategy::Pack, &[]), Some(vec![id(1), id(1)]));
@@ -478,10 +512,20 @@ mod tests {
         // One of a STRICT_PACK group goes where the others are, or waits.
         assert_eq!(place(&[cpus(3)], PlacementStrategy::StrictPack, &[id(2)]), None);
         assert_eq!(place(&[cpus(1)], PlacementStrategy::StrictPack, &[id(2)]), Some(vec![id(2)]));
+        // A bundle's label selector keeps it to the nodes that meet it.
+        let mut labelled = cluster.clone();
+        labelled.nodes[1].labels.push(("zone".into(), "b".into()));
+        let in_b = BundleDemand { resources: cpus(1), labels: vec![LabelMatch::is_in("zone", ["b"])] };
+        assert_eq!(
+            place_bundles(&[in_b.clone()], PlacementStrategy::Pack, &[], &labelled),
+            Some(vec![id(2)])
+        );
+        let two_in_b = [in_b.clone(), in_b];
+        assert_eq!(place_bundles(&two_in_b, PlacementStrategy::StrictSpread, &[], &labelled), None);
         // Dead nodes are never chosen.
         let mut dead = cluster.clone();
         dead.nodes[0].alive = false;
-        assert_eq!(place_bundles(&[cpus(3)], PlacementStrategy::Pack, &[], &dead), None);
+        assert_eq!(place_bundles(&[cpus(3).into()], PlacementStrategy::Pack, &[], &dead), None);
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct PlacementGroupOptions {
     pub namespace: Option<String>,
     /// With the job, or detached.
     pub lifetime: Lifetime,
+    /// Conditions on the labels of each bundle's node, by bundle index (Ray's
+    /// `bundle_label_selector`; missing or empty: any node).
+    pub bundle_labels: Vec<Vec<crate::LabelMatch>>,
 }
 
 /// Reserves `bundles` (each a map of resource amounts: `[("CPU", 2.0), ("GPU", 1.0)]`) under
@@ -94,6 +97,7 @@ where
         bundles,
         job: Some(core.job),
         detached: options.lifetime == Lifetime::Detached,
+        bundle_labels: options.bundle_labels,
     };
     let manager = core.placement_groups.clone();
     core.block_on(async move { manager.ask(CreatePlacementGroup(spec)).await })

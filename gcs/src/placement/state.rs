@@ -16,7 +16,7 @@ use manta_proto::placement::{
     PlacementStrategy,
 };
 use manta_proto::{NodeId, PlacementGroupId};
-use manta_raylet::{ClusterView, NodeView, ResourceSet, SchedulingPolicy};
+use manta_raylet::{BundleDemand, ClusterView, NodeView, ResourceSet, SchedulingPolicy};
 
 /// The first back-off after a failed round, ms.
 pub const BACKOFF_FIRST_MS: u64 = 100;
@@ -440,10 +440,12 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
             return true;
         }
         let placed: Vec<NodeId> = group.info.nodes.iter().flatten().copied().collect();
-        let bundles: Vec<ResourceSet> = unplaced
+        let bundles: Vec<BundleDemand> = unplaced
             .iter()
-            .map(|index| {
-                ResourceSet::from_amounts(&group.info.spec.bundles[*index as usize]).unwrap_or_default()
+            .map(|index| BundleDemand {
+                resources: ResourceSet::from_amounts(&group.info.spec.bundles[*index as usize])
+                    .unwrap_or_default(),
+                labels: group.info.spec.bundle_labels.get(*index as usize).cloned().unwrap_or_default(),
             })
             .collect();
         let cluster = ClusterView { local: self.view[0].id, nodes: self.view.clone() };
@@ -462,7 +464,7 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
             by_node.entry(*node).or_default().push((*index, spec_bundles[*index as usize].clone()));
             // Taken until the next view shows it.
             if let Some(view) = self.view.iter_mut().find(|view| view.id == *node) {
-                view.resources.available.saturating_take(set);
+                view.resources.available.saturating_take(&set.resources);
             }
         }
         let waiting: BTreeSet<NodeId> = by_node.keys().copied().collect();
@@ -532,6 +534,13 @@ fn validate(spec: &PlacementGroupSpec) -> Result<(), PlacementGroupError> {
             return invalid(format!("bundle {index}: {name:?} is not a resource a bundle can hold"));
         }
     }
+    if spec.bundle_labels.len() > spec.bundles.len() {
+        return invalid(format!(
+            "{} label selectors for {} bundles",
+            spec.bundle_labels.len(),
+            spec.bundles.len()
+        ));
+    }
     for part in [&spec.name, &spec.namespace] {
         if part.contains('\0') {
             return invalid(format!("names and namespaces may not contain NUL bytes: {part:?}"));
@@ -576,6 +585,7 @@ mod tests {
             bundles,
             job: None,
             detached: false,
+            bundle_labels: Vec::new(),
         }
     }
 
