@@ -517,7 +517,7 @@ mod tests {
         labelled.nodes[1].labels.push(("zone".into(), "b".into()));
         let in_b = BundleDemand { resources: cpus(1), labels: vec![LabelMatch::is_in("zone", ["b"])] };
         assert_eq!(
-            place_bundles(&[in_b.clone()], PlacementStrategy::Pack, &[], &labelled),
+            place_bundles(std::slice::from_ref(&in_b), PlacementStrategy::Pack, &[], &labelled),
             Some(vec![id(2)])
         );
         let two_in_b = [in_b.clone(), in_b];
