@@ -209,8 +209,11 @@ pub struct LeaseManager<P: SchedulingPolicy> {
     config: PoolConfig,
     policy: P,
     resources: NodeResources,
-    /// Other nodes as last reported (by the GCS); the local one is `resources`.
-    peers: Vec<NodeView>,
+    /// The cluster as the policy sees it: this node first (its resources copied in from
+    /// `resources` before each decision), then the other nodes as last reported (by the GCS),
+    /// less what was spilled to them since. Kept, not rebuilt per decision: at thousands of
+    /// nodes, copying the view cost more than deciding.
+    view: ClusterView,
     workers: BTreeMap<WorkerId, WorkerState>,
     /// The job each worker serves.
     jobs: BTreeMap<WorkerId, JobId>,
@@ -235,12 +238,21 @@ pub struct LeaseManager<P: SchedulingPolicy> {
 impl<P: SchedulingPolicy> LeaseManager<P> {
     /// A manager for node `node` with `total` resources.
     pub fn new(node: NodeId, total: ResourceSet, policy: P, config: PoolConfig) -> Self {
+        let labels = config.labels.clone();
         LeaseManager {
             node,
             config,
             policy,
+            view: ClusterView {
+                local: node,
+                nodes: vec![NodeView {
+                    id: node,
+                    resources: NodeResources::idle(total.clone()),
+                    alive: true,
+                    labels,
+                }],
+            },
             resources: NodeResources::idle(total),
-            peers: Vec::new(),
             workers: BTreeMap::new(),
             jobs: BTreeMap::new(),
             next_worker: 1,
@@ -267,14 +279,14 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
 
     /// Replaces what is known of the other nodes.
     pub fn set_peers(&mut self, peers: Vec<NodeView>) {
-        self.peers = peers.into_iter().filter(|peer| peer.id != self.node).collect();
+        self.view.nodes.truncate(1);
+        self.view.nodes.extend(peers.into_iter().filter(|peer| peer.id != self.node));
     }
 
     /// Re-decides the queued requests that cannot run here now (after the view of the other
     /// nodes changed): one that fits elsewhere is spilled back; one that no live node could ever
     /// run is answered `Infeasible`. The rest keep their place in the queue.
     pub fn reconsider_queue(&mut self, random: &mut dyn RandomSource) {
-        let cluster = self.cluster();
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for request in std::mem::take(&mut self.queue) {
             let runs_here =
@@ -283,7 +295,8 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
                 kept.push_back(request);
                 continue;
             }
-            match self.policy.schedule(&request.policy_request(), &cluster, random) {
+            self.refresh_view();
+            match self.policy.schedule(&request.policy_request(), &self.view, random) {
                 Decision::Scheduled(node) if node != self.node => self.spill(request, node),
                 Decision::Infeasible => self.infeasible(request),
                 Decision::Retry => match self.waits_elsewhere(&request) {
@@ -295,7 +308,8 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         }
         // Those waiting for a node that fits: one may have joined.
         for request in std::mem::take(&mut self.infeasible) {
-            match self.policy.schedule(&request.policy_request(), &cluster, random) {
+            self.refresh_view();
+            match self.policy.schedule(&request.policy_request(), &self.view, random) {
                 Decision::Scheduled(node) if node != self.node => self.spill(request, node),
                 Decision::Infeasible => self.infeasible.push_back(request),
                 Decision::Scheduled(_) | Decision::Retry => kept.push_back(request),
@@ -309,15 +323,14 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         self.queue.len() + self.infeasible.len()
     }
 
-    fn cluster(&self) -> ClusterView {
-        let mut nodes = vec![NodeView {
-            id: self.node,
-            resources: self.resources.clone(),
-            alive: true,
-            labels: self.config.labels.clone(),
-        }];
-        nodes.extend(self.peers.iter().cloned());
-        ClusterView { local: self.node, nodes }
+    /// Copies this node's resources now into the policy's view.
+    fn refresh_view(&mut self) {
+        self.view.nodes[0].resources.clone_from(&self.resources);
+    }
+
+    /// The other nodes, as the view has them.
+    fn peers(&self) -> &[NodeView] {
+        &self.view.nodes[1..]
     }
 
     /// A submitter of job 0 asks for a worker for tasks needing `demand`. A `dedicated` lease
@@ -368,7 +381,8 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         let decision = if spilled && self.resources.total.contains(&queued.placement) {
             Decision::Retry
         } else {
-            self.policy.schedule(&queued.policy_request(), &self.cluster(), random)
+            self.refresh_view();
+            self.policy.schedule(&queued.policy_request(), &self.view, random)
         };
         match decision {
             Decision::Scheduled(node) if node != self.node => self.spill(queued, node),
@@ -402,13 +416,13 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         // Pinned to another node: it waits there, whatever room this one has.
         if let SchedulingStrategy::NodeAffinity { node, soft: false } = request.strategy {
             if node != self.node {
-                return self.peers.iter().filter(fits).find(|peer| peer.id == node).map(|peer| peer.id);
+                return self.peers().iter().filter(fits).find(|peer| peer.id == node).map(|peer| peer.id);
             }
         }
         if self.resources.total.contains(&request.placement) && !self.pinned_elsewhere(request) {
             return None;
         }
-        self.peers
+        self.peers()
             .iter()
             .filter(fits)
             .min_by(|a, b| {
@@ -428,7 +442,7 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     /// (Ray's remote allocation): a burst of requests spreads instead of all going to the node
     /// that looked freest.
     fn spill(&mut self, request: Queued, node: NodeId) {
-        if let Some(peer) = self.peers.iter_mut().find(|peer| peer.id == node) {
+        if let Some(peer) = self.view.nodes[1..].iter_mut().find(|peer| peer.id == node) {
             peer.resources.available.saturating_take(&request.placement);
         }
         self.reply(request.lease, LeaseReply::Spillback { node });
