@@ -57,6 +57,11 @@ impl Counter {
         self.count += 1;
         self.count
     }
+
+    /// What a task this actor submits (with no strategy of its own) holds.
+    fn child_held(&self) -> Vec<String> {
+        held::remote().get().unwrap()
+    }
 }
 
 /// The node's free CPUs as it last reported them, once they equal `wanted` (the report
@@ -104,6 +109,13 @@ fn a_group_is_reserved_its_work_runs_inside_and_removal_gives_everything_back() 
     let captured = child_held::options().scheduling_strategy(pg.strategy(None, true).unwrap()).remote();
     let captured = captured.get_timeout(Duration::from_secs(60)).unwrap();
     assert!(!captured.is_empty() && in_group(&captured), "the child holds {captured:?}");
+    // An actor placed with capture_child_tasks captures its methods' children too.
+    let capturing =
+        Counter::options().scheduling_strategy(pg.strategy(Some(1), true).unwrap()).remote().unwrap();
+    let from_actor = capturing.child_held().get_timeout(Duration::from_secs(60)).unwrap();
+    assert!(!from_actor.is_empty() && in_group(&from_actor), "the actor's child holds {from_actor:?}");
+    let from_plain = counter.child_held().get_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(from_plain, vec!["CPU".to_owned()], "an actor placed without capture does not capture");
     let free = child_held::options().scheduling_strategy(pg.strategy(Some(1), false).unwrap()).remote();
     let free = free.get_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(free, vec!["CPU".to_owned()], "without capture the child holds plain CPUs");
