@@ -112,7 +112,7 @@ pub mod scheduling {
     pub use manta_raylet::{
         place_bundles, ClusterView, Decision, DefaultPolicy, NodeResources, NodeView, PlacementStrategy,
         PolicyConfig, Quantity, RandomSource, Request, ResourceSet, SchedulingPolicy, SchedulingStrategy,
-        SplitMix64,
+        SharedNodes, SplitMix64,
     };
 }
 

@@ -121,8 +121,7 @@ impl manta::scheduling::SchedulingPolicy for LowestId {
         random: &mut dyn manta::scheduling::RandomSource,
     ) -> manta::scheduling::Decision {
         let lowest = cluster
-            .nodes
-            .iter()
+            .nodes()
             .filter(|node| node.alive && node.resources.available.contains(request.demand))
             .min_by_key(|node| node.id);
         match (request.strategy, lowest) {
@@ -147,10 +146,7 @@ fn a_policy_registered_in_the_user_s_crate_is_found_by_name() {
         alive: true,
         labels: Vec::new(),
     };
-    let cluster = manta::scheduling::ClusterView {
-        local: manta::state::NodeId([3; 16]),
-        nodes: vec![node(3), node(2)],
-    };
+    let cluster = manta::scheduling::ClusterView::new(manta::state::NodeId([3; 16]), vec![node(3), node(2)]);
     let strategy = manta::scheduling::SchedulingStrategy::Hybrid;
     let decision = policy.schedule(
         &manta::scheduling::Request::new(&cpu, &strategy),

@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, VecDeque};
 use manta_proto::JobId;
 use manta_transport::NodeId;
 
-use crate::policy::{ClusterView, Decision, NodeView, RandomSource, SchedulingPolicy, SchedulingStrategy};
+use crate::policy::{
+    ClusterView, Decision, NodeView, RandomSource, SchedulingPolicy, SchedulingStrategy, SharedNodes,
+};
 use crate::resources::{NodeResources, ResourceSet};
 
 mod bundles;
@@ -243,15 +245,15 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
             node,
             config,
             policy,
-            view: ClusterView {
-                local: node,
-                nodes: vec![NodeView {
+            view: ClusterView::new(
+                node,
+                vec![NodeView {
                     id: node,
                     resources: NodeResources::idle(total.clone()),
                     alive: true,
                     labels,
                 }],
-            },
+            ),
             resources: NodeResources::idle(total),
             workers: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -277,10 +279,22 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         &self.resources
     }
 
-    /// Replaces what is known of the other nodes.
+    /// Replaces what is known of the other nodes (an entry for this node is replaced by what
+    /// it knows of itself).
     pub fn set_peers(&mut self, peers: Vec<NodeView>) {
-        self.view.nodes.truncate(1);
-        self.view.nodes.extend(peers.into_iter().filter(|peer| peer.id != self.node));
+        self.set_view(SharedNodes::new(peers));
+    }
+
+    /// Like [`set_peers`](Self::set_peers), from a snapshot other managers may share (the
+    /// simulator gives ten thousand nodes one).
+    pub fn set_view(&mut self, nodes: SharedNodes) {
+        self.view = ClusterView::shared(self.node, nodes);
+        self.view.upsert(NodeView {
+            id: self.node,
+            resources: self.resources.clone(),
+            alive: true,
+            labels: self.config.labels.clone(),
+        });
     }
 
     /// Re-decides the queued requests that cannot run here now (after the view of the other
@@ -325,12 +339,14 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
 
     /// Copies this node's resources now into the policy's view.
     fn refresh_view(&mut self) {
-        self.view.nodes[0].resources.clone_from(&self.resources);
+        if let Some(local) = self.view.node_mut(self.node) {
+            local.resources.clone_from(&self.resources);
+        }
     }
 
     /// The other nodes, as the view has them.
-    fn peers(&self) -> &[NodeView] {
-        &self.view.nodes[1..]
+    fn peers(&self) -> impl Iterator<Item = &NodeView> {
+        self.view.nodes().filter(|peer| peer.id != self.node)
     }
 
     /// A submitter of job 0 asks for a worker for tasks needing `demand`. A `dedicated` lease
@@ -416,14 +432,13 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         // Pinned to another node: it waits there, whatever room this one has.
         if let SchedulingStrategy::NodeAffinity { node, soft: false } = request.strategy {
             if node != self.node {
-                return self.peers().iter().filter(fits).find(|peer| peer.id == node).map(|peer| peer.id);
+                return self.peers().filter(fits).find(|peer| peer.id == node).map(|peer| peer.id);
             }
         }
         if self.resources.total.contains(&request.placement) && !self.pinned_elsewhere(request) {
             return None;
         }
         self.peers()
-            .iter()
             .filter(fits)
             .min_by(|a, b| {
                 a.resources.utilization().total_cmp(&b.resources.utilization()).then(a.id.cmp(&b.id))
@@ -442,8 +457,10 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     /// (Ray's remote allocation): a burst of requests spreads instead of all going to the node
     /// that looked freest.
     fn spill(&mut self, request: Queued, node: NodeId) {
-        if let Some(peer) = self.view.nodes[1..].iter_mut().find(|peer| peer.id == node) {
-            peer.resources.available.saturating_take(&request.placement);
+        if node != self.node {
+            if let Some(peer) = self.view.node_mut(node) {
+                peer.resources.available.saturating_take(&request.placement);
+            }
         }
         self.reply(request.lease, LeaseReply::Spillback { node });
     }

@@ -21,8 +21,9 @@ mod service;
 pub use leases::{Command, LeaseId, LeaseManager, LeaseReply, LeaseRequest, PoolConfig, WorkerId};
 pub use limits::raise_open_files_limit;
 pub use policy::{
-    place_bundles, BundleDemand, ClusterView, Decision, DefaultPolicy, LabelMatch, NodeView,
-    PlacementStrategy, PolicyConfig, RandomSource, Request, SchedulingPolicy, SchedulingStrategy, SplitMix64,
+    place_bundles, BundleDemand, ClusterView, Decision, DefaultPolicy, LabelMatch, NodeView, Nodes,
+    PlacementStrategy, PolicyConfig, RandomSource, Request, SchedulingPolicy, SchedulingStrategy,
+    SharedNodes, SplitMix64,
 };
 pub use resources::{NodeResources, Quantity, ResourceError, ResourceSet, CPU, GPU, MEMORY};
 pub use service::{

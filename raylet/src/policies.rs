@@ -85,11 +85,11 @@ fn most_used<'a>(nodes: impl Iterator<Item = &'a NodeView>) -> Option<&'a NodeVi
 }
 
 fn with_room<'a>(demand: &'a ResourceSet, cluster: &'a ClusterView) -> impl Iterator<Item = &'a NodeView> {
-    cluster.nodes.iter().filter(move |node| node.alive && node.resources.available.contains(demand))
+    cluster.nodes().filter(move |node| node.alive && node.resources.available.contains(demand))
 }
 
 fn feasible(demand: &ResourceSet, cluster: &ClusterView) -> Decision {
-    if cluster.nodes.iter().any(|node| node.alive && node.resources.total.contains(demand)) {
+    if cluster.nodes().any(|node| node.alive && node.resources.total.contains(demand)) {
         Decision::Retry
     } else {
         Decision::Infeasible
@@ -127,8 +127,8 @@ impl SchedulingPolicy for BinPackPolicy {
         let mut view = cluster.clone();
         let mut chosen = Vec::with_capacity(bundles.len());
         for bundle in bundles {
-            let node = most_used(view.nodes.iter().filter(|node| bundle.fits(node)))?.id;
-            if let Some(view) = view.nodes.iter_mut().find(|view| view.id == node) {
+            let node = most_used(view.nodes().filter(|node| bundle.fits(node)))?.id;
+            if let Some(view) = view.node_mut(node) {
                 view.resources.available.saturating_take(&bundle.resources);
             }
             chosen.push(node);
@@ -197,7 +197,7 @@ mod tests {
     }
 
     fn cluster(nodes: Vec<NodeView>) -> ClusterView {
-        ClusterView { local: id(1), nodes }
+        ClusterView::new(id(1), nodes)
     }
 
     #[test]

@@ -22,14 +22,166 @@ pub struct NodeView {
     pub labels: Vec<(String, String)>,
 }
 
-/// The cluster as one raylet sees it.
+/// Every node as the last report gave them: one snapshot, shared by as many views as read it
+/// (cloning it is a reference count), so a thousand raylets in one simulation, or one raylet
+/// deciding a thousand times, never copy ten thousand nodes each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SharedNodes(std::sync::Arc<Snapshot>);
+
+#[derive(Debug, Default, PartialEq)]
+struct Snapshot {
+    nodes: Vec<NodeView>,
+    /// Each node's index in `nodes`.
+    index: std::collections::HashMap<NodeId, usize>,
+}
+
+impl SharedNodes {
+    /// A snapshot of `nodes` (a node given twice keeps its first entry's place).
+    pub fn new(nodes: Vec<NodeView>) -> Self {
+        let mut index = std::collections::HashMap::with_capacity(nodes.len());
+        for (at, node) in nodes.iter().enumerate() {
+            index.entry(node.id).or_insert(at);
+        }
+        SharedNodes(std::sync::Arc::new(Snapshot { nodes, index }))
+    }
+
+    /// The nodes, in order.
+    pub fn nodes(&self) -> &[NodeView] {
+        &self.0.nodes
+    }
+}
+
+/// The cluster as one raylet sees it: a shared snapshot of every node, with this view's own
+/// changes over it (the deciding node's resources now, what it has sent to others since the
+/// snapshot). Read it with [`nodes`](Self::nodes), [`node`](Self::node) and [`get`](Self::get).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterView {
     /// The node deciding (preferred when it is a good choice: no transfer needed).
     pub local: NodeId,
-    /// Every known node, the local one included.
-    pub nodes: Vec<NodeView>,
+    base: SharedNodes,
+    /// Changed or added nodes by index (an index past the snapshot's end is a node the
+    /// snapshot lacks), sorted by index.
+    changes: Vec<(usize, NodeView)>,
 }
+
+impl ClusterView {
+    /// A view of `nodes` from `local`.
+    pub fn new(local: NodeId, nodes: Vec<NodeView>) -> Self {
+        ClusterView::shared(local, SharedNodes::new(nodes))
+    }
+
+    /// A view from `local` over a shared snapshot.
+    pub fn shared(local: NodeId, nodes: SharedNodes) -> Self {
+        ClusterView { local, base: nodes, changes: Vec::new() }
+    }
+
+    /// Every known node, the local one included, in the snapshot's order (nodes added since
+    /// last).
+    pub fn nodes(&self) -> Nodes<'_> {
+        Nodes { base: &self.base.0.nodes, changes: &self.changes, next: 0 }
+    }
+
+    /// How many nodes are known.
+    pub fn len(&self) -> usize {
+        let added = self.changes.iter().filter(|(at, _)| *at >= self.base.0.nodes.len()).count();
+        self.base.0.nodes.len() + added
+    }
+
+    /// Whether no node is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The node at `index` in [`nodes`](Self::nodes)' order.
+    pub fn get(&self, index: usize) -> Option<&NodeView> {
+        match self.changes.binary_search_by_key(&index, |(at, _)| *at) {
+            Ok(found) => Some(&self.changes[found].1),
+            Err(_) => self.base.0.nodes.get(index),
+        }
+    }
+
+    fn index_of(&self, id: NodeId) -> Option<usize> {
+        self.base.0.index.get(&id).copied().or_else(|| {
+            self.changes
+                .iter()
+                .find(|(at, node)| *at >= self.base.0.nodes.len() && node.id == id)
+                .map(|(at, _)| *at)
+        })
+    }
+
+    /// The node `id`, if known.
+    pub fn node(&self, id: NodeId) -> Option<&NodeView> {
+        self.get(self.index_of(id)?)
+    }
+
+    /// The deciding node, if known.
+    pub fn local_node(&self) -> Option<&NodeView> {
+        self.node(self.local)
+    }
+
+    /// The node `id`, to change in this view only (the snapshot stays as it is).
+    pub fn node_mut(&mut self, id: NodeId) -> Option<&mut NodeView> {
+        let index = self.index_of(id)?;
+        let slot = match self.changes.binary_search_by_key(&index, |(at, _)| *at) {
+            Ok(found) => found,
+            Err(slot) => {
+                self.changes.insert(slot, (index, self.base.0.nodes[index].clone()));
+                slot
+            }
+        };
+        Some(&mut self.changes[slot].1)
+    }
+
+    /// Replaces the node of `node.id` in this view, or adds it.
+    pub fn upsert(&mut self, node: NodeView) {
+        match self.node_mut(node.id) {
+            Some(known) => *known = node,
+            None => {
+                let index = self.len();
+                self.changes.push((index, node));
+            }
+        }
+    }
+
+    /// A view of the nodes that `keep` accepts (a new snapshot of them).
+    pub fn filtered(&self, keep: impl Fn(&NodeView) -> bool) -> ClusterView {
+        ClusterView::new(self.local, self.nodes().filter(|node| keep(node)).cloned().collect())
+    }
+}
+
+/// The nodes of a [`ClusterView`], in order.
+#[derive(Debug, Clone)]
+pub struct Nodes<'a> {
+    base: &'a [NodeView],
+    changes: &'a [(usize, NodeView)],
+    next: usize,
+}
+
+impl<'a> Iterator for Nodes<'a> {
+    type Item = &'a NodeView;
+
+    fn next(&mut self) -> Option<&'a NodeView> {
+        let index = self.next;
+        if let Some(((at, node), rest)) = self.changes.split_first() {
+            if *at == index {
+                self.changes = rest;
+                self.next += 1;
+                return Some(node);
+            }
+        }
+        let node = self.base.get(index)?;
+        self.next += 1;
+        Some(node)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let base = self.base.len().saturating_sub(self.next);
+        let added = self.changes.iter().filter(|(at, _)| *at >= self.base.len()).count();
+        (base + added, Some(base + added))
+    }
+}
+
+impl ExactSizeIterator for Nodes<'_> {}
 
 pub use manta_proto::raylet::{LabelMatch, SchedulingStrategy};
 
@@ -155,7 +307,7 @@ pub fn place_bundles(
     let mut free: Vec<NodeResources> = Vec::new();
     let mut ids: Vec<NodeId> = Vec::new();
     let mut labels: Vec<&[(String, String)]> = Vec::new();
-    for node in cluster.nodes.iter().filter(|node| node.alive) {
+    for node in cluster.nodes().filter(|node| node.alive) {
         ids.push(node.id);
         free.push(node.resources.clone());
         labels.push(&node.labels);
@@ -262,6 +414,19 @@ impl DefaultPolicy {
     }
 
     fn hybrid(&self, demand: &ResourceSet, cluster: &ClusterView, random: &mut dyn RandomSource) -> Decision {
+        let below_threshold = |node: &NodeView| node.resources.utilization() < self.config.spread_threshold;
+        // The local node when it is lightly used and would stay a candidate (CPU work on a GPU
+        // node is one only when no other node has room): decided without looking further, as
+        // the full decision below would decide it.
+        if let Some(local) = cluster.local_node() {
+            let gpu_kept = !self.config.avoid_gpu_nodes
+                || !demand.get(GPU).is_zero()
+                || local.resources.total.get(GPU).is_zero();
+            if local.alive && gpu_kept && local.resources.available.contains(demand) && below_threshold(local)
+            {
+                return Decision::Scheduled(local.id);
+            }
+        }
         let mut candidates: Vec<&NodeView> = available_nodes(demand, cluster).collect();
         if candidates.is_empty() {
             return if feasible(demand, cluster) { Decision::Retry } else { Decision::Infeasible };
@@ -286,18 +451,22 @@ impl DefaultPolicy {
                 return Decision::Scheduled(local.id);
             }
         }
-        candidates.sort_by(|a, b| score(a).total_cmp(&score(b)).then(a.id.cmp(&b.id)));
-        let top_k = ((self.config.top_k_fraction * cluster.nodes.len() as f64) as usize)
+        let top_k = ((self.config.top_k_fraction * cluster.len() as f64) as usize)
             .max(self.config.top_k_absolute)
             .clamp(1, candidates.len());
-        Decision::Scheduled(candidates[random.below(top_k)].id)
+        // The node at a random rank among the best `top_k`, by (score, id): a selection, not a
+        // sort (the same node a sort would give; linear at ten thousand nodes).
+        let rank = random.below(top_k);
+        let (_, chosen, _) = candidates
+            .select_nth_unstable_by(rank, |a, b| score(a).total_cmp(&score(b)).then(a.id.cmp(&b.id)));
+        Decision::Scheduled(chosen.id)
     }
 
     fn spread(&mut self, demand: &ResourceSet, cluster: &ClusterView) -> Decision {
-        let count = cluster.nodes.len();
+        let count = cluster.len();
         for step in 0..count {
             let index = (self.spread_cursor + step) % count;
-            let node = &cluster.nodes[index];
+            let Some(node) = cluster.get(index) else { break };
             if node.alive && node.resources.available.contains(demand) {
                 self.spread_cursor = index + 1;
                 return Decision::Scheduled(node.id);
@@ -315,11 +484,11 @@ fn available_nodes<'a>(
     demand: &'a ResourceSet,
     cluster: &'a ClusterView,
 ) -> impl Iterator<Item = &'a NodeView> {
-    cluster.nodes.iter().filter(move |node| node.alive && node.resources.available.contains(demand))
+    cluster.nodes().filter(move |node| node.alive && node.resources.available.contains(demand))
 }
 
 fn feasible(demand: &ResourceSet, cluster: &ClusterView) -> bool {
-    cluster.nodes.iter().any(|node| node.alive && node.resources.total.contains(demand))
+    cluster.nodes().any(|node| node.alive && node.resources.total.contains(demand))
 }
 
 impl SchedulingPolicy for DefaultPolicy {
@@ -338,7 +507,7 @@ impl SchedulingPolicy for DefaultPolicy {
             }
             SchedulingStrategy::Spread => self.spread(demand, cluster),
             SchedulingStrategy::NodeAffinity { node, soft } => {
-                let target = cluster.nodes.iter().find(|view| view.id == *node && view.alive);
+                let target = cluster.node(*node).filter(|view| view.alive);
                 match target {
                     Some(view) if view.resources.available.contains(demand) => Decision::Scheduled(*node),
                     Some(view) if view.resources.total.contains(demand) && !soft => Decision::Retry,
@@ -352,15 +521,9 @@ impl SchedulingPolicy for DefaultPolicy {
                 let meets = |node: &NodeView, conditions: &[LabelMatch]| {
                     conditions.iter().all(|condition| condition.matches(&node.labels))
                 };
-                let allowed = ClusterView {
-                    local: cluster.local,
-                    nodes: cluster.nodes.iter().filter(|node| meets(node, hard)).cloned().collect(),
-                };
+                let allowed = cluster.filtered(|node| meets(node, hard));
                 if !soft.is_empty() {
-                    let preferred = ClusterView {
-                        local: cluster.local,
-                        nodes: allowed.nodes.iter().filter(|node| meets(node, soft)).cloned().collect(),
-                    };
+                    let preferred = allowed.filtered(|node| meets(node, soft));
                     if let decision @ Decision::Scheduled(_) = self.hybrid(demand, &preferred, random) {
                         return decision;
                     }
@@ -393,7 +556,7 @@ mod tests {
     }
 
     fn decide(strategy: SchedulingStrategy, demand: &ResourceSet, nodes: Vec<NodeView>) -> Decision {
-        let cluster = ClusterView { local: id(1), nodes };
+        let cluster = ClusterView::new(id(1), nodes);
         DefaultPolicy::default().schedule(&Request::new(demand, &strategy), &cluster, &mut SplitMix64(7))
     }
 
@@ -481,8 +644,7 @@ mod tests {
     #[test]
     fn bundles_are_placed_by_ray_s_four_strategies() {
         // Three nodes: 4, 2 and 2 CPUs free.
-        let cluster =
-            ClusterView { local: id(1), nodes: vec![node(1, 4, 4, 0), node(2, 2, 2, 0), node(3, 2, 2, 0)] };
+        let cluster = ClusterView::new(id(1), vec![node(1, 4, 4, 0), node(2, 2, 2, 0), node(3, 2, 2, 0)]);
         let one = [cpus(1), cpus(1)];
         let place = |bundles: &[ResourceSet], strategy, placed: &[NodeId]| {
             let bundles: Vec<BundleDemand> = bundles.iter().cloned().map(Into::into).collect();
@@ -514,7 +676,7 @@ mod tests {
         assert_eq!(place(&[cpus(1)], PlacementStrategy::StrictPack, &[id(2)]), Some(vec![id(2)]));
         // A bundle's label selector keeps it to the nodes that meet it.
         let mut labelled = cluster.clone();
-        labelled.nodes[1].labels.push(("zone".into(), "b".into()));
+        labelled.node_mut(id(2)).unwrap().labels.push(("zone".into(), "b".into()));
         let in_b = BundleDemand { resources: cpus(1), labels: vec![LabelMatch::is_in("zone", ["b"])] };
         assert_eq!(
             place_bundles(std::slice::from_ref(&in_b), PlacementStrategy::Pack, &[], &labelled),
@@ -524,14 +686,13 @@ mod tests {
         assert_eq!(place_bundles(&two_in_b, PlacementStrategy::StrictSpread, &[], &labelled), None);
         // Dead nodes are never chosen.
         let mut dead = cluster.clone();
-        dead.nodes[0].alive = false;
+        dead.node_mut(id(1)).unwrap().alive = false;
         assert_eq!(place_bundles(&[cpus(3).into()], PlacementStrategy::Pack, &[], &dead), None);
     }
 
     #[test]
     fn spread_goes_round_robin_over_nodes_with_room() {
-        let cluster =
-            ClusterView { local: id(1), nodes: vec![node(1, 4, 4, 0), node(2, 4, 0, 0), node(3, 4, 4, 0)] };
+        let cluster = ClusterView::new(id(1), vec![node(1, 4, 4, 0), node(2, 4, 0, 0), node(3, 4, 4, 0)]);
         let mut policy = DefaultPolicy::default();
         let mut random = SplitMix64(1);
         let picks: Vec<Decision> = (0..4)
@@ -563,17 +724,17 @@ mod tests {
         #[test]
         fn decisions_are_sound_and_replay(nodes in any_cluster(), want in 0u64..20, seed in any::<u64>(), spread in any::<bool>()) {
             let demand = cpus(want);
-            let cluster = ClusterView { local: id(1), nodes };
+            let cluster = ClusterView::new(id(1), nodes);
             let strategy = if spread { SchedulingStrategy::Spread } else { SchedulingStrategy::Hybrid };
             let request = Request::new(&demand, &strategy);
             let decision = DefaultPolicy::default().schedule(&request, &cluster, &mut SplitMix64(seed));
             let again = DefaultPolicy::default().schedule(&request, &cluster, &mut SplitMix64(seed));
             prop_assert_eq!(decision, again);
-            let some_node_fits_now = cluster.nodes.iter().any(|node| node.alive && node.resources.available.contains(&demand));
-            let some_node_fits_ever = cluster.nodes.iter().any(|node| node.alive && node.resources.total.contains(&demand));
+            let some_node_fits_now = cluster.nodes().any(|node| node.alive && node.resources.available.contains(&demand));
+            let some_node_fits_ever = cluster.nodes().any(|node| node.alive && node.resources.total.contains(&demand));
             match decision {
                 Decision::Scheduled(chosen) => {
-                    let node = cluster.nodes.iter().find(|node| node.id == chosen).unwrap();
+                    let node = cluster.node(chosen).unwrap();
                     prop_assert!(node.alive && node.resources.available.contains(&demand));
                 }
                 Decision::Retry => prop_assert!(!some_node_fits_now && some_node_fits_ever),

@@ -448,7 +448,7 @@ impl<P: SchedulingPolicy> PlacementCore<P> {
                 labels: group.info.spec.bundle_labels.get(*index as usize).cloned().unwrap_or_default(),
             })
             .collect();
-        let cluster = ClusterView { local: self.view[0].id, nodes: self.view.clone() };
+        let cluster = ClusterView::new(self.view[0].id, self.view.clone());
         let Some(nodes) = self.policy.place_bundles(&bundles, group.info.spec.strategy, &placed, &cluster)
         else {
             return false;
