@@ -1,6 +1,7 @@
 //! The `manta` command line: `manta start`, `stop` and `status` (a cluster of daemons, started
-//! in the background; see docs/decisions/cluster.md), and `manta microbenchmark`, Ray's
-//! microbenchmark with the same figure names, on the embedded cluster.
+//! in the background; see docs/decisions/cluster.md), `manta microbenchmark`, Ray's
+//! microbenchmark with the same figure names, on the embedded cluster, and `manta sim`, a
+//! workload on a simulated cluster of thousands of nodes.
 
 use std::process::ExitCode;
 
@@ -8,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod cluster;
 mod microbenchmark;
+mod sim;
 
 /// Manta: Ray, rebuilt in Rust.
 #[derive(Debug, Parser)]
@@ -34,6 +36,9 @@ enum Command {
     Stop(cluster::StopArgs),
     /// The cluster's nodes and resources.
     Status(cluster::StatusArgs),
+    /// A workload on a simulated cluster of thousands of nodes (one thread, one seed), through
+    /// the same scheduling cores the daemons run; --compare puts policies side by side.
+    Sim(sim::Args),
     /// The GCS daemon (started by `manta start --head`).
     #[command(hide = true)]
     Gcs(cluster::GcsArgs),
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
         Command::Start(args) => cluster::start(args),
         Command::Stop(args) => cluster::stop(args),
         Command::Status(args) => cluster::status(args),
+        Command::Sim(args) => sim::command(args),
         Command::Gcs(args) => cluster::gcs(args),
         Command::Raylet(args) => cluster::raylet(args),
     }

@@ -16,7 +16,7 @@ use manta_actor::{
     ResponseFuture, Routes, ServiceRef, SpawnOptions,
 };
 use manta_proto::gcs::requests::GetClusterView;
-use manta_proto::gcs::wire::{NodeLoad, NodeState};
+use manta_proto::gcs::wire::NodeLoad;
 use manta_proto::gcs::Gcs;
 use manta_proto::placement::{
     CancelBundles, CommitBundles, CreatePlacementGroup, GetNamedPlacementGroup, GetPlacementGroup,
@@ -26,7 +26,7 @@ use manta_proto::placement::{
 use manta_proto::raylet::Raylet;
 use manta_proto::{NodeId, PlacementGroupId, Protocol};
 use manta_raylet::policies::{policy_named, BoxedPolicy};
-use manta_raylet::{NodeResources, NodeView, ResourceSet};
+use manta_raylet::NodeView;
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
@@ -247,14 +247,7 @@ impl Handler<ViewArrived> for PlacementGroupManager {
             if let Ok(address) = load.address.parse() {
                 self.raylets.insert(load.node_id, address);
             }
-            let total = ResourceSet::from_amounts(&load.total).unwrap_or_default();
-            let available = ResourceSet::from_amounts(&load.available).unwrap_or_default();
-            nodes.push(NodeView {
-                id: load.node_id,
-                resources: NodeResources { total, available },
-                alive: load.state == NodeState::Alive,
-                labels: load.labels,
-            });
+            nodes.push(NodeView::from_load(load));
         }
         let now = self.now_ms();
         self.core.set_view(nodes, now);

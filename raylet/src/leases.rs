@@ -305,11 +305,23 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
         for request in std::mem::take(&mut self.queue) {
             let runs_here =
                 !self.pinned_elsewhere(&request) && self.resources.available.contains(&request.placement);
-            if runs_here || request.spilled {
+            if runs_here {
                 kept.push_back(request);
                 continue;
             }
             self.refresh_view();
+            if request.spilled {
+                // Spilled here, and no room here now: it moves on only to a node the new view
+                // shows with room for it now (a node that judged this one best acted on an
+                // older view; a request never moves just to wait elsewhere, so it does not
+                // bounce). Without this, a request could wait forever at a node whose
+                // resources a placement group has taken since.
+                match self.policy.schedule(&request.policy_request(), &self.view, random) {
+                    Decision::Scheduled(node) if node != self.node => self.spill(request, node),
+                    _ => kept.push_back(request),
+                }
+                continue;
+            }
             match self.policy.schedule(&request.policy_request(), &self.view, random) {
                 Decision::Scheduled(node) if node != self.node => self.spill(request, node),
                 Decision::Infeasible => self.infeasible(request),
@@ -335,6 +347,16 @@ impl<P: SchedulingPolicy> LeaseManager<P> {
     /// Requests waiting now.
     pub fn queued(&self) -> usize {
         self.queue.len() + self.infeasible.len()
+    }
+
+    /// The requests waiting now, oldest first: each lease, what it must find free, whether
+    /// another node spilled it here, and whether no node could run it yet.
+    pub fn waiting(&self) -> impl Iterator<Item = (LeaseId, &ResourceSet, bool, bool)> {
+        let queued = self.queue.iter().map(|request| (request, false));
+        let infeasible = self.infeasible.iter().map(|request| (request, true));
+        queued
+            .chain(infeasible)
+            .map(|(request, infeasible)| (request.lease, &request.placement, request.spilled, infeasible))
     }
 
     /// Copies this node's resources now into the policy's view.
@@ -947,7 +969,8 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_spreads_over_peers_and_a_spilled_request_waits_where_it_was_sent() {
+    fn a_burst_spreads_over_peers_and_a_spilled_request_waits_where_it_was_sent_until_a_view_shows_room_elsewhere(
+    ) {
         // A full local node (1 CPU, taken) and two idle peers of 2 CPUs each.
         let mut leases = manager(1);
         request(&mut leases, 0, 1, 1);
@@ -972,8 +995,14 @@ mod tests {
             }
         }
         assert_eq!(sent.into_values().collect::<Vec<_>>(), vec![2, 2]);
-        // A spilled request waits here (this node could hold it), even with idle peers: no
-        // request bounces between nodes on stale views.
+        // A spilled request waits here (this node could hold it) when it arrives, whatever
+        // this node's view of its peers: it is not sent on on the view it was sent here by.
+        let full = |byte: u8| NodeView {
+            id: NodeId([byte; 16]),
+            resources: crate::resources::NodeResources { total: cpus(2), available: cpus(0) },
+            alive: true,
+            labels: Vec::new(),
+        };
         leases.set_peers(vec![peer(2), peer(3)]);
         let spilled = LeaseRequest {
             demand: cpus(1),
@@ -985,9 +1014,27 @@ mod tests {
             arguments: Vec::new(),
         };
         leases.request_lease_placed(2, LeaseId(9), spilled.clone(), &mut SplitMix64(1));
+        assert!(leases.poll_commands().is_empty());
+        assert_eq!(leases.queued(), 1);
+        // A new view with no room anywhere else: it keeps waiting here.
+        leases.set_peers(vec![full(2), full(3)]);
         leases.reconsider_queue(&mut SplitMix64(1));
         assert!(leases.poll_commands().is_empty());
         assert_eq!(leases.queued(), 1);
+        // A new view showing a peer with room while this node has none: it moves there (a
+        // request must not wait forever where a placement group took the resources since).
+        leases.set_peers(vec![full(2), peer(3)]);
+        leases.reconsider_queue(&mut SplitMix64(1));
+        assert_eq!(
+            leases.poll_commands(),
+            vec![Command::Reply {
+                lease: LeaseId(9),
+                reply: LeaseReply::Spillback { node: NodeId([3; 16]) }
+            }]
+        );
+        assert_eq!(leases.queued(), 0);
+        leases.request_lease_placed(2, LeaseId(9), spilled.clone(), &mut SplitMix64(1));
+        leases.set_peers(vec![peer(2), peer(3)]);
         // Work this node could never hold waits at a node that could, even while it is full
         // (Ray queues it there), rather than here until a view shows room.
         let busy = NodeView {

@@ -22,6 +22,28 @@ pub struct NodeView {
     pub labels: Vec<(String, String)>,
 }
 
+impl NodeView {
+    /// A node as the GCS's view reports it (`GetClusterView`); amounts that are not valid
+    /// quantities count as none.
+    pub fn from_load(load: manta_proto::gcs::wire::NodeLoad) -> NodeView {
+        let amounts = |pairs: &[(String, f64)]| {
+            let mut set = ResourceSet::new();
+            for (name, amount) in pairs {
+                if let Ok(quantity) = crate::resources::Quantity::from_f64(name, *amount) {
+                    set.add(&ResourceSet::new().with(name, quantity));
+                }
+            }
+            set
+        };
+        NodeView {
+            id: load.node_id,
+            resources: NodeResources { total: amounts(&load.total), available: amounts(&load.available) },
+            alive: load.state == manta_proto::gcs::wire::NodeState::Alive,
+            labels: load.labels,
+        }
+    }
+}
+
 /// Every node as the last report gave them: one snapshot, shared by as many views as read it
 /// (cloning it is a reference count), so a thousand raylets in one simulation, or one raylet
 /// deciding a thousand times, never copy ten thousand nodes each.
@@ -405,15 +427,24 @@ pub struct DefaultPolicy {
     config: PolicyConfig,
     /// Where the last spread decision went, for round robin.
     spread_cursor: usize,
+    /// Scratch space for a decision's candidates (kept: at ten thousand nodes, allocating it
+    /// per decision costs more than filling it).
+    plain: Vec<(f64, NodeId)>,
+    gpu_nodes: Vec<(f64, NodeId)>,
 }
 
 impl DefaultPolicy {
     /// A policy with `config`.
     pub fn new(config: PolicyConfig) -> Self {
-        DefaultPolicy { config, spread_cursor: 0 }
+        DefaultPolicy { config, spread_cursor: 0, plain: Vec::new(), gpu_nodes: Vec::new() }
     }
 
-    fn hybrid(&self, demand: &ResourceSet, cluster: &ClusterView, random: &mut dyn RandomSource) -> Decision {
+    fn hybrid(
+        &mut self,
+        demand: &ResourceSet,
+        cluster: &ClusterView,
+        random: &mut dyn RandomSource,
+    ) -> Decision {
         let below_threshold = |node: &NodeView| node.resources.utilization() < self.config.spread_threshold;
         // The local node when it is lightly used and would stay a candidate (CPU work on a GPU
         // node is one only when no other node has room): decided without looking further, as
@@ -427,17 +458,6 @@ impl DefaultPolicy {
                 return Decision::Scheduled(local.id);
             }
         }
-        let mut candidates: Vec<&NodeView> = available_nodes(demand, cluster).collect();
-        if candidates.is_empty() {
-            return if feasible(demand, cluster) { Decision::Retry } else { Decision::Infeasible };
-        }
-        if self.config.avoid_gpu_nodes && demand.get(GPU).is_zero() {
-            let without_gpus: Vec<&NodeView> =
-                candidates.iter().copied().filter(|node| node.resources.total.get(GPU).is_zero()).collect();
-            if !without_gpus.is_empty() {
-                candidates = without_gpus;
-            }
-        }
         let score = |node: &NodeView| {
             let utilization = node.resources.utilization();
             if utilization < self.config.spread_threshold {
@@ -446,20 +466,43 @@ impl DefaultPolicy {
                 utilization
             }
         };
-        if let Some(local) = candidates.iter().find(|node| node.id == cluster.local) {
-            if score(local) == 0.0 {
-                return Decision::Scheduled(local.id);
+        // One pass over the nodes with room, each scored once (a node's utilisation reads
+        // every resource it has): CPU-only work keeps off GPU nodes while others have room.
+        let avoid_gpus = self.config.avoid_gpu_nodes && demand.get(GPU).is_zero();
+        let (mut plain, mut gpu_nodes) =
+            (std::mem::take(&mut self.plain), std::mem::take(&mut self.gpu_nodes));
+        plain.clear();
+        gpu_nodes.clear();
+        for node in available_nodes(demand, cluster) {
+            let entry = (score(node), node.id);
+            if avoid_gpus && !node.resources.total.get(GPU).is_zero() {
+                gpu_nodes.push(entry);
+            } else {
+                plain.push(entry);
             }
         }
-        let top_k = ((self.config.top_k_fraction * cluster.len() as f64) as usize)
-            .max(self.config.top_k_absolute)
-            .clamp(1, candidates.len());
-        // The node at a random rank among the best `top_k`, by (score, id): a selection, not a
-        // sort (the same node a sort would give; linear at ten thousand nodes).
-        let rank = random.below(top_k);
-        let (_, chosen, _) = candidates
-            .select_nth_unstable_by(rank, |a, b| score(a).total_cmp(&score(b)).then(a.id.cmp(&b.id)));
-        Decision::Scheduled(chosen.id)
+        let candidates = if plain.is_empty() { &mut gpu_nodes } else { &mut plain };
+        let decision = if candidates.is_empty() {
+            if feasible(demand, cluster) {
+                Decision::Retry
+            } else {
+                Decision::Infeasible
+            }
+        } else if candidates.iter().any(|(score, id)| *id == cluster.local && *score == 0.0) {
+            Decision::Scheduled(cluster.local)
+        } else {
+            let top_k = ((self.config.top_k_fraction * cluster.len() as f64) as usize)
+                .max(self.config.top_k_absolute)
+                .clamp(1, candidates.len());
+            // The node at a random rank among the best `top_k`, by (score, id): a selection,
+            // not a sort (the same node a sort would give; linear at ten thousand nodes).
+            let rank = random.below(top_k);
+            let (_, chosen, _) =
+                candidates.select_nth_unstable_by(rank, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            Decision::Scheduled(chosen.1)
+        };
+        (self.plain, self.gpu_nodes) = (plain, gpu_nodes);
+        decision
     }
 
     fn spread(&mut self, demand: &ResourceSet, cluster: &ClusterView) -> Decision {

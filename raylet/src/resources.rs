@@ -3,8 +3,8 @@
 //! Quantities are fixed point with a resolution of 1/10,000 of a unit (as in Ray), so that
 //! fractional GPUs add and subtract exactly; a float never enters the accounting.
 
-use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 
 /// Units per whole resource.
 const SCALE: u64 = 10_000;
@@ -85,10 +85,55 @@ impl fmt::Display for Quantity {
     }
 }
 
+/// A resource's name, shared: the well-known names are one allocation each for the whole
+/// process, so comparing them is comparing pointers (a ten-thousand-node decision compares
+/// names millions of times).
+#[derive(Debug, Clone, Eq)]
+struct Name(Arc<str>);
+
+impl Name {
+    fn new(name: &str) -> Name {
+        static WELL_KNOWN: LazyLock<[Arc<str>; 3]> =
+            LazyLock::new(|| [CPU.into(), GPU.into(), MEMORY.into()]);
+        match WELL_KNOWN.iter().find(|known| &***known == name) {
+            Some(known) => Name(known.clone()),
+            None => Name(name.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            std::cmp::Ordering::Equal
+        } else {
+            self.0.cmp(&other.0)
+        }
+    }
+}
+
 /// Amounts by resource name. Absent means zero.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ResourceSet {
-    amounts: BTreeMap<String, Quantity>,
+    /// Sorted by name; no zero amounts. A node has a handful of resources (a few more per
+    /// placement-group bundle it holds): a sorted vector beats a tree here.
+    amounts: Vec<(Name, Quantity)>,
 }
 
 impl ResourceSet {
@@ -103,28 +148,45 @@ impl ResourceSet {
         self
     }
 
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.amounts.binary_search_by(|(known, _)| known.as_str().cmp(name))
+    }
+
     /// Sets the amount of `name`.
     pub fn set(&mut self, name: &str, quantity: Quantity) {
-        if quantity.is_zero() {
-            self.amounts.remove(name);
-        } else {
-            self.amounts.insert(name.to_owned(), quantity);
+        match (self.position(name), quantity.is_zero()) {
+            (Ok(at), true) => {
+                self.amounts.remove(at);
+            }
+            (Ok(at), false) => self.amounts[at].1 = quantity,
+            (Err(_), true) => {}
+            (Err(at), false) => self.amounts.insert(at, (Name::new(name), quantity)),
         }
     }
 
     /// The amount of `name`.
     pub fn get(&self, name: &str) -> Quantity {
-        self.amounts.get(name).copied().unwrap_or_default()
+        self.position(name).map_or(Quantity::ZERO, |at| self.amounts[at].1)
     }
 
-    /// Each resource with a non-zero amount.
+    /// Each resource with a non-zero amount, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Quantity)> {
         self.amounts.iter().map(|(name, quantity)| (name.as_str(), *quantity))
     }
 
+    /// Each of `demand`'s resources with the amount here (both sorted: one walk).
+    fn matched<'a>(&'a self, demand: &'a ResourceSet) -> impl Iterator<Item = (Quantity, Quantity)> + 'a {
+        let mut here = self.amounts.iter().peekable();
+        demand.amounts.iter().map(move |(name, wanted)| {
+            while here.next_if(|(known, _)| known < name).is_some() {}
+            let have = here.next_if(|(known, _)| known == name).map_or(Quantity::ZERO, |(_, have)| *have);
+            (*wanted, have)
+        })
+    }
+
     /// Whether every amount of `demand` is available here.
     pub fn contains(&self, demand: &ResourceSet) -> bool {
-        demand.iter().all(|(name, quantity)| self.get(name) >= quantity)
+        self.matched(demand).all(|(wanted, have)| have >= wanted)
     }
 
     /// Takes `demand` out, or changes nothing and returns `false` if it does not fit.
@@ -183,7 +245,7 @@ impl ResourceSet {
 
     /// Whether any resource named here satisfies `test`.
     pub fn any_named(&self, mut test: impl FnMut(&str) -> bool) -> bool {
-        self.amounts.keys().any(|name| test(name))
+        self.amounts.iter().any(|(name, _)| test(name.as_str()))
     }
 
     /// Whether no resource is named.
@@ -210,9 +272,9 @@ impl NodeResources {
     /// The utilisation of the node's most used resource, from 0 (idle) to 1 (full): the
     /// "critical resource utilisation" Ray's hybrid policy scores nodes by.
     pub fn utilization(&self) -> f64 {
-        self.total
-            .iter()
-            .map(|(name, total)| 1.0 - self.available.get(name).as_f64() / total.as_f64())
+        self.available
+            .matched(&self.total)
+            .map(|(total, free)| 1.0 - free.as_f64() / total.as_f64())
             .fold(0.0, f64::max)
     }
 }

@@ -231,27 +231,13 @@ impl Handler<ViewArrived> for RayletActor {
     fn handle(&mut self, ViewArrived(view): ViewArrived, ctx: &mut Context<Self>) {
         self.view_asked = false;
         let Some(view) = view else { return };
-        let amounts = |pairs: &[(String, f64)]| {
-            let mut set = ResourceSet::new();
-            for (name, amount) in pairs {
-                if let Ok(quantity) = Quantity::from_f64(name, *amount) {
-                    set.set(name, quantity);
-                }
-            }
-            set
-        };
         let mut peers = Vec::with_capacity(view.len());
         self.peers.clear();
         for node in view.into_iter().filter(|node| node.node_id != self.node_id) {
-            let alive = node.state == manta_proto::gcs::wire::NodeState::Alive;
-            if alive {
+            if node.state == manta_proto::gcs::wire::NodeState::Alive {
                 self.peers.insert(node.node_id, node.address.clone());
             }
-            let resources = crate::resources::NodeResources {
-                total: amounts(&node.total),
-                available: amounts(&node.available),
-            };
-            peers.push(crate::policy::NodeView { id: node.node_id, resources, alive, labels: node.labels });
+            peers.push(crate::policy::NodeView::from_load(node));
         }
         self.leases.set_peers(peers);
         self.leases.reconsider_queue(&mut self.random);

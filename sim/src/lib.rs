@@ -35,6 +35,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 mod callers;
+pub mod scale;
+pub mod workload;
 
 use callers::{CallEvent, Hosted, SimCaller};
 

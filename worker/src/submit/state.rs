@@ -18,7 +18,7 @@
 //!     +---------------------+------ cancelled, refused, retries spent --> Complete(Err)
 //! ```
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use manta_proto::raylet::SchedulingStrategy;
@@ -296,6 +296,9 @@ struct ShapeState {
     waiting: usize,
     /// Granted leases, oldest first.
     granted: Vec<RequestId>,
+    /// The granted leases with nothing to run (kept, not searched for: a driver may hold
+    /// thousands of leases, and this is read on every reply).
+    idle: BTreeSet<RequestId>,
     /// Moving average of how long recent tasks ran in their worker, µs.
     mean_us: Option<f64>,
 }
@@ -386,6 +389,7 @@ impl<O> SubmitterCore<O> {
                     queue: VecDeque::new(),
                     waiting: 0,
                     granted: Vec::new(),
+                    idle: BTreeSet::new(),
                     mean_us: None,
                 });
                 index
@@ -460,6 +464,7 @@ impl<O> SubmitterCore<O> {
             LeaseAnswer::Granted { lease: id, pid } => {
                 lease.phase = LeasePhase::Granted { lease: id, pid, running: Vec::new(), idle_since: None };
                 self.shapes[shape].granted.push(request);
+                self.shapes[shape].idle.insert(request);
                 self.dispatch(now, shape);
             }
             LeaseAnswer::Spillback { node } => self.ask_again(request, Some(node)),
@@ -520,6 +525,9 @@ impl<O> SubmitterCore<O> {
                 if running.contains(&task) && !self.tasks.contains_key(&task) {
                     let shape = *shape;
                     running.retain(|other| *other != task);
+                    if running.is_empty() {
+                        self.shapes[shape].idle.insert(request);
+                    }
                     self.commands.push_back(Command::Discard { task, output });
                     self.dispatch(now, shape);
                     return;
@@ -530,6 +538,9 @@ impl<O> SubmitterCore<O> {
         };
         let shape = *shape;
         running.retain(|other| *other != task);
+        if running.is_empty() {
+            self.shapes[shape].idle.insert(request);
+        }
         if let Some(took) = run_us {
             let mean = &mut self.shapes[shape].mean_us;
             let took = took as f64;
@@ -552,6 +563,7 @@ impl<O> SubmitterCore<O> {
             return;
         };
         self.shapes[shape].granted.retain(|other| *other != request);
+        self.shapes[shape].idle.remove(&request);
         self.commands.push_back(Command::ReturnLease {
             request,
             lease: id,
@@ -615,8 +627,7 @@ impl<O> SubmitterCore<O> {
 
     /// When [`Self::handle_timeout`] should next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        self.leases
-            .values()
+        self.idle_leases()
             .filter_map(|lease| match &lease.phase {
                 LeasePhase::Granted { idle_since: Some(since), .. } => Some(*since + self.config.linger),
                 _ => None,
@@ -627,18 +638,21 @@ impl<O> SubmitterCore<O> {
     /// Returns the leases that have lingered with nothing to run for long enough.
     pub fn handle_timeout(&mut self, now: Duration) {
         let linger = self.config.linger;
-        let expired: Vec<RequestId> = self
-            .leases
+        let mut expired: Vec<RequestId> = self
+            .shapes
             .iter()
-            .filter(|(_, lease)| {
-                matches!(lease.phase, LeasePhase::Granted { idle_since: Some(since), .. } if since + linger <= now)
+            .flat_map(|state| state.idle.iter())
+            .filter(|request| {
+                matches!(self.leases.get(request), Some(Lease { phase: LeasePhase::Granted { idle_since: Some(since), .. }, .. }) if *since + linger <= now)
             })
-            .map(|(request, _)| *request)
+            .copied()
             .collect();
+        expired.sort();
         for request in expired {
             let Some(lease) = self.leases.remove(&request) else { continue };
             let LeasePhase::Granted { lease: id, .. } = lease.phase else { continue };
             self.shapes[lease.shape].granted.retain(|other| *other != request);
+            self.shapes[lease.shape].idle.remove(&request);
             self.commands.push_back(Command::ReturnLease {
                 request,
                 lease: id,
@@ -651,14 +665,8 @@ impl<O> SubmitterCore<O> {
     /// Hands queued tasks of `shape` to its granted leases, and asks for more leases while
     /// more tasks are queued than leases are idle or coming.
     fn dispatch(&mut self, now: Duration, shape: usize) {
-        let idle = self.shapes[shape]
-            .granted
-            .iter()
-            .filter(|request| {
-                matches!(&self.leases[*request].phase, LeasePhase::Granted { running, .. } if running.is_empty())
-            })
-            .count();
         let state = &mut self.shapes[shape];
+        let idle = state.idle.len();
         // Compare the queue with the requests still waiting and the idle leases, not with the
         // leases in use: a lease busy with a long task must not keep a queued task from a
         // lease of its own.
@@ -692,42 +700,69 @@ impl<O> SubmitterCore<O> {
                 1
             }
         });
-        // First a task for each lease with nothing to run, then tasks pushed ahead (behind a
-        // running one), and those only while more are queued than leases are coming: a short
-        // task never waits behind a long one while a free worker is on its way for it.
-        for ahead in [false, true] {
+        // First a task for each lease with nothing to run (oldest first)...
+        while !state.queue.is_empty() {
+            let Some(request) = state.idle.pop_first() else { break };
+            let Some(Lease { phase: LeasePhase::Granted { running, idle_since, .. }, .. }) =
+                self.leases.get_mut(&request)
+            else {
+                continue;
+            };
+            let task = state.queue.pop_front().expect("the queue is not empty");
+            push(&mut self.tasks, &mut self.commands, request, running, task);
+            *idle_since = None;
+        }
+        // ...then tasks pushed ahead (behind a running one), and those only while more are
+        // queued than leases are coming: a short task never waits behind a long one while a
+        // free worker is on its way for it.
+        if depth > 1 {
             for request in state.granted.iter().copied() {
-                let Some(Lease { phase: LeasePhase::Granted { running, .. }, .. }) =
+                if state.queue.len() <= state.waiting {
+                    break;
+                }
+                let Some(Lease { phase: LeasePhase::Granted { running, idle_since, .. }, .. }) =
                     self.leases.get_mut(&request)
                 else {
                     continue;
                 };
-                let room = if ahead { depth } else { 1 };
-                while running.len() < room {
-                    if !running.is_empty() && state.queue.len() <= state.waiting {
-                        break;
+                while running.len() < depth && state.queue.len() > state.waiting {
+                    let task = state.queue.pop_front().expect("more queued than waiting");
+                    if running.is_empty() {
+                        state.idle.remove(&request);
+                        *idle_since = None;
                     }
-                    let Some(task) = state.queue.pop_front() else { break };
-                    let entry = self.tasks.get_mut(&task).expect("queued tasks are open");
-                    entry.state = TaskState::Running { request };
-                    entry.attempts += 1;
-                    running.push(task);
-                    self.commands.push_back(Command::Push { request, task, attempt: entry.attempts });
+                    push(&mut self.tasks, &mut self.commands, request, running, task);
                 }
             }
         }
-        for request in &state.granted {
-            if let Some(Lease { phase: LeasePhase::Granted { running, idle_since, .. }, .. }) =
+        for request in &state.idle {
+            if let Some(Lease { phase: LeasePhase::Granted { idle_since, .. }, .. }) =
                 self.leases.get_mut(request)
             {
-                if running.is_empty() {
-                    idle_since.get_or_insert(now);
-                } else {
-                    *idle_since = None;
-                }
+                idle_since.get_or_insert(now);
             }
         }
     }
+
+    /// The granted leases with nothing to run.
+    fn idle_leases(&self) -> impl Iterator<Item = &Lease> {
+        self.shapes.iter().flat_map(|state| state.idle.iter()).filter_map(|request| self.leases.get(request))
+    }
+}
+
+/// Hands `task` to the leased worker of `request`.
+fn push<O>(
+    tasks: &mut HashMap<TaskId, Task>,
+    commands: &mut VecDeque<Command<O>>,
+    request: RequestId,
+    running: &mut Vec<TaskId>,
+    task: TaskId,
+) {
+    let entry = tasks.get_mut(&task).expect("queued tasks are open");
+    entry.state = TaskState::Running { request };
+    entry.attempts += 1;
+    running.push(task);
+    commands.push_back(Command::Push { request, task, attempt: entry.attempts });
 }
 
 #[cfg(test)]
