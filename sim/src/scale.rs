@@ -699,7 +699,9 @@ impl<'w> World<'w> {
         self.gcs.register_node(info).map_err(|error| error.to_string())?;
         let cpus = total.get(CPU).as_f64();
         let pool = PoolConfig {
+            // As `manta start` configures a node's pool.
             workers_max: (cpus as usize).max(1) * 2,
+            start_concurrency_max: (cpus as usize).max(1),
             labels: kind.labels.clone(),
             // As the daemons run: work no node can run yet waits for one that can.
             wait_when_infeasible: true,
@@ -974,11 +976,9 @@ impl<'w> World<'w> {
                     Some(id) => self.index_of.get(&id).copied().filter(|node| self.nodes[*node].alive),
                 };
                 let Some(target) = target else {
-                    let refusal = Refusal::Unreachable {
-                        target: format!("{node:?}"),
-                        reason: "the node is gone".into(),
-                    };
-                    self.drivers[driver].core.lease_answered(now, request, LeaseAnswer::Refused(refusal));
+                    // As the core worker's shell does: the node it was sent to is gone, so it
+                    // asks its own raylet again, whose view will have moved on.
+                    self.drivers[driver].core.lease_answered(now, request, LeaseAnswer::Lost);
                     return;
                 };
                 let lease = LeaseId(self.next_lease);
@@ -1051,7 +1051,18 @@ impl<'w> World<'w> {
                             SubmitFailure::WorkerDied { .. } => "worker died".to_owned(),
                             SubmitFailure::NodeDied { .. } => "node died".to_owned(),
                             SubmitFailure::Refused(Refusal::Infeasible { .. }) => "infeasible".to_owned(),
-                            SubmitFailure::Refused(refusal) => format!("refused: {refusal:?}"),
+                            SubmitFailure::Refused(Refusal::Invalid { reason })
+                                if reason.contains("placement group") =>
+                            {
+                                "its group was removed".to_owned()
+                            }
+                            SubmitFailure::Refused(Refusal::Invalid { .. }) => "invalid".to_owned(),
+                            SubmitFailure::Refused(Refusal::WorkerStartFailed { .. }) => {
+                                "worker start failed".to_owned()
+                            }
+                            SubmitFailure::Refused(Refusal::Unreachable { .. }) => {
+                                "node unreachable".to_owned()
+                            }
                         };
                         self.digest.add(task as u64 | 1 << 63);
                         *self.failed.entry(reason).or_default() += 1;

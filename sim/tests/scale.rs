@@ -97,7 +97,7 @@ fn placement_groups_are_reserved_all_or_nothing_and_their_work_runs_inside_them(
                 outcome.failed
             );
             assert!(
-                outcome.failed.keys().all(|why| ["refused", "worker died", "node died"]
+                outcome.failed.keys().all(|why| ["its group was removed", "worker died", "node died"]
                     .iter()
                     .any(|known| why.contains(known))),
                 "{policy} seed {seed}: {:?}",
