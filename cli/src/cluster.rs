@@ -36,6 +36,10 @@ pub(crate) struct StartArgs {
     /// The GCS's port (with --head; 0: any free port).
     #[arg(long, default_value_t = 6379)]
     port: u16,
+    /// Keep the GCS's tables on disk in DIR (with --head; created if missing), so that a GCS
+    /// started again on DIR finds them; without it they live in the GCS's memory.
+    #[arg(long, value_name = "DIR")]
+    storage: Option<PathBuf>,
     #[command(flatten)]
     health: HealthArgs,
     #[command(flatten)]
@@ -213,6 +217,11 @@ fn start_daemons(args: &StartArgs) -> Result<(), String> {
             "say --head to start a cluster, or --address HOST:PORT --token TOKEN to join one".to_owned()
         );
     }
+    if args.storage.is_some() && !args.head {
+        return Err(
+            "--storage keeps the GCS's tables: it goes with --head (a joining node has no GCS)".to_owned()
+        );
+    }
     // Checked here, not in a daemon's log.
     args.node.parse()?;
     let session = Session::create(&session::root()).map_err(|error| error.to_string())?;
@@ -231,6 +240,10 @@ fn start_daemons(args: &StartArgs) -> Result<(), String> {
                 vec!["gcs".to_owned(), "--session".to_owned(), dir.clone(), "--bind".to_owned(), bind];
             gcs_args.extend(args.health.to_args());
             gcs_args.extend(["--scheduler".to_owned(), args.node.scheduler.clone()]);
+            if let Some(storage) = &args.storage {
+                let storage = std::path::absolute(storage).map_err(|error| format!("--storage: {error}"))?;
+                gcs_args.extend(["--storage".to_owned(), storage.display().to_string()]);
+            }
             let gcs_args: Vec<&str> = gcs_args.iter().map(String::as_str).collect();
             let mut gcs = spawn_daemon(&session, "gcs", &gcs_args)?;
             wait_ready(&session, "gcs", &mut gcs, GCS_ADDRESS)?;
@@ -340,6 +353,9 @@ pub(crate) struct GcsArgs {
     /// The scheduling policy that places placement groups' bundles.
     #[arg(long, value_name = "NAME", default_value = "hybrid")]
     scheduler: String,
+    /// Keep the tables on disk in DIR.
+    #[arg(long, value_name = "DIR")]
+    storage: Option<PathBuf>,
 }
 
 /// `manta gcs`: the GCS daemon; serves until SIGTERM or SIGINT.
@@ -347,8 +363,9 @@ pub(crate) fn gcs(args: GcsArgs) -> ExitCode {
     manta::init_logging();
     let run = || -> Result<(), String> {
         let session = Session::open(&args.session).map_err(|error| error.to_string())?;
-        let daemon = GcsDaemon::start(args.bind, args.health.checks(), &args.scheduler)
-            .map_err(|error| error.to_string())?;
+        let daemon =
+            GcsDaemon::start(args.bind, args.health.checks(), &args.scheduler, args.storage.as_deref())
+                .map_err(|error| error.to_string())?;
         session.write_pid("gcs").map_err(|error| error.to_string())?;
         session.write(TOKEN, &daemon.token.to_string()).map_err(|error| error.to_string())?;
         // Last: its presence says the daemon is ready.

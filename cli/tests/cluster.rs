@@ -199,3 +199,50 @@ fn a_node_whose_gcs_is_gone_leaves_instead_of_serving_nothing() {
     wait_until("the raylet leaves", || !alive(raylet_pid));
     assert!(text(&root.manta(&["stop"]).stdout).contains("No Manta daemons"), "nothing is left to stop");
 }
+
+#[test]
+fn a_gcs_started_again_on_its_storage_remembers_the_cluster_it_had() {
+    let root = Root::new("storage");
+    let storage = root.0.join("gcs-tables");
+    let storage_arg = storage.display().to_string();
+    let quick = [
+        "--health-check-period-ms",
+        "200",
+        "--health-check-timeout-ms",
+        "200",
+        "--health-check-failure-threshold",
+        "2",
+    ];
+    let start = |root: &Root| {
+        let mut args = vec!["start", "--head", "--port", "0", "--num-cpus", "1", "--storage", &storage_arg];
+        args.extend(quick);
+        let head = root.manta(&args);
+        assert!(head.status.success(), "{}", text(&head.stderr));
+    };
+    start(&root);
+    let first = text(&root.manta(&["status"]).stdout);
+    assert!(first.contains("1 node(s) alive, 0 dead"), "{first}");
+    assert!(storage.join("gcs.redb").is_file(), "the tables are on disk");
+    let stopped = root.manta(&["stop"]);
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+
+    // A new GCS on the same storage finds the first head's node record, checks it, and finds
+    // it dead; with the tables in memory it would know only the new head.
+    start(&root);
+    let mut listed = String::new();
+    wait_until("the restarted GCS lists the old node as dead", || {
+        listed = text(&root.manta(&["status"]).stdout);
+        listed.contains("1 node(s) alive, 1 dead")
+    });
+    // Storage that cannot be opened is a one-line error, and nothing is left running.
+    let _ = root.manta(&["stop"]);
+    std::fs::write(root.0.join("not-a-dir"), b"x").unwrap();
+    let bad = root.0.join("not-a-dir").display().to_string();
+    let refused = root.manta(&["start", "--head", "--port", "0", "--num-cpus", "1", "--storage", &bad]);
+    assert_eq!(refused.status.code(), Some(1), "{listed}");
+    assert!(text(&refused.stderr).contains("not-a-dir"), "{}", text(&refused.stderr));
+    // Only with --head.
+    let joined = root.manta(&["start", "--address", "127.0.0.1:1", "--token", "x", "--storage", &bad]);
+    assert_eq!(joined.status.code(), Some(1), "{}", text(&joined.stderr));
+    assert!(text(&joined.stderr).contains("goes with --head"), "{}", text(&joined.stderr));
+}

@@ -9,7 +9,7 @@ use manta_transport::NodeId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::storage::{Storage, Table};
+use crate::storage::{Storage, StorageError, Table, Write};
 use crate::wire::{
     ActorId, ActorInfo, ActorState, Change, Channel, JobId, JobInfo, NodeInfo, NodeState, WorkerInfo,
 };
@@ -63,6 +63,12 @@ fn actor_id_of(bytes: Vec<u8>) -> Result<ActorId, GcsError> {
     })
 }
 
+impl From<StorageError> for GcsError {
+    fn from(error: StorageError) -> Self {
+        GcsError::Storage(error.0)
+    }
+}
+
 fn joined_key(namespace: &str, name: &str) -> Result<Vec<u8>, GcsError> {
     for part in [namespace, name] {
         if part.contains('\0') {
@@ -89,11 +95,12 @@ impl<S: Storage> GcsCore<S> {
         core
     }
 
-    fn store_node(&mut self, info: &NodeInfo) {
-        self.storage.put(Table::Nodes, &info.node_id.0, encode(info));
+    fn store_node(&mut self, info: &NodeInfo) -> Result<(), GcsError> {
+        self.storage.put(Table::Nodes, &info.node_id.0, encode(info))?;
         if let Some(cache) = &mut self.node_cache {
             cache.insert(info.node_id, info.clone());
         }
+        Ok(())
     }
 
     /// Gives the storage back (to rebuild a core over it, as after a restart).
@@ -102,11 +109,11 @@ impl<S: Storage> GcsCore<S> {
     }
 
     fn read<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> Result<Option<T>, GcsError> {
-        self.storage.get(table, key).map(|bytes| decode(table, &bytes)).transpose()
+        self.storage.get(table, key)?.map(|bytes| decode(table, &bytes)).transpose()
     }
 
     fn read_all<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>, GcsError> {
-        self.storage.scan(table, b"").iter().map(|(_, bytes)| decode(table, bytes)).collect()
+        self.storage.scan(table, b"")?.iter().map(|(_, bytes)| decode(table, bytes)).collect()
     }
 
     fn publish(&mut self, change: Change) {
@@ -145,7 +152,7 @@ impl<S: Storage> GcsCore<S> {
         }
         info.state = NodeState::Alive;
         info.death_cause = None;
-        self.store_node(&info);
+        self.store_node(&info)?;
         self.publish(Change::Node(info));
         Ok(())
     }
@@ -159,7 +166,7 @@ impl<S: Storage> GcsCore<S> {
         info.state = NodeState::Dead;
         self.loads.remove(&node_id);
         info.death_cause = Some(cause.to_owned());
-        self.store_node(&info);
+        self.store_node(&info)?;
         self.publish(Change::Node(info));
         let affected: Vec<ActorId> = self
             .actors()?
@@ -244,9 +251,10 @@ impl<S: Storage> GcsCore<S> {
     }
 
     /// A worker process started or registered (its record replaces an earlier one).
-    pub fn worker_reported(&mut self, info: WorkerInfo) {
-        self.storage.put(Table::Workers, &Self::worker_key(info.node_id, info.worker), encode(&info));
+    pub fn worker_reported(&mut self, info: WorkerInfo) -> Result<(), GcsError> {
+        self.storage.put(Table::Workers, &Self::worker_key(info.node_id, info.worker), encode(&info))?;
         self.publish(Change::Worker(info));
+        Ok(())
     }
 
     /// A worker process ended. Unknown workers are recorded dead (the start report may be lost).
@@ -267,8 +275,7 @@ impl<S: Storage> GcsCore<S> {
         });
         info.alive = false;
         info.exit = Some(exit.to_owned());
-        self.worker_reported(info);
-        Ok(())
+        self.worker_reported(info)
     }
 
     /// A worker's record.
@@ -295,7 +302,7 @@ impl<S: Storage> GcsCore<S> {
         launch: Option<crate::wire::JobLaunch>,
         now_ms: u64,
     ) -> Result<JobInfo, GcsError> {
-        let last = self.storage.scan(Table::Jobs, b"").last().map(|(key, _)| key.clone());
+        let last = self.storage.scan(Table::Jobs, b"")?.last().map(|(key, _)| key.clone());
         let next = match last {
             None => 1,
             Some(key) => match <[u8; 4]>::try_from(key.as_slice()) {
@@ -314,7 +321,7 @@ impl<S: Storage> GcsCore<S> {
             end_ms: None,
             launch,
         };
-        self.storage.put(Table::Jobs, &next.to_be_bytes(), encode(&job));
+        self.storage.put(Table::Jobs, &next.to_be_bytes(), encode(&job))?;
         self.publish(Change::Job(job.clone()));
         Ok(job)
     }
@@ -332,7 +339,7 @@ impl<S: Storage> GcsCore<S> {
         }
         job.finished = true;
         job.end_ms = Some(now_ms);
-        self.storage.put(Table::Jobs, &job_id.0.to_be_bytes(), encode(&job));
+        self.storage.put(Table::Jobs, &job_id.0.to_be_bytes(), encode(&job))?;
         self.publish(Change::Job(job));
         let owned: Vec<ActorId> = self
             .actors()?
@@ -357,17 +364,20 @@ impl<S: Storage> GcsCore<S> {
         if job.finished {
             return Err(GcsError::JobFinished(info.job_id));
         }
+        // The actor and its name are written together: never a name without its actor.
+        let mut writes = Vec::with_capacity(2);
         if let Some(name) = &info.name {
             let key = joined_key(&info.namespace, name)?;
-            if self.storage.get(Table::ActorNames, &key).is_some() {
+            if self.storage.get(Table::ActorNames, &key)?.is_some() {
                 return Err(GcsError::NameTaken { namespace: info.namespace.clone(), name: name.clone() });
             }
-            self.storage.put(Table::ActorNames, &key, info.actor_id.0.to_vec());
+            writes.push(Write::Put { table: Table::ActorNames, key, value: info.actor_id.0.to_vec() });
         }
         info.state = ActorState::PendingCreation;
         info.restarts = 0;
         info.death_cause = None;
-        self.storage.put(Table::Actors, &info.actor_id.0, encode(&info));
+        writes.push(Write::Put { table: Table::Actors, key: info.actor_id.0.to_vec(), value: encode(&info) });
+        self.storage.apply(writes)?;
         self.publish(Change::Actor(info));
         Ok(())
     }
@@ -388,7 +398,7 @@ impl<S: Storage> GcsCore<S> {
         info.state = ActorState::Alive;
         info.node_id = Some(node_id);
         info.address = Some(address.to_owned());
-        self.storage.put(Table::Actors, &actor_id.0, encode(&info));
+        self.storage.put(Table::Actors, &actor_id.0, encode(&info))?;
         self.publish(Change::Actor(info));
         Ok(())
     }
@@ -444,17 +454,20 @@ impl<S: Storage> GcsCore<S> {
             info.address = None;
             info.death_cause = cause.map(str::to_owned);
         }
+        // The actor's new state and its name's release are written together.
+        let mut writes = Vec::with_capacity(2);
         if next == ActorState::Dead {
             // A dead actor's name is free for a new actor (Ray's semantics).
             if let Some(name) = &info.name {
                 let key = joined_key(&info.namespace, name)?;
-                if self.storage.get(Table::ActorNames, &key).as_deref() == Some(&info.actor_id.0[..]) {
-                    self.storage.delete(Table::ActorNames, &key);
+                if self.storage.get(Table::ActorNames, &key)?.as_deref() == Some(&info.actor_id.0[..]) {
+                    writes.push(Write::Delete { table: Table::ActorNames, key });
                 }
             }
         }
         info.state = next;
-        self.storage.put(Table::Actors, &actor_id.0, encode(&info));
+        writes.push(Write::Put { table: Table::Actors, key: actor_id.0.to_vec(), value: encode(&info) });
+        self.storage.apply(writes)?;
         self.publish(Change::Actor(info));
         Ok(())
     }
@@ -472,7 +485,7 @@ impl<S: Storage> GcsCore<S> {
     /// The live actor named `name` in `namespace`.
     pub fn named_actor(&self, namespace: &str, name: &str) -> Result<Option<ActorInfo>, GcsError> {
         let key = joined_key(namespace, name)?;
-        match self.storage.get(Table::ActorNames, &key) {
+        match self.storage.get(Table::ActorNames, &key)? {
             Some(id) => self.actor(actor_id_of(id)?),
             None => Ok(None),
         }
@@ -482,7 +495,7 @@ impl<S: Storage> GcsCore<S> {
     pub fn named_actors(&self, namespace: &str) -> Result<Vec<(String, ActorId)>, GcsError> {
         let prefix = joined_key(namespace, "")?;
         self.storage
-            .scan(Table::ActorNames, &prefix)
+            .scan(Table::ActorNames, &prefix)?
             .into_iter()
             .map(|(key, id)| {
                 let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
@@ -503,21 +516,21 @@ impl<S: Storage> GcsCore<S> {
         overwrite: bool,
     ) -> Result<bool, GcsError> {
         let key = joined_key(namespace, key)?;
-        if !overwrite && self.storage.get(Table::Kv, &key).is_some() {
+        if !overwrite && self.storage.get(Table::Kv, &key)?.is_some() {
             return Ok(false);
         }
-        self.storage.put(Table::Kv, &key, value);
+        self.storage.put(Table::Kv, &key, value)?;
         Ok(true)
     }
 
     /// The value under `key`.
     pub fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, GcsError> {
-        Ok(self.storage.get(Table::Kv, &joined_key(namespace, key)?))
+        Ok(self.storage.get(Table::Kv, &joined_key(namespace, key)?)?)
     }
 
     /// Deletes `key`; returns whether it existed.
     pub fn kv_delete(&mut self, namespace: &str, key: &str) -> Result<bool, GcsError> {
-        Ok(self.storage.delete(Table::Kv, &joined_key(namespace, key)?))
+        Ok(self.storage.delete(Table::Kv, &joined_key(namespace, key)?)?)
     }
 
     /// The keys in `namespace` starting with `prefix`, in order.
@@ -526,7 +539,7 @@ impl<S: Storage> GcsCore<S> {
         let scan = joined_key(namespace, prefix)?;
         Ok(self
             .storage
-            .scan(Table::Kv, &scan)
+            .scan(Table::Kv, &scan)?
             .into_iter()
             .map(|(key, _)| String::from_utf8_lossy(&key[start.len()..]).into_owned())
             .collect())

@@ -132,7 +132,13 @@ macro_rules! handle {
 handle!(RegisterNode, |core, request| core.register_node(request.0));
 handle!(MarkNodeDead, |core, request| core.mark_node_dead(request.node_id, &request.cause));
 handle!(GetAllNodes, |core, _request| core.nodes());
-handle!(ReportWorker, |core, request| core.worker_reported(request.0));
+handle!(ReportWorker, |core, request| {
+    // A report has no answer: a record that could not be stored is logged, and the next
+    // report of the worker stores it again.
+    if let Err(error) = core.worker_reported(request.0) {
+        warn!(%error, "a worker's report was not stored");
+    }
+});
 handle!(ReportWorkerExit, |core, request| core.worker_exited(
     request.node_id,
     request.worker,

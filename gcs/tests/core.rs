@@ -248,8 +248,8 @@ fn workers_are_recorded_from_start_to_exit_and_published() {
     gcs.subscribe(SubscriberId(1), Channel::Workers);
     let node_id = NodeId([3; 16]);
     let started = WorkerInfo { node_id, worker: 7, pid: 4242, address: None, alive: true, exit: None };
-    gcs.worker_reported(started.clone());
-    gcs.worker_reported(WorkerInfo { address: Some("127.0.0.1:9000".into()), ..started.clone() });
+    gcs.worker_reported(started.clone()).unwrap();
+    gcs.worker_reported(WorkerInfo { address: Some("127.0.0.1:9000".into()), ..started.clone() }).unwrap();
     assert_eq!(gcs.worker(node_id, 7).unwrap().unwrap().address.as_deref(), Some("127.0.0.1:9000"));
     gcs.worker_exited(node_id, 7, 4242, "killed by signal 9").unwrap();
     let dead = gcs.worker(node_id, 7).unwrap().unwrap();
@@ -269,9 +269,9 @@ fn workers_are_recorded_from_start_to_exit_and_published() {
 fn a_record_that_does_not_decode_is_an_error_not_a_panic() {
     use manta_gcs::{Storage, Table};
     let mut storage = MemoryStorage::default();
-    storage.put(Table::Actors, &[9; 16], b"\xc1 not msgpack".to_vec());
-    storage.put(Table::ActorNames, b"default\0broken", vec![1, 2, 3]);
-    storage.put(Table::Jobs, b"\x00\x01", vec![]);
+    storage.put(Table::Actors, &[9; 16], b"\xc1 not msgpack".to_vec()).unwrap();
+    storage.put(Table::ActorNames, b"default\0broken", vec![1, 2, 3]).unwrap();
+    storage.put(Table::Jobs, b"\x00\x01", vec![]).unwrap();
     let mut gcs = GcsCore::new(storage);
     assert!(matches!(gcs.actor(ActorId([9; 16])), Err(GcsError::BadRecord { .. })));
     assert!(matches!(gcs.actors(), Err(GcsError::BadRecord { .. })));

@@ -11,7 +11,7 @@ use std::time::Duration;
 pub use manta_raylet::binary::Binaries;
 
 use manta_actor::{spawn, Actor, Context, Handler, LocalRef, Node, Routes, ServiceRef, SpawnOptions};
-use manta_gcs::{ActorManager, GcsActor, MemoryStorage};
+use manta_gcs::{ActorManager, GcsActor, MemoryStorage, RedbStorage, Storage};
 use manta_objectstore::{ObjectStore, StoreReader};
 use manta_proto::gcs::requests::{GetAllNodes, IssueJoinTokens, MarkNodeDead, RegisterNode};
 use manta_proto::gcs::wire::{NodeInfo, NodeState};
@@ -36,7 +36,7 @@ pub struct GcsDaemon {
     pub node: Node,
     /// The long-lived join token of this cluster's nodes, drivers and CLI.
     pub token: JoinToken,
-    _gcs: LocalRef<GcsActor<MemoryStorage>>,
+    _gcs: LocalRef<GcsActor<Box<dyn Storage>>>,
 }
 
 /// How the GCS checks that its nodes live (Ray's `health_check_*` settings and defaults).
@@ -66,9 +66,23 @@ impl Default for HealthChecks {
 impl GcsDaemon {
     /// Starts a new cluster's GCS listening on `bind` (port 0: any free port), checking its
     /// nodes' health as `health` says; placement groups' bundles are placed by the policy
-    /// registered as `scheduler`.
-    pub fn start(bind: SocketAddr, health: HealthChecks, scheduler: &str) -> Result<GcsDaemon, NodeError> {
+    /// registered as `scheduler`. Its tables are kept in `storage` (a directory: on disk, and
+    /// found again by a GCS started later on the same directory), or in memory.
+    pub fn start(
+        bind: SocketAddr,
+        health: HealthChecks,
+        scheduler: &str,
+        storage: Option<&std::path::Path>,
+    ) -> Result<GcsDaemon, NodeError> {
         manta_raylet::policies::policy_named(scheduler).map_err(NodeError::Scheduler)?;
+        let durable = storage.map(RedbStorage::open).transpose().map_err(NodeError::Storage)?;
+        // A restarted GCS actor (after a panic) reopens nothing: it shares the open database.
+        let tables = move || -> Box<dyn Storage> {
+            match &durable {
+                Some(tables) => Box::new(tables.clone()),
+                None => Box::new(MemoryStorage::default()),
+            }
+        };
         let ca = Arc::new(ClusterCa::generate("manta")?);
         let admission = Admission { ca: ca.clone(), tokens: Arc::new(TokenRegistry::default()) };
         let node_id = NodeId::random().map_err(IdentityError::from)?;
@@ -79,7 +93,7 @@ impl GcsDaemon {
                 .admission(admission.clone())
                 .config(TransportConfig::cluster(None)),
         )?;
-        let gcs = GcsActor::start(&node, MemoryStorage::default(), MemoryStorage::default)?;
+        let gcs = GcsActor::start(&node, tables(), tables)?;
         let token = admission.tokens.create(&ca, TokenUse::LongLived)?;
         let issuer =
             spawn(node.arbiter(), SpawnOptions::named(AdmissionProtocol::NAME).max_restarts(u32::MAX), {

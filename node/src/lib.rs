@@ -69,6 +69,9 @@ pub enum NodeError {
     /// No scheduling policy has the configured name.
     #[error("{0}")]
     Scheduler(String),
+    /// The GCS's storage could not be opened.
+    #[error("{0}")]
+    Storage(#[from] manta_gcs::StorageError),
     /// Joining the cluster failed (a wrong token, another cluster, nobody at the address).
     #[error("joining the cluster: {0}")]
     Join(#[from] JoinError),

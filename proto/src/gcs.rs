@@ -59,6 +59,10 @@ pub enum GcsError {
     /// The job has finished.
     #[error("job {0:?} has finished")]
     JobFinished(JobId),
+    /// The GCS's storage failed (a full disk, a damaged file, a database gone away): nothing
+    /// was changed, and the GCS goes on serving.
+    #[error("the GCS's storage failed: {0}")]
+    Storage(String),
     /// The actor's lifecycle does not allow this step.
     #[error("actor {actor:?} cannot go from {from:?} to {to:?}")]
     IllegalTransition {
