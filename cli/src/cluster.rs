@@ -40,6 +40,11 @@ pub(crate) struct StartArgs {
     /// started again on DIR finds them; without it they live in the GCS's memory.
     #[arg(long, value_name = "DIR")]
     storage: Option<PathBuf>,
+    /// Start only the GCS, in this host's running session (with --head and --storage): after
+    /// the GCS died, the same cluster comes back (its tables, identity and address), and its
+    /// nodes reconnect by themselves.
+    #[arg(long)]
+    gcs_only: bool,
     #[command(flatten)]
     health: HealthArgs,
     #[command(flatten)]
@@ -222,9 +227,39 @@ fn start_daemons(args: &StartArgs) -> Result<(), String> {
             "--storage keeps the GCS's tables: it goes with --head (a joining node has no GCS)".to_owned()
         );
     }
+    if args.gcs_only && !(args.head && args.storage.is_some()) {
+        return Err(
+            "--gcs-only restarts a GCS on its tables: it goes with --head and --storage DIR".to_owned()
+        );
+    }
     // Checked here, not in a daemon's log.
     args.node.parse()?;
-    let session = Session::create(&session::root()).map_err(|error| error.to_string())?;
+    let session = if args.gcs_only {
+        // The newest of this host's sessions that ran a GCS, which must have ended.
+        let ran_gcs = |session: &Session| {
+            session
+                .pids()
+                .ok()
+                .and_then(|pids| pids.into_iter().find(|(name, _)| name == "gcs").map(|(_, pid)| pid))
+        };
+        let sessions = Session::all(&session::root());
+        let (session, pid) = sessions
+            .into_iter()
+            .rev()
+            .find_map(|session| ran_gcs(&session).map(|pid| (session, pid)))
+            .ok_or("no session of this host ran a GCS: start the cluster with --head first")?;
+        if is_daemon_of(pid, &session) {
+            return Err(format!(
+                "the GCS of session {} is running (pid {pid}): --gcs-only starts one that died",
+                session.dir().display()
+            ));
+        }
+        // Its presence says the new GCS is ready: the old one's must go first.
+        session.remove(GCS_ADDRESS);
+        session
+    } else {
+        Session::create(&session::root()).map_err(|error| error.to_string())?
+    };
     let dir = session.dir().display().to_string();
     let (gcs_address, token) = match args.address {
         Some(address) => {
@@ -250,6 +285,10 @@ fn start_daemons(args: &StartArgs) -> Result<(), String> {
             (session.gcs_address().map_err(|error| error.to_string())?, read(&session, TOKEN)?)
         }
     };
+    if args.gcs_only {
+        println!("Started the GCS of the Manta cluster at {gcs_address} again, on its tables.");
+        return Ok(());
+    }
     let mut raylet_args = vec![
         "raylet".to_owned(),
         "--session".to_owned(),

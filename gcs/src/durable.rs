@@ -39,6 +39,7 @@ fn definition(table: Table) -> TableDefinition<'static, &'static [u8], &'static 
         Table::ActorNames => "actor_names",
         Table::Kv => "kv",
         Table::Workers => "workers",
+        Table::Admission => "admission",
     })
 }
 

@@ -19,6 +19,10 @@ pub enum Table {
     Kv,
     /// Worker processes: `node id | worker id (big-endian)` to record.
     Workers,
+    /// One-time join tokens issued for new workers: the SHA-256 of the secret to when it was
+    /// issued (ms since the epoch, big-endian), so that a restarted GCS admits the workers its
+    /// raylets started with tokens from before.
+    Admission,
 }
 
 /// A write that failed, or a read the backend could not do (a full disk, a damaged file, a

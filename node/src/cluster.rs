@@ -63,6 +63,77 @@ impl Default for HealthChecks {
     }
 }
 
+/// What a GCS with storage keeps of its cluster's identity, in `DIR/identity` (readable by its
+/// user only: the CA's key admits members).
+struct KeptIdentity {
+    ca: Vec<u8>,
+    token: JoinToken,
+    node_id: NodeId,
+    address: SocketAddr,
+}
+
+impl KeptIdentity {
+    const FILE: &'static str = "identity";
+
+    fn failed(path: &std::path::Path, what: impl std::fmt::Display) -> NodeError {
+        NodeError::Storage(manta_gcs::StorageError(format!(
+            "the cluster's identity in {}: {what}",
+            path.display()
+        )))
+    }
+
+    /// The identity kept in `directory`, if any.
+    fn read(directory: &std::path::Path) -> Result<Option<KeptIdentity>, NodeError> {
+        let path = directory.join(Self::FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(Self::failed(&path, error)),
+        };
+        // The CA's bytes, length first, then text lines.
+        let (ca, text) = bytes
+            .split_first_chunk::<4>()
+            .map(|(length, rest)| (u32::from_be_bytes(*length) as usize, rest))
+            .filter(|(length, rest)| *length <= rest.len())
+            .map(|(length, rest)| rest.split_at(length))
+            .ok_or_else(|| Self::failed(&path, "cut short"))?;
+        let text = std::str::from_utf8(text).map_err(|_| Self::failed(&path, "not UTF-8"))?;
+        let mut lines = text.lines();
+        let mut field = |name: &str| {
+            lines
+                .next()
+                .and_then(|line| line.strip_prefix(name))
+                .map(str::to_owned)
+                .ok_or_else(|| Self::failed(&path, format!("no {name}line")))
+        };
+        let token = field("token ")?.parse().map_err(|error| Self::failed(&path, error))?;
+        let node_id = field("node ")?.parse().map_err(|error| Self::failed(&path, error))?;
+        let address = field("address ")?.parse().map_err(|error| Self::failed(&path, error))?;
+        Ok(Some(KeptIdentity { ca: ca.to_vec(), token, node_id, address }))
+    }
+
+    /// Keeps it in `directory`, whole or not at all (written aside, then renamed).
+    fn write(&self, directory: &std::path::Path) -> Result<(), NodeError> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = directory.join(Self::FILE);
+        let aside = directory.join(format!("{}.new", Self::FILE));
+        let text = format!("token {}\nnode {}\naddress {}\n", self.token, self.node_id, self.address);
+        let mut bytes = (self.ca.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&self.ca);
+        bytes.extend_from_slice(text.as_bytes());
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&aside)
+            .map_err(|error| Self::failed(&aside, error))?;
+        file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(|error| Self::failed(&aside, error))?;
+        std::fs::rename(&aside, &path).map_err(|error| Self::failed(&path, error))
+    }
+}
+
 impl GcsDaemon {
     /// Starts a new cluster's GCS listening on `bind` (port 0: any free port), checking its
     /// nodes' health as `health` says; placement groups' bundles are placed by the policy
@@ -76,6 +147,7 @@ impl GcsDaemon {
     ) -> Result<GcsDaemon, NodeError> {
         manta_raylet::policies::policy_named(scheduler).map_err(NodeError::Scheduler)?;
         let durable = storage.map(RedbStorage::open).transpose().map_err(NodeError::Storage)?;
+        let mut admission_tables = durable.clone();
         // A restarted GCS actor (after a panic) reopens nothing: it shares the open database.
         let tables = move || -> Box<dyn Storage> {
             match &durable {
@@ -83,22 +155,47 @@ impl GcsDaemon {
                 None => Box::new(MemoryStorage::default()),
             }
         };
-        let ca = Arc::new(ClusterCa::generate("manta")?);
+        // With storage, the cluster's identity is kept beside its tables: a GCS started again
+        // there is the same cluster (its CA, token, node id and address), so its members'
+        // connections to it come back by themselves.
+        let kept = storage.map(KeptIdentity::read).transpose()?.flatten();
+        let (ca, node_id, bind) = match &kept {
+            // Where its members look for it, whatever `bind` says.
+            Some(kept) => (ClusterCa::from_bytes(&kept.ca)?, kept.node_id, kept.address),
+            None => (ClusterCa::generate("manta")?, NodeId::random().map_err(IdentityError::from)?, bind),
+        };
+        let ca = Arc::new(ca);
         let admission = Admission { ca: ca.clone(), tokens: Arc::new(TokenRegistry::default()) };
-        let node_id = NodeId::random().map_err(IdentityError::from)?;
+        if let (Some(tables), Some(_)) = (&mut admission_tables, &kept) {
+            readmit_kept_tokens(tables, &admission.tokens)?;
+        }
         let identity = ca.issue(node_id)?;
         let node = Node::start(
             Transport::builder(identity)
                 .bind(bind)
                 .admission(admission.clone())
+                // The same for the same cluster: a restarted GCS resets its previous life's
+                // connections, so their peers connect again at once.
+                .reset_key(ca.derived_secret("stateless reset"))
                 .config(TransportConfig::cluster(None)),
         )?;
         let gcs = GcsActor::start(&node, tables(), tables)?;
-        let token = admission.tokens.create(&ca, TokenUse::LongLived)?;
+        let token = match &kept {
+            Some(kept) => {
+                admission.tokens.insert(&kept.token, TokenUse::LongLived);
+                kept.token.clone()
+            }
+            None => admission.tokens.create(&ca, TokenUse::LongLived)?,
+        };
+        if let (Some(directory), None) = (storage, &kept) {
+            let identity =
+                KeptIdentity { ca: ca.to_bytes(), token: token.clone(), node_id, address: node.local_addr() };
+            identity.write(directory)?;
+        }
         let issuer =
             spawn(node.arbiter(), SpawnOptions::named(AdmissionProtocol::NAME).max_restarts(u32::MAX), {
                 let admission = admission.clone();
-                move || AdmissionService { admission: admission.clone() }
+                move || AdmissionService { admission: admission.clone(), kept: admission_tables.clone() }
             });
         node.register(AdmissionProtocol::NAME, Routes::new(issuer).message::<IssueJoinTokens>())?;
         node.arbiter().spawn(check_health(node.clone(), health));
@@ -114,9 +211,35 @@ impl GcsDaemon {
 }
 
 /// Issues one-time join tokens for the workers raylets start (beside the GCS, which holds the
-/// CA).
+/// CA). With storage, it keeps the hash of each token it issues, so that a GCS started again
+/// admits the workers raylets start with tokens from before.
 struct AdmissionService {
     admission: Admission,
+    kept: Option<RedbStorage>,
+}
+
+/// How long a kept one-time token stays good across a restart: a worker not joined by then
+/// was given up by its raylet (`register_timeout_ms`, 60 s).
+const KEPT_TOKEN_MS: u64 = 120_000;
+
+/// Admits again the one-time tokens a previous GCS on `tables` issued recently (a token
+/// redeemed just before the restart is good once more: the price of not writing every join),
+/// and forgets the older ones.
+fn readmit_kept_tokens(tables: &mut RedbStorage, tokens: &TokenRegistry) -> Result<(), NodeError> {
+    use manta_gcs::Table;
+    let now = now_ms();
+    let mut stale = Vec::new();
+    for (hash, issued) in tables.scan(Table::Admission, b"")? {
+        let issued = <[u8; 8]>::try_from(issued.as_slice()).map(u64::from_be_bytes).unwrap_or(0);
+        match <[u8; 32]>::try_from(hash.as_slice()) {
+            Ok(secret_hash) if now.saturating_sub(issued) < KEPT_TOKEN_MS => {
+                tokens.insert_hash(secret_hash, TokenUse::OneTime)
+            }
+            _ => stale.push(manta_gcs::Write::Delete { table: Table::Admission, key: hash }),
+        }
+    }
+    tables.apply(stale)?;
+    Ok(())
 }
 
 impl Actor for AdmissionService {
@@ -127,15 +250,28 @@ impl Handler<IssueJoinTokens> for AdmissionService {
     type Result = Result<Vec<String>, GcsError>;
 
     fn handle(&mut self, request: IssueJoinTokens, _: &mut Context<Self>) -> Self::Result {
-        (0..request.count.min(IssueJoinTokens::MAX))
+        let tokens = (0..request.count.min(IssueJoinTokens::MAX))
             .map(|_| {
                 self.admission
                     .tokens
                     .create(&self.admission.ca, TokenUse::OneTime)
-                    .map(|token| token.to_string())
                     .map_err(|error| GcsError::Token(error.to_string()))
             })
-            .collect()
+            .collect::<Result<Vec<JoinToken>, GcsError>>()?;
+        if let Some(tables) = &mut self.kept {
+            let issued = now_ms().to_be_bytes().to_vec();
+            let writes = tokens
+                .iter()
+                .map(|token| manta_gcs::Write::Put {
+                    table: manta_gcs::Table::Admission,
+                    key: token.secret_hash().to_vec(),
+                    value: issued.clone(),
+                })
+                .collect();
+            // Kept before they are handed out: a token a raylet holds is one a restart honours.
+            tables.apply(writes).map_err(|error| GcsError::Storage(error.0))?;
+        }
+        Ok(tokens.iter().map(ToString::to_string).collect())
     }
 }
 

@@ -129,6 +129,10 @@ pub enum WorkerAdmission {
 /// Tokens asked of the cluster's admission service at once (more when more workers wait).
 const TOKEN_BATCH: u32 = 8;
 
+/// How long workers wait for join tokens while the GCS cannot be asked (within the lease
+/// manager's 60 s start timeout).
+const TOKENS_WAIT: Duration = Duration::from_secs(45);
+
 /// What a node reports: its free resources, its waiting lease requests by demand, its total.
 type Report = (Vec<(String, f64)>, Vec<(String, u32)>, Vec<(String, f64)>);
 
@@ -171,6 +175,8 @@ pub struct RayletActor {
     tokens: std::collections::VecDeque<manta_transport::JoinToken>,
     /// Workers waiting for a token while a batch is asked for.
     awaiting_tokens: Vec<(WorkerId, manta_proto::JobId)>,
+    /// Since when asking for join tokens has failed (the GCS is away: it is asked again).
+    tokens_failing_since: Option<std::time::Instant>,
     /// The free resources and pending demand last reported to the GCS, and when (ms).
     reported: (Option<Report>, u64),
     /// When the GCS was last heard (a health check), and whether the node gave up on it.
@@ -300,8 +306,21 @@ impl Handler<TokensArrived> for RayletActor {
 
     fn handle(&mut self, TokensArrived(answer): TokensArrived, ctx: &mut Context<Self>) {
         let waiting = std::mem::take(&mut self.awaiting_tokens);
+        let failing = self.tokens_failing_since.get_or_insert_with(std::time::Instant::now).elapsed();
         match answer {
+            // The GCS is away (restarting): the workers wait for it, within their start timeout.
+            Err(error) if failing < TOKENS_WAIT => {
+                debug!(%error, "no join tokens yet; asking the GCS again");
+                self.awaiting_tokens = waiting;
+                ctx.run_later(Duration::from_millis(500), |raylet, ctx| {
+                    if let WorkerAdmission::Cluster { gcs, .. } = &raylet.admission {
+                        let gcs = *gcs;
+                        raylet.send_token_ask(gcs, ctx);
+                    }
+                });
+            }
             Ok(tokens) => {
+                self.tokens_failing_since = None;
                 self.tokens.extend(tokens.iter().filter_map(|token| token.parse().ok()));
                 for (worker, job) in waiting {
                     self.start_worker(worker, job, ctx);
@@ -402,6 +421,7 @@ impl RayletActor {
                 admission: admission.clone(),
                 tokens: Default::default(),
                 awaiting_tokens: Vec::new(),
+                tokens_failing_since: None,
                 reported: (None, 0),
                 heard_gcs: (Instant::now(), false),
                 raylet_address: raylet_address.clone(),
@@ -810,6 +830,10 @@ impl RayletActor {
         if self.awaiting_tokens.len() > 1 {
             return; // a batch is on its way: the first waiting worker asked for it
         }
+        self.send_token_ask(gcs, ctx);
+    }
+
+    fn send_token_ask(&mut self, gcs: std::net::SocketAddr, ctx: &mut Context<Self>) {
         let count = TOKEN_BATCH.max(self.awaiting_tokens.len() as u32);
         let service: manta_actor::ServiceRef<manta_proto::gcs::Admission> = self.node.service(gcs);
         let raylet = ctx.address();

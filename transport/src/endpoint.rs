@@ -43,9 +43,19 @@ pub struct TransportBuilder {
     config: TransportConfig,
     dispatcher: Option<Arc<dyn Dispatcher>>,
     admission: Option<Admission>,
+    reset_key: Option<[u8; 32]>,
 }
 
 impl TransportBuilder {
+    /// The secret behind this endpoint's stateless resets (default: random). A process that
+    /// restarts at the same address with the same key (a GCS on its kept identity) resets the
+    /// connections its previous life had: their peers learn at their next packet that the
+    /// connection is gone and connect again, instead of waiting for the idle timeout.
+    pub fn reset_key(mut self, key: [u8; 32]) -> Self {
+        self.reset_key = Some(key);
+        self
+    }
+
     /// Address to bind (default `127.0.0.1:0`, an ephemeral loopback port).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
@@ -78,10 +88,20 @@ impl TransportBuilder {
         let client_config = tls::client_config(&self.identity, &config)?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let bind = self.bind;
+        let endpoint_config = match self.reset_key {
+            Some(key) => {
+                quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)))
+            }
+            None => quinn::EndpointConfig::default(),
+        };
         let thread = std::thread::Builder::new().name("manta-transport".to_owned()).spawn(move || {
             let system = actix_rt::System::new();
             let endpoint = system.block_on(async move {
-                let mut endpoint = quinn::Endpoint::server(server_config, bind)?;
+                let socket = std::net::UdpSocket::bind(bind)?;
+                let runtime = quinn::default_runtime()
+                    .ok_or_else(|| std::io::Error::other("no async runtime for the endpoint"))?;
+                let mut endpoint =
+                    quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)?;
                 endpoint.set_default_client_config(client_config);
                 Ok::<_, std::io::Error>((endpoint, actix_rt::Arbiter::current(), actix_rt::System::current()))
             });
@@ -192,6 +212,7 @@ impl Transport {
             config: TransportConfig::default(),
             dispatcher: None,
             admission: None,
+            reset_key: None,
         }
     }
 

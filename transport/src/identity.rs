@@ -35,6 +35,9 @@ pub enum IdentityError {
         /// Length of the key that was sent.
         len: usize,
     },
+    /// A kept CA (`ClusterCa::to_bytes`) does not read back.
+    #[error("the kept cluster CA does not read back: {0}")]
+    BadKeptCa(String),
 }
 
 impl From<manta_proto::RandomError> for IdentityError {
@@ -73,7 +76,13 @@ impl fmt::Debug for Fingerprint {
 pub struct ClusterCa {
     issuer: Issuer<'static, KeyPair>,
     cert: CertificateDer<'static>,
+    /// What it was generated from, to keep it ([`ClusterCa::to_bytes`]).
+    cluster_name: String,
+    key_der: Vec<u8>,
 }
+
+/// How a kept CA's bytes begin.
+const KEPT_CA_MAGIC: &[u8] = b"manta-ca-v1\n";
 
 impl fmt::Debug for ClusterCa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -84,15 +93,76 @@ impl fmt::Debug for ClusterCa {
 impl ClusterCa {
     /// Generates a new CA (ECDSA P-256) for a cluster called `cluster_name`.
     pub fn generate(cluster_name: &str) -> Result<Self, IdentityError> {
+        let params = Self::params(cluster_name);
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.self_signed(&key)?;
+        let key_der = key.serialize_der();
+        Ok(ClusterCa {
+            cert: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+            cluster_name: cluster_name.to_owned(),
+            key_der,
+        })
+    }
+
+    /// The CA's certificate parameters: the same for a CA generated and one read back, so a
+    /// leaf signed by either names the same issuer.
+    fn params(cluster_name: &str) -> CertificateParams {
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
         name.push(DnType::CommonName, format!("manta cluster CA {cluster_name}"));
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let cert = params.self_signed(&key)?;
-        Ok(ClusterCa { cert: cert.der().clone(), issuer: Issuer::new(params, key) })
+        params
+    }
+
+    /// The CA as bytes to keep (a restarted head keeps its cluster): its name, its private key
+    /// and its certificate. Whoever reads them can admit members: keep them as secret as the
+    /// head's own key (the GCS writes them to a file only its user may read).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = KEPT_CA_MAGIC.to_vec();
+        for part in [self.cluster_name.as_bytes(), &self.key_der, self.cert.as_ref()] {
+            bytes.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(part);
+        }
+        bytes
+    }
+
+    /// A secret derived from the CA's key (for a head's stateless-reset key: the same for the
+    /// same CA, and telling nothing about the key).
+    pub fn derived_secret(&self, purpose: &str) -> [u8; 32] {
+        let mut input = b"manta derived secret\n".to_vec();
+        input.extend_from_slice(purpose.as_bytes());
+        input.push(0);
+        input.extend_from_slice(&self.key_der);
+        Fingerprint::of(&input).0
+    }
+
+    /// A CA kept with [`ClusterCa::to_bytes`]: the same certificate and key, so members that
+    /// trust it trust the CA read back.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdentityError> {
+        let bad = |why: &str| IdentityError::BadKeptCa(why.to_owned());
+        let mut rest = bytes.strip_prefix(KEPT_CA_MAGIC).ok_or_else(|| bad("not a kept CA (no header)"))?;
+        let mut parts = Vec::with_capacity(3);
+        for _ in 0..3 {
+            let (length, tail) = rest.split_first_chunk::<4>().ok_or_else(|| bad("cut short"))?;
+            let length = u32::from_be_bytes(*length) as usize;
+            if tail.len() < length {
+                return Err(bad("cut short"));
+            }
+            parts.push(&tail[..length]);
+            rest = &tail[length..];
+        }
+        if !rest.is_empty() {
+            return Err(bad("trailing bytes"));
+        }
+        let cluster_name =
+            std::str::from_utf8(parts[0]).map_err(|_| bad("the name is not UTF-8"))?.to_owned();
+        let key = KeyPair::try_from(parts[1]).map_err(|error| bad(&format!("the key: {error}")))?;
+        let cert = CertificateDer::from(parts[2].to_vec());
+        let key_der = parts[1].to_vec();
+        Ok(ClusterCa { issuer: Issuer::new(Self::params(&cluster_name), key), cert, cluster_name, key_der })
     }
 
     /// The CA certificate, DER-encoded: the trust root every member holds.
@@ -250,6 +320,13 @@ pub struct JoinToken {
 
 const TOKEN_PREFIX: &str = "manta-join-v1";
 
+impl JoinToken {
+    /// The SHA-256 of the secret: what a head keeps of a token it issued.
+    pub fn secret_hash(&self) -> [u8; 32] {
+        secret_hash(&self.secret)
+    }
+}
+
 impl fmt::Display for JoinToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{TOKEN_PREFIX}.{}.{}", self.ca_fingerprint, manta_proto::hex::encode(&self.secret))
@@ -321,6 +398,17 @@ impl TokenRegistry {
             .map_err(|_| IdentityError::Random)?;
         self.tokens.lock().insert(secret_hash(&secret), token_use);
         Ok(JoinToken { ca_fingerprint: ca.fingerprint(), secret })
+    }
+
+    /// Registers a token made earlier (a restarted head keeps its cluster's long-lived token).
+    pub fn insert(&self, token: &JoinToken, token_use: TokenUse) {
+        self.tokens.lock().insert(secret_hash(&token.secret), token_use);
+    }
+
+    /// Registers a token by the hash of its secret ([`JoinToken::secret_hash`]), as kept by a
+    /// head that restarted (it keeps hashes, never secrets).
+    pub fn insert_hash(&self, hash: [u8; 32], token_use: TokenUse) {
+        self.tokens.lock().insert(hash, token_use);
     }
 
     /// Revokes a token; later joins with it are refused. Returns whether it was live.
@@ -409,6 +497,34 @@ mod tests {
         let other = NodeId::random().unwrap();
         let other = rustls_pki_types::ServerName::try_from(crate::id::dns_name(&other)).unwrap();
         assert!(leaf.verify_is_valid_for_subject_name(&other).is_err());
+    }
+
+    #[test]
+    fn a_kept_ca_reads_back_and_its_leaves_chain_to_the_same_root() {
+        let ca = ClusterCa::generate("kept").unwrap();
+        let kept = ca.to_bytes();
+        let back = ClusterCa::from_bytes(&kept).unwrap();
+        assert_eq!(back.fingerprint(), ca.fingerprint());
+        // A leaf the CA read back signs verifies against the original root.
+        let identity = back.issue(NodeId::random().unwrap()).unwrap();
+        let anchors = [webpki::anchor_from_trusted_cert(ca.cert_der()).unwrap()];
+        let leaf = webpki::EndEntityCert::try_from(&identity.chain[0]).unwrap();
+        let verified = leaf.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &anchors,
+            &[],
+            rustls_pki_types::UnixTime::now(),
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        );
+        assert!(verified.is_ok(), "{:?}", verified.map(drop).err());
+        // Damaged bytes are a typed error, never a panic.
+        let damaged =
+            [Vec::new(), KEPT_CA_MAGIC.to_vec(), kept[..40].to_vec(), [kept.clone(), vec![0]].concat()];
+        for bytes in damaged {
+            assert!(matches!(ClusterCa::from_bytes(&bytes), Err(IdentityError::BadKeptCa(_))));
+        }
     }
 
     #[test]

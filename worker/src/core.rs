@@ -1191,13 +1191,37 @@ fn local_node(config: &Config, address: &str) -> Result<LocalNode, String> {
     })
 }
 
+/// How long a process waits for the GCS to admit it while it cannot be reached (it may be
+/// restarting on its tables): Ray's clients wait 60 s; a worker's raylet gives up on it at 60 s.
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// Joins at `address`, asking again while nobody answers there (a GCS restarting) for up to
+/// [`JOIN_PATIENCE`]; a refusal is final at once.
+fn join_patiently(
+    address: std::net::SocketAddr,
+    token: &manta_transport::JoinToken,
+) -> Result<manta_transport::NodeIdentity, manta_transport::JoinError> {
+    use manta_transport::JoinError;
+    let started = std::time::Instant::now();
+    loop {
+        match join_blocking(address, token, &TransportConfig::default()) {
+            Err(error @ (JoinError::Timeout(_) | JoinError::Connect { .. }))
+                if started.elapsed() < JOIN_PATIENCE =>
+            {
+                tracing::debug!(%error, %address, "not admitted yet; asking again");
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 /// Joins the running cluster at `address` as a driver: registers a job (with how its workers
 /// start: this binary, checked by its hash) and uses this host's node's raylet and store.
 fn connect(config: &Config, address: &str, fingerprint: u64) -> Result<Cluster, InitError> {
     let failed = |reason: String| InitError::Cluster { address: address.to_owned(), reason };
     let local = local_node(config, address).map_err(failed)?;
-    let identity = join_blocking(local.gcs, &local.token, &TransportConfig::default())
-        .map_err(|error| failed(error.to_string()))?;
+    let identity = join_patiently(local.gcs, &local.token).map_err(|error| failed(error.to_string()))?;
     // In the scope of this host's node: its raylet and workers are reached over the local
     // channel, other nodes over QUIC.
     let transport = TransportConfig::cluster(Some(manta_raylet::local_scope(local.node_id)));
@@ -1384,7 +1408,7 @@ fn worker_main(fingerprint: u64) -> ! {
         let max_retries = parsed(env::MAX_RETRIES)?;
         let in_flight: usize = parsed(env::TASKS_IN_FLIGHT)?;
         let reader = StoreReader::open(std::path::Path::new(&variable(env::STORE_PATH)?))?;
-        let identity = join_blocking(join_address, &token, &TransportConfig::default())?;
+        let identity = join_patiently(join_address, &token)?;
         let node_id = identity.node_id();
         // A worker of a running cluster's node (which names its scope), or of an embedded one.
         let transport = match std::env::var(worker_env::LOCAL_SCOPE) {
