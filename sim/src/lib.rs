@@ -374,6 +374,8 @@ fn task_index(id: manta_proto::ObjectId) -> TaskId {
     id.counter() as usize
 }
 
+/// A node id from its index (the index + 1, big-endian, in the first bytes: ids sort as
+/// indices do).
 fn node_id(index: Node) -> NodeId {
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&(index as u64 + 1).to_be_bytes());

@@ -42,6 +42,7 @@ use manta_worker::cores::submitter::{
     SubmitterConfig, SubmitterCore,
 };
 
+use crate::node_id;
 use crate::workload::{ClusterEvent, NodeKind, Placement, Workload};
 
 /// How to run a workload.
@@ -387,13 +388,6 @@ const TRACE_LEN: usize = 64;
 /// Open work and nothing happening but the periodic broadcasts and timers for this long (ten
 /// simulated minutes): the run is stuck.
 const STUCK_MS: u64 = 600_000;
-/// A node id from its index (the index + 1, big-endian, in the first bytes: ids sort as
-/// indices do).
-fn node_id(index: Node) -> NodeId {
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&(index as u64 + 1).to_be_bytes());
-    NodeId(bytes)
-}
 
 fn task_object(task: Task) -> ObjectId {
     ObjectId::from_parts([0; 12], task as u64)
