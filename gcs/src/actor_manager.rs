@@ -228,6 +228,13 @@ impl Handler<CreateActor> for ActorManager {
             let actor_id = spec.info.actor_id;
             match shell.gcs.ask(RegisterActor(spec.info.clone())).await {
                 Ok(Ok(())) => {}
+                // Asked again (the first answer was lost with a connection): it is this
+                // manager's already, and goes on as it was.
+                Ok(Err(crate::GcsError::DuplicateActor(_)))
+                    if shell.watches.lock().contains_key(&actor_id) =>
+                {
+                    return Ok(());
+                }
                 Ok(Err(error)) => return Err(CreateActorError::Refused(error)),
                 Err(error) => return Err(CreateActorError::GcsUnreachable(error.to_string())),
             }

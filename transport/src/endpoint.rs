@@ -47,10 +47,11 @@ pub struct TransportBuilder {
 }
 
 impl TransportBuilder {
-    /// The secret behind this endpoint's stateless resets (default: random). A process that
-    /// restarts at the same address with the same key (a GCS on its kept identity) resets the
-    /// connections its previous life had: their peers learn at their next packet that the
-    /// connection is gone and connect again, instead of waiting for the idle timeout.
+    /// The secret behind this endpoint's stateless resets and connection ids (default:
+    /// random). A process that restarts at the same address with the same key (a GCS on its
+    /// kept identity) recognises the connection ids its previous life issued and resets those
+    /// connections: their peers learn at their next packet that the connection is gone and
+    /// connect again, instead of waiting for the idle timeout.
     pub fn reset_key(mut self, key: [u8; 32]) -> Self {
         self.reset_key = Some(key);
         self
@@ -90,7 +91,17 @@ impl TransportBuilder {
         let bind = self.bind;
         let endpoint_config = match self.reset_key {
             Some(key) => {
-                quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)))
+                let mut config =
+                    quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)));
+                // Connection ids it recognises after a restart too: a packet for an id it
+                // never issued is dropped, not answered with a reset.
+                let cid_key =
+                    u64::from_be_bytes(key[..8].try_into().unwrap_or_default()) ^ 0x6d61_6e74_6163_6964;
+                config.cid_generator(move || {
+                    Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+                        as Box<dyn quinn::ConnectionIdGenerator>
+                });
+                config
             }
             None => quinn::EndpointConfig::default(),
         };

@@ -335,8 +335,7 @@ pub fn create_actor<A: ActorClass>(
             scheduling_strategy: strategy,
             capture_group: capture,
         };
-        let created =
-            manager.ask(CreateActor(spec)).await.map_err(|error| ActorError::Runtime(error.to_string()))?;
+        let created = create_patiently(&manager, spec).await?;
         // Every incarnation is constructed from the same arguments: hold their objects until
         // the actor is dead.
         if !holds.is_empty() {
@@ -903,3 +902,28 @@ impl ActorClient {
 /// How long a client waits before asking again where an actor that is neither alive nor dead
 /// lives (only when the manager does not follow it; one it follows answers when it settles).
 const LOCATE_AGAIN: Duration = Duration::from_millis(50);
+
+/// How long a creation waits for the actor manager while it cannot be reached (the GCS
+/// restarting): Ray's clients wait 60 s for a GCS to come back.
+const CREATE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// Asks the actor manager to create the actor, asking again while its connection is lost or it
+/// cannot be reached (a restarted GCS: a call sent on its previous life's connection is lost).
+/// Asking twice is safe: the manager answers a creation of an actor it already has as done.
+async fn create_patiently(
+    manager: &manta_actor::ServiceRef<manta_proto::worker::ActorManager>,
+    spec: ActorSpec,
+) -> Result<Result<(), CreateActorError>, ActorError> {
+    let started = std::time::Instant::now();
+    loop {
+        match manager.ask(CreateActor(spec.clone())).await {
+            Err(
+                error @ (manta_actor::AskError::ConnectionLost(_) | manta_actor::AskError::Unreachable(_)),
+            ) if started.elapsed() < CREATE_PATIENCE => {
+                tracing::debug!(%error, "the actor manager was not reached; asking again");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            outcome => return outcome.map_err(|error| ActorError::Runtime(error.to_string())),
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! `manta microbenchmark --cluster`: figures of a two-node cluster on this host, each node its
 //! own `manta start` (daemons in their own processes, QUIC between the nodes), the driver on the
 //! head. The shape of Ray's `bench_h_two_node_transfer.py` (`ray.cluster_utils.Cluster`, a
-//! second node with the custom resource `node2`), so the figures compare.
+//! second node with the custom resource `node2`), so the figures compare. The head's GCS keeps
+//! its tables on disk, for `gcs_restart_seconds` (the GCS killed and started again on them).
 
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,12 @@ pub(crate) fn run(options: super::Options, report: &dyn Fn(&Figure)) -> Result<V
     let exe = std::env::current_exe().map_err(|error| format!("this program's path: {error}"))?;
     let store = STORE_BYTES.to_string();
 
+    // The GCS keeps its tables on disk, for `gcs_restart_seconds`.
+    let tables = std::env::temp_dir().join(format!("manta-bench-gcs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tables);
+    let tables_arg = tables.display().to_string();
     let started = Instant::now();
-    let head = NodeSpec::new().num_cpus(1).args(["--object-store-memory", &store]);
+    let head = NodeSpec::new().num_cpus(1).args(["--object-store-memory", &store, "--storage", &tables_arg]);
     let mut cluster = Cluster::start(&exe, head)?;
     // SAFETY (of the environment): set before this process starts any thread that reads it.
     std::env::set_var("MANTA_TEMP_DIR", &cluster.head().root);
@@ -137,6 +142,55 @@ pub(crate) fn run(options: super::Options, report: &dyn Fn(&Figure)) -> Result<V
         }
         runner.value("many_pgs", "groups/s", values);
     }
+    // The GCS killed (`kill -9`) and started again on its tables (`--gcs-only`): seconds from
+    // the kill to the first actor created after it answering a call (Ray keeps its clients
+    // waiting up to 60 s for a GCS to come back).
+    if runner.wanted("gcs_restart_seconds") {
+        let mut values = Vec::new();
+        for _ in 0..runner.options.repeat {
+            values.push(restart_gcs(&exe, &cluster, &tables_arg)?);
+        }
+        runner.value("gcs_restart_seconds", "s", values);
+    }
     drop(cluster);
+    let _ = std::fs::remove_dir_all(&tables);
     Ok(runner.figures)
+}
+
+/// Kills the head's GCS, starts it again on `tables`, and times until a new actor answers.
+fn restart_gcs(exe: &std::path::Path, cluster: &Cluster, tables: &str) -> Result<f64, String> {
+    let root = &cluster.head().root;
+    let pid_file = root.join("session_latest/pids/gcs.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| format!("no GCS pid in {}", pid_file.display()))?;
+    let began = Instant::now();
+    // SAFETY: kill(2) on a pid this cluster's session recorded for its GCS; no memory involved.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+        return Err(format!("killing the GCS (pid {pid}): {}", std::io::Error::last_os_error()));
+    }
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let restarted = std::process::Command::new(exe)
+        .args(["start", "--head", "--storage", tables, "--gcs-only"])
+        .env("MANTA_TEMP_DIR", root)
+        .output()
+        .map_err(|error| format!("starting the GCS again: {error}"))?;
+    if !restarted.status.success() {
+        return Err(format!("starting the GCS again: {}", String::from_utf8_lossy(&restarted.stderr).trim()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // A call sent on the connection to the GCS's previous life fails once; ask again.
+        let answered = super::Sink::remote().ok().and_then(|sink| sink.small_value().get().ok());
+        if answered.is_some() {
+            return Ok(began.elapsed().as_secs_f64());
+        }
+        if Instant::now() > deadline {
+            return Err("no actor answered within 60 s of the GCS's restart".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
