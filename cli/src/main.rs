@@ -55,7 +55,13 @@ fn main() -> ExitCode {
         Command::Start(args) => cluster::start(args),
         Command::Stop(args) => cluster::stop(args),
         Command::Status(args) => cluster::status(args),
-        Command::Sim(args) => sim::command(args),
+        Command::Sim(args) => {
+            // `manta sim ... | head` ends quietly when the reader goes (the default for a
+            // printing command; it opens no socket whose peer could close on it).
+            // SAFETY: signal(2) sets the process-wide disposition of one signal; no memory is involved.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            sim::command(args)
+        }
         Command::Gcs(args) => cluster::gcs(args),
         Command::Raylet(args) => cluster::raylet(args),
     }
