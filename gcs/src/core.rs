@@ -37,7 +37,14 @@ pub struct GcsCore<S: Storage> {
     /// times a second, and every report names its node); `None` if the stored table did not
     /// decode, and then read from storage each time (its error reaches the caller).
     node_cache: Option<BTreeMap<NodeId, NodeInfo>>,
+    /// Dead actors whose records are kept, oldest death first (rebuilt from the table at start,
+    /// in its order); beyond [`GcsCore::dead_actors_kept`] the oldest record is forgotten.
+    dead_actors: std::collections::VecDeque<ActorId>,
+    dead_actors_kept: usize,
 }
+
+/// Dead actors' records kept at most (Ray's `maximum_gcs_destroyed_actor_cached_count`).
+pub const DEAD_ACTORS_KEPT: usize = 100_000;
 
 /// A node's last report: its free resources, its waiting lease requests by demand, and its
 /// total when that changed since it registered.
@@ -87,7 +94,19 @@ impl<S: Storage> GcsCore<S> {
             outbox: Vec::new(),
             loads: BTreeMap::new(),
             node_cache: None,
+            dead_actors: std::collections::VecDeque::new(),
+            dead_actors_kept: DEAD_ACTORS_KEPT,
         };
+        core.dead_actors = core
+            .read_all::<ActorInfo>(Table::Actors)
+            .map(|actors| {
+                actors
+                    .into_iter()
+                    .filter(|info| info.state == ActorState::Dead)
+                    .map(|info| info.actor_id)
+                    .collect()
+            })
+            .unwrap_or_default();
         core.node_cache = core
             .read_all::<NodeInfo>(Table::Nodes)
             .ok()
@@ -467,9 +486,28 @@ impl<S: Storage> GcsCore<S> {
         }
         info.state = next;
         writes.push(Write::Put { table: Table::Actors, key: actor_id.0.to_vec(), value: encode(&info) });
+        // The history of the dead is bounded: the oldest record goes with this death's write.
+        let forgotten = (next == ActorState::Dead && self.dead_actors.len() >= self.dead_actors_kept)
+            .then(|| self.dead_actors.front().copied())
+            .flatten();
+        if let Some(oldest) = forgotten {
+            writes.push(Write::Delete { table: Table::Actors, key: oldest.0.to_vec() });
+        }
         self.storage.apply(writes)?;
+        if next == ActorState::Dead {
+            if forgotten.is_some() {
+                self.dead_actors.pop_front();
+            }
+            self.dead_actors.push_back(actor_id);
+        }
         self.publish(Change::Actor(info));
         Ok(())
+    }
+
+    /// Keeps the records of at most `kept` dead actors (default [`DEAD_ACTORS_KEPT`]); the
+    /// oldest deaths are forgotten first, as more actors die.
+    pub fn keep_dead_actors(&mut self, kept: usize) {
+        self.dead_actors_kept = kept.max(1);
     }
 
     /// An actor's record.

@@ -15,7 +15,7 @@ mod service;
 mod storage;
 pub use manta_proto::gcs::wire;
 
-pub use crate::core::{GcsCore, GcsError, Publication, SubscriberId};
+pub use crate::core::{GcsCore, GcsError, Publication, SubscriberId, DEAD_ACTORS_KEPT};
 pub use actor_manager::{ActorManager, ACTOR_MANAGER_NAME};
 pub use durable::RedbStorage;
 pub use placement::{PlacementGroupManager, PLACEMENT_GROUPS_NAME};

@@ -315,3 +315,31 @@ fn the_resource_view_shows_what_each_node_last_reported() {
     let dead = gcs.cluster_view().unwrap().into_iter().find(|load| load.node_id == NodeId([2; 16])).unwrap();
     assert_eq!(dead.state, NodeState::Dead);
 }
+
+#[test]
+fn the_records_of_the_dead_are_bounded_oldest_first_and_across_a_restart() {
+    let mut gcs = GcsCore::new(MemoryStorage::default());
+    gcs.keep_dead_actors(3);
+    let job = gcs.add_job("driver", 1).unwrap().job_id;
+    let alive = actor(100, job, Some("stays"), 0);
+    gcs.register_actor(alive.clone()).unwrap();
+    for n in 1..=5 {
+        gcs.register_actor(actor(n, job, None, 0)).unwrap();
+        gcs.kill_actor(ActorId([n; 16]), "killed").unwrap();
+    }
+    let ids = |gcs: &GcsCore<MemoryStorage>| {
+        let mut ids: Vec<u8> = gcs.actors().unwrap().iter().map(|info| info.actor_id.0[0]).collect();
+        ids.sort();
+        ids
+    };
+    // The two oldest deaths are forgotten; the living are never.
+    assert_eq!(ids(&gcs), vec![3, 4, 5, 100]);
+    assert!(gcs.actor(ActorId([1; 16])).unwrap().is_none());
+    // A restarted GCS knows its dead again, and goes on forgetting the oldest.
+    let mut gcs = GcsCore::new(gcs.into_storage());
+    gcs.keep_dead_actors(3);
+    gcs.register_actor(actor(6, job, None, 0)).unwrap();
+    gcs.kill_actor(ActorId([6; 16]), "killed").unwrap();
+    assert_eq!(ids(&gcs), vec![4, 5, 6, 100]);
+    assert_eq!(gcs.named_actor("default", "stays").unwrap().map(|info| info.actor_id), Some(alive.actor_id));
+}
