@@ -54,8 +54,12 @@ fn a_real_cluster_and_the_simulation_place_tasks_in_the_same_proportions() {
     std::env::set_var("MANTA_TEMP_DIR", &cluster.head().root);
     let config = manta::Config { address: Some("auto".to_owned()), ..manta::Config::default() };
     let _driver = manta::init_with(config).unwrap();
-    // Every raylet's view shows every node before the work starts (as in the simulation).
-    std::thread::sleep(Duration::from_millis(500));
+    // The GCS's view holds every node's CPUs before the work starts (as in the simulation); the
+    // raylets read that view every 100 ms.
+    let total: f64 = CPUS.iter().map(|cpus| *cpus as f64).sum();
+    support::eventually("the cluster's view shows every node's CPUs", || {
+        manta::cluster_resources().is_ok_and(|resources| resources.get("CPU") == Some(&total))
+    });
     let refs: Vec<_> = (0..TASKS).map(|_| node_after::remote(200)).collect();
     let mut real: BTreeMap<String, usize> = BTreeMap::new();
     for node in manta::get_all(&refs).unwrap() {

@@ -170,7 +170,11 @@ fn restart_gcs(exe: &std::path::Path, cluster: &Cluster, tables: &str) -> Result
     if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
         return Err(format!("killing the GCS (pid {pid}): {}", std::io::Error::last_os_error()));
     }
+    let gone = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > gone {
+            return Err(format!("the GCS (pid {pid}) did not end within 10 s of SIGKILL"));
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
     let restarted = std::process::Command::new(exe)
